@@ -1,0 +1,90 @@
+"""Every error actorao raises, as one tree. Users catch what they understand.
+
+    ActoraoError
+    ├── InvalidMessage        a message, tag, module or argument is malformed (names the field)
+    ├── SignatureError        a signature does not verify
+    ├── UnknownProcess        no process with that id lives on this node
+    ├── UnknownMessage        no message with that id was ever assigned here
+    ├── ModuleError           a module cannot load, or its evaluation failed
+    │   ├── ComputeLimitExceeded   it ran out of fuel
+    │   ├── MemoryLimitExceeded    it grew past its memory limit
+    │   └── Trap                   it trapped (unreachable, out of bounds, bad result ...)
+    ├── Overloaded            a bound was hit (queue high-water mark, size limit); retry later
+    ├── Timeout               a wait ran out before its answer arrived
+    └── NodeStopped           the node is closed, or closed while the call was waiting
+
+Library errors (zmq, lmdb, wasmtime) are mapped to these at the edge, with the cause chained.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActoraoError",
+    "ComputeLimitExceeded",
+    "InvalidMessage",
+    "MemoryLimitExceeded",
+    "ModuleError",
+    "NodeStopped",
+    "Overloaded",
+    "SignatureError",
+    "Timeout",
+    "Trap",
+    "UnknownMessage",
+    "UnknownProcess",
+]
+
+
+class ActoraoError(Exception):
+    """The base of every actorao error."""
+
+
+class InvalidMessage(ActoraoError):
+    """Input is malformed. ``field`` names what was wrong."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[InvalidMessage], tuple[str, str]]:
+        return (type(self), (self.field, self.reason))
+
+
+class SignatureError(ActoraoError):
+    """A signature does not verify."""
+
+
+class UnknownProcess(ActoraoError):
+    """No process with this id lives on this node."""
+
+
+class UnknownMessage(ActoraoError):
+    """No message with this id was assigned on this node."""
+
+
+class ModuleError(ActoraoError):
+    """A module cannot be loaded, or evaluating it failed."""
+
+
+class ComputeLimitExceeded(ModuleError):
+    """Evaluation ran out of fuel."""
+
+
+class MemoryLimitExceeded(ModuleError):
+    """Evaluation grew memory past its limit."""
+
+
+class Trap(ModuleError):
+    """Evaluation trapped, or the module broke the interface."""
+
+
+class Overloaded(ActoraoError):
+    """A bound was hit; the caller should slow down and retry."""
+
+
+class Timeout(ActoraoError):
+    """A wait ended before its answer arrived."""
+
+
+class NodeStopped(ActoraoError):
+    """The node is closed."""

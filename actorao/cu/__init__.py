@@ -1,0 +1,9 @@
+"""Compute units: a pool of worker OS processes, each hosting many AO processes, evaluating every
+process's slots in order and storing the results."""
+
+from __future__ import annotations
+
+from actorao.cu._pool import WorkerPool, place
+from actorao.cu._process import HostedProcess, Limits
+
+__all__ = ["HostedProcess", "Limits", "WorkerPool", "place"]

@@ -1,0 +1,214 @@
+"""The CU pool, as the node sees it: worker OS processes under a supervisor, the sockets to them,
+and where each AO process lives.
+
+Placement is rendezvous hashing on (process id, worker index): stable for a given worker count, and
+when the count changes only the processes whose best worker changed move.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from pathlib import Path
+
+import zmq
+
+from actorao._exceptions import NodeStopped, Overloaded, Timeout
+from actorao.cu._process import Limits
+from actorao.cu._worker import WorkerConfig
+from actorao.mailbox import (
+    ASSIGN,
+    DRY_RESULT,
+    DRY_RUN,
+    READY,
+    RESULTS,
+    STOP,
+    WAKE,
+    Outlet,
+    open_socket,
+    results_address,
+    unpack,
+    worker_address,
+)
+from actorao.supervisor import ChildSpec, OSProcess, Supervisor
+
+log = logging.getLogger(__name__)
+
+ResultsHandler = Callable[[list[bytes]], None]
+_POLL_MS = 50
+
+
+def place(pid: str, workers: int) -> int:
+    """The worker index that hosts ``pid``: rendezvous hashing, highest score wins."""
+    if workers == 1:
+        return 0
+    key = pid.encode()
+    return max(range(workers), key=lambda index: hashlib.blake2b(key + bytes([index]), digest_size=8).digest())
+
+
+class WorkerPool:
+    """Starts, feeds and listens to the workers. ``on_results`` gets each RESULTS frame's items."""
+
+    def __init__(
+        self,
+        data_path: Path,
+        runtime: Path,
+        workers: int,
+        limits: Limits,
+        map_size: int,
+        on_results: ResultsHandler,
+        known_processes: Callable[[], Iterable[str]],
+    ) -> None:
+        self.data_path = data_path
+        self.runtime = runtime
+        self.workers = workers
+        self.limits = limits
+        self.map_size = map_size
+        self._on_results = on_results
+        self._known_processes = known_processes
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._outlets = [
+            Outlet(open_socket(self._context, zmq.PUSH, worker_address(runtime, index), bind=True))
+            for index in range(workers)
+        ]
+        self._results = open_socket(self._context, zmq.PULL, results_address(runtime), bind=True)
+        self._placement: dict[str, int] = {}
+        self._behind: list[set[str]] = [set() for _ in range(workers)]  # pushes dropped at the HWM
+        self._behind_lock = threading.Lock()
+        self._dry_runs: dict[bytes, Future[bytes]] = {}
+        self._tokens = itertools.count()
+        self._ready_workers: set[int] = set()
+        self._ready_cond = threading.Condition()
+        self._stopped = threading.Event()
+        self.failed = False
+        self.supervisor = Supervisor(
+            "cu-pool",
+            [self._child_spec(index) for index in range(workers)],
+            on_restart=self._worker_restarted,
+            on_give_up=self._gave_up,
+        )
+        self._listener = threading.Thread(target=self._listen, name="cu-results", daemon=True)
+
+    def _child_spec(self, index: int) -> ChildSpec:
+        config = WorkerConfig(index, str(self.data_path), str(self.runtime), self.limits, self.map_size)
+
+        def start() -> OSProcess:
+            return OSProcess.python_module("actorao.cu", config.to_json())
+
+        return ChildSpec(id=f"worker-{index}", start=start, shutdown=5.0)
+
+    def _gave_up(self, name: str) -> None:
+        self.failed = True
+        with self._ready_cond:
+            self._ready_cond.notify_all()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self, timeout: float = 60.0) -> None:
+        self._listener.start()
+        self.supervisor.start()
+        with self._ready_cond:
+            started = self._ready_cond.wait_for(
+                lambda: self.failed or len(self._ready_workers) == self.workers, timeout
+            )
+        if self.failed or not started:
+            self.stop()
+            raise NodeStopped(f"the CU workers did not start (see the log above); waited up to {timeout} s")
+
+    def stop(self) -> None:
+        for outlet in self._outlets:
+            outlet.send_nowait(STOP, [])
+        self.supervisor.stop()
+        self._stopped.set()
+        self._listener.join()
+        for outlet in self._outlets:
+            outlet.close()
+        self._results.close(linger=0)
+        self._context.term()
+        for future in list(self._dry_runs.values()):
+            future.set_exception(NodeStopped("the node closed during a dry run"))
+
+    def _worker_restarted(self, child_id: str) -> None:
+        index = int(child_id.rsplit("-", 1)[1])
+        log.warning("worker %d restarted; its processes catch up from checkpoint plus log", index)
+        self.wake_all(index)
+
+    # -- placement and pushes -------------------------------------------------------------------
+    def worker_of(self, pid: str) -> int:
+        index = self._placement.get(pid)
+        if index is None:
+            index = self._placement[pid] = place(pid, self.workers)
+        return index
+
+    def push(self, entries: list[tuple[str, bytes, bytes]]) -> None:
+        """Send (process id, log key, module JSON) entries, one frame per worker."""
+        frames: list[list[bytes]] = [[] for _ in range(self.workers)]
+        pids: list[set[str]] = [set() for _ in range(self.workers)]
+        for pid, key, message in entries:
+            index = self.worker_of(pid)
+            frames[index] += (key, message)
+            pids[index].add(pid)
+        for index, items in enumerate(frames):
+            if items and not self._outlets[index].send_nowait(ASSIGN, items):
+                # Durable already: the worker reads these from the log once it can take a frame.
+                with self._behind_lock:
+                    self._behind[index] |= pids[index]
+
+    def wake_all(self, index: int) -> None:
+        with self._behind_lock:
+            self._behind[index] |= {pid for pid in self._known_processes() if self.worker_of(pid) == index}
+
+    def _flush_behind(self) -> None:
+        with self._behind_lock:
+            for index, pids in enumerate(self._behind):
+                if pids and self._outlets[index].send_nowait(WAKE, [pid.encode() for pid in pids]):
+                    pids.clear()
+
+    def dry_run(self, pid: str, message: bytes, timeout: float) -> bytes:
+        token = str(next(self._tokens)).encode()
+        future: Future[bytes] = Future()
+        self._dry_runs[token] = future
+        try:
+            if not self._outlets[self.worker_of(pid)].send_nowait(DRY_RUN, [token, pid.encode(), message]):
+                raise Overloaded(f"worker {self.worker_of(pid)}'s inbox is at its high-water mark")
+            try:
+                return future.result(timeout)
+            except TimeoutError:
+                raise Timeout(f"dry run on {pid} took longer than {timeout} s") from None
+        finally:
+            self._dry_runs.pop(token, None)
+
+    # -- results --------------------------------------------------------------------------------
+    def _listen(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._results, zmq.POLLIN)
+        while not self._stopped.is_set():
+            if poller.poll(_POLL_MS):
+                while True:
+                    try:
+                        frame = self._results.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._dispatch(frame)
+            self._flush_behind()
+
+    def _dispatch(self, frame: bytes) -> None:
+        kind, items = unpack(frame)
+        if kind == RESULTS:
+            self._on_results(items)
+        elif kind == DRY_RESULT:
+            future = self._dry_runs.get(bytes(items[0]))
+            if future is not None and not future.done():
+                future.set_result(bytes(items[1]))
+        elif kind == READY:
+            index = int(items[0])
+            log.debug("worker %d ready as pid %s (node pid %d)", index, items[1].decode(), os.getpid())
+            with self._ready_cond:
+                self._ready_workers.add(index)
+                self._ready_cond.notify_all()
+        else:
+            log.error("unknown frame kind %r from a worker", kind)

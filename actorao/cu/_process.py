@@ -1,0 +1,157 @@
+"""One AO process hosted by a worker: its instance, its nonce-ordered inbox, rollback and checkpoints.
+
+Rollback is cheap on the happy path: nothing is copied before a message. When a message fails, a
+fresh instance is restored from the last checkpoint and the log is replayed up to the slot before
+the failure, skipping slots that failed too. Determinism makes that replay exact.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import lmdb
+import orjson
+
+from actorao.cu._checkpoint import decode_checkpoint, encode_checkpoint
+from actorao.mailbox import NonceInbox
+from actorao.persist import Store, log_key
+from actorao.vm import CompiledModule, Evaluator, Instance, Snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    fuel: int
+    memory: int
+    checkpoint_every: int
+
+
+class HostedProcess:
+    """Evaluates one process's slots strictly in order and keeps what rollback needs."""
+
+    def __init__(
+        self,
+        pid: str,
+        store: Store,
+        compiled: CompiledModule,
+        env: bytes,
+        limits: Limits,
+        evaluator: Evaluator,
+    ) -> None:
+        self.pid = pid
+        self.store = store
+        self.compiled = compiled
+        self.env = env
+        self.limits = limits
+        self.evaluator = evaluator
+        self.checkpoint_slot = -1  # -1: the module's initial state
+        self.checkpoint: Snapshot | None = None
+        self.failed: set[int] = set()  # slots after the checkpoint whose result is an Error
+        self.instance = Instance(compiled, memory_limit=limits.memory)
+        self.inbox: NonceInbox[bytes] = NonceInbox(0, self._read_log)
+        self.since_checkpoint = 0
+        self.pending_checkpoint: bytes | None = None
+
+    # -- loading --------------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Come back to the state after the last stored result: checkpoint plus log replay."""
+        blob = self.store.get("checkpoints", self.pid.encode())
+        if blob is not None:
+            self.checkpoint_slot, self.checkpoint = decode_checkpoint(blob)
+            self.instance.restore(self.checkpoint)
+        last = self.store.last_slot("results", self.pid)
+        if last is None or last <= self.checkpoint_slot:
+            self.inbox.next_slot = self.checkpoint_slot + 1
+            return
+        stored = self._read_results(self.checkpoint_slot + 1, last)
+        self.failed = {slot for slot, result in stored.items() if b'"Error":' in result}
+        self._replay(self.checkpoint_slot + 1, last)
+        self.inbox.next_slot = last + 1
+
+    def _read_log(self, first: int, last: int) -> list[tuple[int, bytes]]:
+        return self.store.log_range(self.pid, first, last)
+
+    def _read_results(self, first: int, last: int) -> dict[int, bytes]:
+        start, stop = log_key(self.pid, first), log_key(self.pid, last)
+        results = self.store.results
+
+        def body(txn: lmdb.Transaction) -> dict[int, bytes]:
+            cursor = txn.cursor(db=results)
+            out: dict[int, bytes] = {}
+            if cursor.set_range(start):
+                for key, value in cursor:
+                    if bytes(key) > stop:
+                        break
+                    out[int.from_bytes(key[-8:], "big")] = bytes(value)
+            return out
+
+        return self.store.read(body)
+
+    def _replay(self, first: int, last: int) -> None:
+        """Re-evaluate log slots first..last on the live instance, skipping slots that failed."""
+        for slot, message in self._read_log(first, last):
+            if slot in self.failed:
+                continue
+            _, failed = self.evaluator.evaluate(self.instance, message, self.env)
+            if failed:  # cannot happen with a deterministic module; say so loudly if it does
+                log.error("process %s: slot %d failed on replay but not originally", self.pid, slot)
+
+    def _rollback(self, before_slot: int) -> None:
+        self.instance = Instance(self.compiled, memory_limit=self.limits.memory)
+        if self.checkpoint is not None:
+            self.instance.restore(self.checkpoint)
+        self._replay(self.checkpoint_slot + 1, before_slot - 1)
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def deliver(self, slot: int, message: bytes) -> list[tuple[int, bytes]]:
+        """Take slot ``slot``; return (slot, result JSON) for every slot now evaluated, in order."""
+        return [(ready, self._evaluate(ready, body)) for ready, body in self.inbox.offer(slot, message)]
+
+    def catch_up(self, last: int) -> list[tuple[int, bytes]]:
+        """Evaluate whatever the log holds up to ``last`` that this process has not seen."""
+        return [(ready, self._evaluate(ready, body)) for ready, body in self.inbox.fill_to(last)]
+
+    def _evaluate(self, slot: int, message: bytes) -> bytes:
+        result, failed = self.evaluator.evaluate(self.instance, message, self.env)
+        if failed:
+            self.failed.add(slot)
+            self._rollback(slot)
+            return result
+        self.since_checkpoint += 1
+        if self.since_checkpoint >= self.limits.checkpoint_every:
+            self._take_checkpoint(slot)
+        return result
+
+    def _take_checkpoint(self, slot: int) -> None:
+        self.checkpoint = self.instance.snapshot()
+        self.checkpoint_slot = slot
+        self.failed.clear()
+        self.since_checkpoint = 0
+        self.pending_checkpoint = encode_checkpoint(slot, self.checkpoint)
+
+    def take_pending_checkpoint(self) -> bytes | None:
+        blob, self.pending_checkpoint = self.pending_checkpoint, None
+        return blob
+
+    def dry_run(self, message: bytes) -> bytes:
+        """Evaluate ``message`` on the current state and put the state back as it was."""
+        before = self.instance.snapshot()
+        result, failed = self.evaluator.evaluate(self.instance, message, self.env)
+        if failed or self.instance.memory_size() != len(before.memory):
+            self.instance = Instance(self.compiled, memory_limit=self.limits.memory)
+        self.instance.restore(before)
+        return result
+
+
+def process_env(process_json: bytes, module_id: str, module_meta: bytes) -> bytes:
+    """The env argument of ``handle``: the process's and its module's id, owner and tags."""
+    process = orjson.loads(process_json)
+    module = orjson.loads(module_meta)
+    return orjson.dumps(
+        {
+            "Process": {"Id": process["Id"], "Owner": process["Owner"], "Tags": process["Tags"]},
+            "Module": {"Id": module_id, "Owner": module["owner"], "Tags": module["tags"]},
+        }
+    )

@@ -1,0 +1,212 @@
+"""A CU worker: one OS process hosting many AO processes, fed batches over ZeroMQ.
+
+The loop takes every frame that is waiting, evaluates it, writes all the results in one LMDB
+transaction, then reports them back in one frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import lmdb
+import orjson
+import zmq
+
+from actorao._exceptions import ModuleError
+from actorao.cu._process import HostedProcess, Limits, process_env
+from actorao.mailbox import (
+    ASSIGN,
+    DRY_RESULT,
+    DRY_RUN,
+    READY,
+    RESULTS,
+    STOP,
+    WAKE,
+    open_socket,
+    pack,
+    results_address,
+    unpack,
+    worker_address,
+)
+from actorao.persist import Store, log_key, split_key
+from actorao.vm import CompiledModule, Evaluator, compile_module, error_result
+
+log = logging.getLogger(__name__)
+
+_MAX_FRAMES_PER_COMMIT = 64
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    index: int
+    data_path: str
+    runtime: str
+    limits: Limits
+    map_size: int
+
+    def to_json(self) -> str:
+        doc = {"index": self.index, "data_path": self.data_path, "runtime": self.runtime,
+               "map_size": self.map_size, "limits": [self.limits.fuel, self.limits.memory,
+                                                     self.limits.checkpoint_every]}
+        return orjson.dumps(doc).decode()
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerConfig:
+        doc = orjson.loads(text)
+        return cls(doc["index"], doc["data_path"], doc["runtime"], Limits(*doc["limits"]), doc["map_size"])
+
+
+class Worker:
+    """What a worker knows: its compiled modules and its hosted processes."""
+
+    def __init__(self, config: WorkerConfig, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.evaluator = Evaluator(config.limits.fuel)
+        self.modules: dict[str, CompiledModule] = {}
+        self.processes: dict[str, HostedProcess] = {}
+        self.broken: dict[str, str] = {}  # process id -> why it cannot load
+
+    def _compiled(self, module_id: str) -> CompiledModule:
+        compiled = self.modules.get(module_id)
+        if compiled is None:
+            wasm = self.store.get("modules", module_id.encode() + b"/wasm")
+            if wasm is None:
+                raise ModuleError(f"ModuleError: module {module_id} is not in the store")
+            compiled = self.modules[module_id] = compile_module(wasm)
+        return compiled
+
+    def hosted(self, pid: str) -> HostedProcess | None:
+        """The process, loaded and recovered on first use; None when it cannot load."""
+        process = self.processes.get(pid)
+        if process is not None or pid in self.broken:
+            return process
+        try:
+            module_id = self.store.get("processes", pid.encode())
+            spawn = self.store.get("log", log_key(pid, 0))
+            if module_id is None or spawn is None:
+                raise ModuleError(f"ModuleError: process {pid} has no spawn record")
+            meta = self.store.get("modules", module_id)
+            assert meta is not None
+            env = process_env(spawn, module_id.decode(), meta)
+            process = HostedProcess(
+                pid, self.store, self._compiled(module_id.decode()), env, self.config.limits, self.evaluator
+            )
+            process.recover()
+        except ModuleError as exc:
+            log.error("worker %d: process %s cannot load: %s", self.config.index, pid, exc)
+            self.broken[pid] = str(exc)
+            return None
+        self.processes[pid] = process
+        return process
+
+    def assign(self, items: list[bytes], out: list[tuple[bytes, bytes]]) -> None:
+        for at in range(0, len(items), 2):
+            key, message = bytes(items[at]), bytes(items[at + 1])
+            pid, slot = split_key(key)
+            process = self.hosted(pid)
+            if process is None:
+                out.append((key, error_result(self.broken[pid])))
+                continue
+            for ready, result in process.deliver(slot, message):
+                out.append((log_key(pid, ready), result))
+
+    def wake(self, pids: list[bytes], out: list[tuple[bytes, bytes]]) -> None:
+        """Catch up every named process whose log runs ahead of its results."""
+        for raw in pids:
+            pid = bytes(raw).decode()
+            head = self.store.last_slot("log", pid)
+            if head is None:
+                continue
+            process = self.processes.get(pid)
+            if process is None:
+                done = self.store.last_slot("results", pid)
+                if done is not None and done >= head:
+                    continue
+                process = self.hosted(pid)
+            if process is None:
+                continue
+            for ready, result in process.catch_up(head):
+                out.append((log_key(pid, ready), result))
+
+    def dry_run(self, items: list[bytes], out: list[tuple[bytes, bytes]]) -> list[bytes]:
+        """Evaluate a read-only message on the state after every acknowledged message."""
+        token, pid, message = bytes(items[0]), bytes(items[1]).decode(), bytes(items[2])
+        self.wake([items[1]], out)
+        process = self.hosted(pid)
+        if process is None:
+            return [token, error_result(self.broken[pid])]
+        return [token, process.dry_run(message)]
+
+    def commit(self, results: list[tuple[bytes, bytes]]) -> None:
+        checkpoints = []
+        for process in self.processes.values():
+            blob = process.take_pending_checkpoint()
+            if blob is not None:
+                checkpoints.append((process.pid.encode(), blob))
+        if not results and not checkpoints:
+            return
+        results_db, checkpoints_db = self.store.results, self.store.checkpoints
+
+        def body(txn: lmdb.Transaction) -> None:
+            for key, value in results:
+                txn.put(key, value, db=results_db)
+            for key, value in checkpoints:
+                txn.put(key, value, db=checkpoints_db)
+
+        self.store.write(body)
+
+
+def run_worker(config: WorkerConfig) -> None:
+    """The worker process's entry point."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node stops us with STOP, or signals
+    store = Store(config.data_path, sync=False, map_size=config.map_size)
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    runtime = Path(config.runtime)
+    inbox = open_socket(context, zmq.PULL, worker_address(runtime, config.index), bind=False)
+    outbox = open_socket(context, zmq.PUSH, results_address(runtime), bind=False)
+    worker = Worker(config, store)
+    outbox.send(pack(READY, [str(config.index).encode(), str(os.getpid()).encode()]))
+    try:
+        _serve(worker, inbox, outbox)
+    finally:
+        inbox.close(linger=0)
+        outbox.close(linger=1000)
+        context.term()
+        store.close()
+
+
+def _serve(worker: Worker, inbox: zmq.Socket[bytes], outbox: zmq.Socket[bytes]) -> None:
+    while True:
+        frames = [inbox.recv(copy=True)]
+        while len(frames) < _MAX_FRAMES_PER_COMMIT:
+            try:
+                frames.append(inbox.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+        results: list[tuple[bytes, bytes]] = []
+        dry_replies: list[list[bytes]] = []
+        stop = False
+        for frame in frames:
+            kind, items = unpack(frame)
+            if kind == ASSIGN:
+                worker.assign(items, results)
+            elif kind == WAKE:
+                worker.wake(items, results)
+            elif kind == DRY_RUN:
+                dry_replies.append(worker.dry_run(items, results))
+            elif kind == STOP:
+                stop = True
+            else:
+                log.error("worker %d: unknown frame kind %r", worker.config.index, kind)
+        worker.commit(results)
+        if results:
+            outbox.send(pack(RESULTS, [part for pair in results for part in pair]))
+        for reply in dry_replies:
+            outbox.send(pack(DRY_RESULT, reply))
+        if stop:
+            return

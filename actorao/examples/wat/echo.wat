@@ -1,0 +1,10 @@
+  ;; echo: replies with the whole message it was given, as a JSON object in Output.
+  (func (export "handle") (param $msg i32) (param $env i32) (result i32)
+    (local $n i32) (local $out i32) (local $p i32)
+    (local.set $n (call $strlen (local.get $msg)))
+    (local.set $out (call $malloc (i32.add (local.get $n) (i32.const 256))))
+    (local.set $p (call $emit (local.get $out) ${ok_object_open}))
+    (local.set $p (call $emit (local.get $p) (local.get $msg) (local.get $n)))
+    (local.set $p (call $emit (local.get $p) ${object_close}))
+    (i32.store8 (local.get $p) (i32.const 0))
+    (call $finish (local.get $out)))

@@ -1,0 +1,44 @@
+"""Many items in one ZeroMQ frame. A frame per item costs a syscall and a wake-up each; packing a
+batch into one frame is what lets a worker keep up (see DESIGN.md's measured facts).
+
+A frame is: kind (1 byte) ‖ count (u32) ‖ count lengths (u32 each) ‖ the items, concatenated.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+
+_HEAD = struct.Struct("<cI")
+
+# Frame kinds, node -> worker
+ASSIGN = b"A"  # items: log key, module JSON, alternating
+DRY_RUN = b"D"  # items: token, process id, module JSON
+WAKE = b"W"  # items: process ids to catch up from the log
+STOP = b"S"  # no items
+# worker -> node
+RESULTS = b"R"  # items: log key, result JSON, alternating
+DRY_RESULT = b"d"  # items: token, result JSON
+READY = b"Y"  # items: worker index
+
+
+def pack(kind: bytes, items: list[bytes]) -> bytes:
+    lengths = array("I", [len(item) for item in items])
+    return _HEAD.pack(kind, len(items)) + lengths.tobytes() + b"".join(items)
+
+
+def unpack(frame: bytes) -> tuple[bytes, list[bytes]]:
+    if len(frame) < _HEAD.size:
+        raise ValueError(f"frame of {len(frame)} bytes is shorter than its header")
+    kind, count = _HEAD.unpack_from(frame)
+    lengths = array("I")
+    table_end = _HEAD.size + 4 * count
+    lengths.frombytes(frame[_HEAD.size : table_end])
+    items = []
+    at = table_end
+    for size in lengths:
+        items.append(frame[at : at + size])
+        at += size
+    if at != len(frame):
+        raise ValueError(f"frame holds {len(frame)} bytes, its table describes {at}")
+    return kind, items

@@ -1,0 +1,83 @@
+"""ZeroMQ ipc sockets between the node and its workers, with high-water marks.
+
+The node binds every socket (their addresses outlive worker restarts); workers connect. Each worker
+has a PULL inbox fed by one PUSH of the node's; every worker PUSHes to one PULL of the node's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import zmq
+
+from actorao.mailbox._framing import pack
+
+DEFAULT_HIGH_WATER_MARK = 1_000  # frames; each frame is a batch
+_IPC_PATH_MAX = 100  # sun_path holds 108 bytes on Linux
+
+
+def runtime_dir(data_path: str | Path) -> Path:
+    """The folder for this node's ipc sockets: ``<data>/run``, or a short folder in /tmp named after
+    it when that path is too long for a unix socket address."""
+    folder = Path(data_path).resolve() / "run"
+    if len(str(folder)) + len("/worker-999.ipc") > _IPC_PATH_MAX:
+        tag = hashlib.sha256(str(folder).encode()).hexdigest()[:16]
+        folder = Path(tempfile.gettempdir()) / f"actorao-{tag}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def worker_address(folder: Path, index: int) -> str:
+    return f"ipc://{folder}/worker-{index}.ipc"
+
+
+def results_address(folder: Path) -> str:
+    return f"ipc://{folder}/results.ipc"
+
+
+def open_socket(
+    context: zmq.Context[zmq.Socket[bytes]],
+    kind: int,
+    address: str,
+    *,
+    bind: bool,
+    high_water_mark: int = DEFAULT_HIGH_WATER_MARK,
+) -> zmq.Socket[bytes]:
+    socket = context.socket(kind)
+    socket.setsockopt(zmq.SNDHWM, high_water_mark)
+    socket.setsockopt(zmq.RCVHWM, high_water_mark)
+    socket.setsockopt(zmq.LINGER, 0)
+    if bind:
+        path = address.removeprefix("ipc://")
+        if os.path.exists(path):
+            os.unlink(path)
+        socket.bind(address)
+    else:
+        socket.connect(address)
+    return socket
+
+
+class Outlet:
+    """A PUSH socket shared by several threads of the node. ``send_nowait`` never blocks: at the
+    high-water mark it returns False, and the caller decides what that means."""
+
+    def __init__(self, socket: zmq.Socket[bytes]) -> None:
+        self._socket = socket
+        self._lock = threading.Lock()
+
+    def send_nowait(self, kind: bytes, items: list[bytes]) -> bool:
+        frame = pack(kind, items)
+        with self._lock:
+            try:
+                self._socket.send(frame, zmq.NOBLOCK, copy=len(frame) < 65536)
+            except zmq.Again:
+                return False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._socket.close(linger=0)

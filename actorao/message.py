@@ -1,0 +1,309 @@
+"""ao's data model: Message, Process, Assignment and Result, their validation and their orjson codec.
+
+A message is what enters; an assignment is what the SU made of it (a slot in one process's order); the
+JSON a module sees is built from both. Imports nothing else of actorao's but the error tree.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from actorao._exceptions import InvalidMessage
+
+__all__ = [
+    "DATA_PROTOCOL",
+    "VARIANT",
+    "Assignment",
+    "Message",
+    "Process",
+    "Result",
+    "TagsLike",
+    "encode_id",
+    "is_id",
+    "new_id",
+    "normalize_tags",
+]
+
+DATA_PROTOCOL = "ao"
+VARIANT = "ao.TN.1"
+MAX_TAGS = 128  # ANS-104's limits on tags
+MAX_TAG_NAME_BYTES = 1024
+MAX_TAG_VALUE_BYTES = 3072
+ID_LENGTH = 43
+
+Tag = tuple[str, str]
+TagsLike = Mapping[str, Any] | Iterable[Any] | None
+
+_ID_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def encode_id(digest: bytes) -> str:
+    """ao's id text for a 32-byte digest: base64url without padding (43 characters)."""
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def decode_id(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=")
+
+
+def new_id(*parts: bytes) -> str:
+    """A fresh id: SHA-256 of the parts and 16 random bytes, so equal content never collides."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    digest.update(os.urandom(16))
+    return encode_id(digest.digest())
+
+
+def is_id(value: object) -> bool:
+    return isinstance(value, str) and len(value) == ID_LENGTH and _ID_ALPHABET.issuperset(value)
+
+
+def require_id(field_name: str, value: object) -> str:
+    if not is_id(value):
+        raise InvalidMessage(field_name, f"expected a 43-character base64url id, got {value!r:.60}")
+    return str(value)
+
+
+def normalize_tags(tags: TagsLike, field_name: str = "Tags") -> tuple[Tag, ...]:
+    """Tags as ao orders them: a tuple of (name, value) pairs. Accepts a mapping, pairs, or
+    ``{"name": ..., "value": ...}`` objects; names may repeat. Values must be text (numbers are
+    written out, as aoconnect does)."""
+    if tags is None:
+        return ()
+    items: Iterable[Any] = tags.items() if isinstance(tags, Mapping) else tags
+    out: list[Tag] = []
+    for index, item in enumerate(items):
+        where = f"{field_name}[{index}]"
+        if isinstance(item, Mapping):
+            if set(item) != {"name", "value"}:
+                raise InvalidMessage(where, "a tag object needs exactly 'name' and 'value'")
+            name, value = item["name"], item["value"]
+        else:
+            try:
+                name, value = item
+            except (TypeError, ValueError):
+                raise InvalidMessage(where, f"expected a (name, value) pair, got {item!r:.60}") from None
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise InvalidMessage(f"{field_name}[{name!r}]", f"value must be text, got {type(value).__name__}")
+        if not isinstance(name, str) or not name:
+            raise InvalidMessage(where, "tag name must be non-empty text")
+        value = str(value)
+        if len(name.encode()) > MAX_TAG_NAME_BYTES:
+            raise InvalidMessage(f"{field_name}[{name[:40]!r}]", f"name longer than {MAX_TAG_NAME_BYTES} bytes")
+        if len(value.encode()) > MAX_TAG_VALUE_BYTES:
+            raise InvalidMessage(f"{field_name}[{name!r}]", f"value longer than {MAX_TAG_VALUE_BYTES} bytes")
+        out.append((name, value))
+    if len(out) > MAX_TAGS:
+        raise InvalidMessage(field_name, f"{len(out)} tags, more than the {MAX_TAGS} allowed")
+    return tuple(out)
+
+
+def tag_value(tags: Iterable[Tag], name: str) -> str | None:
+    """The first value of tag ``name``, or None."""
+    for key, value in tags:
+        if key == name:
+            return value
+    return None
+
+
+def _check_ao_tags(tags: tuple[Tag, ...], expected_type: str) -> None:
+    for name, wanted in (("Data-Protocol", DATA_PROTOCOL), ("Variant", VARIANT), ("Type", expected_type)):
+        value = tag_value(tags, name)
+        if value is None:
+            raise InvalidMessage(f"Tags[{name!r}]", f"missing; an ao {expected_type.lower()} needs {name}={wanted}")
+        if value != wanted:
+            raise InvalidMessage(f"Tags[{name!r}]", f"expected {wanted!r}, got {value!r}")
+
+
+def _check_data(data: object, max_data_bytes: int) -> None:
+    if not isinstance(data, str):
+        raise InvalidMessage("Data", f"must be text, got {type(data).__name__}")
+    size = len(data.encode())
+    if size > max_data_bytes:
+        raise InvalidMessage("Data", f"{size} bytes, over the node's limit of {max_data_bytes}")
+
+
+def with_ao_tags(tags: TagsLike, message_type: str) -> tuple[Tag, ...]:
+    """``tags`` with Data-Protocol, Variant and Type added where absent, the way aoconnect adds them."""
+    pairs = normalize_tags(tags)
+    present = {name for name, _ in pairs}
+    defaults = (("Data-Protocol", DATA_PROTOCOL), ("Variant", VARIANT), ("Type", message_type))
+    return tuple(pair for pair in defaults if pair[0] not in present) + pairs
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message to one process: ao's Id, Owner, Target, Anchor, Tags and Data."""
+
+    id: str
+    owner: str
+    target: str
+    tags: tuple[Tag, ...]
+    data: str = ""
+    anchor: str = ""
+
+    def validate(self, max_data_bytes: int) -> None:
+        """Raise InvalidMessage naming the first bad field."""
+        require_id("Id", self.id)
+        require_id("Owner", self.owner)
+        require_id("Target", self.target)
+        if not isinstance(self.anchor, str) or len(self.anchor) > 32:
+            raise InvalidMessage("Anchor", "must be text of at most 32 characters")
+        if normalize_tags(self.tags) != self.tags:
+            raise InvalidMessage("Tags", "must be a tuple of (name, value) text pairs")
+        _check_ao_tags(self.tags, "Message")
+        _check_data(self.data, max_data_bytes)
+
+    def tag(self, name: str) -> str | None:
+        return tag_value(self.tags, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    """A process's spawn message. Its id is the process id; it is slot 0 of its own log."""
+
+    id: str
+    owner: str
+    module: str
+    scheduler: str
+    tags: tuple[Tag, ...]
+    data: str = ""
+    anchor: str = ""
+
+    def validate(self, max_data_bytes: int) -> None:
+        require_id("Id", self.id)
+        require_id("Owner", self.owner)
+        require_id("Module", self.module)
+        require_id("Scheduler", self.scheduler)
+        if normalize_tags(self.tags) != self.tags:
+            raise InvalidMessage("Tags", "must be a tuple of (name, value) text pairs")
+        _check_ao_tags(self.tags, "Process")
+        for name, wanted in (("Module", self.module), ("Scheduler", self.scheduler)):
+            if tag_value(self.tags, name) != wanted:
+                raise InvalidMessage(f"Tags[{name!r}]", f"must be present and equal {wanted!r}")
+        _check_data(self.data, max_data_bytes)
+
+    def tag(self, name: str) -> str | None:
+        return tag_value(self.tags, name)
+
+    def as_message(self) -> Message:
+        return Message(self.id, self.owner, self.id, self.tags, self.data, self.anchor)
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """What the SU made of a message: its slot in one process's order, stamped and chained."""
+
+    process: str
+    slot: int
+    message: str
+    timestamp: int
+    hash_chain: str
+    block_height: int = 0
+    epoch: int = 0
+
+    @property
+    def id(self) -> str:
+        """Derived from the assignment's content, so the chain can be re-checked from the log alone."""
+        text = f"{self.process}|{self.slot}|{self.message}|{self.timestamp}|{self.hash_chain}".encode()
+        return encode_id(hashlib.sha256(text).digest())
+
+    def next_hash_chain(self) -> str:
+        """The hash chain of the slot after this one: SHA-256(this id ‖ this hash chain)."""
+        return encode_id(hashlib.sha256(decode_id(self.id) + decode_id(self.hash_chain)).digest())
+
+    @staticmethod
+    def genesis_hash_chain(process: str) -> str:
+        return encode_id(hashlib.sha256(decode_id(process)).digest())
+
+
+def module_json(message: Message, assignment: Assignment, *, cron: bool = False) -> bytes:
+    """The message as a JSON-1 module reads it."""
+    return orjson.dumps(
+        {
+            "Id": message.id,
+            "Owner": message.owner,
+            "From": message.owner,
+            "Target": message.target,
+            "Anchor": message.anchor,
+            "Tags": [{"name": name, "value": value} for name, value in message.tags],
+            "Data": message.data,
+            "Timestamp": assignment.timestamp,
+            "Block-Height": assignment.block_height,
+            "Nonce": assignment.slot,
+            "Hash-Chain": assignment.hash_chain,
+            "Epoch": assignment.epoch,
+            "Cron": cron,
+            "Read-Only": False,
+            "Forwarded-By": None,
+        }
+    )
+
+
+def _assignment_from(doc: dict[str, Any], process: str) -> Assignment:
+    return Assignment(process, doc["Nonce"], doc["Id"], doc["Timestamp"], doc["Hash-Chain"],
+                      doc["Block-Height"], doc["Epoch"])
+
+
+def assignment_from_module_json(raw: bytes, process: str) -> Assignment:
+    return _assignment_from(orjson.loads(raw), process)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What evaluating one message produced: ao's Output, Messages, Spawns, Assignments and Error."""
+
+    output: Any = ""
+    messages: tuple[Any, ...] = ()
+    spawns: tuple[Any, ...] = ()
+    assignments: tuple[Any, ...] = ()
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> bytes:
+        doc: dict[str, Any] = {
+            "Output": self.output,
+            "Messages": list(self.messages),
+            "Spawns": list(self.spawns),
+            "Assignments": list(self.assignments),
+        }
+        if self.error is not None:
+            doc["Error"] = self.error
+        return orjson.dumps(doc)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Result:
+        doc = orjson.loads(raw)
+        return cls(
+            doc.get("Output", ""),
+            tuple(doc.get("Messages", ())),
+            tuple(doc.get("Spawns", ())),
+            tuple(doc.get("Assignments", ())),
+            doc.get("Error"),
+        )
+
+    def raise_for_error(self) -> Result:
+        """Raise the ModuleError the Error names; return self when there is none."""
+        from actorao import _exceptions as errors
+
+        if self.error is None:
+            return self
+        kind, _, _ = self.error.partition(":")
+        exc_type = {
+            "ComputeLimitExceeded": errors.ComputeLimitExceeded,
+            "MemoryLimitExceeded": errors.MemoryLimitExceeded,
+            "Trap": errors.Trap,
+        }.get(kind, errors.ModuleError)
+        raise exc_type(self.error)

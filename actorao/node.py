@@ -1,0 +1,316 @@
+"""The embedding API: a Node composes the SU, the CU worker pool and the store under one root.
+
+    with actorao.Node("./data") as node:
+        pid = node.spawn(actorao.examples.wasm("counter"))
+        ack = node.send(pid, {"Action": "Inc"})     # returns once the assignment is durable
+        print(node.result(ack.id).output)            # "1"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pykka
+import wasmtime
+
+from actorao._exceptions import (
+    InvalidMessage,
+    ModuleError,
+    NodeStopped,
+    Timeout,
+    UnknownMessage,
+    UnknownProcess,
+)
+from actorao.cu import Limits, WorkerPool
+from actorao.mailbox import runtime_dir
+from actorao.message import (
+    Message,
+    Process,
+    Result,
+    TagsLike,
+    encode_id,
+    is_id,
+    new_id,
+    normalize_tags,
+    tag_value,
+    with_ao_tags,
+)
+from actorao.persist import DEFAULT_MAP_SIZE, Store, log_key
+from actorao.su import Ack, ModuleRecord, SchedulerUnit
+from actorao.vm import DEFAULT_FUEL, DEFAULT_MEMORY_LIMIT, compile_module
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Ack", "Node"]
+
+DEFAULT_MAX_DATA_BYTES = 10 * 1024 * 1024
+DEFAULT_CHECKPOINT_EVERY = 1000
+DEFAULT_TIMEOUT = 30.0
+
+_Future = pykka.ThreadingFuture
+
+
+class Node:
+    """An actorao node on one machine. Use it as a context manager, or call ``close()``."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = ".actorao",
+        workers: int | None = None,
+        *,
+        compute_limit: int = DEFAULT_FUEL,
+        memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+        max_data_bytes: int = DEFAULT_MAX_DATA_BYTES,
+        max_pending: int = 200_000,
+        map_size: int = DEFAULT_MAP_SIZE,
+    ) -> None:
+        workers = workers if workers is not None else (os.cpu_count() or 1)
+        if workers < 1:
+            raise InvalidMessage("workers", f"must be at least 1, got {workers}")
+        self.path = Path(path)
+        self.workers = workers
+        self.max_data_bytes = max_data_bytes
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._waiting: dict[bytes, list[_Future[bytes]]] = {}
+        self._waiting_lock = threading.Lock()
+        self._checked_modules: set[str] = set()
+        self.store = Store(self.path, map_size=map_size)
+        self.identity = self._load_identity()
+        self.pool = WorkerPool(
+            self.path,
+            runtime_dir(self.path),
+            workers,
+            Limits(compute_limit, memory_limit, checkpoint_every),
+            map_size,
+            self._results_arrived,
+            lambda: self.su.processes,
+        )
+        self.su = SchedulerUnit(self.store, self.pool.push, max_pending=max_pending)
+        try:
+            self.pool.start()
+        except BaseException:
+            self.su.close()
+            self.store.close()
+            raise
+        for index in range(workers):  # whatever the log holds beyond the results gets evaluated
+            self.pool.wake_all(index)
+
+    def _load_identity(self) -> str:
+        def body(txn: Any) -> str:
+            existing = txn.get(b"identity", db=self.store.meta)
+            if existing is not None:
+                return bytes(existing).decode()
+            identity = new_id(b"node identity")
+            txn.put(b"identity", identity.encode(), db=self.store.meta)
+            return identity
+
+        return self.store.write(body)
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop taking messages, assign what is queued, let workers finish, and close the store."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.su.close()
+        self.pool.stop()
+        with self._waiting_lock:
+            waiting, self._waiting = self._waiting, {}
+        for futures in waiting.values():
+            for future in futures:
+                future.set_exception((NodeStopped, NodeStopped("the node closed"), None))
+        self.store.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise NodeStopped("the node is closed")
+
+    # -- processes ------------------------------------------------------------------------------
+    def processes(self) -> list[str]:
+        return sorted(self.su.processes)
+
+    def spawn(self, module: bytes | str, tags: TagsLike = None, data: str = "") -> str:
+        """Create a process running ``module`` (WASM bytes, WAT text, or a stored module's id).
+        Returns the process id once its spawn message is durable at slot 0."""
+        self._check_open()
+        record = self._module_record(module)
+        module_id = record.id if record is not None else str(module)
+        user_tags = normalize_tags(tags)
+        for name, wanted in (("Module", module_id), ("Scheduler", self.identity)):
+            given = tag_value(user_tags, name)
+            if given is not None and given != wanted:
+                raise InvalidMessage(f"Tags[{name!r}]", f"is set by the node to {wanted!r}, got {given!r}")
+        extra = tuple((n, v) for n, v in (("Module", module_id), ("Scheduler", self.identity))
+                      if tag_value(user_tags, n) is None)
+        process = Process(
+            new_id(self.identity.encode(), module_id.encode()),
+            self.identity,
+            module_id,
+            self.identity,
+            with_ao_tags(user_tags, "Process") + extra,
+            data,
+        )
+        process.validate(self.max_data_bytes)
+        ack: Ack = self.su.submit(process, record).get()
+        return ack.process
+
+    def _module_record(self, module: bytes | str) -> ModuleRecord | None:
+        """The record to store for new module bytes; None for the id of a stored module."""
+        if isinstance(module, str):
+            if is_id(module):
+                if self.store.get("modules", module.encode()) is None:
+                    raise InvalidMessage("module", f"no module with id {module} is stored on this node")
+                return None
+            if module.lstrip().startswith("(module"):
+                try:
+                    module = bytes(wasmtime.wat2wasm(module))
+                except wasmtime.WasmtimeError as exc:
+                    raise ModuleError(f"module: WAT does not parse: {exc}") from exc
+            else:
+                raise InvalidMessage("module", "expected WASM bytes, WAT text or a stored module's id")
+        if not isinstance(module, (bytes, bytearray)):
+            raise InvalidMessage("module", f"expected WASM bytes, WAT text or an id, got {type(module).__name__}")
+        wasm = bytes(module)
+        module_id = encode_id(hashlib.sha256(wasm).digest())
+        if module_id not in self._checked_modules:
+            compiled = compile_module(wasm)
+            self._checked_modules.add(module_id)
+            fmt = "wasm64-unknown-unknown" if compiled.pointer == "i64" else "wasm32-unknown-unknown"
+        else:
+            fmt = None
+        meta = {
+            "owner": self.identity,
+            "tags": [
+                {"name": name, "value": value}
+                for name, value in (
+                    ("Data-Protocol", "ao"),
+                    ("Variant", "ao.TN.1"),
+                    ("Type", "Module"),
+                    ("Module-Format", fmt or "wasm32-unknown-unknown"),
+                    ("Input-Encoding", "JSON-1"),
+                    ("Output-Encoding", "JSON-1"),
+                )
+            ],
+        }
+        return ModuleRecord(module_id, wasm, orjson.dumps(meta))
+
+    # -- messages -------------------------------------------------------------------------------
+    def _message(self, pid: str, tags: TagsLike, data: str, anchor: str) -> Message:
+        if not is_id(pid):
+            raise InvalidMessage("Target", f"expected a 43-character process id, got {pid!r:.60}")
+        if not self.su.knows(pid):
+            raise UnknownProcess(f"no process {pid} on this node")
+        message = Message(new_id(pid.encode()), self.identity, pid, with_ao_tags(tags, "Message"), data, anchor)
+        message.validate(self.max_data_bytes)
+        return message
+
+    def post(self, message: Message) -> _Future[Ack]:
+        """Submit a fully formed message, checked strictly; the future resolves once it is durable."""
+        self._check_open()
+        if not isinstance(message, Message):
+            raise InvalidMessage("message", f"expected a Message, got {type(message).__name__}")
+        message.validate(self.max_data_bytes)
+        return self.su.submit(message)
+
+    def send_nowait(self, pid: str, tags: TagsLike = None, data: str = "", *, anchor: str = "") -> _Future[Ack]:
+        """Send without waiting; ``.get(timeout=...)`` on the future gives the Ack once durable."""
+        self._check_open()
+        return self.su.submit(self._message(pid, tags, data, anchor))
+
+    def send(self, pid: str, tags: TagsLike = None, data: str = "", *, anchor: str = "",
+             timeout: float = DEFAULT_TIMEOUT) -> Ack:
+        """Send one message; returns its Ack (id, process, slot, timestamp) once it is durable."""
+        ack: Ack = _get(self.send_nowait(pid, tags, data, anchor=anchor), timeout, "assignment")
+        return ack
+
+    def send_many(
+        self, messages: Iterable[tuple[str, TagsLike, str]], *, timeout: float = DEFAULT_TIMEOUT
+    ) -> list[Ack]:
+        """Send (pid, tags, data) triples; returns their Acks once all are durable. Every message is
+        checked before any is submitted, so one bad message sends none."""
+        self._check_open()
+        built = [self._message(pid, tags, data, "") for pid, tags, data in messages]
+        futures = [self.su.submit(message) for message in built]
+        return [_get(future, timeout, "assignment") for future in futures]
+
+    # -- results --------------------------------------------------------------------------------
+    def _results_arrived(self, items: list[bytes]) -> None:
+        with self._waiting_lock:
+            woken = [(self._waiting.pop(bytes(items[at]), None), items[at + 1]) for at in range(0, len(items), 2)]
+        for futures, result in woken:
+            if futures:
+                value = bytes(result)
+                for future in futures:
+                    future.set(value)
+
+    def _key_of(self, message: str | Ack) -> bytes:
+        if isinstance(message, Ack):
+            return log_key(message.process, message.slot)
+        key = self.store.get("messages", str(message).encode())
+        if key is None:
+            raise UnknownMessage(f"no message {message} was assigned on this node")
+        return bytes(key)
+
+    def result_nowait(self, message: str | Ack) -> _Future[Result]:
+        """A future of the Result of ``message`` (its id, or its Ack)."""
+        self._check_open()
+        key = self._key_of(message)
+        future: _Future[bytes] = pykka.ThreadingFuture()
+        with self._waiting_lock:
+            self._waiting.setdefault(key, []).append(future)
+        stored = self.store.get("results", key)  # after registering, so an arrival cannot slip by
+        if stored is not None:
+            with self._waiting_lock:
+                waiting = self._waiting.get(key, [])
+                if future in waiting:
+                    waiting.remove(future)
+                    if not waiting:
+                        del self._waiting[key]
+                    future.set(bytes(stored))
+        mapped: _Future[Result] = future.map(Result.from_json)  # type: ignore[assignment]
+        return mapped
+
+    def result(self, message: str | Ack, timeout: float = DEFAULT_TIMEOUT) -> Result:
+        """The Result of ``message``, waiting up to ``timeout`` seconds for it to be evaluated."""
+        result: Result = _get(self.result_nowait(message), timeout, "result")
+        return result
+
+    def results(self, messages: Sequence[str | Ack], timeout: float = DEFAULT_TIMEOUT) -> list[Result]:
+        futures = [self.result_nowait(message) for message in messages]
+        return [_get(future, timeout, "result") for future in futures]
+
+    def dry_run(self, pid: str, tags: TagsLike = None, data: str = "", *, timeout: float = DEFAULT_TIMEOUT) -> Result:
+        """Evaluate a message on the process's current state without persisting anything."""
+        self._check_open()
+        message = self._message(pid, tags, data, "")
+        body = orjson.dumps(
+            {
+                "Id": message.id, "Owner": message.owner, "From": message.owner, "Target": pid,
+                "Anchor": "", "Tags": [{"name": n, "value": v} for n, v in message.tags], "Data": data,
+                "Timestamp": self.su.head_timestamp(pid), "Block-Height": 0, "Nonce": None,
+                "Hash-Chain": None, "Epoch": 0, "Cron": False, "Read-Only": True, "Forwarded-By": None,
+            }
+        )
+        return Result.from_json(self.pool.dry_run(pid, body, timeout))
+
+
+def _get(future: _Future[Any], timeout: float, what: str) -> Any:
+    try:
+        return future.get(timeout=timeout)
+    except pykka.Timeout:
+        raise Timeout(f"no {what} within {timeout} s") from None

@@ -1,0 +1,7 @@
+"""The scheduler unit: slots, timestamps, hash chains and the durable log, with group commit."""
+
+from __future__ import annotations
+
+from actorao.su._scheduler import Ack, ModuleRecord, SchedulerUnit
+
+__all__ = ["Ack", "ModuleRecord", "SchedulerUnit"]

@@ -1,0 +1,254 @@
+"""The scheduler unit: gives each message the next slot of its process, stamps and chains it, and
+stores it, acknowledging the sender only once the assignment is synced to disk.
+
+One thread owns all assignment. Callers enqueue requests; the thread takes everything waiting,
+assigns it, and commits it in one synced LMDB transaction (group commit): a thousand waiting senders
+share one fsync. Heads (next slot, last assignment) live in memory, loaded from the log on first use,
+so after a restart the SU continues at the next slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import lmdb
+import orjson
+import pykka
+
+from actorao._exceptions import ActoraoError, NodeStopped, Overloaded, UnknownProcess
+from actorao.message import Assignment, Message, Process, module_json
+from actorao.persist import Store, log_key
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PENDING = 200_000
+DEFAULT_MAX_BATCH = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The SU's answer: the message is durable at this slot of this process."""
+
+    id: str
+    process: str
+    slot: int
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleRecord:
+    id: str
+    wasm: bytes
+    meta: bytes  # {"owner", "tags"} as JSON
+
+
+@dataclass(slots=True)
+class _Request:
+    item: Message | Process
+    future: pykka.ThreadingFuture[Ack]
+    module: ModuleRecord | None = None
+
+
+@dataclass(slots=True)
+class _Head:
+    next_slot: int
+    last: Assignment | None
+
+
+def _exc_info(exc: BaseException) -> tuple[type[BaseException], BaseException, None]:
+    return (type(exc), exc, None)
+
+
+Pushed = Callable[[list[tuple[str, bytes, bytes]]], None]
+
+
+class SchedulerUnit:
+    """Assigns slots. ``on_assigned`` receives (process id, log key, module JSON) after each commit."""
+
+    def __init__(
+        self,
+        store: Store,
+        on_assigned: Pushed,
+        *,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self._on_assigned = on_assigned
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._max_pending = max_pending
+        self._max_batch = max_batch
+        self._clock = clock
+        self._heads: dict[str, _Head] = {}
+        self._processes: set[str] = set(self._load_process_ids())
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="su-group-commit", daemon=True)
+        self._thread.start()
+
+    def _load_process_ids(self) -> list[str]:
+        db = self.store.processes
+        return self.store.read(lambda txn: [bytes(key).decode() for key, _ in txn.cursor(db=db)])
+
+    @property
+    def processes(self) -> frozenset[str]:
+        return frozenset(self._processes)
+
+    def knows(self, pid: str) -> bool:
+        return pid in self._processes
+
+    # -- entry ----------------------------------------------------------------------------------
+    def submit(self, item: Message | Process, module: ModuleRecord | None = None) -> pykka.ThreadingFuture[Ack]:
+        """Queue ``item`` for assignment; the future resolves once it is durable."""
+        if self._closed:
+            raise NodeStopped("the scheduler is closed")
+        if self._queue.qsize() >= self._max_pending:
+            raise Overloaded(f"{self._queue.qsize()} messages await assignment, the node's limit")
+        if isinstance(item, Message) and item.target not in self._processes:
+            raise UnknownProcess(f"no process {item.target} on this node")
+        future: pykka.ThreadingFuture[Ack] = pykka.ThreadingFuture()
+        self._queue.put(_Request(item, future, module))
+        return future
+
+    def close(self) -> None:
+        """Assign everything already queued, then stop."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join()
+
+    # -- the group-commit loop ------------------------------------------------------------------
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            batch: list[_Request] = []
+            if first is None:
+                stopping = True
+            else:
+                batch.append(first)
+            while len(batch) < self._max_batch:
+                try:
+                    request = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if request is None:
+                    stopping = True
+                else:
+                    batch.append(request)
+            if batch:
+                self._commit(batch)
+
+    def _commit(self, batch: list[_Request]) -> None:
+        try:
+            acks, pushes, heads = self.store.write(lambda txn: self._assign_all(txn, batch))
+        except Exception as exc:  # the store failed: nothing in this batch is acknowledged
+            log.exception("group commit of %d requests failed", len(batch))
+            self._heads.clear()  # heads advanced in memory for a transaction that did not commit
+            error = exc if isinstance(exc, ActoraoError) else ActoraoError(f"assignment failed: {exc}")
+            for request in batch:
+                request.future.set_exception(_exc_info(error))
+            return
+        self._heads.update(heads)
+        for request, ack in zip(batch, acks, strict=True):
+            if isinstance(ack, Exception):
+                request.future.set_exception(_exc_info(ack))
+            else:
+                if isinstance(request.item, Process):
+                    self._processes.add(request.item.id)
+                request.future.set(ack)
+        if pushes:
+            self._on_assigned(pushes)
+
+    def _assign_all(
+        self, txn: lmdb.Transaction, batch: list[_Request]
+    ) -> tuple[list[Ack | Exception], list[tuple[str, bytes, bytes]], dict[str, _Head]]:
+        # This body may run twice (LMDB map growth retries it), so heads are copied, not mutated,
+        # until the transaction commits.
+        heads: dict[str, _Head] = {}
+        seen: dict[str, Ack] = {}
+        acks: list[Ack | Exception] = []
+        pushes: list[tuple[str, bytes, bytes]] = []
+        now = int(self._clock() * 1000)
+        store = self.store
+        for request in batch:
+            item = request.item
+            earlier = seen.get(item.id) or self._existing_ack(txn, item.id)
+            if earlier is not None:  # the same message again: assigned once, acknowledged again
+                acks.append(earlier)
+                continue
+            if isinstance(item, Process):
+                if request.module is not None:
+                    self._put_module(txn, request.module)
+                txn.put(item.id.encode(), item.module.encode(), db=store.processes)
+                pid, message = item.id, item.as_message()
+                heads[pid] = _Head(0, None)
+            else:
+                pid, message = item.target, item
+            head = heads.get(pid) or self._head(txn, pid)
+            if head is None:
+                acks.append(UnknownProcess(f"no process {pid} on this node"))
+                continue
+            assignment = self._next_assignment(pid, head, message.id, now)
+            key = log_key(pid, assignment.slot)
+            body = module_json(message, assignment)
+            txn.put(key, body, db=store.log)
+            txn.put(message.id.encode(), key, db=store.messages)
+            heads[pid] = _Head(assignment.slot + 1, assignment)
+            ack = Ack(message.id, pid, assignment.slot, assignment.timestamp)
+            seen[message.id] = ack
+            acks.append(ack)
+            pushes.append((pid, key, body))
+        return acks, pushes, heads
+
+    def _head(self, txn: lmdb.Transaction, pid: str) -> _Head | None:
+        head = self._heads.get(pid)
+        if head is not None:
+            return head
+        if txn.get(pid.encode(), db=self.store.processes) is None:
+            return None
+        cursor = txn.cursor(db=self.store.log)
+        upper = log_key(pid, (1 << 64) - 1)
+        found = cursor.prev() if cursor.set_range(upper) else cursor.last()
+        key = bytes(cursor.key()) if found else b""
+        if not key.startswith(pid.encode()):
+            head = _Head(0, None)
+        else:
+            doc = orjson.loads(cursor.value())
+            last = Assignment(pid, doc["Nonce"], doc["Id"], doc["Timestamp"], doc["Hash-Chain"],
+                              doc["Block-Height"], doc["Epoch"])
+            head = _Head(last.slot + 1, last)
+        self._heads[pid] = head
+        return head
+
+    def _next_assignment(self, pid: str, head: _Head, message_id: str, now: int) -> Assignment:
+        if head.last is None:
+            return Assignment(pid, 0, message_id, now, Assignment.genesis_hash_chain(pid))
+        # Timestamps never go backwards within a process, even if the wall clock does.
+        return Assignment(pid, head.next_slot, message_id, max(now, head.last.timestamp), head.last.next_hash_chain())
+
+    def _existing_ack(self, txn: lmdb.Transaction, message_id: str) -> Ack | None:
+        key = txn.get(message_id.encode(), db=self.store.messages)
+        if key is None:
+            return None
+        entry = txn.get(bytes(key), db=self.store.log)
+        assert entry is not None, "the messages index points into the log"
+        doc = orjson.loads(bytes(entry))
+        pid = bytes(key[:-8]).decode()
+        return Ack(message_id, pid, doc["Nonce"], doc["Timestamp"])
+
+    def _put_module(self, txn: lmdb.Transaction, module: ModuleRecord) -> None:
+        key = module.id.encode()
+        if txn.get(key, db=self.store.modules) is None:
+            txn.put(key, module.meta, db=self.store.modules)
+            txn.put(key + b"/wasm", module.wasm, db=self.store.modules)
+
+    def head_timestamp(self, pid: str) -> int:
+        head = self._heads.get(pid)
+        return head.last.timestamp if head is not None and head.last is not None else 0

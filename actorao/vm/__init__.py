@@ -1,0 +1,24 @@
+"""The wasmtime host: compile a module once, instantiate it per process, call ``handle`` fast, and
+snapshot or restore linear memory. It knows nothing of slots or sockets.
+
+``Evaluator`` is the one entry a worker uses: it turns a module's raw answer into a normalised result,
+and every failure into an Error result, never an exception.
+"""
+
+from __future__ import annotations
+
+from actorao.vm._evaluator import DEFAULT_FUEL, DEFAULT_MEMORY_LIMIT, Evaluator, error_result
+from actorao.vm._instance import Instance, Snapshot, memory_digest
+from actorao.vm._module import CompiledModule, compile_module
+
+__all__ = [
+    "DEFAULT_FUEL",
+    "DEFAULT_MEMORY_LIMIT",
+    "CompiledModule",
+    "Evaluator",
+    "Instance",
+    "Snapshot",
+    "compile_module",
+    "error_result",
+    "memory_digest",
+]

@@ -1,0 +1,55 @@
+"""Evaluating one message: call the instance, and turn whatever happened into an ao result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from actorao._exceptions import ModuleError, Trap
+from actorao.vm._instance import Instance
+
+DEFAULT_FUEL = 10_000_000_000
+DEFAULT_MEMORY_LIMIT = 1 << 30
+
+_EMPTY = ("Output", "Messages", "Spawns", "Assignments")
+
+
+def error_result(error: str) -> bytes:
+    return orjson.dumps({"Output": "", "Messages": [], "Spawns": [], "Assignments": [], "Error": error})
+
+
+def _normalize(raw: bytes) -> tuple[bytes, bool]:
+    """The module's ``{"ok", "response"}`` as the stored response object, and whether it failed."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Trap(f"Trap: handle returned invalid JSON: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("response"), dict):
+        raise Trap('Trap: handle must return {"ok": ..., "response": {...}}')
+    response: dict[str, Any] = doc["response"]
+    out = {
+        "Output": response.get("Output", ""),
+        "Messages": response.get("Messages") or [],
+        "Spawns": response.get("Spawns") or [],
+        "Assignments": response.get("Assignments") or [],
+    }
+    error = response.get("Error")
+    failed = doc.get("ok") is not True or error not in (None, "")
+    if failed:
+        out["Error"] = error if isinstance(error, str) and error else "ModuleError: handle returned ok=false"
+    return orjson.dumps(out), failed
+
+
+class Evaluator:
+    """Runs messages against instances under one fuel budget. Never raises for module faults."""
+
+    def __init__(self, fuel: int = DEFAULT_FUEL) -> None:
+        self.fuel = fuel
+
+    def evaluate(self, instance: Instance, message: bytes, env: bytes) -> tuple[bytes, bool]:
+        """Return (result JSON, failed). A failed message must be rolled back by the caller."""
+        try:
+            return _normalize(instance.call(message, env, self.fuel))
+        except ModuleError as exc:
+            return error_result(str(exc)), True

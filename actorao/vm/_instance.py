@@ -1,0 +1,179 @@
+"""One process's live instance, and the fast call path through it.
+
+wasmtime-py's public ``Func.__call__`` converts every value through Python objects on each call (about
+50 µs a message cycle). This module calls ``wasmtime_func_call_unchecked`` directly with raw values and
+reads linear memory through its base address: about a tenth of that. It leans on wasmtime-py internals
+(``_func``, ``_memory``, ``_context()`` and ``_ffi``), so the version is pinned in setup.cfg and
+tests/test_vm.py runs this path against the public one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+from dataclasses import dataclass
+
+import wasmtime
+from wasmtime import _bindings as raw
+from wasmtime import _ffi as ffi
+
+from actorao._exceptions import ComputeLimitExceeded, Trap
+from actorao.vm._engine import engine
+from actorao.vm._module import CompiledModule
+
+_libc = ctypes.CDLL(None)
+_memchr = _libc.memchr
+_memchr.restype = ctypes.c_void_p
+_memchr.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+
+_call_unchecked = raw._wasmtime_func_call_unchecked
+_set_fuel = raw._wasmtime_context_set_fuel
+_get_fuel = raw._wasmtime_context_get_fuel
+_memory_data = raw._wasmtime_memory_data
+_memory_data_size = raw._wasmtime_memory_data_size
+_OUT_OF_FUEL = wasmtime.TrapCode.OUT_OF_FUEL
+
+PAGE = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A process's whole mutable state between messages: its linear memory and exported mutable globals."""
+
+    memory: bytes
+    globals: tuple[tuple[str, int | float], ...]
+
+    def digest(self) -> str:
+        return memory_digest(self.memory, self.globals)
+
+
+def memory_digest(memory: bytes | memoryview, globals_: tuple[tuple[str, int | float], ...] = ()) -> str:
+    digest = hashlib.sha256(memory)
+    digest.update(repr(globals_).encode())
+    return digest.hexdigest()
+
+
+def _last_line(text: str) -> str:
+    """wasmtime's trap text ends with the cause; the backtrace above it names no source here."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else text
+
+
+class Instance:
+    """A module instantiated in a store of its own, with fuel and a memory limit."""
+
+    def __init__(self, compiled: CompiledModule, *, memory_limit: int) -> None:
+        self.store = wasmtime.Store(engine())
+        self.store.set_limits(memory_size=memory_limit)
+        try:
+            instance = wasmtime.Instance(self.store, compiled.module, [])
+        except wasmtime.WasmtimeError as exc:
+            raise Trap(f"Trap: instantiation failed: {exc}") from exc
+        exports = instance.exports(self.store)
+        memory = exports["memory"]
+        malloc = exports["malloc"]
+        handle = exports["handle"]
+        assert isinstance(memory, wasmtime.Memory)
+        assert isinstance(malloc, wasmtime.Func) and isinstance(handle, wasmtime.Func)
+        self.memory = memory
+        self._mutable_globals = {
+            name: extern
+            for name, extern in exports.items()
+            if isinstance(extern, wasmtime.Global) and extern.type(self.store).mutable
+        }
+        self._ctx = self.store._context()
+        self._memory_ref = ctypes.byref(memory._memory)
+        self._malloc_ref = ctypes.byref(malloc._func)
+        self._handle_ref = ctypes.byref(handle._func)
+        self._args = (ffi.wasmtime_val_raw * 2)()
+        self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
+        self._trap_ref = ctypes.byref(self._trap)
+        self._wide = compiled.pointer == "i64"
+        self.fuel_used = 0
+
+    # -- memory ---------------------------------------------------------------------------------
+    def _base(self) -> tuple[int, int]:
+        base = ctypes.cast(_memory_data(self._ctx, self._memory_ref), ctypes.c_void_p).value or 0
+        return base, _memory_data_size(self._ctx, self._memory_ref)
+
+    def memory_size(self) -> int:
+        return self._base()[1]
+
+    def read_memory(self) -> bytes:
+        base, size = self._base()
+        return ctypes.string_at(base, size)
+
+    def snapshot(self) -> Snapshot:
+        values = tuple((name, g.value(self.store)) for name, g in sorted(self._mutable_globals.items()))
+        return Snapshot(self.read_memory(), values)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Put ``snapshot`` back. Memory cannot shrink, so a larger current memory is refused."""
+        size = self.memory_size()
+        if size > len(snapshot.memory):
+            raise ValueError("cannot restore a smaller memory into this instance; use a fresh one")
+        if size < len(snapshot.memory):
+            self.memory.grow(self.store, (len(snapshot.memory) - size) // PAGE)
+        base, size = self._base()
+        ctypes.memmove(base, snapshot.memory, size)
+        for name, value in snapshot.globals:
+            self._mutable_globals[name].set_value(self.store, value)
+
+    def digest(self) -> str:
+        return self.snapshot().digest()
+
+    # -- calls ----------------------------------------------------------------------------------
+    def _invoke(self, func_ref: object, a: int, b: int = 0) -> int:
+        args = self._args
+        if self._wide:
+            args[0].i64 = a
+            args[1].i64 = b
+        else:
+            args[0].i32 = a
+            args[1].i32 = b
+        error = _call_unchecked(self._ctx, func_ref, args, 2, self._trap_ref)
+        if error:
+            raise Trap(f"Trap: {wasmtime.WasmtimeError._from_ptr(error)}")
+        if self._trap:
+            trap = wasmtime.Trap._from_ptr(self._trap)
+            self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
+            self._trap_ref = ctypes.byref(self._trap)
+            if trap.trap_code == _OUT_OF_FUEL:
+                raise ComputeLimitExceeded("ComputeLimitExceeded: the message ran out of fuel")
+            raise Trap(f"Trap: {_last_line(trap.message)}")
+        result = args[0].i64 if self._wide else args[0].i32 & 0xFFFFFFFF
+        return int(result)
+
+    def _write_string(self, data: bytes) -> int:
+        pointer = self._invoke(self._malloc_ref, len(data) + 1)
+        base, size = self._base()
+        if pointer <= 0 or pointer + len(data) + 1 > size:
+            raise Trap(f"Trap: malloc returned {pointer}, outside memory of {size} bytes")
+        ctypes.memmove(base + pointer, data, len(data))
+        ctypes.memset(base + pointer + len(data), 0, 1)
+        return pointer
+
+    def call(self, message: bytes, env: bytes, fuel: int) -> bytes:
+        """Run ``handle(message, env)`` under ``fuel`` and return the result string's bytes.
+
+        Raises ComputeLimitExceeded, MemoryLimitExceeded or Trap. After a raise the instance is
+        in an unknown state: callers roll back by restoring into a fresh instance.
+        """
+        error = _set_fuel(self._ctx, fuel)
+        if error:
+            raise Trap(f"Trap: {wasmtime.WasmtimeError._from_ptr(error)}")
+        try:
+            msg_ptr = self._write_string(message)
+            env_ptr = self._write_string(env)
+            out = self._invoke(self._handle_ref, msg_ptr, env_ptr)
+        finally:
+            left = ctypes.c_uint64(0)
+            _get_fuel(self._ctx, ctypes.byref(left))
+            self.fuel_used = fuel - left.value
+        base, size = self._base()
+        if not 0 < out < size:
+            raise Trap(f"Trap: handle returned {out}, outside memory of {size} bytes")
+        end = _memchr(base + out, 0, size - out)
+        if end is None:
+            raise Trap("Trap: handle's result is not NUL-terminated inside memory")
+        return ctypes.string_at(base + out, end - (base + out))
