@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from actorao import InvalidMessage, Message, Process, Result, Trap
+from actorao.message import Assignment, decode_id, encode_id, module_json, normalize_tags, with_ao_tags
+
+PID = encode_id(hashlib.sha256(b"process").digest())
+OWNER = encode_id(hashlib.sha256(b"owner").digest())
+MID = encode_id(hashlib.sha256(b"message").digest())
+
+
+def good_message(**changes: object) -> Message:
+    fields: dict[str, object] = {
+        "id": MID, "owner": OWNER, "target": PID, "tags": with_ao_tags({"Action": "Inc"}, "Message"), "data": "",
+    }
+    fields.update(changes)
+    return Message(**fields)  # type: ignore[arg-type]
+
+
+def test_ids_are_43_char_base64url_of_a_digest() -> None:
+    assert len(PID) == 43
+    assert decode_id(PID) == hashlib.sha256(b"process").digest()
+
+
+def test_tags_keep_order_and_repeats_and_accept_three_shapes() -> None:
+    assert normalize_tags({"A": "1", "B": 2}) == (("A", "1"), ("B", "2"))
+    assert normalize_tags([("A", "1"), ("A", "2")]) == (("A", "1"), ("A", "2"))
+    assert normalize_tags([{"name": "A", "value": "1"}]) == (("A", "1"),)
+
+
+@pytest.mark.parametrize(
+    ("tags", "field"),
+    [
+        ([("", "x")], "Tags[0]"),
+        ([("A", None)], "Tags['A']"),
+        ([("A",)], "Tags[0]"),
+        ([{"name": "A"}], "Tags[0]"),
+        ([("A", "x" * 3073)], "Tags['A']"),
+        ([(f"T{i}", "v") for i in range(129)], "Tags"),
+    ],
+)
+def test_bad_tags_name_the_field(tags: object, field: str) -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        normalize_tags(tags)  # type: ignore[arg-type]
+    assert caught.value.field == field
+
+
+def test_ao_tags_are_added_where_absent_and_kept_where_given() -> None:
+    tags = with_ao_tags({"Action": "Inc", "Type": "Message"}, "Message")
+    assert tags[:2] == (("Data-Protocol", "ao"), ("Variant", "ao.TN.1"))
+    assert ("Type", "Message") in tags and ("Action", "Inc") in tags
+    assert len(tags) == 4
+
+
+def test_a_valid_message_passes() -> None:
+    good_message().validate(1000)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"target": "nope"}, "Target"),
+        ({"owner": "x" * 42}, "Owner"),
+        ({"id": ""}, "Id"),
+        ({"tags": (("Action", "Inc"),)}, "Tags['Data-Protocol']"),
+        ({"tags": (("Data-Protocol", "ao"), ("Variant", "ao.TN.2"), ("Type", "Message"))}, "Tags['Variant']"),
+        ({"tags": (("Data-Protocol", "ao"), ("Variant", "ao.TN.1"))}, "Tags['Type']"),
+        ({"tags": (("Data-Protocol", "ao"), ("Variant", "ao.TN.1"), ("Type", "Process"))}, "Tags['Type']"),
+        ({"data": "x" * 1001}, "Data"),
+        ({"data": b"bytes"}, "Data"),
+        ({"anchor": "a" * 33}, "Anchor"),
+    ],
+)
+def test_invalid_messages_raise_one_error_naming_the_field(changes: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        good_message(**changes).validate(1000)
+    assert caught.value.field == field
+    assert field in str(caught.value)
+
+
+def test_process_needs_module_and_scheduler_tags_matching_its_fields() -> None:
+    tags = with_ao_tags({"Module": MID, "Scheduler": OWNER}, "Process")
+    Process(PID, OWNER, MID, OWNER, tags).validate(100)
+    with pytest.raises(InvalidMessage) as caught:
+        Process(PID, OWNER, MID, OWNER, with_ao_tags({"Module": MID}, "Process")).validate(100)
+    assert caught.value.field == "Tags['Scheduler']"
+
+
+def test_hash_chain_links_each_slot_to_the_one_before() -> None:
+    genesis = Assignment.genesis_hash_chain(PID)
+    assert decode_id(genesis) == hashlib.sha256(decode_id(PID)).digest()
+    first = Assignment(PID, 0, PID, 1000, genesis)
+    expected = hashlib.sha256(decode_id(first.id) + decode_id(genesis)).digest()
+    assert decode_id(first.next_hash_chain()) == expected
+
+
+def test_module_json_carries_ao_fields() -> None:
+    import orjson
+
+    doc = orjson.loads(module_json(good_message(data="hi"), Assignment(PID, 7, MID, 123, PID)))
+    assert doc["Nonce"] == 7 and doc["Timestamp"] == 123 and doc["Hash-Chain"] == PID
+    assert doc["From"] == OWNER and doc["Data"] == "hi" and doc["Read-Only"] is False
+    assert {"name": "Action", "value": "Inc"} in doc["Tags"]
+
+
+def test_result_codec_round_trips_and_maps_errors() -> None:
+    result = Result("2", ({"Target": PID},), (), (), None)
+    assert Result.from_json(result.to_json()) == result
+    failed = Result.from_json(b'{"Output":"","Error":"Trap: unreachable"}')
+    assert not failed.ok
+    with pytest.raises(Trap, match="unreachable"):
+        failed.raise_for_error()

@@ -1,0 +1,262 @@
+"""End to end through the embedding API: real worker processes, ZeroMQ, LMDB and wasmtime."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from actorao import (
+    ComputeLimitExceeded,
+    InvalidMessage,
+    Message,
+    ModuleError,
+    Node,
+    NodeStopped,
+    Trap,
+    UnknownMessage,
+    UnknownProcess,
+    examples,
+)
+from actorao.message import Assignment, new_id
+
+MakeNode = Callable[..., Node]
+
+
+def count(node: Node, pid: str) -> int:
+    return int(node.dry_run(pid, {"Action": "Get"}).output)
+
+
+def store_state(node: Node) -> dict[str, int]:
+    """How many entries each sub-database holds: bad input must change none of them."""
+    return {name: node.store.read(lambda txn, db=db: txn.stat(db)["entries"]) for name, db in node.store.db.items()}
+
+
+def test_a_thousand_messages_to_one_process_are_evaluated_in_slot_order(make_node: MakeNode, counter: bytes) -> None:
+    node = make_node()
+    pid = node.spawn(counter)
+    acks = node.send_many([(pid, {"Action": "Inc"}, "")] * 1000)
+    assert [ack.slot for ack in acks] == list(range(1, 1001))
+    results = node.results(acks)
+    assert [result.output for result in results] == [str(n) for n in range(1, 1001)]
+    assert count(node, pid) == 1000
+
+
+def test_a_hundred_processes_over_two_workers_all_get_correct_results(make_node: MakeNode, counter: bytes) -> None:
+    node = make_node(workers=2)
+    pids = [node.spawn(counter, {"Name": f"c{i}"}) for i in range(100)]
+    assert {node.pool.worker_of(pid) for pid in pids} == {0, 1}
+    sends = [(pids[i % 100], {"Action": "Inc"}, "") for i in range(3000)]
+    acks = node.send_many(sends)
+    results = node.results(acks)
+    expected: dict[str, int] = {}
+    for (pid, _, _), result in zip(sends, results, strict=True):
+        expected[pid] = expected.get(pid, 0) + 1
+        assert result.ok and result.output == str(expected[pid])
+    assert all(count(node, pid) == 30 for pid in pids)
+
+
+def test_send_returns_a_durable_ack_and_result_waits_for_evaluation(make_node: MakeNode, counter: bytes) -> None:
+    node = make_node(workers=1)
+    pid = node.spawn(counter)
+    ack = node.send(pid, {"Action": "Inc"})
+    assert (ack.process, ack.slot) == (pid, 1)
+    assert node.result(ack.id, timeout=10).output == "1"
+    assert node.result(ack, timeout=10).output == "1"
+    future = node.send_nowait(pid, {"Action": "Inc"})
+    assert node.result(future.get(timeout=10)).output == "2"
+
+
+def test_slot_zero_is_the_spawn_message_and_the_hash_chain_links_every_slot(
+    make_node: MakeNode, counter: bytes
+) -> None:
+    node = make_node(workers=1)
+    pid = node.spawn(counter)
+    node.send_many([(pid, {"Action": "Inc"}, "")] * 20)
+    entries = [orjson.loads(body) for _, body in node.store.log_range(pid, 0, 100)]
+    assert [entry["Nonce"] for entry in entries] == list(range(21))
+    assert entries[0]["Id"] == pid
+    assert entries[0]["Hash-Chain"] == Assignment.genesis_hash_chain(pid)
+    timestamps = [entry["Timestamp"] for entry in entries]
+    assert timestamps == sorted(timestamps)
+    for before, after in itertools.pairwise(entries):
+        previous = Assignment(pid, before["Nonce"], before["Id"], before["Timestamp"], before["Hash-Chain"])
+        assert after["Hash-Chain"] == previous.next_hash_chain()
+
+
+def test_close_and_reopen_keeps_state_and_results_and_continues_the_slots(tmp_path: Path, counter: bytes) -> None:
+    with Node(tmp_path / "node", workers=2) as node:
+        pid = node.spawn(counter)
+        acks = node.send_many([(pid, {"Action": "Inc"}, "")] * 50)
+        node.results(acks)
+    with Node(tmp_path / "node", workers=1) as node:
+        assert node.processes() == [pid]
+        assert node.result(acks[-1].id).output == "50"
+        assert count(node, pid) == 50
+        ack = node.send(pid, {"Action": "Inc"})
+        assert ack.slot == 51
+        assert node.result(ack).output == "51"
+        slots = [slot for slot, _ in node.store.log_range(pid, 0, 1000)]
+        assert slots == list(range(52))
+
+
+def test_messages_acknowledged_just_before_close_are_evaluated_after_reopen(tmp_path: Path, counter: bytes) -> None:
+    node = Node(tmp_path / "node", workers=1)
+    pid = node.spawn(counter)
+    acks = node.send_many([(pid, {"Action": "Inc"}, "")] * 2000)
+    node.close()
+    with Node(tmp_path / "node", workers=1) as node:
+        assert node.result(acks[-1], timeout=30).output == "2000"
+
+
+def test_modules_can_be_given_as_wat_or_as_a_stored_id(make_node: MakeNode) -> None:
+    node = make_node(workers=1)
+    pid = node.spawn(examples.wat("counter"))
+    module_id = dict(node.store.read(lambda txn: list(txn.cursor(db=node.store.processes))))[pid.encode()]
+    again = node.spawn(bytes(module_id).decode())
+    assert node.result(node.send(again, {"Action": "Inc"})).output == "1"
+
+
+def test_dry_run_reads_without_persisting(make_node: MakeNode, counter: bytes) -> None:
+    node = make_node(workers=1)
+    pid = node.spawn(counter)
+    node.result(node.send(pid, {"Action": "Inc"}))
+    before = store_state(node)
+    assert node.dry_run(pid, {"Action": "Inc"}).output == "2"
+    assert node.dry_run(pid, {"Action": "Inc"}).output == "2"
+    assert store_state(node) == before
+    assert node.result(node.send(pid, {"Action": "Inc"})).output == "2"
+
+
+def test_echo_sees_ao_fields(make_node: MakeNode) -> None:
+    node = make_node(workers=1)
+    pid = node.spawn(examples.wasm("echo"))
+    ack = node.send(pid, {"Action": "Say"}, "hi")
+    seen = node.result(ack).output
+    assert seen["Id"] == ack.id and seen["Target"] == pid and seen["Nonce"] == 1
+    assert seen["Data"] == "hi" and seen["From"] == node.identity
+    assert {"name": "Data-Protocol", "value": "ao"} in seen["Tags"]
+
+
+# -- bad input: a clear, specific error, and nothing changes --------------------------------------
+
+
+def test_an_unknown_process_is_refused(make_node: MakeNode, counter: bytes) -> None:
+    node = make_node(workers=1)
+    node.spawn(counter)
+    before = store_state(node)
+    with pytest.raises(UnknownProcess, match="no process"):
+        node.send(new_id(b"nobody"), {"Action": "Inc"})
+    with pytest.raises(UnknownProcess):
+        node.dry_run(new_id(b"nobody"), {"Action": "Get"})
+    with pytest.raises(InvalidMessage, match="Target"):
+        node.send("not-a-process-id", {"Action": "Inc"})
+    with pytest.raises(UnknownMessage):
+        node.result(new_id(b"never sent"))
+    assert store_state(node) == before
+
+
+@pytest.mark.parametrize(
+    ("module", "error", "needle"),
+    [
+        (b"MZ\x90\x00 definitely not wasm", ModuleError, "not a WebAssembly binary"),
+        ('(module (memory (export "memory") 1))', ModuleError, "'malloc'"),
+        (
+            '(module (memory (export "memory") 1) (func (export "malloc") (param i32) (result i32) i32.const 0))',
+            ModuleError,
+            "'handle'",
+        ),
+        ("(module (func", ModuleError, "WAT does not parse"),
+        ("neither wasm nor an id", InvalidMessage, "module"),
+        (new_id(b"no such module"), InvalidMessage, "no module with id"),
+    ],
+)
+def test_a_bad_module_is_refused(
+    make_node: MakeNode, module: bytes | str, error: type[Exception], needle: str
+) -> None:
+    node = make_node(workers=1)
+    before = store_state(node)
+    with pytest.raises(error, match=needle):
+        node.spawn(module)
+    assert store_state(node) == before
+    assert node.processes() == []
+
+
+def test_a_message_without_the_ao_tags_is_refused(make_node: MakeNode, counter: bytes) -> None:
+    node = make_node(workers=1)
+    pid = node.spawn(counter)
+    before = store_state(node)
+    bare = Message(new_id(b"m"), node.identity, pid, (("Action", "Inc"),))
+    with pytest.raises(InvalidMessage) as caught:
+        node.post(bare)
+    assert caught.value.field == "Tags['Data-Protocol']"
+    with pytest.raises(InvalidMessage) as caught:
+        node.send(pid, {"Data-Protocol": "not-ao", "Action": "Inc"})
+    assert "expected 'ao'" in str(caught.value)
+    with pytest.raises(InvalidMessage) as caught:
+        node.send(pid, {"Type": "Process"})
+    assert caught.value.field == "Tags['Type']"
+    assert store_state(node) == before
+
+
+def test_data_over_the_size_limit_is_refused_and_one_bad_message_sends_none(
+    make_node: MakeNode, counter: bytes
+) -> None:
+    node = make_node(workers=1, max_data_bytes=1000)
+    pid = node.spawn(counter)
+    before = store_state(node)
+    with pytest.raises(InvalidMessage, match="over the node's limit of 1000") as caught:
+        node.send(pid, {"Action": "Inc"}, "x" * 1001)
+    assert caught.value.field == "Data"
+    with pytest.raises(InvalidMessage):
+        node.send_many([(pid, {"Action": "Inc"}, ""), (pid, {"Action": "Inc"}, "y" * 5000)])
+    assert store_state(node) == before
+    assert node.send(pid, {"Action": "Inc"}, "x" * 1000).slot == 1
+
+
+def test_a_closed_node_refuses_calls(tmp_path: Path, counter: bytes) -> None:
+    node = Node(tmp_path / "node", workers=1)
+    pid = node.spawn(counter)
+    node.close()
+    with pytest.raises(NodeStopped):
+        node.send(pid, {"Action": "Inc"})
+
+
+# -- isolation ------------------------------------------------------------------------------------
+
+
+def test_a_trap_leaves_the_process_usable_with_memory_as_before(make_node: MakeNode, trapper: bytes) -> None:
+    node = make_node(workers=1, checkpoint_every=3)
+    pid = node.spawn(trapper)
+    node.results(node.send_many([(pid, {"Action": "Inc"}, "")] * 5))
+    trapped = node.result(node.send(pid, {"Action": "Trap"}))
+    assert trapped.error is not None and trapped.error.startswith("Trap:")
+    with pytest.raises(Trap):
+        trapped.raise_for_error()
+    grown = node.result(node.send(pid, {"Action": "Grow"}))
+    assert not grown.ok
+    assert node.result(node.send(pid, {"Action": "Inc"})).output == "6"
+    assert count(node, pid) == 6
+
+
+def test_an_endless_loop_runs_out_of_fuel_and_neighbours_carry_on(make_node: MakeNode, trapper: bytes) -> None:
+    node = make_node(workers=1, compute_limit=5_000_000)
+    looping, neighbour = node.spawn(trapper), node.spawn(trapper)
+    loop_ack = node.send(looping, {"Action": "Loop"})
+    neighbour_acks = node.send_many([(neighbour, {"Action": "Inc"}, "")] * 10)
+    failed = node.result(loop_ack)
+    with pytest.raises(ComputeLimitExceeded):
+        failed.raise_for_error()
+    assert node.results(neighbour_acks)[-1].output == "10"
+    assert node.result(node.send(looping, {"Action": "Inc"})).output == "1"
+
+
+def test_a_replay_after_reopen_skips_failed_slots(tmp_path: Path, trapper: bytes) -> None:
+    with Node(tmp_path / "node", workers=1, checkpoint_every=1000) as node:
+        pid = node.spawn(trapper)
+        node.results(node.send_many([(pid, {"Action": a}, "") for a in ("Inc", "Trap", "Inc", "Trap", "Inc")]))
+    with Node(tmp_path / "node", workers=1) as node:
+        assert count(node, pid) == 3

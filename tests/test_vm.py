@@ -1,0 +1,159 @@
+"""The wasmtime host, on real wasmtime. The fast call path is checked against the public API."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import wasmtime
+
+from actorao import ComputeLimitExceeded, ModuleError, Trap, examples
+from actorao.vm import Evaluator, Instance, compile_module
+from actorao.vm._engine import engine
+
+ENV = b'{"Process":{"Id":"p","Owner":"o","Tags":[]}}'
+LIMIT = 1 << 30
+
+
+def msg(action: str, data: str = "") -> bytes:
+    return orjson.dumps({"Tags": [{"name": "Action", "value": action}], "Data": data})
+
+
+def public_api_call(name: str, messages: list[bytes]) -> list[bytes]:
+    """The same calls through wasmtime-py's public API only."""
+    store = wasmtime.Store(engine())
+    store.set_fuel(10**9)
+    instance = wasmtime.Instance(store, wasmtime.Module(engine(), examples.wasm(name)), [])
+    exports = instance.exports(store)
+    memory, malloc, handle = exports["memory"], exports["malloc"], exports["handle"]
+    out = []
+    for message in messages:
+        pointers = []
+        for text in (message, ENV):
+            pointer = malloc(store, len(text) + 1)
+            memory.write(store, text + b"\0", pointer)
+            pointers.append(pointer)
+        result = handle(store, *pointers)
+        raw = memory.read(store, result, result + 4096)
+        out.append(bytes(raw[: raw.index(0)]))
+    return out
+
+
+@pytest.mark.parametrize("name", examples.NAMES)
+def test_fast_path_matches_public_api(name: str) -> None:
+    messages = [msg("Inc"), msg("Inc", "é" * 300), msg("Get"), msg("Other", '"quoted"')]
+    instance = Instance(compile_module(examples.wasm(name)), memory_limit=LIMIT)
+    fast = [instance.call(m, ENV, 10**9) for m in messages]
+    assert fast == public_api_call(name, messages)
+
+
+def test_counter_counts_and_echo_echoes() -> None:
+    evaluator = Evaluator()
+    counter = Instance(compile_module(examples.wasm("counter")), memory_limit=LIMIT)
+    outputs = [orjson.loads(evaluator.evaluate(counter, msg("Inc"), ENV)[0])["Output"] for _ in range(3)]
+    assert outputs == ["1", "2", "3"]
+    echo = Instance(compile_module(examples.wasm("echo")), memory_limit=LIMIT)
+    result, failed = evaluator.evaluate(echo, msg("Say", "hello \\ \"world\""), ENV)
+    assert not failed
+    assert orjson.loads(result)["Output"]["Data"] == 'hello \\ "world"'
+
+
+def test_a_trap_is_an_error_result() -> None:
+    instance = Instance(compile_module(examples.wasm("trapper")), memory_limit=LIMIT)
+    result, failed = Evaluator().evaluate(instance, msg("Trap"), ENV)
+    assert failed
+    assert orjson.loads(result)["Error"].startswith("Trap:")
+    assert "unreachable" in orjson.loads(result)["Error"]
+
+
+def test_fuel_bounds_an_endless_loop() -> None:
+    instance = Instance(compile_module(examples.wasm("trapper")), memory_limit=LIMIT)
+    with pytest.raises(ComputeLimitExceeded):
+        instance.call(msg("Loop"), ENV, 1_000_000)
+    assert instance.fuel_used == 1_000_000
+
+
+def test_fuel_use_is_deterministic() -> None:
+    used = []
+    for _ in range(2):
+        instance = Instance(compile_module(examples.wasm("counter")), memory_limit=LIMIT)
+        instance.call(msg("Inc", "x" * 100), ENV, 10**9)
+        used.append(instance.fuel_used)
+    assert used[0] == used[1] > 0
+
+
+def test_snapshot_restores_memory_exactly_even_after_growth() -> None:
+    compiled = compile_module(examples.wasm("trapper"))
+    instance = Instance(compiled, memory_limit=LIMIT)
+    instance.call(msg("Inc"), ENV, 10**9)
+    snapshot = instance.snapshot()
+    with pytest.raises(Trap):
+        instance.call(msg("Grow"), ENV, 10**9)
+    assert instance.memory_size() > len(snapshot.memory)
+    fresh = Instance(compiled, memory_limit=LIMIT)
+    fresh.restore(snapshot)
+    assert fresh.digest() == snapshot.digest()
+    assert orjson.loads(Evaluator().evaluate(fresh, msg("Get"), ENV)[0])["Output"] == "1"
+
+
+def test_memory_limit_caps_growth() -> None:
+    instance = Instance(compile_module(examples.wasm("trapper")), memory_limit=4 * 65536)
+    with pytest.raises(Trap):
+        instance.call(msg("Grow"), ENV, 10**9)
+    assert instance.memory_size() <= 4 * 65536
+
+
+@pytest.mark.parametrize(
+    ("wasm", "needle"),
+    [
+        (b"not wasm at all", "not a WebAssembly binary"),
+        (b"\0asm\x01\0\0\0\xff", "does not compile"),
+        (wasmtime.wat2wasm('(module (memory (export "memory") 1))'), "'malloc'"),
+        (
+            wasmtime.wat2wasm(
+                '(module (memory (export "memory") 1) (func (export "malloc") (param i32) (result i32) i32.const 0))'
+            ),
+            "'handle'",
+        ),
+        (wasmtime.wat2wasm('(module (func (export "handle")))'), "memory"),
+        (wasmtime.wat2wasm('(module (import "env" "now" (func)) (memory (export "memory") 1))'), "env.now"),
+        (
+            wasmtime.wat2wasm(
+                '(module (memory (export "memory") 1) (func (export "malloc") (param i32) (result i32) i32.const 0)'
+                ' (func (export "handle") (param i32) (result i32) i32.const 0))'
+            ),
+            "JSON-1 needs",
+        ),
+    ],
+)
+def test_bad_modules_are_refused_with_the_reason(wasm: bytes, needle: str) -> None:
+    with pytest.raises(ModuleError, match=needle.replace("(", r"\(").replace(".", r"\.")):
+        compile_module(bytes(wasm))
+
+
+WASM64_ECHO = """
+(module
+  (memory (export "memory") i64 2)
+  (global $hp (mut i64) (i64.const 65536))
+  (data (i64.const 16) "{\\"ok\\":true,\\"response\\":{\\"Output\\":\\"wide\\"}}\\00")
+  (func (export "malloc") (param $n i64) (result i64)
+    (local $p i64)
+    (local.set $p (global.get $hp))
+    (global.set $hp (i64.add (global.get $hp) (local.get $n)))
+    (local.get $p))
+  (func (export "handle") (param i64 i64) (result i64)
+    (global.set $hp (i64.const 65536))
+    (i64.const 16)))
+"""
+
+
+def test_wasm64_modules_use_i64_pointers() -> None:
+    compiled = compile_module(bytes(wasmtime.wat2wasm(WASM64_ECHO)))
+    assert compiled.pointer == "i64"
+    instance = Instance(compiled, memory_limit=LIMIT)
+    assert orjson.loads(Evaluator().evaluate(instance, msg("Any"), ENV)[0])["Output"] == "wide"
+
+
+def test_snapshot_includes_exported_mutable_globals() -> None:
+    wat = WASM64_ECHO.replace("(global $hp (mut i64)", '(global $hp (export "hp") (mut i64)')
+    instance = Instance(compile_module(bytes(wasmtime.wat2wasm(wat))), memory_limit=LIMIT)
+    assert instance.snapshot().globals == (("hp", 65536),)
