@@ -12,6 +12,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from pathlib import Path
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 ResultsHandler = Callable[[list[bytes]], None]
 _POLL_MS = 50
+_STOP_GRACE = 30.0
 
 
 def place(pid: str, workers: int) -> int:
@@ -120,9 +122,9 @@ class WorkerPool:
             raise NodeStopped(f"the CU workers did not start (see the log above); waited up to {timeout} s")
 
     def stop(self) -> None:
-        for outlet in self._outlets:
-            outlet.send_nowait(STOP, [])
-        self.supervisor.stop()
+        told = [self._send_soon(outlet, STOP, []) for outlet in self._outlets]
+        # Workers that got STOP finish the frames queued before it; the rest are stopped by signal.
+        self.supervisor.stop(grace=_STOP_GRACE if all(told) else 0.0)
         self._stopped.set()
         self._listener.join()
         for outlet in self._outlets:
@@ -131,6 +133,15 @@ class WorkerPool:
         self._context.term()
         for future in list(self._dry_runs.values()):
             future.set_exception(NodeStopped("the node closed during a dry run"))
+
+    @staticmethod
+    def _send_soon(outlet: Outlet, kind: bytes, items: list[bytes], seconds: float = 5.0) -> bool:
+        deadline = time.monotonic() + seconds
+        while not outlet.send_nowait(kind, items):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def _worker_restarted(self, child_id: str) -> None:
         index = int(child_id.rsplit("-", 1)[1])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,7 +164,8 @@ class Worker:
 
 def run_worker(config: WorkerConfig) -> None:
     """The worker process's entry point."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node stops us with STOP, or signals
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the node, which sends STOP
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwind: abort the open transaction, close
     store = Store(config.data_path, sync=False, map_size=config.map_size)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     runtime = Path(config.runtime)

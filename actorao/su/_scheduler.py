@@ -88,6 +88,7 @@ class SchedulerUnit:
         self._heads: dict[str, _Head] = {}
         self._processes: set[str] = set(self._load_process_ids())
         self._closed = False
+        self.commits = 0  # synced transactions so far: group commit makes this far below the messages
         self._thread = threading.Thread(target=self._run, name="su-group-commit", daemon=True)
         self._thread.start()
 
@@ -107,10 +108,10 @@ class SchedulerUnit:
         """Queue ``item`` for assignment; the future resolves once it is durable."""
         if self._closed:
             raise NodeStopped("the scheduler is closed")
-        if self._queue.qsize() >= self._max_pending:
-            raise Overloaded(f"{self._queue.qsize()} messages await assignment, the node's limit")
         if isinstance(item, Message) and item.target not in self._processes:
             raise UnknownProcess(f"no process {item.target} on this node")
+        if self._queue.qsize() >= self._max_pending:
+            raise Overloaded(f"{self._queue.qsize()} messages await assignment, the node's limit")
         future: pykka.ThreadingFuture[Ack] = pykka.ThreadingFuture()
         self._queue.put(_Request(item, future, module))
         return future
@@ -155,6 +156,7 @@ class SchedulerUnit:
             for request in batch:
                 request.future.set_exception(_exc_info(error))
             return
+        self.commits += 1
         self._heads.update(heads)
         for request, ack in zip(batch, acks, strict=True):
             if isinstance(ack, Exception):

@@ -137,13 +137,18 @@ class Supervisor:
         running.state = "running"
         log.debug("%s: started %s as pid %s", self.name, running.spec.id, running.process.pid)
 
-    def stop(self) -> None:
-        """Stop every child, in reverse start order, each by its shutdown spec."""
+    def stop(self, grace: float = 0.0) -> None:
+        """Stop every child, in reverse start order, each by its shutdown spec. With ``grace``, first
+        give children that were asked to finish (by a message of their own) that long to exit."""
         with self._lock:
             self._stopping = True
         os.write(self._wake_write, b"x")
         if self._monitor is not None:
             self._monitor.join()
+        deadline = time.monotonic() + grace
+        for running in self._children.values():
+            if running.process is not None:
+                running.process.join(max(0.0, deadline - time.monotonic()))
         for running in reversed(list(self._children.values())):
             self._stop_child(running)
         os.close(self._wake_read)
@@ -157,10 +162,8 @@ class Supervisor:
             if running.spec.shutdown == "brutal_kill":
                 process.kill()
             else:
+                process.terminate()
                 process.join(running.spec.shutdown)
-                if process.is_alive():
-                    process.terminate()
-                    process.join(running.spec.shutdown)
                 if process.is_alive():
                     process.kill()
         process.join()

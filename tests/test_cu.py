@@ -1,0 +1,125 @@
+"""Hosting processes in a worker, in-process on a real store: order, rollback, checkpoints, placement."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import lmdb
+import pytest
+
+from actorao import examples
+from actorao.cu import Limits, place
+from actorao.cu._worker import Worker, WorkerConfig
+from actorao.message import Message, Process, new_id, with_ao_tags
+from actorao.persist import Store
+from actorao.su import ModuleRecord, SchedulerUnit
+
+OWNER = new_id(b"owner")
+
+
+def config(tmp_path: Path, checkpoint_every: int) -> WorkerConfig:
+    return WorkerConfig(0, str(tmp_path), str(tmp_path / "run"), Limits(10**9, 1 << 30, checkpoint_every), 1 << 30)
+
+
+def populate(store: Store, actions: list[str], module: str = "trapper") -> tuple[str, list[tuple[bytes, bytes]]]:
+    """Spawn one process through a real SU and assign ``actions`` to it; return its pushed log."""
+    pushed: list[tuple[str, bytes, bytes]] = []
+    su = SchedulerUnit(store, pushed.extend)
+    wasm = examples.wasm(module)
+    record = ModuleRecord(new_id(wasm), wasm, b'{"owner":"%s","tags":[]}' % OWNER.encode())
+    pid = new_id(b"p")
+    tags = with_ao_tags({"Module": record.id, "Scheduler": OWNER}, "Process")
+    su.submit(Process(pid, OWNER, record.id, OWNER, tags), record).get(timeout=10)
+    futures = [su.submit(Message(new_id(b"m"), OWNER, pid, with_ao_tags({"Action": a}, "Message"))) for a in actions]
+    for future in futures:
+        future.get(timeout=10)
+    su.close()
+    return pid, [(key, body) for _, key, body in pushed]
+
+
+def feed(worker: Worker, entries: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    out: list[tuple[bytes, bytes]] = []
+    worker.assign([part for entry in entries for part in entry], out)
+    worker.commit(out)
+    return out
+
+
+def test_a_failed_message_leaves_memory_bit_for_bit_as_before(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    pid, entries = populate(store, ["Inc"] * 5 + ["Trap", "Loop", "Grow", "Inc"])
+    worker = Worker(config(tmp_path, checkpoint_every=2), store)
+    feed(worker, entries[:6])
+    process = worker.hosted(pid)
+    assert process is not None
+    before = process.instance.digest()
+    for entry in entries[6:9]:
+        feed(worker, [entry])
+        assert process.instance.digest() == before
+    assert process.failed == {6, 7, 8}
+    results = feed(worker, entries[9:])
+    assert b'"Output":"6"' in results[0][1]
+
+
+def test_recovery_from_checkpoint_plus_log_equals_never_stopping(tmp_path: Path) -> None:
+    actions = ["Inc", "Inc", "Trap", "Inc", "Grow"] * 10
+    store = Store(tmp_path)
+    pid, entries = populate(store, actions)
+    straight = Worker(config(tmp_path, checkpoint_every=7), store)
+    straight_results = feed(straight, entries)
+    assert store.get("checkpoints", pid.encode()) is not None
+
+    recovered = Worker(config(tmp_path, checkpoint_every=7), store)
+    process = recovered.hosted(pid)
+    assert process is not None
+    assert process.checkpoint_slot > 0
+    assert process.inbox.next_slot == len(entries)
+    hosted = straight.hosted(pid)
+    assert hosted is not None
+    assert process.instance.digest() == hosted.instance.digest()
+
+    # Forget every checkpoint and result, and evaluate the same log from scratch with no checkpoints.
+    def forget(txn: lmdb.Transaction) -> None:
+        txn.drop(store.checkpoints, delete=False)
+        txn.drop(store.results, delete=False)
+
+    store.write(forget)
+    from_scratch = Worker(config(tmp_path, checkpoint_every=10**6), store)
+    assert feed(from_scratch, entries) == straight_results
+    hosted_b = from_scratch.hosted(pid)
+    assert hosted_b is not None
+    assert hosted_b.checkpoint_slot == -1
+    assert hosted_b.instance.digest() == hosted.instance.digest()
+
+
+def test_a_gap_is_filled_from_the_log(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    _, entries = populate(store, ["Inc"] * 10, module="counter")
+    worker = Worker(config(tmp_path, checkpoint_every=1000), store)
+    results = feed(worker, [entries[0], entries[7]])  # slots 1..6 were lost in transit
+    assert [r.count(b"Output") for _, r in results] == [1] * 8
+    assert b'"Output":"7"' in results[-1][1]
+    assert feed(worker, entries[3:5]) == []  # late duplicates are dropped
+
+
+def test_placement_is_stable_and_moves_few_processes_when_workers_change() -> None:
+    pids = [new_id(str(i).encode()) for i in range(3000)]
+    two = [place(pid, 2) for pid in pids]
+    assert two == [place(pid, 2) for pid in pids]
+    share = Counter(two)
+    assert abs(share[0] - share[1]) < 300
+    three = [place(pid, 3) for pid in pids]
+    moved = sum(1 for a, b in zip(two, three, strict=True) if a != b)
+    assert moved < 1300  # about a third move, all of them to the new worker
+    assert all(b == 2 for a, b in zip(two, three, strict=True) if a != b)
+
+
+@pytest.mark.parametrize(("checkpoint_every", "last_checkpoint"), [(1, 10), (5, 9), (4, 7)])
+def test_checkpoints_are_written_on_schedule(tmp_path: Path, checkpoint_every: int, last_checkpoint: int) -> None:
+    store = Store(tmp_path)
+    pid, entries = populate(store, ["Inc"] * 10, module="counter")
+    worker = Worker(config(tmp_path, checkpoint_every), store)
+    feed(worker, entries)
+    blob = store.get("checkpoints", pid.encode())
+    assert blob is not None
+    assert int.from_bytes(blob[:8], "little") == last_checkpoint  # slots 0..10, a checkpoint per N evaluated

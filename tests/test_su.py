@@ -1,0 +1,111 @@
+"""The scheduler unit on a real LMDB store: slots, chains, group commit, dedup and restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from actorao import NodeStopped, Overloaded, UnknownProcess
+from actorao.message import Assignment, Message, Process, new_id, with_ao_tags
+from actorao.persist import Store
+from actorao.su import ModuleRecord, SchedulerUnit
+
+OWNER = new_id(b"owner")
+MODULE = ModuleRecord(new_id(b"module"), b"\0asm\1\0\0\0", b'{"owner":"o","tags":[]}')
+
+
+class Pushed(list[tuple[str, bytes, bytes]]):
+    def __call__(self, entries: list[tuple[str, bytes, bytes]]) -> None:
+        self.extend(entries)
+
+
+def spawn(su: SchedulerUnit) -> str:
+    pid = new_id(b"process")
+    tags = with_ao_tags({"Module": MODULE.id, "Scheduler": OWNER}, "Process")
+    return su.submit(Process(pid, OWNER, MODULE.id, OWNER, tags), MODULE).get(timeout=10).process
+
+
+def message(pid: str, mid: str | None = None) -> Message:
+    return Message(mid or new_id(b"m"), OWNER, pid, with_ao_tags({"Action": "Inc"}, "Message"))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path)
+
+
+def test_slots_are_contiguous_from_the_spawn_at_zero(store: Store) -> None:
+    pushed = Pushed()
+    su = SchedulerUnit(store, pushed)
+    pid = spawn(su)
+    acks = [su.submit(message(pid)).get(timeout=10) for _ in range(5)]
+    su.close()
+    assert [ack.slot for ack in acks] == [1, 2, 3, 4, 5]
+    assert [orjson.loads(body)["Nonce"] for _, _, body in pushed] == [0, 1, 2, 3, 4, 5]
+    assert store.last_slot("log", pid) == 5
+
+
+def test_waiting_senders_share_one_synced_commit(store: Store) -> None:
+    su = SchedulerUnit(store, Pushed())
+    pid = spawn(su)
+    before = su.commits
+    futures = [su.submit(message(pid)) for _ in range(5000)]
+    acks = [future.get(timeout=30) for future in futures]
+    su.close()
+    assert sorted(ack.slot for ack in acks) == list(range(1, 5001))
+    assert su.commits - before < 100
+
+
+def test_a_restarted_su_continues_the_slots_and_the_chain(store: Store, tmp_path: Path) -> None:
+    su = SchedulerUnit(store, Pushed())
+    pid = spawn(su)
+    su.submit(message(pid)).get(timeout=10)
+    su.close()
+    store.close()
+    reopened = Store(tmp_path)
+    pushed = Pushed()
+    su = SchedulerUnit(reopened, pushed)
+    assert su.knows(pid)
+    ack = su.submit(message(pid)).get(timeout=10)
+    su.close()
+    assert ack.slot == 2
+    entries = [orjson.loads(body) for _, body in reopened.log_range(pid, 0, 10)]
+    previous = Assignment(pid, 1, entries[1]["Id"], entries[1]["Timestamp"], entries[1]["Hash-Chain"])
+    assert entries[2]["Hash-Chain"] == previous.next_hash_chain()
+    assert entries[2]["Timestamp"] >= entries[1]["Timestamp"]
+
+
+def test_timestamps_never_go_backwards_when_the_clock_does(store: Store) -> None:
+    times = iter([100.0, 200.0, 50.0, 300.0])
+    su = SchedulerUnit(store, Pushed(), clock=lambda: next(times))
+    pid = spawn(su)
+    stamps = [su.submit(message(pid)).get(timeout=10).timestamp for _ in range(3)]
+    su.close()
+    assert stamps == [200_000, 200_000, 300_000]
+
+
+def test_the_same_message_id_is_assigned_once(store: Store) -> None:
+    pushed = Pushed()
+    su = SchedulerUnit(store, pushed)
+    pid = spawn(su)
+    mid = new_id(b"once")
+    first = su.submit(message(pid, mid)).get(timeout=10)
+    again = su.submit(message(pid, mid)).get(timeout=10)
+    su.close()
+    assert first == again
+    assert store.last_slot("log", pid) == 1
+    assert len(pushed) == 2
+
+
+def test_unknown_processes_overload_and_closing_are_refused(store: Store) -> None:
+    su = SchedulerUnit(store, Pushed(), max_pending=0)
+    with pytest.raises(UnknownProcess):
+        su.submit(message(new_id(b"nobody")))
+    with pytest.raises(Overloaded, match="limit"):
+        tags = with_ao_tags({"Module": MODULE.id, "Scheduler": OWNER}, "Process")
+        su.submit(Process(new_id(b"p"), OWNER, MODULE.id, OWNER, tags), MODULE)
+    su.close()
+    with pytest.raises(NodeStopped):
+        su.submit(message(new_id(b"nobody")))
