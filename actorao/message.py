@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +43,7 @@ ID_LENGTH = 43
 Tag = tuple[str, str]
 TagsLike = Mapping[str, Any] | Iterable[Any] | None
 
-_ID_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 def encode_id(digest: bytes) -> str:
@@ -53,17 +55,30 @@ def decode_id(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=")
 
 
-def new_id(*parts: bytes) -> str:
-    """A fresh id: SHA-256 of the parts and 16 random bytes, so equal content never collides."""
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part)
-    digest.update(os.urandom(16))
-    return encode_id(digest.digest())
+class _IdSource:
+    """Fresh ids without a syscall each: SHA-256 of a random per-process prefix, a counter and the
+    caller's parts. The prefix makes ids from different runs differ; the counter, ids within one."""
+
+    def __init__(self) -> None:
+        self._pid = os.getpid()
+        self._prefix = os.urandom(16)
+        self._counter = itertools.count()
+
+    def __call__(self, *parts: bytes) -> str:
+        if os.getpid() != self._pid:  # a forked child must not repeat its parent's ids
+            self.__init__()  # type: ignore[misc]
+        digest = hashlib.sha256(self._prefix + next(self._counter).to_bytes(8, "little"))
+        for part in parts:
+            digest.update(part)
+        return encode_id(digest.digest())
+
+
+new_id = _IdSource()
+new_id.__doc__ = "A fresh id: unique per call, mixed with the given parts."
 
 
 def is_id(value: object) -> bool:
-    return isinstance(value, str) and len(value) == ID_LENGTH and _ID_ALPHABET.issuperset(value)
+    return isinstance(value, str) and _ID_PATTERN.fullmatch(value) is not None
 
 
 def require_id(field_name: str, value: object) -> str:
@@ -114,7 +129,7 @@ def tag_value(tags: Iterable[Tag], name: str) -> str | None:
     return None
 
 
-def _check_ao_tags(tags: tuple[Tag, ...], expected_type: str) -> None:
+def check_ao_tags(tags: tuple[Tag, ...], expected_type: str) -> None:
     for name, wanted in (("Data-Protocol", DATA_PROTOCOL), ("Variant", VARIANT), ("Type", expected_type)):
         value = tag_value(tags, name)
         if value is None:
@@ -123,7 +138,7 @@ def _check_ao_tags(tags: tuple[Tag, ...], expected_type: str) -> None:
             raise InvalidMessage(f"Tags[{name!r}]", f"expected {wanted!r}, got {value!r}")
 
 
-def _check_data(data: object, max_data_bytes: int) -> None:
+def check_data(data: object, max_data_bytes: int) -> None:
     if not isinstance(data, str):
         raise InvalidMessage("Data", f"must be text, got {type(data).__name__}")
     size = len(data.encode())
@@ -150,17 +165,18 @@ class Message:
     data: str = ""
     anchor: str = ""
 
-    def validate(self, max_data_bytes: int) -> None:
-        """Raise InvalidMessage naming the first bad field."""
+    def validate(self, max_data_bytes: int, *, tags_normalized: bool = False) -> None:
+        """Raise InvalidMessage naming the first bad field. ``tags_normalized`` skips re-checking
+        tags that came out of normalize_tags."""
         require_id("Id", self.id)
         require_id("Owner", self.owner)
         require_id("Target", self.target)
         if not isinstance(self.anchor, str) or len(self.anchor) > 32:
             raise InvalidMessage("Anchor", "must be text of at most 32 characters")
-        if normalize_tags(self.tags) != self.tags:
+        if not tags_normalized and normalize_tags(self.tags) != self.tags:
             raise InvalidMessage("Tags", "must be a tuple of (name, value) text pairs")
-        _check_ao_tags(self.tags, "Message")
-        _check_data(self.data, max_data_bytes)
+        check_ao_tags(self.tags, "Message")
+        check_data(self.data, max_data_bytes)
 
     def tag(self, name: str) -> str | None:
         return tag_value(self.tags, name)
@@ -185,11 +201,11 @@ class Process:
         require_id("Scheduler", self.scheduler)
         if normalize_tags(self.tags) != self.tags:
             raise InvalidMessage("Tags", "must be a tuple of (name, value) text pairs")
-        _check_ao_tags(self.tags, "Process")
+        check_ao_tags(self.tags, "Process")
         for name, wanted in (("Module", self.module), ("Scheduler", self.scheduler)):
             if tag_value(self.tags, name) != wanted:
                 raise InvalidMessage(f"Tags[{name!r}]", f"must be present and equal {wanted!r}")
-        _check_data(self.data, max_data_bytes)
+        check_data(self.data, max_data_bytes)
 
     def tag(self, name: str) -> str | None:
         return tag_value(self.tags, name)
@@ -210,15 +226,18 @@ class Assignment:
     block_height: int = 0
     epoch: int = 0
 
+    def _id_digest(self) -> bytes:
+        text = f"{self.process}|{self.slot}|{self.message}|{self.timestamp}|{self.hash_chain}".encode()
+        return hashlib.sha256(text).digest()
+
     @property
     def id(self) -> str:
         """Derived from the assignment's content, so the chain can be re-checked from the log alone."""
-        text = f"{self.process}|{self.slot}|{self.message}|{self.timestamp}|{self.hash_chain}".encode()
-        return encode_id(hashlib.sha256(text).digest())
+        return encode_id(self._id_digest())
 
     def next_hash_chain(self) -> str:
         """The hash chain of the slot after this one: SHA-256(this id ‖ this hash chain)."""
-        return encode_id(hashlib.sha256(decode_id(self.id) + decode_id(self.hash_chain)).digest())
+        return encode_id(hashlib.sha256(self._id_digest() + decode_id(self.hash_chain)).digest())
 
     @staticmethod
     def genesis_hash_chain(process: str) -> str:

@@ -21,6 +21,7 @@ import pykka
 import wasmtime
 
 from actorao._exceptions import (
+    ActoraoError,
     InvalidMessage,
     ModuleError,
     NodeStopped,
@@ -35,6 +36,8 @@ from actorao.message import (
     Process,
     Result,
     TagsLike,
+    check_ao_tags,
+    check_data,
     encode_id,
     is_id,
     new_id,
@@ -80,7 +83,7 @@ class Node:
         self.max_data_bytes = max_data_bytes
         self._closed = False
         self._close_lock = threading.Lock()
-        self._waiting: dict[bytes, list[_Future[bytes]]] = {}
+        self._waiting: dict[bytes, list[_ResultWaiter]] = {}
         self._waiting_lock = threading.Lock()
         self._checked_modules: set[str] = set()
         self.store = Store(self.path, map_size=map_size)
@@ -131,9 +134,8 @@ class Node:
         self.pool.stop()
         with self._waiting_lock:
             waiting, self._waiting = self._waiting, {}
-        for futures in waiting.values():
-            for future in futures:
-                future.set_exception((NodeStopped, NodeStopped("the node closed"), None))
+        for waiter in {id(w): w for waiters in waiting.values() for w in waiters}.values():
+            waiter.fail(NodeStopped("the node closed before the result arrived"))
         self.store.close()
 
     def _check_open(self) -> None:
@@ -166,7 +168,7 @@ class Node:
             data,
         )
         process.validate(self.max_data_bytes)
-        ack: Ack = self.su.submit(process, record).get()
+        ack: Ack = self.su.submit(process, record, fresh_id=True).get()
         return ack.process
 
     def _module_record(self, module: bytes | str) -> ModuleRecord | None:
@@ -215,8 +217,13 @@ class Node:
             raise InvalidMessage("Target", f"expected a 43-character process id, got {pid!r:.60}")
         if not self.su.knows(pid):
             raise UnknownProcess(f"no process {pid} on this node")
-        message = Message(new_id(pid.encode()), self.identity, pid, with_ao_tags(tags, "Message"), data, anchor)
-        message.validate(self.max_data_bytes)
+        # Id and Owner are minted here and the target was just checked, so only what the caller
+        # gave is validated: the tags (normalised by with_ao_tags), the anchor and the data.
+        message = Message(new_id(), self.identity, pid, with_ao_tags(tags, "Message"), data, anchor)
+        check_ao_tags(message.tags, "Message")
+        check_data(data, self.max_data_bytes)
+        if anchor and (not isinstance(anchor, str) or len(anchor) > 32):
+            raise InvalidMessage("Anchor", "must be text of at most 32 characters")
         return message
 
     def post(self, message: Message) -> _Future[Ack]:
@@ -230,7 +237,7 @@ class Node:
     def send_nowait(self, pid: str, tags: TagsLike = None, data: str = "", *, anchor: str = "") -> _Future[Ack]:
         """Send without waiting; ``.get(timeout=...)`` on the future gives the Ack once durable."""
         self._check_open()
-        return self.su.submit(self._message(pid, tags, data, anchor))
+        return self.su.submit(self._message(pid, tags, data, anchor), fresh_id=True)
 
     def send(self, pid: str, tags: TagsLike = None, data: str = "", *, anchor: str = "",
              timeout: float = DEFAULT_TIMEOUT) -> Ack:
@@ -245,18 +252,18 @@ class Node:
         checked before any is submitted, so one bad message sends none."""
         self._check_open()
         built = [self._message(pid, tags, data, "") for pid, tags, data in messages]
-        futures = [self.su.submit(message) for message in built]
-        return [_get(future, timeout, "assignment") for future in futures]
+        acks: list[Ack] = _get(self.su.submit_many(built, fresh_ids=True), timeout, "assignment")
+        return acks
 
     # -- results --------------------------------------------------------------------------------
     def _results_arrived(self, items: list[bytes]) -> None:
         with self._waiting_lock:
-            woken = [(self._waiting.pop(bytes(items[at]), None), items[at + 1]) for at in range(0, len(items), 2)]
-        for futures, result in woken:
-            if futures:
-                value = bytes(result)
-                for future in futures:
-                    future.set(value)
+            waiting = self._waiting
+            for at in range(0, len(items), 2):
+                waiters = waiting.pop(bytes(items[at]), None)
+                if waiters:
+                    for waiter in waiters:
+                        waiter.deliver(bytes(items[at]), bytes(items[at + 1]))
 
     def _key_of(self, message: str | Ack) -> bytes:
         if isinstance(message, Ack):
@@ -266,33 +273,54 @@ class Node:
             raise UnknownMessage(f"no message {message} was assigned on this node")
         return bytes(key)
 
+    def _wait_for(self, keys: list[bytes], future: _Future[Result] | None = None) -> _ResultWaiter:
+        """Register a waiter for ``keys``, then look in the store: registering first means a result
+        arriving in between cannot slip past unseen."""
+        self._check_open()
+        waiter = _ResultWaiter(keys, future)
+        with self._waiting_lock:
+            for key in waiter.values:
+                self._waiting.setdefault(key, []).append(waiter)
+        results = self.store.results
+
+        def stored(txn: Any) -> list[tuple[bytes, bytes]]:
+            found = ((key, txn.get(key, db=results)) for key in waiter.values)
+            return [(key, bytes(value)) for key, value in found if value is not None]
+
+        arrived = self.store.read(stored)
+        if arrived:
+            self._results_arrived([part for pair in arrived for part in pair])
+        return waiter
+
+    def _forget(self, waiter: _ResultWaiter) -> None:
+        with self._waiting_lock:
+            for key in waiter.values:
+                waiters = self._waiting.get(key)
+                if waiters and waiter in waiters:
+                    waiters.remove(waiter)
+                    if not waiters:
+                        del self._waiting[key]
+
     def result_nowait(self, message: str | Ack) -> _Future[Result]:
         """A future of the Result of ``message`` (its id, or its Ack)."""
-        self._check_open()
-        key = self._key_of(message)
-        future: _Future[bytes] = pykka.ThreadingFuture()
-        with self._waiting_lock:
-            self._waiting.setdefault(key, []).append(future)
-        stored = self.store.get("results", key)  # after registering, so an arrival cannot slip by
-        if stored is not None:
-            with self._waiting_lock:
-                waiting = self._waiting.get(key, [])
-                if future in waiting:
-                    waiting.remove(future)
-                    if not waiting:
-                        del self._waiting[key]
-                    future.set(bytes(stored))
-        mapped: _Future[Result] = future.map(Result.from_json)  # type: ignore[assignment]
-        return mapped
+        future: _Future[Result] = pykka.ThreadingFuture()
+        self._wait_for([self._key_of(message)], future)
+        return future
 
     def result(self, message: str | Ack, timeout: float = DEFAULT_TIMEOUT) -> Result:
         """The Result of ``message``, waiting up to ``timeout`` seconds for it to be evaluated."""
-        result: Result = _get(self.result_nowait(message), timeout, "result")
-        return result
+        return self.results([message], timeout)[0]
 
     def results(self, messages: Sequence[str | Ack], timeout: float = DEFAULT_TIMEOUT) -> list[Result]:
-        futures = [self.result_nowait(message) for message in messages]
-        return [_get(future, timeout, "result") for future in futures]
+        """The Results of many messages, in order, with one wait for all of them."""
+        keys = [self._key_of(message) for message in messages]
+        waiter = self._wait_for(keys)
+        if not waiter.done.wait(timeout):
+            self._forget(waiter)
+            raise Timeout(f"{waiter.remaining} of {len(waiter.values)} results still missing after {timeout} s")
+        if waiter.error is not None:
+            raise waiter.error
+        return [Result.from_json(waiter.values[key]) for key in keys]  # type: ignore[arg-type]
 
     def dry_run(self, pid: str, tags: TagsLike = None, data: str = "", *, timeout: float = DEFAULT_TIMEOUT) -> Result:
         """Evaluate a message on the process's current state without persisting anything."""
@@ -307,6 +335,35 @@ class Node:
             }
         )
         return Result.from_json(self.pool.dry_run(pid, body, timeout))
+
+
+class _ResultWaiter:
+    """Waits for the results of a set of log keys with one event. ``deliver`` is called under the
+    node's waiting lock, so its counting needs no lock of its own."""
+
+    __slots__ = ("done", "error", "future", "remaining", "values")
+
+    def __init__(self, keys: list[bytes], future: _Future[Result] | None) -> None:
+        self.values: dict[bytes, bytes | None] = dict.fromkeys(keys)
+        self.remaining = len(self.values)
+        self.done = threading.Event()
+        self.error: ActoraoError | None = None
+        self.future = future
+
+    def deliver(self, key: bytes, value: bytes) -> None:
+        if self.values.get(key, b"") is None:
+            self.values[key] = value
+            self.remaining -= 1
+            if not self.remaining:
+                self.done.set()
+                if self.future is not None:
+                    self.future.set(Result.from_json(value))
+
+    def fail(self, error: ActoraoError) -> None:
+        self.error = error
+        self.done.set()
+        if self.future is not None:
+            self.future.set_exception((type(error), error, None))
 
 
 def _get(future: _Future[Any], timeout: float, what: str) -> Any:

@@ -38,7 +38,7 @@ def wat(name: str) -> str:
     """The WAT text of example module ``name``."""
     if name not in NAMES:
         raise ValueError(f"no example module named {name!r}; there are {', '.join(NAMES)}")
-    folder = resources.files(__package__) / "wat"
+    folder = resources.files(__package__)
     body = (folder / "prelude.wat").read_text() + (folder / f"{name}.wat").read_text()
     offset = _STRINGS_AT
     data = []

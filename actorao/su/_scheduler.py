@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import lmdb
 import orjson
@@ -49,9 +50,13 @@ class ModuleRecord:
 
 @dataclass(slots=True)
 class _Request:
-    item: Message | Process
-    future: pykka.ThreadingFuture[Ack]
+    """One caller's items, answered together: a list of Acks, or the Ack alone when ``single``."""
+
+    items: list[Message | Process]
+    future: pykka.ThreadingFuture[Any]
+    single: bool
     module: ModuleRecord | None = None
+    fresh_ids: bool = False  # ids minted by this node just now: no need to look for duplicates
 
 
 @dataclass(slots=True)
@@ -82,6 +87,8 @@ class SchedulerUnit:
         self.store = store
         self._on_assigned = on_assigned
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._pending = 0  # items queued and not yet committed
+        self._pending_lock = threading.Lock()
         self._max_pending = max_pending
         self._max_batch = max_batch
         self._clock = clock
@@ -104,17 +111,31 @@ class SchedulerUnit:
         return pid in self._processes
 
     # -- entry ----------------------------------------------------------------------------------
-    def submit(self, item: Message | Process, module: ModuleRecord | None = None) -> pykka.ThreadingFuture[Ack]:
-        """Queue ``item`` for assignment; the future resolves once it is durable."""
+    def submit(
+        self, item: Message | Process, module: ModuleRecord | None = None, *, fresh_id: bool = False
+    ) -> pykka.ThreadingFuture[Ack]:
+        """Queue ``item`` for assignment; the future gives its Ack once it is durable."""
+        return self._enqueue(_Request([item], pykka.ThreadingFuture(), True, module, fresh_id))
+
+    def submit_many(self, items: list[Message], *, fresh_ids: bool = False) -> pykka.ThreadingFuture[list[Ack]]:
+        """Queue many messages at once; the future gives their Acks, in order, once all are durable."""
+        return self._enqueue(_Request(list(items), pykka.ThreadingFuture(), False, None, fresh_ids))
+
+    def _enqueue(self, request: _Request) -> pykka.ThreadingFuture[Any]:
         if self._closed:
             raise NodeStopped("the scheduler is closed")
-        if isinstance(item, Message) and item.target not in self._processes:
-            raise UnknownProcess(f"no process {item.target} on this node")
-        if self._queue.qsize() >= self._max_pending:
-            raise Overloaded(f"{self._queue.qsize()} messages await assignment, the node's limit")
-        future: pykka.ThreadingFuture[Ack] = pykka.ThreadingFuture()
-        self._queue.put(_Request(item, future, module))
-        return future
+        for item in request.items:
+            if isinstance(item, Message) and item.target not in self._processes:
+                raise UnknownProcess(f"no process {item.target} on this node")
+        with self._pending_lock:
+            if self._pending + len(request.items) > self._max_pending:
+                raise Overloaded(
+                    f"{self._pending} messages await assignment; {len(request.items)} more would pass "
+                    f"the node's limit of {self._max_pending}"
+                )
+            self._pending += len(request.items)
+        self._queue.put(request)
+        return request.future
 
     def close(self) -> None:
         """Assign everything already queued, then stop."""
@@ -130,11 +151,13 @@ class SchedulerUnit:
         while not stopping:
             first = self._queue.get()
             batch: list[_Request] = []
+            size = 0
             if first is None:
                 stopping = True
             else:
                 batch.append(first)
-            while len(batch) < self._max_batch:
+                size = len(first.items)
+            while size < self._max_batch:
                 try:
                     request = self._queue.get_nowait()
                 except queue.Empty:
@@ -143,12 +166,15 @@ class SchedulerUnit:
                     stopping = True
                 else:
                     batch.append(request)
+                    size += len(request.items)
             if batch:
                 self._commit(batch)
+                with self._pending_lock:
+                    self._pending -= size
 
     def _commit(self, batch: list[_Request]) -> None:
         try:
-            acks, pushes, heads = self.store.write(lambda txn: self._assign_all(txn, batch))
+            answers, pushes, heads = self.store.write(lambda txn: self._assign_all(txn, batch))
         except Exception as exc:  # the store failed: nothing in this batch is acknowledged
             log.exception("group commit of %d requests failed", len(batch))
             self._heads.clear()  # heads advanced in memory for a transaction that did not commit
@@ -158,56 +184,63 @@ class SchedulerUnit:
             return
         self.commits += 1
         self._heads.update(heads)
-        for request, ack in zip(batch, acks, strict=True):
-            if isinstance(ack, Exception):
-                request.future.set_exception(_exc_info(ack))
-            else:
-                if isinstance(request.item, Process):
-                    self._processes.add(request.item.id)
-                request.future.set(ack)
+        for request, acks in zip(batch, answers, strict=True):
+            failed = next((ack for ack in acks if isinstance(ack, Exception)), None)
+            if failed is not None:
+                request.future.set_exception(_exc_info(failed))
+                continue
+            for item in request.items:
+                if isinstance(item, Process):
+                    self._processes.add(item.id)
+            request.future.set(acks[0] if request.single else acks)
         if pushes:
             self._on_assigned(pushes)
 
     def _assign_all(
         self, txn: lmdb.Transaction, batch: list[_Request]
-    ) -> tuple[list[Ack | Exception], list[tuple[str, bytes, bytes]], dict[str, _Head]]:
+    ) -> tuple[list[list[Ack | Exception]], list[tuple[str, bytes, bytes]], dict[str, _Head]]:
         # This body may run twice (LMDB map growth retries it), so heads are copied, not mutated,
         # until the transaction commits.
         heads: dict[str, _Head] = {}
         seen: dict[str, Ack] = {}
-        acks: list[Ack | Exception] = []
+        answers: list[list[Ack | Exception]] = []
         pushes: list[tuple[str, bytes, bytes]] = []
         now = int(self._clock() * 1000)
         store = self.store
+        log_db, messages_db = store.log, store.messages
         for request in batch:
-            item = request.item
-            earlier = seen.get(item.id) or self._existing_ack(txn, item.id)
-            if earlier is not None:  # the same message again: assigned once, acknowledged again
-                acks.append(earlier)
-                continue
-            if isinstance(item, Process):
-                if request.module is not None:
-                    self._put_module(txn, request.module)
-                txn.put(item.id.encode(), item.module.encode(), db=store.processes)
-                pid, message = item.id, item.as_message()
-                heads[pid] = _Head(0, None)
-            else:
-                pid, message = item.target, item
-            head = heads.get(pid) or self._head(txn, pid)
-            if head is None:
-                acks.append(UnknownProcess(f"no process {pid} on this node"))
-                continue
-            assignment = self._next_assignment(pid, head, message.id, now)
-            key = log_key(pid, assignment.slot)
-            body = module_json(message, assignment)
-            txn.put(key, body, db=store.log)
-            txn.put(message.id.encode(), key, db=store.messages)
-            heads[pid] = _Head(assignment.slot + 1, assignment)
-            ack = Ack(message.id, pid, assignment.slot, assignment.timestamp)
-            seen[message.id] = ack
-            acks.append(ack)
-            pushes.append((pid, key, body))
-        return acks, pushes, heads
+            acks: list[Ack | Exception] = []
+            answers.append(acks)
+            for item in request.items:
+                earlier = seen.get(item.id) if request.fresh_ids else (
+                    seen.get(item.id) or self._existing_ack(txn, item.id)
+                )
+                if earlier is not None:  # the same message again: assigned once, acknowledged again
+                    acks.append(earlier)
+                    continue
+                if isinstance(item, Process):
+                    if request.module is not None:
+                        self._put_module(txn, request.module)
+                    txn.put(item.id.encode(), item.module.encode(), db=store.processes)
+                    pid, message = item.id, item.as_message()
+                    heads[pid] = _Head(0, None)
+                else:
+                    pid, message = item.target, item
+                head = heads.get(pid) or self._head(txn, pid)
+                if head is None:
+                    acks.append(UnknownProcess(f"no process {pid} on this node"))
+                    continue
+                assignment = self._next_assignment(pid, head, message.id, now)
+                key = log_key(pid, assignment.slot)
+                body = module_json(message, assignment)
+                txn.put(key, body, db=log_db)
+                txn.put(message.id.encode(), key, db=messages_db)
+                heads[pid] = _Head(assignment.slot + 1, assignment)
+                ack = Ack(message.id, pid, assignment.slot, assignment.timestamp)
+                seen[message.id] = ack
+                acks.append(ack)
+                pushes.append((pid, key, body))
+        return answers, pushes, heads
 
     def _head(self, txn: lmdb.Transaction, pid: str) -> _Head | None:
         head = self._heads.get(pid)
