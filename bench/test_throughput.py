@@ -16,6 +16,7 @@ import pytest
 from actorao import Node, examples
 from actorao.message import Assignment, Message, module_json, new_id, with_ao_tags
 from actorao.vm import Evaluator, Instance, compile_module
+from bench.conftest import CEILING, RATES
 
 MESSAGES = 20_000
 PROCESSES = 100
@@ -25,7 +26,7 @@ ROUNDS = 5
 def record(benchmark: Any, label: str) -> None:
     rate = MESSAGES / benchmark.stats.stats.median
     benchmark.extra_info["messages_per_second"] = round(rate)
-    print(f"\n{label}: {rate:,.0f} msgs/s (median of {ROUNDS} rounds of {MESSAGES})")
+    RATES[label] = rate
 
 
 def test_ceiling_direct_wasmtime_calls(benchmark: Any) -> None:
@@ -44,7 +45,7 @@ def test_ceiling_direct_wasmtime_calls(benchmark: Any) -> None:
             evaluator.evaluate(instances[i % PROCESSES], body, env)
 
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1, warmup_rounds=1)
-    record(benchmark, "in-process ceiling")
+    record(benchmark, CEILING)
 
 
 @pytest.fixture(params=[1, 2], ids=["workers=1", "workers=2"])

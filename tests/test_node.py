@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -260,3 +262,27 @@ def test_a_replay_after_reopen_skips_failed_slots(tmp_path: Path, trapper: bytes
         node.results(node.send_many([(pid, {"Action": a}, "") for a in ("Inc", "Trap", "Inc", "Trap", "Inc")]))
     with Node(tmp_path / "node", workers=1) as node:
         assert count(node, pid) == 3
+
+
+# -- a worker dies --------------------------------------------------------------------------------
+
+
+def test_a_killed_worker_is_restarted_and_every_acknowledged_message_gets_its_result(
+    make_node: MakeNode, counter: bytes
+) -> None:
+    node = make_node(workers=2, checkpoint_every=50)
+    pids = [node.spawn(counter) for _ in range(20)]
+    first = node.send_many([(pids[i % 20], {"Action": "Inc"}, "") for i in range(2000)])
+    victim = node.pool.supervisor.pid_of("worker-0")
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    second = node.send_many([(pids[i % 20], {"Action": "Inc"}, "") for i in range(2000)])
+    results = node.results(first + second, timeout=60)
+    assert all(result.ok for result in results)
+    assert node.pool.supervisor.pid_of("worker-0") != victim
+    assert node.pool.supervisor.tree()["children"][0]["restarts"] == 1  # type: ignore[index]
+    assert sorted(count(node, pid) for pid in pids) == [200] * 20
+    per_process: dict[str, list[str]] = {}
+    for ack, result in zip(first + second, results, strict=True):
+        per_process.setdefault(ack.process, []).append(result.output)
+    assert all(outputs == [str(n) for n in range(1, 201)] for outputs in per_process.values())
