@@ -47,7 +47,7 @@ from actorao.message import (
 )
 from actorao.persist import DEFAULT_MAP_SIZE, Store, log_key
 from actorao.su import Ack, ModuleRecord, SchedulerUnit
-from actorao.vm import DEFAULT_FUEL, DEFAULT_MEMORY_LIMIT, compile_module
+from actorao.vm import DEFAULT_FUEL, DEFAULT_MEMORY_LIMIT, Instance, compile_module
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,8 @@ class Node:
         self.path = Path(path)
         self.workers = workers
         self.max_data_bytes = max_data_bytes
+        self.memory_limit = memory_limit
+        self.compute_limit = compute_limit
         self._closed = False
         self._close_lock = threading.Lock()
         self._waiting: dict[bytes, list[_ResultWaiter]] = {}
@@ -191,6 +193,7 @@ class Node:
         module_id = encode_id(hashlib.sha256(wasm).digest())
         if module_id not in self._checked_modules:
             compiled = compile_module(wasm)
+            Instance(compiled, memory_limit=self.memory_limit, fuel=self.compute_limit)  # a trapping start fails here
             self._checked_modules.add(module_id)
             fmt = "wasm64-unknown-unknown" if compiled.pointer == "i64" else "wasm32-unknown-unknown"
         else:

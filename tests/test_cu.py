@@ -123,3 +123,15 @@ def test_checkpoints_are_written_on_schedule(tmp_path: Path, checkpoint_every: i
     blob = store.get("checkpoints", pid.encode())
     assert blob is not None
     assert int.from_bytes(blob[:8], "little") == last_checkpoint  # slots 0..10, a checkpoint per N evaluated
+
+
+def test_a_process_that_cannot_instantiate_answers_each_slot_once_with_its_error(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    pid, entries = populate(store, ["Inc"] * 3, module="counter")
+    tight = WorkerConfig(0, str(tmp_path), str(tmp_path / "run"), Limits(10**9, 65536, 1000), 1 << 30)
+    worker = Worker(tight, store)  # the counter needs two pages; this worker allows one
+    results = feed(worker, entries[:2])  # the first contact answers every slot the log holds
+    assert [key for key, _ in results] == [key for key, _ in entries]
+    assert all(b"instantiation failed" in result for _, result in results)
+    assert pid in worker.broken and pid not in worker.processes
+    assert feed(worker, entries[2:]) == []  # answered once, not again

@@ -172,6 +172,11 @@ def test_an_unknown_process_is_refused(make_node: MakeNode, counter: bytes) -> N
             "'handle'",
         ),
         ("(module (func", ModuleError, "WAT does not parse"),
+        (
+            examples.wat("counter").replace("(module\n", "(module\n (start $boom) (func $boom unreachable)\n", 1),
+            Trap,
+            "instantiation failed",
+        ),
         ("neither wasm nor an id", InvalidMessage, "module"),
         (new_id(b"no such module"), InvalidMessage, "no module with id"),
     ],

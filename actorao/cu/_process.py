@@ -49,10 +49,13 @@ class HostedProcess:
         self.checkpoint_slot = -1  # -1: the module's initial state
         self.checkpoint: Snapshot | None = None
         self.failed: set[int] = set()  # slots after the checkpoint whose result is an Error
-        self.instance = Instance(compiled, memory_limit=limits.memory)
+        self.instance = Instance(compiled, memory_limit=limits.memory, fuel=limits.fuel)
         self.inbox: NonceInbox[bytes] = NonceInbox(0, self._read_log)
         self.since_checkpoint = 0
         self.pending_checkpoint: bytes | None = None
+
+    def _fresh_instance(self) -> Instance:
+        return Instance(self.compiled, memory_limit=self.limits.memory, fuel=self.limits.fuel)
 
     # -- loading --------------------------------------------------------------------------------
     def recover(self) -> None:
@@ -99,7 +102,7 @@ class HostedProcess:
                 log.error("process %s: slot %d failed on replay but not originally", self.pid, slot)
 
     def _rollback(self, before_slot: int) -> None:
-        self.instance = Instance(self.compiled, memory_limit=self.limits.memory)
+        self.instance = self._fresh_instance()
         if self.checkpoint is not None:
             self.instance.restore(self.checkpoint)
         self._replay(self.checkpoint_slot + 1, before_slot - 1)
@@ -140,7 +143,7 @@ class HostedProcess:
         before = self.instance.snapshot()
         result, failed = self.evaluator.evaluate(self.instance, message, self.env)
         if failed or self.instance.memory_size() != len(before.memory):
-            self.instance = Instance(self.compiled, memory_limit=self.limits.memory)
+            self.instance = self._fresh_instance()
         self.instance.restore(before)
         return result
 

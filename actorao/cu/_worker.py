@@ -6,10 +6,12 @@ transaction, then reports them back in one frame.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import lmdb
 import orjson
 import zmq
 
-from actorao._exceptions import ModuleError
+from actorao._exceptions import ActoraoError, ModuleError
 from actorao.cu._process import HostedProcess, Limits, process_env
 from actorao.mailbox import (
     ASSIGN,
@@ -70,7 +72,8 @@ class Worker:
         self.evaluator = Evaluator(config.limits.fuel)
         self.modules: dict[str, CompiledModule] = {}
         self.processes: dict[str, HostedProcess] = {}
-        self.broken: dict[str, str] = {}  # process id -> why it cannot load
+        self.broken: dict[str, str] = {}  # process id -> why it cannot be evaluated
+        self.broken_answered: dict[str, int] = {}  # process id -> next slot to answer with its Error
 
     def _compiled(self, module_id: str) -> CompiledModule:
         compiled = self.modules.get(module_id)
@@ -92,29 +95,62 @@ class Worker:
             if module_id is None or spawn is None:
                 raise ModuleError(f"ModuleError: process {pid} has no spawn record")
             meta = self.store.get("modules", module_id)
-            assert meta is not None
+            if meta is None:
+                raise ModuleError(f"ModuleError: module {module_id.decode()} is not in the store")
             env = process_env(spawn, module_id.decode(), meta)
             process = HostedProcess(
                 pid, self.store, self._compiled(module_id.decode()), env, self.config.limits, self.evaluator
             )
             process.recover()
-        except ModuleError as exc:
-            log.error("worker %d: process %s cannot load: %s", self.config.index, pid, exc)
-            self.broken[pid] = str(exc)
+        except ActoraoError as exc:
+            self._break(pid, exc)
             return None
         self.processes[pid] = process
         return process
+
+    def _break(self, pid: str, exc: ActoraoError) -> None:
+        """Isolate a process that cannot go on (its module will not instantiate, say): its messages
+        get Error results, and its neighbours on this worker never notice."""
+        log.error("worker %d: process %s cannot be evaluated: %s", self.config.index, pid, exc)
+        self.broken[pid] = str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"
+        self.processes.pop(pid, None)
+
+    def _step(
+        self, pid: str, step: Callable[[HostedProcess], list[tuple[int, bytes]]], out: list[tuple[bytes, bytes]]
+    ) -> None:
+        process = self.hosted(pid)
+        if process is not None:
+            try:
+                ready = step(process)
+            except ActoraoError as exc:
+                self._break(pid, exc)
+            else:
+                out.extend((log_key(pid, slot), result) for slot, result in ready)
+                return
+        # A broken process still answers every slot the log holds for it, once, with its Error.
+        head = self.store.last_slot("log", pid)
+        first = self.broken_answered.get(pid)
+        if first is None:
+            done = self.store.last_slot("results", pid)
+            first = 0 if done is None else done + 1
+        last = -1 if head is None else head
+        error = error_result(self.broken[pid])
+        out.extend((log_key(pid, slot), error) for slot in range(first, last + 1))
+        self.broken_answered[pid] = max(first, last + 1)
 
     def assign(self, items: list[bytes], out: list[tuple[bytes, bytes]]) -> None:
         for at in range(0, len(items), 2):
             key, message = bytes(items[at]), bytes(items[at + 1])
             pid, slot = split_key(key)
-            process = self.hosted(pid)
-            if process is None:
-                out.append((key, error_result(self.broken[pid])))
-                continue
-            for ready, result in process.deliver(slot, message):
-                out.append((log_key(pid, ready), result))
+            process = self.processes.get(pid)
+            if process is not None:  # the hot path: a loaded process takes its next slot
+                try:
+                    for ready, result in process.deliver(slot, message):
+                        out.append((log_key(pid, ready), result))
+                    continue
+                except ActoraoError as exc:
+                    self._break(pid, exc)
+            self._step(pid, functools.partial(HostedProcess.deliver, slot=slot, message=message), out)
 
     def wake(self, pids: list[bytes], out: list[tuple[bytes, bytes]]) -> None:
         """Catch up every named process whose log runs ahead of its results."""
@@ -123,16 +159,11 @@ class Worker:
             head = self.store.last_slot("log", pid)
             if head is None:
                 continue
-            process = self.processes.get(pid)
-            if process is None:
+            if pid not in self.processes:
                 done = self.store.last_slot("results", pid)
                 if done is not None and done >= head:
                     continue
-                process = self.hosted(pid)
-            if process is None:
-                continue
-            for ready, result in process.catch_up(head):
-                out.append((log_key(pid, ready), result))
+            self._step(pid, functools.partial(HostedProcess.catch_up, last=head), out)
 
     def dry_run(self, items: list[bytes], out: list[tuple[bytes, bytes]]) -> list[bytes]:
         """Evaluate a read-only message on the state after every acknowledged message."""

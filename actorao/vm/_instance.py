@@ -62,13 +62,18 @@ def _last_line(text: str) -> str:
 class Instance:
     """A module instantiated in a store of its own, with fuel and a memory limit."""
 
-    def __init__(self, compiled: CompiledModule, *, memory_limit: int) -> None:
+    def __init__(self, compiled: CompiledModule, *, memory_limit: int, fuel: int = 10**10) -> None:
         self.store = wasmtime.Store(engine())
         self.store.set_limits(memory_size=memory_limit)
+        self.store.set_fuel(fuel)  # a start function runs during instantiation, metered like a call
         try:
             instance = wasmtime.Instance(self.store, compiled.module, [])
+        except wasmtime.Trap as exc:
+            if exc.trap_code == _OUT_OF_FUEL:
+                raise ComputeLimitExceeded("ComputeLimitExceeded: instantiation ran out of fuel") from exc
+            raise Trap(f"Trap: instantiation failed: {_last_line(exc.message)}") from exc
         except wasmtime.WasmtimeError as exc:
-            raise Trap(f"Trap: instantiation failed: {exc}") from exc
+            raise Trap(f"Trap: instantiation failed: {_last_line(str(exc))}") from exc
         exports = instance.exports(self.store)
         memory = exports["memory"]
         malloc = exports["malloc"]
