@@ -8,13 +8,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import pykka
@@ -88,7 +89,9 @@ class Node:
         self._waiting: dict[bytes, list[_ResultWaiter]] = {}
         self._waiting_lock = threading.Lock()
         self._checked_modules: set[str] = set()
+        self._lock_file = _lock_data_path(self.path)
         self.store = Store(self.path, map_size=map_size)
+        self.store.reader_check()  # readers left by processes of an earlier run that were killed
         self.identity = self._load_identity()
         self.pool = WorkerPool(
             self.path,
@@ -98,6 +101,7 @@ class Node:
             map_size,
             self._results_arrived,
             lambda: self.su.processes,
+            on_worker_restart=self.store.reader_check,
         )
         self.su = SchedulerUnit(self.store, self.pool.push, max_pending=max_pending)
         try:
@@ -105,6 +109,7 @@ class Node:
         except BaseException:
             self.su.close()
             self.store.close()
+            self._lock_file.close()
             raise
         for index in range(workers):  # whatever the log holds beyond the results gets evaluated
             self.pool.wake_all(index)
@@ -139,6 +144,7 @@ class Node:
         for waiter in {id(w): w for waiters in waiting.values() for w in waiters}.values():
             waiter.fail(NodeStopped("the node closed before the result arrived"))
         self.store.close()
+        self._lock_file.close()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -338,6 +344,23 @@ class Node:
             }
         )
         return Result.from_json(self.pool.dry_run(pid, body, timeout))
+
+
+def _lock_data_path(path: Path) -> IO[str]:
+    """Hold ``path`` for this node alone: two SUs on one log would hand out the same slots."""
+    path.mkdir(parents=True, exist_ok=True)
+    lock_file = open(path / "node.lock", "a+")  # noqa: SIM115 -- held open for the node's lifetime
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock_file.seek(0)
+        holder = lock_file.read().strip() or "unknown"
+        lock_file.close()
+        raise ActoraoError(f"{path} is open in another node (process {holder}); close that one first") from None
+    lock_file.truncate(0)
+    lock_file.write(str(os.getpid()))
+    lock_file.flush()
+    return lock_file
 
 
 class _ResultWaiter:

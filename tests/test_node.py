@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from actorao import (
+    ActoraoError,
     ComputeLimitExceeded,
     InvalidMessage,
     Message,
@@ -291,3 +292,9 @@ def test_a_killed_worker_is_restarted_and_every_acknowledged_message_gets_its_re
     for ack, result in zip(first + second, results, strict=True):
         per_process.setdefault(ack.process, []).append(result.output)
     assert all(outputs == [str(n) for n in range(1, 201)] for outputs in per_process.values())
+
+
+def test_a_data_path_serves_one_node_at_a_time(make_node: MakeNode, tmp_path: Path) -> None:
+    make_node(workers=1)
+    with pytest.raises(ActoraoError, match="open in another node"):
+        Node(tmp_path / "node", workers=1)

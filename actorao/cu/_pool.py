@@ -65,6 +65,8 @@ class WorkerPool:
         map_size: int,
         on_results: ResultsHandler,
         known_processes: Callable[[], Iterable[str]],
+        *,
+        on_worker_restart: Callable[[], object] | None = None,
     ) -> None:
         self.data_path = data_path
         self.runtime = runtime
@@ -73,6 +75,7 @@ class WorkerPool:
         self.map_size = map_size
         self._on_results = on_results
         self._known_processes = known_processes
+        self._on_worker_restart = on_worker_restart
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._outlets = [
             Outlet(open_socket(self._context, zmq.PUSH, worker_address(runtime, index), bind=True))
@@ -146,6 +149,8 @@ class WorkerPool:
     def _worker_restarted(self, child_id: str) -> None:
         index = int(child_id.rsplit("-", 1)[1])
         log.warning("worker %d restarted; its processes catch up from checkpoint plus log", index)
+        if self._on_worker_restart is not None:
+            self._on_worker_restart()
         self.wake_all(index)
 
     # -- placement and pushes -------------------------------------------------------------------

@@ -138,6 +138,12 @@ class Store:
                 self._adopt_new_size()
         raise ActoraoError(f"the store at {self.path} keeps resizing")
 
+    def reader_check(self) -> int:
+        """Clear reader slots left by OS processes that died (a SIGKILLed worker); returns how many.
+        A stale reader pins old pages, so the file would grow without bound."""
+        with self._gate.shared():
+            return int(self.env.reader_check())
+
     def sync(self) -> None:
         with self._gate.shared():
             self.env.sync(True)
