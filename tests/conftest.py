@@ -11,13 +11,19 @@ import pytest
 from actorao import Node, examples
 
 
+@pytest.fixture(params=[1, 2], ids=["workers=1", "workers=2"])
+def workers(request: pytest.FixtureRequest) -> int:
+    """Every node test runs on one worker and on two, as pykka's suite runs on each runtime."""
+    return int(request.param)
+
+
 @pytest.fixture
-def make_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
+def make_node(tmp_path: Path, workers: int) -> Iterator[Callable[..., Node]]:
     """Open nodes on ``tmp_path/node`` (or a given path); every one is closed at teardown."""
     opened: list[Node] = []
 
     def make(path: Path | None = None, **options: Any) -> Node:
-        options.setdefault("workers", 2)
+        options.setdefault("workers", workers)
         node = Node(path or tmp_path / "node", **options)
         opened.append(node)
         return node

@@ -48,8 +48,9 @@ def test_a_thousand_messages_to_one_process_are_evaluated_in_slot_order(make_nod
     assert count(node, pid) == 1000
 
 
+@pytest.mark.parametrize("workers", [2])
 def test_a_hundred_processes_over_two_workers_all_get_correct_results(make_node: MakeNode, counter: bytes) -> None:
-    node = make_node(workers=2)
+    node = make_node()
     pids = [node.spawn(counter, {"Name": f"c{i}"}) for i in range(100)]
     assert {node.pool.worker_of(pid) for pid in pids} == {0, 1}
     sends = [(pids[i % 100], {"Action": "Inc"}, "") for i in range(3000)]
@@ -63,7 +64,7 @@ def test_a_hundred_processes_over_two_workers_all_get_correct_results(make_node:
 
 
 def test_send_returns_a_durable_ack_and_result_waits_for_evaluation(make_node: MakeNode, counter: bytes) -> None:
-    node = make_node(workers=1)
+    node = make_node()
     pid = node.spawn(counter)
     ack = node.send(pid, {"Action": "Inc"})
     assert (ack.process, ack.slot) == (pid, 1)
@@ -76,7 +77,7 @@ def test_send_returns_a_durable_ack_and_result_waits_for_evaluation(make_node: M
 def test_slot_zero_is_the_spawn_message_and_the_hash_chain_links_every_slot(
     make_node: MakeNode, counter: bytes
 ) -> None:
-    node = make_node(workers=1)
+    node = make_node()
     pid = node.spawn(counter)
     node.send_many([(pid, {"Action": "Inc"}, "")] * 20)
     entries = [orjson.loads(body) for _, body in node.store.log_range(pid, 0, 100)]
@@ -116,7 +117,7 @@ def test_messages_acknowledged_just_before_close_are_evaluated_after_reopen(tmp_
 
 
 def test_modules_can_be_given_as_wat_or_as_a_stored_id(make_node: MakeNode) -> None:
-    node = make_node(workers=1)
+    node = make_node()
     pid = node.spawn(examples.wat("counter"))
     module_id = dict(node.store.read(lambda txn: list(txn.cursor(db=node.store.processes))))[pid.encode()]
     again = node.spawn(bytes(module_id).decode())
@@ -124,7 +125,7 @@ def test_modules_can_be_given_as_wat_or_as_a_stored_id(make_node: MakeNode) -> N
 
 
 def test_dry_run_reads_without_persisting(make_node: MakeNode, counter: bytes) -> None:
-    node = make_node(workers=1)
+    node = make_node()
     pid = node.spawn(counter)
     node.result(node.send(pid, {"Action": "Inc"}))
     before = store_state(node)
@@ -135,7 +136,7 @@ def test_dry_run_reads_without_persisting(make_node: MakeNode, counter: bytes) -
 
 
 def test_echo_sees_ao_fields(make_node: MakeNode) -> None:
-    node = make_node(workers=1)
+    node = make_node()
     pid = node.spawn(examples.wasm("echo"))
     ack = node.send(pid, {"Action": "Say"}, "hi")
     seen = node.result(ack).output
@@ -148,7 +149,7 @@ def test_echo_sees_ao_fields(make_node: MakeNode) -> None:
 
 
 def test_an_unknown_process_is_refused(make_node: MakeNode, counter: bytes) -> None:
-    node = make_node(workers=1)
+    node = make_node()
     node.spawn(counter)
     before = store_state(node)
     with pytest.raises(UnknownProcess, match="no process"):
@@ -185,7 +186,7 @@ def test_an_unknown_process_is_refused(make_node: MakeNode, counter: bytes) -> N
 def test_a_bad_module_is_refused(
     make_node: MakeNode, module: bytes | str, error: type[Exception], needle: str
 ) -> None:
-    node = make_node(workers=1)
+    node = make_node()
     before = store_state(node)
     with pytest.raises(error, match=needle):
         node.spawn(module)
@@ -194,7 +195,7 @@ def test_a_bad_module_is_refused(
 
 
 def test_a_message_without_the_ao_tags_is_refused(make_node: MakeNode, counter: bytes) -> None:
-    node = make_node(workers=1)
+    node = make_node()
     pid = node.spawn(counter)
     before = store_state(node)
     bare = Message(new_id(b"m"), node.identity, pid, (("Action", "Inc"),))
@@ -213,7 +214,7 @@ def test_a_message_without_the_ao_tags_is_refused(make_node: MakeNode, counter: 
 def test_data_over_the_size_limit_is_refused_and_one_bad_message_sends_none(
     make_node: MakeNode, counter: bytes
 ) -> None:
-    node = make_node(workers=1, max_data_bytes=1000)
+    node = make_node(max_data_bytes=1000)
     pid = node.spawn(counter)
     before = store_state(node)
     with pytest.raises(InvalidMessage, match="over the node's limit of 1000") as caught:
@@ -237,7 +238,7 @@ def test_a_closed_node_refuses_calls(tmp_path: Path, counter: bytes) -> None:
 
 
 def test_a_trap_leaves_the_process_usable_with_memory_as_before(make_node: MakeNode, trapper: bytes) -> None:
-    node = make_node(workers=1, checkpoint_every=3)
+    node = make_node(checkpoint_every=3)
     pid = node.spawn(trapper)
     node.results(node.send_many([(pid, {"Action": "Inc"}, "")] * 5))
     trapped = node.result(node.send(pid, {"Action": "Trap"}))
@@ -251,7 +252,7 @@ def test_a_trap_leaves_the_process_usable_with_memory_as_before(make_node: MakeN
 
 
 def test_an_endless_loop_runs_out_of_fuel_and_neighbours_carry_on(make_node: MakeNode, trapper: bytes) -> None:
-    node = make_node(workers=1, compute_limit=5_000_000)
+    node = make_node(compute_limit=5_000_000)
     looping, neighbour = node.spawn(trapper), node.spawn(trapper)
     loop_ack = node.send(looping, {"Action": "Loop"})
     neighbour_acks = node.send_many([(neighbour, {"Action": "Inc"}, "")] * 10)
@@ -273,10 +274,11 @@ def test_a_replay_after_reopen_skips_failed_slots(tmp_path: Path, trapper: bytes
 # -- a worker dies --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("workers", [2])
 def test_a_killed_worker_is_restarted_and_every_acknowledged_message_gets_its_result(
     make_node: MakeNode, counter: bytes
 ) -> None:
-    node = make_node(workers=2, checkpoint_every=50)
+    node = make_node(checkpoint_every=50)
     pids = [node.spawn(counter) for _ in range(20)]
     first = node.send_many([(pids[i % 20], {"Action": "Inc"}, "") for i in range(2000)])
     victim = node.pool.supervisor.pid_of("worker-0")
@@ -295,6 +297,6 @@ def test_a_killed_worker_is_restarted_and_every_acknowledged_message_gets_its_re
 
 
 def test_a_data_path_serves_one_node_at_a_time(make_node: MakeNode, tmp_path: Path) -> None:
-    make_node(workers=1)
+    make_node()
     with pytest.raises(ActoraoError, match="open in another node"):
         Node(tmp_path / "node", workers=1)
