@@ -13,36 +13,31 @@ from actorao.node import Node
 
 
 def demo(path: str, processes: int, messages: int, workers: int | None, batch: int) -> int:
-    """Spawn counters, send them messages in batches, and check every count."""
+    """Spawn counters, send them messages in durable batches, wait for every result, check every count."""
     started = time.perf_counter()
     with Node(path, workers=workers) as node:
-        print(f"node at {path} with {node.workers} workers, up in {time.perf_counter() - started:.2f} s")
+        earlier = len(node.processes())
+        print(f"node at {path}: {node.workers} workers, {earlier} processes already there, "
+              f"up in {time.perf_counter() - started:.2f} s")
         pids = [node.spawn(examples.wasm("counter"), {"Name": f"counter-{i}"}) for i in range(processes)]
-        before = {pid: int(node.dry_run(pid, {"Action": "Get"}).output) for pid in pids}
         print(f"spawned {processes} counter processes")
-        sent = {pid: 0 for pid in pids}
+        sent = dict.fromkeys(pids, 0)
+        acks = []
         t0 = time.perf_counter()
-        last_acks = []
         for start in range(0, messages, batch):
             chunk = [(pids[i % processes], {"Action": "Inc"}, "") for i in range(start, min(start + batch, messages))]
-            acks = node.send_many(chunk)
-            last_acks = acks
+            acks += node.send_many(chunk)
             for pid, _, _ in chunk:
                 sent[pid] += 1
-            done = start + len(chunk)
-            rate = done / (time.perf_counter() - t0)
-            print(f"\r  sent {done:>7}/{messages}  {rate:>9,.0f} durable msgs/s", end="", flush=True)
-        node.results(last_acks, timeout=120)
-        # every message before the last batch was evaluated too: slots are evaluated in order
-        for pid in pids:
-            node.send(pid, {"Action": "Get"})
+            rate = len(acks) / (time.perf_counter() - t0)
+            print(f"\r  acknowledged {len(acks):>7}/{messages}  {rate:>9,.0f} durable msgs/s", end="", flush=True)
+        results = node.results(acks, timeout=300)
         elapsed = time.perf_counter() - t0
-        print(f"\nall {messages} results in {elapsed:.2f} s: {messages / elapsed:,.0f} msgs/s end to end")
-        wrong = [
-            pid for pid in pids if int(node.dry_run(pid, {"Action": "Get"}).output) != before[pid] + sent[pid]
-        ]
-    if wrong:
-        print(f"FAILED: {len(wrong)} counters do not hold what they were sent, e.g. {wrong[0]}")
+        print(f"\nall {messages} results in {elapsed:.2f} s: {messages / elapsed:,.0f} msgs/s from send to result")
+        failed = [result.error for result in results if not result.ok]
+        wrong = [pid for pid in pids if node.dry_run(pid, {"Action": "Get"}).output != str(sent[pid])]
+    if failed or wrong:
+        print(f"FAILED: {len(failed)} error results, {len(wrong)} counters off, e.g. {(failed or wrong)[0]}")
         return 1
     print(f"check: every one of the {processes} counters holds exactly what it was sent")
     return 0
