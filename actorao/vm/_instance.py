@@ -29,7 +29,10 @@ _memchr.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
 _call_unchecked = raw._wasmtime_func_call_unchecked
 _set_fuel = raw._wasmtime_context_set_fuel
 _get_fuel = raw._wasmtime_context_get_fuel
-_memory_data = raw._wasmtime_memory_data
+# wasmtime_memory_data again, returning a plain address instead of a POINTER(c_uint8) to cast
+_memory_data = ctypes.CFUNCTYPE(
+    ctypes.c_void_p, ctypes.POINTER(ffi.wasmtime_context_t), ctypes.POINTER(ffi.wasmtime_memory_t)
+)(("wasmtime_memory_data", ffi.dll))
 _memory_data_size = raw._wasmtime_memory_data_size
 _OUT_OF_FUEL = wasmtime.TrapCode.OUT_OF_FUEL
 
@@ -94,12 +97,14 @@ class Instance:
         self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
         self._trap_ref = ctypes.byref(self._trap)
         self._wide = compiled.pointer == "i64"
+        self._fuel_left = ctypes.c_uint64(0)
+        self._fuel_left_ref = ctypes.byref(self._fuel_left)
         self.fuel_used = 0
 
     # -- memory ---------------------------------------------------------------------------------
     def _base(self) -> tuple[int, int]:
-        base = ctypes.cast(_memory_data(self._ctx, self._memory_ref), ctypes.c_void_p).value or 0
-        return base, _memory_data_size(self._ctx, self._memory_ref)
+        """Where linear memory is now, and its size: both can change whenever wasm code runs."""
+        return _memory_data(self._ctx, self._memory_ref) or 0, _memory_data_size(self._ctx, self._memory_ref)
 
     def memory_size(self) -> int:
         return self._base()[1]
@@ -149,32 +154,27 @@ class Instance:
         result = args[0].i64 if self._wide else args[0].i32 & 0xFFFFFFFF
         return int(result)
 
-    def _write_string(self, data: bytes) -> int:
-        pointer = self._invoke(self._malloc_ref, len(data) + 1)
-        base, size = self._base()
-        if pointer <= 0 or pointer + len(data) + 1 > size:
-            raise Trap(f"Trap: malloc returned {pointer}, outside memory of {size} bytes")
-        ctypes.memmove(base + pointer, data, len(data))
-        ctypes.memset(base + pointer + len(data), 0, 1)
-        return pointer
-
     def call(self, message: bytes, env: bytes, fuel: int) -> bytes:
         """Run ``handle(message, env)`` under ``fuel`` and return the result string's bytes.
 
-        Raises ComputeLimitExceeded, MemoryLimitExceeded or Trap. After a raise the instance is
-        in an unknown state: callers roll back by restoring into a fresh instance.
+        Raises ComputeLimitExceeded or Trap. After a raise the instance is in an unknown state:
+        callers roll back by restoring into a fresh instance.
         """
         error = _set_fuel(self._ctx, fuel)
         if error:
             raise Trap(f"Trap: {wasmtime.WasmtimeError._from_ptr(error)}")
         try:
-            msg_ptr = self._write_string(message)
-            env_ptr = self._write_string(env)
+            msg_ptr = self._invoke(self._malloc_ref, len(message) + 1)
+            env_ptr = self._invoke(self._malloc_ref, len(env) + 1)
+            base, size = self._base()  # once, after both mallocs: either may have grown memory
+            for pointer, text in ((msg_ptr, message), (env_ptr, env)):
+                if pointer <= 0 or pointer + len(text) + 1 > size:
+                    raise Trap(f"Trap: malloc returned {pointer}, outside memory of {size} bytes")
+                ctypes.memmove(base + pointer, text + b"\0", len(text) + 1)
             out = self._invoke(self._handle_ref, msg_ptr, env_ptr)
         finally:
-            left = ctypes.c_uint64(0)
-            _get_fuel(self._ctx, ctypes.byref(left))
-            self.fuel_used = fuel - left.value
+            _get_fuel(self._ctx, self._fuel_left_ref)
+            self.fuel_used = fuel - self._fuel_left.value
         base, size = self._base()
         if not 0 < out < size:
             raise Trap(f"Trap: handle returned {out}, outside memory of {size} bytes")
