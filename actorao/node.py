@@ -254,14 +254,21 @@ class Node:
         ack: Ack = _get(self.send_nowait(pid, tags, data, anchor=anchor), timeout, "assignment")
         return ack
 
+    def send_many_nowait(self, messages: Iterable[tuple[str, TagsLike, str]]) -> _Future[list[Ack]]:
+        """Submit (pid, tags, data) triples without waiting; the future gives their Acks once all are
+        durable. Every message is checked before any is submitted, so one bad message sends none.
+        A caller keeps many batches in flight this way, and the node commits one while the next is
+        being built."""
+        self._check_open()
+        built = [self._message(pid, tags, data, "") for pid, tags, data in messages]
+        return self.su.submit_many(built, fresh_ids=True)
+
     def send_many(
         self, messages: Iterable[tuple[str, TagsLike, str]], *, timeout: float = DEFAULT_TIMEOUT
     ) -> list[Ack]:
-        """Send (pid, tags, data) triples; returns their Acks once all are durable. Every message is
-        checked before any is submitted, so one bad message sends none."""
-        self._check_open()
-        built = [self._message(pid, tags, data, "") for pid, tags, data in messages]
-        acks: list[Ack] = _get(self.su.submit_many(built, fresh_ids=True), timeout, "assignment")
+        """Send (pid, tags, data) triples; returns their Acks once all are durable (one fsync for
+        the lot, or a few). One bad message sends none."""
+        acks: list[Ack] = _get(self.send_many_nowait(messages), timeout, "assignment")
         return acks
 
     # -- results --------------------------------------------------------------------------------

@@ -300,3 +300,19 @@ def test_a_data_path_serves_one_node_at_a_time(make_node: MakeNode, tmp_path: Pa
     make_node()
     with pytest.raises(ActoraoError, match="open in another node"):
         Node(tmp_path / "node", workers=1)
+
+
+def test_a_tiny_map_grows_under_load_and_no_store_error_reaches_the_caller(
+    make_node: MakeNode, counter: bytes
+) -> None:
+    node = make_node(map_size=256 * 1024)
+    pids = [node.spawn(counter) for _ in range(5)]
+    pending = [
+        node.send_many_nowait([(pids[i % 5], {"Action": "Inc"}, "p" * 200) for i in range(500)]) for _ in range(6)
+    ]
+    acks = [ack for future in pending for ack in future.get(timeout=60)]
+    assert len({ack.id for ack in acks}) == 3000
+    results = node.results(acks, timeout=60)
+    assert all(result.ok for result in results)
+    assert node.store.env.info()["map_size"] > 256 * 1024
+    assert sorted(count(node, pid) for pid in pids) == [600] * 5
