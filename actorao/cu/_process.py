@@ -8,6 +8,7 @@ the failure, skipping slots that failed too. Determinism makes that replay exact
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import lmdb
@@ -39,8 +40,10 @@ class HostedProcess:
         env: bytes,
         limits: Limits,
         evaluator: Evaluator,
+        on_checkpoint: Callable[[str, bytes], None],
     ) -> None:
         self.pid = pid
+        self._on_checkpoint = on_checkpoint
         self.store = store
         self.compiled = compiled
         self.env = env
@@ -52,7 +55,6 @@ class HostedProcess:
         self.instance = Instance(compiled, memory_limit=limits.memory, fuel=limits.fuel)
         self.inbox: NonceInbox[bytes] = NonceInbox(0, self._read_log)
         self.since_checkpoint = 0
-        self.pending_checkpoint: bytes | None = None
 
     def _fresh_instance(self) -> Instance:
         return Instance(self.compiled, memory_limit=self.limits.memory, fuel=self.limits.fuel)
@@ -69,9 +71,10 @@ class HostedProcess:
             self.inbox.next_slot = self.checkpoint_slot + 1
             return
         stored = self._read_results(self.checkpoint_slot + 1, last)
-        self.failed = {slot for slot, result in stored.items() if b'"Error":' in result}
+        self.failed = {slot for slot, result in stored.items() if orjson.loads(result).get("Error") is not None}
         self._replay(self.checkpoint_slot + 1, last)
         self.inbox.next_slot = last + 1
+        self.since_checkpoint = last - self.checkpoint_slot - len(self.failed)
 
     def _read_log(self, first: int, last: int) -> list[tuple[int, bytes]]:
         return self.store.log_range(self.pid, first, last)
@@ -128,15 +131,12 @@ class HostedProcess:
         return result
 
     def _take_checkpoint(self, slot: int) -> None:
+        """Keep the snapshot for rollback, and hand it to the worker to store with this batch."""
         self.checkpoint = self.instance.snapshot()
         self.checkpoint_slot = slot
         self.failed.clear()
         self.since_checkpoint = 0
-        self.pending_checkpoint = encode_checkpoint(slot, self.checkpoint)
-
-    def take_pending_checkpoint(self) -> bytes | None:
-        blob, self.pending_checkpoint = self.pending_checkpoint, None
-        return blob
+        self._on_checkpoint(self.pid, encode_checkpoint(slot, self.checkpoint))
 
     def dry_run(self, message: bytes) -> bytes:
         """Evaluate ``message`` on the current state and put the state back as it was."""

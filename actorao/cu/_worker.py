@@ -74,6 +74,10 @@ class Worker:
         self.processes: dict[str, HostedProcess] = {}
         self.broken: dict[str, str] = {}  # process id -> why it cannot be evaluated
         self.broken_answered: dict[str, int] = {}  # process id -> next slot to answer with its Error
+        self.checkpoints: dict[bytes, bytes] = {}  # taken since the last commit, stored with it
+
+    def _checkpoint_taken(self, pid: str, blob: bytes) -> None:
+        self.checkpoints[pid.encode()] = blob
 
     def _compiled(self, module_id: str) -> CompiledModule:
         compiled = self.modules.get(module_id)
@@ -99,7 +103,13 @@ class Worker:
                 raise ModuleError(f"ModuleError: module {module_id.decode()} is not in the store")
             env = process_env(spawn, module_id.decode(), meta)
             process = HostedProcess(
-                pid, self.store, self._compiled(module_id.decode()), env, self.config.limits, self.evaluator
+                pid,
+                self.store,
+                self._compiled(module_id.decode()),
+                env,
+                self.config.limits,
+                self.evaluator,
+                self._checkpoint_taken,
             )
             process.recover()
         except ActoraoError as exc:
@@ -175,11 +185,7 @@ class Worker:
         return [token, process.dry_run(message)]
 
     def commit(self, results: list[tuple[bytes, bytes]]) -> None:
-        checkpoints = []
-        for process in self.processes.values():
-            blob = process.take_pending_checkpoint()
-            if blob is not None:
-                checkpoints.append((process.pid.encode(), blob))
+        checkpoints, self.checkpoints = self.checkpoints, {}
         if not results and not checkpoints:
             return
         results_db, checkpoints_db = self.store.results, self.store.checkpoints
@@ -187,7 +193,7 @@ class Worker:
         def body(txn: lmdb.Transaction) -> None:
             for key, value in results:
                 txn.put(key, value, db=results_db)
-            for key, value in checkpoints:
+            for key, value in checkpoints.items():
                 txn.put(key, value, db=checkpoints_db)
 
         self.store.write(body)
