@@ -149,6 +149,8 @@ class Node:
     def _check_open(self) -> None:
         if self._closed:
             raise NodeStopped("the node is closed")
+        if self.pool.failed:
+            raise NodeStopped("the CU workers crashed past their restart intensity; see the log, then reopen")
 
     # -- processes ------------------------------------------------------------------------------
     def processes(self) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -316,3 +317,23 @@ def test_a_tiny_map_grows_under_load_and_no_store_error_reaches_the_caller(
     assert all(result.ok for result in results)
     assert node.store.env.info()["map_size"] > 256 * 1024
     assert sorted(count(node, pid) for pid in pids) == [600] * 5
+
+
+@pytest.mark.parametrize("workers", [1])
+def test_workers_crashing_past_their_intensity_stop_the_node_with_a_clear_error(
+    make_node: MakeNode, counter: bytes
+) -> None:
+    node = make_node()
+    pid = node.spawn(counter)
+    supervisor = node.pool.supervisor
+    for _ in range(supervisor.intensity + 1):
+        victim = supervisor.pid_of("worker-0")
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        for _ in range(500):  # until the supervisor has noticed and restarted it, or given up
+            if supervisor.failed or supervisor.pid_of("worker-0") != victim:
+                break
+            time.sleep(0.01)
+    assert supervisor.failed
+    with pytest.raises(NodeStopped, match="restart intensity"):
+        node.send(pid, {"Action": "Inc"})

@@ -125,7 +125,7 @@ class WorkerPool:
             raise NodeStopped(f"the CU workers did not start (see the log above); waited up to {timeout} s")
 
     def stop(self) -> None:
-        told = [self._send_soon(outlet, STOP, []) for outlet in self._outlets]
+        told = [not self.failed and self._send_soon(outlet, STOP, []) for outlet in self._outlets]
         # Workers that got STOP finish the frames queued before it; the rest are stopped by signal.
         self.supervisor.stop(grace=_STOP_GRACE if all(told) else 0.0)
         self._stopped.set()
