@@ -146,6 +146,21 @@ def check_data(data: object, max_data_bytes: int) -> None:
         raise InvalidMessage("Data", f"{size} bytes, over the node's limit of {max_data_bytes}")
 
 
+def check_contents(
+    tags: tuple[Tag, ...], anchor: object, data: object, message_type: str, max_data_bytes: int,
+    *, tags_normalized: bool = False,
+) -> None:
+    """What every ao message or process must satisfy besides its ids: an anchor of at most 32
+    characters, well-formed tags carrying ao's Data-Protocol, Variant and Type, and text data within
+    the limit. ``tags_normalized`` skips re-checking tags that came out of normalize_tags."""
+    if not isinstance(anchor, str) or len(anchor) > 32:
+        raise InvalidMessage("Anchor", "must be text of at most 32 characters")
+    if not tags_normalized and normalize_tags(tags) != tags:
+        raise InvalidMessage("Tags", "must be a tuple of (name, value) text pairs")
+    check_ao_tags(tags, message_type)
+    check_data(data, max_data_bytes)
+
+
 def with_ao_tags(tags: TagsLike, message_type: str) -> tuple[Tag, ...]:
     """``tags`` with Data-Protocol, Variant and Type added where absent, the way aoconnect adds them."""
     pairs = normalize_tags(tags)
@@ -165,18 +180,12 @@ class Message:
     data: str = ""
     anchor: str = ""
 
-    def validate(self, max_data_bytes: int, *, tags_normalized: bool = False) -> None:
-        """Raise InvalidMessage naming the first bad field. ``tags_normalized`` skips re-checking
-        tags that came out of normalize_tags."""
+    def validate(self, max_data_bytes: int) -> None:
+        """Raise InvalidMessage naming the first bad field."""
         require_id("Id", self.id)
         require_id("Owner", self.owner)
         require_id("Target", self.target)
-        if not isinstance(self.anchor, str) or len(self.anchor) > 32:
-            raise InvalidMessage("Anchor", "must be text of at most 32 characters")
-        if not tags_normalized and normalize_tags(self.tags) != self.tags:
-            raise InvalidMessage("Tags", "must be a tuple of (name, value) text pairs")
-        check_ao_tags(self.tags, "Message")
-        check_data(self.data, max_data_bytes)
+        check_contents(self.tags, self.anchor, self.data, "Message", max_data_bytes)
 
     def tag(self, name: str) -> str | None:
         return tag_value(self.tags, name)
@@ -199,13 +208,10 @@ class Process:
         require_id("Owner", self.owner)
         require_id("Module", self.module)
         require_id("Scheduler", self.scheduler)
-        if normalize_tags(self.tags) != self.tags:
-            raise InvalidMessage("Tags", "must be a tuple of (name, value) text pairs")
-        check_ao_tags(self.tags, "Process")
+        check_contents(self.tags, self.anchor, self.data, "Process", max_data_bytes)
         for name, wanted in (("Module", self.module), ("Scheduler", self.scheduler)):
             if tag_value(self.tags, name) != wanted:
                 raise InvalidMessage(f"Tags[{name!r}]", f"must be present and equal {wanted!r}")
-        check_data(self.data, max_data_bytes)
 
     def tag(self, name: str) -> str | None:
         return tag_value(self.tags, name)
@@ -244,8 +250,9 @@ class Assignment:
         return encode_id(hashlib.sha256(decode_id(process)).digest())
 
 
-def module_json(message: Message, assignment: Assignment, *, cron: bool = False) -> bytes:
-    """The message as a JSON-1 module reads it."""
+def module_json(message: Message, assignment: Assignment | None, *, timestamp: int = 0, cron: bool = False) -> bytes:
+    """The message as a JSON-1 module reads it. Without an assignment it is a read-only (dry-run)
+    message: no slot, no hash chain, stamped with ``timestamp``."""
     return orjson.dumps(
         {
             "Id": message.id,
@@ -255,13 +262,13 @@ def module_json(message: Message, assignment: Assignment, *, cron: bool = False)
             "Anchor": message.anchor,
             "Tags": [{"name": name, "value": value} for name, value in message.tags],
             "Data": message.data,
-            "Timestamp": assignment.timestamp,
-            "Block-Height": assignment.block_height,
-            "Nonce": assignment.slot,
-            "Hash-Chain": assignment.hash_chain,
-            "Epoch": assignment.epoch,
+            "Timestamp": assignment.timestamp if assignment else timestamp,
+            "Block-Height": assignment.block_height if assignment else 0,
+            "Nonce": assignment.slot if assignment else None,
+            "Hash-Chain": assignment.hash_chain if assignment else None,
+            "Epoch": assignment.epoch if assignment else 0,
             "Cron": cron,
-            "Read-Only": False,
+            "Read-Only": assignment is None,
             "Forwarded-By": None,
         }
     )

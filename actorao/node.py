@@ -37,10 +37,10 @@ from actorao.message import (
     Process,
     Result,
     TagsLike,
-    check_ao_tags,
-    check_data,
+    check_contents,
     encode_id,
     is_id,
+    module_json,
     new_id,
     normalize_tags,
     tag_value,
@@ -231,10 +231,7 @@ class Node:
         # Id and Owner are minted here and the target was just checked, so only what the caller
         # gave is validated: the tags (normalised by with_ao_tags), the anchor and the data.
         message = Message(new_id(), self.identity, pid, with_ao_tags(tags, "Message"), data, anchor)
-        check_ao_tags(message.tags, "Message")
-        check_data(data, self.max_data_bytes)
-        if anchor and (not isinstance(anchor, str) or len(anchor) > 32):
-            raise InvalidMessage("Anchor", "must be text of at most 32 characters")
+        check_contents(message.tags, anchor, data, "Message", self.max_data_bytes, tags_normalized=True)
         return message
 
     def post(self, message: Message) -> _Future[Ack]:
@@ -343,15 +340,7 @@ class Node:
     def dry_run(self, pid: str, tags: TagsLike = None, data: str = "", *, timeout: float = DEFAULT_TIMEOUT) -> Result:
         """Evaluate a message on the process's current state without persisting anything."""
         self._check_open()
-        message = self._message(pid, tags, data, "")
-        body = orjson.dumps(
-            {
-                "Id": message.id, "Owner": message.owner, "From": message.owner, "Target": pid,
-                "Anchor": "", "Tags": [{"name": n, "value": v} for n, v in message.tags], "Data": data,
-                "Timestamp": self.su.head_timestamp(pid), "Block-Height": 0, "Nonce": None,
-                "Hash-Chain": None, "Epoch": 0, "Cron": False, "Read-Only": True, "Forwarded-By": None,
-            }
-        )
+        body = module_json(self._message(pid, tags, data, ""), None, timestamp=self.su.head_timestamp(pid))
         return Result.from_json(self.pool.dry_run(pid, body, timeout))
 
 

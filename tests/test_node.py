@@ -144,6 +144,10 @@ def test_echo_sees_ao_fields(make_node: MakeNode) -> None:
     assert seen["Id"] == ack.id and seen["Target"] == pid and seen["Nonce"] == 1
     assert seen["Data"] == "hi" and seen["From"] == node.identity
     assert {"name": "Data-Protocol", "value": "ao"} in seen["Tags"]
+    assert seen["Read-Only"] is False
+    dry = node.dry_run(pid, {"Action": "Peek"}).output
+    assert dry["Read-Only"] is True and dry["Nonce"] is None
+    assert dry["Timestamp"] == ack.timestamp
 
 
 # -- bad input: a clear, specific error, and nothing changes --------------------------------------

@@ -285,5 +285,8 @@ class SchedulerUnit:
             txn.put(key + b"/wasm", module.wasm, db=self.store.modules)
 
     def head_timestamp(self, pid: str) -> int:
-        head = self._heads.get(pid)
-        return head.last.timestamp if head is not None and head.last is not None else 0
+        """The timestamp of ``pid``'s latest assignment, read from the log (0 if it has none).
+        Read-only: only the SU thread may load heads, or a stale one could overwrite a newer one."""
+        slot = self.store.last_slot("log", pid)
+        entry = None if slot is None else self.store.get("log", log_key(pid, slot))
+        return int(orjson.loads(entry)["Timestamp"]) if entry is not None else 0
