@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -90,12 +91,14 @@ class Node:
         self._waiting_lock = threading.Lock()
         self._checked_modules: set[str] = set()
         self._lock_file = _lock_data_path(self.path)
+        shutil.rmtree(self.path / "run", ignore_errors=True)  # sockets of earlier runs, all dead now
         self.store = Store(self.path, map_size=map_size)
         self.store.reader_check()  # readers left by processes of an earlier run that were killed
         self.identity = self._load_identity()
+        self._runtime = runtime_dir(self.path, f"{os.getpid()}-{new_id()[:8]}")
         self.pool = WorkerPool(
             self.path,
-            runtime_dir(self.path),
+            self._runtime,
             workers,
             Limits(compute_limit, memory_limit, checkpoint_every),
             map_size,
@@ -144,6 +147,7 @@ class Node:
         for waiter in {id(w): w for waiters in waiting.values() for w in waiters}.values():
             waiter.fail(NodeStopped("the node closed before the result arrived"))
         self.store.close()
+        shutil.rmtree(self._runtime, ignore_errors=True)
         self._lock_file.close()
 
     def _check_open(self) -> None:

@@ -27,14 +27,14 @@ def test_a_truncated_frame_is_refused() -> None:
 
 def test_long_data_paths_get_a_short_runtime_dir(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 120)
-    folder = runtime_dir(deep)
+    folder = runtime_dir(deep, "run-1")
     assert len(worker_address(folder, 999)) < 108
     assert folder.is_dir()
 
 
 def test_ipc_batches_arrive_in_order_and_the_outlet_pushes_back_at_its_mark(tmp_path: Path) -> None:
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    address = worker_address(runtime_dir(tmp_path), 0)
+    address = worker_address(runtime_dir(tmp_path, "run-1"), 0)
     outlet = Outlet(open_socket(context, zmq.PUSH, address, bind=True, high_water_mark=4))
     receiver = open_socket(context, zmq.PULL, address, bind=False, high_water_mark=4)
     def send_soon(item: bytes) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -341,3 +343,49 @@ def test_workers_crashing_past_their_intensity_stop_the_node_with_a_clear_error(
     assert supervisor.failed
     with pytest.raises(NodeStopped, match="restart intensity"):
         node.send(pid, {"Action": "Inc"})
+
+
+NODE_THAT_WILL_BE_KILLED = """
+import sys, orjson
+from actorao import Node, examples
+node = Node(sys.argv[1], workers=2)
+pid = node.spawn(examples.wasm("counter"))
+acks = node.send_many([(pid, {"Action": "Inc"}, "")] * 3000)
+workers = [node.pool.supervisor.pid_of(f"worker-{i}") for i in range(2)]
+print(orjson.dumps({"pid": pid, "last": acks[-1].id, "workers": workers}).decode(), flush=True)
+sys.stdin.read()  # wait to be killed
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_kill_9_of_the_node_takes_its_workers_and_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    path = tmp_path / "node"
+    child = subprocess.Popen(
+        [sys.executable, "-c", NODE_THAT_WILL_BE_KILLED, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None
+        told = orjson.loads(child.stdout.readline())
+        child.kill()
+        child.wait(10)
+        for _ in range(500):
+            if all(_gone(worker) for worker in told["workers"]):
+                break
+            time.sleep(0.01)
+        assert all(_gone(worker) for worker in told["workers"]), "orphan workers outlived their node"
+    finally:
+        if child.poll() is None:
+            child.kill()
+        for worker in told.get("workers", []) if "told" in locals() else []:
+            if not _gone(worker):
+                os.kill(worker, signal.SIGKILL)
+    with Node(path, workers=1) as node:
+        assert node.result(told["last"], timeout=30).output == "3000"
+        assert count(node, told["pid"]) == 3000

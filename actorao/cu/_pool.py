@@ -100,7 +100,9 @@ class WorkerPool:
         self._listener = threading.Thread(target=self._listen, name="cu-results", daemon=True)
 
     def _child_spec(self, index: int) -> ChildSpec:
-        config = WorkerConfig(index, str(self.data_path), str(self.runtime), self.limits, self.map_size)
+        config = WorkerConfig(
+            index, str(self.data_path), str(self.runtime), self.limits, self.map_size, os.getpid()
+        )
 
         def start() -> OSProcess:
             return OSProcess.python_module("actorao.cu", config.to_json())

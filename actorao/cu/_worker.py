@@ -6,6 +6,7 @@ transaction, then reports them back in one frame.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import os
@@ -41,6 +42,7 @@ from actorao.vm import CompiledModule, Evaluator, compile_module, error_result
 log = logging.getLogger(__name__)
 
 _MAX_FRAMES_PER_COMMIT = 64
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,17 +52,19 @@ class WorkerConfig:
     runtime: str
     limits: Limits
     map_size: int
+    parent: int = 0  # the node's pid
 
     def to_json(self) -> str:
         doc = {"index": self.index, "data_path": self.data_path, "runtime": self.runtime,
-               "map_size": self.map_size, "limits": [self.limits.fuel, self.limits.memory,
-                                                     self.limits.checkpoint_every]}
+               "map_size": self.map_size, "parent": self.parent,
+               "limits": [self.limits.fuel, self.limits.memory, self.limits.checkpoint_every]}
         return orjson.dumps(doc).decode()
 
     @classmethod
     def from_json(cls, text: str) -> WorkerConfig:
         doc = orjson.loads(text)
-        return cls(doc["index"], doc["data_path"], doc["runtime"], Limits(*doc["limits"]), doc["map_size"])
+        return cls(doc["index"], doc["data_path"], doc["runtime"], Limits(*doc["limits"]), doc["map_size"],
+                   doc["parent"])
 
 
 class Worker:
@@ -203,6 +207,7 @@ def run_worker(config: WorkerConfig) -> None:
     """The worker process's entry point."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the node, which sends STOP
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwind: abort the open transaction, close
+    _die_with_parent(config.parent)
     store = Store(config.data_path, sync=False, map_size=config.map_size)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     runtime = Path(config.runtime)
@@ -217,6 +222,14 @@ def run_worker(config: WorkerConfig) -> None:
         outbox.close(linger=1000)
         context.term()
         store.close()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGTERM this worker when the node that started it dies, even by SIGKILL: an
+    orphan worker would hold LMDB readers and evaluate for nobody."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the node died before the request took effect
+        sys.exit(0)
 
 
 def _serve(worker: Worker, inbox: zmq.Socket[bytes], outbox: zmq.Socket[bytes]) -> None:

@@ -20,10 +20,11 @@ DEFAULT_HIGH_WATER_MARK = 1_000  # frames; each frame is a batch
 _IPC_PATH_MAX = 100  # sun_path holds 108 bytes on Linux
 
 
-def runtime_dir(data_path: str | Path) -> Path:
-    """The folder for this node's ipc sockets: ``<data>/run``, or a short folder in /tmp named after
-    it when that path is too long for a unix socket address."""
-    folder = Path(data_path).resolve() / "run"
+def runtime_dir(data_path: str | Path, run: str) -> Path:
+    """The folder for one run's ipc sockets: ``<data>/run/<run>``, or a short folder in /tmp named
+    after it when that path is too long for a unix socket address. A fresh folder per run means a
+    worker left over from an earlier run can never connect to this run's sockets."""
+    folder = Path(data_path).resolve() / "run" / run
     if len(str(folder)) + len("/worker-999.ipc") > _IPC_PATH_MAX:
         tag = hashlib.sha256(str(folder).encode()).hexdigest()[:16]
         folder = Path(tempfile.gettempdir()) / f"actorao-{tag}"

@@ -127,10 +127,31 @@ class Supervisor:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
-        for running in self._children.values():
-            self._start_child(running)
-        self._monitor = threading.Thread(target=self._watch, name=f"{self.name}-monitor", daemon=True)
+        """Start the children in order, from the supervisor's own long-lived thread: Linux ties a
+        child's parent-death signal to the thread that forked it, so children must not be forked
+        by a caller's thread that may end first."""
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                for running in self._children.values():
+                    self._start_child(running)
+            except BaseException as exc:
+                failure.append(exc)
+                return
+            finally:
+                started.set()
+            self._watch()
+
+        self._monitor = threading.Thread(target=run, name=f"{self.name}-monitor", daemon=True)
         self._monitor.start()
+        started.wait()
+        if failure:
+            self._monitor.join()
+            self._monitor = None
+            self.stop()
+            raise failure[0]
 
     def _start_child(self, running: _Running) -> None:
         running.process = running.spec.start()
