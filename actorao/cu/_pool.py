@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
 
 import zmq
@@ -137,7 +137,10 @@ class WorkerPool:
         self._results.close(linger=0)
         self._context.term()
         for future in list(self._dry_runs.values()):
-            future.set_exception(NodeStopped("the node closed during a dry run"))
+            try:
+                future.set_exception(NodeStopped("the node closed during a dry run"))
+            except InvalidStateError:
+                pass
 
     @staticmethod
     def _send_soon(outlet: Outlet, kind: bytes, items: list[bytes], seconds: float = 5.0) -> bool:
@@ -220,8 +223,11 @@ class WorkerPool:
             self._on_results(items)
         elif kind == DRY_RESULT:
             future = self._dry_runs.get(bytes(items[0]))
-            if future is not None and not future.done():
-                future.set_result(bytes(items[1]))
+            if future is not None:
+                try:
+                    future.set_result(bytes(items[1]))
+                except InvalidStateError:  # the caller gave up on it meanwhile
+                    pass
         elif kind == READY:
             index = int(items[0])
             log.debug("worker %d ready as pid %s (node pid %d)", index, items[1].decode(), os.getpid())

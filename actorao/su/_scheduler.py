@@ -127,22 +127,27 @@ class SchedulerUnit:
         for item in request.items:
             if isinstance(item, Message) and item.target not in self._processes:
                 raise UnknownProcess(f"no process {item.target} on this node")
+        # One lock for the closed check, the bound and the put: a request can never land in the
+        # queue behind close()'s stop marker, where no one would answer it.
         with self._pending_lock:
+            if self._closed:
+                raise NodeStopped("the scheduler is closed")
             if self._pending + len(request.items) > self._max_pending:
                 raise Overloaded(
                     f"{self._pending} messages await assignment; {len(request.items)} more would pass "
                     f"the node's limit of {self._max_pending}"
                 )
             self._pending += len(request.items)
-        self._queue.put(request)
+            self._queue.put(request)
         return request.future
 
     def close(self) -> None:
         """Assign everything already queued, then stop."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
+        with self._pending_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
         self._thread.join()
 
     # -- the group-commit loop ------------------------------------------------------------------
