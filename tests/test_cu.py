@@ -54,9 +54,9 @@ def test_a_failed_message_leaves_memory_bit_for_bit_as_before(tmp_path: Path) ->
     assert process is not None
     before = process.instance.digest()
     for entry in entries[6:9]:
-        feed(worker, [entry])
+        [(_, result)] = feed(worker, [entry])
+        assert b'"Error":' in result
         assert process.instance.digest() == before
-    assert process.failed == {6, 7, 8}
     results = feed(worker, entries[9:])
     assert b'"Output":"6"' in results[0][1]
 
@@ -135,3 +135,14 @@ def test_a_process_that_cannot_instantiate_answers_each_slot_once_with_its_error
     assert all(b"instantiation failed" in result for _, result in results)
     assert pid in worker.broken and pid not in worker.processes
     assert feed(worker, entries[2:]) == []  # answered once, not again
+
+
+def test_failures_count_towards_checkpoints_so_a_rollback_replays_a_bounded_log(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    pid, entries = populate(store, ["Inc"] + ["Trap"] * 30)
+    worker = Worker(config(tmp_path, checkpoint_every=10), store)
+    feed(worker, entries)
+    process = worker.hosted(pid)
+    assert process is not None
+    assert process.checkpoint_slot == 29  # slots 0..31: a checkpoint after every ten, failures included
+    assert process.failed == {30, 31}

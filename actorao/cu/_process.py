@@ -74,7 +74,7 @@ class HostedProcess:
         self.failed = {slot for slot, result in stored.items() if orjson.loads(result).get("Error") is not None}
         self._replay(self.checkpoint_slot + 1, last)
         self.inbox.next_slot = last + 1
-        self.since_checkpoint = last - self.checkpoint_slot - len(self.failed)
+        self.since_checkpoint = last - self.checkpoint_slot
 
     def _read_log(self, first: int, last: int) -> list[tuple[int, bytes]]:
         return self.store.log_range(self.pid, first, last)
@@ -124,7 +124,8 @@ class HostedProcess:
         if failed:
             self.failed.add(slot)
             self._rollback(slot)
-            return result
+        # Failed slots count too: after a rollback the state is the state after ``slot`` (which
+        # changed nothing), so a checkpoint here bounds the next rollback's replay.
         self.since_checkpoint += 1
         if self.since_checkpoint >= self.limits.checkpoint_every:
             self._take_checkpoint(slot)
