@@ -104,7 +104,7 @@ class Node:
             map_size,
             self._results_arrived,
             lambda: self.su.processes,
-            on_worker_restart=self.store.reader_check,
+            on_worker_restart=self._worker_restarted,
         )
         self.su = SchedulerUnit(self.store, self.pool.push, max_pending=max_pending)
         try:
@@ -292,6 +292,25 @@ class Node:
             raise UnknownMessage(f"no message {message} was assigned on this node")
         return bytes(key)
 
+    def _worker_restarted(self) -> None:
+        """A worker died: clear its stale LMDB readers, and deliver from the store any result it
+        committed but had not yet reported when it died."""
+        self.store.reader_check()
+        with self._waiting_lock:
+            keys = list(self._waiting)
+        self._deliver_stored(keys)
+
+    def _deliver_stored(self, keys: Iterable[bytes]) -> None:
+        results = self.store.results
+
+        def stored(txn: Any) -> list[bytes]:
+            found = ((key, txn.get(key, db=results)) for key in keys)
+            return [part for key, value in found if value is not None for part in (key, bytes(value))]
+
+        arrived = self.store.read(stored)
+        if arrived:
+            self._results_arrived(arrived)
+
     def _wait_for(self, keys: list[bytes], future: _Future[Result] | None = None) -> _ResultWaiter:
         """Register a waiter for ``keys``, then look in the store: registering first means a result
         arriving in between cannot slip past unseen."""
@@ -300,15 +319,7 @@ class Node:
         with self._waiting_lock:
             for key in waiter.values:
                 self._waiting.setdefault(key, []).append(waiter)
-        results = self.store.results
-
-        def stored(txn: Any) -> list[tuple[bytes, bytes]]:
-            found = ((key, txn.get(key, db=results)) for key in waiter.values)
-            return [(key, bytes(value)) for key, value in found if value is not None]
-
-        arrived = self.store.read(stored)
-        if arrived:
-            self._results_arrived([part for pair in arrived for part in pair])
+        self._deliver_stored(list(waiter.values))
         return waiter
 
     def _forget(self, waiter: _ResultWaiter) -> None:

@@ -389,3 +389,37 @@ def test_kill_9_of_the_node_takes_its_workers_and_loses_nothing_acknowledged(tmp
     with Node(path, workers=1) as node:
         assert node.result(told["last"], timeout=30).output == "3000"
         assert count(node, told["pid"]) == 3000
+
+
+DIE_AFTER_COMMIT = """
+import os, sys
+if "actorao.cu" in sys.orig_argv and os.environ.get("ACTORAO_TEST_DIE_AFTER_COMMIT"):
+    marker = os.environ["ACTORAO_TEST_DIE_AFTER_COMMIT"]
+    from actorao.cu import _worker
+    commit = _worker.Worker.commit
+
+    def commit_then_die(self, results):
+        commit(self, results)
+        if any(key[-8:] != bytes(8) for key, _ in results) and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(9)  # results are durable, the RESULTS frame is never sent
+
+    _worker.Worker.commit = commit_then_die
+"""
+
+
+@pytest.mark.parametrize("workers", [1])
+def test_a_result_committed_by_a_worker_that_died_before_reporting_it_still_reaches_its_waiter(
+    make_node: MakeNode, counter: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(DIE_AFTER_COMMIT)
+    monkeypatch.setenv("PYTHONPATH", str(hook))
+    monkeypatch.setenv("ACTORAO_TEST_DIE_AFTER_COMMIT", str(tmp_path / "died"))
+    node = make_node()
+    pid = node.spawn(counter)
+    waiting = node.result_nowait(node.send(pid, {"Action": "Inc"}))
+    assert waiting.get(timeout=30).output == "1"
+    assert (tmp_path / "died").exists()
+    assert node.pool.supervisor.tree()["children"][0]["restarts"] == 1  # type: ignore[index]
