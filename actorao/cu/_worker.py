@@ -208,7 +208,7 @@ def run_worker(config: WorkerConfig) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the node, which sends STOP
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwind: abort the open transaction, close
     _die_with_parent(config.parent)
-    store = Store(config.data_path, sync=False, map_size=config.map_size)
+    store = Store(config.data_path, metasync=False, map_size=config.map_size)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     runtime = Path(config.runtime)
     inbox = open_socket(context, zmq.PULL, worker_address(runtime, config.index), bind=False)

@@ -9,9 +9,10 @@
     checkpoints  process id -> a checkpoint of its memory
 
 Keys of the log and of results sort by process, then slot, so one process's history is one range and
-appends land in key order. Several OS processes open the environment at once: the SU writes synced
-transactions, workers write results unsynced (the SU's next fsync covers their pages; results can
-always be recomputed from the log).
+appends land in key order. Several OS processes open the environment at once: the SU writes fully
+synced transactions; workers sync their data pages but not the meta page (LMDB's NOMETASYNC), so a
+power loss can undo a worker's last commit, which is recomputed from the log, but cannot corrupt the
+file. (Unsynced worker commits, NOSYNC, would risk corrupting acknowledged log entries too.)
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ class Store:
     """The node's LMDB environment. ``write`` and ``read`` retry transparently when the map must
     grow (here) or has grown (in another process), so ``MapFullError`` never reaches a caller."""
 
-    def __init__(self, path: str | Path, *, sync: bool = True, map_size: int = DEFAULT_MAP_SIZE) -> None:
+    def __init__(
+        self, path: str | Path, *, sync: bool = True, metasync: bool = True, map_size: int = DEFAULT_MAP_SIZE
+    ) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         try:
@@ -97,7 +100,7 @@ class Store:
                 max_dbs=len(SUBDATABASES),
                 max_readers=1024,
                 sync=sync,
-                metasync=sync,
+                metasync=metasync,
                 readahead=False,
             )
         except lmdb.Error as exc:
