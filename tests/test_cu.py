@@ -6,14 +6,17 @@ from collections import Counter
 from pathlib import Path
 
 import lmdb
+import orjson
 import pytest
+import wasmtime
 
 from actorao import examples
 from actorao.cu import Limits, place
 from actorao.cu._worker import Worker, WorkerConfig
-from actorao.message import Message, Process, new_id, with_ao_tags
+from actorao.message import Message, Process, module_json, new_id, with_ao_tags
 from actorao.persist import Store
 from actorao.su import ModuleRecord, SchedulerUnit
+from tests.test_vm import GLOBAL_COUNTER
 
 OWNER = new_id(b"owner")
 
@@ -22,11 +25,13 @@ def config(tmp_path: Path, checkpoint_every: int) -> WorkerConfig:
     return WorkerConfig(0, str(tmp_path), str(tmp_path / "run"), Limits(10**9, 1 << 30, checkpoint_every), 1 << 30)
 
 
-def populate(store: Store, actions: list[str], module: str = "trapper") -> tuple[str, list[tuple[bytes, bytes]]]:
+def populate(
+    store: Store, actions: list[str], module: str = "trapper", wasm: bytes | None = None
+) -> tuple[str, list[tuple[bytes, bytes]]]:
     """Spawn one process through a real SU and assign ``actions`` to it; return its pushed log."""
     pushed: list[tuple[str, bytes, bytes]] = []
     su = SchedulerUnit(store, pushed.extend)
-    wasm = examples.wasm(module)
+    wasm = wasm or examples.wasm(module)
     record = ModuleRecord(new_id(wasm), wasm, b'{"owner":"%s","tags":[]}' % OWNER.encode())
     pid = new_id(b"p")
     tags = with_ao_tags({"Module": record.id, "Scheduler": OWNER}, "Process")
@@ -146,3 +151,18 @@ def test_failures_count_towards_checkpoints_so_a_rollback_replays_a_bounded_log(
     assert process is not None
     assert process.checkpoint_slot == 29  # slots 0..31: a checkpoint after every ten, failures included
     assert process.failed == {30, 31}
+
+
+def test_state_in_a_module_global_survives_rollback_checkpoints_and_dry_runs(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    wasm = bytes(wasmtime.wat2wasm(GLOBAL_COUNTER))
+    pid, entries = populate(store, ["Inc", "Inc", "Inc", "Trap", "Inc"], wasm=wasm)
+    worker = Worker(config(tmp_path, checkpoint_every=2), store)
+    outputs = [orjson.loads(result).get("Output") for _, result in feed(worker, entries)]
+    assert outputs == ["0", "1", "2", "3", "", "4"]
+    dry = module_json(Message(new_id(), OWNER, pid, with_ao_tags({"Action": "Inc"}, "Message")), None)
+    for _ in range(3):
+        assert b'"Output":"5"' in worker.dry_run([b"t", pid.encode(), dry], [])[1]
+    recovered = Worker(config(tmp_path, checkpoint_every=2), store).hosted(pid)
+    assert recovered is not None
+    assert b'"Output":"4"' in recovered.dry_run(dry.replace(b'"Inc"', b'"Get"'))

@@ -8,6 +8,7 @@ import wasmtime
 
 from actorao import ComputeLimitExceeded, ModuleError, Trap, examples
 from actorao.vm import Evaluator, Instance, compile_module
+from actorao.vm._binary import export_mutable_globals, mutable_globals
 from actorao.vm._engine import engine
 
 ENV = b'{"Process":{"Id":"p","Owner":"o","Tags":[]}}'
@@ -157,3 +158,33 @@ def test_snapshot_includes_exported_mutable_globals() -> None:
     wat = WASM64_ECHO.replace("(global $hp (mut i64)", '(global $hp (export "hp") (mut i64)')
     instance = Instance(compile_module(bytes(wasmtime.wat2wasm(wat))), memory_limit=LIMIT)
     assert instance.snapshot().globals == (("hp", 65536),)
+
+
+GLOBAL_COUNTER = examples.wat("trapper").replace(
+    "(i64.store (i32.const 0) (i64.add (i64.load (i32.const 0)) (i64.const 1)))",
+    "(global.set $n (i64.add (global.get $n) (i64.const 1)))",
+).replace(
+    "(call $reply_number (i64.load (i32.const 0)))", "(call $reply_number (global.get $n))"
+).replace("(module\n", "(module\n (global $n (mut i64) (i64.const 0)) (global $f (mut f64) (f64.const inf))\n", 1)
+
+
+def test_internal_mutable_globals_are_exported_so_snapshots_hold_them() -> None:
+    wasm = bytes(wasmtime.wat2wasm(GLOBAL_COUNTER))
+    assert [(g.index, g.type, g.exported_as) for g in mutable_globals(wasm)] == [(0, "i64", None), (1, "f64", None)]
+    rewritten = export_mutable_globals(wasm)
+    assert [g.exported_as for g in mutable_globals(rewritten)] == ["__actorao_global_0", "__actorao_global_1"]
+    compiled = compile_module(wasm)
+    instance = Instance(compiled, memory_limit=LIMIT)
+    for _ in range(3):
+        instance.call(msg("Inc"), ENV, 10**9)
+    snapshot = instance.snapshot()
+    assert dict(snapshot.globals) == {"__actorao_global_0": 3, "__actorao_global_1": float("inf")}
+    fresh = Instance(compiled, memory_limit=LIMIT)
+    fresh.restore(snapshot)
+    assert orjson.loads(Evaluator().evaluate(fresh, msg("Get"), ENV)[0])["Output"] == "3"
+
+
+def test_a_mutable_reference_global_is_refused() -> None:
+    wat = '(module (global $r (mut funcref) (ref.null func)) (memory (export "memory") 1))'
+    with pytest.raises(ModuleError, match="mutable global 0 has type"):
+        compile_module(bytes(wasmtime.wat2wasm(wat)))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import wasmtime
 
 from actorao._exceptions import ModuleError
+from actorao.vm._binary import export_mutable_globals
 from actorao.vm._engine import engine
 
 # (params, results) of each export the JSON-1 interface needs, by pointer width
@@ -34,9 +35,10 @@ def compile_module(wasm: bytes) -> CompiledModule:
     if not isinstance(wasm, (bytes, bytearray)) or not bytes(wasm[:4]) == WASM_MAGIC:
         raise ModuleError("module: not a WebAssembly binary (it does not start with \\0asm)")
     try:
-        module = wasmtime.Module(engine(), bytes(wasm))
+        wasmtime.Module.validate(engine(), bytes(wasm))
     except wasmtime.WasmtimeError as exc:
         raise ModuleError(f"module: does not compile: {exc}") from exc
+    module = wasmtime.Module(engine(), export_mutable_globals(bytes(wasm)))
     return check_json1(module)
 
 
