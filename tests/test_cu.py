@@ -166,3 +166,17 @@ def test_state_in_a_module_global_survives_rollback_checkpoints_and_dry_runs(tmp
     recovered = Worker(config(tmp_path, checkpoint_every=2), store).hosted(pid)
     assert recovered is not None
     assert b'"Output":"4"' in recovered.dry_run(dry.replace(b'"Inc"', b'"Get"'))
+
+
+def test_a_process_whose_checkpoint_will_not_restore_is_isolated_and_its_neighbour_carries_on(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path)
+    bad, bad_entries = populate(store, ["Inc"] * 3, module="counter")
+    good, good_entries = populate(store, ["Inc"] * 3, module="counter")
+    store.write(lambda txn: txn.put(bad.encode(), b"\0" * 12 + b"not a checkpoint", db=store.checkpoints))
+    worker = Worker(config(tmp_path, checkpoint_every=1000), store)
+    results = dict(feed(worker, bad_entries + good_entries))
+    assert all(b'"Error":' in results[key] for key, _ in bad_entries)
+    assert b'"Output":"3"' in results[good_entries[-1][0]]
+    assert bad in worker.broken and good in worker.processes

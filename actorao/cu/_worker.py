@@ -20,7 +20,7 @@ import lmdb
 import orjson
 import zmq
 
-from actorao._exceptions import ActoraoError, ModuleError
+from actorao._exceptions import ModuleError
 from actorao.cu._process import HostedProcess, Limits, process_env
 from actorao.mailbox import (
     ASSIGN,
@@ -37,12 +37,13 @@ from actorao.mailbox import (
     worker_address,
 )
 from actorao.persist import Store, log_key, split_key
-from actorao.vm import CompiledModule, Evaluator, compile_module, error_result
+from actorao.vm import CompiledModule, Evaluator, HostResourceError, compile_module, error_result
 
 log = logging.getLogger(__name__)
 
 _MAX_FRAMES_PER_COMMIT = 64
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_HOST_FAULTS = (HostResourceError, MemoryError, OSError, lmdb.Error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,15 +117,19 @@ class Worker:
                 self._checkpoint_taken,
             )
             process.recover()
-        except ActoraoError as exc:
+        except _HOST_FAULTS:
+            raise
+        except Exception as exc:
             self._break(pid, exc)
             return None
         self.processes[pid] = process
         return process
 
-    def _break(self, pid: str, exc: ActoraoError) -> None:
-        """Isolate a process that cannot go on (its module will not instantiate, say): its messages
-        get Error results, and its neighbours on this worker never notice."""
+    def _break(self, pid: str, exc: Exception) -> None:
+        """Isolate a process that cannot go on (its module will not instantiate, its checkpoint will
+        not restore): its messages get Error results, and its neighbours on this worker never notice.
+        Host faults (_HOST_FAULTS) are not the process's doing: they crash the worker instead, and
+        its supervisor restarts it, so no Error result is ever stored for them."""
         log.error("worker %d: process %s cannot be evaluated: %s", self.config.index, pid, exc)
         self.broken[pid] = str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"
         self.processes.pop(pid, None)
@@ -136,7 +141,9 @@ class Worker:
         if process is not None:
             try:
                 ready = step(process)
-            except ActoraoError as exc:
+            except _HOST_FAULTS:
+                raise
+            except Exception as exc:
                 self._break(pid, exc)
             else:
                 out.extend((log_key(pid, slot), result) for slot, result in ready)
@@ -162,7 +169,9 @@ class Worker:
                     for ready, result in process.deliver(slot, message):
                         out.append((log_key(pid, ready), result))
                     continue
-                except ActoraoError as exc:
+                except _HOST_FAULTS:
+                    raise
+                except Exception as exc:
                     self._break(pid, exc)
             self._step(pid, functools.partial(HostedProcess.deliver, slot=slot, message=message), out)
 

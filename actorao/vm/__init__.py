@@ -8,7 +8,7 @@ and every failure into an Error result, never an exception.
 from __future__ import annotations
 
 from actorao.vm._evaluator import DEFAULT_FUEL, DEFAULT_MEMORY_LIMIT, Evaluator, error_result
-from actorao.vm._instance import Instance, Snapshot, memory_digest
+from actorao.vm._instance import HostResourceError, Instance, Snapshot, memory_digest
 from actorao.vm._module import CompiledModule, compile_module
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_MEMORY_LIMIT",
     "CompiledModule",
     "Evaluator",
+    "HostResourceError",
     "Instance",
     "Snapshot",
     "compile_module",

@@ -56,6 +56,10 @@ def memory_digest(memory: bytes | memoryview, globals_: tuple[tuple[str, int | f
     return digest.hexdigest()
 
 
+class HostResourceError(RuntimeError):
+    """The host ran out of a resource. Not a module error: it must never become a stored result."""
+
+
 def _last_line(text: str) -> str:
     """wasmtime's trap text ends with the cause; the backtrace above it names no source here."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -76,6 +80,8 @@ class Instance:
                 raise ComputeLimitExceeded("ComputeLimitExceeded: instantiation ran out of fuel") from exc
             raise Trap(f"Trap: instantiation failed: {_last_line(exc.message)}") from exc
         except wasmtime.WasmtimeError as exc:
+            if "os error 12" in str(exc):  # ENOMEM: the host is out of memory, not the module's fault
+                raise HostResourceError(f"cannot instantiate: the host is out of memory ({exc})") from exc
             raise Trap(f"Trap: instantiation failed: {_last_line(str(exc))}") from exc
         exports = instance.exports(self.store)
         memory = exports["memory"]
