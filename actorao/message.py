@@ -161,6 +161,25 @@ def check_contents(
     check_data(data, max_data_bytes)
 
 
+_MEMORY_UNITS = {"b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}
+_MEMORY_LIMIT = re.compile(r"(\d+)(?:-(b|kb|mb|gb|tb))?")
+
+
+def parse_memory_limit(text: str) -> int:
+    """ao's Memory-Limit: bytes, or a count and a unit such as ``"1-gb"`` or ``"512-mb"``."""
+    match = _MEMORY_LIMIT.fullmatch(text.strip().lower())
+    if match is None or int(match.group(1)) <= 0:
+        raise InvalidMessage("Tags['Memory-Limit']", f"expected bytes or a size like '1-gb', got {text!r}")
+    return int(match.group(1)) * _MEMORY_UNITS[match.group(2) or "b"]
+
+
+def parse_compute_limit(text: str) -> int:
+    """ao's Compute-Limit: a positive whole number of fuel units."""
+    if not text.strip().isdigit() or int(text) <= 0:
+        raise InvalidMessage("Tags['Compute-Limit']", f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
 def with_ao_tags(tags: TagsLike, message_type: str) -> tuple[Tag, ...]:
     """``tags`` with Data-Protocol, Variant and Type added where absent, the way aoconnect adds them."""
     pairs = normalize_tags(tags)

@@ -44,12 +44,14 @@ from actorao.message import (
     module_json,
     new_id,
     normalize_tags,
+    parse_compute_limit,
+    parse_memory_limit,
     tag_value,
     with_ao_tags,
 )
 from actorao.persist import DEFAULT_MAP_SIZE, Store, log_key
 from actorao.su import Ack, ModuleRecord, SchedulerUnit
-from actorao.vm import DEFAULT_FUEL, DEFAULT_MEMORY_LIMIT, Instance, compile_module
+from actorao.vm import DEFAULT_FUEL, DEFAULT_MEMORY_LIMIT, CompiledModule, Instance, compile_module
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +91,7 @@ class Node:
         self._close_lock = threading.Lock()
         self._waiting: dict[bytes, list[_ResultWaiter]] = {}
         self._waiting_lock = threading.Lock()
-        self._checked_modules: set[str] = set()
+        self._compiled: dict[str, CompiledModule] = {}
         self._lock_file = _lock_data_path(self.path)
         shutil.rmtree(self.path / "run", ignore_errors=True)  # sockets of earlier runs, all dead now
         self.store = Store(self.path, map_size=map_size)
@@ -162,10 +164,13 @@ class Node:
 
     def spawn(self, module: bytes | str, tags: TagsLike = None, data: str = "") -> str:
         """Create a process running ``module`` (WASM bytes, WAT text, or a stored module's id).
-        Returns the process id once its spawn message is durable at slot 0."""
+        Returns the process id once its spawn message is durable at slot 0.
+
+        Its limits are its ``Compute-Limit`` and ``Memory-Limit`` tags, or else the node's, and are
+        stored with it: a node reopened with other defaults still replays it the same way."""
         self._check_open()
-        record = self._module_record(module)
-        module_id = record.id if record is not None else str(module)
+        record, module_id = self._module_record(module)
+        compiled = self._compiled_module(module_id, record)
         user_tags = normalize_tags(tags)
         for name, wanted in (("Module", module_id), ("Scheduler", self.identity)):
             given = tag_value(user_tags, name)
@@ -182,49 +187,68 @@ class Node:
             data,
         )
         process.validate(self.max_data_bytes)
-        ack: Ack = self.su.submit(process, record, fresh_id=True).get()
+        compute = process.tag("Compute-Limit")
+        memory = process.tag("Memory-Limit")
+        limits = (
+            parse_compute_limit(compute) if compute is not None else self.compute_limit,
+            parse_memory_limit(memory) if memory is not None else self.memory_limit,
+        )
+        # Instantiate once here: a start function that traps, or an initial memory over the limit,
+        # is refused now rather than turning every later message into an Error.
+        Instance(compiled, memory_limit=limits[1], fuel=limits[0])
+        ack: Ack = self.su.submit(process, record, fresh_id=True, limits=limits).get()
         return ack.process
 
-    def _module_record(self, module: bytes | str) -> ModuleRecord | None:
-        """The record to store for new module bytes; None for the id of a stored module."""
+    def process_info(self, pid: str) -> dict[str, Any]:
+        """What the node keeps for a process: its module id and the limits fixed when it spawned."""
+        record = self.store.get("processes", pid.encode())
+        if record is None:
+            raise UnknownProcess(f"no process {pid} on this node")
+        info: dict[str, Any] = orjson.loads(record)
+        return info
+
+    def _module_record(self, module: bytes | str) -> tuple[ModuleRecord | None, str]:
+        """The record to store for new module bytes (None for a stored module's id), and the id."""
         if isinstance(module, str):
             if is_id(module):
                 if self.store.get("modules", module.encode()) is None:
                     raise InvalidMessage("module", f"no module with id {module} is stored on this node")
-                return None
-            if module.lstrip().startswith("(module"):
-                try:
-                    module = bytes(wasmtime.wat2wasm(module))
-                except wasmtime.WasmtimeError as exc:
-                    raise ModuleError(f"module: WAT does not parse: {exc}") from exc
-            else:
+                return None, module
+            if not module.lstrip().startswith("(module"):
                 raise InvalidMessage("module", "expected WASM bytes, WAT text or a stored module's id")
+            try:
+                module = bytes(wasmtime.wat2wasm(module))
+            except wasmtime.WasmtimeError as exc:
+                raise ModuleError(f"module: WAT does not parse: {exc}") from exc
         if not isinstance(module, (bytes, bytearray)):
             raise InvalidMessage("module", f"expected WASM bytes, WAT text or an id, got {type(module).__name__}")
         wasm = bytes(module)
         module_id = encode_id(hashlib.sha256(wasm).digest())
-        if module_id not in self._checked_modules:
-            compiled = compile_module(wasm)
-            Instance(compiled, memory_limit=self.memory_limit, fuel=self.compute_limit)  # a trapping start fails here
-            self._checked_modules.add(module_id)
-            fmt = "wasm64-unknown-unknown" if compiled.pointer == "i64" else "wasm32-unknown-unknown"
-        else:
-            fmt = None
-        meta = {
-            "owner": self.identity,
-            "tags": [
-                {"name": name, "value": value}
-                for name, value in (
-                    ("Data-Protocol", "ao"),
-                    ("Variant", "ao.TN.1"),
-                    ("Type", "Module"),
-                    ("Module-Format", fmt or "wasm32-unknown-unknown"),
-                    ("Input-Encoding", "JSON-1"),
-                    ("Output-Encoding", "JSON-1"),
-                )
-            ],
-        }
-        return ModuleRecord(module_id, wasm, orjson.dumps(meta))
+        fmt = "wasm64-unknown-unknown" if self._compiled_module(module_id, wasm).pointer == "i64" else (
+            "wasm32-unknown-unknown"
+        )
+        tags = (
+            ("Data-Protocol", "ao"),
+            ("Variant", "ao.TN.1"),
+            ("Type", "Module"),
+            ("Module-Format", fmt),
+            ("Input-Encoding", "JSON-1"),
+            ("Output-Encoding", "JSON-1"),
+        )
+        meta = {"owner": self.identity, "tags": [{"name": name, "value": value} for name, value in tags]}
+        return ModuleRecord(module_id, wasm, orjson.dumps(meta)), module_id
+
+    def _compiled_module(self, module_id: str, source: ModuleRecord | bytes | None) -> CompiledModule:
+        """Compile each module once per node (checking its interface), from bytes or from the store."""
+        compiled = self._compiled.get(module_id)
+        if compiled is None:
+            wasm = source.wasm if isinstance(source, ModuleRecord) else source
+            if wasm is None:
+                wasm = self.store.get("modules", module_id.encode() + b"/wasm")
+            if wasm is None:
+                raise InvalidMessage("module", f"no module with id {module_id} is stored on this node")
+            compiled = self._compiled[module_id] = compile_module(wasm)
+        return compiled
 
     # -- messages -------------------------------------------------------------------------------
     def _message(self, pid: str, tags: TagsLike, data: str, anchor: str) -> Message:

@@ -5,7 +5,16 @@ import hashlib
 import pytest
 
 from actorao import InvalidMessage, Message, Process, Result, Trap
-from actorao.message import Assignment, decode_id, encode_id, module_json, normalize_tags, with_ao_tags
+from actorao.message import (
+    Assignment,
+    decode_id,
+    encode_id,
+    module_json,
+    normalize_tags,
+    parse_compute_limit,
+    parse_memory_limit,
+    with_ao_tags,
+)
 
 PID = encode_id(hashlib.sha256(b"process").digest())
 OWNER = encode_id(hashlib.sha256(b"owner").digest())
@@ -113,3 +122,25 @@ def test_result_codec_round_trips_and_maps_errors() -> None:
     assert not failed.ok
     with pytest.raises(Trap, match="unreachable"):
         failed.raise_for_error()
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("1-gb", 1 << 30), ("512-mb", 512 << 20), ("64-KB", 64 << 10), ("65536", 65536), ("2-tb", 2 << 40)],
+)
+def test_memory_limits_read_as_ao_writes_them(text: str, size: int) -> None:
+    assert parse_memory_limit(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "1-gib", "-1", "0", "1.5-gb", "gb"])
+def test_a_bad_memory_limit_names_its_tag(text: str) -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        parse_memory_limit(text)
+    assert caught.value.field == "Tags['Memory-Limit']"
+
+
+def test_compute_limits_are_positive_whole_numbers() -> None:
+    assert parse_compute_limit("9000000000000") == 9_000_000_000_000
+    for bad in ("", "0", "-5", "1e9", "many"):
+        with pytest.raises(InvalidMessage, match="Compute-Limit"):
+            parse_compute_limit(bad)

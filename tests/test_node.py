@@ -122,8 +122,7 @@ def test_messages_acknowledged_just_before_close_are_evaluated_after_reopen(tmp_
 def test_modules_can_be_given_as_wat_or_as_a_stored_id(make_node: MakeNode) -> None:
     node = make_node()
     pid = node.spawn(examples.wat("counter"))
-    module_id = dict(node.store.read(lambda txn: list(txn.cursor(db=node.store.processes))))[pid.encode()]
-    again = node.spawn(bytes(module_id).decode())
+    again = node.spawn(node.process_info(pid)["module"])
     assert node.result(node.send(again, {"Action": "Inc"})).output == "1"
 
 
@@ -423,3 +422,28 @@ def test_a_result_committed_by_a_worker_that_died_before_reporting_it_still_reac
     assert waiting.get(timeout=30).output == "1"
     assert (tmp_path / "died").exists()
     assert node.pool.supervisor.tree()["children"][0]["restarts"] == 1  # type: ignore[index]
+
+
+def test_limits_are_fixed_at_spawn_so_a_reopened_node_replays_the_same(tmp_path: Path, trapper: bytes) -> None:
+    with Node(tmp_path / "node", workers=1, compute_limit=5_000_000) as node:
+        inherited = node.spawn(trapper)
+        tagged = node.spawn(trapper, {"Compute-Limit": "2000000", "Memory-Limit": "4-mb"})
+        assert node.process_info(inherited)["compute_limit"] == 5_000_000
+        assert node.process_info(tagged) == {
+            "module": node.process_info(inherited)["module"], "compute_limit": 2_000_000, "memory_limit": 4 << 20,
+        }
+    with Node(tmp_path / "node", workers=1) as node:  # a default of 10^10 fuel would loop for seconds
+        for pid in (inherited, tagged):
+            failed = node.result(node.send(pid, {"Action": "Loop"}), timeout=30)
+            with pytest.raises(ComputeLimitExceeded):
+                failed.raise_for_error()
+
+
+def test_a_bad_limit_tag_is_refused_at_spawn(make_node: MakeNode, counter: bytes) -> None:
+    node = make_node()
+    with pytest.raises(InvalidMessage) as caught:
+        node.spawn(counter, {"Memory-Limit": "lots"})
+    assert caught.value.field == "Tags['Memory-Limit']"
+    with pytest.raises(Trap, match="instantiation failed"):
+        node.spawn(counter, {"Memory-Limit": "64-kb"})  # the counter starts with two 64 KiB pages
+    assert node.processes() == []

@@ -74,7 +74,6 @@ class Worker:
     def __init__(self, config: WorkerConfig, store: Store) -> None:
         self.config = config
         self.store = store
-        self.evaluator = Evaluator(config.limits.fuel)
         self.modules: dict[str, CompiledModule] = {}
         self.processes: dict[str, HostedProcess] = {}
         self.broken: dict[str, str] = {}  # process id -> why it cannot be evaluated
@@ -99,21 +98,27 @@ class Worker:
         if process is not None or pid in self.broken:
             return process
         try:
-            module_id = self.store.get("processes", pid.encode())
+            record = self.store.get("processes", pid.encode())
             spawn = self.store.get("log", log_key(pid, 0))
-            if module_id is None or spawn is None:
+            if record is None or spawn is None:
                 raise ModuleError(f"ModuleError: process {pid} has no spawn record")
-            meta = self.store.get("modules", module_id)
+            info = orjson.loads(record)
+            module_id = info["module"]
+            meta = self.store.get("modules", module_id.encode())
             if meta is None:
-                raise ModuleError(f"ModuleError: module {module_id.decode()} is not in the store")
-            env = process_env(spawn, module_id.decode(), meta)
+                raise ModuleError(f"ModuleError: module {module_id} is not in the store")
+            defaults = self.config.limits
+            limits = Limits(
+                info.get("compute_limit", defaults.fuel), info.get("memory_limit", defaults.memory),
+                defaults.checkpoint_every,
+            )
             process = HostedProcess(
                 pid,
                 self.store,
-                self._compiled(module_id.decode()),
-                env,
-                self.config.limits,
-                self.evaluator,
+                self._compiled(module_id),
+                process_env(spawn, module_id, meta),
+                limits,
+                Evaluator(limits.fuel),
                 self._checkpoint_taken,
             )
             process.recover()

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from actorao.su._scheduler import Ack, ModuleRecord, SchedulerUnit
+from actorao.su._scheduler import Ack, ModuleRecord, SchedulerUnit, process_record
 
-__all__ = ["Ack", "ModuleRecord", "SchedulerUnit"]
+__all__ = ["Ack", "ModuleRecord", "SchedulerUnit", "process_record"]

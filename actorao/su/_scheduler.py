@@ -57,12 +57,21 @@ class _Request:
     single: bool
     module: ModuleRecord | None = None
     fresh_ids: bool = False  # ids minted by this node just now: no need to look for duplicates
+    limits: tuple[int, int] | None = None  # a spawn's (compute, memory) limits
 
 
 @dataclass(slots=True)
 class _Head:
     next_slot: int
     last: Assignment | None
+
+
+def process_record(module: str, limits: tuple[int, int] | None) -> bytes:
+    """What the processes database keeps for a process: its module, and the limits fixed at spawn."""
+    record: dict[str, object] = {"module": module}
+    if limits is not None:
+        record["compute_limit"], record["memory_limit"] = limits
+    return orjson.dumps(record)
 
 
 def _exc_info(exc: BaseException) -> tuple[type[BaseException], BaseException, None]:
@@ -112,10 +121,16 @@ class SchedulerUnit:
 
     # -- entry ----------------------------------------------------------------------------------
     def submit(
-        self, item: Message | Process, module: ModuleRecord | None = None, *, fresh_id: bool = False
+        self,
+        item: Message | Process,
+        module: ModuleRecord | None = None,
+        *,
+        fresh_id: bool = False,
+        limits: tuple[int, int] | None = None,
     ) -> pykka.ThreadingFuture[Ack]:
-        """Queue ``item`` for assignment; the future gives its Ack once it is durable."""
-        return self._enqueue(_Request([item], pykka.ThreadingFuture(), True, module, fresh_id))
+        """Queue ``item`` for assignment; the future gives its Ack once it is durable. A Process may
+        carry its (compute, memory) limits, stored with it so that every replay uses the same."""
+        return self._enqueue(_Request([item], pykka.ThreadingFuture(), True, module, fresh_id, limits))
 
     def submit_many(self, items: list[Message], *, fresh_ids: bool = False) -> pykka.ThreadingFuture[list[Ack]]:
         """Queue many messages at once; the future gives their Acks, in order, once all are durable."""
@@ -226,7 +241,7 @@ class SchedulerUnit:
                 if isinstance(item, Process):
                     if request.module is not None:
                         self._put_module(txn, request.module)
-                    txn.put(item.id.encode(), item.module.encode(), db=store.processes)
+                    txn.put(item.id.encode(), process_record(item.module, request.limits), db=store.processes)
                     pid, message = item.id, item.as_message()
                     heads[pid] = _Head(0, None)
                 else:
