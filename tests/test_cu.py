@@ -12,9 +12,10 @@ import wasmtime
 
 from actorao import examples
 from actorao.cu import Limits, place
+from actorao.cu import _checkpoint as checkpoints
 from actorao.cu._worker import Worker, WorkerConfig
 from actorao.message import Message, Process, module_json, new_id, with_ao_tags
-from actorao.persist import Store
+from actorao.persist import Store, log_key
 from actorao.su import ModuleRecord, SchedulerUnit
 from tests.test_vm import GLOBAL_COUNTER
 
@@ -72,7 +73,7 @@ def test_recovery_from_checkpoint_plus_log_equals_never_stopping(tmp_path: Path)
     pid, entries = populate(store, actions)
     straight = Worker(config(tmp_path, checkpoint_every=7), store)
     straight_results = feed(straight, entries)
-    assert store.get("checkpoints", pid.encode()) is not None
+    assert checkpoints.load(store, pid) is not None
 
     recovered = Worker(config(tmp_path, checkpoint_every=7), store)
     process = recovered.hosted(pid)
@@ -125,9 +126,9 @@ def test_checkpoints_are_written_on_schedule(tmp_path: Path, checkpoint_every: i
     pid, entries = populate(store, ["Inc"] * 10, module="counter")
     worker = Worker(config(tmp_path, checkpoint_every), store)
     feed(worker, entries)
-    blob = store.get("checkpoints", pid.encode())
-    assert blob is not None
-    assert int.from_bytes(blob[:8], "little") == last_checkpoint  # slots 0..10, a checkpoint per N evaluated
+    loaded = checkpoints.load(store, pid)
+    assert loaded is not None
+    assert loaded[0] == last_checkpoint  # slots 0..10, a checkpoint per N evaluated
 
 
 def test_a_process_that_cannot_instantiate_answers_each_slot_once_with_its_error(tmp_path: Path) -> None:
@@ -174,7 +175,7 @@ def test_a_process_whose_checkpoint_will_not_restore_is_isolated_and_its_neighbo
     store = Store(tmp_path)
     bad, bad_entries = populate(store, ["Inc"] * 3, module="counter")
     good, good_entries = populate(store, ["Inc"] * 3, module="counter")
-    store.write(lambda txn: txn.put(bad.encode(), b"\0" * 12 + b"not a checkpoint", db=store.checkpoints))
+    store.write(lambda txn: txn.put(log_key(bad, 2), b"\1" * 40 + b"not a checkpoint", db=store.checkpoints))
     worker = Worker(config(tmp_path, checkpoint_every=1000), store)
     results = dict(feed(worker, bad_entries + good_entries))
     assert all(b'"Error":' in results[key] for key, _ in bad_entries)

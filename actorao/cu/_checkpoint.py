@@ -1,39 +1,142 @@
-"""How a process's snapshot is stored: the slot it reflects, its globals, and zlib-compressed memory.
+"""Checkpoints: a process's memory and globals at a slot, stored as zstd-compressed deltas.
 
-Globals are kept as exact bits: a float global may hold inf or NaN, which JSON cannot carry.
+A process's checkpoints form a chain in the ``checkpoints`` database, keyed by process id ‖ slot:
+a full base, then deltas that each hold only the 4 KiB pages changed since the checkpoint before.
+Every ``full_every`` deltas a new full base starts a new chain and the old one is pruned. Restoring
+reads back from the newest entry to its base and applies the deltas forward.
+
+A checkpoint blob is: header ‖ globals JSON ‖ zstd(payload). The payload of a full checkpoint is the
+memory; of a delta, the changed page numbers (u32 each) and then those pages. Globals are kept as
+exact bits, since a float global may hold inf or NaN, which JSON cannot carry.
 """
 
 from __future__ import annotations
 
 import struct
-import zlib
+from array import array
+from dataclasses import dataclass
 
+import lmdb
 import orjson
+import zstandard
 
+from actorao.persist import Store, log_key
 from actorao.vm import Snapshot
 
-_HEAD = struct.Struct("<QI")
+PAGE = 4096
+_HEAD = struct.Struct("<BBQQQII")  # version, kind, slot, base slot, memory size, page count, globals size
+_VERSION = 1
+_FULL, _DELTA = 0, 1
 _F64 = struct.Struct("<d")
 _U64 = struct.Struct("<Q")
+_compressor = zstandard.ZstdCompressor(level=3)
+_decompressor = zstandard.ZstdDecompressor()
 
 
-def _encode_value(value: int | float) -> list[object]:
-    if isinstance(value, float):
-        return ["f64", _U64.unpack(_F64.pack(value))[0]]
-    return ["int", value]
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    slot: int
+    blob: bytes
+    full: bool
 
 
-def _decode_value(kind: str, raw: int) -> int | float:
-    return _F64.unpack(_U64.pack(raw))[0] if kind == "f64" else raw
+def _encode_globals(snapshot: Snapshot) -> bytes:
+    out = []
+    for name, value in snapshot.globals:
+        if isinstance(value, float):
+            out.append([name, "f64", _U64.unpack(_F64.pack(value))[0]])
+        else:
+            out.append([name, "int", value])
+    return orjson.dumps(out)
 
 
-def encode_checkpoint(slot: int, snapshot: Snapshot) -> bytes:
-    globals_json = orjson.dumps([[name, *_encode_value(value)] for name, value in snapshot.globals])
-    return _HEAD.pack(slot, len(globals_json)) + globals_json + zlib.compress(snapshot.memory, 1)
+def _decode_globals(raw: bytes) -> tuple[tuple[str, int | float], ...]:
+    return tuple(
+        (name, _F64.unpack(_U64.pack(bits))[0] if kind == "f64" else bits) for name, kind, bits in orjson.loads(raw)
+    )
 
 
-def decode_checkpoint(blob: bytes) -> tuple[int, Snapshot]:
-    slot, size = _HEAD.unpack_from(blob)
-    start = _HEAD.size
-    globals_ = tuple((name, _decode_value(kind, raw)) for name, kind, raw in orjson.loads(blob[start : start + size]))
-    return slot, Snapshot(zlib.decompress(blob[start + size :]), globals_)
+def changed_pages(before: bytes, after: bytes) -> list[int]:
+    """The numbers of the PAGE-sized pages of ``after`` that differ from ``before`` (or are new)."""
+    old, new = memoryview(before), memoryview(after)
+    common = min(len(old), len(new))
+    pages = [at // PAGE for at in range(0, common, PAGE) if old[at : at + PAGE] != new[at : at + PAGE]]
+    pages.extend(range(-(-common // PAGE), -(-len(new) // PAGE)))
+    return pages
+
+
+def encode(slot: int, snapshot: Snapshot, base: tuple[int, Snapshot] | None) -> Encoded:
+    """A full checkpoint (``base`` None) or a delta against ``base`` = (its slot, its snapshot)."""
+    globals_json = _encode_globals(snapshot)
+    if base is None:
+        head = _HEAD.pack(_VERSION, _FULL, slot, slot, len(snapshot.memory), 0, len(globals_json))
+        return Encoded(slot, head + globals_json + _compressor.compress(snapshot.memory), True)
+    memory = memoryview(snapshot.memory)
+    pages = changed_pages(base[1].memory, snapshot.memory)
+    payload = array("I", pages).tobytes() + b"".join(memory[p * PAGE : (p + 1) * PAGE] for p in pages)
+    head = _HEAD.pack(_VERSION, _DELTA, slot, base[0], len(snapshot.memory), len(pages), len(globals_json))
+    return Encoded(slot, head + globals_json + _compressor.compress(payload), False)
+
+
+def decode_chain(blobs: list[bytes]) -> tuple[int, Snapshot]:
+    """Apply a chain, oldest (a full checkpoint) first, and return its newest slot and snapshot."""
+    memory = bytearray()
+    slot = -1
+    globals_: tuple[tuple[str, int | float], ...] = ()
+    for number, blob in enumerate(blobs):
+        version, kind, this_slot, base_slot, size, count, globals_size = _HEAD.unpack_from(blob)
+        if version != _VERSION:
+            raise ValueError(f"checkpoint at slot {this_slot} has version {version}, this node reads {_VERSION}")
+        if (kind == _FULL) != (number == 0) or (kind == _DELTA and base_slot != slot):
+            raise ValueError(f"checkpoint chain is broken at slot {this_slot}")
+        slot = this_slot
+        at = _HEAD.size
+        globals_ = _decode_globals(blob[at : at + globals_size])
+        payload = _decompressor.decompress(blob[at + globals_size :])
+        if kind == _FULL:
+            memory = bytearray(payload)
+            continue
+        if size > len(memory):  # memory grew since the checkpoint before
+            memory.extend(bytes(size - len(memory)))
+        table = array("I")
+        table.frombytes(payload[: 4 * count])
+        at = 4 * count
+        for page in table:
+            chunk = payload[at : at + PAGE]
+            memory[page * PAGE : page * PAGE + len(chunk)] = chunk
+            at += len(chunk)
+    return slot, Snapshot(bytes(memory), globals_)
+
+
+def load(store: Store, pid: str) -> tuple[int, Snapshot] | None:
+    """The newest checkpoint of ``pid``, restored from its chain; None if it has none."""
+    prefix = pid.encode()
+    db = store.checkpoints
+
+    def body(txn: lmdb.Transaction) -> list[bytes]:
+        cursor = txn.cursor(db=db)
+        found = cursor.prev() if cursor.set_range(log_key(pid, (1 << 64) - 1)) else cursor.last()
+        chain: list[bytes] = []
+        while found and bytes(cursor.key())[:-8] == prefix:
+            blob = bytes(cursor.value())
+            chain.append(blob)
+            if blob[1] == _FULL:
+                break
+            found = cursor.prev()
+        return chain[::-1]
+
+    chain = store.read(body)
+    return decode_chain(chain) if chain else None
+
+
+def put(txn: lmdb.Transaction, store: Store, pid: str, encoded: Encoded) -> None:
+    """Store one checkpoint; a full one prunes the chains before it."""
+    db = store.checkpoints
+    txn.put(log_key(pid, encoded.slot), encoded.blob, db=db)
+    if encoded.full:
+        cursor = txn.cursor(db=db)
+        stop = log_key(pid, encoded.slot)
+        if cursor.set_range(log_key(pid, 0)):
+            while bytes(cursor.key()) < stop:
+                if not cursor.delete():
+                    break

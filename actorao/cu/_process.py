@@ -8,13 +8,14 @@ the failure, skipping slots that failed too. Determinism makes that replay exact
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import lmdb
 import orjson
 
-from actorao.cu._checkpoint import decode_checkpoint, encode_checkpoint
+from actorao.cu import _checkpoint as checkpoints
 from actorao.mailbox import NonceInbox
 from actorao.persist import Store, log_key
 from actorao.vm import CompiledModule, Evaluator, Instance, Snapshot
@@ -24,9 +25,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Limits:
+    """A process's compute and memory limits, and the checkpoint policy: every ``checkpoint_every``
+    messages or ``checkpoint_ms`` of compute, whichever comes first, with a full base every
+    ``full_every`` deltas."""
+
     fuel: int
     memory: int
     checkpoint_every: int
+    checkpoint_ms: float = 1000.0
+    full_every: int = 16
 
 
 class HostedProcess:
@@ -40,7 +47,7 @@ class HostedProcess:
         env: bytes,
         limits: Limits,
         evaluator: Evaluator,
-        on_checkpoint: Callable[[str, bytes], None],
+        on_checkpoint: Callable[[str, checkpoints.Encoded], None],
     ) -> None:
         self.pid = pid
         self._on_checkpoint = on_checkpoint
@@ -55,6 +62,8 @@ class HostedProcess:
         self.instance = Instance(compiled, memory_limit=limits.memory, fuel=limits.fuel)
         self.inbox: NonceInbox[bytes] = NonceInbox(0, self._read_log)
         self.since_checkpoint = 0
+        self.compute_since_checkpoint = 0.0  # seconds of evaluation: host time, never seen by modules
+        self.deltas_since_full = limits.full_every  # the first checkpoint is a full one
 
     def _fresh_instance(self) -> Instance:
         return Instance(self.compiled, memory_limit=self.limits.memory, fuel=self.limits.fuel)
@@ -62,9 +71,9 @@ class HostedProcess:
     # -- loading --------------------------------------------------------------------------------
     def recover(self) -> None:
         """Come back to the state after the last stored result: checkpoint plus log replay."""
-        blob = self.store.get("checkpoints", self.pid.encode())
-        if blob is not None:
-            self.checkpoint_slot, self.checkpoint = decode_checkpoint(blob)
+        loaded = checkpoints.load(self.store, self.pid)
+        if loaded is not None:
+            self.checkpoint_slot, self.checkpoint = loaded
             self.instance.restore(self.checkpoint)
         last = self.store.last_slot("results", self.pid)
         if last is None or last <= self.checkpoint_slot:
@@ -120,24 +129,36 @@ class HostedProcess:
         return [(ready, self._evaluate(ready, body)) for ready, body in self.inbox.fill_to(last)]
 
     def _evaluate(self, slot: int, message: bytes) -> bytes:
+        started = time.perf_counter()
         result, failed = self.evaluator.evaluate(self.instance, message, self.env)
         if failed:
             self.failed.add(slot)
             self._rollback(slot)
+        self.compute_since_checkpoint += time.perf_counter() - started
         # Failed slots count too: after a rollback the state is the state after ``slot`` (which
         # changed nothing), so a checkpoint here bounds the next rollback's replay.
         self.since_checkpoint += 1
-        if self.since_checkpoint >= self.limits.checkpoint_every:
+        if (
+            self.since_checkpoint >= self.limits.checkpoint_every
+            or self.compute_since_checkpoint * 1000 >= self.limits.checkpoint_ms
+        ):
             self._take_checkpoint(slot)
         return result
 
     def _take_checkpoint(self, slot: int) -> None:
-        """Keep the snapshot for rollback, and hand it to the worker to store with this batch."""
-        self.checkpoint = self.instance.snapshot()
-        self.checkpoint_slot = slot
+        """Keep the snapshot for rollback, and hand it, as a delta against the one before or as a new
+        full base, to the worker to store with this batch."""
+        snapshot = self.instance.snapshot()
+        base = None
+        if self.checkpoint is not None and self.deltas_since_full < self.limits.full_every:
+            base = (self.checkpoint_slot, self.checkpoint)
+        encoded = checkpoints.encode(slot, snapshot, base)
+        self.deltas_since_full = 0 if encoded.full else self.deltas_since_full + 1
+        self.checkpoint, self.checkpoint_slot = snapshot, slot
         self.failed.clear()
         self.since_checkpoint = 0
-        self._on_checkpoint(self.pid, encode_checkpoint(slot, self.checkpoint))
+        self.compute_since_checkpoint = 0.0
+        self._on_checkpoint(self.pid, encoded)
 
     def dry_run(self, message: bytes) -> bytes:
         """Evaluate ``message`` on the current state and put the state back as it was."""

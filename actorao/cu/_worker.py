@@ -7,13 +7,13 @@ transaction, then reports them back in one frame.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import lmdb
@@ -21,6 +21,7 @@ import orjson
 import zmq
 
 from actorao._exceptions import ModuleError
+from actorao.cu import _checkpoint as checkpoints
 from actorao.cu._process import HostedProcess, Limits, process_env
 from actorao.mailbox import (
     ASSIGN,
@@ -46,7 +47,7 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _HOST_FAULTS = (HostResourceError, MemoryError, OSError, lmdb.Error)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class WorkerConfig:
     index: int
     data_path: str
@@ -56,16 +57,13 @@ class WorkerConfig:
     parent: int = 0  # the node's pid
 
     def to_json(self) -> str:
-        doc = {"index": self.index, "data_path": self.data_path, "runtime": self.runtime,
-               "map_size": self.map_size, "parent": self.parent,
-               "limits": [self.limits.fuel, self.limits.memory, self.limits.checkpoint_every]}
-        return orjson.dumps(doc).decode()
+        return orjson.dumps(dataclasses.asdict(self)).decode()
 
     @classmethod
     def from_json(cls, text: str) -> WorkerConfig:
         doc = orjson.loads(text)
-        return cls(doc["index"], doc["data_path"], doc["runtime"], Limits(*doc["limits"]), doc["map_size"],
-                   doc["parent"])
+        doc["limits"] = Limits(**doc["limits"])
+        return cls(**doc)
 
 
 class Worker:
@@ -78,10 +76,10 @@ class Worker:
         self.processes: dict[str, HostedProcess] = {}
         self.broken: dict[str, str] = {}  # process id -> why it cannot be evaluated
         self.broken_answered: dict[str, int] = {}  # process id -> next slot to answer with its Error
-        self.checkpoints: dict[bytes, bytes] = {}  # taken since the last commit, stored with it
+        self.checkpoints: list[tuple[str, checkpoints.Encoded]] = []  # taken since the last commit
 
-    def _checkpoint_taken(self, pid: str, blob: bytes) -> None:
-        self.checkpoints[pid.encode()] = blob
+    def _checkpoint_taken(self, pid: str, encoded: checkpoints.Encoded) -> None:
+        self.checkpoints.append((pid, encoded))
 
     def _compiled(self, module_id: str) -> CompiledModule:
         compiled = self.modules.get(module_id)
@@ -107,10 +105,10 @@ class Worker:
             meta = self.store.get("modules", module_id.encode())
             if meta is None:
                 raise ModuleError(f"ModuleError: module {module_id} is not in the store")
-            defaults = self.config.limits
-            limits = Limits(
-                info.get("compute_limit", defaults.fuel), info.get("memory_limit", defaults.memory),
-                defaults.checkpoint_every,
+            limits = dataclasses.replace(
+                self.config.limits,
+                fuel=info.get("compute_limit", self.config.limits.fuel),
+                memory=info.get("memory_limit", self.config.limits.memory),
             )
             process = HostedProcess(
                 pid,
@@ -203,16 +201,16 @@ class Worker:
         return [token, process.dry_run(message)]
 
     def commit(self, results: list[tuple[bytes, bytes]]) -> None:
-        checkpoints, self.checkpoints = self.checkpoints, {}
-        if not results and not checkpoints:
+        taken, self.checkpoints = self.checkpoints, []
+        if not results and not taken:
             return
-        results_db, checkpoints_db = self.store.results, self.store.checkpoints
+        results_db = self.store.results
 
         def body(txn: lmdb.Transaction) -> None:
             for key, value in results:
                 txn.put(key, value, db=results_db)
-            for key, value in checkpoints.items():
-                txn.put(key, value, db=checkpoints_db)
+            for pid, encoded in taken:
+                checkpoints.put(txn, self.store, pid, encoded)
 
         self.store.write(body)
 

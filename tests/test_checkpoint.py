@@ -1,0 +1,81 @@
+"""Checkpoint chains on a real store: deltas of changed pages, zstd, full bases, pruning."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from actorao.cu import _checkpoint as checkpoints
+from actorao.message import new_id
+from actorao.persist import Store, log_key
+from actorao.vm import Snapshot
+
+PAGE = checkpoints.PAGE
+
+
+def mutate(memory: bytes, pages: list[int], grow: int = 0) -> bytes:
+    out = bytearray(memory) + bytes(grow)
+    for page in pages:
+        out[page * PAGE : page * PAGE + 8] = os.urandom(8)
+    return bytes(out)
+
+
+def test_a_delta_holds_only_changed_pages() -> None:
+    before = os.urandom(256 * PAGE)
+    after = mutate(before, [3, 77, 200])
+    assert checkpoints.changed_pages(before, after) == [3, 77, 200]
+    assert checkpoints.changed_pages(before, after + bytes(2 * PAGE)) == [3, 77, 200, 256, 257]
+    delta = checkpoints.encode(9, Snapshot(after, ()), (8, Snapshot(before, ())))
+    full = checkpoints.encode(9, Snapshot(after, ()), None)
+    assert not delta.full and full.full
+    assert len(delta.blob) < 4 * PAGE < len(full.blob)
+
+
+def test_a_chain_restores_exactly_through_growth_and_globals(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    pid = new_id()
+    rng = random.Random(7)
+    memory = bytes(64 * PAGE)
+    snapshots = []
+    base: tuple[int, Snapshot] | None = None
+    for slot in range(1, 12):
+        memory = mutate(memory, rng.sample(range(len(memory) // PAGE), 5), grow=PAGE * (slot % 3 == 0))
+        snapshot = Snapshot(memory, (("g", slot), ("f", float("nan") if slot % 2 else float("-inf"))))
+        encoded = checkpoints.encode(slot, snapshot, base)
+        store.write(lambda txn, encoded=encoded: checkpoints.put(txn, store, pid, encoded))
+        snapshots.append(snapshot)
+        base = (slot, snapshot)
+        loaded = checkpoints.load(store, pid)
+        assert loaded is not None and loaded[0] == slot
+        assert loaded[1].memory == snapshot.memory
+        assert repr(loaded[1].globals) == repr(snapshot.globals)
+
+
+def test_a_full_base_prunes_the_chain_before_it(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    pid = new_id()
+    memory = bytes(8 * PAGE)
+    base = None
+    for slot, full in ((1, True), (2, False), (3, False), (4, True), (5, False)):
+        memory = mutate(memory, [slot % 8])
+        encoded = checkpoints.encode(slot, Snapshot(memory, ()), None if full else base)
+        store.write(lambda txn, encoded=encoded: checkpoints.put(txn, store, pid, encoded))
+        base = (slot, Snapshot(memory, ()))
+    keys = store.read(lambda txn: [bytes(k) for k, _ in txn.cursor(db=store.checkpoints)])
+    assert keys == [log_key(pid, 4), log_key(pid, 5)]
+    loaded = checkpoints.load(store, pid)
+    assert loaded is not None and loaded[1].memory == memory
+
+
+def test_a_broken_chain_is_refused() -> None:
+    one = checkpoints.encode(1, Snapshot(bytes(PAGE), ()), None)
+    two = checkpoints.encode(2, Snapshot(b"x" * PAGE, ()), (1, Snapshot(bytes(PAGE), ())))
+    three = checkpoints.encode(3, Snapshot(b"y" * PAGE, ()), (2, Snapshot(b"x" * PAGE, ())))
+    assert checkpoints.decode_chain([one.blob, two.blob, three.blob])[1].memory == b"y" * PAGE
+    with pytest.raises(ValueError, match="broken at slot 3"):
+        checkpoints.decode_chain([one.blob, three.blob])
+    with pytest.raises(ValueError, match="broken"):
+        checkpoints.decode_chain([two.blob])
