@@ -51,7 +51,14 @@ from actorao.message import (
 )
 from actorao.persist import DEFAULT_MAP_SIZE, Store, log_key
 from actorao.su import Ack, ModuleRecord, SchedulerUnit
-from actorao.vm import DEFAULT_FUEL, DEFAULT_MEMORY_LIMIT, CompiledModule, Instance, compile_module
+from actorao.vm import (
+    DEFAULT_FUEL,
+    DEFAULT_MEMORY_LIMIT,
+    CompiledModule,
+    Instance,
+    artifact_suffix,
+    compile_module,
+)
 
 log = logging.getLogger(__name__)
 
@@ -240,18 +247,25 @@ class Node:
             ("Output-Encoding", "JSON-1"),
         )
         meta = {"owner": self.identity, "tags": [{"name": name, "value": value} for name, value in tags]}
-        return ModuleRecord(module_id, wasm, orjson.dumps(meta)), module_id
+        artifact = (artifact_suffix(), self._compiled_module(module_id, wasm).serialize())
+        return ModuleRecord(module_id, wasm, orjson.dumps(meta), artifact), module_id
 
     def _compiled_module(self, module_id: str, source: ModuleRecord | bytes | None) -> CompiledModule:
-        """Compile each module once per node (checking its interface), from bytes or from the store."""
+        """Compile each module once per node (checking its interface), from bytes or from the store.
+        A stored module compiled by an older wasmtime gets its artifact for this one stored too."""
         compiled = self._compiled.get(module_id)
         if compiled is None:
             wasm = source.wasm if isinstance(source, ModuleRecord) else source
             if wasm is None:
                 wasm = self.store.get("modules", module_id.encode() + b"/wasm")
-            if wasm is None:
-                raise InvalidMessage("module", f"no module with id {module_id} is stored on this node")
-            compiled = self._compiled[module_id] = compile_module(wasm)
+                if wasm is None:
+                    raise InvalidMessage("module", f"no module with id {module_id} is stored on this node")
+                compiled = compile_module(wasm)
+                key, artifact = module_id.encode() + artifact_suffix(), compiled.serialize()
+                self.store.write(lambda txn: txn.put(key, artifact, db=self.store.modules, overwrite=False))
+            else:
+                compiled = compile_module(wasm)
+            self._compiled[module_id] = compiled
         return compiled
 
     # -- messages -------------------------------------------------------------------------------

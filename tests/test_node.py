@@ -28,6 +28,7 @@ from actorao import (
     examples,
 )
 from actorao.message import Assignment, new_id
+from actorao.vm import artifact_suffix
 
 MakeNode = Callable[..., Node]
 
@@ -447,3 +448,15 @@ def test_a_bad_limit_tag_is_refused_at_spawn(make_node: MakeNode, counter: bytes
     with pytest.raises(Trap, match="instantiation failed"):
         node.spawn(counter, {"Memory-Limit": "64-kb"})  # the counter starts with two 64 KiB pages
     assert node.processes() == []
+
+
+def test_a_module_is_compiled_once_and_workers_load_its_stored_artifact(tmp_path: Path, counter: bytes) -> None:
+    with Node(tmp_path / "node", workers=1) as node:
+        pid = node.spawn(counter)
+        module = node.process_info(pid)["module"].encode()
+        artifact = node.store.get("modules", module + artifact_suffix())
+        assert artifact is not None and artifact[:4] != b"\0asm"
+        # Take the source away: a fresh worker that still evaluates must be using the artifact.
+        node.store.write(lambda txn: txn.delete(module + b"/wasm", db=node.store.modules))
+    with Node(tmp_path / "node", workers=1) as node:
+        assert node.result(node.send(pid, {"Action": "Inc"})).output == "1"

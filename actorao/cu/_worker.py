@@ -38,7 +38,15 @@ from actorao.mailbox import (
     worker_address,
 )
 from actorao.persist import Store, log_key, split_key
-from actorao.vm import CompiledModule, Evaluator, HostResourceError, compile_module, error_result
+from actorao.vm import (
+    CompiledModule,
+    Evaluator,
+    HostResourceError,
+    artifact_suffix,
+    compile_module,
+    error_result,
+    load_compiled,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +90,19 @@ class Worker:
         self.checkpoints.append((pid, encoded))
 
     def _compiled(self, module_id: str) -> CompiledModule:
+        """Each module once per worker: its stored artifact if this engine made one, else compiled."""
         compiled = self.modules.get(module_id)
         if compiled is None:
-            wasm = self.store.get("modules", module_id.encode() + b"/wasm")
-            if wasm is None:
-                raise ModuleError(f"ModuleError: module {module_id} is not in the store")
-            compiled = self.modules[module_id] = compile_module(wasm)
+            artifact = self.store.get("modules", module_id.encode() + artifact_suffix())
+            if artifact is not None:
+                compiled = load_compiled(artifact)
+            else:
+                wasm = self.store.get("modules", module_id.encode() + b"/wasm")
+                if wasm is None:
+                    raise ModuleError(f"ModuleError: module {module_id} is not in the store")
+                log.info("worker %d: no compiled artifact for %s; compiling", self.config.index, module_id)
+                compiled = compile_module(wasm)
+            self.modules[module_id] = compiled
         return compiled
 
     def hosted(self, pid: str) -> HostedProcess | None:

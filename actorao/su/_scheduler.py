@@ -46,6 +46,7 @@ class ModuleRecord:
     id: str
     wasm: bytes
     meta: bytes  # {"owner", "tags"} as JSON
+    compiled: tuple[bytes, bytes] | None = None  # (key suffix, artifact): machine code for workers
 
 
 @dataclass(slots=True)
@@ -303,6 +304,9 @@ class SchedulerUnit:
         if txn.get(key, db=self.store.modules) is None:
             txn.put(key, module.meta, db=self.store.modules)
             txn.put(key + b"/wasm", module.wasm, db=self.store.modules)
+        if module.compiled is not None:
+            suffix, artifact = module.compiled
+            txn.put(key + suffix, artifact, db=self.store.modules, overwrite=False)
 
     def head_timestamp(self, pid: str) -> int:
         """The timestamp of ``pid``'s latest assignment, read from the log (0 if it has none).

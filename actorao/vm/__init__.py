@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from actorao.vm._evaluator import DEFAULT_FUEL, DEFAULT_MEMORY_LIMIT, Evaluator, error_result
 from actorao.vm._instance import HostResourceError, Instance, Snapshot, memory_digest
-from actorao.vm._module import CompiledModule, compile_module
+from actorao.vm._module import CompiledModule, artifact_suffix, compile_module, load_compiled
 
 __all__ = [
     "DEFAULT_FUEL",
@@ -19,7 +19,9 @@ __all__ = [
     "HostResourceError",
     "Instance",
     "Snapshot",
+    "artifact_suffix",
     "compile_module",
     "error_result",
+    "load_compiled",
     "memory_digest",
 ]

@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.metadata
+import platform
 
 import wasmtime
+
+MEMORY_RESERVATION = 64 << 20
+_SETTINGS = {
+    "consume_fuel": True,
+    "cranelift_nan_canonicalization": True,
+    "wasm_threads": False,
+    "wasm_relaxed_simd": False,
+    "wasm_memory64": True,
+    "memory_reservation": MEMORY_RESERVATION,
+    "memory_guard_size": 2 << 20,
+}
+_COMPILE_VERSION = 1  # bump when actorao changes what it compiles (vm/_binary.py's rewrite, say)
+# Names the exact machine code this engine makes: compiled artifacts are keyed by it.
+ENGINE_FINGERPRINT = hashlib.sha256(
+    f"{importlib.metadata.version('wasmtime')}|{platform.machine()}|{sorted(_SETTINGS.items())}|"
+    f"{_COMPILE_VERSION}".encode()
+).hexdigest()[:16]
 
 
 @functools.cache
@@ -12,18 +32,10 @@ def engine() -> wasmtime.Engine:
     """The process-wide engine. Fuel meters every call; NaNs are canonical, so float results are the
     same bits on every machine; threads and relaxed SIMD, whose results may differ, are off."""
     config = wasmtime.Config()
-    config.consume_fuel = True
-    config.cranelift_nan_canonicalization = True
-    config.wasm_threads = False
-    config.wasm_relaxed_simd = False
-    config.wasm_memory64 = True
-    config.parallel_compilation = False
     # A worker hosts thousands of instances. The default reserves 4 GiB of address space (plus guard)
     # for each memory, which runs out near 20,000 instances; 64 MiB reservations run out past a
     # million, and bigger memories simply move when they grow. The bench showed no cost per call.
-    config.memory_reservation = MEMORY_RESERVATION
-    config.memory_guard_size = 2 << 20
+    for name, value in _SETTINGS.items():
+        setattr(config, name, value)
+    config.parallel_compilation = False
     return wasmtime.Engine(config)
-
-
-MEMORY_RESERVATION = 64 << 20

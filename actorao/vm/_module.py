@@ -8,7 +8,7 @@ import wasmtime
 
 from actorao._exceptions import ModuleError
 from actorao.vm._binary import export_mutable_globals
-from actorao.vm._engine import engine
+from actorao.vm._engine import ENGINE_FINGERPRINT, engine
 
 # (params, results) of each export the JSON-1 interface needs, by pointer width
 _JSON1_EXPORTS = {
@@ -24,6 +24,26 @@ class CompiledModule:
 
     module: wasmtime.Module
     pointer: str  # "i32" or "i64"
+
+    def serialize(self) -> bytes:
+        """The compiled machine code, for ``load_compiled`` in another process of this node."""
+        return bytes(self.module.serialize())
+
+
+def artifact_suffix() -> bytes:
+    """Where a module's compiled artifact is kept, beside its id: machine code is only valid for the
+    wasmtime version and engine settings that made it, so both are in the key."""
+    return b"/compiled/" + ENGINE_FINGERPRINT.encode()
+
+
+def load_compiled(artifact: bytes) -> CompiledModule:
+    """A module from its stored artifact, without compiling again. The artifact must come from this
+    node's own store: deserializing trusts the bytes to be wasmtime's own output."""
+    try:
+        module = wasmtime.Module.deserialize(engine(), artifact)
+    except wasmtime.WasmtimeError as exc:
+        raise ModuleError(f"module: its compiled artifact does not load: {exc}") from exc
+    return check_json1(module)
 
 
 def _type_name(valtype: wasmtime.ValType) -> str:
