@@ -122,7 +122,7 @@ def test_memory_limit_caps_growth() -> None:
                 '(module (memory (export "memory") 1) (func (export "malloc") (param i32) (result i32) i32.const 0)'
                 ' (func (export "handle") (param i32) (result i32) i32.const 0))'
             ),
-            "JSON-1 needs",
+            "wasm32-unknown-unknown needs",
         ),
     ],
 )

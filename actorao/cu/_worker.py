@@ -89,19 +89,20 @@ class Worker:
     def _checkpoint_taken(self, pid: str, encoded: checkpoints.Encoded) -> None:
         self.checkpoints.append((pid, encoded))
 
-    def _compiled(self, module_id: str) -> CompiledModule:
+    def _compiled(self, module_id: str, meta: bytes) -> CompiledModule:
         """Each module once per worker: its stored artifact if this engine made one, else compiled."""
         compiled = self.modules.get(module_id)
         if compiled is None:
+            module_format = module_format_of(meta)
             artifact = self.store.get("modules", module_id.encode() + artifact_suffix())
             if artifact is not None:
-                compiled = load_compiled(artifact)
+                compiled = load_compiled(artifact, module_format)
             else:
                 wasm = self.store.get("modules", module_id.encode() + b"/wasm")
                 if wasm is None:
                     raise ModuleError(f"ModuleError: module {module_id} is not in the store")
                 log.info("worker %d: no compiled artifact for %s; compiling", self.config.index, module_id)
-                compiled = compile_module(wasm)
+                compiled = compile_module(wasm, module_format)
             self.modules[module_id] = compiled
         return compiled
 
@@ -128,7 +129,7 @@ class Worker:
             process = HostedProcess(
                 pid,
                 self.store,
-                self._compiled(module_id),
+                self._compiled(module_id, meta),
                 process_env(spawn, module_id, meta),
                 limits,
                 Evaluator(limits.fuel),
@@ -228,6 +229,14 @@ class Worker:
                 checkpoints.put(txn, self.store, pid, encoded)
 
         self.store.write(body)
+
+
+def module_format_of(meta: bytes) -> str | None:
+    """The Module-Format tag of a stored module's meta, if it has one."""
+    for tag in orjson.loads(meta).get("tags", []):
+        if tag.get("name") == "Module-Format":
+            return str(tag["value"])
+    return None
 
 
 def run_worker(config: WorkerConfig) -> None:

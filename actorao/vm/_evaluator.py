@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from actorao._exceptions import ModuleError, Trap
+from actorao._exceptions import ComputeLimitExceeded, ModuleError, Trap
 from actorao.vm._instance import Instance
 
 DEFAULT_FUEL = 10_000_000_000
@@ -50,6 +50,21 @@ class Evaluator:
     def evaluate(self, instance: Instance, message: bytes, env: bytes) -> tuple[bytes, bool]:
         """Return (result JSON, failed). A failed message must be rolled back by the caller."""
         try:
-            return _normalize(instance.call(message, env, self.fuel))
-        except ModuleError as exc:
+            result, failed = _normalize(instance.call(message, env, self.fuel))
+        except ComputeLimitExceeded as exc:
             return error_result(str(exc)), True
+        except ModuleError as exc:
+            if instance.host.limit_hit:
+                return error_result(_memory_limit(instance, str(exc))), True
+            return error_result(str(exc)), True
+        if failed and instance.host.limit_hit:
+            return error_result(_memory_limit(instance, orjson.loads(result).get("Error", ""))), True
+        return result, failed
+
+
+def _memory_limit(instance: Instance, cause: str) -> str:
+    detail = " ".join(cause.split())[:300]
+    return (
+        f"MemoryLimitExceeded: the process reached its memory limit of {instance.effective_memory_limit()} "
+        f"bytes ({detail})"
+    )

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import wasmtime
 from wasmtime import _bindings as raw
 from wasmtime import _ffi as ffi
+from wasmtime import _func as wasmtime_func
 
-from actorao._exceptions import ComputeLimitExceeded, Trap
+from actorao._exceptions import ActoraoError, ComputeLimitExceeded, Trap
 from actorao.vm._engine import engine
 from actorao.vm._module import CompiledModule
 
@@ -67,15 +68,35 @@ def _last_line(text: str) -> str:
 
 
 class Instance:
-    """A module instantiated in a store of its own, with fuel and a memory limit."""
+    """A module instantiated in a store of its own, with fuel and a memory limit, behind the host
+    that its Module-Format asks for."""
 
     def __init__(self, compiled: CompiledModule, *, memory_limit: int, fuel: int = 10**10) -> None:
+        from actorao.vm.formats import format_named
+
         self.store = wasmtime.Store(engine())
         self.store.set_limits(memory_size=memory_limit)
-        self.store.set_fuel(fuel)  # a start function runs during instantiation, metered like a call
+        self.store.set_fuel(fuel)  # start code runs during instantiation, metered like a call
+        self.memory_limit = memory_limit
+        self._ctx = self.store._context()
+        self._args = (ffi.wasmtime_val_raw * 4)()
+        self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
+        self._trap_ref = ctypes.byref(self._trap)
+        self._wide = compiled.pointer == "i64"
+        self._fuel_left = ctypes.c_uint64(0)
+        self._fuel_left_ref = ctypes.byref(self._fuel_left)
+        self.fuel_used = 0
+        self.host = format_named(compiled.format).host(self)
         try:
-            instance = wasmtime.Instance(self.store, compiled.module, [])
+            instance = wasmtime.Instance(self.store, compiled.module, self.host.imports(self.store, compiled.module))
+            exports = instance.exports(self.store)
+            memory = exports["memory"]
+            assert isinstance(memory, wasmtime.Memory)
+            self.memory = memory
+            self._memory_ref = ctypes.byref(memory._memory)
+            self.host.start(exports)
         except wasmtime.Trap as exc:
+            _raise_pending_host_error()
             if exc.trap_code == _OUT_OF_FUEL:
                 raise ComputeLimitExceeded("ComputeLimitExceeded: instantiation ran out of fuel") from exc
             raise Trap(f"Trap: instantiation failed: {_last_line(exc.message)}") from exc
@@ -83,29 +104,14 @@ class Instance:
             if "os error 12" in str(exc):  # ENOMEM: the host is out of memory, not the module's fault
                 raise HostResourceError(f"cannot instantiate: the host is out of memory ({exc})") from exc
             raise Trap(f"Trap: instantiation failed: {_last_line(str(exc))}") from exc
-        exports = instance.exports(self.store)
-        memory = exports["memory"]
-        malloc = exports["malloc"]
         handle = exports["handle"]
-        assert isinstance(memory, wasmtime.Memory)
-        assert isinstance(malloc, wasmtime.Func) and isinstance(handle, wasmtime.Func)
-        self.memory = memory
+        assert isinstance(handle, wasmtime.Func)
+        self._handle_ref = self.raw_func(handle)
         self._mutable_globals = {
             name: extern
             for name, extern in exports.items()
             if isinstance(extern, wasmtime.Global) and extern.type(self.store).mutable
         }
-        self._ctx = self.store._context()
-        self._memory_ref = ctypes.byref(memory._memory)
-        self._malloc_ref = ctypes.byref(malloc._func)
-        self._handle_ref = ctypes.byref(handle._func)
-        self._args = (ffi.wasmtime_val_raw * 2)()
-        self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
-        self._trap_ref = ctypes.byref(self._trap)
-        self._wide = compiled.pointer == "i64"
-        self._fuel_left = ctypes.c_uint64(0)
-        self._fuel_left_ref = ctypes.byref(self._fuel_left)
-        self.fuel_used = 0
 
     # -- memory ---------------------------------------------------------------------------------
     def _base(self) -> tuple[int, int]:
@@ -115,9 +121,49 @@ class Instance:
     def memory_size(self) -> int:
         return self._base()[1]
 
+    def effective_memory_limit(self) -> int:
+        """The Memory-Limit, or the module's own declared maximum where that is lower."""
+        declared = self.memory.type(self.store).limits.max
+        return self.memory_limit if declared is None else min(self.memory_limit, declared * PAGE)
+
     def read_memory(self) -> bytes:
         base, size = self._base()
         return ctypes.string_at(base, size)
+
+    def read(self, pointer: int, length: int) -> bytes:
+        base, size = self._base()
+        if pointer < 0 or length < 0 or pointer + length > size:
+            raise Trap(f"Trap: read of {length} bytes at {pointer} is outside memory of {size} bytes")
+        return ctypes.string_at(base + pointer, length)
+
+    def write(self, pointer: int, data: bytes) -> None:
+        base, size = self._base()
+        if pointer < 0 or pointer + len(data) > size:
+            raise Trap(f"Trap: write of {len(data)} bytes at {pointer} is outside memory of {size} bytes")
+        ctypes.memmove(base + pointer, data, len(data))
+
+    def copy(self, destination: int, source: int, length: int) -> None:
+        base, size = self._base()
+        if min(destination, source, length) < 0 or max(destination, source) + length > size:
+            raise Trap(f"Trap: copy of {length} bytes from {source} to {destination} is outside memory")
+        ctypes.memmove(base + destination, base + source, length)
+
+    def read_string(self, pointer: int) -> bytes:
+        """The NUL-terminated string at ``pointer``, which must end inside memory."""
+        base, size = self._base()
+        if not 0 < pointer < size:
+            raise Trap(f"Trap: string pointer {pointer} is outside memory of {size} bytes")
+        end = _memchr(base + pointer, 0, size - pointer)
+        if end is None:
+            raise Trap(f"Trap: the string at {pointer} is not NUL-terminated inside memory")
+        return ctypes.string_at(base + pointer, end - (base + pointer))
+
+    def write_strings(self, pointers: tuple[int, ...], texts: tuple[bytes, ...]) -> None:
+        base, size = self._base()  # once, after the allocations: any of them may have grown memory
+        for pointer, text in zip(pointers, texts, strict=True):
+            if pointer <= 0 or pointer + len(text) + 1 > size:
+                raise Trap(f"Trap: allocation returned {pointer}, outside memory of {size} bytes")
+            ctypes.memmove(base + pointer, text + b"\0", len(text) + 1)
 
     def snapshot(self) -> Snapshot:
         values = tuple((name, g.value(self.store)) for name, g in sorted(self._mutable_globals.items()))
@@ -139,21 +185,28 @@ class Instance:
         return self.snapshot().digest()
 
     # -- calls ----------------------------------------------------------------------------------
-    def _invoke(self, func_ref: object, a: int, b: int = 0) -> int:
+    @staticmethod
+    def raw_func(func: wasmtime.Func) -> object:
+        """A handle for ``invoke``: the function's raw wasmtime_func_t, by reference."""
+        return ctypes.byref(func._func)
+
+    def invoke(self, func_ref: object, *values: int) -> int:
+        """Call a function taking and returning pointer-sized integers, through the unchecked path."""
         args = self._args
-        if self._wide:
-            args[0].i64 = a
-            args[1].i64 = b
-        else:
-            args[0].i32 = a
-            args[1].i32 = b
-        error = _call_unchecked(self._ctx, func_ref, args, 2, self._trap_ref)
+        for index, value in enumerate(values):
+            if self._wide:
+                args[index].i64 = value
+            else:
+                args[index].i32 = value
+        error = _call_unchecked(self._ctx, func_ref, args, max(len(values), 1), self._trap_ref)
         if error:
+            _raise_pending_host_error()
             raise Trap(f"Trap: {wasmtime.WasmtimeError._from_ptr(error)}")
         if self._trap:
             trap = wasmtime.Trap._from_ptr(self._trap)
             self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
             self._trap_ref = ctypes.byref(self._trap)
+            _raise_pending_host_error()
             if trap.trap_code == _OUT_OF_FUEL:
                 raise ComputeLimitExceeded("ComputeLimitExceeded: the message ran out of fuel")
             raise Trap(f"Trap: {_last_line(trap.message)}")
@@ -163,28 +216,33 @@ class Instance:
     def call(self, message: bytes, env: bytes, fuel: int) -> bytes:
         """Run ``handle(message, env)`` under ``fuel`` and return the result string's bytes.
 
-        Raises ComputeLimitExceeded or Trap. After a raise the instance is in an unknown state:
-        callers roll back by restoring into a fresh instance.
+        Raises ComputeLimitExceeded, MemoryLimitExceeded or Trap. After a raise the instance is in
+        an unknown state: callers roll back by restoring into a fresh instance.
         """
         error = _set_fuel(self._ctx, fuel)
         if error:
             raise Trap(f"Trap: {wasmtime.WasmtimeError._from_ptr(error)}")
+        host = self.host
+        host.begin(message)
         try:
-            msg_ptr = self._invoke(self._malloc_ref, len(message) + 1)
-            env_ptr = self._invoke(self._malloc_ref, len(env) + 1)
-            base, size = self._base()  # once, after both mallocs: either may have grown memory
-            for pointer, text in ((msg_ptr, message), (env_ptr, env)):
-                if pointer <= 0 or pointer + len(text) + 1 > size:
-                    raise Trap(f"Trap: malloc returned {pointer}, outside memory of {size} bytes")
-                ctypes.memmove(base + pointer, text + b"\0", len(text) + 1)
-            out = self._invoke(self._handle_ref, msg_ptr, env_ptr)
+            out = self.invoke(self._handle_ref, *host.place(message, env))
+            return self.read_string(out)
         finally:
+            host.end()
             _get_fuel(self._ctx, self._fuel_left_ref)
             self.fuel_used = fuel - self._fuel_left.value
-        base, size = self._base()
-        if not 0 < out < size:
-            raise Trap(f"Trap: handle returned {out}, outside memory of {size} bytes")
-        end = _memchr(base + out, 0, size - out)
-        if end is None:
-            raise Trap("Trap: handle's result is not NUL-terminated inside memory")
-        return ctypes.string_at(base + out, end - (base + out))
+
+
+def _raise_pending_host_error() -> None:
+    """An exception raised in a host function reaches wasmtime-py as a trap, with the exception kept
+    aside; the public call path re-raises it, so this raw path must too. Ours are raised as they are;
+    a fuel trap from a nested call becomes ComputeLimitExceeded."""
+    exc = wasmtime_func.LAST_EXCEPTION
+    if exc is None:
+        return
+    wasmtime_func.LAST_EXCEPTION = None
+    if isinstance(exc, ActoraoError):
+        raise exc
+    if isinstance(exc, wasmtime.Trap) and exc.trap_code == _OUT_OF_FUEL:
+        raise ComputeLimitExceeded("ComputeLimitExceeded: the message ran out of fuel") from exc
+    raise Trap(f"Trap: a host function failed: {type(exc).__name__}: {_last_line(str(exc))}") from exc

@@ -1,0 +1,449 @@
+"""Emscripten modules: aos, ao's Lua process, as built by ao's dev-cli.
+
+``wasm64-unknown-emscripten-draft_2024_02_15`` (i64 pointers) and ``wasm32-unknown-emscripten4``, plus
+the older ``wasm32-unknown-emscripten{,2,3}`` names. The module imports its libc's system layer from
+``env`` and ``wasi_snapshot_preview1``; this host serves what aos uses, deterministically:
+
+- Strings for ``handle`` go on the module's own stack, and the stack is restored after the call.
+- ``invoke_*`` calls through the function table and turns ``_emscripten_throw_longjmp`` into
+  ``setThrew(1, 0)``: Lua's ``error`` is a longjmp.
+- Heap growth follows emscripten's policy, under the process's Memory-Limit; a refusal is noted, so
+  a failed message that ran into it is reported as MemoryLimitExceeded.
+- Time: ``emscripten_date_now`` is the message's Timestamp, and the time zone is UTC. Never the
+  wall clock.
+- There is no file system, no environment and no shell: opening a file fails with ENOENT, stdin is
+  empty, stdout and stderr are kept only for the log. WeaveDrive is absent, which aos handles (it is
+  what ao's loader does without WeaveDrive too).
+
+An import outside this list makes loading fail with an error that names it.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime
+import logging
+import struct
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import wasmtime
+
+from actorao._exceptions import ModuleError, Trap
+from actorao.vm.formats._base import check_exports, memory_export, type_names
+
+if TYPE_CHECKING:
+    from actorao.vm._instance import Instance
+
+log = logging.getLogger(__name__)
+
+WASM64 = "wasm64-unknown-emscripten-draft_2024_02_15"
+WASM32 = ("wasm32-unknown-emscripten4", "wasm32-unknown-emscripten", "wasm32-unknown-emscripten2",
+          "wasm32-unknown-emscripten3")
+
+# errno values as emscripten's libc numbers them (WASI's)
+EBADF, ENOENT, ENOSYS, ENOTTY, ESPIPE = 8, 44, 52, 59, 70
+_HEAP_MAX = {"i32": 4294901760, "i64": 17179869184}
+_STDIO = (0, 1, 2)
+_LOG_LIMIT = 64 * 1024
+
+
+class LongJmp(Exception):
+    """``_emscripten_throw_longjmp``: unwinds to the nearest ``invoke_*``."""
+
+
+def _days_since_year_start(when: datetime.datetime) -> int:
+    return when.timetuple().tm_yday - 1
+
+
+class EmscriptenHost:
+    """The system layer of one emscripten instance."""
+
+    def __init__(self, instance: Instance, pointer: str) -> None:
+        self.instance = instance
+        self.wide = pointer == "i64"
+        self.width = 8 if self.wide else 4
+        self.limit_hit = False
+        self.message = b""
+        self.timestamp: float | None = None
+        self.gas_used = 0
+        self.console = bytearray()
+        self.saved_stack = 0
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def imports(self, store: wasmtime.Store, module: wasmtime.Module) -> list[wasmtime.Func]:
+        self.store = store
+        funcs = []
+        for imported in module.imports:
+            assert isinstance(imported.type, wasmtime.FuncType) and imported.name is not None  # check()ed
+            funcs.append(wasmtime.Func(store, imported.type, self._handler(imported.name)))
+        return funcs
+
+    def _handler(self, name: str) -> Callable[..., Any]:
+        if name.startswith("invoke_"):
+            return self._invoke_through_table(name)
+        method = _IMPORTS.get(name)
+        assert method is not None, name  # check() refused anything else
+        handler: Callable[..., Any] = getattr(self, method)
+        return handler
+
+    def start(self, exports: Mapping[str, Any]) -> None:
+        def func(name: str) -> wasmtime.Func:
+            found = exports[name]
+            assert isinstance(found, wasmtime.Func)
+            return found
+
+        table = exports["__indirect_function_table"]
+        assert isinstance(table, wasmtime.Table)
+        self.table = table
+        self.stack_current = func("emscripten_stack_get_current")
+        self.stack_restore = func("_emscripten_stack_restore")
+        self.set_threw = func("setThrew")
+        self.tempret_set = exports.get("_emscripten_tempret_set") if not self.wide else None
+        self.stack_alloc = self.instance.raw_func(func("_emscripten_stack_alloc"))
+        self.stack_current_raw = self.instance.raw_func(self.stack_current)
+        self.stack_restore_raw = self.instance.raw_func(self.stack_restore)
+        func("emscripten_stack_init")(self.store)
+        func("__wasm_call_ctors")(self.store)
+
+    def begin(self, message: bytes) -> None:
+        self.limit_hit = False
+        self.message = message
+        self.timestamp = None
+        self.console.clear()
+
+    def place(self, message: bytes, env: bytes) -> tuple[int, int]:
+        """As emscripten's ccall does: both strings on the stack, restored after the call."""
+        invoke = self.instance.invoke
+        self.saved_stack = invoke(self.stack_current_raw)
+        pointers = (invoke(self.stack_alloc, len(message) + 1), invoke(self.stack_alloc, len(env) + 1))
+        self.instance.write_strings(pointers, (message, env))
+        return pointers
+
+    def end(self) -> None:
+        if self.saved_stack:
+            self.instance.invoke(self.stack_restore_raw, self.saved_stack)
+            self.saved_stack = 0
+        if self.console and log.isEnabledFor(logging.DEBUG):
+            log.debug("module console: %s", bytes(self.console[:_LOG_LIMIT]).decode(errors="replace"))
+
+    # -- memory helpers -------------------------------------------------------------------------
+    def _int(self, pointer: int, width: int) -> int:
+        return int.from_bytes(self.instance.read(pointer, width), "little")
+
+    def _put_int(self, pointer: int, value: int, width: int) -> None:
+        self.instance.write(pointer, (value & ((1 << (8 * width)) - 1)).to_bytes(width, "little"))
+
+    # -- setjmp/longjmp -------------------------------------------------------------------------
+    def _invoke_through_table(self, name: str) -> Callable[..., Any]:
+        returns = name[len("invoke_")] != "v"
+
+        def invoke(index: int, *args: Any) -> Any:
+            store = self.store
+            stack = self.stack_current(store)
+            try:
+                function = self.table.get(store, int(index))
+                if not isinstance(function, wasmtime.Func):
+                    raise Trap(f"Trap: {name} called table slot {index}, which holds no function")
+                return function(store, *args)
+            except LongJmp:
+                self.stack_restore(store, stack)
+                self.set_threw(store, 1, 0)
+                return 0 if returns else None
+            except BaseException:
+                self.stack_restore(store, stack)
+                raise
+
+        return invoke
+
+    def throw_longjmp(self) -> None:
+        raise LongJmp
+
+    # -- heap -----------------------------------------------------------------------------------
+    def resize_heap(self, requested: int) -> int:
+        """emscripten's growth policy: overgrow by 20 % (capped at 96 MiB past the request), then by
+        less, aligned to 64 KiB, never past the heap maximum or the process's Memory-Limit."""
+        instance = self.instance
+        current = instance.memory_size()
+        requested &= (1 << 64) - 1
+        ceiling = min(_HEAP_MAX["i64" if self.wide else "i32"], instance.effective_memory_limit())
+        if requested > ceiling:
+            self.limit_hit = requested <= _HEAP_MAX["i64" if self.wide else "i32"]
+            return 0
+        for cut_down in (1, 2, 4):
+            over = min(current * (1 + 0.2 / cut_down), requested + 100663296)
+            target = min(ceiling, -(-int(max(requested, over)) // 65536) * 65536)
+            try:
+                instance.memory.grow(self.store, -(-(target - current) // 65536))
+                return 1
+            except wasmtime.WasmtimeError:
+                continue
+        self.limit_hit = True
+        return 0
+
+    def memcpy(self, destination: int, source: int, length: int) -> None:
+        self.instance.copy(destination, source, length)
+
+    # -- time: the message's, in UTC ------------------------------------------------------------
+    def date_now(self) -> float:
+        """Milliseconds since the epoch: the message's Timestamp, never the wall clock."""
+        if self.timestamp is None:
+            try:
+                stamp = orjson.loads(self.message).get("Timestamp", 0)
+                self.timestamp = float(stamp or 0)
+            except (orjson.JSONDecodeError, TypeError, ValueError):
+                self.timestamp = 0.0
+        return self.timestamp
+
+    def now_is_monotonic(self) -> int:
+        return 1
+
+    def _time_arg(self, args: tuple[int, ...]) -> tuple[int, int]:
+        """(seconds, tm pointer) from (time, tm) on wasm64, or (low, high, tm) on wasm32."""
+        if len(args) == 3:
+            low, high, tm = args
+            return (low & 0xFFFFFFFF) + high * (1 << 32), tm
+        return args[0], args[1]
+
+    def _write_tm(self, tm: int, when: datetime.datetime, with_zone: bool) -> None:
+        fields = (when.second, when.minute, when.hour, when.day, when.month - 1, when.year - 1900,
+                  (when.weekday() + 1) % 7, _days_since_year_start(when))
+        self.instance.write(tm, struct.pack("<8i", *fields))
+        if with_zone:
+            self.instance.write(tm + 32, struct.pack("<i", 0))  # tm_isdst
+            self._put_int(tm + (40 if self.wide else 36), 0, self.width)  # tm_gmtoff: UTC
+
+    def _utc(self, seconds: int) -> datetime.datetime:
+        try:
+            return datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=seconds)
+        except OverflowError:
+            raise Trap(f"Trap: time {seconds} is out of range") from None
+
+    def gmtime(self, *args: int) -> None:
+        seconds, tm = self._time_arg(args)
+        self._write_tm(tm, self._utc(seconds), with_zone=False)
+
+    def localtime(self, *args: int) -> None:
+        seconds, tm = self._time_arg(args)
+        self._write_tm(tm, self._utc(seconds), with_zone=True)
+
+    def mktime(self, tm: int) -> int:
+        sec, minute, hour, mday, mon, year = struct.unpack("<6i", self.instance.read(tm, 24))
+        months = year * 12 + mon
+        first = datetime.datetime(1900 + months // 12, months % 12 + 1, 1)
+        when = first + datetime.timedelta(days=mday - 1, hours=hour, minutes=minute, seconds=sec)
+        self._write_tm(tm, when, with_zone=False)
+        seconds = calendar.timegm(when.timetuple())
+        if self.wide:
+            return seconds
+        if self.tempret_set is not None:
+            assert isinstance(self.tempret_set, wasmtime.Func)
+            self.tempret_set(self.store, (seconds >> 32) & 0xFFFFFFFF)
+        return seconds & 0xFFFFFFFF
+
+    def tzset(self, timezone: int, daylight: int, std_name: int, dst_name: int) -> None:
+        self._put_int(timezone, 0, self.width)
+        self._put_int(daylight, 0, 4)
+        self.instance.write(std_name, b"UTC\0")
+        self.instance.write(dst_name, b"UTC\0")
+
+    def strftime(self, out: int, size: int, fmt: int, tm: int) -> int:
+        """C-locale strftime of a struct tm; returns the length written, or 0 if it does not fit."""
+        sec, minute, hour, mday, mon, year, wday, yday = struct.unpack("<8i", self.instance.read(tm, 32))
+        text = _strftime(self.instance.read_string(fmt).decode(errors="replace"),
+                         sec, minute, hour, mday, mon, year + 1900, wday, yday).encode()
+        if len(text) + 1 > size:
+            return 0
+        self.instance.write(out, text + b"\0")
+        return len(text)
+
+    # -- the absent system: no files, no environment, no shell -----------------------------------
+    def fd_write(self, fd: int, iovs: int, count: int, written: int) -> int:
+        if fd not in (1, 2):
+            return EBADF
+        total = 0
+        step = 2 * self.width
+        for at in range(count):
+            pointer = self._int(iovs + at * step, self.width)
+            length = self._int(iovs + at * step + self.width, self.width)
+            if len(self.console) < _LOG_LIMIT:
+                self.console += self.instance.read(pointer, length)
+            total += length
+        self._put_int(written, total, self.width)
+        return 0
+
+    def fd_read(self, fd: int, iovs: int, count: int, read: int) -> int:
+        if fd != 0:
+            return EBADF
+        self._put_int(read, 0, self.width)  # stdin is empty
+        return 0
+
+    def fd_close(self, fd: int) -> int:
+        return 0 if fd in _STDIO else EBADF
+
+    def fd_seek(self, fd: int, *args: int) -> int:
+        return ESPIPE if fd in _STDIO else EBADF
+
+    def environ_sizes_get(self, count: int, size: int) -> int:
+        self._put_int(count, 0, self.width)
+        self._put_int(size, 0, self.width)
+        return 0
+
+    def environ_get(self, environ: int, buffer: int) -> int:
+        return 0
+
+    def no_such_file(self, *args: int) -> int:
+        return -ENOENT
+
+    def bad_descriptor(self, *args: int) -> int:
+        return -EBADF
+
+    def fcntl(self, fd: int, command: int, varargs: int) -> int:
+        return 0 if fd in _STDIO else -EBADF
+
+    def ioctl(self, fd: int, operation: int, varargs: int) -> int:
+        return -ENOTTY if fd in _STDIO else -EBADF
+
+    def system(self, command: int) -> int:
+        return 0 if command == 0 else -ENOSYS  # 0 for "is there a shell?": there is none
+
+    def exit(self, code: int) -> None:
+        raise Trap(f"Trap: the module called exit({code})")
+
+    def abort(self) -> None:
+        raise Trap("Trap: the module aborted (native code called abort())")
+
+    def weavedrive_open(self, path: int, mode: int) -> int:
+        return 0  # no WeaveDrive on this node: aos treats the file as absent
+
+    def weavedrive_read(self, fd: int, buffer: int, size: int) -> int:
+        return -1
+
+    def weavedrive_close(self, fd: int) -> int:
+        return 0
+
+    def use_gas(self, gas: int) -> None:
+        self.gas_used += gas  # wasmtime fuel enforces Compute-Limit; this only counts
+
+
+_IMPORTS = {
+    "_emscripten_throw_longjmp": "throw_longjmp",
+    "emscripten_resize_heap": "resize_heap",
+    "_emscripten_memcpy_js": "memcpy",
+    "emscripten_memcpy_big": "memcpy",
+    "emscripten_date_now": "date_now",
+    "_emscripten_get_now_is_monotonic": "now_is_monotonic",
+    "_gmtime_js": "gmtime",
+    "_localtime_js": "localtime",
+    "_mktime_js": "mktime",
+    "_tzset_js": "tzset",
+    "strftime": "strftime",
+    "fd_write": "fd_write",
+    "fd_read": "fd_read",
+    "fd_close": "fd_close",
+    "fd_seek": "fd_seek",
+    "environ_sizes_get": "environ_sizes_get",
+    "environ_get": "environ_get",
+    "__syscall_openat": "no_such_file",
+    "__syscall_unlinkat": "no_such_file",
+    "__syscall_rmdir": "no_such_file",
+    "__syscall_renameat": "no_such_file",
+    "__syscall_readlinkat": "no_such_file",
+    "__syscall_dup3": "bad_descriptor",
+    "__syscall_fcntl64": "fcntl",
+    "__syscall_ioctl": "ioctl",
+    "_emscripten_system": "system",
+    "exit": "exit",
+    "_abort_js": "abort",
+    "__asyncjs__weavedrive_open": "weavedrive_open",
+    "__asyncjs__weavedrive_read": "weavedrive_read",
+    "__asyncjs__weavedrive_close": "weavedrive_close",
+    "usegas": "use_gas",
+}
+_MODULES = ("env", "wasi_snapshot_preview1", "metering")
+
+_DAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
+           "October", "November", "December")
+
+
+def _strftime(fmt: str, sec: int, minute: int, hour: int, mday: int, mon: int, year: int, wday: int,
+              yday: int) -> str:
+    """strftime in the C locale and UTC, written out so no host locale or zone can leak in."""
+    hour12 = hour % 12 or 12
+    fields = {
+        "a": _DAYS[wday % 7][:3], "A": _DAYS[wday % 7], "b": _MONTHS[mon % 12][:3], "h": _MONTHS[mon % 12][:3],
+        "B": _MONTHS[mon % 12], "d": f"{mday:02d}", "e": f"{mday:2d}", "H": f"{hour:02d}", "I": f"{hour12:02d}",
+        "j": f"{yday + 1:03d}", "m": f"{mon + 1:02d}", "M": f"{minute:02d}", "p": "AM" if hour < 12 else "PM",
+        "S": f"{sec:02d}", "y": f"{year % 100:02d}", "Y": str(year), "C": f"{year // 100:02d}",
+        "w": str(wday % 7), "u": str(wday % 7 or 7), "Z": "UTC", "z": "+0000", "n": "\n", "t": "\t", "%": "%",
+    }
+    fields["D"] = f"{fields['m']}/{fields['d']}/{fields['y']}"
+    fields["F"] = f"{year}-{fields['m']}-{fields['d']}"
+    fields["T"] = f"{fields['H']}:{fields['M']}:{fields['S']}"
+    fields["R"] = f"{fields['H']}:{fields['M']}"
+    fields["r"] = f"{fields['I']}:{fields['M']}:{fields['S']} {fields['p']}"
+    fields["c"] = f"{fields['a']} {fields['b']} {fields['e']} {fields['T']} {year}"
+    fields["x"], fields["X"] = fields["D"], fields["T"]
+    out = []
+    at = 0
+    while at < len(fmt):
+        char = fmt[at]
+        if char == "%" and at + 1 < len(fmt):
+            spec = fmt[at + 1]
+            if spec in "EO" and at + 2 < len(fmt):  # locale modifiers: the C locale ignores them
+                at += 1
+                spec = fmt[at + 1]
+            out.append(fields.get(spec, "%" + spec))
+            at += 2
+        else:
+            out.append(char)
+            at += 1
+    return "".join(out)
+
+
+class EmscriptenFormat:
+    names: tuple[str, ...] = (WASM64, *WASM32)
+
+    def detect(self, module: wasmtime.Module) -> str | None:
+        names = {imported.name for imported in module.imports}
+        if not names or not ({"emscripten_resize_heap", "_emscripten_throw_longjmp"} & names):
+            return None
+        return WASM64 if memory_export(module).is_64 else WASM32[0]
+
+    def check(self, module: wasmtime.Module, name: str) -> str:
+        pointer = "i64" if memory_export(module).is_64 else "i32"
+        if (pointer == "i64") != (name == WASM64):
+            raise ModuleError(f"module: its memory is {'64' if pointer == 'i64' else '32'}-bit, not {name}")
+        for imported in module.imports:
+            name_ = imported.name or ""
+            served = imported.module in _MODULES and (name_ in _IMPORTS or name_.startswith("invoke_"))
+            if not served or not isinstance(imported.type, wasmtime.FuncType):
+                raise ModuleError(
+                    f"module: imports {imported.module}.{imported.name}, which this node's {name} host "
+                    "does not serve"
+                )
+        ptr = [pointer]
+        check_exports(
+            module,
+            {
+                "handle": (ptr * 2, ptr),
+                "emscripten_stack_init": ([], []),
+                "emscripten_stack_get_current": ([], ptr),
+                "_emscripten_stack_restore": (ptr, []),
+                "_emscripten_stack_alloc": (ptr, ptr),
+                "__wasm_call_ctors": ([], []),
+            },
+            name,
+        )
+        exports = {export.name: export.type for export in module.exports}
+        if not isinstance(exports.get("__indirect_function_table"), wasmtime.TableType):
+            raise ModuleError(f"module: does not export __indirect_function_table, which {name} needs")
+        set_threw = exports.get("setThrew")
+        if not isinstance(set_threw, wasmtime.FuncType) or len(type_names(set_threw.params)) != 2:
+            raise ModuleError(f"module: does not export setThrew(threw, value), which {name} needs")
+        return pointer
+
+    def host(self, instance: Instance) -> EmscriptenHost:
+        return EmscriptenHost(instance, "i64" if instance._wide else "i32")
