@@ -31,7 +31,7 @@ from actorao._exceptions import (
     UnknownMessage,
     UnknownProcess,
 )
-from actorao.cu import Limits, WorkerPool
+from actorao.cu import Limits, WorkerPool, module_format_of
 from actorao.mailbox import runtime_dir
 from actorao.message import (
     Message,
@@ -173,14 +173,18 @@ class Node:
     def processes(self) -> list[str]:
         return sorted(self.su.processes)
 
-    def spawn(self, module: bytes | str, tags: TagsLike = None, data: str = "") -> str:
+    def spawn(
+        self, module: bytes | str, tags: TagsLike = None, data: str = "", *, module_format: str | None = None
+    ) -> str:
         """Create a process running ``module`` (WASM bytes, WAT text, or a stored module's id).
         Returns the process id once its spawn message is durable at slot 0.
 
-        Its limits are its ``Compute-Limit`` and ``Memory-Limit`` tags, or else the node's, and are
-        stored with it: a node reopened with other defaults still replays it the same way."""
+        ``module_format`` is ao's Module-Format (e.g. "wasm64-unknown-emscripten-draft_2024_02_15");
+        new module bytes without one are recognised by their imports and memory. The process's limits
+        are its ``Compute-Limit`` and ``Memory-Limit`` tags, or else the node's, and are stored with
+        it: a node reopened with other defaults still replays it the same way."""
         self._check_open()
-        record, module_id = self._module_record(module)
+        record, module_id = self._module_record(module, module_format)
         compiled = self._compiled_module(module_id, record)
         user_tags = normalize_tags(tags)
         for name, wanted in (("Module", module_id), ("Scheduler", self.identity)):
@@ -218,12 +222,13 @@ class Node:
         info: dict[str, Any] = orjson.loads(record)
         return info
 
-    def _module_record(self, module: bytes | str) -> tuple[ModuleRecord | None, str]:
+    def _module_record(self, module: bytes | str, module_format: str | None) -> tuple[ModuleRecord | None, str]:
         """The record to store for new module bytes (None for a stored module's id), and the id."""
         if isinstance(module, str):
             if is_id(module):
                 if self.store.get("modules", module.encode()) is None:
                     raise InvalidMessage("module", f"no module with id {module} is stored on this node")
+                self._compiled_module(module, None, module_format)
                 return None, module
             if not module.lstrip().startswith("(module"):
                 raise InvalidMessage("module", "expected WASM bytes, WAT text or a stored module's id")
@@ -235,37 +240,39 @@ class Node:
             raise InvalidMessage("module", f"expected WASM bytes, WAT text or an id, got {type(module).__name__}")
         wasm = bytes(module)
         module_id = encode_id(hashlib.sha256(wasm).digest())
-        fmt = "wasm64-unknown-unknown" if self._compiled_module(module_id, wasm).pointer == "i64" else (
-            "wasm32-unknown-unknown"
-        )
+        compiled = self._compiled_module(module_id, wasm, module_format)
         tags = (
             ("Data-Protocol", "ao"),
             ("Variant", "ao.TN.1"),
             ("Type", "Module"),
-            ("Module-Format", fmt),
+            ("Module-Format", compiled.format),
             ("Input-Encoding", "JSON-1"),
             ("Output-Encoding", "JSON-1"),
         )
         meta = {"owner": self.identity, "tags": [{"name": name, "value": value} for name, value in tags]}
-        artifact = (artifact_suffix(), self._compiled_module(module_id, wasm).serialize())
-        return ModuleRecord(module_id, wasm, orjson.dumps(meta), artifact), module_id
+        return ModuleRecord(module_id, wasm, orjson.dumps(meta), (artifact_suffix(), compiled.serialize())), module_id
 
-    def _compiled_module(self, module_id: str, source: ModuleRecord | bytes | None) -> CompiledModule:
-        """Compile each module once per node (checking its interface), from bytes or from the store.
-        A stored module compiled by an older wasmtime gets its artifact for this one stored too."""
+    def _compiled_module(
+        self, module_id: str, source: ModuleRecord | bytes | None, module_format: str | None = None
+    ) -> CompiledModule:
+        """Compile each module once per node (checking it against its Module-Format), from bytes or
+        from the store. A stored module compiled by an older wasmtime gets this one's artifact too."""
         compiled = self._compiled.get(module_id)
         if compiled is None:
             wasm = source.wasm if isinstance(source, ModuleRecord) else source
             if wasm is None:
                 wasm = self.store.get("modules", module_id.encode() + b"/wasm")
-                if wasm is None:
+                meta = self.store.get("modules", module_id.encode())
+                if wasm is None or meta is None:
                     raise InvalidMessage("module", f"no module with id {module_id} is stored on this node")
-                compiled = compile_module(wasm)
+                compiled = compile_module(wasm, module_format_of(meta))
                 key, artifact = module_id.encode() + artifact_suffix(), compiled.serialize()
                 self.store.write(lambda txn: txn.put(key, artifact, db=self.store.modules, overwrite=False))
             else:
-                compiled = compile_module(wasm)
+                compiled = compile_module(wasm, module_format)
             self._compiled[module_id] = compiled
+        if module_format is not None and compiled.format != module_format:
+            raise ModuleError(f"module: {module_id} is stored as {compiled.format}, not {module_format}")
         return compiled
 
     # -- messages -------------------------------------------------------------------------------

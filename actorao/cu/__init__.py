@@ -5,5 +5,6 @@ from __future__ import annotations
 
 from actorao.cu._pool import WorkerPool, place
 from actorao.cu._process import HostedProcess, Limits
+from actorao.cu._worker import module_format_of
 
-__all__ = ["HostedProcess", "Limits", "WorkerPool", "place"]
+__all__ = ["HostedProcess", "Limits", "WorkerPool", "module_format_of", "place"]
