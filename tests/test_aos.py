@@ -10,9 +10,19 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import lmdb
+import orjson
 import pytest
 
 from actorao import ComputeLimitExceeded, MemoryLimitExceeded, Node, Result
+from actorao.cu import Limits
+from actorao.cu import _checkpoint as checkpoints
+from actorao.cu._worker import Worker, WorkerConfig
+from actorao.message import Message, Process, new_id, with_ao_tags
+from actorao.persist import Store, split_key
+from actorao.su import ModuleRecord, SchedulerUnit
+from actorao.vm import Instance, compile_module
+from tests.test_cu import feed
 
 BUILDS = {
     "wasm64": ("aos2_0_6.wasm", "wasm64-unknown-emscripten-draft_2024_02_15"),
@@ -138,3 +148,77 @@ def test_an_endless_loop_and_a_memory_bomb_are_answered_rolled_back_and_neighbou
     for pid in (looping, bombing):
         assert evaluate(node, pid, "return kept").output["data"].splitlines()[-1] == "yes"
     assert evaluate(node, neighbour, "return 6 * 7").output["data"] == "42"
+
+
+# -- determinism, checked in-process on the worker's own classes over real LMDB stores -----------
+
+def aos_log(store: Store, wasm: bytes, count: int) -> tuple[str, list[tuple[bytes, bytes]]]:
+    """Spawn aos through a real SU and assign ``count`` varied messages, some of them failing."""
+    pushed: list[tuple[str, bytes, bytes]] = []
+    su = SchedulerUnit(store, pushed.extend)
+    owner = new_id(b"owner")
+    meta = orjson.dumps({"owner": owner, "tags": [{"name": "Module-Format", "value": detect(wasm)}]})
+    record = ModuleRecord(new_id(b"module"), wasm, meta)
+    pid = new_id(b"aos")
+    tags = with_ao_tags({"Module": record.id, "Scheduler": owner, "Name": "det"}, "Process")
+    su.submit(Process(pid, owner, record.id, owner, tags), record).get(timeout=30)
+    codes = [
+        "x = (x or 0) + {i}; return x",
+        "t = t or {{}}; table.insert(t, string.rep('{i}', {i})); return #t",
+        "return os.time() + {i}",
+        "error('failure {i}')",
+        "s = (s or '') .. string.char(65 + {i} % 26); return s:sub(-5)",
+        "Handlers.add('h{i}', Handlers.utils.hasMatchingTag('Action', 'H{i}'), function() end); return {i}",
+        "local y = 0 for k = 1, {i} * 100 do y = y + k % 7 end return y",
+    ]
+    for i in range(1, count):
+        code = codes[i % len(codes)].format(i=i)
+        su.submit(Message(new_id(b"m"), owner, pid, with_ao_tags({"Action": "Eval"}, "Message"), code)).get(timeout=30)
+    su.close()
+    return pid, [(key, body) for _, key, body in pushed]
+
+
+def detect(wasm: bytes) -> str:
+    return compile_module(wasm).format
+
+
+def copy_store(source: Store, target: Store) -> None:
+    def body(txn: lmdb.Transaction) -> None:
+        for name in ("meta", "modules", "processes", "messages", "log"):
+            for key, value in source.read(lambda t, db=source.db[name]: list(t.cursor(db=db))):
+                txn.put(bytes(key), bytes(value), db=target.db[name])
+
+    target.write(body)
+
+
+@pytest.mark.parametrize("build", sorted(BUILDS))
+def test_the_same_log_gives_the_same_memory_after_every_message_and_after_every_restore(
+    build: str, tmp_path: Path
+) -> None:
+    wasm = aos_wasm(build)
+    first, second = Store(tmp_path / "a"), Store(tmp_path / "b")
+    pid, entries = aos_log(first, wasm, 200)
+    copy_store(first, second)
+    limits = Limits(fuel=10**11, memory=1 << 30, checkpoint_every=25, full_every=3)
+    workers = [
+        Worker(WorkerConfig(0, str(tmp_path / name), str(tmp_path / "run"), limits, 1 << 30), store)
+        for name, store in (("a", first), ("b", second))
+    ]
+    restored_checkpoints = 0
+    failures = 0
+    for key, body in entries:
+        results = [feed(worker, [(key, body)]) for worker in workers]
+        assert results[0] == results[1]
+        failures += b'"Error"' in results[0][0][1]
+        processes = [worker.hosted(pid) for worker in workers]
+        assert processes[0] is not None and processes[1] is not None
+        live = processes[0].instance.digest()
+        assert processes[1].instance.digest() == live, f"memories differ after slot {split_key(key)[1]}"
+        if processes[0].checkpoint_slot == split_key(key)[1]:  # a checkpoint was just taken: restore it
+            loaded = checkpoints.load(first, pid)
+            assert loaded is not None and loaded[0] == split_key(key)[1]
+            fresh = Instance(processes[0].compiled, memory_limit=limits.memory, fuel=limits.fuel)
+            fresh.restore(loaded[1])
+            assert fresh.digest() == live, f"restore differs at slot {loaded[0]}"
+            restored_checkpoints += 1
+    assert restored_checkpoints == 8 and failures >= 20

@@ -182,7 +182,10 @@ class Instance:
             self._mutable_globals[name].set_value(self.store, value)
 
     def digest(self) -> str:
-        return self.snapshot().digest()
+        """SHA-256 of memory and globals, as Snapshot.digest gives, without copying the memory."""
+        base, size = self._base()
+        values = tuple((name, g.value(self.store)) for name, g in sorted(self._mutable_globals.items()))
+        return memory_digest(memoryview((ctypes.c_char * size).from_address(base)), values)
 
     # -- calls ----------------------------------------------------------------------------------
     @staticmethod
