@@ -16,6 +16,13 @@ from actorao.vm import Snapshot
 PAGE = checkpoints.PAGE
 
 
+def encode(slot: int, snapshot: Snapshot, base: tuple[int, Snapshot] | None) -> checkpoints.Encoded:
+    """A full checkpoint, or a delta of the pages changed since ``base`` = (its slot, its snapshot)."""
+    if base is None:
+        return checkpoints.encode(slot, snapshot, None, None)
+    return checkpoints.encode(slot, snapshot, base[0], checkpoints.changed_pages(base[1].memory, snapshot.memory))
+
+
 def mutate(memory: bytes, pages: list[int], grow: int = 0) -> bytes:
     out = bytearray(memory) + bytes(grow)
     for page in pages:
@@ -28,8 +35,8 @@ def test_a_delta_holds_only_changed_pages() -> None:
     after = mutate(before, [3, 77, 200])
     assert checkpoints.changed_pages(before, after) == [3, 77, 200]
     assert checkpoints.changed_pages(before, after + bytes(2 * PAGE)) == [3, 77, 200, 256, 257]
-    delta = checkpoints.encode(9, Snapshot(after, ()), (8, Snapshot(before, ())))
-    full = checkpoints.encode(9, Snapshot(after, ()), None)
+    delta = encode(9, Snapshot(after, ()), (8, Snapshot(before, ())))
+    full = encode(9, Snapshot(after, ()), None)
     assert not delta.full and full.full
     assert len(delta.blob) < 4 * PAGE < len(full.blob)
 
@@ -44,7 +51,7 @@ def test_a_chain_restores_exactly_through_growth_and_globals(tmp_path: Path) -> 
     for slot in range(1, 12):
         memory = mutate(memory, rng.sample(range(len(memory) // PAGE), 5), grow=PAGE * (slot % 3 == 0))
         snapshot = Snapshot(memory, (("g", slot), ("f", float("nan") if slot % 2 else float("-inf"))))
-        encoded = checkpoints.encode(slot, snapshot, base)
+        encoded = encode(slot, snapshot, base)
         store.write(lambda txn, encoded=encoded: checkpoints.put(txn, store, pid, encoded))
         snapshots.append(snapshot)
         base = (slot, snapshot)
@@ -61,7 +68,7 @@ def test_a_full_base_prunes_the_chain_before_it(tmp_path: Path) -> None:
     base = None
     for slot, full in ((1, True), (2, False), (3, False), (4, True), (5, False)):
         memory = mutate(memory, [slot % 8])
-        encoded = checkpoints.encode(slot, Snapshot(memory, ()), None if full else base)
+        encoded = encode(slot, Snapshot(memory, ()), None if full else base)
         store.write(lambda txn, encoded=encoded: checkpoints.put(txn, store, pid, encoded))
         base = (slot, Snapshot(memory, ()))
     keys = store.read(lambda txn: [bytes(k) for k, _ in txn.cursor(db=store.checkpoints)])
@@ -71,11 +78,35 @@ def test_a_full_base_prunes_the_chain_before_it(tmp_path: Path) -> None:
 
 
 def test_a_broken_chain_is_refused() -> None:
-    one = checkpoints.encode(1, Snapshot(bytes(PAGE), ()), None)
-    two = checkpoints.encode(2, Snapshot(b"x" * PAGE, ()), (1, Snapshot(bytes(PAGE), ())))
-    three = checkpoints.encode(3, Snapshot(b"y" * PAGE, ()), (2, Snapshot(b"x" * PAGE, ())))
+    one = encode(1, Snapshot(bytes(PAGE), ()), None)
+    two = encode(2, Snapshot(b"x" * PAGE, ()), (1, Snapshot(bytes(PAGE), ())))
+    three = encode(3, Snapshot(b"y" * PAGE, ()), (2, Snapshot(b"x" * PAGE, ())))
     assert checkpoints.decode_chain([one.blob, two.blob, three.blob])[1].memory == b"y" * PAGE
     with pytest.raises(ValueError, match="broken at slot 3"):
         checkpoints.decode_chain([one.blob, three.blob])
     with pytest.raises(ValueError, match="broken"):
         checkpoints.decode_chain([two.blob])
+
+
+def test_an_instance_updates_its_checkpoint_buffer_in_place_page_by_changed_page() -> None:
+    from actorao import examples
+    from actorao.vm import Instance, compile_module
+
+    compiled = compile_module(examples.wasm("trapper"))
+    instance = Instance(compiled, memory_limit=1 << 30)
+    message, env = b'{"Tags":[{"name":"Action","value":"Inc"}]}', b"{}"
+    first, pages = instance.update_snapshot(None)
+    assert pages is None and isinstance(first.memory, bytearray)
+    instance.call(message, env, 10**9)
+    second, pages = instance.update_snapshot(first)
+    assert second.memory is first.memory  # the same buffer, brought up to date
+    assert pages is not None and 0 in pages and len(pages) < 8
+    assert bytes(second.memory) == instance.read_memory()
+    grow = b'{"Tags":[{"name":"Action","value":"Grow"}]}'
+    try:
+        instance.call(grow, env, 10**9)
+    except Exception:
+        pass  # Grow traps after growing: the memory is larger now, whatever the result
+    third, pages = instance.update_snapshot(second)
+    assert bytes(third.memory) == instance.read_memory() and len(third.memory) > 2 * 65536
+    assert pages is not None and max(pages) == len(third.memory) // PAGE - 1

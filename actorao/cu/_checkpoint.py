@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import lmdb
@@ -21,9 +22,9 @@ import orjson
 import zstandard
 
 from actorao.persist import Store, log_key
-from actorao.vm import Snapshot
+from actorao.vm import DIFF_PAGE, Instance, Snapshot
 
-PAGE = 4096
+PAGE = DIFF_PAGE
 _HEAD = struct.Struct("<BBQQQII")  # version, kind, slot, base slot, memory size, page count, globals size
 _VERSION = 1
 _FULL, _DELTA = 0, 1
@@ -56,7 +57,7 @@ def _decode_globals(raw: bytes) -> tuple[tuple[str, int | float], ...]:
     )
 
 
-def changed_pages(before: bytes, after: bytes) -> list[int]:
+def changed_pages(before: bytes | bytearray, after: bytes | bytearray) -> list[int]:
     """The numbers of the PAGE-sized pages of ``after`` that differ from ``before`` (or are new)."""
     old, new = memoryview(before), memoryview(after)
     common = min(len(old), len(new))
@@ -65,22 +66,56 @@ def changed_pages(before: bytes, after: bytes) -> list[int]:
     return pages
 
 
-def encode(slot: int, snapshot: Snapshot, base: tuple[int, Snapshot] | None) -> Encoded:
-    """A full checkpoint (``base`` None) or a delta against ``base`` = (its slot, its snapshot)."""
+def encode(slot: int, snapshot: Snapshot, base_slot: int | None, pages: list[int] | None) -> Encoded:
+    """A full checkpoint (``pages`` None) or a delta holding ``pages`` of ``snapshot`` against the
+    checkpoint at ``base_slot``."""
     globals_json = _encode_globals(snapshot)
-    if base is None:
-        head = _HEAD.pack(_VERSION, _FULL, slot, slot, len(snapshot.memory), 0, len(globals_json))
-        return Encoded(slot, head + globals_json + _compressor.compress(snapshot.memory), True)
     memory = memoryview(snapshot.memory)
-    pages = changed_pages(base[1].memory, snapshot.memory)
+    if pages is None:
+        head = _HEAD.pack(_VERSION, _FULL, slot, slot, len(memory), 0, len(globals_json))
+        return Encoded(slot, head + globals_json + _compressor.compress(memory), True)
+    assert base_slot is not None
     payload = array("I", pages).tobytes() + b"".join(memory[p * PAGE : (p + 1) * PAGE] for p in pages)
-    head = _HEAD.pack(_VERSION, _DELTA, slot, base[0], len(snapshot.memory), len(pages), len(globals_json))
+    head = _HEAD.pack(_VERSION, _DELTA, slot, base_slot, len(memory), len(pages), len(globals_json))
     return Encoded(slot, head + globals_json + _compressor.compress(payload), False)
+
+
+def _decompress_into(compressed: memoryview, target: memoryview, size: int) -> None:
+    """Decompress straight into ``target``: no intermediate copy of a 68 MiB memory."""
+    reader = _decompressor.stream_reader(compressed)
+    filled = 0
+    while filled < size:
+        got = reader.readinto(target[filled:size])
+        if not got:
+            raise ValueError(f"checkpoint holds {filled} bytes of memory, its header says {size}")
+        filled += got
 
 
 def decode_chain(blobs: list[bytes]) -> tuple[int, Snapshot]:
     """Apply a chain, oldest (a full checkpoint) first, and return its newest slot and snapshot."""
     memory = bytearray()
+
+    def target(size: int) -> memoryview:
+        if size > len(memory):  # memory grew since the checkpoint before
+            memory.extend(bytes(size - len(memory)))
+        return memoryview(memory)
+
+    slot, globals_ = _apply_chain(blobs, target)
+    return slot, Snapshot(memory, globals_)
+
+
+def restore_chain(blobs: list[bytes], instance: Instance) -> int:
+    """Apply a chain straight into ``instance``'s memory and globals; return its slot. About 30 ms
+    for aos's 68 MiB, against 70 ms through an intermediate snapshot."""
+    slot, globals_ = _apply_chain(blobs, instance.writable_memory)
+    instance.set_globals(globals_)
+    return slot
+
+
+def _apply_chain(
+    blobs: list[bytes], target: Callable[[int], memoryview]
+) -> tuple[int, tuple[tuple[str, int | float], ...]]:
+    """Write a chain into the memory that ``target(size)`` returns, grown to ``size``."""
     slot = -1
     globals_: tuple[tuple[str, int | float], ...] = ()
     for number, blob in enumerate(blobs):
@@ -92,24 +127,30 @@ def decode_chain(blobs: list[bytes]) -> tuple[int, Snapshot]:
         slot = this_slot
         at = _HEAD.size
         globals_ = _decode_globals(blob[at : at + globals_size])
-        payload = _decompressor.decompress(blob[at + globals_size :])
-        if kind == _FULL:
-            memory = bytearray(payload)
-            continue
-        if size > len(memory):  # memory grew since the checkpoint before
-            memory.extend(bytes(size - len(memory)))
-        table = array("I")
-        table.frombytes(payload[: 4 * count])
-        at = 4 * count
-        for page in table:
-            chunk = payload[at : at + PAGE]
-            memory[page * PAGE : page * PAGE + len(chunk)] = chunk
-            at += len(chunk)
-    return slot, Snapshot(bytes(memory), globals_)
+        compressed = memoryview(blob)[at + globals_size :]
+        with target(size) as memory:  # released before the next blob may grow the memory
+            if kind == _FULL:
+                _decompress_into(compressed, memory, size)
+                continue
+            payload = _decompressor.decompress(compressed)
+            table = array("I")
+            table.frombytes(payload[: 4 * count])
+            at = 4 * count
+            for page in table:
+                chunk = payload[at : at + PAGE]
+                memory[page * PAGE : page * PAGE + len(chunk)] = chunk
+                at += len(chunk)
+    return slot, globals_
 
 
 def load(store: Store, pid: str) -> tuple[int, Snapshot] | None:
     """The newest checkpoint of ``pid``, restored from its chain; None if it has none."""
+    chain = read_chain(store, pid)
+    return decode_chain(chain) if chain else None
+
+
+def read_chain(store: Store, pid: str) -> list[bytes]:
+    """The blobs of ``pid``'s newest checkpoint chain, oldest (its full base) first."""
     prefix = pid.encode()
     db = store.checkpoints
 
@@ -125,8 +166,7 @@ def load(store: Store, pid: str) -> tuple[int, Snapshot] | None:
             found = cursor.prev()
         return chain[::-1]
 
-    chain = store.read(body)
-    return decode_chain(chain) if chain else None
+    return store.read(body)
 
 
 def put(txn: lmdb.Transaction, store: Store, pid: str, encoded: Encoded) -> None:

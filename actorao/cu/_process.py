@@ -71,10 +71,7 @@ class HostedProcess:
     # -- loading --------------------------------------------------------------------------------
     def recover(self) -> None:
         """Come back to the state after the last stored result: checkpoint plus log replay."""
-        loaded = checkpoints.load(self.store, self.pid)
-        if loaded is not None:
-            self.checkpoint_slot, self.checkpoint = loaded
-            self.instance.restore(self.checkpoint)
+        self._restore_stored_checkpoint()
         last = self.store.last_slot("results", self.pid)
         if last is None or last <= self.checkpoint_slot:
             self.inbox.next_slot = self.checkpoint_slot + 1
@@ -113,10 +110,20 @@ class HostedProcess:
             if failed:  # cannot happen with a deterministic module; say so loudly if it does
                 log.error("process %s: slot %d failed on replay but not originally", self.pid, slot)
 
+    def _restore_stored_checkpoint(self) -> None:
+        """Restore the newest stored checkpoint straight into the instance. Its memory is then not
+        kept in this process (``checkpoint`` stays None), so the next checkpoint is a full one."""
+        chain = checkpoints.read_chain(self.store, self.pid)
+        if chain:
+            self.checkpoint_slot = checkpoints.restore_chain(chain, self.instance)
+            self.checkpoint = None
+
     def _rollback(self, before_slot: int) -> None:
         self.instance = self._fresh_instance()
         if self.checkpoint is not None:
             self.instance.restore(self.checkpoint)
+        elif self.checkpoint_slot >= 0:  # recovered, and no checkpoint taken since: it is in the store
+            self._restore_stored_checkpoint()
         self._replay(self.checkpoint_slot + 1, before_slot - 1)
 
     # -- evaluation -----------------------------------------------------------------------------
@@ -148,11 +155,10 @@ class HostedProcess:
     def _take_checkpoint(self, slot: int) -> None:
         """Keep the snapshot for rollback, and hand it, as a delta against the one before or as a new
         full base, to the worker to store with this batch."""
-        snapshot = self.instance.snapshot()
-        base = None
-        if self.checkpoint is not None and self.deltas_since_full < self.limits.full_every:
-            base = (self.checkpoint_slot, self.checkpoint)
-        encoded = checkpoints.encode(slot, snapshot, base)
+        snapshot, pages = self.instance.update_snapshot(self.checkpoint)
+        if self.deltas_since_full >= self.limits.full_every:
+            pages = None  # pages None: a full checkpoint, also when there was no snapshot to diff
+        encoded = checkpoints.encode(slot, snapshot, self.checkpoint_slot, pages)
         self.deltas_since_full = 0 if encoded.full else self.deltas_since_full + 1
         self.checkpoint, self.checkpoint_slot = snapshot, slot
         self.failed.clear()

@@ -26,6 +26,11 @@ _libc = ctypes.CDLL(None)
 _memchr = _libc.memchr
 _memchr.restype = ctypes.c_void_p
 _memchr.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+_memcmp = _libc.memcmp
+_memcmp.restype = ctypes.c_int
+_memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+DIFF_PAGE = 4096  # the unit of checkpoint deltas
+_BLOCK = 65536
 
 _call_unchecked = raw._wasmtime_func_call_unchecked
 _set_fuel = raw._wasmtime_context_set_fuel
@@ -42,16 +47,19 @@ PAGE = 65536
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """A process's whole mutable state between messages: its linear memory and exported mutable globals."""
+    """A process's whole mutable state between messages: its linear memory and its mutable globals.
 
-    memory: bytes
+    A snapshot made by ``Instance.update_snapshot`` shares its memory buffer with the one it updated:
+    the buffer of a process's latest checkpoint is kept current in place, page by changed page."""
+
+    memory: bytes | bytearray
     globals: tuple[tuple[str, int | float], ...]
 
     def digest(self) -> str:
         return memory_digest(self.memory, self.globals)
 
 
-def memory_digest(memory: bytes | memoryview, globals_: tuple[tuple[str, int | float], ...] = ()) -> str:
+def memory_digest(memory: bytes | bytearray | memoryview, globals_: tuple[tuple[str, int | float], ...] = ()) -> str:
     digest = hashlib.sha256(memory)
     digest.update(repr(globals_).encode())
     return digest.hexdigest()
@@ -169,17 +177,53 @@ class Instance:
         values = tuple((name, g.value(self.store)) for name, g in sorted(self._mutable_globals.items()))
         return Snapshot(self.read_memory(), values)
 
+    def update_snapshot(self, previous: Snapshot | None) -> tuple[Snapshot, list[int] | None]:
+        """The current state as a snapshot, and the DIFF_PAGE-sized pages changed since ``previous``
+        (None when there is no previous: everything is new). ``previous``'s buffer is brought up to
+        date in place, copying only the changed pages: comparing 64 KiB blocks with memcmp first
+        costs about 10 ms for aos's 68 MiB, against 40 ms for a fresh copy."""
+        values = tuple((name, g.value(self.store)) for name, g in sorted(self._mutable_globals.items()))
+        if previous is None or not isinstance(previous.memory, bytearray):
+            return Snapshot(bytearray(self.read_memory()), values), None
+        kept = previous.memory
+        base, size = self._base()
+        if size < len(kept):
+            raise ValueError("memory is smaller than the snapshot it should update")
+        kept_at = ctypes.addressof((ctypes.c_char * len(kept)).from_buffer(kept))
+        changed: list[int] = []
+        for block in range(0, len(kept), _BLOCK):
+            length = min(_BLOCK, len(kept) - block)
+            if _memcmp(base + block, kept_at + block, length):
+                for page in range(block, block + length, DIFF_PAGE):
+                    span = min(DIFF_PAGE, len(kept) - page)
+                    if _memcmp(base + page, kept_at + page, span):
+                        ctypes.memmove(kept_at + page, base + page, span)
+                        changed.append(page // DIFF_PAGE)
+        if size > len(kept):  # memory grew: every new page is changed
+            first_new = len(kept)
+            kept += ctypes.string_at(base + first_new, size - first_new)
+            changed.extend(range(first_new // DIFF_PAGE, -(-size // DIFF_PAGE)))
+        return Snapshot(kept, values), changed
+
+    def writable_memory(self, size: int) -> memoryview:
+        """Linear memory grown to ``size`` bytes, as a writable view, to restore into in place.
+        Valid until wasm code next runs."""
+        current = self.memory_size()
+        if current > size:
+            raise ValueError("cannot restore a smaller memory into this instance; use a fresh one")
+        if current < size:
+            self.memory.grow(self.store, (size - current) // PAGE)
+        base, size = self._base()
+        return memoryview((ctypes.c_char * size).from_address(base)).cast("B")
+
+    def set_globals(self, values: tuple[tuple[str, int | float], ...]) -> None:
+        for name, value in values:
+            self._mutable_globals[name].set_value(self.store, value)
+
     def restore(self, snapshot: Snapshot) -> None:
         """Put ``snapshot`` back. Memory cannot shrink, so a larger current memory is refused."""
-        size = self.memory_size()
-        if size > len(snapshot.memory):
-            raise ValueError("cannot restore a smaller memory into this instance; use a fresh one")
-        if size < len(snapshot.memory):
-            self.memory.grow(self.store, (len(snapshot.memory) - size) // PAGE)
-        base, size = self._base()
-        ctypes.memmove(base, snapshot.memory, size)
-        for name, value in snapshot.globals:
-            self._mutable_globals[name].set_value(self.store, value)
+        self.writable_memory(len(snapshot.memory))[:] = snapshot.memory
+        self.set_globals(snapshot.globals)
 
     def digest(self) -> str:
         """SHA-256 of memory and globals, as Snapshot.digest gives, without copying the memory."""
