@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 class Host(Protocol):
     """One instance's side of a format: its imports, its start, and how strings go in."""
 
-    limit_hit: bool  # a memory growth was refused by the memory limit during the current call
+    @property
+    def limit_hit(self) -> bool: ...  # a memory growth was refused by the limit during the last call
 
     def imports(self, store: wasmtime.Store, module: wasmtime.Module) -> list[wasmtime.Func]: ...
 

@@ -21,10 +21,14 @@ _NEEDS = {
 
 
 class Json1Host:
-    limit_hit = False
-
     def __init__(self, instance: Instance) -> None:
         self.instance = instance
+
+    @property
+    def limit_hit(self) -> bool:
+        """memory.grow is an instruction here, refused by the store's limit with no word to the host:
+        a call that failed with memory at its limit is taken to have hit it. Asked only on failure."""
+        return self.instance.memory_size() + 65536 > self.instance.effective_memory_limit()
 
     def imports(self, store: wasmtime.Store, module: wasmtime.Module) -> list[wasmtime.Func]:
         return []
@@ -44,9 +48,7 @@ class Json1Host:
         return pointers
 
     def end(self) -> None:
-        # memory.grow is an instruction here, refused by the store's limit with no word to the host:
-        # a call that failed with memory at its limit is taken to have hit it.
-        self.limit_hit = self.instance.memory_size() + 65536 > self.instance.memory_limit
+        pass
 
 
 class Json1Format:
