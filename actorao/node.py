@@ -174,17 +174,24 @@ class Node:
         return sorted(self.su.processes)
 
     def spawn(
-        self, module: bytes | str, tags: TagsLike = None, data: str = "", *, module_format: str | None = None
+        self,
+        module: bytes | str,
+        tags: TagsLike = None,
+        data: str = "",
+        *,
+        module_format: str | None = None,
+        module_tags: TagsLike = None,
     ) -> str:
         """Create a process running ``module`` (WASM bytes, WAT text, or a stored module's id).
         Returns the process id once its spawn message is durable at slot 0.
 
         ``module_format`` is ao's Module-Format (e.g. "wasm64-unknown-emscripten-draft_2024_02_15");
-        new module bytes without one are recognised by their imports and memory. The process's limits
-        are its ``Compute-Limit`` and ``Memory-Limit`` tags, or else the node's, and are stored with
-        it: a node reopened with other defaults still replays it the same way."""
+        new module bytes without one are recognised by their imports and memory. ``module_tags`` are
+        stored with new module bytes, as an ao module's own tags. The process's limits are its
+        ``Compute-Limit`` and ``Memory-Limit`` tags, else its module's, else the node's, and are stored
+        with it: a node reopened with other defaults still replays it the same way."""
         self._check_open()
-        record, module_id = self._module_record(module, module_format)
+        record, module_id = self._module_record(module, module_format, normalize_tags(module_tags, "module_tags"))
         compiled = self._compiled_module(module_id, record)
         user_tags = normalize_tags(tags)
         for name, wanted in (("Module", module_id), ("Scheduler", self.identity)):
@@ -202,8 +209,10 @@ class Node:
             data,
         )
         process.validate(self.max_data_bytes)
-        compute = process.tag("Compute-Limit")
-        memory = process.tag("Memory-Limit")
+        meta = record.meta if record is not None else self.store.get("modules", module_id.encode())
+        module_tag_list = normalize_tags(orjson.loads(meta or b"{}").get("tags"))
+        compute = process.tag("Compute-Limit") or tag_value(module_tag_list, "Compute-Limit")
+        memory = process.tag("Memory-Limit") or tag_value(module_tag_list, "Memory-Limit")
         limits = (
             parse_compute_limit(compute) if compute is not None else self.compute_limit,
             parse_memory_limit(memory) if memory is not None else self.memory_limit,
@@ -222,12 +231,20 @@ class Node:
         info: dict[str, Any] = orjson.loads(record)
         return info
 
-    def _module_record(self, module: bytes | str, module_format: str | None) -> tuple[ModuleRecord | None, str]:
+    def _module_record(
+        self, module: bytes | str, module_format: str | None, module_tags: tuple[tuple[str, str], ...]
+    ) -> tuple[ModuleRecord | None, str]:
         """The record to store for new module bytes (None for a stored module's id), and the id."""
+        given_format = tag_value(module_tags, "Module-Format")
+        if given_format is not None and module_format is not None and given_format != module_format:
+            raise InvalidMessage("module_tags['Module-Format']", f"{given_format!r} contradicts {module_format!r}")
+        module_format = module_format or given_format
         if isinstance(module, str):
             if is_id(module):
                 if self.store.get("modules", module.encode()) is None:
                     raise InvalidMessage("module", f"no module with id {module} is stored on this node")
+                if module_tags:
+                    raise InvalidMessage("module_tags", "are stored with new module bytes, not given for a stored id")
                 self._compiled_module(module, None, module_format)
                 return None, module
             if not module.lstrip().startswith("(module"):
@@ -241,7 +258,7 @@ class Node:
         wasm = bytes(module)
         module_id = encode_id(hashlib.sha256(wasm).digest())
         compiled = self._compiled_module(module_id, wasm, module_format)
-        tags = (
+        defaults = (
             ("Data-Protocol", "ao"),
             ("Variant", "ao.TN.1"),
             ("Type", "Module"),
@@ -249,6 +266,12 @@ class Node:
             ("Input-Encoding", "JSON-1"),
             ("Output-Encoding", "JSON-1"),
         )
+        given = {name for name, _ in module_tags}
+        tags = tuple(pair for pair in defaults if pair[0] not in given) + module_tags
+        for name, parse in (("Compute-Limit", parse_compute_limit), ("Memory-Limit", parse_memory_limit)):
+            value = tag_value(tags, name)
+            if value is not None:
+                parse(value)
         meta = {"owner": self.identity, "tags": [{"name": name, "value": value} for name, value in tags]}
         return ModuleRecord(module_id, wasm, orjson.dumps(meta), (artifact_suffix(), compiled.serialize())), module_id
 

@@ -460,3 +460,19 @@ def test_a_module_is_compiled_once_and_workers_load_its_stored_artifact(tmp_path
         node.store.write(lambda txn: txn.delete(module + b"/wasm", db=node.store.modules))
     with Node(tmp_path / "node", workers=1) as node:
         assert node.result(node.send(pid, {"Action": "Inc"})).output == "1"
+
+
+def test_limits_come_from_the_process_then_its_module_then_the_node(make_node: MakeNode, trapper: bytes) -> None:
+    node = make_node(compute_limit=7_000_000)
+    moduled = node.spawn(trapper, module_tags={"Compute-Limit": "3000000", "Memory-Limit": "1-mb"})
+    module = node.process_info(moduled)["module"]
+    overridden = node.spawn(module, {"Compute-Limit": "4000000"})
+    assert node.process_info(moduled)["compute_limit"] == 3_000_000
+    assert node.process_info(moduled)["memory_limit"] == 1 << 20
+    assert node.process_info(overridden)["compute_limit"] == 4_000_000
+    assert node.process_info(overridden)["memory_limit"] == 1 << 20
+    assert node.process_info(node.spawn(examples.wasm("counter")))["compute_limit"] == 7_000_000
+    with pytest.raises(InvalidMessage, match="module_tags"):
+        node.spawn(module, module_tags={"Compute-Limit": "1"})
+    with pytest.raises(InvalidMessage, match="Compute-Limit"):
+        node.spawn(examples.wasm("echo"), module_tags={"Compute-Limit": "lots"})
