@@ -1,4 +1,4 @@
-"""Supervision of real OS processes, killed with real signals."""
+"""Supervision of real OS processes, killed and stopped with real signals, and of pykka actors."""
 
 from __future__ import annotations
 
@@ -7,17 +7,32 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from actorao.supervisor import ChildSpec, OSProcess, Supervisor
+from actorao.supervisor import (
+    GAVE_UP,
+    ActorChild,
+    ChildSpec,
+    Down,
+    OSProcess,
+    SupervisedActor,
+    Supervisor,
+    SupervisorChild,
+)
+
+SLEEP = "import time; time.sleep(60)"
+BEATING = "from actorao.supervisor import start_heartbeat; start_heartbeat(0.05); import time; time.sleep(60)"
 
 
-def sleeper(code: int | None = None) -> Callable[[], OSProcess]:
-    """A child that sleeps (or exits at once with ``code``)."""
-    script = "import time; time.sleep(60)" if code is None else f"import sys; sys.exit({code})"
-    return lambda: OSProcess([sys.executable, "-c", script])
+def process(script: str = SLEEP, *, heartbeat: bool = False) -> Callable[..., OSProcess]:
+    return lambda *args: OSProcess([sys.executable, "-c", script], heartbeat=heartbeat)
+
+
+def exiting(code: int) -> Callable[..., OSProcess]:
+    return process(f"import sys; sys.exit({code})")
 
 
 def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
@@ -28,72 +43,12 @@ def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
     return condition()
 
 
-def child(tree: dict[str, object], child_id: str) -> dict[str, object]:
-    children = tree["children"]
-    assert isinstance(children, list)
-    return next(c for c in children if c["id"] == child_id)
+def child(tree: dict[str, Any], child_id: str) -> dict[str, Any]:
+    entry: dict[str, Any] = next(c for c in tree["children"] if c["id"] == child_id)
+    return entry
 
 
-def test_a_killed_permanent_child_is_restarted_alone() -> None:
-    restarted: list[str] = []
-    supervisor = Supervisor(
-        "test", [ChildSpec("a", sleeper()), ChildSpec("b", sleeper())], on_restart=restarted.append
-    )
-    supervisor.start()
-    try:
-        a_pid, b_pid = supervisor.pid_of("a"), supervisor.pid_of("b")
-        assert a_pid is not None
-        os.kill(a_pid, signal.SIGKILL)
-        assert wait_until(lambda: supervisor.pid_of("a") != a_pid)
-        assert restarted == ["a"]
-        assert supervisor.pid_of("b") == b_pid
-        tree = supervisor.tree()
-        assert child(tree, "a")["restarts"] == 1 and child(tree, "a")["state"] == "running"
-        assert child(tree, "b")["restarts"] == 0
-    finally:
-        supervisor.stop()
-    assert all(c["state"] == "stopped" for c in supervisor.tree()["children"])  # type: ignore[union-attr]
-
-
-@pytest.mark.parametrize(("restart", "code", "comes_back"), [
-    ("temporary", 1, False), ("transient", 0, False), ("transient", 3, True), ("permanent", 0, True),
-])
-def test_restart_types(restart: str, code: int, comes_back: bool) -> None:
-    supervisor = Supervisor("test", [ChildSpec("c", sleeper(code), restart=restart)], intensity=100)  # type: ignore[arg-type]
-    supervisor.start()
-    try:
-        if comes_back:
-            assert wait_until(lambda: child(supervisor.tree(), "c")["restarts"] >= 1)  # type: ignore[operator]
-        else:
-            assert wait_until(lambda: child(supervisor.tree(), "c")["state"] == "exited")
-            time.sleep(0.2)
-            assert child(supervisor.tree(), "c")["restarts"] == 0
-    finally:
-        supervisor.stop()
-
-
-def test_past_its_intensity_the_supervisor_stops_everything_and_escalates() -> None:
-    gave_up = threading.Event()
-    supervisor = Supervisor(
-        "test",
-        [ChildSpec("crashy", sleeper(1)), ChildSpec("steady", sleeper())],
-        intensity=3,
-        period=30.0,
-        on_give_up=lambda name: gave_up.set(),
-    )
-    supervisor.start()
-    steady = supervisor.pid_of("steady")
-    try:
-        assert gave_up.wait(20)
-        assert supervisor.failed
-        assert child(supervisor.tree(), "crashy")["restarts"] == 3
-        assert steady is not None
-        assert wait_until(lambda: not _alive(steady))
-    finally:
-        supervisor.stop()
-
-
-def _alive(pid: int) -> bool:
+def alive(pid: int | None) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().split()[2] != "Z"
@@ -101,18 +56,186 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_shutdown_escalates_from_sigterm_to_sigkill() -> None:
-    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
-    spec = ChildSpec("stubborn", lambda: OSProcess([sys.executable, "-c", stubborn]), shutdown=0.5)
-    supervisor = Supervisor("test", [spec])
+@pytest.fixture
+def supervisors() -> Iterator[list[Supervisor]]:
+    made: list[Supervisor] = []
+    yield made
+    for supervisor in made:
+        supervisor.stop()
+
+
+def started(made: list[Supervisor], *args: Any, **kwargs: Any) -> Supervisor:
+    supervisor = Supervisor(*args, **kwargs)
     supervisor.start()
-    pid = supervisor.pid_of("stubborn")
-    assert pid is not None
-    time.sleep(0.3)  # let it install its handler
+    made.append(supervisor)
+    return supervisor
+
+
+def pids(supervisor: Supervisor, *ids: str) -> list[int | None]:
+    return [supervisor.pid_of(child_id) for child_id in ids]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "restarted"),
+    [("one_for_one", {"b"}), ("one_for_all", {"a", "b", "c"}), ("rest_for_one", {"b", "c"})],
+)
+def test_strategies_restart_the_right_children(
+    supervisors: list[Supervisor], strategy: str, restarted: set[str]
+) -> None:
+    specs = [ChildSpec(name, process()) for name in "abc"]
+    supervisor = started(supervisors, "test", specs, strategy=strategy)  # type: ignore[arg-type]
+    before = dict(zip("abc", pids(supervisor, "a", "b", "c"), strict=True))
+    os.kill(before["b"] or 0, signal.SIGKILL)
+    assert wait_until(lambda: all(child(supervisor.tree(), n)["restarts"] == 1 for n in restarted))
+    after = dict(zip("abc", pids(supervisor, "a", "b", "c"), strict=True))
+    assert {name for name in "abc" if after[name] != before[name]} == restarted
+    assert all(not alive(before[name]) for name in restarted)
+    assert all(child(supervisor.tree(), name)["state"] == "running" for name in "abc")
+
+
+def test_children_start_in_order_and_stop_in_reverse(supervisors: list[Supervisor]) -> None:
+    events: list[str] = []
+
+    def recording(name: str) -> Callable[..., OSProcess]:
+        def start(*args: Any) -> OSProcess:
+            events.append(f"start {name}")
+            return OSProcess([sys.executable, "-c", SLEEP])
+
+        return start
+
+    supervisor = started(supervisors, "test", [ChildSpec(n, recording(n), shutdown="brutal_kill") for n in "abc"])
+    for name in "abc":
+        supervisor.monitor(name, lambda down: events.append(f"down {down.child}"))
     supervisor.stop()
-    assert not _alive(pid)
+    assert events == ["start a", "start b", "start c", "down c", "down b", "down a"]
 
 
-def test_only_one_for_one_is_built_yet() -> None:
+@pytest.mark.parametrize(
+    ("restart", "code", "comes_back"),
+    [("temporary", 1, False), ("transient", 0, False), ("transient", 3, True), ("permanent", 0, True)],
+)
+def test_restart_types(supervisors: list[Supervisor], restart: str, code: int, comes_back: bool) -> None:
+    spec = ChildSpec("c", exiting(code), restart=restart)  # type: ignore[arg-type]
+    supervisor = started(supervisors, "test", [spec], intensity=100)
+    if comes_back:
+        assert wait_until(lambda: child(supervisor.tree(), "c")["restarts"] >= 1)
+    else:
+        assert wait_until(lambda: child(supervisor.tree(), "c")["state"] == "exited")
+        time.sleep(0.2)
+        assert child(supervisor.tree(), "c")["restarts"] == 0
+
+
+def test_monitors_get_down_with_the_exit_reason(supervisors: list[Supervisor]) -> None:
+    downs: list[Down] = []
+    supervisor = started(supervisors, "test", [ChildSpec("c", exiting(7), restart="temporary")])
+    ref = supervisor.monitor("c", downs.append)
+    assert wait_until(lambda: len(downs) == 1)
+    assert (downs[0].ref, downs[0].child, downs[0].reason) == (ref, "c", "exit 7")
+    killed = started(supervisors, "other", [ChildSpec("k", process(), restart="temporary")])
+    killed.monitor("k", downs.append)
+    os.kill(killed.pid_of("k") or 0, signal.SIGKILL)
+    assert wait_until(lambda: len(downs) == 2)
+    assert downs[1].reason == "killed"
+
+
+def test_a_link_takes_the_partner_down_on_an_abnormal_exit(supervisors: list[Supervisor]) -> None:
+    specs = [ChildSpec(name, process()) for name in ("a", "b", "c")]
+    supervisor = started(supervisors, "test", specs, intensity=100)
+    supervisor.link("a", "b")
+    downs: list[Down] = []
+    supervisor.monitor("b", downs.append)
+    a, b, c = pids(supervisor, "a", "b", "c")
+    os.kill(a or 0, signal.SIGKILL)
+    assert wait_until(lambda: child(supervisor.tree(), "b")["restarts"] == 1)
+    assert not alive(b)
+    assert downs[0].reason == "linked exit of a: killed"
+    assert supervisor.pid_of("c") == c
+
+
+def test_past_its_intensity_a_supervisor_stops_everything_and_escalates_to_its_parent(
+    supervisors: list[Supervisor],
+) -> None:
+    inner_pids: list[int | None] = []
+
+    def inner(*args: Any) -> SupervisorChild:
+        nested = Supervisor(
+            "inner", [ChildSpec("crashy", exiting(1)), ChildSpec("steady", process())], intensity=2, period=30
+        )
+        child_ = SupervisorChild(nested)
+        inner_pids.append(nested.pid_of("steady"))
+        return child_
+
+    downs: list[Down] = []
+    outer = started(supervisors, "outer", [ChildSpec("inner", inner, type="supervisor")], intensity=1, period=30)
+    outer.monitor("inner", downs.append)
+    assert wait_until(lambda: outer.failed, 20)
+    assert [down.reason for down in downs] == [GAVE_UP, GAVE_UP]  # it gave up, was restarted, gave up again
+    assert len(inner_pids) == 2 and not any(alive(pid) for pid in inner_pids)
+    assert outer.tree()["state"] == "failed"
+
+
+def test_a_stopped_child_is_detected_by_its_silent_heartbeat_and_replaced(supervisors: list[Supervisor]) -> None:
+    spec = ChildSpec("w", process(BEATING, heartbeat=True), heartbeat_timeout=0.5)
+    supervisor = started(supervisors, "test", [spec])
+    downs: list[Down] = []
+    supervisor.monitor("w", downs.append)
+    time.sleep(1.0)  # beating: nothing happens
+    assert child(supervisor.tree(), "w")["restarts"] == 0
+    hung = supervisor.pid_of("w")
+    os.kill(hung or 0, signal.SIGSTOP)
+    assert wait_until(lambda: child(supervisor.tree(), "w")["restarts"] == 1)
+    assert downs[0].reason == "hung" and not alive(hung)
+    assert supervisor.pid_of("w") != hung
+
+
+def test_simple_one_for_one_starts_and_terminates_children_on_demand(supervisors: list[Supervisor]) -> None:
+    template = ChildSpec("worker", lambda index: OSProcess([sys.executable, "-c", SLEEP]), shutdown=1.0)
+    supervisor = started(supervisors, "pool", [template], strategy="simple_one_for_one")
+    first = supervisor.start_child(0, child_id="worker-0")
+    second = supervisor.start_child(1, child_id="worker-1")
+    assert supervisor.child_ids() == ["worker-0", "worker-1"]
+    os.kill(supervisor.pid_of(second) or 0, signal.SIGKILL)
+    assert wait_until(lambda: child(supervisor.tree(), second)["restarts"] == 1)
+    gone = supervisor.pid_of(first)
+    supervisor.terminate_child(first)
+    assert supervisor.child_ids() == ["worker-1"] and not alive(gone)
+
+
+class Counter(SupervisedActor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def add(self, amount: int) -> int:
+        if amount < 0:
+            raise ValueError("negative")
+        self.count += amount
+        return self.count
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "crash":
+            raise RuntimeError("asked to crash")
+        return super().on_receive(message)
+
+
+def test_actors_are_supervised_by_the_same_mechanism(supervisors: list[Supervisor]) -> None:
+    made: list[ActorChild] = []
+
+    def start(*args: Any) -> ActorChild:
+        made.append(ActorChild(Counter))
+        return made[-1]
+
+    downs: list[Down] = []
+    supervisor = started(supervisors, "actors", [ChildSpec("counter", start)])
+    supervisor.monitor("counter", downs.append)
+    assert made[0].ref.proxy().add(2).get(timeout=5) == 2
+    made[0].ref.tell("crash")  # a failure in on_receive ends a pykka actor
+    assert wait_until(lambda: len(made) == 2)
+    assert downs[0].reason == "RuntimeError: asked to crash"
+    assert made[1].ref.proxy().add(5).get(timeout=5) == 5  # a fresh actor: state started over
+    assert threading.active_count() < 50
+
+
+def test_an_unknown_strategy_is_refused() -> None:
     with pytest.raises(ValueError, match="one_for_one"):
-        Supervisor("test", [], strategy="one_for_all")
+        Supervisor("test", [], strategy="all_for_none")  # type: ignore[arg-type]

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 ResultsHandler = Callable[[list[bytes]], None]
 _POLL_MS = 50
 _STOP_GRACE = 30.0
+HEARTBEAT_TIMEOUT = 3.0  # seconds of silence before a worker is taken as hung
 
 
 def place(pid: str, workers: int) -> int:
@@ -93,21 +94,23 @@ class WorkerPool:
         self.failed = False
         self.supervisor = Supervisor(
             "cu-pool",
-            [self._child_spec(index) for index in range(workers)],
+            [self._worker_spec()],
+            strategy="simple_one_for_one",
             on_restart=self._worker_restarted,
             on_give_up=self._gave_up,
         )
         self._listener = threading.Thread(target=self._listen, name="cu-results", daemon=True)
 
-    def _child_spec(self, index: int) -> ChildSpec:
-        config = WorkerConfig(
-            index, str(self.data_path), str(self.runtime), self.limits, self.map_size, os.getpid()
-        )
+    def _worker_spec(self) -> ChildSpec:
+        """The template of the pool's simple_one_for_one children: a worker, given its index."""
 
-        def start() -> OSProcess:
-            return OSProcess.python_module("actorao.cu", config.to_json())
+        def start(index: int) -> OSProcess:
+            config = WorkerConfig(
+                index, str(self.data_path), str(self.runtime), self.limits, self.map_size, os.getpid()
+            )
+            return OSProcess.python_module("actorao.cu", config.to_json(), heartbeat=True)
 
-        return ChildSpec(id=f"worker-{index}", start=start, shutdown=5.0)
+        return ChildSpec(id="worker", start=start, shutdown=5.0, heartbeat_timeout=HEARTBEAT_TIMEOUT)
 
     def _gave_up(self, name: str) -> None:
         self.failed = True
@@ -118,6 +121,8 @@ class WorkerPool:
     def start(self, timeout: float = 60.0) -> None:
         self._listener.start()
         self.supervisor.start()
+        for index in range(self.workers):
+            self.supervisor.start_child(index, child_id=f"worker-{index}")
         with self._ready_cond:
             started = self._ready_cond.wait_for(
                 lambda: self.failed or len(self._ready_workers) == self.workers, timeout

@@ -38,6 +38,7 @@ from actorao.mailbox import (
     worker_address,
 )
 from actorao.persist import Store, log_key, split_key
+from actorao.supervisor import start_heartbeat
 from actorao.vm import (
     CompiledModule,
     Evaluator,
@@ -244,6 +245,7 @@ def run_worker(config: WorkerConfig) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the node, which sends STOP
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwind: abort the open transaction, close
     _die_with_parent(config.parent)
+    start_heartbeat()  # a worker that stops (SIGSTOP) or wedges falls silent, and is replaced
     store = Store(config.data_path, metasync=False, map_size=config.map_size)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     runtime = Path(config.runtime)

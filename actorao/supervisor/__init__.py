@@ -1,7 +1,42 @@
-"""OTP supervision for OS processes: child specs, restart types, intensity and period."""
+"""OTP supervision for OS processes and in-process actors: child specs, the four strategies, restart
+types, intensity and period with escalation, links, monitors and heartbeats."""
 
 from __future__ import annotations
 
-from actorao.supervisor._supervisor import ChildSpec, OSProcess, Restart, Supervisor
+from actorao.supervisor._child import (
+    NORMAL,
+    ActorChild,
+    Child,
+    OSProcess,
+    SupervisedActor,
+    exit_reason,
+    start_heartbeat,
+)
+from actorao.supervisor._supervisor import (
+    GAVE_UP,
+    ChildSpec,
+    Down,
+    Restart,
+    Strategy,
+    Supervisor,
+    SupervisorChild,
+    SupervisorFailed,
+)
 
-__all__ = ["ChildSpec", "OSProcess", "Restart", "Supervisor"]
+__all__ = [
+    "GAVE_UP",
+    "NORMAL",
+    "ActorChild",
+    "Child",
+    "ChildSpec",
+    "Down",
+    "OSProcess",
+    "Restart",
+    "Strategy",
+    "SupervisedActor",
+    "Supervisor",
+    "SupervisorChild",
+    "SupervisorFailed",
+    "exit_reason",
+    "start_heartbeat",
+]

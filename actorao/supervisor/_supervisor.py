@@ -1,260 +1,461 @@
-"""OTP-style supervision of OS processes: child specs, restart types, intensity and period.
+"""OTP supervision: child specs, strategies, restart types, intensity and period, escalation, links,
+monitors and heartbeats, for OS processes and in-process actors alike.
 
-A supervisor starts its children in order and stops them in reverse. A monitor thread waits on every
-child's sentinel; when one exits, its restart type decides whether it comes back. More than
-``intensity`` restarts within ``period`` seconds means something is deeply wrong: the supervisor
-stops every child and reports itself failed to whoever owns it (``on_give_up``).
+A supervisor runs one thread. It starts its children in order and stops them in reverse. It waits on
+every OS child's pidfd and heartbeat pipe, and on a wake pipe that actors and callers use, so every
+decision about its children is taken on that one thread, in the order events arrived:
+
+- a child exits: DOWN goes to its monitors, linked children are stopped when the exit was abnormal,
+  and the child's restart type and the strategy decide what comes back;
+- more than ``intensity`` restarts within ``period`` seconds: the supervisor stops all its children
+  and ends, and its exit reaches its owner (``on_give_up``) or its parent supervisor, which applies
+  its own strategy: escalation;
+- an OS child whose heartbeat is silent for longer than its spec's ``heartbeat_timeout`` is hung, not
+  dead: it is killed with SIGKILL, and restarted like any child that died.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing.connection
 import os
-import signal
-import subprocess
-import sys
+import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from actorao.supervisor._child import NORMAL, Child, OSProcess
 
 log = logging.getLogger(__name__)
 
 Restart = Literal["permanent", "transient", "temporary"]
-
-
-class OSProcess:
-    """A child OS process: a Popen plus a pidfd, which becomes readable when the process exits, so a
-    monitor can wait on many children at once without polling."""
-
-    def __init__(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
-        self.popen = subprocess.Popen(list(argv), env=env, stdin=subprocess.DEVNULL)
-        self.pid = self.popen.pid
-        self.sentinel = os.pidfd_open(self.pid)
-
-    @classmethod
-    def python_module(cls, module: str, *args: str) -> OSProcess:
-        """Run ``python -m module args`` with this interpreter. Unlike multiprocessing's spawn, the
-        child never re-imports the parent's ``__main__``."""
-        return cls([sys.executable, "-m", module, *args])
-
-    @property
-    def exitcode(self) -> int | None:
-        return self.popen.poll()
-
-    def is_alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def signal(self, signum: int) -> None:
-        if self.is_alive():
-            try:
-                os.kill(self.pid, signum)
-            except ProcessLookupError:
-                pass
-
-    def terminate(self) -> None:
-        self.signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self.signal(signal.SIGKILL)
-
-    def join(self, timeout: float | None = None) -> None:
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return
-        if self.sentinel >= 0:
-            os.close(self.sentinel)
-            self.sentinel = -1
+Strategy = Literal["one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one"]
+STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one", "simple_one_for_one")
+GAVE_UP = "shutdown: reached its maximum restart intensity"
+_TICK = 0.1  # seconds between heartbeat checks
 
 
 @dataclass(frozen=True, slots=True)
 class ChildSpec:
     """How to start one child and what to do when it exits.
 
-    ``start`` returns a started OSProcess. ``shutdown`` is seconds to wait after
-    SIGTERM before SIGKILL, or "brutal_kill" for SIGKILL at once.
-    """
+    ``start(*args)`` returns a started Child. ``shutdown`` is the seconds to wait after asking the
+    child to stop (SIGTERM for an OS process) before killing it, or "brutal_kill" to kill at once.
+    ``heartbeat_timeout`` applies to OS children started with a heartbeat pipe."""
 
     id: str
-    start: Callable[[], OSProcess]
+    start: Callable[..., Child]
     restart: Restart = "permanent"
     shutdown: float | Literal["brutal_kill"] = 5.0
     type: Literal["worker", "supervisor"] = "worker"
+    heartbeat_timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Down:
+    """What a monitor receives when the child it watches exits."""
+
+    ref: int
+    child: str
+    pid: int | None
+    reason: str
 
 
 @dataclass(slots=True)
 class _Running:
     spec: ChildSpec
-    process: OSProcess | None = None
+    id: str
+    args: tuple[Any, ...] = ()
+    child: Child | None = None
+    generation: int = 0
     restarts: int = 0
     state: str = "starting"
+    last_beat: float = field(default_factory=time.monotonic)
+    killed_for: str | None = None  # why the supervisor killed it: its exit reason, whatever the OS says
+
+
+class SupervisorFailed(RuntimeError):
+    """The supervisor could not start its children, or gave up."""
 
 
 class Supervisor:
-    """Supervises OS processes with the ``one_for_one`` strategy: a child that dies is restarted alone."""
+    """Supervises children under one strategy. See the module's docstring."""
 
     def __init__(
         self,
         name: str,
         specs: list[ChildSpec],
         *,
-        strategy: str = "one_for_one",
+        strategy: Strategy = "one_for_one",
         intensity: int = 10,
         period: float = 5.0,
         on_restart: Callable[[str], None] | None = None,
         on_give_up: Callable[[str], None] | None = None,
     ) -> None:
-        if strategy != "one_for_one":
-            raise ValueError(f"strategy {strategy!r}: only 'one_for_one' is built so far")
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+        if strategy == "simple_one_for_one" and len(specs) != 1:
+            raise ValueError("simple_one_for_one takes exactly one child spec, the template")
         if len({spec.id for spec in specs}) != len(specs):
             raise ValueError("child ids must be unique")
         self.name = name
+        self.strategy = strategy
         self.intensity = intensity
         self.period = period
-        self._children = {spec.id: _Running(spec) for spec in specs}
+        self._template = specs[0] if strategy == "simple_one_for_one" else None
+        self._children: dict[str, _Running] = (
+            {} if self._template is not None else {spec.id: _Running(spec, spec.id) for spec in specs}
+        )
         self._restart_times: deque[float] = deque()
         self._on_restart = on_restart
         self._on_give_up = on_give_up
+        self._monitors: dict[int, tuple[str, Callable[[Down], None]]] = {}
+        self._links: dict[str, set[str]] = {}
+        self._refs = itertools.count(1)
         self._lock = threading.Lock()
+        self._commands: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
         self._wake_read, self._wake_write = os.pipe()
-        self._monitor: threading.Thread | None = None
+        self._thread: threading.Thread | None = None
         self.failed = False
-        self._stopping = False
+        self.reason: str | None = None
+        self._running = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the children in order, from the supervisor's own long-lived thread: Linux ties a
-        child's parent-death signal to the thread that forked it, so children must not be forked
-        by a caller's thread that may end first."""
-        started = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                for running in self._children.values():
-                    self._start_child(running)
-            except BaseException as exc:
-                failure.append(exc)
-                return
-            finally:
-                started.set()
-            self._watch()
-
-        self._monitor = threading.Thread(target=run, name=f"{self.name}-monitor", daemon=True)
-        self._monitor.start()
-        started.wait()
-        if failure:
-            self._monitor.join()
-            self._monitor = None
-            self.stop()
-            raise failure[0]
-
-    def _start_child(self, running: _Running) -> None:
-        running.process = running.spec.start()
-        running.state = "running"
-        log.debug("%s: started %s as pid %s", self.name, running.spec.id, running.process.pid)
+        """Start the children in order, on the supervisor's own thread: Linux ties a child's
+        parent-death signal to the thread that forked it, so no caller's thread may fork them."""
+        started: Future[None] = Future()
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, args=(started,), name=f"sup-{self.name}", daemon=True)
+        self._thread.start()
+        try:
+            started.result()
+        except BaseException:
+            self._thread.join()
+            raise
 
     def stop(self, grace: float = 0.0) -> None:
         """Stop every child, in reverse start order, each by its shutdown spec. With ``grace``, first
-        give children that were asked to finish (by a message of their own) that long to exit."""
-        with self._lock:
-            self._stopping = True
-        os.write(self._wake_write, b"x")
-        if self._monitor is not None:
-            self._monitor.join()
-        deadline = time.monotonic() + grace
-        for running in self._children.values():
-            if running.process is not None:
-                running.process.join(max(0.0, deadline - time.monotonic()))
-        for running in reversed(list(self._children.values())):
-            self._stop_child(running)
-        os.close(self._wake_read)
-        os.close(self._wake_write)
-
-    def _stop_child(self, running: _Running) -> None:
-        process = running.process
-        if process is None:
+        give children that were asked to finish by other means that long to exit by themselves."""
+        if self._thread is None or not self._thread.is_alive():
+            self._close_pipe()
             return
-        if process.is_alive():
-            if running.spec.shutdown == "brutal_kill":
-                process.kill()
-            else:
-                process.terminate()
-                process.join(running.spec.shutdown)
-                if process.is_alive():
-                    process.kill()
-        process.join()
+        self._call(lambda: self._shutdown(grace))
+        self._thread.join()
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        for fd in (self._wake_read, self._wake_write):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wake_read = self._wake_write = -1
+
+    def _call(self, body: Callable[[], Any]) -> Any:
+        """Run ``body`` on the supervisor's thread and return what it returns."""
+        if threading.current_thread() is self._thread:
+            return body()
+        done: Future[Any] = Future()
+        self._commands.put((body, done))
+        self._wake()
+        return done.result()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_write, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    # -- the supervisor's thread ----------------------------------------------------------------
+    def _loop(self, started: Future[None]) -> None:
+        try:
+            for running in list(self._children.values()):
+                self._start(running)
+        except BaseException as exc:
+            self._stop_all()
+            self._running = False
+            started.set_exception(SupervisorFailed(f"{self.name}: a child failed to start: {exc}"))
+            return
+        started.set_result(None)
+        while self._running:
+            fds: dict[int, tuple[str, _Running]] = {}
+            for running in self._children.values():
+                child = running.child
+                if isinstance(child, OSProcess) and running.state == "running":
+                    if child.sentinel >= 0:
+                        fds[child.sentinel] = ("exit", running)
+                    if child.heartbeat_fd is not None:
+                        fds[child.heartbeat_fd] = ("beat", running)
+            for ready in multiprocessing.connection.wait([self._wake_read, *fds], timeout=_TICK):
+                assert isinstance(ready, int)
+                handle = ready
+                if handle == self._wake_read:
+                    os.read(self._wake_read, 4096)
+                    continue
+                kind, running = fds[handle]
+                child = running.child
+                if not isinstance(child, OSProcess) or running.state != "running":
+                    continue  # dealt with earlier in this round, and its descriptors closed
+                if kind == "beat" and child.heartbeat_fd == handle:
+                    try:
+                        os.read(handle, 4096)
+                    except BlockingIOError:
+                        pass
+                    running.last_beat = time.monotonic()
+                elif kind == "exit" and child.sentinel == handle:
+                    child.exited()
+            self._run_commands()
+            self._check_heartbeats()
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                body, done = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                done.set_result(body())
+            except BaseException as exc:
+                done.set_exception(exc)
+
+    def _check_heartbeats(self) -> None:
+        now = time.monotonic()
+        for running in self._children.values():
+            timeout = running.spec.heartbeat_timeout
+            if timeout is not None and running.state == "running" and now - running.last_beat > timeout:
+                log.warning("%s: %s sent no heartbeat for %.1f s: killing it as hung", self.name, running.id, timeout)
+                self._kill(running, "hung")
+
+    def _kill(self, running: _Running, reason: str) -> None:
+        """Kill a child now; it exits with ``reason`` and its restart spec applies as to any exit."""
+        assert running.child is not None
+        running.killed_for = reason
+        running.child.kill()
+        if isinstance(running.child, OSProcess) and running.child.sentinel >= 0:
+            running.child.popen.wait()
+            running.child.exited()
+
+    def _start(self, running: _Running) -> None:
+        running.generation += 1
+        generation = running.generation
+        running.child = running.spec.start(*running.args)
+        running.state = "running"
+        running.last_beat = time.monotonic()
+
+        def on_exit(reason: str) -> None:
+            if threading.current_thread() is self._thread:
+                self._exited(running, generation, reason)
+            else:  # an actor's thread: hand the news to ours
+                self._commands.put((lambda: self._exited(running, generation, reason), Future()))
+                self._wake()
+
+        running.child.watch(on_exit)
+        log.debug("%s: started %s (pid %s)", self.name, running.id, running.child.pid)
+
+    def _stop(self, running: _Running) -> None:
+        child = running.child
+        if child is None or running.state != "running":
+            return
+        running.state = "stopping"
+        shutdown = running.spec.shutdown
+        child.stop(None if shutdown == "brutal_kill" else float(shutdown))
+        if isinstance(child, OSProcess) and child.sentinel >= 0:
+            child.exited()
         running.state = "stopped"
 
-    # -- monitoring -----------------------------------------------------------------------------
-    def _watch(self) -> None:
-        while True:
-            with self._lock:
-                if self._stopping:
-                    return
-                sentinels = {
-                    running.process.sentinel: running
-                    for running in self._children.values()
-                    if running.process is not None and running.state == "running"
-                }
-            ready = multiprocessing.connection.wait([self._wake_read, *sentinels])
-            with self._lock:
-                if self._stopping:
-                    return
-            for handle in ready:
-                if handle in sentinels:
-                    self._child_exited(sentinels[handle])
+    def _stop_all(self, order: list[_Running] | None = None) -> None:
+        for running in reversed(order if order is not None else list(self._children.values())):
+            self._stop(running)
 
-    def _child_exited(self, running: _Running) -> None:
-        assert running.process is not None
-        running.process.join()
-        code = running.process.exitcode
-        spec = running.spec
-        log.warning("%s: child %s (pid %s) exited with %s", self.name, spec.id, running.process.pid, code)
-        if spec.restart == "temporary" or (spec.restart == "transient" and code == 0):
-            running.state = "exited"
+    def _shutdown(self, grace: float) -> None:
+        deadline = time.monotonic() + grace
+        for running in self._children.values():
+            child = running.child
+            if isinstance(child, OSProcess) and running.state == "running":
+                child.join(max(0.0, deadline - time.monotonic()))
+        self._stop_all()
+        self._running = False
+
+    # -- exits ----------------------------------------------------------------------------------
+    def _exited(self, running: _Running, generation: int, reason: str) -> None:
+        if generation != running.generation:
+            return  # an earlier incarnation, already dealt with
+        if running.killed_for is not None:
+            reason, running.killed_for = running.killed_for, None
+        stopping = running.state in ("stopping", "stopped")
+        running.state = "exited"
+        pid = running.child.pid if running.child is not None else None
+        self._notify_down(running.id, pid, reason)
+        if stopping or not self._running:
             return
+        log.warning("%s: child %s (pid %s) exited: %s", self.name, running.id, pid, reason)
+        if reason != NORMAL:
+            for linked in sorted(self._links.get(running.id, ())):
+                other = self._children.get(linked)
+                if other is not None and other.state == "running":
+                    log.warning("%s: killing %s, linked to %s", self.name, linked, running.id)
+                    self._kill(other, f"linked exit of {running.id}: {reason}")
+        restart = running.spec.restart
+        if restart == "temporary" or (restart == "transient" and reason == NORMAL):
+            if self._template is not None:
+                del self._children[running.id]
+            return
+        if self._too_many_restarts():
+            self._give_up()
+            return
+        self._restart_after(running)
+
+    def _too_many_restarts(self) -> bool:
         now = time.monotonic()
         self._restart_times.append(now)
         while self._restart_times and now - self._restart_times[0] > self.period:
             self._restart_times.popleft()
-        if len(self._restart_times) > self.intensity:
-            log.error("%s: more than %d restarts in %.1f s; giving up", self.name, self.intensity, self.period)
-            self.failed = True
-            with self._lock:
-                self._stopping = True
-            for other in reversed(list(self._children.values())):
-                self._stop_child(other)
-            if self._on_give_up is not None:
-                self._on_give_up(self.name)
-            return
-        running.restarts += 1
-        self._start_child(running)
-        if self._on_restart is not None:
-            self._on_restart(spec.id)
+        return len(self._restart_times) > self.intensity
+
+    def _restart_after(self, failed: _Running) -> None:
+        order = list(self._children.values())
+        if self.strategy in ("one_for_one", "simple_one_for_one"):
+            again = [failed]
+        elif self.strategy == "one_for_all":
+            again = order
+        else:  # rest_for_one: the failed child and every child started after it
+            again = order[order.index(failed) :]
+        self._stop_all([running for running in again if running is not failed])
+        for running in again:
+            running.restarts += 1
+            self._start(running)
+            if self._on_restart is not None:
+                self._on_restart(running.id)
+
+    def _give_up(self) -> None:
+        log.error("%s: more than %d restarts in %.1f s; stopping its children and exiting",
+                  self.name, self.intensity, self.period)
+        self.failed = True
+        self.reason = GAVE_UP
+        self._stop_all()
+        self._running = False
+        if self._on_give_up is not None:
+            self._on_give_up(GAVE_UP)
+
+    # -- dynamic children (simple_one_for_one) --------------------------------------------------
+    def start_child(self, *args: Any, child_id: str | None = None) -> str:
+        """Start one more child from the template; returns its id."""
+        if self._template is None:
+            raise ValueError("start_child is for simple_one_for_one supervisors")
+        template = self._template
+
+        def body() -> str:
+            identity = child_id or f"{template.id}-{next(self._refs)}"
+            if identity in self._children:
+                raise ValueError(f"{self.name} already has a child {identity!r}")
+            running = self._children[identity] = _Running(template, identity, args)
+            self._start(running)
+            return identity
+
+        return str(self._call(body))
+
+    def terminate_child(self, child_id: str) -> None:
+        """Stop a child by its shutdown spec and forget it."""
+
+        def body() -> None:
+            running = self._children.pop(child_id)
+            self._stop(running)
+
+        self._call(body)
+
+    # -- links and monitors ---------------------------------------------------------------------
+    def monitor(self, child_id: str, on_down: Callable[[Down], None]) -> int:
+        """Call ``on_down(Down)`` whenever ``child_id`` exits; returns a ref for ``demonitor``."""
+        ref = next(self._refs)
+        with self._lock:
+            self._monitors[ref] = (child_id, on_down)
+        return ref
+
+    def demonitor(self, ref: int) -> None:
+        with self._lock:
+            self._monitors.pop(ref, None)
+
+    def link(self, first: str, second: str) -> None:
+        """When one of the two exits abnormally, the other is stopped too (and restarted as usual)."""
+        with self._lock:
+            self._links.setdefault(first, set()).add(second)
+            self._links.setdefault(second, set()).add(first)
+
+    def _notify_down(self, child_id: str, pid: int | None, reason: str) -> None:
+        with self._lock:
+            watching = [(ref, on_down) for ref, (watched, on_down) in self._monitors.items() if watched == child_id]
+        for ref, on_down in watching:
+            try:
+                on_down(Down(ref, child_id, pid, reason))
+            except Exception:
+                log.exception("%s: a DOWN handler for %s failed", self.name, child_id)
 
     # -- introspection --------------------------------------------------------------------------
-    def tree(self) -> dict[str, object]:
-        """The live tree: this supervisor and each child's id, pid, restarts and state."""
+    def tree(self) -> dict[str, Any]:
+        """The live tree: this supervisor, and each child's id, type, pid, restarts and state;
+        a child supervisor shows its own children under it."""
         children = []
-        for running in self._children.values():
-            process = running.process
-            alive = process is not None and process.is_alive()
-            children.append(
-                {
-                    "id": running.spec.id,
-                    "type": running.spec.type,
-                    "pid": process.pid if process is not None else None,
-                    "restarts": running.restarts,
-                    "state": running.state if alive or running.state != "running" else "dead",
-                }
-            )
-        return {"id": self.name, "type": "supervisor", "failed": self.failed, "children": children}
+        for running in list(self._children.values()):
+            child = running.child
+            entry: dict[str, Any] = {
+                "id": running.id,
+                "type": running.spec.type,
+                "pid": child.pid if child is not None else None,
+                "restarts": running.restarts,
+                "state": running.state,
+            }
+            subtree = getattr(child, "tree", None)
+            if callable(subtree):
+                entry.update(subtree())
+                entry["id"], entry["restarts"], entry["type"] = running.id, running.restarts, "supervisor"
+            children.append(entry)
+        state = "failed" if self.failed else ("running" if self._running else "stopped")
+        return {"id": self.name, "type": "supervisor", "strategy": self.strategy, "state": state,
+                "failed": self.failed, "children": children}
 
     def pid_of(self, child_id: str) -> int | None:
-        process = self._children[child_id].process
-        return process.pid if process is not None else None
+        running = self._children.get(child_id)
+        return running.child.pid if running is not None and running.child is not None else None
+
+    def child_ids(self) -> list[str]:
+        return list(self._children)
+
+
+class SupervisorChild:
+    """A supervisor as a child of another: the child protocol over a nested Supervisor. Its exit
+    (giving up past its intensity) reaches the parent, which applies its own strategy."""
+
+    pid: int | None = None
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self._on_exit: Callable[[str], None] | None = None
+        supervisor._on_give_up = self._gave_up
+        supervisor.start()
+
+    def _gave_up(self, reason: str) -> None:
+        if self._on_exit is not None:
+            self._on_exit(reason)
+
+    def watch(self, on_exit: Callable[[str], None]) -> None:
+        self._on_exit = on_exit
+        if self.supervisor.failed:
+            on_exit(self.supervisor.reason or GAVE_UP)
+
+    def stop(self, timeout: float | None) -> None:
+        self.supervisor.stop()
+
+    def kill(self) -> None:
+        self.supervisor.stop()
+
+    def is_alive(self) -> bool:
+        return not self.supervisor.failed and self.supervisor._running
+
+    def tree(self) -> dict[str, Any]:
+        return self.supervisor.tree()
