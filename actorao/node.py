@@ -51,6 +51,7 @@ from actorao.message import (
 )
 from actorao.persist import DEFAULT_MAP_SIZE, Store, log_key
 from actorao.su import Ack, ModuleRecord, SchedulerUnit
+from actorao.supervisor import ChildSpec, Supervisor
 from actorao.vm import (
     DEFAULT_FUEL,
     DEFAULT_MEMORY_LIMIT,
@@ -89,6 +90,7 @@ class Node:
         max_data_bytes: int = DEFAULT_MAX_DATA_BYTES,
         max_pending: int = 200_000,
         map_size: int = DEFAULT_MAP_SIZE,
+        restart_intensity: tuple[int, float] = (10, 5.0),
     ) -> None:
         workers = workers if workers is not None else (os.cpu_count() or 1)
         if workers < 1:
@@ -109,6 +111,8 @@ class Node:
         self.store.reader_check()  # readers left by processes of an earlier run that were killed
         self.identity = self._load_identity()
         self._runtime = runtime_dir(self.path, f"{os.getpid()}-{new_id()[:8]}")
+        self._max_pending = max_pending
+        self.su: SchedulerUnit | None = None
         self.pool = WorkerPool(
             self.path,
             self._runtime,
@@ -116,19 +120,49 @@ class Node:
             Limits(compute_limit, memory_limit, checkpoint_every, checkpoint_ms, checkpoint_full_every),
             map_size,
             self._results_arrived,
-            lambda: self.su.processes,
+            lambda: self.su.processes if self.su is not None else (),
             on_worker_restart=self._worker_restarted,
+            restart_intensity=restart_intensity,
         )
-        self.su = SchedulerUnit(self.store, self.pool.push, max_pending=max_pending)
+        # The root of the node's tree. The CU pool starts first (the SU pushes to it) and stops last
+        # (the SU drains into it); each comes back alone if it dies, and past the root's own
+        # intensity the node stops, and says so on every call.
+        self.root = Supervisor(
+            "node",
+            [
+                ChildSpec("cu-pool", self.pool.start_supervisor, type="supervisor"),
+                ChildSpec("su", self._start_su, shutdown=60.0),
+            ],
+            intensity=2,
+            period=60.0,
+        )
         try:
-            self.pool.start()
+            self.root.start()
+            self.pool.wait_ready()
         except BaseException:
-            self.su.close()
+            self.root.stop()
+            self.pool.stop()
             self.store.close()
             self._lock_file.close()
             raise
         for index in range(workers):  # whatever the log holds beyond the results gets evaluated
             self.pool.wake_all(index)
+
+    def _start_su(self) -> SchedulerUnit:
+        self.su = SchedulerUnit(self.store, self.pool.push, max_pending=self._max_pending)
+        return self.su
+
+    @property
+    def scheduler(self) -> SchedulerUnit:
+        su = self.su
+        if su is None:
+            raise NodeStopped("the node has no running SU")
+        return su
+
+    def tree(self) -> dict[str, Any]:
+        """The node's live supervision tree: each supervisor and child with its id, type, pid,
+        restart count and state, workers under the CU pool."""
+        return self.root.tree()
 
     def _load_identity(self) -> str:
         def body(txn: Any) -> str:
@@ -153,7 +187,7 @@ class Node:
             if self._closed:
                 return
             self._closed = True
-        self.su.close()
+        self.root.stop()  # the SU drains what is queued, then the workers finish what they were sent
         self.pool.stop()
         with self._waiting_lock:
             waiting, self._waiting = self._waiting, {}
@@ -166,12 +200,13 @@ class Node:
     def _check_open(self) -> None:
         if self._closed:
             raise NodeStopped("the node is closed")
-        if self.pool.failed:
-            raise NodeStopped("the CU workers crashed past their restart intensity; see the log, then reopen")
+        if self.root.failed:
+            raise NodeStopped("the node's supervision tree gave up (children crashed past their restart "
+                              "intensity); see the log, then reopen")
 
     # -- processes ------------------------------------------------------------------------------
     def processes(self) -> list[str]:
-        return sorted(self.su.processes)
+        return sorted(self.scheduler.processes)
 
     def spawn(
         self,
@@ -220,7 +255,7 @@ class Node:
         # Instantiate once here: a start function that traps, or an initial memory over the limit,
         # is refused now rather than turning every later message into an Error.
         Instance(compiled, memory_limit=limits[1], fuel=limits[0])
-        ack: Ack = self.su.submit(process, record, fresh_id=True, limits=limits).get()
+        ack: Ack = self.scheduler.submit(process, record, fresh_id=True, limits=limits).get()
         return ack.process
 
     def process_info(self, pid: str) -> dict[str, Any]:
@@ -302,7 +337,7 @@ class Node:
     def _message(self, pid: str, tags: TagsLike, data: str, anchor: str) -> Message:
         if not is_id(pid):
             raise InvalidMessage("Target", f"expected a 43-character process id, got {pid!r:.60}")
-        if not self.su.knows(pid):
+        if not self.scheduler.knows(pid):
             raise UnknownProcess(f"no process {pid} on this node")
         # Id and Owner are minted here and the target was just checked, so only what the caller
         # gave is validated: the tags (normalised by with_ao_tags), the anchor and the data.
@@ -316,12 +351,12 @@ class Node:
         if not isinstance(message, Message):
             raise InvalidMessage("message", f"expected a Message, got {type(message).__name__}")
         message.validate(self.max_data_bytes)
-        return self.su.submit(message)
+        return self.scheduler.submit(message)
 
     def send_nowait(self, pid: str, tags: TagsLike = None, data: str = "", *, anchor: str = "") -> _Future[Ack]:
         """Send without waiting; ``.get(timeout=...)`` on the future gives the Ack once durable."""
         self._check_open()
-        return self.su.submit(self._message(pid, tags, data, anchor), fresh_id=True)
+        return self.scheduler.submit(self._message(pid, tags, data, anchor), fresh_id=True)
 
     def send(self, pid: str, tags: TagsLike = None, data: str = "", *, anchor: str = "",
              timeout: float = DEFAULT_TIMEOUT) -> Ack:
@@ -336,7 +371,7 @@ class Node:
         being built."""
         self._check_open()
         built = [self._message(pid, tags, data, "") for pid, tags, data in messages]
-        return self.su.submit_many(built, fresh_ids=True)
+        return self.scheduler.submit_many(built, fresh_ids=True)
 
     def send_many(
         self, messages: Iterable[tuple[str, TagsLike, str]], *, timeout: float = DEFAULT_TIMEOUT
@@ -427,7 +462,7 @@ class Node:
     def dry_run(self, pid: str, tags: TagsLike = None, data: str = "", *, timeout: float = DEFAULT_TIMEOUT) -> Result:
         """Evaluate a message on the process's current state without persisting anything."""
         self._check_open()
-        body = module_json(self._message(pid, tags, data, ""), None, timestamp=self.su.head_timestamp(pid))
+        body = module_json(self._message(pid, tags, data, ""), None, timestamp=self.scheduler.head_timestamp(pid))
         return Result.from_json(self.pool.dry_run(pid, body, timeout))
 
 

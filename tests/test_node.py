@@ -295,7 +295,7 @@ def test_a_killed_worker_is_restarted_and_every_acknowledged_message_gets_its_re
     results = node.results(first + second, timeout=60)
     assert all(result.ok for result in results)
     assert node.pool.supervisor.pid_of("worker-0") != victim
-    assert node.pool.supervisor.tree()["children"][0]["restarts"] == 1  # type: ignore[index]
+    assert child_restarts(node.pool.supervisor.tree(), "worker-0") == 1
     assert sorted(count(node, pid) for pid in pids) == [200] * 20
     per_process: dict[str, list[str]] = {}
     for ack, result in zip(first + second, results, strict=True):
@@ -326,23 +326,50 @@ def test_a_tiny_map_grows_under_load_and_no_store_error_reaches_the_caller(
 
 
 @pytest.mark.parametrize("workers", [1])
-def test_workers_crashing_past_their_intensity_stop_the_node_with_a_clear_error(
+def test_crashes_past_the_pool_intensity_restart_the_pool_and_past_the_root_stop_the_node(
     make_node: MakeNode, counter: bytes
 ) -> None:
-    node = make_node()
+    node = make_node(restart_intensity=(2, 30.0))
     pid = node.spawn(counter)
-    supervisor = node.pool.supervisor
-    for _ in range(supervisor.intensity + 1):
-        victim = supervisor.pid_of("worker-0")
-        assert victim is not None
+    restarts_seen = []
+    for _ in range(12):
+        if node.root.failed:
+            break
+        victim = node.pool.supervisor.pid_of("worker-0")
+        if victim is None:
+            time.sleep(0.01)
+            continue
         os.kill(victim, signal.SIGKILL)
-        for _ in range(500):  # until the supervisor has noticed and restarted it, or given up
-            if supervisor.failed or supervisor.pid_of("worker-0") != victim:
+        for _ in range(500):  # until the worker is back, under this pool supervisor or a new one
+            if node.root.failed or node.pool.supervisor.pid_of("worker-0") not in (victim, None):
                 break
             time.sleep(0.01)
-    assert supervisor.failed
-    with pytest.raises(NodeStopped, match="restart intensity"):
+        restarts_seen.append(child_restarts(node.tree(), "cu-pool"))
+    assert node.root.failed
+    assert max(restarts_seen) == 2  # the root restarted the pool twice, then gave up itself
+    with pytest.raises(NodeStopped, match="gave up"):
         node.send(pid, {"Action": "Inc"})
+
+
+def child_restarts(tree: dict[str, object], child_id: str) -> int:
+    children = tree["children"]
+    assert isinstance(children, list)
+    return int(next(child["restarts"] for child in children if child["id"] == child_id))
+
+
+def test_the_node_tree_shows_the_root_the_su_and_the_pool_with_its_workers(make_node: MakeNode) -> None:
+    node = make_node()
+    tree = node.tree()
+    assert (tree["id"], tree["strategy"], tree["state"]) == ("node", "one_for_one", "running")
+    assert [child["id"] for child in tree["children"]] == ["cu-pool", "su"]
+    pool = tree["children"][0]
+    assert pool["type"] == "supervisor" and pool["strategy"] == "simple_one_for_one"
+    workers = pool["children"]
+    assert [worker["id"] for worker in workers] == [f"worker-{i}" for i in range(node.workers)]
+    assert all(worker["state"] == "running" and worker["restarts"] == 0 for worker in workers)
+    assert {worker["pid"] for worker in workers} == {
+        node.pool.supervisor.pid_of(f"worker-{i}") for i in range(node.workers)
+    }
 
 
 NODE_THAT_WILL_BE_KILLED = """
@@ -422,7 +449,7 @@ def test_a_result_committed_by_a_worker_that_died_before_reporting_it_still_reac
     waiting = node.result_nowait(node.send(pid, {"Action": "Inc"}))
     assert waiting.get(timeout=30).output == "1"
     assert (tmp_path / "died").exists()
-    assert node.pool.supervisor.tree()["children"][0]["restarts"] == 1  # type: ignore[index]
+    assert child_restarts(node.pool.supervisor.tree(), "worker-0") == 1
 
 
 def test_limits_are_fixed_at_spawn_so_a_reopened_node_replays_the_same(tmp_path: Path, trapper: bytes) -> None:

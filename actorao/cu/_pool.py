@@ -36,7 +36,7 @@ from actorao.mailbox import (
     unpack,
     worker_address,
 )
-from actorao.supervisor import ChildSpec, OSProcess, Supervisor
+from actorao.supervisor import ChildSpec, OSProcess, Supervisor, SupervisorChild
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,17 @@ ResultsHandler = Callable[[list[bytes]], None]
 _POLL_MS = 50
 _STOP_GRACE = 30.0
 HEARTBEAT_TIMEOUT = 3.0  # seconds of silence before a worker is taken as hung
+
+
+class _PoolChild(SupervisorChild):
+    """The pool supervisor as the root's child: stopping it tells the workers to finish first."""
+
+    def __init__(self, pool: WorkerPool, supervisor: Supervisor) -> None:
+        self.pool = pool
+        super().__init__(supervisor)
+
+    def stop(self, timeout: float | None) -> None:
+        self.pool.stop_workers()
 
 
 def place(pid: str, workers: int) -> int:
@@ -68,6 +79,7 @@ class WorkerPool:
         known_processes: Callable[[], Iterable[str]],
         *,
         on_worker_restart: Callable[[], object] | None = None,
+        restart_intensity: tuple[int, float] = (10, 5.0),
     ) -> None:
         self.data_path = data_path
         self.runtime = runtime
@@ -91,15 +103,21 @@ class WorkerPool:
         self._ready_workers: set[int] = set()
         self._ready_cond = threading.Condition()
         self._stopped = threading.Event()
-        self.failed = False
-        self.supervisor = Supervisor(
+        self.restart_intensity = restart_intensity
+        self.supervisor = self._new_supervisor()
+        self._listener = threading.Thread(target=self._listen, name="cu-results", daemon=True)
+        self._listener.start()
+
+    def _new_supervisor(self) -> Supervisor:
+        intensity, period = self.restart_intensity
+        return Supervisor(
             "cu-pool",
             [self._worker_spec()],
             strategy="simple_one_for_one",
+            intensity=intensity,
+            period=period,
             on_restart=self._worker_restarted,
-            on_give_up=self._gave_up,
         )
-        self._listener = threading.Thread(target=self._listen, name="cu-results", daemon=True)
 
     def _worker_spec(self) -> ChildSpec:
         """The template of the pool's simple_one_for_one children: a worker, given its index."""
@@ -112,29 +130,31 @@ class WorkerPool:
 
         return ChildSpec(id="worker", start=start, shutdown=5.0, heartbeat_timeout=HEARTBEAT_TIMEOUT)
 
-    def _gave_up(self, name: str) -> None:
-        self.failed = True
-        with self._ready_cond:
-            self._ready_cond.notify_all()
-
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self, timeout: float = 60.0) -> None:
-        self._listener.start()
-        self.supervisor.start()
+    def start_supervisor(self) -> SupervisorChild:
+        """Start a fresh pool supervisor and its workers, as a child for the node's root supervisor
+        (which calls this again if the pool gives up). Every process catches up from the log."""
+        self.supervisor = self._new_supervisor()
+        child = _PoolChild(self, self.supervisor)
         for index in range(self.workers):
             self.supervisor.start_child(index, child_id=f"worker-{index}")
+            self.wake_all(index)
+        return child
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
         with self._ready_cond:
-            started = self._ready_cond.wait_for(
-                lambda: self.failed or len(self._ready_workers) == self.workers, timeout
-            )
-        if self.failed or not started:
-            self.stop()
-            raise NodeStopped(f"the CU workers did not start (see the log above); waited up to {timeout} s")
+            started = self._ready_cond.wait_for(lambda: len(self._ready_workers) == self.workers, timeout)
+        if not started:
+            raise NodeStopped(f"the CU workers did not start within {timeout} s (see the log above)")
+
+    def stop_workers(self) -> None:
+        """STOP to every worker: each finishes the frames queued before it, then exits; the
+        supervisor then stops whatever has not."""
+        told = [self._send_soon(outlet, STOP, [], seconds=1.0) for outlet in self._outlets]
+        self.supervisor.stop(grace=_STOP_GRACE if all(told) else 0.0)
 
     def stop(self) -> None:
-        told = [not self.failed and self._send_soon(outlet, STOP, []) for outlet in self._outlets]
-        # Workers that got STOP finish the frames queued before it; the rest are stopped by signal.
-        self.supervisor.stop(grace=_STOP_GRACE if all(told) else 0.0)
+        """Close the pool's sockets and listener, once its workers are stopped."""
         self._stopped.set()
         self._listener.join()
         for outlet in self._outlets:
@@ -146,6 +166,10 @@ class WorkerPool:
                 future.set_exception(NodeStopped("the node closed during a dry run"))
             except InvalidStateError:
                 pass
+
+    @property
+    def failed(self) -> bool:
+        return self.supervisor.failed
 
     @staticmethod
     def _send_soon(outlet: Outlet, kind: bytes, items: list[bytes], seconds: float = 5.0) -> bool:

@@ -106,6 +106,8 @@ class SchedulerUnit:
         self._processes: set[str] = set(self._load_process_ids())
         self._closed = False
         self.commits = 0  # synced transactions so far: group commit makes this far below the messages
+        self._on_exit: Callable[[str], None] | None = None
+        self._exit_reason = "normal"
         self._thread = threading.Thread(target=self._run, name="su-group-commit", daemon=True)
         self._thread.start()
 
@@ -166,8 +168,46 @@ class SchedulerUnit:
             self._queue.put(None)
         self._thread.join()
 
+    # -- as a supervised child ------------------------------------------------------------------
+    pid: int | None = None
+
+    def watch(self, on_exit: Callable[[str], None]) -> None:
+        self._on_exit = on_exit
+        if not self._thread.is_alive():
+            on_exit(self._exit_reason)
+
+    def stop(self, timeout: float | None) -> None:
+        self.close()
+
+    def kill(self) -> None:
+        self.close()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
     # -- the group-commit loop ------------------------------------------------------------------
     def _run(self) -> None:
+        """The SU's thread. If it dies, everything still queued is refused (nothing queued was
+        acknowledged) and its supervisor hears why."""
+        try:
+            self._assign_until_closed()
+            self._exit_reason = "normal"
+        except BaseException as exc:
+            log.exception("the SU's group-commit thread failed")
+            self._exit_reason = f"{type(exc).__name__}: {exc}"
+            with self._pending_lock:
+                self._closed = True
+            while True:
+                try:
+                    request = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if request is not None:
+                    request.future.set_exception(_exc_info(NodeStopped(f"the SU failed: {exc}")))
+        if self._on_exit is not None:
+            self._on_exit(self._exit_reason)
+
+    def _assign_until_closed(self) -> None:
         stopping = False
         while not stopping:
             first = self._queue.get()
