@@ -159,6 +159,16 @@ class Node:
             raise NodeStopped("the node has no running SU")
         return su
 
+    def scale(self, workers: int, timeout: float = 60.0) -> None:
+        """Grow or shrink the CU pool to ``workers`` at run time. Processes whose worker changes move
+        by checkpoint plus log replay; senders keep being acknowledged throughout, nothing is lost
+        and nothing is evaluated twice."""
+        self._check_open()
+        if not isinstance(workers, int) or workers < 1:
+            raise InvalidMessage("workers", f"must be a whole number of at least 1, got {workers!r}")
+        self.pool.scale(workers, timeout)
+        self.workers = workers
+
     def tree(self) -> dict[str, Any]:
         """The node's live supervision tree: each supervisor and child with its id, type, pid,
         restart count and state, workers under the CU pool."""

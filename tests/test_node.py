@@ -7,9 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -503,3 +505,67 @@ def test_limits_come_from_the_process_then_its_module_then_the_node(make_node: M
         node.spawn(module, module_tags={"Compute-Limit": "1"})
     with pytest.raises(InvalidMessage, match="Compute-Limit"):
         node.spawn(examples.wasm("echo"), module_tags={"Compute-Limit": "lots"})
+
+
+@pytest.mark.parametrize("workers", [1])
+def test_scaling_from_one_worker_to_two_and_back_under_a_stream_loses_and_repeats_nothing(
+    make_node: MakeNode, counter: bytes
+) -> None:
+    node = make_node(checkpoint_every=40)
+    pids = [node.spawn(counter) for _ in range(40)]
+    acks: list[Any] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        try:
+            for round_ in range(400):  # bounded, and stopped early once the scaling is done
+                if stop.is_set():
+                    return
+                acks.extend(node.send_many([(pids[(round_ + i) % 40], {"Action": "Inc"}, "") for i in range(50)]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    sender = threading.Thread(target=stream)
+    sender.start()
+    try:
+        time.sleep(0.2)
+        node.scale(2)
+        assert [child["id"] for child in node.tree()["children"][0]["children"]] == ["worker-0", "worker-1"]
+        moved = [pid for pid in pids if node.pool.worker_of(pid) == 1]
+        time.sleep(0.2)
+        node.scale(1)
+        assert [child["id"] for child in node.tree()["children"][0]["children"]] == ["worker-0"]
+        time.sleep(0.1)
+    finally:
+        stop.set()
+        sender.join(60)
+    assert errors == [] and len(acks) > 1000 and moved
+    results = node.results(acks, timeout=60)
+    outputs: dict[str, list[str]] = {}
+    for ack, result in zip(acks, results, strict=True):
+        outputs.setdefault(ack.process, []).append(result.output)
+    for pid in pids:
+        assert outputs[pid] == [str(n) for n in range(1, len(outputs[pid]) + 1)]
+        assert count(node, pid) == len(outputs[pid])
+
+
+@pytest.mark.parametrize("workers", [2])
+def test_a_hung_worker_is_detected_and_replaced(make_node: MakeNode, counter: bytes) -> None:
+    node = make_node()
+    pids = [node.spawn(counter) for _ in range(10)]
+    hung = node.pool.supervisor.pid_of("worker-0")
+    assert hung is not None
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        acks = node.send_many([(pid, {"Action": "Inc"}, "") for pid in pids])
+        results = node.results(acks, timeout=30)  # the hung worker's share comes from its successor
+        assert [result.output for result in results] == ["1"] * 10
+        assert node.pool.supervisor.pid_of("worker-0") != hung
+        worker = node.tree()["children"][0]["children"][0]
+        assert worker["restarts"] == 1 and worker["state"] == "running"
+    finally:
+        try:
+            os.kill(hung, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # the supervisor killed it, as it should

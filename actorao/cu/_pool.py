@@ -26,6 +26,8 @@ from actorao.mailbox import (
     ASSIGN,
     DRY_RESULT,
     DRY_RUN,
+    EVICT,
+    EVICTED,
     READY,
     RESULTS,
     STOP,
@@ -96,8 +98,11 @@ class WorkerPool:
         ]
         self._results = open_socket(self._context, zmq.PULL, results_address(runtime), bind=True)
         self._placement: dict[str, int] = {}
-        self._behind: list[set[str]] = [set() for _ in range(workers)]  # pushes dropped at the HWM
-        self._behind_lock = threading.Lock()
+        self._behind: list[set[str]] = [set() for _ in range(workers)]  # to WAKE: pushes dropped, moves
+        self._route_lock = threading.RLock()
+        self._scale_lock = threading.Lock()
+        self._moving: dict[str, int] = {}  # process id -> its new worker, while its old one lets go
+        self._evicting: dict[int, set[str]] = {}
         self._dry_runs: dict[bytes, Future[bytes]] = {}
         self._tokens = itertools.count()
         self._ready_workers: set[int] = set()
@@ -195,34 +200,96 @@ class WorkerPool:
         return index
 
     def push(self, entries: list[tuple[str, bytes, bytes]]) -> None:
-        """Send (process id, log key, module JSON) entries, one frame per worker."""
-        frames: list[list[bytes]] = [[] for _ in range(self.workers)]
-        pids: list[set[str]] = [set() for _ in range(self.workers)]
-        for pid, key, message in entries:
-            index = self.worker_of(pid)
-            frames[index] += (key, message)
-            pids[index].add(pid)
-        for index, items in enumerate(frames):
-            if items and not self._outlets[index].send_nowait(ASSIGN, items):
-                # Durable already: the worker reads these from the log once it can take a frame.
-                with self._behind_lock:
+        """Send (process id, log key, module JSON) entries, one frame per worker. Entries of a process
+        that is moving between workers are not sent: they are durable, and its new worker reads them
+        from the log once its old one has let go of it."""
+        with self._route_lock:  # placement, sends and evictions happen in one order
+            frames: dict[int, list[bytes]] = {}
+            pids: dict[int, set[str]] = {}
+            for pid, key, message in entries:
+                if pid in self._moving:
+                    continue
+                index = self.worker_of(pid)
+                frames.setdefault(index, []).extend((key, message))
+                pids.setdefault(index, set()).add(pid)
+            for index, items in frames.items():
+                if not self._outlets[index].send_nowait(ASSIGN, items):
+                    # Durable already: the worker reads these from the log once it can take a frame.
                     self._behind[index] |= pids[index]
 
     def wake_all(self, index: int) -> None:
-        with self._behind_lock:
-            self._behind[index] |= {pid for pid in self._known_processes() if self.worker_of(pid) == index}
+        with self._route_lock:
+            self._behind[index] |= {
+                pid for pid in self._known_processes() if pid not in self._moving and self.worker_of(pid) == index
+            }
 
     def _flush_behind(self) -> None:
-        with self._behind_lock:
+        with self._route_lock:
             for index, pids in enumerate(self._behind):
                 if pids and self._outlets[index].send_nowait(WAKE, [pid.encode() for pid in pids]):
                     pids.clear()
+
+    # -- scaling --------------------------------------------------------------------------------
+    def scale(self, workers: int, timeout: float = 60.0) -> None:
+        """Grow or shrink the pool to ``workers`` while messages keep flowing.
+
+        A process whose placement changes moves by checkpoint plus log: its old worker gets EVICT
+        behind every frame already sent to it, evaluates those, checkpoints the process, commits and
+        forgets it, and answers EVICTED; only then does its new worker get a WAKE and catch up from
+        the checkpoint and the log. Meanwhile its new messages are acknowledged as ever, and wait in
+        the log. So nothing is lost, and no slot is evaluated by two workers."""
+        with self._scale_lock:
+            before = self.workers
+            if workers == before:
+                return
+            for index in range(before, workers):  # new workers first, ready before anything moves
+                self._outlets.append(
+                    Outlet(open_socket(self._context, zmq.PUSH, worker_address(self.runtime, index), bind=True))
+                )
+                self._behind.append(set())
+                self.supervisor.start_child(index, child_id=f"worker-{index}")
+            with self._ready_cond:
+                if not self._ready_cond.wait_for(lambda: set(range(workers)) <= self._ready_workers, timeout):
+                    raise Timeout(f"new workers did not start within {timeout} s")
+            with self._route_lock:
+                leaving: dict[int, list[str]] = {}
+                for pid in self._known_processes():
+                    old, new = place(pid, before), place(pid, workers)
+                    if old != new:
+                        leaving.setdefault(old, []).append(pid)
+                        self._moving[pid] = new
+                        self._behind[old].discard(pid)
+                self.workers = workers
+                self._placement.clear()
+                self._evicting = {index: set(pids) for index, pids in leaving.items()}
+                for index, pids in leaving.items():
+                    if not self._send_soon(self._outlets[index], EVICT, [pid.encode() for pid in pids]):
+                        raise Overloaded(f"worker {index} took no EVICT within 5 s")
+            with self._ready_cond:
+                if not self._ready_cond.wait_for(lambda: not any(self._evicting.values()), timeout):
+                    raise Timeout(f"workers did not hand over their processes within {timeout} s")
+            with self._route_lock:
+                for pid, new in self._moving.items():
+                    self._behind[new].add(pid)
+                self._moving.clear()
+            for index in range(workers, before):  # workers past the new count leave, now empty
+                self._send_soon(self._outlets[index], STOP, [], seconds=1.0)
+                self.supervisor.terminate_child(f"worker-{index}")
+                with self._route_lock:
+                    self._outlets.pop().close()
+                    self._behind.pop()
+                with self._ready_cond:
+                    self._ready_workers.discard(index)
+            log.info("the CU pool went from %d to %d workers", before, workers)
 
     def dry_run(self, pid: str, message: bytes, timeout: float) -> bytes:
         token = str(next(self._tokens)).encode()
         future: Future[bytes] = Future()
         self._dry_runs[token] = future
         try:
+            deadline = time.monotonic() + timeout
+            while pid in self._moving and time.monotonic() < deadline:  # read it where it lands
+                time.sleep(0.005)
             if not self._outlets[self.worker_of(pid)].send_nowait(DRY_RUN, [token, pid.encode(), message]):
                 raise Overloaded(f"worker {self.worker_of(pid)}'s inbox is at its high-water mark")
             try:
@@ -257,6 +324,11 @@ class WorkerPool:
                     future.set_result(bytes(items[1]))
                 except InvalidStateError:  # the caller gave up on it meanwhile
                     pass
+        elif kind == EVICTED:
+            with self._ready_cond:
+                for pids in self._evicting.values():
+                    pids.difference_update(bytes(item).decode() for item in items)
+                self._ready_cond.notify_all()
         elif kind == READY:
             index = int(items[0])
             log.debug("worker %d ready as pid %s (node pid %d)", index, items[1].decode(), os.getpid())

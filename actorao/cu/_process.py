@@ -152,6 +152,12 @@ class HostedProcess:
             self._take_checkpoint(slot)
         return result
 
+    def checkpoint_now(self) -> None:
+        """Checkpoint the state after the last evaluated slot, unless the newest checkpoint is it."""
+        last = self.inbox.next_slot - 1
+        if last > self.checkpoint_slot or (last == self.checkpoint_slot and self.checkpoint is None and last >= 0):
+            self._take_checkpoint(last)
+
     def _take_checkpoint(self, slot: int) -> None:
         """Keep the snapshot for rollback, and hand it, as a delta against the one before or as a new
         full base, to the worker to store with this batch."""

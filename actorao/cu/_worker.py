@@ -27,6 +27,8 @@ from actorao.mailbox import (
     ASSIGN,
     DRY_RESULT,
     DRY_RUN,
+    EVICT,
+    EVICTED,
     READY,
     RESULTS,
     STOP,
@@ -217,6 +219,23 @@ class Worker:
             return [token, error_result(self.broken[pid])]
         return [token, process.dry_run(message)]
 
+    def evict(self, items: list[bytes]) -> list[bytes]:
+        """Let go of processes that move to another worker: checkpoint each where it stands (its
+        new worker then replays little), and forget it. The caller commits before answering."""
+        for raw in items:
+            pid = bytes(raw).decode()
+            process = self.processes.pop(pid, None)
+            if process is not None:
+                try:
+                    process.checkpoint_now()
+                except _HOST_FAULTS:
+                    raise
+                except Exception:  # the new worker replays from the older checkpoint instead
+                    log.exception("worker %d: could not checkpoint %s before it moves", self.config.index, pid)
+            self.broken.pop(pid, None)
+            self.broken_answered.pop(pid, None)
+        return [bytes(raw) for raw in items]
+
     def commit(self, results: list[tuple[bytes, bytes]]) -> None:
         taken, self.checkpoints = self.checkpoints, []
         if not results and not taken:
@@ -243,7 +262,7 @@ def module_format_of(meta: bytes) -> str | None:
 def run_worker(config: WorkerConfig) -> None:
     """The worker process's entry point."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the node, which sends STOP
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwind: abort the open transaction, close
+    signal.signal(signal.SIGTERM, _terminate)
     _die_with_parent(config.parent)
     start_heartbeat()  # a worker that stops (SIGSTOP) or wedges falls silent, and is replaced
     store = Store(config.data_path, metasync=False, map_size=config.map_size)
@@ -262,12 +281,41 @@ def run_worker(config: WorkerConfig) -> None:
         store.close()
 
 
+class _Lifecycle:
+    """SIGTERM must not raise inside evaluation: Python runs signal handlers between bytecodes, and
+    during aos that is inside a wasmtime host callback. So while a batch is being evaluated the
+    handler only notes the request, and the loop exits after the batch is committed."""
+
+    busy = False
+    terminate = False
+
+
+def _terminate(signum: int, frame: object) -> None:
+    if _Lifecycle.busy:
+        _Lifecycle.terminate = True
+    else:
+        sys.exit(0)  # waiting for frames: unwind now, closing sockets and the store
+
+
 def _die_with_parent(parent: int) -> None:
     """Ask Linux to SIGTERM this worker when the node that started it dies, even by SIGKILL: an
     orphan worker would hold LMDB readers and evaluate for nobody."""
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:  # the node died before the request took effect
         sys.exit(0)
+
+
+def _report(outbox: zmq.Socket[bytes], frame: bytes) -> None:
+    """Send a frame to the node, waiting while it is slow to read, but not for a node that is gone:
+    a SIGTERM (our parent died, or we are being stopped) ends the wait, and the worker exits."""
+    while True:
+        try:
+            outbox.send(frame, zmq.NOBLOCK)
+            return
+        except zmq.Again:
+            if _Lifecycle.terminate:
+                raise SystemExit(0) from None
+            outbox.poll(100, zmq.POLLOUT)
 
 
 def _serve(worker: Worker, inbox: zmq.Socket[bytes], outbox: zmq.Socket[bytes]) -> None:
@@ -278,8 +326,10 @@ def _serve(worker: Worker, inbox: zmq.Socket[bytes], outbox: zmq.Socket[bytes]) 
                 frames.append(inbox.recv(zmq.NOBLOCK))
             except zmq.Again:
                 break
+        _Lifecycle.busy = True
         results: list[tuple[bytes, bytes]] = []
         dry_replies: list[list[bytes]] = []
+        evicted: list[bytes] = []
         stop = False
         for frame in frames:
             kind, items = unpack(frame)
@@ -289,14 +339,19 @@ def _serve(worker: Worker, inbox: zmq.Socket[bytes], outbox: zmq.Socket[bytes]) 
                 worker.wake(items, results)
             elif kind == DRY_RUN:
                 dry_replies.append(worker.dry_run(items, results))
+            elif kind == EVICT:
+                evicted += worker.evict(items)
             elif kind == STOP:
                 stop = True
             else:
                 log.error("worker %d: unknown frame kind %r", worker.config.index, kind)
         worker.commit(results)
         if results:
-            outbox.send(pack(RESULTS, [part for pair in results for part in pair]))
+            _report(outbox, pack(RESULTS, [part for pair in results for part in pair]))
         for reply in dry_replies:
-            outbox.send(pack(DRY_RESULT, reply))
-        if stop:
+            _report(outbox, pack(DRY_RESULT, reply))
+        if evicted:  # after the commit: the new worker starts from what is stored
+            _report(outbox, pack(EVICTED, evicted))
+        _Lifecycle.busy = False
+        if stop or _Lifecycle.terminate:
             return

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from actorao.mailbox._framing import ASSIGN, DRY_RESULT, DRY_RUN, READY, RESULTS, STOP, WAKE, pack, unpack
+from actorao.mailbox._framing import (
+    ASSIGN,
+    DRY_RESULT,
+    DRY_RUN,
+    EVICT,
+    EVICTED,
+    READY,
+    RESULTS,
+    STOP,
+    WAKE,
+    pack,
+    unpack,
+)
 from actorao.mailbox._inbox import NonceInbox
 from actorao.mailbox._sockets import (
     DEFAULT_HIGH_WATER_MARK,
@@ -18,6 +30,8 @@ __all__ = [
     "DEFAULT_HIGH_WATER_MARK",
     "DRY_RESULT",
     "DRY_RUN",
+    "EVICT",
+    "EVICTED",
     "READY",
     "RESULTS",
     "STOP",

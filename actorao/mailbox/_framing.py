@@ -16,10 +16,12 @@ ASSIGN = b"A"  # items: log key, module JSON, alternating
 DRY_RUN = b"D"  # items: token, process id, module JSON
 WAKE = b"W"  # items: process ids to catch up from the log
 STOP = b"S"  # no items
+EVICT = b"V"  # items: process ids to checkpoint, commit and forget: they move to another worker
 # worker -> node
 RESULTS = b"R"  # items: log key, result JSON, alternating
 DRY_RESULT = b"d"  # items: token, result JSON
 READY = b"Y"  # items: worker index
+EVICTED = b"v"  # items: the process ids evicted, everything of theirs committed
 
 
 def pack(kind: bytes, items: list[bytes]) -> bytes:

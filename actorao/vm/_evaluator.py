@@ -58,7 +58,11 @@ class Evaluator:
                 return error_result(_memory_limit(instance, str(exc))), True
             return error_result(str(exc)), True
         if failed and instance.host.limit_hit:
-            return error_result(_memory_limit(instance, orjson.loads(result).get("Error", ""))), True
+            # The module answered with an Error of its own: it is the memory limit's doing only if
+            # it says so (aos: "not enough memory"), not if Lua caught that earlier and failed later.
+            error = str(orjson.loads(result).get("Error", ""))
+            if "memory" in error.lower():
+                return error_result(_memory_limit(instance, error)), True
         return result, failed
 
 

@@ -288,8 +288,8 @@ def _raise_pending_host_error() -> None:
     if exc is None:
         return
     wasmtime_func.LAST_EXCEPTION = None
-    if isinstance(exc, ActoraoError):
-        raise exc
+    if isinstance(exc, (ActoraoError, HostResourceError, MemoryError, OSError)) or not isinstance(exc, Exception):
+        raise exc  # ours, or the host's trouble (SystemExit, out of memory, disk): never a module result
     if isinstance(exc, wasmtime.Trap) and exc.trap_code == _OUT_OF_FUEL:
         raise ComputeLimitExceeded("ComputeLimitExceeded: the message ran out of fuel") from exc
     raise Trap(f"Trap: a host function failed: {type(exc).__name__}: {_last_line(str(exc))}") from exc

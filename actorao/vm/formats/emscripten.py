@@ -47,6 +47,7 @@ EBADF, ENOENT, ENOSYS, ENOTTY, ESPIPE = 8, 44, 52, 59, 70
 _HEAP_MAX = {"i32": 4294901760, "i64": 17179869184}
 _STDIO = (0, 1, 2)
 _LOG_LIMIT = 64 * 1024
+_STACK_HEADROOM = 1 << 20  # stack left for handle itself once the message and env are on it
 
 
 class LongJmp(Exception):
@@ -106,6 +107,8 @@ class EmscriptenHost:
         self.stack_restore_raw = self.instance.raw_func(self.stack_restore)
         func("emscripten_stack_init")(self.store)
         func("__wasm_call_ctors")(self.store)
+        stack_end = exports.get("emscripten_stack_get_end")
+        self.stack_end = int(stack_end(self.store)) if isinstance(stack_end, wasmtime.Func) else 0
 
     def begin(self, message: bytes) -> None:
         self.limit_hit = False
@@ -117,6 +120,12 @@ class EmscriptenHost:
         """As emscripten's ccall does: both strings on the stack, restored after the call."""
         invoke = self.instance.invoke
         self.saved_stack = invoke(self.stack_current_raw)
+        needed = len(message) + len(env) + 2 + _STACK_HEADROOM
+        if self.saved_stack - needed < self.stack_end:
+            raise Trap(
+                f"Trap: the message ({len(message)} bytes) does not fit on the module's stack "
+                f"({self.saved_stack - self.stack_end} bytes free, {_STACK_HEADROOM} kept for the call)"
+            )
         pointers = (invoke(self.stack_alloc, len(message) + 1), invoke(self.stack_alloc, len(env) + 1))
         self.instance.write_strings(pointers, (message, env))
         return pointers
@@ -151,9 +160,12 @@ class EmscriptenHost:
                 self.stack_restore(store, stack)
                 self.set_threw(store, 1, 0)
                 return 0 if returns else None
-            except BaseException:
-                self.stack_restore(store, stack)
-                raise
+            except BaseException as failure:
+                try:
+                    self.stack_restore(store, stack)
+                except BaseException:  # out of fuel, say: what was raised first is what matters
+                    pass
+                raise failure
 
         return invoke
 
@@ -176,6 +188,7 @@ class EmscriptenHost:
             target = min(ceiling, -(-int(max(requested, over)) // 65536) * 65536)
             try:
                 instance.memory.grow(self.store, -(-(target - current) // 65536))
+                self.limit_hit = False  # it grew: whatever failed before, the process carried on
                 return 1
             except wasmtime.WasmtimeError:
                 continue
