@@ -159,6 +159,14 @@ class Node:
             raise NodeStopped("the node has no running SU")
         return su
 
+    def state_digest(self, pid: str, timeout: float = DEFAULT_TIMEOUT) -> str:
+        """SHA-256 of the process's memory and globals after every message acknowledged so far: two
+        nodes that evaluated the same log agree on it."""
+        self._check_open()
+        if not self.scheduler.knows(pid):
+            raise UnknownProcess(f"no process {pid} on this node")
+        return self.pool.state_digest(pid, timeout)
+
     def scale(self, workers: int, timeout: float = 60.0) -> None:
         """Grow or shrink the CU pool to ``workers`` at run time. Processes whose worker changes move
         by checkpoint plus log replay; senders keep being acknowledged throughout, nothing is lost

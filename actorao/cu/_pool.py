@@ -24,6 +24,7 @@ from actorao.cu._process import Limits
 from actorao.cu._worker import WorkerConfig
 from actorao.mailbox import (
     ASSIGN,
+    DIGEST,
     DRY_RESULT,
     DRY_RUN,
     EVICT,
@@ -283,6 +284,13 @@ class WorkerPool:
             log.info("the CU pool went from %d to %d workers", before, workers)
 
     def dry_run(self, pid: str, message: bytes, timeout: float) -> bytes:
+        return self._ask(DRY_RUN, pid, message, timeout)
+
+    def state_digest(self, pid: str, timeout: float) -> str:
+        return self._ask(DIGEST, pid, b"", timeout).decode()
+
+    def _ask(self, kind: bytes, pid: str, message: bytes, timeout: float) -> bytes:
+        """Ask the worker hosting ``pid`` something, after everything sent to it before."""
         token = str(next(self._tokens)).encode()
         future: Future[bytes] = Future()
         self._dry_runs[token] = future
@@ -290,12 +298,12 @@ class WorkerPool:
             deadline = time.monotonic() + timeout
             while pid in self._moving and time.monotonic() < deadline:  # read it where it lands
                 time.sleep(0.005)
-            if not self._outlets[self.worker_of(pid)].send_nowait(DRY_RUN, [token, pid.encode(), message]):
+            if not self._outlets[self.worker_of(pid)].send_nowait(kind, [token, pid.encode(), message]):
                 raise Overloaded(f"worker {self.worker_of(pid)}'s inbox is at its high-water mark")
             try:
                 return future.result(timeout)
             except TimeoutError:
-                raise Timeout(f"dry run on {pid} took longer than {timeout} s") from None
+                raise Timeout(f"worker answered nothing about {pid} within {timeout} s") from None
         finally:
             self._dry_runs.pop(token, None)
 

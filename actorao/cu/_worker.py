@@ -25,6 +25,7 @@ from actorao.cu import _checkpoint as checkpoints
 from actorao.cu._process import HostedProcess, Limits, process_env
 from actorao.mailbox import (
     ASSIGN,
+    DIGEST,
     DRY_RESULT,
     DRY_RUN,
     EVICT,
@@ -219,6 +220,13 @@ class Worker:
             return [token, error_result(self.broken[pid])]
         return [token, process.dry_run(message)]
 
+    def digest(self, items: list[bytes], out: list[tuple[bytes, bytes]]) -> list[bytes]:
+        """The SHA-256 of a process's memory and globals, after every acknowledged message."""
+        token, pid = bytes(items[0]), bytes(items[1]).decode()
+        self.wake([items[1]], out)
+        process = self.hosted(pid)
+        return [token, b"" if process is None else process.instance.digest().encode()]
+
     def evict(self, items: list[bytes]) -> list[bytes]:
         """Let go of processes that move to another worker: checkpoint each where it stands (its
         new worker then replays little), and forget it. The caller commits before answering."""
@@ -337,6 +345,8 @@ def _serve(worker: Worker, inbox: zmq.Socket[bytes], outbox: zmq.Socket[bytes]) 
                 worker.assign(items, results)
             elif kind == WAKE:
                 worker.wake(items, results)
+            elif kind == DIGEST:
+                dry_replies.append(worker.digest(items, results))
             elif kind == DRY_RUN:
                 dry_replies.append(worker.dry_run(items, results))
             elif kind == EVICT:

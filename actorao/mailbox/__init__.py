@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from actorao.mailbox._framing import (
     ASSIGN,
+    DIGEST,
     DRY_RESULT,
     DRY_RUN,
     EVICT,
@@ -28,6 +29,7 @@ from actorao.mailbox._sockets import (
 __all__ = [
     "ASSIGN",
     "DEFAULT_HIGH_WATER_MARK",
+    "DIGEST",
     "DRY_RESULT",
     "DRY_RUN",
     "EVICT",

@@ -14,12 +14,13 @@ _HEAD = struct.Struct("<cI")
 # Frame kinds, node -> worker
 ASSIGN = b"A"  # items: log key, module JSON, alternating
 DRY_RUN = b"D"  # items: token, process id, module JSON
+DIGEST = b"H"  # items: token, process id, b"": the SHA-256 of the process's state, after its log
 WAKE = b"W"  # items: process ids to catch up from the log
 STOP = b"S"  # no items
 EVICT = b"V"  # items: process ids to checkpoint, commit and forget: they move to another worker
 # worker -> node
 RESULTS = b"R"  # items: log key, result JSON, alternating
-DRY_RESULT = b"d"  # items: token, result JSON
+DRY_RESULT = b"d"  # items: token, result JSON (or digest): the answer to DRY_RUN or DIGEST
 READY = b"Y"  # items: worker index
 EVICTED = b"v"  # items: the process ids evicted, everything of theirs committed
 
