@@ -8,6 +8,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+import orjson
+
 from actorao import examples
 from actorao.node import Node
 
@@ -53,10 +55,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_demo.add_argument("--messages", type=int, default=20_000)
     run_demo.add_argument("--workers", type=int, default=None, help="CU workers (default: one per core)")
     run_demo.add_argument("--batch", type=int, default=1000, help="messages per send_many")
+    show_tree = commands.add_parser("tree", help="open a node and print its supervision tree as JSON")
+    show_tree.add_argument("--path", default=".actorao", help="the node's data folder (default: ./.actorao)")
+    show_tree.add_argument("--workers", type=int, default=None, help="CU workers (default: one per core)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     if args.command == "demo":
         return demo(args.path, args.processes, args.messages, args.workers, args.batch)
+    if args.command == "tree":
+        with Node(args.path, workers=args.workers) as node:
+            print(orjson.dumps(node.tree(), option=orjson.OPT_INDENT_2).decode())
+        return 0
     return 2
 
 

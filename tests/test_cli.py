@@ -1,0 +1,34 @@
+"""The actorao command, run as a user runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+
+def actorao(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "actorao.cli", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_demo_runs_and_checks_every_counter(tmp_path: Path) -> None:
+    done = actorao("demo", "--path", str(tmp_path / "node"), "--processes", "5", "--messages", "300",
+                   "--workers", "2", "--batch", "50")
+    assert done.returncode == 0, done.stderr
+    assert "check: every one of the 5 counters holds exactly what it was sent" in done.stdout
+    again = actorao("demo", "--path", str(tmp_path / "node"), "--processes", "5", "--messages", "100",
+                    "--workers", "1")
+    assert again.returncode == 0 and "5 processes already there" in again.stdout
+
+
+def test_tree_prints_the_live_supervision_tree(tmp_path: Path) -> None:
+    done = actorao("tree", "--path", str(tmp_path / "node"), "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    tree = orjson.loads(done.stdout)
+    assert tree["id"] == "node" and [child["id"] for child in tree["children"]] == ["cu-pool", "su"]
+    assert [worker["id"] for worker in tree["children"][0]["children"]] == ["worker-0", "worker-1"]
+    assert all(isinstance(worker["pid"], int) for worker in tree["children"][0]["children"])
