@@ -222,3 +222,14 @@ def test_the_same_log_gives_the_same_memory_after_every_message_and_after_every_
             assert fresh.digest() == live, f"restore differs at slot {loaded[0]}"
             restored_checkpoints += 1
     assert restored_checkpoints == 8 and failures >= 20
+
+
+def test_os_date_formats_and_years_far_from_now(aos: tuple[Node, str]) -> None:
+    node, module = aos
+    pid = node.spawn(module)
+    result = evaluate(node, pid, "return os.date('!%Y-%m-%d %a %U %W %V %G %Z', 864000) .. ' | ' .. "
+                                 "os.date('!%Y-%m-%d', 253402300800) .. ' | ' .. os.date('!%c', 0)")
+    assert result.ok, result.error
+    assert result.output["data"].splitlines()[-1] == (
+        "1970-01-11 Sun 02 01 02 1970 GMT | 10000-01-01 | Thu Jan 01 00:00:00 1970"
+    )

@@ -188,3 +188,26 @@ def test_a_mutable_reference_global_is_refused() -> None:
     wat = '(module (global $r (mut funcref) (ref.null func)) (memory (export "memory") 1))'
     with pytest.raises(ModuleError, match="mutable global 0 has type"):
         compile_module(bytes(wasmtime.wat2wasm(wat)))
+
+
+def test_the_emscripten_calendar_matches_pythons_for_every_year_it_has() -> None:
+    import datetime
+    import random
+
+    from actorao.vm.formats.emscripten import _iso_week, _strftime, broken_down
+
+    rng = random.Random(7)
+    for _ in range(3000):
+        seconds = rng.randint(-62135596800, 253402300799)  # years 1 to 9999
+        when = datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=seconds)
+        sec, minute, hour, mday, mon, year, wday, yday = broken_down(seconds)
+        assert (year + 1900, mon + 1, mday, hour, minute, sec) == (
+            when.year, when.month, when.day, when.hour, when.minute, when.second
+        )
+        assert (wday, yday) == ((when.weekday() + 1) % 7, when.timetuple().tm_yday - 1)
+        assert _iso_week(year + 1900, yday, wday) == tuple(when.isocalendar())[:2]
+        for spec in "aAbBdHjmMSUWVGgyY":
+            assert _strftime(f"%{spec}", sec, minute, hour, mday, mon, year + 1900, wday, yday, "GMT") == (
+                when.strftime(f"%{spec}")
+            )
+    assert broken_down(2**62) == (0,) * 8  # past a JS Date: zeros, as emscripten writes NaN

@@ -20,8 +20,6 @@ An import outside this list makes loading fail with an error that names it.
 
 from __future__ import annotations
 
-import calendar
-import datetime
 import logging
 import struct
 from collections.abc import Callable, Mapping
@@ -54,8 +52,43 @@ class LongJmp(Exception):
     """``_emscripten_throw_longjmp``: unwinds to the nearest ``invoke_*``."""
 
 
-def _days_since_year_start(when: datetime.datetime) -> int:
-    return when.timetuple().tm_yday - 1
+_JS_DATE_LIMIT = 8_640_000_000_000  # seconds either side of 1970 that a JS Date can hold
+
+
+def days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date, for any year (integer arithmetic)."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
+
+
+def civil_from_days(days: int) -> tuple[int, int, int]:
+    """(year, month 1-12, day 1-31) of a day count since 1970-01-01."""
+    days += 719468
+    era = days // 146097
+    day_of_era = days - era * 146097
+    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36524 - day_of_era // 146096) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    shifted_month = (5 * day_of_year + 2) // 153
+    day = day_of_year - (153 * shifted_month + 2) // 5 + 1
+    month = shifted_month + 3 if shifted_month < 10 else shifted_month - 9
+    return year_of_era + era * 400 + (month <= 2), month, day
+
+
+def broken_down(seconds: int) -> tuple[int, int, int, int, int, int, int, int]:
+    """struct tm's first eight fields (sec, min, hour, mday, mon 0-11, year-1900, wday, yday) of a
+    UTC time; zeros outside what a JS Date can hold, as emscripten writes for NaN."""
+    if abs(seconds) > _JS_DATE_LIMIT:
+        return (0,) * 8  # type: ignore[return-value]
+    days, second_of_day = divmod(seconds, 86400)
+    year, month, day = civil_from_days(days)
+    hour, rest = divmod(second_of_day, 3600)
+    minute, second = divmod(rest, 60)
+    yday = days - days_from_civil(year, 1, 1)
+    return second, minute, hour, day, month - 1, year - 1900, (days + 4) % 7, yday
 
 
 class EmscriptenHost:
@@ -219,35 +252,26 @@ class EmscriptenHost:
             return (low & 0xFFFFFFFF) + high * (1 << 32), tm
         return args[0], args[1]
 
-    def _write_tm(self, tm: int, when: datetime.datetime, with_zone: bool) -> None:
-        fields = (when.second, when.minute, when.hour, when.day, when.month - 1, when.year - 1900,
-                  (when.weekday() + 1) % 7, _days_since_year_start(when))
-        self.instance.write(tm, struct.pack("<8i", *fields))
+    def _write_tm(self, tm: int, seconds: int, with_zone: bool) -> None:
+        self.instance.write(tm, struct.pack("<8i", *broken_down(seconds)))
         if with_zone:
             self.instance.write(tm + 32, struct.pack("<i", 0))  # tm_isdst
             self._put_int(tm + (40 if self.wide else 36), 0, self.width)  # tm_gmtoff: UTC
 
-    def _utc(self, seconds: int) -> datetime.datetime:
-        try:
-            return datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=seconds)
-        except OverflowError:
-            raise Trap(f"Trap: time {seconds} is out of range") from None
-
     def gmtime(self, *args: int) -> None:
         seconds, tm = self._time_arg(args)
-        self._write_tm(tm, self._utc(seconds), with_zone=False)
+        self._write_tm(tm, seconds, with_zone=False)
 
     def localtime(self, *args: int) -> None:
         seconds, tm = self._time_arg(args)
-        self._write_tm(tm, self._utc(seconds), with_zone=True)
+        self._write_tm(tm, seconds, with_zone=True)
 
     def mktime(self, tm: int) -> int:
         sec, minute, hour, mday, mon, year = struct.unpack("<6i", self.instance.read(tm, 24))
-        months = year * 12 + mon
-        first = datetime.datetime(1900 + months // 12, months % 12 + 1, 1)
-        when = first + datetime.timedelta(days=mday - 1, hours=hour, minutes=minute, seconds=sec)
-        self._write_tm(tm, when, with_zone=False)
-        seconds = calendar.timegm(when.timetuple())
+        months = year * 12 + mon  # normalises any month, as mktime must
+        days = days_from_civil(1900 + months // 12, months % 12 + 1, 1) + mday - 1
+        seconds = int(days * 86400 + hour * 3600 + minute * 60 + sec)
+        self._write_tm(tm, seconds, with_zone=False)
         if self.wide:
             return seconds
         if self.tempret_set is not None:
@@ -264,8 +288,10 @@ class EmscriptenHost:
     def strftime(self, out: int, size: int, fmt: int, tm: int) -> int:
         """C-locale strftime of a struct tm; returns the length written, or 0 if it does not fit."""
         sec, minute, hour, mday, mon, year, wday, yday = struct.unpack("<8i", self.instance.read(tm, 32))
+        zone_at = self._int(tm + (48 if self.wide else 40), self.width)  # tm_zone: gmtime's "GMT", ...
+        zone = self.instance.read_string(zone_at).decode(errors="replace") if zone_at else "GMT"
         text = _strftime(self.instance.read_string(fmt).decode(errors="replace"),
-                         sec, minute, hour, mday, mon, year + 1900, wday, yday).encode()
+                         sec, minute, hour, mday, mon, year + 1900, wday, yday, zone).encode()
         if len(text) + 1 > size:
             return 0
         self.instance.write(out, text + b"\0")
@@ -381,23 +407,42 @@ _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augu
            "October", "November", "December")
 
 
+def _iso_week(year: int, yday: int, wday: int) -> tuple[int, int]:
+    """(ISO year, ISO week) of a day given by its year, 0-based day of year and weekday (Sunday 0)."""
+
+    def weeks_in(year_: int) -> int:
+        jan1 = (days_from_civil(year_, 1, 1) + 4) % 7
+        leap = year_ % 4 == 0 and (year_ % 100 != 0 or year_ % 400 == 0)
+        return 53 if jan1 == 4 or (leap and jan1 == 3) else 52
+
+    week = (yday + 1 - (wday or 7) + 10) // 7
+    if week < 1:
+        return year - 1, weeks_in(year - 1)
+    if week > weeks_in(year):
+        return year + 1, 1
+    return year, week
+
+
 def _strftime(fmt: str, sec: int, minute: int, hour: int, mday: int, mon: int, year: int, wday: int,
-              yday: int) -> str:
-    """strftime in the C locale and UTC, written out so no host locale or zone can leak in."""
+              yday: int, zone: str) -> str:
+    """strftime in the C locale, written out so no host locale or zone can leak in."""
     hour12 = hour % 12 or 12
+    iso_year, iso_week = _iso_week(year, yday, wday % 7)
     fields = {
         "a": _DAYS[wday % 7][:3], "A": _DAYS[wday % 7], "b": _MONTHS[mon % 12][:3], "h": _MONTHS[mon % 12][:3],
         "B": _MONTHS[mon % 12], "d": f"{mday:02d}", "e": f"{mday:2d}", "H": f"{hour:02d}", "I": f"{hour12:02d}",
         "j": f"{yday + 1:03d}", "m": f"{mon + 1:02d}", "M": f"{minute:02d}", "p": "AM" if hour < 12 else "PM",
         "S": f"{sec:02d}", "y": f"{year % 100:02d}", "Y": str(year), "C": f"{year // 100:02d}",
-        "w": str(wday % 7), "u": str(wday % 7 or 7), "Z": "UTC", "z": "+0000", "n": "\n", "t": "\t", "%": "%",
+        "w": str(wday % 7), "u": str(wday % 7 or 7), "Z": zone, "z": "+0000", "n": "\n", "t": "\t", "%": "%",
+        "U": f"{(yday + 7 - wday % 7) // 7:02d}", "W": f"{(yday + 7 - (wday + 6) % 7) // 7:02d}",
+        "V": f"{iso_week:02d}", "G": str(iso_year), "g": f"{iso_year % 100:02d}",
     }
     fields["D"] = f"{fields['m']}/{fields['d']}/{fields['y']}"
     fields["F"] = f"{year}-{fields['m']}-{fields['d']}"
     fields["T"] = f"{fields['H']}:{fields['M']}:{fields['S']}"
     fields["R"] = f"{fields['H']}:{fields['M']}"
     fields["r"] = f"{fields['I']}:{fields['M']}:{fields['S']} {fields['p']}"
-    fields["c"] = f"{fields['a']} {fields['b']} {fields['e']} {fields['T']} {year}"
+    fields["c"] = f"{fields['a']} {fields['b']} {fields['d']} {fields['T']} {year}"
     fields["x"], fields["X"] = fields["D"], fields["T"]
     out = []
     at = 0
