@@ -180,6 +180,17 @@ def parse_compute_limit(text: str) -> int:
     return int(text)
 
 
+PUSHED_TAGS = ("From-Process", "From-Module", "Pushed-For")  # set by the node's messenger alone
+
+
+def refuse_pushed_tags(tags: tuple[Tag, ...]) -> None:
+    """A message from outside may not claim to have been pushed by a process: From would be forged."""
+    for name in PUSHED_TAGS:
+        if tag_value(tags, name) is not None:
+            raise InvalidMessage(f"Tags[{name!r}]", "is set by the node when a process sends; a message from "
+                                 "outside cannot carry it (its From is its signer)")
+
+
 def with_ao_tags(tags: TagsLike, message_type: str) -> tuple[Tag, ...]:
     """``tags`` with Data-Protocol, Variant and Type added where absent, the way aoconnect adds them."""
     pairs = normalize_tags(tags)
@@ -198,12 +209,15 @@ class Message:
     tags: tuple[Tag, ...]
     data: str = ""
     anchor: str = ""
+    sender: str = ""  # ao's From when it is not the Owner: the process that pushed it (MU only)
 
     def validate(self, max_data_bytes: int) -> None:
         """Raise InvalidMessage naming the first bad field."""
         require_id("Id", self.id)
         require_id("Owner", self.owner)
         require_id("Target", self.target)
+        if self.sender:
+            require_id("From", self.sender)
         check_contents(self.tags, self.anchor, self.data, "Message", max_data_bytes)
 
     def tag(self, name: str) -> str | None:
@@ -276,7 +290,7 @@ def module_json(message: Message, assignment: Assignment | None, *, timestamp: i
         {
             "Id": message.id,
             "Owner": message.owner,
-            "From": message.owner,
+            "From": message.sender or message.owner,
             "Target": message.target,
             "Anchor": message.anchor,
             "Tags": [{"name": name, "value": value} for name, value in message.tags],

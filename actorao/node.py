@@ -46,9 +46,11 @@ from actorao.message import (
     normalize_tags,
     parse_compute_limit,
     parse_memory_limit,
+    refuse_pushed_tags,
     tag_value,
     with_ao_tags,
 )
+from actorao.mu import Messenger
 from actorao.persist import DEFAULT_MAP_SIZE, Store, log_key
 from actorao.su import Ack, ModuleRecord, SchedulerUnit
 from actorao.supervisor import ChildSpec, Supervisor
@@ -122,8 +124,11 @@ class Node:
             self._results_arrived,
             lambda: self.su.processes if self.su is not None else (),
             on_worker_restart=self._worker_restarted,
+            on_tick=lambda: self.messenger.flush(),
             restart_intensity=restart_intensity,
         )
+        self._modules_of: dict[str, str] = {}
+        self.messenger = Messenger(self.store, self.identity, lambda: self.scheduler, self._module_of, max_data_bytes)
         # The root of the node's tree. The CU pool starts first (the SU pushes to it) and stops last
         # (the SU drains into it); each comes back alone if it dies, and past the root's own
         # intensity the node stops, and says so on every call.
@@ -147,6 +152,17 @@ class Node:
             raise
         for index in range(workers):  # whatever the log holds beyond the results gets evaluated
             self.pool.wake_all(index)
+        self.messenger.recrank(self.processes())  # outboxes a crash may have left unsent
+
+    def _module_of(self, pid: str) -> str:
+        module = self._modules_of.get(pid)
+        if module is None:
+            module = self._modules_of[pid] = str(self.process_info(pid)["module"])
+        return module
+
+    def undelivered(self) -> list[dict[str, Any]]:
+        """Messages processes sent to targets this node does not have: kept, with the reason."""
+        return self.messenger.undelivered()
 
     def _start_su(self) -> SchedulerUnit:
         self.su = SchedulerUnit(self.store, self.pool.push, max_pending=self._max_pending)
@@ -251,8 +267,10 @@ class Node:
             given = tag_value(user_tags, name)
             if given is not None and given != wanted:
                 raise InvalidMessage(f"Tags[{name!r}]", f"is set by the node to {wanted!r}, got {given!r}")
-        extra = tuple((n, v) for n, v in (("Module", module_id), ("Scheduler", self.identity))
-                      if tag_value(user_tags, n) is None)
+        # aos trusts a message whose From is not its owner only when its pusher is an Authority: the
+        # node pushes process-to-process messages, so it is one unless the spawner names others.
+        defaults = (("Module", module_id), ("Scheduler", self.identity), ("Authority", self.identity))
+        extra = tuple((n, v) for n, v in defaults if tag_value(user_tags, n) is None)
         process = Process(
             new_id(self.identity.encode(), module_id.encode()),
             self.identity,
@@ -361,6 +379,7 @@ class Node:
         # gave is validated: the tags (normalised by with_ao_tags), the anchor and the data.
         message = Message(new_id(), self.identity, pid, with_ao_tags(tags, "Message"), data, anchor)
         check_contents(message.tags, anchor, data, "Message", self.max_data_bytes, tags_normalized=True)
+        refuse_pushed_tags(message.tags)
         return message
 
     def post(self, message: Message) -> _Future[Ack]:
@@ -369,6 +388,10 @@ class Node:
         if not isinstance(message, Message):
             raise InvalidMessage("message", f"expected a Message, got {type(message).__name__}")
         message.validate(self.max_data_bytes)
+        refuse_pushed_tags(message.tags)
+        if message.sender and message.sender != message.owner:
+            raise InvalidMessage("From", "a message from outside is from its signer (Owner); only the node "
+                                 "pushes messages from processes")
         return self.scheduler.submit(message)
 
     def send_nowait(self, pid: str, tags: TagsLike = None, data: str = "", *, anchor: str = "") -> _Future[Ack]:
@@ -408,6 +431,7 @@ class Node:
                 if waiters:
                     for waiter in waiters:
                         waiter.deliver(bytes(items[at]), bytes(items[at + 1]))
+        self.messenger.crank(items)
 
     def _key_of(self, message: str | Ack) -> bytes:
         if isinstance(message, Ack):
@@ -424,6 +448,7 @@ class Node:
         with self._waiting_lock:
             keys = list(self._waiting)
         self._deliver_stored(keys)
+        self.messenger.recrank(self.processes())  # results it committed but never reported
 
     def _deliver_stored(self, keys: Iterable[bytes]) -> None:
         results = self.store.results

@@ -7,6 +7,7 @@ committed); ACTORAO_AOS_MODULES names the folder.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -233,3 +234,20 @@ def test_os_date_formats_and_years_far_from_now(aos: tuple[Node, str]) -> None:
     assert result.output["data"].splitlines()[-1] == (
         "1970-01-11 Sun 02 01 02 1970 GMT | 10000-01-01 | Thu Jan 01 00:00:00 1970"
     )
+
+
+def test_aos_processes_on_one_node_talk_to_each_other_out_of_the_box(aos: tuple[Node, str]) -> None:
+    node, module = aos
+    sender, receiver = node.spawn(module), node.spawn(module)
+    assert evaluate(node, receiver, """
+        Handlers.add("hi", Handlers.utils.hasMatchingTag("Action", "Hi"), function(msg)
+          greeted_by = msg.From
+        end)
+    """).ok
+    assert evaluate(node, sender, f"Send({{ Target = '{receiver}', Action = 'Hi' }})").ok
+    for _ in range(200):  # the messenger carries it over; the node is the receiver's Authority
+        answer = evaluate(node, receiver, "return greeted_by or 'nobody'")
+        if answer.output["data"].splitlines()[-1] != "nobody":
+            break
+        time.sleep(0.05)
+    assert answer.output["data"].splitlines()[-1] == sender

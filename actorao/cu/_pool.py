@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 ResultsHandler = Callable[[list[bytes]], None]
 _POLL_MS = 50
 _STOP_GRACE = 30.0
+_ASK_AGAIN = 1.0  # seconds before a read-only question is asked again
 HEARTBEAT_TIMEOUT = 3.0  # seconds of silence before a worker is taken as hung
 
 
@@ -82,6 +83,7 @@ class WorkerPool:
         known_processes: Callable[[], Iterable[str]],
         *,
         on_worker_restart: Callable[[], object] | None = None,
+        on_tick: Callable[[], object] | None = None,
         restart_intensity: tuple[int, float] = (10, 5.0),
     ) -> None:
         self.data_path = data_path
@@ -92,6 +94,7 @@ class WorkerPool:
         self._on_results = on_results
         self._known_processes = known_processes
         self._on_worker_restart = on_worker_restart
+        self._on_tick = on_tick
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._outlets = [
             Outlet(open_socket(self._context, zmq.PUSH, worker_address(runtime, index), bind=True))
@@ -290,20 +293,24 @@ class WorkerPool:
         return self._ask(DIGEST, pid, b"", timeout).decode()
 
     def _ask(self, kind: bytes, pid: str, message: bytes, timeout: float) -> bytes:
-        """Ask the worker hosting ``pid`` something, after everything sent to it before."""
+        """Ask the worker hosting ``pid`` something, after everything sent to it before. The question
+        is read-only, so it is asked again each second until answered: a worker that died with it
+        unanswered is restarted, and its successor answers."""
         token = str(next(self._tokens)).encode()
         future: Future[bytes] = Future()
         self._dry_runs[token] = future
+        deadline = time.monotonic() + timeout
         try:
-            deadline = time.monotonic() + timeout
-            while pid in self._moving and time.monotonic() < deadline:  # read it where it lands
+            while pid in self._moving and time.monotonic() < deadline:  # ask where it lands
                 time.sleep(0.005)
-            if not self._outlets[self.worker_of(pid)].send_nowait(kind, [token, pid.encode(), message]):
-                raise Overloaded(f"worker {self.worker_of(pid)}'s inbox is at its high-water mark")
-            try:
-                return future.result(timeout)
-            except TimeoutError:
-                raise Timeout(f"worker answered nothing about {pid} within {timeout} s") from None
+            while True:
+                self._outlets[self.worker_of(pid)].send_nowait(kind, [token, pid.encode(), message])
+                left = deadline - time.monotonic()
+                try:
+                    return future.result(max(0.0, min(_ASK_AGAIN, left)))
+                except TimeoutError:
+                    if left <= _ASK_AGAIN:
+                        raise Timeout(f"no worker answered about {pid} within {timeout} s") from None
         finally:
             self._dry_runs.pop(token, None)
 
@@ -320,6 +327,8 @@ class WorkerPool:
                         break
                     self._dispatch(frame)
             self._flush_behind()
+            if self._on_tick is not None:
+                self._on_tick()
 
     def _dispatch(self, frame: bytes) -> None:
         kind, items = unpack(frame)

@@ -14,7 +14,7 @@ import wasmtime
 
 __all__ = ["NAMES", "wasm", "wat"]
 
-NAMES = ("counter", "echo", "trapper")
+NAMES = ("counter", "echo", "pingpong", "trapper")
 
 _STRINGS = {
     "ok_output_open": '{"ok":true,"response":{"Output":"',
@@ -25,6 +25,12 @@ _STRINGS = {
     "action_trap": '"name":"Action","value":"Trap"',
     "action_loop": '"name":"Action","value":"Loop"',
     "action_grow": '"name":"Action","value":"Grow"',
+    "action_ping": '"name":"Action","value":"Ping"',
+    "action_start": '"name":"Action","value":"Start"',
+    "from_key": '"From":"',
+    "data_key": '"Data":"',
+    "messages_open": '","Messages":[{"Target":"',
+    "ping_tail": '","Tags":[{"name":"Action","value":"Ping"}],"Data":""}],"Spawns":[],"Assignments":[]}}',
 }
 _STRINGS_AT = 1024
 

@@ -35,8 +35,8 @@
         (br $next)))
     (i32.sub (local.get $q) (local.get $p)))
 
-  ;; 1 when the NUL-terminated string at $hay contains the $n bytes at $needle.
-  (func $contains (param $hay i32) (param $needle i32) (param $n i32) (result i32)
+  ;; Where the first copy of the $n bytes at $needle ends in the NUL-terminated string at $hay, or 0.
+  (func $after (param $hay i32) (param $needle i32) (param $n i32) (result i32)
     (local $last i32) (local $i i32) (local $j i32)
     (local.set $last (i32.sub (i32.add (local.get $hay) (call $strlen (local.get $hay))) (local.get $n)))
     (local.set $i (local.get $hay))
@@ -46,7 +46,8 @@
         (local.set $j (i32.const 0))
         (block $miss
           (loop $cmp
-            (if (i32.eq (local.get $j) (local.get $n)) (then (return (i32.const 1))))
+            (if (i32.eq (local.get $j) (local.get $n))
+              (then (return (i32.add (local.get $i) (local.get $n)))))
             (br_if $miss (i32.ne (i32.load8_u (i32.add (local.get $i) (local.get $j)))
                                  (i32.load8_u (i32.add (local.get $needle) (local.get $j)))))
             (local.set $j (i32.add (local.get $j) (i32.const 1)))
@@ -54,6 +55,10 @@
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $at)))
     (i32.const 0))
+
+  ;; 1 when the NUL-terminated string at $hay contains the $n bytes at $needle.
+  (func $contains (param $hay i32) (param $needle i32) (param $n i32) (result i32)
+    (i32.ne (call $after (local.get $hay) (local.get $needle) (local.get $n)) (i32.const 0)))
 
   (func $emit (param $dst i32) (param $src i32) (param $n i32) (result i32)
     (memory.copy (local.get $dst) (local.get $src) (local.get $n))

@@ -6,7 +6,8 @@
     messages     message id -> log key of its first assignment
     log          process id ‖ slot (8 bytes, big-endian) -> the message as its module reads it
     results      process id ‖ slot -> the result's response object
-    checkpoints  process id -> a checkpoint of its memory
+    checkpoints  process id ‖ slot -> a checkpoint of its memory (a full base, or a delta)
+    undelivered  message id -> a message a process sent to a target this node does not have
 
 Keys of the log and of results sort by process, then slot, so one process's history is one range and
 appends land in key order. Several OS processes open the environment at once: the SU writes fully
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SUBDATABASES = ("meta", "modules", "processes", "messages", "log", "results", "checkpoints")
+SUBDATABASES = ("meta", "modules", "processes", "messages", "log", "results", "checkpoints", "undelivered")
 DEFAULT_MAP_SIZE = 1 << 30
 _MAX_RETRIES = 64
 

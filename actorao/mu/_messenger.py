@@ -1,0 +1,170 @@
+"""The messenger: it cranks each result's outbox, delivering the messages a process sends to their
+targets on this node, each exactly once.
+
+Every outgoing message gets an id derived from (source process, slot, index), so a result cranked
+twice (after a crash, a worker restart, a reopen) yields the same ids, and the SU assigns each id once:
+at least once on this side plus deduplication on that side is exactly once. A message gets the tags
+ao's MU adds: From-Process, From-Module and Pushed-For; its From is the sending process. A message
+to a process this node does not have is kept in the ``undelivered`` sub-database, never dropped.
+When the SU pushes back (Overloaded), outgoing messages wait, in order, and are offered again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import lmdb
+import orjson
+
+from actorao._exceptions import ActoraoError, InvalidMessage, NodeStopped, Overloaded
+from actorao.message import (
+    PUSHED_TAGS,
+    Message,
+    encode_id,
+    is_id,
+    normalize_tags,
+    with_ao_tags,
+)
+from actorao.persist import Store, log_key, split_key
+from actorao.su import SchedulerUnit
+
+log = logging.getLogger(__name__)
+
+_NOTHING_SENT = b'"Messages":[]'
+
+
+def outgoing_id(process: str, slot: int, index: int) -> str:
+    """The id of the ``index``-th message that ``process`` sent at ``slot``: the same every time."""
+    return encode_id(hashlib.sha256(f"outbox|{process}|{slot}|{index}".encode()).digest())
+
+
+class Messenger:
+    """Cranks outboxes from the results the workers report. Thread-safe."""
+
+    def __init__(
+        self,
+        store: Store,
+        identity: str,
+        scheduler: Callable[[], SchedulerUnit],
+        module_of: Callable[[str], str],
+        max_data_bytes: int,
+    ) -> None:
+        self.store = store
+        self.identity = identity
+        self._scheduler = scheduler
+        self._module_of = module_of
+        self._max_data_bytes = max_data_bytes
+        self._backlog: deque[list[Message]] = deque()
+        self._lock = threading.Lock()
+        self._seen: dict[str, int] = {}  # process -> highest slot whose outbox was cranked here
+
+    # -- cranking -------------------------------------------------------------------------------
+    def crank(self, items: list[bytes]) -> None:
+        """Take a RESULTS frame's items (log key, result JSON, alternating) and send on their outboxes."""
+        outgoing: list[Message] = []
+        for at in range(0, len(items), 2):
+            key, result = bytes(items[at]), bytes(items[at + 1])
+            pid, slot = split_key(key)
+            with self._lock:
+                if slot > self._seen.get(pid, -1):
+                    self._seen[pid] = slot
+            if _NOTHING_SENT in result:
+                continue
+            outgoing += self._outgoing(pid, slot, orjson.loads(result))
+        if outgoing:
+            self._submit(outgoing)
+
+    def recrank(self, pids: list[str]) -> None:
+        """Crank again every stored result of ``pids`` after the last one cranked here (all of them,
+        after a reopen): deduplication makes a second crank harmless."""
+        results = self.store.results
+        for pid in pids:
+            with self._lock:
+                first = self._seen.get(pid, -1) + 1
+
+            def body(txn: lmdb.Transaction, pid: str = pid, first: int = first) -> list[bytes]:
+                cursor = txn.cursor(db=results)
+                found: list[bytes] = []
+                if cursor.set_range(log_key(pid, first)):
+                    for key, value in cursor:
+                        if bytes(key)[:-8] != pid.encode():
+                            break
+                        found += (bytes(key), bytes(value))
+                return found
+
+            items = self.store.read(body)
+            if items:
+                self.crank(items)
+
+    def _outgoing(self, pid: str, slot: int, result: dict[str, Any]) -> list[Message]:
+        if result.get("Error") is not None:
+            return []  # a failed message was rolled back whole, its outbox with it
+        sent = result.get("Messages") or []
+        if not sent:
+            return []
+        entry = self.store.get("log", log_key(pid, slot))
+        pushed_for = orjson.loads(entry)["Id"] if entry is not None else ""
+        module = self._module_of(pid)
+        out = []
+        for index, raw in enumerate(sent):
+            message_id = outgoing_id(pid, slot, index)
+            try:
+                message = self._build(message_id, pid, module, pushed_for, raw)
+            except ActoraoError as exc:
+                self._keep_undelivered(message_id, pid, slot, index, raw, str(exc))
+                continue
+            if not self._scheduler().knows(message.target):
+                self._keep_undelivered(message_id, pid, slot, index, raw, f"no process {message.target} here")
+                continue
+            out.append(message)
+        return out
+
+    def _build(self, message_id: str, pid: str, module: str, pushed_for: str, raw: Any) -> Message:
+        if not isinstance(raw, dict):
+            raise InvalidMessage("Messages[]", "each sent message must be an object")
+        target = raw.get("Target")
+        if not is_id(target):
+            raise InvalidMessage("Target", f"expected a 43-character process id, got {target!r:.60}")
+        given = [pair for pair in normalize_tags(raw.get("Tags")) if pair[0] not in PUSHED_TAGS]
+        tags = with_ao_tags(
+            [*given, ("From-Process", pid), ("From-Module", module), ("Pushed-For", pushed_for)], "Message"
+        )
+        data = raw.get("Data", "")
+        message = Message(message_id, self.identity, str(target), tags,
+                          data if isinstance(data, str) else orjson.dumps(data).decode(),
+                          str(raw.get("Anchor") or "")[:32], sender=pid)
+        message.validate(self._max_data_bytes)
+        return message
+
+    def _keep_undelivered(self, message_id: str, pid: str, slot: int, index: int, raw: Any, why: str) -> None:
+        log.warning("process %s slot %d: message %d not delivered: %s", pid, slot, index, why)
+        record = orjson.dumps({"Id": message_id, "From-Process": pid, "Slot": slot, "Index": index,
+                               "Reason": why, "Message": raw})
+        self.store.write(lambda txn: txn.put(message_id.encode(), record, db=self.store.db["undelivered"]))
+
+    def _submit(self, outgoing: list[Message]) -> None:
+        with self._lock:
+            self._backlog.append(outgoing)
+        self.flush()
+
+    def flush(self) -> None:
+        """Offer what waits to the SU, oldest first, until it pushes back."""
+        with self._lock:
+            while self._backlog:
+                try:
+                    self._scheduler().submit_many(self._backlog[0])
+                except Overloaded:
+                    return  # offered again on the next flush: nothing is dropped
+                except NodeStopped:
+                    return
+                self._backlog.popleft()
+
+    # -- reading --------------------------------------------------------------------------------
+    def undelivered(self) -> list[dict[str, Any]]:
+        db = self.store.db["undelivered"]
+        return self.store.read(lambda txn: [orjson.loads(bytes(value)) for _, value in txn.cursor(db=db)])

@@ -1,0 +1,112 @@
+"""The messenger: process-to-process messages on real nodes, each delivered exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from actorao import InvalidMessage, Message, Node, examples
+from actorao.message import new_id, with_ao_tags
+from actorao.mu import outgoing_id
+
+MakeNode = Callable[..., Node]
+
+
+def count(node: Node, pid: str) -> int:
+    return int(node.dry_run(pid, {"Action": "Get"}).output)
+
+
+def wait_for_count(node: Node, pid: str, wanted: int, seconds: float = 60.0) -> int:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        seen = count(node, pid)
+        if seen >= wanted:
+            return seen
+        time.sleep(0.05)
+    return count(node, pid)
+
+
+def pings_in_log(node: Node, pid: str) -> list[str]:
+    entries = [orjson.loads(body) for _, body in node.store.log_range(pid, 1, 1 << 40)]
+    return [entry["Id"] for entry in entries if {"name": "Action", "value": "Ping"} in entry["Tags"]]
+
+
+def test_ping_pong_for_a_thousand_rounds_ends_with_exactly_a_thousand_each(make_node: MakeNode) -> None:
+    node = make_node()
+    first, second = node.spawn(examples.wasm("pingpong")), node.spawn(examples.wasm("pingpong"))
+    node.send(first, {"Action": "Start"}, second)
+    assert wait_for_count(node, first, 1000) == 1000
+    time.sleep(0.2)  # nothing more may come
+    assert count(node, first) == 1000 and count(node, second) == 1000
+    assert len(pings_in_log(node, first)) == 1000 and len(pings_in_log(node, second)) == 1000
+    assert node.undelivered() == []
+
+
+def test_a_pushed_message_is_from_its_process_with_ao_tags_and_a_deterministic_id(make_node: MakeNode) -> None:
+    node = make_node()
+    sender, echo = node.spawn(examples.wasm("pingpong")), node.spawn(examples.wasm("echo"))
+    start = node.send(sender, {"Action": "Start"}, echo)
+    expected_id = outgoing_id(sender, start.slot, 0)
+    for _ in range(500):  # until the messenger has pushed it and the SU has assigned it
+        if node.store.get("messages", expected_id.encode()) is not None:
+            break
+        time.sleep(0.01)
+    seen = node.result(expected_id, timeout=30).output
+    assert seen["From"] == sender and seen["Owner"] == node.identity
+    tags = {tag["name"]: tag["value"] for tag in seen["Tags"]}
+    assert tags["From-Process"] == sender and tags["Pushed-For"] == start.id
+    assert tags["From-Module"] == node.process_info(sender)["module"] and tags["Action"] == "Ping"
+
+
+def test_a_forged_from_process_from_outside_is_refused(make_node: MakeNode) -> None:
+    node = make_node()
+    echo, other = node.spawn(examples.wasm("echo")), node.spawn(examples.wasm("echo"))
+    for tag in ("From-Process", "Pushed-For"):
+        with pytest.raises(InvalidMessage) as caught:
+            node.send(echo, {"Action": "Hi", tag: other})
+        assert caught.value.field == f"Tags[{tag!r}]"
+    forged = Message(new_id(), node.identity, echo, with_ao_tags({"Action": "Hi"}, "Message"), sender=other)
+    with pytest.raises(InvalidMessage, match="signer"):
+        node.post(forged)
+    ack = node.send(echo, {"Action": "Hi"})
+    assert node.result(ack).output["From"] == node.identity
+
+
+def test_a_message_to_an_unknown_target_is_kept_and_listed(make_node: MakeNode) -> None:
+    node = make_node()
+    sender = node.spawn(examples.wasm("pingpong"))
+    nowhere = new_id(b"nowhere")
+    start = node.send(sender, {"Action": "Start"}, nowhere)
+    node.result(start)
+    for _ in range(100):
+        if node.undelivered():
+            break
+        time.sleep(0.02)
+    [kept] = node.undelivered()
+    assert kept["Id"] == outgoing_id(sender, start.slot, 0) and kept["From-Process"] == sender
+    assert kept["Message"]["Target"] == nowhere and "no process" in kept["Reason"]
+
+
+def test_ping_pong_across_a_worker_kill_and_a_reopen_still_ends_with_exactly_a_thousand(tmp_path: Path) -> None:
+    path = tmp_path / "node"
+    node = Node(path, workers=2)
+    first, second = node.spawn(examples.wasm("pingpong")), node.spawn(examples.wasm("pingpong"))
+    node.send(first, {"Action": "Start"}, second)
+    wait_for_count(node, first, 200)
+    victim = node.pool.supervisor.pid_of("worker-1")
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    wait_for_count(node, first, 500)
+    node.close()  # rounds in flight: their messages are in the log, their outboxes maybe not yet
+    with Node(path, workers=2) as node:
+        assert wait_for_count(node, first, 1000) == 1000
+        time.sleep(0.2)
+        assert count(node, first) == 1000 and count(node, second) == 1000
+        assert len(set(pings_in_log(node, first))) == len(pings_in_log(node, first)) == 1000
+        assert len(set(pings_in_log(node, second))) == len(pings_in_log(node, second)) == 1000
