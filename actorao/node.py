@@ -128,7 +128,10 @@ class Node:
             restart_intensity=restart_intensity,
         )
         self._modules_of: dict[str, str] = {}
-        self.messenger = Messenger(self.store, self.identity, lambda: self.scheduler, self._module_of, max_data_bytes)
+        self.messenger = Messenger(
+            self.store, self.identity, lambda: self.scheduler, self._module_of, max_data_bytes,
+            self._spawn_pushed, self.assign_nowait,
+        )
         # The root of the node's tree. The CU pool starts first (the SU pushes to it) and stops last
         # (the SU drains into it); each comes back alone if it dies, and past the root's own
         # intensity the node stops, and says so on every call.
@@ -261,8 +264,21 @@ class Node:
         with it: a node reopened with other defaults still replays it the same way."""
         self._check_open()
         record, module_id = self._module_record(module, module_format, normalize_tags(module_tags, "module_tags"))
+        process_id = new_id(self.identity.encode(), module_id.encode())
+        ack: Ack = self._submit_spawn(process_id, module_id, record, normalize_tags(tags), data, ()).get()
+        return ack.process
+
+    def _submit_spawn(
+        self,
+        process_id: str,
+        module_id: str,
+        record: ModuleRecord | None,
+        user_tags: tuple[tuple[str, str], ...],
+        data: str,
+        pushed: tuple[tuple[str, str], ...],
+    ) -> _Future[Ack]:
+        """Check and submit a spawn: from the API, or (with ``pushed`` tags) from a process's result."""
         compiled = self._compiled_module(module_id, record)
-        user_tags = normalize_tags(tags)
         for name, wanted in (("Module", module_id), ("Scheduler", self.identity)):
             given = tag_value(user_tags, name)
             if given is not None and given != wanted:
@@ -272,12 +288,8 @@ class Node:
         defaults = (("Module", module_id), ("Scheduler", self.identity), ("Authority", self.identity))
         extra = tuple((n, v) for n, v in defaults if tag_value(user_tags, n) is None)
         process = Process(
-            new_id(self.identity.encode(), module_id.encode()),
-            self.identity,
-            module_id,
-            self.identity,
-            with_ao_tags(user_tags, "Process") + extra,
-            data,
+            process_id, self.identity, module_id, self.identity,
+            with_ao_tags(user_tags, "Process") + extra + pushed, data,
         )
         process.validate(self.max_data_bytes)
         meta = record.meta if record is not None else self.store.get("modules", module_id.encode())
@@ -291,8 +303,33 @@ class Node:
         # Instantiate once here: a start function that traps, or an initial memory over the limit,
         # is refused now rather than turning every later message into an Error.
         Instance(compiled, memory_limit=limits[1], fuel=limits[0])
-        ack: Ack = self.scheduler.submit(process, record, fresh_id=True, limits=limits).get()
-        return ack.process
+        return self.scheduler.submit(process, record, fresh_id=not pushed, limits=limits)
+
+    def _spawn_pushed(self, process_id: str, module_id: str, tags: tuple[tuple[str, str], ...], data: str,
+                      pushed: tuple[tuple[str, str], ...]) -> None:
+        """A spawn a process asked for, with its deterministic id (the SU spawns each id once)."""
+        if not is_id(module_id) or self.store.get("modules", module_id.encode()) is None:
+            raise InvalidMessage("Tags['Module']", f"no module {module_id!r:.60} is stored on this node")
+        self._submit_spawn(process_id, module_id, None, tags, data, pushed)
+
+    def assign(self, pid: str, message_id: str, *, timeout: float = DEFAULT_TIMEOUT) -> Ack:
+        """Assign a message already on this node to one more process, once; returns its Ack there."""
+        self._check_open()
+        ack: Ack = _get(self.assign_nowait(pid, message_id), timeout, "assignment")
+        return ack
+
+    def assign_nowait(self, pid: str, message_id: str) -> _Future[Ack]:
+        if not self.scheduler.knows(pid):
+            raise UnknownProcess(f"no process {pid} on this node")
+        key = self.store.get("messages", str(message_id).encode())
+        entry = self.store.get("log", key) if key is not None else None
+        if entry is None:
+            raise UnknownMessage(f"no message {message_id} was assigned on this node")
+        doc = orjson.loads(entry)
+        sender = doc["From"] if doc["From"] != doc["Owner"] else ""
+        message = Message(doc["Id"], doc["Owner"], doc["Target"], normalize_tags(doc["Tags"]), doc["Data"],
+                          doc["Anchor"], sender)
+        return self.scheduler.submit_assignment(message, pid)
 
     def process_info(self, pid: str) -> dict[str, Any]:
         """What the node keeps for a process: its module id and the limits fixed when it spawned."""

@@ -251,3 +251,35 @@ def test_aos_processes_on_one_node_talk_to_each_other_out_of_the_box(aos: tuple[
             break
         time.sleep(0.05)
     assert answer.output["data"].splitlines()[-1] == sender
+
+
+def test_a_spawn_tree_three_levels_deep_gives_every_parent_its_spawned_notice(aos: tuple[Node, str]) -> None:
+    node, module = aos
+    parent = node.spawn(module)
+    family = [parent]
+    for generation in (1, 2):  # parent -> child -> grandchild
+        code = f"Spawn('{module}', {{ Data = 'x', Generation = '{generation}' }})"
+        if generation == 1:
+            spawning = evaluate(node, parent, code)
+        else:  # a spawned process's owner is its parent: only the parent's Eval runs there
+            ask = f"Send({{ Target = '{family[-1]}', Action = 'Eval', Data = [[{code}]] }})"
+            spawning = evaluate(node, family[-2], ask)
+        assert spawning.ok, spawning.error
+        child = None
+        for _ in range(200):  # the messenger spawns it and tells the parent
+            notices = [orjson.loads(body) for _, body in node.store.log_range(family[-1], 1, 1 << 40)]
+            spawned = [entry for entry in notices if {"name": "Action", "value": "Spawned"} in entry["Tags"]]
+            if spawned:
+                child = next(tag["value"] for tag in spawned[0]["Tags"] if tag["name"] == "Process")
+                assert spawned[0]["From"] == child
+                break
+            time.sleep(0.05)
+        assert child is not None and child in node.processes()
+        assert node.process_info(child)["module"] == module
+        family.append(child)
+    assert len(set(family)) == 3
+    spawn_message = orjson.loads(node.store.log_range(family[2], 0, 0)[0][1])
+    grandchild_tags = {tag["name"]: tag["value"] for tag in spawn_message["Tags"]}
+    assert grandchild_tags["From-Process"] == family[1] and grandchild_tags["Generation"] == "2"
+    # its owner is its parent: our Eval lands in its Inbox, as aos does for a stranger's trusted message
+    assert "New Message From" in evaluate(node, family[2], "return 'alive'").output["data"]

@@ -110,3 +110,15 @@ def test_ping_pong_across_a_worker_kill_and_a_reopen_still_ends_with_exactly_a_t
         assert count(node, first) == 1000 and count(node, second) == 1000
         assert len(set(pings_in_log(node, first))) == len(pings_in_log(node, first)) == 1000
         assert len(set(pings_in_log(node, second))) == len(pings_in_log(node, second)) == 1000
+
+
+def test_assign_gives_an_existing_message_a_slot_in_another_process_once(make_node: MakeNode) -> None:
+    node = make_node()
+    first, second = node.spawn(examples.wasm("echo")), node.spawn(examples.wasm("echo"))
+    ack = node.send(first, {"Action": "Note"}, "shared")
+    assigned = node.assign(second, ack.id)
+    assert (assigned.id, assigned.process, assigned.slot) == (ack.id, second, 1)
+    assert node.assign(second, ack.id) == assigned  # once per process
+    seen = node.result(assigned).output
+    assert seen["Id"] == ack.id and seen["Target"] == first and seen["Data"] == "shared"
+    assert [slot for slot, _ in node.store.log_range(second, 0, 10)] == [0, 1]

@@ -35,7 +35,7 @@ from actorao.su import SchedulerUnit
 
 log = logging.getLogger(__name__)
 
-_NOTHING_SENT = b'"Messages":[]'
+_NOTHING_SENT = (b'"Messages":[]', b'"Spawns":[]', b'"Assignments":[]')
 
 
 def outgoing_id(process: str, slot: int, index: int) -> str:
@@ -53,12 +53,16 @@ class Messenger:
         scheduler: Callable[[], SchedulerUnit],
         module_of: Callable[[str], str],
         max_data_bytes: int,
+        spawn: Callable[[str, str, tuple[tuple[str, str], ...], str, tuple[tuple[str, str], ...]], None],
+        assign: Callable[[str, str], object],
     ) -> None:
         self.store = store
         self.identity = identity
         self._scheduler = scheduler
         self._module_of = module_of
         self._max_data_bytes = max_data_bytes
+        self._spawn = spawn
+        self._assign = assign
         self._backlog: deque[list[Message]] = deque()
         self._lock = threading.Lock()
         self._seen: dict[str, int] = {}  # process -> highest slot whose outbox was cranked here
@@ -73,7 +77,7 @@ class Messenger:
             with self._lock:
                 if slot > self._seen.get(pid, -1):
                     self._seen[pid] = slot
-            if _NOTHING_SENT in result:
+            if all(empty in result for empty in _NOTHING_SENT):
                 continue
             outgoing += self._outgoing(pid, slot, orjson.loads(result))
         if outgoing:
@@ -104,13 +108,12 @@ class Messenger:
     def _outgoing(self, pid: str, slot: int, result: dict[str, Any]) -> list[Message]:
         if result.get("Error") is not None:
             return []  # a failed message was rolled back whole, its outbox with it
-        sent = result.get("Messages") or []
-        if not sent:
-            return []
         entry = self.store.get("log", log_key(pid, slot))
         pushed_for = orjson.loads(entry)["Id"] if entry is not None else ""
         module = self._module_of(pid)
-        out = []
+        out = self._spawns(pid, slot, module, pushed_for, result.get("Spawns") or [])
+        self._assignments(pid, slot, result.get("Assignments") or [])
+        sent = result.get("Messages") or []
         for index, raw in enumerate(sent):
             message_id = outgoing_id(pid, slot, index)
             try:
@@ -123,6 +126,46 @@ class Messenger:
                 continue
             out.append(message)
         return out
+
+    def _spawns(self, pid: str, slot: int, module: str, pushed_for: str, spawns: list[Any]) -> list[Message]:
+        """Spawn each child (its id derived from parent, slot and index), and tell the parent, as ao
+        does, with an Action=Spawned message from the child naming it."""
+        notices = []
+        for index, raw in enumerate(spawns):
+            child = encode_id(hashlib.sha256(f"spawn|{pid}|{slot}|{index}".encode()).digest())
+            pushed = (("From-Process", pid), ("From-Module", module), ("Pushed-For", pushed_for))
+            try:
+                if not isinstance(raw, dict):
+                    raise InvalidMessage("Spawns[]", "each spawn must be an object")
+                tags = tuple(pair for pair in normalize_tags(raw.get("Tags")) if pair[0] not in PUSHED_TAGS)
+                child_module = next((value for name, value in tags if name == "Module"), "")
+                data = raw.get("Data", "")
+                self._spawn(child, child_module, tags, data if isinstance(data, str) else orjson.dumps(data).decode(),
+                            pushed)
+            except ActoraoError as exc:
+                self._keep_undelivered(child, pid, slot, index, raw, f"spawn refused: {exc}")
+                continue
+            reference = next((value for name, value in tags if name == "Reference"), None)
+            notice_tags = [("Action", "Spawned"), ("AO-Spawn-Success", "true"), ("Process", child)]
+            if reference is not None:
+                notice_tags.append(("Reference", reference))
+            notice_tags += [("From-Process", child), ("From-Module", child_module), ("Pushed-For", pushed_for)]
+            notice_id = encode_id(hashlib.sha256(f"spawned|{pid}|{slot}|{index}".encode()).digest())
+            notices.append(Message(notice_id, self.identity, pid, with_ao_tags(notice_tags, "Message"), "",
+                                   "", sender=child))
+        return notices
+
+    def _assignments(self, pid: str, slot: int, assignments: list[Any]) -> None:
+        """Assign existing messages to further processes, as a result asked; each once per process."""
+        for index, raw in enumerate(assignments):
+            targets = raw.get("Processes") if isinstance(raw, dict) else None
+            message_id = raw.get("Message") if isinstance(raw, dict) else None
+            for target in targets if isinstance(targets, list) else []:
+                try:
+                    self._assign(str(target), str(message_id))
+                except ActoraoError as exc:
+                    self._keep_undelivered(f"{message_id}|{target}", pid, slot, index, raw,
+                                           f"assignment refused: {exc}")
 
     def _build(self, message_id: str, pid: str, module: str, pushed_for: str, raw: Any) -> Message:
         if not isinstance(raw, dict):

@@ -59,6 +59,7 @@ class _Request:
     module: ModuleRecord | None = None
     fresh_ids: bool = False  # ids minted by this node just now: no need to look for duplicates
     limits: tuple[int, int] | None = None  # a spawn's (compute, memory) limits
+    assign_to: str | None = None  # an existing message, assigned to one more process
 
 
 @dataclass(slots=True)
@@ -134,6 +135,13 @@ class SchedulerUnit:
         """Queue ``item`` for assignment; the future gives its Ack once it is durable. A Process may
         carry its (compute, memory) limits, stored with it so that every replay uses the same."""
         return self._enqueue(_Request([item], pykka.ThreadingFuture(), True, module, fresh_id, limits))
+
+    def submit_assignment(self, message: Message, pid: str) -> pykka.ThreadingFuture[Ack]:
+        """Assign an existing message to one more process, once: the message keeps its id, Target and
+        From, and gets a slot in ``pid``'s order too."""
+        if pid not in self._processes:
+            raise UnknownProcess(f"no process {pid} on this node")
+        return self._enqueue(_Request([message], pykka.ThreadingFuture(), True, None, False, None, pid))
 
     def submit_many(self, items: list[Message], *, fresh_ids: bool = False) -> pykka.ThreadingFuture[list[Ack]]:
         """Queue many messages at once; the future gives their Acks, in order, once all are durable."""
@@ -273,8 +281,10 @@ class SchedulerUnit:
             acks: list[Ack | Exception] = []
             answers.append(acks)
             for item in request.items:
-                earlier = seen.get(item.id) if request.fresh_ids else (
-                    seen.get(item.id) or self._existing_ack(txn, item.id)
+                # An id is assigned once per process: to its target, and once to each assignee.
+                once = item.id if request.assign_to is None else f"{item.id}|{request.assign_to}"
+                earlier = seen.get(once) if request.fresh_ids else (
+                    seen.get(once) or self._existing_ack(txn, once, item.id)
                 )
                 if earlier is not None:  # the same message again: assigned once, acknowledged again
                     acks.append(earlier)
@@ -286,7 +296,7 @@ class SchedulerUnit:
                     pid, message = item.id, item.as_message()
                     heads[pid] = _Head(0, None)
                 else:
-                    pid, message = item.target, item
+                    pid, message = request.assign_to or item.target, item
                 head = heads.get(pid) or self._head(txn, pid)
                 if head is None:
                     acks.append(UnknownProcess(f"no process {pid} on this node"))
@@ -295,10 +305,10 @@ class SchedulerUnit:
                 key = log_key(pid, assignment.slot)
                 body = module_json(message, assignment)
                 txn.put(key, body, db=log_db)
-                txn.put(message.id.encode(), key, db=messages_db)
+                txn.put(once.encode(), key, db=messages_db)
                 heads[pid] = _Head(assignment.slot + 1, assignment)
                 ack = Ack(message.id, pid, assignment.slot, assignment.timestamp)
-                seen[message.id] = ack
+                seen[once] = ack
                 acks.append(ack)
                 pushes.append((pid, key, body))
         return answers, pushes, heads
@@ -329,8 +339,8 @@ class SchedulerUnit:
         # Timestamps never go backwards within a process, even if the wall clock does.
         return Assignment(pid, head.next_slot, message_id, max(now, head.last.timestamp), head.last.next_hash_chain())
 
-    def _existing_ack(self, txn: lmdb.Transaction, message_id: str) -> Ack | None:
-        key = txn.get(message_id.encode(), db=self.store.messages)
+    def _existing_ack(self, txn: lmdb.Transaction, once: str, message_id: str) -> Ack | None:
+        key = txn.get(once.encode(), db=self.store.messages)
         if key is None:
             return None
         entry = txn.get(bytes(key), db=self.store.log)
