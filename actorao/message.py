@@ -210,6 +210,7 @@ class Message:
     data: str = ""
     anchor: str = ""
     sender: str = ""  # ao's From when it is not the Owner: the process that pushed it (MU only)
+    cron: bool = False  # a tick of the process's Cron-Interval, assigned by the node's cron
 
     def validate(self, max_data_bytes: int) -> None:
         """Raise InvalidMessage naming the first bad field."""
@@ -283,7 +284,7 @@ class Assignment:
         return encode_id(hashlib.sha256(decode_id(process)).digest())
 
 
-def module_json(message: Message, assignment: Assignment | None, *, timestamp: int = 0, cron: bool = False) -> bytes:
+def module_json(message: Message, assignment: Assignment | None, *, timestamp: int = 0) -> bytes:
     """The message as a JSON-1 module reads it. Without an assignment it is a read-only (dry-run)
     message: no slot, no hash chain, stamped with ``timestamp``."""
     return orjson.dumps(
@@ -300,7 +301,7 @@ def module_json(message: Message, assignment: Assignment | None, *, timestamp: i
             "Nonce": assignment.slot if assignment else None,
             "Hash-Chain": assignment.hash_chain if assignment else None,
             "Epoch": assignment.epoch if assignment else 0,
-            "Cron": cron,
+            "Cron": message.cron,
             "Read-Only": assignment is None,
             "Forwarded-By": None,
         }

@@ -50,7 +50,8 @@ from actorao.message import (
     tag_value,
     with_ao_tags,
 )
-from actorao.mu import Messenger
+from actorao.mu import Cron, Messenger, parse_interval
+from actorao.mu._cron import DEFAULT_CATCH_UP
 from actorao.persist import DEFAULT_MAP_SIZE, Store, log_key
 from actorao.su import Ack, ModuleRecord, SchedulerUnit
 from actorao.supervisor import ChildSpec, Supervisor
@@ -93,6 +94,7 @@ class Node:
         max_pending: int = 200_000,
         map_size: int = DEFAULT_MAP_SIZE,
         restart_intensity: tuple[int, float] = (10, 5.0),
+        cron_catch_up: int = DEFAULT_CATCH_UP,
     ) -> None:
         workers = workers if workers is not None else (os.cpu_count() or 1)
         if workers < 1:
@@ -114,6 +116,7 @@ class Node:
         self.identity = self._load_identity()
         self._runtime = runtime_dir(self.path, f"{os.getpid()}-{new_id()[:8]}")
         self._max_pending = max_pending
+        self._cron_catch_up = cron_catch_up
         self.su: SchedulerUnit | None = None
         self.pool = WorkerPool(
             self.path,
@@ -140,6 +143,7 @@ class Node:
             [
                 ChildSpec("cu-pool", self.pool.start_supervisor, type="supervisor"),
                 ChildSpec("su", self._start_su, shutdown=60.0),
+                ChildSpec("cron", self._start_cron, shutdown=5.0),
             ],
             intensity=2,
             period=60.0,
@@ -166,6 +170,10 @@ class Node:
     def undelivered(self) -> list[dict[str, Any]]:
         """Messages processes sent to targets this node does not have: kept, with the reason."""
         return self.messenger.undelivered()
+
+    def _start_cron(self) -> Cron:
+        self.cron = Cron(self.store, self.identity, lambda: self.scheduler, self.processes, self._cron_catch_up)
+        return self.cron
 
     def _start_su(self) -> SchedulerUnit:
         self.su = SchedulerUnit(self.store, self.pool.push, max_pending=self._max_pending)
@@ -292,6 +300,9 @@ class Node:
             with_ao_tags(user_tags, "Process") + extra + pushed, data,
         )
         process.validate(self.max_data_bytes)
+        interval = process.tag("Cron-Interval")
+        if interval is not None:
+            parse_interval(interval)
         meta = record.meta if record is not None else self.store.get("modules", module_id.encode())
         module_tag_list = normalize_tags(orjson.loads(meta or b"{}").get("tags"))
         compute = process.tag("Compute-Limit") or tag_value(module_tag_list, "Compute-Limit")

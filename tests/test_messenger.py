@@ -13,7 +13,7 @@ import pytest
 
 from actorao import InvalidMessage, Message, Node, examples
 from actorao.message import new_id, with_ao_tags
-from actorao.mu import outgoing_id
+from actorao.mu import outgoing_id, tick_id
 
 MakeNode = Callable[..., Node]
 
@@ -122,3 +122,34 @@ def test_assign_gives_an_existing_message_a_slot_in_another_process_once(make_no
     seen = node.result(assigned).output
     assert seen["Id"] == ack.id and seen["Target"] == first and seen["Data"] == "shared"
     assert [slot for slot, _ in node.store.log_range(second, 0, 10)] == [0, 1]
+
+
+def test_cron_ticks_at_its_interval_and_a_restart_adds_no_duplicate(tmp_path: Path) -> None:
+    path = tmp_path / "node"
+
+    def due_now(spawned_ms: int) -> int:
+        return (int(time.time() * 1000) - spawned_ms) // 200
+
+    with Node(path, workers=1) as node:
+        ticking = node.spawn(examples.wasm("counter"), {"Cron-Interval": "200-milliseconds", "Cron-Tag-Action": "Inc"})
+        spawned = int(orjson.loads(node.store.log_range(ticking, 0, 0)[0][1])["Timestamp"])
+        time.sleep(1.1)
+        first, due = count(node, ticking), due_now(spawned)
+    assert due - 2 <= first <= due  # the ticks due so far, give or take the last one or two in flight
+    time.sleep(0.5)  # down for two or three ticks: caught up at reopen
+    with Node(path, workers=1) as node:
+        time.sleep(0.6)
+        entries = [orjson.loads(body) for _, body in node.store.log_range(ticking, 1, 1 << 40)]
+        due = due_now(spawned)
+    ids = [entry["Id"] for entry in entries]
+    assert len(ids) == len(set(ids)), "a tick was assigned twice"
+    assert all(entry["Cron"] is True for entry in entries)
+    assert due - 2 <= len(entries) <= due
+    assert ids == [tick_id(ticking, number) for number in range(1, len(entries) + 1)]  # in order, none skipped
+
+
+def test_a_bad_cron_interval_is_refused_at_spawn(make_node: MakeNode) -> None:
+    node = make_node()
+    with pytest.raises(InvalidMessage) as caught:
+        node.spawn(examples.wasm("counter"), {"Cron-Interval": "often"})
+    assert caught.value.field == "Tags['Cron-Interval']"
