@@ -52,6 +52,7 @@ from actorao.message import (
 )
 from actorao.mu import Cron, Messenger, parse_interval
 from actorao.mu._cron import DEFAULT_CATCH_UP
+from actorao.mu._messenger import DEFAULT_MAX_BACKLOG, DEFAULT_MAX_PER_RESULT
 from actorao.persist import DEFAULT_MAP_SIZE, Store, log_key
 from actorao.su import Ack, ModuleRecord, SchedulerUnit
 from actorao.supervisor import ChildSpec, Supervisor
@@ -95,6 +96,8 @@ class Node:
         map_size: int = DEFAULT_MAP_SIZE,
         restart_intensity: tuple[int, float] = (10, 5.0),
         cron_catch_up: int = DEFAULT_CATCH_UP,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
+        max_sends_per_result: int = DEFAULT_MAX_PER_RESULT,
     ) -> None:
         workers = workers if workers is not None else (os.cpu_count() or 1)
         if workers < 1:
@@ -133,7 +136,7 @@ class Node:
         self._modules_of: dict[str, str] = {}
         self.messenger = Messenger(
             self.store, self.identity, lambda: self.scheduler, self._module_of, max_data_bytes,
-            self._spawn_pushed, self.assign_nowait,
+            self._spawn_pushed, self.assign_nowait, max_backlog=max_backlog, max_per_result=max_sends_per_result,
         )
         # The root of the node's tree. The CU pool starts first (the SU pushes to it) and stops last
         # (the SU drains into it); each comes back alone if it dies, and past the root's own

@@ -283,3 +283,23 @@ def test_a_spawn_tree_three_levels_deep_gives_every_parent_its_spawned_notice(ao
     assert grandchild_tags["From-Process"] == family[1] and grandchild_tags["Generation"] == "2"
     # its owner is its parent: our Eval lands in its Inbox, as aos does for a stranger's trusted message
     assert "New Message From" in evaluate(node, family[2], "return 'alive'").output["data"]
+
+
+@pytest.mark.parametrize("build", ["wasm64"])
+def test_pushing_is_bounded_and_nothing_is_dropped(build: str, tmp_path: Path) -> None:
+    wasm = aos_wasm(build)
+    with Node(tmp_path / "node", workers=2, max_pending=4, max_backlog=3, max_sends_per_result=12) as node:
+        sender, receiver = node.spawn(wasm), node.spawn(node.process_info(node.processes()[0])["module"])
+        assert evaluate(node, receiver, """
+            got = 0
+            Handlers.add("n", Handlers.utils.hasMatchingTag("Action", "N"), function() got = got + 1 end)
+        """).ok
+        fan_out = evaluate(node, sender, f"for i = 1, 15 do Send({{ Target = '{receiver}', Action = 'N' }}) end")
+        assert fan_out.ok, fan_out.error
+        for _ in range(200):  # a queue of 4 and a backlog of 3: the twelve arrive, a few at a time
+            if evaluate(node, receiver, "return got").output["data"].splitlines()[-1] == "12":
+                break
+            time.sleep(0.05)
+        assert evaluate(node, receiver, "return got").output["data"].splitlines()[-1] == "12"
+        kept = node.undelivered()
+        assert len(kept) == 3 and all("over the limit of 12" in entry["Reason"] for entry in kept)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -100,12 +102,25 @@ def test_the_same_message_id_is_assigned_once(store: Store) -> None:
 
 
 def test_unknown_processes_overload_and_closing_are_refused(store: Store) -> None:
-    su = SchedulerUnit(store, Pushed(), max_pending=0)
+    gate = threading.Event()
+    gate.set()
+
+    def clock() -> float:  # holds the SU inside a commit while the gate is shut
+        gate.wait(10)
+        return time.time()
+
+    su = SchedulerUnit(store, Pushed(), max_pending=2, clock=clock)
     with pytest.raises(UnknownProcess):
         su.submit(message(new_id(b"nobody")))
-    with pytest.raises(Overloaded, match="limit"):
-        tags = with_ao_tags({"Module": MODULE.id, "Scheduler": OWNER}, "Process")
-        su.submit(Process(new_id(b"p"), OWNER, MODULE.id, OWNER, tags), MODULE)
+    pid = spawn(su)
+    big = su.submit_many([message(pid) for _ in range(5)])  # larger than the bound, nothing waiting: taken
+    assert [ack.slot for ack in big.get(timeout=10)] == [1, 2, 3, 4, 5]
+    gate.clear()
+    held = su.submit(message(pid))
+    with pytest.raises(Overloaded, match="limit of 2"):
+        su.submit_many([message(pid), message(pid)])
+    gate.set()
+    assert held.get(timeout=10).slot == 6
     su.close()
     with pytest.raises(NodeStopped):
         su.submit(message(new_id(b"nobody")))

@@ -6,7 +6,10 @@ twice (after a crash, a worker restart, a reopen) yields the same ids, and the S
 at least once on this side plus deduplication on that side is exactly once. A message gets the tags
 ao's MU adds: From-Process, From-Module and Pushed-For; its From is the sending process. A message
 to a process this node does not have is kept in the ``undelivered`` sub-database, never dropped.
-When the SU pushes back (Overloaded), outgoing messages wait, in order, and are offered again.
+When the SU pushes back (Overloaded), outgoing messages wait, in order, and are offered again; past
+``max_backlog`` waiting messages, cranking stops and results wait in the store instead (bounded by
+disk, not memory), to be cranked once the backlog drains. One result may send at most
+``max_per_result`` messages; the rest are kept undelivered, with the reason.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from actorao.su import SchedulerUnit
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MAX_BACKLOG = 100_000  # messages waiting for the SU, across the node
+DEFAULT_MAX_PER_RESULT = 10_000  # messages one result may send
 _NOTHING_SENT = (b'"Messages":[]', b'"Spawns":[]', b'"Assignments":[]')
 
 
@@ -55,6 +60,9 @@ class Messenger:
         max_data_bytes: int,
         spawn: Callable[[str, str, tuple[tuple[str, str], ...], str, tuple[tuple[str, str], ...]], None],
         assign: Callable[[str, str], object],
+        *,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
+        max_per_result: int = DEFAULT_MAX_PER_RESULT,
     ) -> None:
         self.store = store
         self.identity = identity
@@ -66,6 +74,10 @@ class Messenger:
         self._backlog: deque[list[Message]] = deque()
         self._lock = threading.Lock()
         self._seen: dict[str, int] = {}  # process -> highest slot whose outbox was cranked here
+        self._max_backlog = max_backlog
+        self._max_per_result = max_per_result
+        self._waiting = 0  # messages in the backlog
+        self._deferred: set[str] = set()  # processes whose results wait in the store to be cranked
 
     # -- cranking -------------------------------------------------------------------------------
     def crank(self, items: list[bytes]) -> None:
@@ -75,6 +87,11 @@ class Messenger:
             key, result = bytes(items[at]), bytes(items[at + 1])
             pid, slot = split_key(key)
             with self._lock:
+                if self._waiting >= self._max_backlog or pid in self._deferred:
+                    # Backpressure: the SU is full and this much already waits. Leave the rest in the
+                    # store, where recrank finds it once the backlog drains; nothing queues in memory.
+                    self._deferred.add(pid)
+                    continue
                 if slot > self._seen.get(pid, -1):
                     self._seen[pid] = slot
             if all(empty in result for empty in _NOTHING_SENT):
@@ -114,6 +131,11 @@ class Messenger:
         out = self._spawns(pid, slot, module, pushed_for, result.get("Spawns") or [])
         self._assignments(pid, slot, result.get("Assignments") or [])
         sent = result.get("Messages") or []
+        if len(sent) > self._max_per_result:  # a fan-out storm: the excess is kept, not queued
+            for index in range(self._max_per_result, len(sent)):
+                self._keep_undelivered(outgoing_id(pid, slot, index), pid, slot, index, sent[index],
+                                       f"over the limit of {self._max_per_result} messages one result may send")
+            sent = sent[: self._max_per_result]
         for index, raw in enumerate(sent):
             message_id = outgoing_id(pid, slot, index)
             try:
@@ -193,10 +215,12 @@ class Messenger:
     def _submit(self, outgoing: list[Message]) -> None:
         with self._lock:
             self._backlog.append(outgoing)
+            self._waiting += len(outgoing)
         self.flush()
 
     def flush(self) -> None:
-        """Offer what waits to the SU, oldest first, until it pushes back."""
+        """Offer what waits to the SU, oldest first, until it pushes back; once the backlog has
+        drained, crank what was left in the store meanwhile."""
         with self._lock:
             while self._backlog:
                 try:
@@ -205,7 +229,10 @@ class Messenger:
                     return  # offered again on the next flush: nothing is dropped
                 except NodeStopped:
                     return
-                self._backlog.popleft()
+                self._waiting -= len(self._backlog.popleft())
+            deferred, self._deferred = self._deferred, set()
+        if deferred:
+            self.recrank(sorted(deferred))
 
     # -- reading --------------------------------------------------------------------------------
     def undelivered(self) -> list[dict[str, Any]]:

@@ -158,7 +158,9 @@ class SchedulerUnit:
         with self._pending_lock:
             if self._closed:
                 raise NodeStopped("the scheduler is closed")
-            if self._pending + len(request.items) > self._max_pending:
+            # A request larger than the bound is taken when nothing else waits: it can always make
+            # progress, and its messages are already in its caller's memory.
+            if self._pending and self._pending + len(request.items) > self._max_pending:
                 raise Overloaded(
                     f"{self._pending} messages await assignment; {len(request.items)} more would pass "
                     f"the node's limit of {self._max_pending}"
