@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -325,10 +326,19 @@ class WorkerPool:
                         frame = self._results.recv(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    self._dispatch(frame)
-            self._flush_behind()
+                    self._safely(self._dispatch, frame)
+            self._safely(self._flush_behind)
             if self._on_tick is not None:
-                self._on_tick()
+                self._safely(self._on_tick)
+
+    @staticmethod
+    def _safely(step: Callable[..., object], *args: Any) -> None:
+        """One step of the listener. A failure is logged and the listener goes on: without it no
+        result would reach the node again. (Results themselves are safe in the store either way.)"""
+        try:
+            step(*args)
+        except Exception:
+            log.exception("the results listener's %s failed", getattr(step, "__name__", step))
 
     def _dispatch(self, frame: bytes) -> None:
         kind, items = unpack(frame)

@@ -164,6 +164,8 @@ class Messenger:
                 data = raw.get("Data", "")
                 self._spawn(child, child_module, tags, data if isinstance(data, str) else orjson.dumps(data).decode(),
                             pushed)
+            except NodeStopped:
+                continue  # closing: a recrank at the next open spawns it (once)
             except ActoraoError as exc:
                 self._keep_undelivered(child, pid, slot, index, raw, f"spawn refused: {exc}")
                 continue
@@ -185,6 +187,8 @@ class Messenger:
             for target in targets if isinstance(targets, list) else []:
                 try:
                     self._assign(str(target), str(message_id))
+                except NodeStopped:
+                    continue  # closing: a recrank at the next open assigns it (once)
                 except ActoraoError as exc:
                     self._keep_undelivered(f"{message_id}|{target}", pid, slot, index, raw,
                                            f"assignment refused: {exc}")
