@@ -12,12 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import lmdb
 import orjson
 
 from actorao.cu import _checkpoint as checkpoints
 from actorao.mailbox import NonceInbox
-from actorao.persist import Store, log_key
+from actorao.persist import Store
 from actorao.vm import CompiledModule, Evaluator, Instance, Snapshot
 
 log = logging.getLogger(__name__)
@@ -86,20 +85,7 @@ class HostedProcess:
         return self.store.log_range(self.pid, first, last)
 
     def _read_results(self, first: int, last: int) -> dict[int, bytes]:
-        start, stop = log_key(self.pid, first), log_key(self.pid, last)
-        results = self.store.results
-
-        def body(txn: lmdb.Transaction) -> dict[int, bytes]:
-            cursor = txn.cursor(db=results)
-            out: dict[int, bytes] = {}
-            if cursor.set_range(start):
-                for key, value in cursor:
-                    if bytes(key) > stop:
-                        break
-                    out[int.from_bytes(key[-8:], "big")] = bytes(value)
-            return out
-
-        return self.store.read(body)
+        return dict(self.store.slot_range("results", self.pid, first, last))
 
     def _replay(self, first: int, last: int) -> None:
         """Re-evaluate log slots first..last on the live instance, skipping slots that failed."""

@@ -21,7 +21,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import lmdb
 import orjson
 
 from actorao._exceptions import ActoraoError, InvalidMessage, NodeStopped, Overloaded
@@ -103,24 +102,12 @@ class Messenger:
     def recrank(self, pids: list[str]) -> None:
         """Crank again every stored result of ``pids`` after the last one cranked here (all of them,
         after a reopen): deduplication makes a second crank harmless."""
-        results = self.store.results
         for pid in pids:
             with self._lock:
                 first = self._seen.get(pid, -1) + 1
-
-            def body(txn: lmdb.Transaction, pid: str = pid, first: int = first) -> list[bytes]:
-                cursor = txn.cursor(db=results)
-                found: list[bytes] = []
-                if cursor.set_range(log_key(pid, first)):
-                    for key, value in cursor:
-                        if bytes(key)[:-8] != pid.encode():
-                            break
-                        found += (bytes(key), bytes(value))
-                return found
-
-            items = self.store.read(body)
-            if items:
-                self.crank(items)
+            stored = self.store.slot_range("results", pid, first, (1 << 64) - 1)
+            if stored:
+                self.crank([part for slot, value in stored for part in (log_key(pid, slot), value)])
 
     def _outgoing(self, pid: str, slot: int, result: dict[str, Any]) -> list[Message]:
         if result.get("Error") is not None:

@@ -196,8 +196,13 @@ class Store:
 
     def log_range(self, process: str, first: int, last: int) -> list[tuple[int, bytes]]:
         """Log entries of ``process`` with first <= slot <= last, in slot order."""
+        return self.slot_range("log", process, first, last)
+
+    def slot_range(self, db_name: str, process: str, first: int, last: int) -> list[tuple[int, bytes]]:
+        """(slot, value) of ``process`` in a database keyed by process ‖ slot (the log, results,
+        checkpoints), with first <= slot <= last, in slot order."""
         start, stop = log_key(process, first), log_key(process, last)
-        db = self.log
+        db = self.db[db_name]
 
         def body(txn: lmdb.Transaction) -> list[tuple[int, bytes]]:
             cursor = txn.cursor(db=db)
