@@ -1,4 +1,5 @@
-"""Example process modules, written in WAT in this repo and built with ``wasmtime.wat2wasm``.
+"""Example process modules, written in this repo: small ones in WAT, built with ``wasmtime.wat2wasm``;
+richer ones (token, wallet) in freestanding C, built with the ziglang package's clang (``c_wasm``).
 
 Each module is the shared prelude (a bump heap, string search, number output) plus a small handler.
 String constants are laid out in page 0 here, so the WAT names them as ``${name}`` and never counts bytes.
@@ -7,14 +8,20 @@ String constants are laid out in page 0 here, so the WAT names them as ``${name}
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
+import subprocess
+import sys
+import tempfile
 from importlib import resources
+from pathlib import Path
 
 import wasmtime
 
-__all__ = ["NAMES", "wasm", "wat"]
+__all__ = ["C_NAMES", "NAMES", "c_wasm", "wasm", "wat"]
 
 NAMES = ("counter", "echo", "pingpong", "trapper")
+C_NAMES = ("token", "wallet")
 
 _STRINGS = {
     "ok_output_open": '{"ok":true,"response":{"Output":"',
@@ -65,3 +72,27 @@ def wat(name: str) -> str:
 def wasm(name: str) -> bytes:
     """The binary of example module ``name``."""
     return bytes(wasmtime.wat2wasm(wat(name)))
+
+
+@functools.cache
+def c_wasm(name: str) -> bytes:
+    """The binary of C example module ``name``, compiled for wasm32-freestanding with the clang that
+    the PyPI package ziglang ships (a test extra). Cached by the source's hash in the temp folder."""
+    if name not in C_NAMES:
+        raise ValueError(f"no C example module named {name!r}; there are {', '.join(C_NAMES)}")
+    folder = resources.files(__package__)
+    header, source = (folder / "ao.h").read_bytes(), (folder / f"{name}.c").read_bytes()
+    digest = hashlib.sha256(header + source).hexdigest()[:16]
+    out = Path(tempfile.gettempdir()) / f"actorao-{name}-{digest}.wasm"
+    if not out.exists():
+        with tempfile.TemporaryDirectory() as work:
+            (Path(work) / "ao.h").write_bytes(header)
+            (Path(work) / f"{name}.c").write_bytes(source)
+            built = Path(work) / f"{name}.wasm"
+            subprocess.run(
+                [sys.executable, "-m", "ziglang", "cc", "--target=wasm32-freestanding", "-nostdlib", "-O2",
+                 "-Wl,--no-entry", "-Wl,--export-memory", "-o", str(built), str(Path(work) / f"{name}.c")],
+                check=True, capture_output=True, timeout=120,
+            )
+            built.replace(out)
+    return out.read_bytes()
