@@ -130,14 +130,11 @@ class Node:
             self._results_arrived,
             lambda: self.su.processes if self.su is not None else (),
             on_worker_restart=self._worker_restarted,
-            on_tick=lambda: self.messenger.flush(),
             restart_intensity=restart_intensity,
         )
         self._modules_of: dict[str, str] = {}
-        self.messenger = Messenger(
-            self.store, self.identity, lambda: self.scheduler, self._module_of, max_data_bytes,
-            self._spawn_pushed, self.assign_nowait, max_backlog=max_backlog, max_per_result=max_sends_per_result,
-        )
+        self._messenger_options = (max_data_bytes, max_backlog, max_sends_per_result)
+        self.messenger: Messenger | None = None
         # The root of the node's tree. The CU pool starts first (the SU pushes to it) and stops last
         # (the SU drains into it); each comes back alone if it dies, and past the root's own
         # intensity the node stops, and says so on every call.
@@ -146,6 +143,7 @@ class Node:
             [
                 ChildSpec("cu-pool", self.pool.start_supervisor, type="supervisor"),
                 ChildSpec("su", self._start_su, shutdown=60.0),
+                ChildSpec("mu", self._start_mu, shutdown=60.0),
                 ChildSpec("cron", self._start_cron, shutdown=5.0),
             ],
             intensity=2,
@@ -162,7 +160,7 @@ class Node:
             raise
         for index in range(workers):  # whatever the log holds beyond the results gets evaluated
             self.pool.wake_all(index)
-        self.messenger.recrank(self.processes())  # outboxes a crash may have left unsent
+        self._recrank()  # outboxes a crash may have left unsent
 
     def _module_of(self, pid: str) -> str:
         module = self._modules_of.get(pid)
@@ -172,7 +170,21 @@ class Node:
 
     def undelivered(self) -> list[dict[str, Any]]:
         """Messages processes sent to targets this node does not have: kept, with the reason."""
+        if self.messenger is None:
+            raise NodeStopped("the node has no running messenger")
         return self.messenger.undelivered()
+
+    def _recrank(self) -> None:
+        if self.messenger is not None:
+            self.messenger.offer_recrank(self.processes())
+
+    def _start_mu(self) -> Messenger:
+        max_data_bytes, max_backlog, max_per_result = self._messenger_options
+        self.messenger = Messenger(
+            self.store, self.identity, lambda: self.scheduler, self._module_of, max_data_bytes,
+            self._spawn_pushed, self.assign_nowait, max_backlog=max_backlog, max_per_result=max_per_result,
+        )
+        return self.messenger
 
     def _start_cron(self) -> Cron:
         self.cron = Cron(self.store, self.identity, lambda: self.scheduler, self.processes, self._cron_catch_up)
@@ -482,7 +494,8 @@ class Node:
                 if waiters:
                     for waiter in waiters:
                         waiter.deliver(bytes(items[at]), bytes(items[at + 1]))
-        self.messenger.crank(items)
+        if self.messenger is not None:
+            self.messenger.offer(items)
 
     def _key_of(self, message: str | Ack) -> bytes:
         if isinstance(message, Ack):
@@ -499,7 +512,7 @@ class Node:
         with self._waiting_lock:
             keys = list(self._waiting)
         self._deliver_stored(keys)
-        self.messenger.recrank(self.processes())  # results it committed but never reported
+        self._recrank()  # results it committed but never reported
 
     def _deliver_stored(self, keys: Iterable[bytes]) -> None:
         results = self.store.results

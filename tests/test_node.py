@@ -363,7 +363,7 @@ def test_the_node_tree_shows_the_root_the_su_and_the_pool_with_its_workers(make_
     node = make_node()
     tree = node.tree()
     assert (tree["id"], tree["strategy"], tree["state"]) == ("node", "one_for_one", "running")
-    assert [child["id"] for child in tree["children"]] == ["cu-pool", "su", "cron"]
+    assert [child["id"] for child in tree["children"]] == ["cu-pool", "su", "mu", "cron"]
     pool = tree["children"][0]
     assert pool["type"] == "supervisor" and pool["strategy"] == "simple_one_for_one"
     workers = pool["children"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from actorao.su import SchedulerUnit
 
 log = logging.getLogger(__name__)
 
+_FLUSH_EVERY = 0.05  # seconds between offers of a backlog to the SU, when nothing else happens
 DEFAULT_MAX_BACKLOG = 100_000  # messages waiting for the SU, across the node
 DEFAULT_MAX_PER_RESULT = 10_000  # messages one result may send
 _NOTHING_SENT = (b'"Messages":[]', b'"Spawns":[]', b'"Assignments":[]')
@@ -48,7 +50,11 @@ def outgoing_id(process: str, slot: int, index: int) -> str:
 
 
 class Messenger:
-    """Cranks outboxes from the results the workers report. Thread-safe."""
+    """Cranks outboxes from the results the workers report, on a thread of its own: the results
+    listener only hands frames over (``offer``), so a slow crank never holds results back from their
+    waiters. A supervised child of the node's root, like the SU and cron."""
+
+    pid: int | None = None
 
     def __init__(
         self,
@@ -77,6 +83,58 @@ class Messenger:
         self._max_per_result = max_per_result
         self._waiting = 0  # messages in the backlog
         self._deferred: set[str] = set()  # processes whose results wait in the store to be cranked
+        self._inbox: queue.SimpleQueue[tuple[str, list[Any]] | None] = queue.SimpleQueue()
+        self._on_exit: Callable[[str], None] | None = None
+        self._thread = threading.Thread(target=self._run, name="mu", daemon=True)
+        self._thread.start()
+
+    # -- as a supervised child ------------------------------------------------------------------
+    def offer(self, items: list[bytes]) -> None:
+        """Hand over a RESULTS frame's items; they are cranked on the messenger's thread."""
+        self._inbox.put(("crank", items))
+
+    def offer_recrank(self, pids: list[str]) -> None:
+        """Ask for a recrank of ``pids``, done on the messenger's thread, in turn with the frames
+        before it: one thread cranks, so each process's outbox goes out in slot order."""
+        self._inbox.put(("recrank", pids))
+
+    def _run(self) -> None:
+        reason = "normal"
+        try:
+            while True:
+                try:
+                    items = self._inbox.get(timeout=_FLUSH_EVERY)  # a frame, a recrank, or the end
+                except queue.Empty:
+                    self.flush()
+                    continue
+                if items is None:
+                    break
+                kind, payload = items
+                if kind == "crank":
+                    self.crank(payload)
+                else:
+                    self.recrank(payload)
+        except BaseException as exc:
+            log.exception("the messenger failed")
+            reason = f"{type(exc).__name__}: {exc}"
+        if self._on_exit is not None:
+            self._on_exit(reason)
+
+    def watch(self, on_exit: Callable[[str], None]) -> None:
+        self._on_exit = on_exit
+        if not self._thread.is_alive():
+            on_exit("normal")
+
+    def stop(self, timeout: float | None) -> None:
+        """Crank what was handed over, then end. What is left is cranked again at the next open."""
+        self._inbox.put(None)
+        self._thread.join(timeout)
+
+    def kill(self) -> None:
+        self.stop(1.0)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
 
     # -- cranking -------------------------------------------------------------------------------
     def crank(self, items: list[bytes]) -> None:
