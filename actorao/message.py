@@ -12,7 +12,7 @@ import itertools
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -308,13 +308,11 @@ def module_json(message: Message, assignment: Assignment | None, *, timestamp: i
     )
 
 
-def _assignment_from(doc: dict[str, Any], process: str) -> Assignment:
+def assignment_from_module_json(raw: bytes, process: str) -> Assignment:
+    """The assignment a log entry records, for ``process`` (whose log holds it)."""
+    doc = orjson.loads(raw)
     return Assignment(process, doc["Nonce"], doc["Id"], doc["Timestamp"], doc["Hash-Chain"],
                       doc["Block-Height"], doc["Epoch"])
-
-
-def assignment_from_module_json(raw: bytes, process: str) -> Assignment:
-    return _assignment_from(orjson.loads(raw), process)
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,7 +324,6 @@ class Result:
     spawns: tuple[Any, ...] = ()
     assignments: tuple[Any, ...] = ()
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def ok(self) -> bool:

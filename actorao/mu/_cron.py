@@ -26,6 +26,7 @@ from actorao._exceptions import ActoraoError, InvalidMessage
 from actorao.message import Message, Tag, encode_id, tag_value, with_ao_tags
 from actorao.persist import Store, log_key
 from actorao.su import SchedulerUnit
+from actorao.supervisor import ThreadChild
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,8 @@ class _Schedule:
     next_tick: int  # the number of the next tick to assign
 
 
-class Cron:
+class Cron(ThreadChild):
     """The node's cron thread: assigns each process's due ticks. A supervised child, like the SU."""
-
-    pid: int | None = None
 
     def __init__(self, store: Store, identity: str, scheduler: Callable[[], SchedulerUnit],
                  processes: Callable[[], list[str]], catch_up: int = DEFAULT_CATCH_UP,
@@ -73,12 +72,10 @@ class Cron:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
-        self._on_exit: Callable[[str], None] | None = None
         self._processes = processes
         self._checked: set[str] = set()
         self._discover()
-        self._thread = threading.Thread(target=self._run, name="cron", daemon=True)
-        self._thread.start()
+        self._start_thread("cron")
 
     def _discover(self) -> None:
         """Look at processes spawned since the last look (by the API or by other processes)."""
@@ -115,28 +112,21 @@ class Cron:
         """The number of the last tick due at ``now`` (0 when none is)."""
         return max(0, (now - schedule.start) // schedule.interval)
 
-    def _run(self) -> None:
-        reason = "normal"
-        try:
-            while not self._stopping:
-                self._discover()
-                now = int(self._clock() * 1000)
-                wait = 1.0
-                with self._lock:
-                    schedules = list(self._schedules.values())
-                for schedule in schedules:
-                    due = self._due(schedule, now)
-                    if due >= schedule.next_tick:
-                        self._assign(schedule, due)
-                    next_at = schedule.start + schedule.next_tick * schedule.interval
-                    wait = min(wait, max(0.0, (next_at - now) / 1000))
-                self._wake.wait(wait)
-                self._wake.clear()
-        except BaseException as exc:
-            log.exception("cron failed")
-            reason = f"{type(exc).__name__}: {exc}"
-        if self._on_exit is not None:
-            self._on_exit(reason)
+    def _serve(self) -> None:
+        while not self._stopping:
+            self._discover()
+            now = int(self._clock() * 1000)
+            wait = 1.0
+            with self._lock:
+                schedules = list(self._schedules.values())
+            for schedule in schedules:
+                due = self._due(schedule, now)
+                if due >= schedule.next_tick:
+                    self._assign(schedule, due)
+                next_at = schedule.start + schedule.next_tick * schedule.interval
+                wait = min(wait, max(0.0, (next_at - now) / 1000))
+            self._wake.wait(wait)
+            self._wake.clear()
 
     def _assign(self, schedule: _Schedule, due: int) -> None:
         ticks = [
@@ -152,18 +142,7 @@ class Cron:
         schedule.next_tick = due + 1
 
     # -- as a supervised child ------------------------------------------------------------------
-    def watch(self, on_exit: Callable[[str], None]) -> None:
-        self._on_exit = on_exit
-        if not self._thread.is_alive():
-            on_exit("normal")
-
     def stop(self, timeout: float | None) -> None:
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout)
-
-    def kill(self) -> None:
-        self.stop(1.0)
-
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()

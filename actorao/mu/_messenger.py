@@ -35,6 +35,7 @@ from actorao.message import (
 )
 from actorao.persist import Store, log_key, split_key
 from actorao.su import SchedulerUnit
+from actorao.supervisor import ThreadChild
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def outgoing_id(process: str, slot: int, index: int) -> str:
     return encode_id(hashlib.sha256(f"outbox|{process}|{slot}|{index}".encode()).digest())
 
 
-class Messenger:
+class Messenger(ThreadChild):
     """Cranks outboxes from the results the workers report, on a thread of its own: the results
     listener only hands frames over (``offer``), so a slow crank never holds results back from their
     waiters. A supervised child of the node's root, like the SU and cron."""
@@ -84,9 +85,7 @@ class Messenger:
         self._waiting = 0  # messages in the backlog
         self._deferred: set[str] = set()  # processes whose results wait in the store to be cranked
         self._inbox: queue.SimpleQueue[tuple[str, list[Any]] | None] = queue.SimpleQueue()
-        self._on_exit: Callable[[str], None] | None = None
-        self._thread = threading.Thread(target=self._run, name="mu", daemon=True)
-        self._thread.start()
+        self._start_thread("mu")
 
     # -- as a supervised child ------------------------------------------------------------------
     def offer(self, items: list[bytes]) -> None:
@@ -98,43 +97,25 @@ class Messenger:
         before it: one thread cranks, so each process's outbox goes out in slot order."""
         self._inbox.put(("recrank", pids))
 
-    def _run(self) -> None:
-        reason = "normal"
-        try:
-            while True:
-                try:
-                    items = self._inbox.get(timeout=_FLUSH_EVERY)  # a frame, a recrank, or the end
-                except queue.Empty:
-                    self.flush()
-                    continue
-                if items is None:
-                    break
-                kind, payload = items
-                if kind == "crank":
-                    self.crank(payload)
-                else:
-                    self.recrank(payload)
-        except BaseException as exc:
-            log.exception("the messenger failed")
-            reason = f"{type(exc).__name__}: {exc}"
-        if self._on_exit is not None:
-            self._on_exit(reason)
-
-    def watch(self, on_exit: Callable[[str], None]) -> None:
-        self._on_exit = on_exit
-        if not self._thread.is_alive():
-            on_exit("normal")
+    def _serve(self) -> None:
+        while True:
+            try:
+                items = self._inbox.get(timeout=_FLUSH_EVERY)  # a frame, a recrank, or the end
+            except queue.Empty:
+                self.flush()
+                continue
+            if items is None:
+                return
+            kind, payload = items
+            if kind == "crank":
+                self.crank(payload)
+            else:
+                self.recrank(payload)
 
     def stop(self, timeout: float | None) -> None:
         """Crank what was handed over, then end. What is left is cranked again at the next open."""
         self._inbox.put(None)
         self._thread.join(timeout)
-
-    def kill(self) -> None:
-        self.stop(1.0)
-
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
 
     # -- cranking -------------------------------------------------------------------------------
     def crank(self, items: list[bytes]) -> None:

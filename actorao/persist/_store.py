@@ -148,10 +148,6 @@ class Store:
         with self._gate.shared():
             return int(self.env.reader_check())
 
-    def sync(self) -> None:
-        with self._gate.shared():
-            self.env.sync(True)
-
     def _grow(self) -> None:
         with self._gate.exclusive():
             size = self.env.info()["map_size"] * 2

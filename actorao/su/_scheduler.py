@@ -22,8 +22,9 @@ import orjson
 import pykka
 
 from actorao._exceptions import ActoraoError, NodeStopped, Overloaded, UnknownProcess
-from actorao.message import Assignment, Message, Process, module_json
+from actorao.message import Assignment, Message, Process, assignment_from_module_json, module_json
 from actorao.persist import Store, log_key
+from actorao.supervisor import ThreadChild
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def _exc_info(exc: BaseException) -> tuple[type[BaseException], BaseException, N
 Pushed = Callable[[list[tuple[str, bytes, bytes]]], None]
 
 
-class SchedulerUnit:
+class SchedulerUnit(ThreadChild):
     """Assigns slots. ``on_assigned`` receives (process id, log key, module JSON) after each commit."""
 
     def __init__(
@@ -107,10 +108,7 @@ class SchedulerUnit:
         self._processes: set[str] = set(self._load_process_ids())
         self._closed = False
         self.commits = 0  # synced transactions so far: group commit makes this far below the messages
-        self._on_exit: Callable[[str], None] | None = None
-        self._exit_reason = "normal"
-        self._thread = threading.Thread(target=self._run, name="su-group-commit", daemon=True)
-        self._thread.start()
+        self._start_thread("su-group-commit")
 
     def _load_process_ids(self) -> list[str]:
         db = self.store.processes
@@ -179,43 +177,27 @@ class SchedulerUnit:
         self._thread.join()
 
     # -- as a supervised child ------------------------------------------------------------------
-    pid: int | None = None
-
-    def watch(self, on_exit: Callable[[str], None]) -> None:
-        self._on_exit = on_exit
-        if not self._thread.is_alive():
-            on_exit(self._exit_reason)
-
     def stop(self, timeout: float | None) -> None:
         self.close()
 
     def kill(self) -> None:
         self.close()
 
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
-
     # -- the group-commit loop ------------------------------------------------------------------
-    def _run(self) -> None:
-        """The SU's thread. If it dies, everything still queued is refused (nothing queued was
-        acknowledged) and its supervisor hears why."""
-        try:
-            self._assign_until_closed()
-            self._exit_reason = "normal"
-        except BaseException as exc:
-            log.exception("the SU's group-commit thread failed")
-            self._exit_reason = f"{type(exc).__name__}: {exc}"
-            with self._pending_lock:
-                self._closed = True
-            while True:
-                try:
-                    request = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if request is not None:
-                    request.future.set_exception(_exc_info(NodeStopped(f"the SU failed: {exc}")))
-        if self._on_exit is not None:
-            self._on_exit(self._exit_reason)
+    def _serve(self) -> None:
+        self._assign_until_closed()
+
+    def _failed(self, exc: BaseException) -> None:
+        """Everything still queued is refused: nothing queued was acknowledged."""
+        with self._pending_lock:
+            self._closed = True
+        while True:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if request is not None:
+                request.future.set_exception(_exc_info(NodeStopped(f"the SU failed: {exc}")))
 
     def _assign_until_closed(self) -> None:
         stopping = False
@@ -328,9 +310,7 @@ class SchedulerUnit:
         if not key.startswith(pid.encode()):
             head = _Head(0, None)
         else:
-            doc = orjson.loads(cursor.value())
-            last = Assignment(pid, doc["Nonce"], doc["Id"], doc["Timestamp"], doc["Hash-Chain"],
-                              doc["Block-Height"], doc["Epoch"])
+            last = assignment_from_module_json(bytes(cursor.value()), pid)
             head = _Head(last.slot + 1, last)
         self._heads[pid] = head
         return head

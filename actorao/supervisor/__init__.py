@@ -9,6 +9,7 @@ from actorao.supervisor._child import (
     Child,
     OSProcess,
     SupervisedActor,
+    ThreadChild,
     exit_reason,
     start_heartbeat,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "Supervisor",
     "SupervisorChild",
     "SupervisorFailed",
+    "ThreadChild",
     "exit_reason",
     "start_heartbeat",
 ]

@@ -8,6 +8,7 @@ through the callback the supervisor gives it, with an exit reason: "normal", "ki
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -17,6 +18,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import pykka
+
+log = logging.getLogger(__name__)
 
 NORMAL = "normal"
 HEARTBEAT_FD = "ACTORAO_HEARTBEAT_FD"  # a child that is given a heartbeat pipe finds its fd here
@@ -149,6 +152,57 @@ def start_heartbeat(interval: float = 0.2) -> None:
                 return
 
     threading.Thread(target=beat, name="heartbeat", daemon=True).start()
+
+
+class ThreadChild:
+    """An in-process child that is one thread (the SU, the MU, cron): subclasses give ``_serve``,
+    the thread's work, and ``stop``; this gives the rest of the child protocol. The exit is reported
+    once, whether it happens before or after the supervisor starts watching."""
+
+    pid: int | None = None
+
+    def _start_thread(self, name: str) -> None:
+        self._exit_lock = threading.Lock()
+        self._exit_reason: str | None = None
+        self._on_exit: Callable[[str], None] | None = None
+        self._thread = threading.Thread(target=self._thread_main, name=name, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        raise NotImplementedError
+
+    def _failed(self, exc: BaseException) -> None:
+        """Called on the thread when ``_serve`` raised, before the exit is reported."""
+
+    def _thread_main(self) -> None:
+        reason = NORMAL
+        try:
+            self._serve()
+        except BaseException as exc:
+            log.exception("%s failed", self._thread.name)
+            reason = f"{type(exc).__name__}: {exc}"
+            self._failed(exc)
+        with self._exit_lock:
+            self._exit_reason = reason
+            on_exit = self._on_exit
+        if on_exit is not None:
+            on_exit(reason)
+
+    def watch(self, on_exit: Callable[[str], None]) -> None:
+        with self._exit_lock:
+            self._on_exit = on_exit
+            reason = self._exit_reason
+        if reason is not None:
+            on_exit(reason)
+
+    def stop(self, timeout: float | None) -> None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        self.stop(1.0)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
 
 
 _ACTOR_EXITS: dict[str, Callable[[str], None]] = {}  # actor urn -> its supervisor's callback
