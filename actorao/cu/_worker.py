@@ -221,11 +221,17 @@ class Worker:
         return [token, process.dry_run(message)]
 
     def digest(self, items: list[bytes], out: list[tuple[bytes, bytes]]) -> list[bytes]:
-        """The SHA-256 of a process's memory and globals, after every acknowledged message."""
-        token, pid = bytes(items[0]), bytes(items[1]).decode()
+        """The SHA-256 of a process's memory and globals, after every acknowledged message; or, when
+        asked for b"memory", the last evaluated slot (8 bytes, big-endian) and the memory itself."""
+        token, pid, what = bytes(items[0]), bytes(items[1]).decode(), bytes(items[2])
         self.wake([items[1]], out)
         process = self.hosted(pid)
-        return [token, b"" if process is None else process.instance.digest().encode()]
+        if process is None:
+            return [token, b""]
+        if what == b"memory":
+            slot = process.inbox.next_slot - 1
+            return [token, slot.to_bytes(8, "big") + process.instance.read_memory()]
+        return [token, process.instance.digest().encode()]
 
     def evict(self, items: list[bytes]) -> list[bytes]:
         """Let go of processes that move to another worker: checkpoint each where it stands (its

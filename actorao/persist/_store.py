@@ -8,6 +8,7 @@
     results      process id ‖ slot -> the result's response object
     checkpoints  process id ‖ slot -> a checkpoint of its memory (a full base, or a delta)
     undelivered  message id -> a message a process sent to a target this node does not have
+    items        message, process or module id -> the signed ANS-104 data item it came in as
 
 Keys of the log and of results sort by process, then slot, so one process's history is one range and
 appends land in key order. Several OS processes open the environment at once: the SU writes fully
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SUBDATABASES = ("meta", "modules", "processes", "messages", "log", "results", "checkpoints", "undelivered")
+SUBDATABASES = ("meta", "modules", "processes", "messages", "log", "results", "checkpoints", "undelivered", "items")
 DEFAULT_MAP_SIZE = 1 << 30
 _MAX_RETRIES = 64
 

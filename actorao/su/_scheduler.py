@@ -61,6 +61,7 @@ class _Request:
     fresh_ids: bool = False  # ids minted by this node just now: no need to look for duplicates
     limits: tuple[int, int] | None = None  # a spawn's (compute, memory) limits
     assign_to: str | None = None  # an existing message, assigned to one more process
+    signed: bytes | None = None  # the signed data item a single item came in as, kept with it
 
 
 @dataclass(slots=True)
@@ -108,6 +109,7 @@ class SchedulerUnit(ThreadChild):
         self._processes: set[str] = set(self._load_process_ids())
         self._closed = False
         self.commits = 0  # synced transactions so far: group commit makes this far below the messages
+        self.assigned = 0  # assignments made since start
         self._start_thread("su-group-commit")
 
     def _load_process_ids(self) -> list[str]:
@@ -129,10 +131,13 @@ class SchedulerUnit(ThreadChild):
         *,
         fresh_id: bool = False,
         limits: tuple[int, int] | None = None,
+        signed: bytes | None = None,
     ) -> pykka.ThreadingFuture[Ack]:
         """Queue ``item`` for assignment; the future gives its Ack once it is durable. A Process may
-        carry its (compute, memory) limits, stored with it so that every replay uses the same."""
-        return self._enqueue(_Request([item], pykka.ThreadingFuture(), True, module, fresh_id, limits))
+        carry its (compute, memory) limits, stored with it so that every replay uses the same.
+        ``signed`` is the ANS-104 data item ``item`` came in as: it is stored in the same transaction
+        as the assignment, so the SU can always serve what was signed."""
+        return self._enqueue(_Request([item], pykka.ThreadingFuture(), True, module, fresh_id, limits, None, signed))
 
     def submit_assignment(self, message: Message, pid: str) -> pykka.ThreadingFuture[Ack]:
         """Assign an existing message to one more process, once: the message keeps its id, Target and
@@ -236,6 +241,7 @@ class SchedulerUnit(ThreadChild):
                 request.future.set_exception(_exc_info(error))
             return
         self.commits += 1
+        self.assigned += len(pushes)
         self._heads.update(heads)
         for request, acks in zip(batch, answers, strict=True):
             failed = next((ack for ack in acks if isinstance(ack, Exception)), None)
@@ -260,7 +266,7 @@ class SchedulerUnit(ThreadChild):
         pushes: list[tuple[str, bytes, bytes]] = []
         now = int(self._clock() * 1000)
         store = self.store
-        log_db, messages_db = store.log, store.messages
+        log_db, messages_db, items_db = store.log, store.messages, store.db["items"]
         for request in batch:
             acks: list[Ack | Exception] = []
             answers.append(acks)
@@ -292,6 +298,8 @@ class SchedulerUnit(ThreadChild):
                 txn.put(once.encode(), key, db=messages_db)
                 heads[pid] = _Head(assignment.slot + 1, assignment)
                 ack = Ack(message.id, pid, assignment.slot, assignment.timestamp)
+                if request.signed is not None:
+                    txn.put(message.id.encode(), request.signed, db=items_db, overwrite=False)
                 seen[once] = ack
                 acks.append(ack)
                 pushes.append((pid, key, body))

@@ -1,0 +1,369 @@
+"""AO's HTTP API over a Node: the MU's, SU's and CU's legacynet routes and the slice of a gateway's
+GraphQL that aoconnect asks, on one port.
+
+Every error leaves as a status and a JSON body ``{"error": ..., "field": ...}`` naming the problem;
+no stack trace ever does. Node calls block (an assignment waits for its fsync), so each runs on
+Starlette's thread pool and the event loop only moves bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from actorao._exceptions import (
+    ActoraoError,
+    InvalidMessage,
+    ModuleError,
+    NodeStopped,
+    Overloaded,
+    SignatureError,
+    Timeout,
+    UnknownMessage,
+    UnknownProcess,
+)
+from actorao.http._gateway import Gateway
+from actorao.http._views import LogView
+from actorao.message import is_id, normalize_tags
+from actorao.node import Node
+from actorao.su import Ack
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY = 64 * 1024 * 1024  # a module item is the largest thing that comes in
+DEFAULT_RESULT_WAIT = 30.0  # seconds GET /result waits for an evaluation
+RETRY_AFTER_S = 1
+
+
+class BodyTooLarge(ActoraoError):
+    """A request body over the server's limit."""
+
+
+def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(doc), status, headers, media_type="application/json")
+
+
+def raw_json(body: bytes, status: int = 200) -> Response:
+    return Response(body, status, media_type="application/json")
+
+
+def error_response(exc: Exception) -> Response:
+    """The status and JSON body for an error; anything unexpected is logged here and leaves as a
+    bare 500 naming no internals."""
+    status, headers = 500, None
+    doc: dict[str, Any] = {"error": str(exc)}
+    if isinstance(exc, InvalidMessage):
+        status, doc["field"] = 400, exc.field
+    elif isinstance(exc, SignatureError):
+        status = 401
+    elif isinstance(exc, (UnknownProcess, UnknownMessage)):
+        status = 404
+    elif isinstance(exc, BodyTooLarge):
+        status = 413
+    elif isinstance(exc, ModuleError):
+        status = 422
+    elif isinstance(exc, (Overloaded, NodeStopped)):
+        status, headers = 503, {"Retry-After": str(RETRY_AFTER_S)}
+    elif isinstance(exc, Timeout):
+        status = 504
+    elif isinstance(exc, HTTPException):
+        status, doc = exc.status_code, {"error": exc.detail}
+    else:
+        log.error("unexpected error serving a request", exc_info=exc)
+        doc = {"error": "internal error; the node's log has the details"}
+    doc["status"] = status
+    return json_response(doc, status, headers)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _guarded(handler: Handler, node: Node) -> Handler:
+    async def guarded(request: Request) -> Response:
+        try:
+            node.check_open()
+            return await handler(request)
+        except Exception as exc:  # the edge: every error becomes a status and a JSON body
+            if not isinstance(exc, ActoraoError):
+                try:
+                    node.check_open()
+                except NodeStopped as stopped:  # the node closed under this request
+                    return error_response(stopped)
+            return error_response(exc)
+
+    guarded.__name__ = handler.__name__
+    return guarded
+
+
+def _int_param(request: Request, name: str, default: int | None, *, low: int = 0, high: int = 1 << 63) -> int | None:
+    text = request.query_params.get(name)
+    if text is None or text == "":
+        return default
+    if not text.isdigit():
+        raise InvalidMessage(name, f"expected a whole number, got {text!r:.40}")
+    return min(max(int(text), low), high)
+
+
+def _process_param(request: Request, required: bool = True) -> str | None:
+    pid = request.query_params.get("process-id")
+    if pid is None and not required:
+        return None
+    if pid is None or not is_id(pid):
+        raise InvalidMessage("process-id", f"expected a 43-character process id, got {pid!r:.60}")
+    return pid
+
+
+def _path_id(request: Request, name: str) -> str:
+    value = str(request.path_params[name])
+    if not is_id(value):
+        raise InvalidMessage(name, f"expected a 43-character base64url id, got {value!r:.60}")
+    return value
+
+
+def _sort_param(request: Request) -> bool:
+    """True for ascending (the default)."""
+    sort = request.query_params.get("sort", "ASC").upper()
+    if sort not in ("ASC", "DESC"):
+        raise InvalidMessage("sort", f"expected ASC or DESC, got {sort!r:.20}")
+    return sort == "ASC"
+
+
+class AoHttpApi:
+    """The routes, bound to one node."""
+
+    def __init__(
+        self,
+        node: Node,
+        *,
+        verify: bool = True,
+        max_body: int = DEFAULT_MAX_BODY,
+        result_wait: float = DEFAULT_RESULT_WAIT,
+        public_url: str = "",
+    ) -> None:
+        self.node = node
+        self.verify = verify
+        self.max_body = max_body
+        self.result_wait = result_wait
+        self.views = LogView(node)
+        self.gateway = Gateway(node, lambda: self.public_url)
+        self.public_url = public_url
+        self.started = time.monotonic()
+
+    def routes(self) -> list[Route]:
+        def g(handler: Handler) -> Handler:
+            return _guarded(handler, self.node)
+
+        return [
+            Route("/", g(self.su_root), methods=["GET"]),
+            Route("/", g(self.mu_post), methods=["POST"]),
+            Route("/monitor/{pid}", g(self.monitor), methods=["POST", "DELETE"]),
+            Route("/timestamp", g(self.timestamp), methods=["GET"]),
+            Route("/processes/{pid}", g(self.process), methods=["GET"]),
+            Route("/dry-run", g(self.dry_run), methods=["POST"]),
+            Route("/result/{message}", g(self.result), methods=["GET"]),
+            Route("/results/{pid}", g(self.results), methods=["GET"]),
+            Route("/state/{pid}", g(self.state), methods=["GET"]),
+            Route("/cron/{pid}", g(self.cron), methods=["GET"]),
+            Route("/graphql", g(self.graphql), methods=["POST"]),
+            Route("/actorao/status", g(self.status), methods=["GET"]),
+            Route("/actorao/tree", g(self.tree), methods=["GET"]),
+            Route("/{pid}/latest", g(self.latest), methods=["GET"]),
+            Route("/{id}", g(self.su_get), methods=["GET"]),
+        ]
+
+    async def _body(self, request: Request) -> bytes:
+        """The request body, refused with 413 as soon as it passes the limit: by its declared
+        Content-Length, or while streaming when it declares none."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise BodyTooLarge(f"body of {declared} bytes is over this node's limit of {self.max_body}")
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise BodyTooLarge(f"body over this node's limit of {self.max_body} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    # -- MU -------------------------------------------------------------------------------------
+    async def mu_post(self, request: Request) -> Response:
+        """A signed data item (a message, a spawn, a module), or ``?process-id=&assign=``."""
+        if "assign" in request.query_params:
+            return await self._assign(request)
+        body = await self._body(request)
+        if not body:
+            raise InvalidMessage("body", "empty; expected a signed ANS-104 data item (application/octet-stream)")
+
+        def post() -> dict[str, Any]:
+            outcome = self.node.post_item(body, verify=self.verify)
+            if isinstance(outcome, str):  # a module: stored
+                return {"id": outcome, "message": "Module stored"}
+            ack: Ack = outcome.get(timeout=self.result_wait)
+            return {"id": ack.id, "message": "Processing DataItem", "process": ack.process, "slot": ack.slot,
+                    "timestamp": ack.timestamp}
+
+        return json_response(await run_in_threadpool(post), 202)
+
+    async def _assign(self, request: Request) -> Response:
+        pid = _process_param(request)
+        assert pid is not None
+        message = request.query_params.get("assign", "")
+        if not is_id(message):
+            raise InvalidMessage("assign", f"expected a 43-character message id, got {message!r:.60}")
+        if request.query_params.get("base-layer") is not None:
+            raise InvalidMessage("base-layer", "this node has no base layer (Arweave) to assign from; "
+                                 "assign messages that are on this node")
+        exclude = request.query_params.get("exclude")
+        if exclude:
+            raise InvalidMessage("exclude", "excluding fields of an assigned message is not supported")
+        ack = await run_in_threadpool(self.node.assign, pid, message)
+        return json_response({"id": ack.id, "message": "Processing Assignment", "process": ack.process,
+                              "slot": ack.slot}, 202)
+
+    async def monitor(self, request: Request) -> Response:
+        """Cron: this node runs every process's Cron-Interval from its spawn, so monitoring is
+        acknowledged once the process is known to have one."""
+        pid = _path_id(request, "pid")
+        if request.method == "POST":
+            await self._body(request)  # the signed monitor item says who asks; nothing depends on it
+        if pid not in self.node.scheduler.processes:
+            raise UnknownProcess(f"no process {pid} on this node")
+        tags = self.views.process_tags(pid)
+        interval = dict(tags).get("Cron-Interval")
+        if interval is None:
+            raise InvalidMessage("Tags['Cron-Interval']", f"process {pid} has no Cron-Interval; there is no cron to "
+                                 "monitor")
+        verb = "monitoring" if request.method == "POST" else "cron stays on while the node runs"
+        return json_response({"id": pid, "message": f"{verb}: every {interval}"})
+
+    # -- SU -------------------------------------------------------------------------------------
+    async def su_root(self, request: Request) -> Response:
+        return json_response({"timestamp": int(time.time() * 1000), "address": self.node.identity,
+                              "processes": len(self.node.scheduler.processes)})
+
+    async def timestamp(self, request: Request) -> Response:
+        return json_response({"timestamp": int(time.time() * 1000), "block_height": 0})
+
+    async def process(self, request: Request) -> Response:
+        pid = _path_id(request, "pid")
+        return json_response(await run_in_threadpool(self.views.process, pid))
+
+    async def latest(self, request: Request) -> Response:
+        pid = _path_id(request, "pid")
+        return json_response(await run_in_threadpool(self.views.latest, pid))
+
+    async def su_get(self, request: Request) -> Response:
+        """``/{msg}?process-id=`` is one message; ``/{pid}?from&to&limit`` a page of a process's log."""
+        item = _path_id(request, "id")
+        pid = _process_param(request, required=False)
+        if pid is not None:
+            return json_response(await run_in_threadpool(self.views.message, item, pid))
+        first = _int_param(request, "from", None)
+        last = _int_param(request, "to", None)
+        limit = _int_param(request, "limit", 100, low=1, high=1000)
+        assert limit is not None
+        return json_response(await run_in_threadpool(self.views.page, item, first, last, limit))
+
+    # -- CU -------------------------------------------------------------------------------------
+    async def result(self, request: Request) -> Response:
+        message = _path_id(request, "message")
+        pid = _process_param(request, required=False)
+
+        def read() -> bytes:
+            key = self.node.result_key(message, pid)
+            return self.node.raw_results([key], self.result_wait)[0]
+
+        return raw_json(await run_in_threadpool(read))
+
+    async def results(self, request: Request) -> Response:
+        pid = _path_id(request, "pid")
+        first = _int_param(request, "from", None)
+        last = _int_param(request, "to", None)
+        limit = _int_param(request, "limit", 25, low=1, high=1000)
+        assert limit is not None
+        ascending = _sort_param(request)
+
+        def read() -> bytes:
+            self.node.catch_up(pid, self.result_wait)  # like a CU, evaluate up to the latest first
+            return self.views.results(pid, first, last, limit, ascending)
+
+        return raw_json(await run_in_threadpool(read))
+
+    async def cron(self, request: Request) -> Response:
+        pid = _path_id(request, "pid")
+        first = _int_param(request, "from", None)
+        last = _int_param(request, "to", None)
+        limit = _int_param(request, "limit", 25, low=1, high=1000)
+        assert limit is not None
+        ascending = _sort_param(request)
+
+        def read() -> bytes:
+            self.node.catch_up(pid, self.result_wait)
+            return self.views.results(pid, first, last, limit, ascending, cron_only=True)
+
+        return raw_json(await run_in_threadpool(read))
+
+    async def dry_run(self, request: Request) -> Response:
+        pid = _process_param(request)
+        assert pid is not None
+        body = await self._body(request)
+        try:
+            doc = orjson.loads(body or b"{}")
+        except orjson.JSONDecodeError as exc:
+            raise InvalidMessage("body", f"not JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise InvalidMessage("body", "expected a JSON object {Id, Target, Owner, Anchor, Data, Tags}")
+        target = doc.get("Target", pid)
+        if target != pid:
+            raise InvalidMessage("Target", f"{target!r:.60} differs from process-id {pid}")
+        data = doc.get("Data", "")
+        if not isinstance(data, str):
+            raise InvalidMessage("Data", f"must be text, got {type(data).__name__}")
+        tags = normalize_tags(doc.get("Tags") or ())
+        owner, message_id = doc.get("Owner"), doc.get("Id")
+        anchor = doc.get("Anchor") or ""
+        raw = await run_in_threadpool(
+            lambda: self.node.dry_run_raw(pid, tags, data, owner=owner, message_id=message_id, anchor=anchor,
+                                          timeout=self.result_wait))
+        return raw_json(raw)
+
+    async def state(self, request: Request) -> Response:
+        pid = _path_id(request, "pid")
+        state = await run_in_threadpool(self.node.state, pid, self.result_wait)
+        headers = {"Last-Ordinate": str(state.slot), "Last-Timestamp": str(state.timestamp),
+                   "Last-Block-Height": str(state.block_height)}
+        return Response(state.memory, 200, headers, media_type="application/octet-stream")
+
+    # -- gateway and node -----------------------------------------------------------------------
+    async def graphql(self, request: Request) -> Response:
+        body = await self._body(request)
+        return json_response(await run_in_threadpool(self.gateway.execute, body))
+
+    async def status(self, request: Request) -> Response:
+        return json_response(await run_in_threadpool(self.views.status))
+
+    async def tree(self, request: Request) -> Response:
+        return json_response(await run_in_threadpool(self.node.tree))
+
+
+def create_app(node: Node, **options: Any) -> Starlette:
+    """An ASGI app serving AO's HTTP API for ``node``; see AoHttpApi for the options."""
+    api = AoHttpApi(node, **options)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return error_response(exc if isinstance(exc, HTTPException) else HTTPException(404))
+
+    app = Starlette(routes=api.routes(), exception_handlers={404: not_found, 405: not_found})
+    app.state.api = api
+    return app

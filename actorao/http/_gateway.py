@@ -1,0 +1,195 @@
+"""The slice of an Arweave gateway's GraphQL that AO clients ask a node: transactions by id (a
+module's tags before a spawn), and the node's own Scheduler-Location record. graphql-core executes
+whatever query text arrives against the schema below, so fragments, variables and aliases all work.
+
+What is searchable: the node's Scheduler-Location, stored modules and processes by any filter, and
+messages by id. A gateway indexes every transaction; a node only knows its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import graphql
+import lmdb
+import orjson
+
+from actorao._exceptions import InvalidMessage
+from actorao.ans104 import DataItem
+from actorao.message import DATA_PROTOCOL, VARIANT, encode_id, is_id
+from actorao.node import Node
+from actorao.persist import log_key
+
+SCHEMA = graphql.build_schema("""
+type Query {
+  transaction(id: ID!): Transaction
+  transactions(
+    ids: [ID!], owners: [String!], recipients: [String!], tags: [TagFilter!], bundledIn: [ID!],
+    block: BlockFilter, first: Int = 10, after: String, sort: SortOrder = HEIGHT_DESC
+  ): TransactionConnection!
+}
+input TagFilter { name: String!, values: [String!]!, op: TagOperator = EQ, match: TagMatch = EXACT }
+input BlockFilter { min: Int, max: Int }
+enum TagOperator { EQ NEQ }
+enum TagMatch { EXACT WILDCARD FUZZY_AND FUZZY_OR }
+enum SortOrder { HEIGHT_ASC HEIGHT_DESC INGESTED_AT_ASC INGESTED_AT_DESC }
+type TransactionConnection { pageInfo: PageInfo!, edges: [TransactionEdge!]!, count: String }
+type PageInfo { hasNextPage: Boolean! }
+type TransactionEdge { cursor: String!, node: Transaction! }
+type Transaction {
+  id: ID!, anchor: String!, signature: String!, recipient: String!, owner: Owner!, fee: Amount!,
+  quantity: Amount!, data: MetaData!, tags: [Tag!]!, block: Block, parent: Parent, bundledIn: Bundle,
+  ingested_at: Int
+}
+type Owner { address: String!, key: String! }
+type Amount { winston: String!, ar: String! }
+type MetaData { size: String!, type: String }
+type Tag { name: String!, value: String! }
+type Block { id: ID!, timestamp: Int!, height: Int!, previous: ID! }
+type Parent { id: ID! }
+type Bundle { id: ID! }
+""")
+MAX_FIRST = 100
+SCHEDULER_TTL_MS = "3600000"
+
+
+def _transaction(
+    tx_id: str, owner: str, tags: list[dict[str, str]], *, item: DataItem | None = None, recipient: str = "",
+    size: int = 0,
+) -> dict[str, Any]:
+    zero = {"winston": "0", "ar": "0.000000000000"}
+    return {
+        "id": tx_id,
+        "anchor": item.anchor_text if item is not None else "",
+        "signature": encode_id(item.signature) if item is not None else "",
+        "recipient": recipient,
+        "owner": {"address": owner, "key": encode_id(item.owner) if item is not None else ""},
+        "fee": zero,
+        "quantity": zero,
+        "data": {"size": str(len(item.data) if item is not None else size), "type": _content_type(tags)},
+        "tags": tags,
+        "block": None,
+        "parent": None,
+        "bundledIn": None,
+        "ingested_at": None,
+    }
+
+
+def _content_type(tags: list[dict[str, str]]) -> str | None:
+    return next((tag["value"] for tag in tags if tag["name"].lower() == "content-type"), None)
+
+
+class Gateway:
+    def __init__(self, node: Node, public_url: Callable[[], str]) -> None:
+        self.node = node
+        self.store = node.store
+        self._public_url = public_url
+
+    def execute(self, body: bytes) -> dict[str, Any]:
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidMessage("body", f"not JSON: {exc}") from None
+        if not isinstance(request, dict) or not isinstance(request.get("query"), str):
+            raise InvalidMessage("query", "expected a JSON object with a GraphQL 'query' string")
+        variables = request.get("variables")
+        if variables is not None and not isinstance(variables, dict):
+            raise InvalidMessage("variables", "expected a JSON object")
+        result = graphql.graphql_sync(
+            SCHEMA, request["query"], root_value=self, variable_values=variables,
+            operation_name=request.get("operationName"),
+        )
+        return dict(result.formatted)
+
+    # -- resolvers (graphql-core calls root fields as methods of the root value) ----------------
+    def transaction(self, info: Any, id: str) -> dict[str, Any] | None:
+        return self.store.read(lambda txn: self._by_id(txn, id))
+
+    def transactions(self, info: Any, **args: Any) -> dict[str, Any]:
+        first = max(0, min(int(args.get("first") or 10), MAX_FIRST))
+        after = args.get("after")
+        start = int(after) if after is not None and str(after).isdigit() else 0
+
+        def body(txn: lmdb.Transaction) -> list[dict[str, Any]]:
+            ids = args.get("ids")
+            if ids:
+                candidates: Iterator[dict[str, Any] | None] = (self._by_id(txn, tx_id) for tx_id in ids)
+            else:
+                candidates = self._all(txn)
+            return [tx for tx in candidates if tx is not None and _matches(tx, args)][: start + first + 1]
+
+        found = self.store.read(body)
+        page = found[start: start + first]
+        return {
+            "pageInfo": {"hasNextPage": len(found) > start + first},
+            "edges": [{"cursor": str(start + index + 1), "node": tx} for index, tx in enumerate(page)],
+            "count": str(len(found)),
+        }
+
+    # -- what the node knows ------------------------------------------------------------------
+    def scheduler_location(self) -> dict[str, Any]:
+        identity = self.node.identity
+        tags = [("Data-Protocol", DATA_PROTOCOL), ("Variant", VARIANT), ("Type", "Scheduler-Location"),
+                ("Url", self._public_url()), ("Time-To-Live", SCHEDULER_TTL_MS)]
+        tx_id = encode_id(hashlib.sha256(b"Scheduler-Location|" + identity.encode()).digest())
+        return _transaction(tx_id, identity, [{"name": n, "value": v} for n, v in tags])
+
+    def _item(self, txn: lmdb.Transaction, tx_id: str) -> DataItem | None:
+        raw = txn.get(tx_id.encode(), db=self.store.db["items"])
+        return DataItem.parse(bytes(raw)) if raw is not None else None
+
+    def _module(self, txn: lmdb.Transaction, module_id: str) -> dict[str, Any] | None:
+        meta = txn.get(module_id.encode(), db=self.store.modules)
+        if meta is None:
+            return None
+        doc = orjson.loads(bytes(meta))
+        wasm = txn.get(module_id.encode() + b"/wasm", db=self.store.modules)
+        return _transaction(module_id, doc["owner"], doc["tags"], item=self._item(txn, module_id),
+                            size=len(wasm) if wasm is not None else 0)
+
+    def _logged(self, txn: lmdb.Transaction, tx_id: str, key: bytes) -> dict[str, Any] | None:
+        entry = txn.get(key, db=self.store.log)
+        if entry is None:
+            return None
+        doc = orjson.loads(bytes(entry))
+        return _transaction(tx_id, doc["Owner"], doc["Tags"], item=self._item(txn, tx_id), recipient=doc["Target"],
+                            size=len(doc["Data"].encode()))
+
+    def _by_id(self, txn: lmdb.Transaction, tx_id: str) -> dict[str, Any] | None:
+        if not is_id(tx_id):
+            return None
+        location = self.scheduler_location()
+        if tx_id == location["id"]:
+            return location
+        module = self._module(txn, tx_id)
+        if module is not None:
+            return module
+        key = txn.get(tx_id.encode(), db=self.store.messages)
+        return self._logged(txn, tx_id, bytes(key)) if key is not None else None
+
+    def _all(self, txn: lmdb.Transaction) -> Iterator[dict[str, Any] | None]:
+        yield self.scheduler_location()
+        for key, _ in txn.cursor(db=self.store.modules):
+            name = bytes(key)
+            if is_id(name.decode(errors="replace")):  # the meta record, not /wasm or an artifact
+                yield self._module(txn, name.decode())
+        for key, _ in txn.cursor(db=self.store.processes):
+            pid = bytes(key).decode()
+            yield self._logged(txn, pid, log_key(pid, 0))
+
+
+def _matches(tx: dict[str, Any], args: dict[str, Any]) -> bool:
+    owners = args.get("owners")
+    if owners and tx["owner"]["address"] not in owners:
+        return False
+    recipients = args.get("recipients")
+    if recipients and tx["recipient"] not in recipients:
+        return False
+    for wanted in args.get("tags") or ():
+        values = [tag["value"] for tag in tx["tags"] if tag["name"] == wanted["name"]]
+        hit = any(value in wanted["values"] for value in values)
+        if hit == (wanted.get("op", "EQ") == "NEQ"):
+            return False
+    return True

@@ -1,0 +1,89 @@
+"""Serving the API with uvicorn: in the foreground (``actorao node``), or on a thread of its own
+beside an embedding program (``HttpServer``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from actorao._exceptions import ActoraoError
+from actorao.http._app import create_app
+from actorao.node import Node
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8734
+
+
+def _config(node: Node, host: str, port: int, **options: Any) -> uvicorn.Config:
+    public_url = options.pop("public_url", "") or f"http://{host}:{port}"
+    app = create_app(node, public_url=public_url, **options)
+    return uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
+        loop="uvloop", http="httptools", timeout_graceful_shutdown=5,
+    )
+
+
+class HttpServer:
+    """AO's HTTP API for ``node`` on a background thread, bound to 127.0.0.1 by default. Port 0
+    picks a free port; ``url`` says which."""
+
+    def __init__(self, node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, **options: Any) -> None:
+        self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._socket.bind((host, port))
+        except OSError as exc:
+            self._socket.close()
+            raise ActoraoError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        self.host, self.port = host, self._socket.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        options.setdefault("public_url", self.url)
+        self._server = uvicorn.Server(_config(node, host, self.port, **options))
+        self._thread = threading.Thread(target=self._run, name="http", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.run(self._server.serve(sockets=[self._socket]))
+
+    def start(self, timeout: float = 10.0) -> HttpServer:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ActoraoError(f"the HTTP server on {self.url} did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(10.0)
+        self._socket.close()
+
+    def __enter__(self) -> HttpServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_forever(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, **options: Any) -> None:
+    """Serve in the foreground until SIGINT or SIGTERM, then return so the caller closes the node.
+    uvicorn stops on either and re-raises it once it has stopped: the handlers set here make that
+    re-raise a no-op instead of killing the process before the node is closed cleanly."""
+    server = uvicorn.Server(_config(node, host, port, **options))
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not server.started:
+        raise ActoraoError(f"could not serve on {host}:{port} (is the port taken?)")

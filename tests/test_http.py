@@ -1,0 +1,324 @@
+"""AO's HTTP API on a real node: real uvicorn on 127.0.0.1, real signed data items, real LMDB."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from actorao import Node, ans104, examples
+from actorao.http import HttpServer
+from actorao.persist import SUBDATABASES
+
+AO = [("Data-Protocol", "ao"), ("Variant", "ao.TN.1")]
+
+
+class Reply:
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.status, self.body, self.headers = status, body, {k.lower(): v for k, v in headers.items()}
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+def call(url: str, method: str = "GET", body: bytes | None = None, content_type: str = "application/octet-stream"
+         ) -> Reply:
+    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return Reply(response.status, response.read(), dict(response.headers))
+    except urllib.error.HTTPError as exc:
+        return Reply(exc.code, exc.read(), dict(exc.headers))
+
+
+@pytest.fixture(scope="module")
+def signer() -> ans104.RsaSigner:
+    return ans104.RsaSigner.generate()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, str]]:
+    with Node(tmp_path_factory.mktemp("http") / "node", workers=2) as node, \
+            HttpServer(node, port=0, max_body=256 * 1024) as server:
+        yield node, server.url
+
+
+def module_item(signer: ans104.RsaSigner, name: str = "counter") -> ans104.DataItem:
+    tags = [*AO, ("Type", "Module"), ("Module-Format", "wasm32-unknown-unknown"), ("Input-Encoding", "JSON-1"),
+            ("Output-Encoding", "JSON-1")]
+    return ans104.create_data_item(signer, examples.wasm(name), tags)
+
+
+def process_item(signer: ans104.RsaSigner, module: str, scheduler: str, *extra: tuple[str, str]) -> ans104.DataItem:
+    tags = [*AO, ("Type", "Process"), ("Module", module), ("Scheduler", scheduler), *extra]
+    return ans104.create_data_item(signer, " ", tags, anchor=os.urandom(16).hex())
+
+
+def message_item(signer: ans104.RsaSigner, pid: str, action: str = "Inc", data: str = " ") -> ans104.DataItem:
+    return ans104.create_data_item(signer, data, [*AO, ("Type", "Message"), ("Action", action)], target=pid)
+
+
+def post(url: str, item: ans104.DataItem | bytes) -> Reply:
+    return call(url + "/", "POST", item.to_bytes() if isinstance(item, ans104.DataItem) else item)
+
+
+@pytest.fixture(scope="module")
+def counter_process(served: tuple[Node, str], signer: ans104.RsaSigner) -> tuple[str, str]:
+    """(module id, process id) of a counter spawned over HTTP."""
+    node, url = served
+    module = module_item(signer)
+    assert post(url, module).json()["id"] == module.id
+    process = process_item(signer, module.id, node.identity)
+    reply = post(url, process)
+    assert reply.status == 202 and reply.json()["id"] == process.id
+    return module.id, process.id
+
+
+def test_root_names_the_scheduler_and_the_time(served: tuple[Node, str]) -> None:
+    node, url = served
+    root = call(url + "/").json()
+    assert root["address"] == node.identity and root["timestamp"] > 1_700_000_000_000
+    assert set(call(url + "/timestamp").json()) == {"timestamp", "block_height"}
+
+
+def test_gateway_answers_aoconnects_module_query(served: tuple[Node, str], signer: ans104.RsaSigner,
+                                                 counter_process: tuple[str, str]) -> None:
+    _, url = served
+    module, _ = counter_process
+    query = ("query GetTransactions ($transactionIds: [ID!]!) { transactions(ids: $transactionIds) { "
+             "edges { node { owner { address } tags { name value } block { id height timestamp } } } } }")
+    reply = call(url + "/graphql", "POST", orjson.dumps({"query": query, "variables": {"transactionIds": [module]}}),
+                 "application/json").json()
+    node_doc = reply["data"]["transactions"]["edges"][0]["node"]
+    assert node_doc["owner"]["address"] == signer.address
+    assert {"name": "Type", "value": "Module"} in node_doc["tags"]
+    assert node_doc["block"] is None
+    unknown = {"query": query, "variables": {"transactionIds": ["x" * 43]}}
+    missing = call(url + "/graphql", "POST", orjson.dumps(unknown), "application/json").json()
+    assert missing["data"]["transactions"]["edges"] == []
+    by_tag = ('{ transactions(tags: [{name: "Type", values: ["Scheduler-Location"]}]) '
+              "{ edges { node { tags { name value } } } } }")
+    location = call(url + "/graphql", "POST", orjson.dumps({"query": by_tag}), "application/json").json()
+    tags = {t["name"]: t["value"] for t in location["data"]["transactions"]["edges"][0]["node"]["tags"]}
+    assert tags["Url"] == url and tags["Time-To-Live"].isdigit()
+    broken = call(url + "/graphql", "POST", orjson.dumps({"query": "{ transactions(ids: ["}), "application/json")
+    assert broken.status == 200 and broken.json()["errors"][0]["message"].startswith("Syntax Error")
+
+
+def test_messages_results_and_the_log_over_http(served: tuple[Node, str], signer: ans104.RsaSigner,
+                                                counter_process: tuple[str, str]) -> None:
+    node, url = served
+    module, pid = counter_process
+    items = [message_item(signer, pid) for _ in range(3)]
+    acks = [post(url, item) for item in items]
+    assert [a.status for a in acks] == [202] * 3
+    slots = [a.json()["slot"] for a in acks]
+    assert slots == sorted(slots) and len(set(slots)) == 3
+    last = call(f"{url}/result/{items[-1].id}?process-id={pid}").json()
+    assert last["Output"] == str(slots[-1]) and last["Messages"] == []
+
+    page = call(f"{url}/results/{pid}?sort=ASC&limit=25").json()["edges"]
+    assert [edge["cursor"] for edge in page] == [str(slot) for slot in range(slots[-1] + 1)]
+    newest = call(f"{url}/results/{pid}?sort=DESC&limit=2").json()["edges"]
+    assert [edge["cursor"] for edge in newest] == [str(slots[-1]), str(slots[-2])]
+    window = call(f"{url}/results/{pid}?from={slots[0]}&to={slots[1]}").json()["edges"]
+    assert [edge["cursor"] for edge in window] == [str(slots[1])]
+
+    log = call(f"{url}/{pid}?limit=100").json()
+    assert not log["page_info"]["has_next_page"]
+    nodes = [edge["node"] for edge in log["edges"]]
+    assert [n["message"]["id"] for n in nodes[-3:]] == [item.id for item in items]
+    assert all(n["message"]["owner"]["address"] == signer.address for n in nodes)
+    assert nodes[-1]["message"]["signature"] == ans104.encode_id(items[-1].signature)
+    nonces = [{t["name"]: t["value"] for t in n["assignment"]["tags"]}["Nonce"] for n in nodes]
+    assert nonces == [str(slot) for slot in range(len(nodes))]
+    first_page = call(f"{url}/{pid}?limit=1").json()
+    assert first_page["page_info"]["has_next_page"] and len(first_page["edges"]) == 1
+
+    one = call(f"{url}/{items[0].id}?process-id={pid}").json()
+    assert one["message"]["id"] == items[0].id and one["message"]["target"] == pid
+    latest = call(f"{url}/{pid}/latest").json()
+    assert latest["message"]["id"] == items[-1].id
+    spawn = call(f"{url}/processes/{pid}").json()
+    assert spawn["process_id"] == pid and {"name": "Module", "value": module} in spawn["tags"]
+    assert spawn["owner"]["address"] == signer.address
+
+    again = post(url, items[0])  # the same signed item again: assigned once, acknowledged again
+    assert again.status == 202 and again.json()["slot"] == slots[0]
+    assert node.store.last_slot("log", pid) == slots[-1]
+
+
+def test_dry_run_state_and_assign(served: tuple[Node, str], signer: ans104.RsaSigner,
+                                  counter_process: tuple[str, str]) -> None:
+    node, url = served
+    module, pid = counter_process
+    item = message_item(signer, pid)
+    slot = post(url, item).json()["slot"]
+    before = node.store.last_slot("log", pid)
+    body = {"Id": "1234", "Owner": "1234", "Target": pid, "Data": "", "Tags": [{"name": "Action", "value": "Inc"}]}
+    dry = call(f"{url}/dry-run?process-id={pid}", "POST", orjson.dumps(body), "application/json").json()
+    assert dry["Output"] == str(slot + 1)
+    assert node.store.last_slot("log", pid) == before  # nothing persisted
+    assert call(f"{url}/result/{item.id}?process-id={pid}").json()["Output"] == str(slot)
+
+    state = call(f"{url}/state/{pid}")
+    assert state.status == 200 and state.headers["content-type"] == "application/octet-stream"
+    assert state.headers["last-ordinate"] == str(before)
+    assert hashlib.sha256(state.body).digest() == hashlib.sha256(node.state(pid).memory).digest()
+
+    other = post(url, process_item(signer, module, node.identity)).json()["id"]
+    assigned = call(f"{url}/?process-id={other}&assign={item.id}", "POST", b"")
+    assert assigned.status == 202 and assigned.json()["slot"] == 1
+    assert call(f"{url}/result/{item.id}?process-id={other}").json()["Output"] == "1"
+    assert call(f"{url}/result/{item.id}?process-id={pid}").json()["Output"] == str(slot)
+
+
+def _store_snapshot(node: Node) -> str:
+    digest = hashlib.sha256()
+
+    def body(txn: Any) -> None:
+        for name in SUBDATABASES:
+            for key, value in txn.cursor(db=node.store.db[name]):
+                digest.update(bytes(key) + b"=" + bytes(value))
+
+    node.store.read(body)
+    return digest.hexdigest()
+
+
+def test_bad_input_gets_its_status_and_changes_nothing(served: tuple[Node, str], signer: ans104.RsaSigner,
+                                                       counter_process: tuple[str, str]) -> None:
+    node, url = served
+    module, pid = counter_process
+    node.catch_up(pid)
+    before = _store_snapshot(node)
+    good = message_item(signer, pid).to_bytes()
+    tampered_data = good[:-1] + b"X"
+    tampered_signature = good[:10] + bytes([good[10] ^ 1]) + good[11:]
+    other = ans104.RsaSigner.generate()
+    forged = ans104.DataItem.parse(good)
+    forged_bytes = forged.to_bytes()[:2] + forged.signature + other.owner + forged.to_bytes()[2 + 1024:]
+    ghost = "G" * 43
+    cases: list[tuple[str, Reply, int, str | None]] = [
+        ("garbage", post(url, b"not a data item at all"), 400, "signature type"),
+        ("truncated", post(url, good[:700]), 400, "data item"),
+        ("empty", post(url, b""), 400, "body"),
+        ("tampered data", post(url, tampered_data), 401, None),
+        ("tampered signature", post(url, tampered_signature), 401, None),
+        ("someone else's owner", post(url, forged_bytes), 401, None),
+        ("unknown process", post(url, message_item(signer, ghost)), 404, None),
+        ("no target", post(url, ans104.create_data_item(signer, " ", [*AO, ("Type", "Message")])), 400, "Target"),
+        ("unknown module", post(url, process_item(signer, ghost, node.identity)), 400, "Tags['Module']"),
+        ("other scheduler", post(url, process_item(signer, module, ghost)), 400, "Tags['Scheduler']"),
+        ("other type", post(url, ans104.create_data_item(signer, "x", [*AO, ("Type", "Note")])), 400, "Tags['Type']"),
+        ("binary data", post(url, ans104.create_data_item(signer, b"\xff\xfe", [*AO, ("Type", "Message")],
+                                                          target=pid)), 400, "Data"),
+        ("pushed tag", post(url, ans104.create_data_item(signer, " ", [*AO, ("Type", "Message"), ("From-Process", pid)],
+                                                         target=pid)), 400, "Tags['From-Process']"),
+        ("oversized", post(url, b"\x01\x00" + b"\x00" * (256 * 1024)), 413, None),
+        ("bad module", post(url, ans104.create_data_item(signer, b"\x00asm junk", [*AO, ("Type", "Module")])), 422,
+         None),
+        ("unknown message", call(f"{url}/result/{ghost}?process-id={pid}"), 404, None),
+        ("unknown results", call(f"{url}/results/{ghost}"), 404, None),
+        ("bad sort", call(f"{url}/results/{pid}?sort=UP"), 400, "sort"),
+        ("bad limit", call(f"{url}/results/{pid}?limit=-1"), 400, "limit"),
+        ("bad id", call(f"{url}/state/short"), 400, "pid"),
+        ("dry-run not JSON", call(f"{url}/dry-run?process-id={pid}", "POST", b"{", "application/json"), 400, "body"),
+        ("dry-run other target", call(f"{url}/dry-run?process-id={pid}", "POST", orjson.dumps({"Target": ghost}),
+                                      "application/json"), 400, "Target"),
+        ("assign unknown", call(f"{url}/?process-id={pid}&assign={ghost}", "POST", b""), 404, None),
+        ("no route", call(f"{url}/a/b/c"), 404, None),
+        ("wrong method", call(f"{url}/timestamp", "DELETE"), 405, None),
+    ]
+    for name, reply, status, field in cases:
+        assert reply.status == status, (name, reply.status, reply.body)
+        doc = reply.json()
+        assert doc["error"] and b"Traceback" not in reply.body, name
+        if field is not None:
+            assert doc.get("field") == field, (name, doc)
+    assert _store_snapshot(node) == before
+    # and the node still serves
+    item = message_item(signer, pid)
+    assert post(url, item).status == 202
+    assert call(f"{url}/result/{item.id}?process-id={pid}").json()["Output"].isdigit()
+
+
+def test_signature_checks_can_be_turned_off(tmp_path: Path, signer: ans104.RsaSigner) -> None:
+    with Node(tmp_path / "node", workers=1) as node, HttpServer(node, port=0, verify=False) as server:
+        module = module_item(signer)
+        post(server.url, module)
+        raw = process_item(signer, module.id, node.identity).to_bytes()
+        bent = raw[:10] + bytes([raw[10] ^ 1]) + raw[11:]  # a signature no one made: accepted, unverified
+        assert post(server.url, bent).status == 202
+
+
+def test_overload_and_a_stopped_node_answer_503_with_retry_after(tmp_path: Path, signer: ans104.RsaSigner) -> None:
+    node = Node(tmp_path / "node", workers=1, max_pending=1)
+    server = HttpServer(node, port=0).start()
+    try:
+        module = module_item(signer)
+        post(server.url, module)
+        pid = post(server.url, process_item(signer, module.id, node.identity)).json()["id"]
+        accepted: list[str] = []
+        refused = 0
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            for _ in range(10):  # bounded: until the SU's bound has been hit at least once
+                items = [message_item(signer, pid) for _ in range(64)]
+                for item, reply in zip(items, pool.map(lambda i: post(server.url, i), items), strict=True):
+                    if reply.status == 202:
+                        accepted.append(item.id)
+                    else:
+                        assert reply.status == 503 and reply.headers["retry-after"] == "1", reply.body
+                        refused += 1
+                if refused:
+                    break
+        assert refused > 0 and accepted
+        results = node.results(accepted, timeout=60)  # every acknowledged message was kept and evaluated
+        assert len({r.output for r in results}) == len(accepted)  # each counted once
+        node.close()
+        stopped = call(server.url + f"/result/{accepted[0]}?process-id={pid}")
+        assert stopped.status == 503 and stopped.headers["retry-after"] == "1"
+        assert "closed" in stopped.json()["error"]
+    finally:
+        server.stop()
+        node.close()
+
+
+def test_cli_talks_to_a_running_node(served: tuple[Node, str], tmp_path: Path) -> None:
+    node, url = served
+    env = {**os.environ, "ACTORAO_URL": url, "ACTORAO_WALLET": str(tmp_path / "wallet.json")}
+    wasm = tmp_path / "counter.wasm"
+    wasm.write_bytes(examples.wasm("counter"))
+
+    def actorao(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "actorao.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    module = orjson.loads(actorao("module", "add", str(wasm), "--format", "wasm32-unknown-unknown"))["id"]
+    assert (tmp_path / "wallet.json").stat().st_mode & 0o777 == 0o600
+    pid = orjson.loads(actorao("spawn", module, "--tag", "Name=cli"))["id"]
+    sent = actorao("send", pid, "--action", "Inc", "--wait")
+    assert '"Output": "1"' in sent
+    message = orjson.loads(sent.split("\n}\n")[0] + "}")["id"]
+    assert orjson.loads(actorao("result", message))["Output"] == "1"
+    assert orjson.loads(actorao("dry-run", pid, "--action", "Inc"))["Output"] == "2"
+    assert "after slot 1" in actorao("state", pid, "-o", str(tmp_path / "state.bin"))
+    assert (tmp_path / "state.bin").stat().st_size == len(node.state(pid).memory)
+    log = orjson.loads(actorao("log", pid))
+    assert [edge["cursor"] for edge in log["edges"]] == ["0", "1"]
+    tree = orjson.loads(actorao("tree"))
+    assert tree["id"] == "node" and tree["state"] == "running"
+    bad = subprocess.run([sys.executable, "-m", "actorao.cli", "send", "G" * 43, "--action", "Inc"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "404" in bad.stderr and "Traceback" not in bad.stderr
