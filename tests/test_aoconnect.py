@@ -59,7 +59,7 @@ def test_aoconnect_spawns_messages_and_reads_results(tmp_path: Path) -> None:
         address = _wait_for(url + "/", node)["address"]
         flow = subprocess.run(
             ["node", "aoconnect_flow.mjs"], cwd=JS, capture_output=True, text=True, timeout=180,
-            env={**os.environ, "NODE_URL": url, "AOS_WASM": str(wasm)},
+            env={**os.environ, "NODE_URL": url, "AOS_WASM": str(wasm.resolve())},
         )
         lines = dict(line.split(" ", 1) for line in flow.stdout.splitlines() if " " in line)
         assert flow.returncode == 0 and flow.stdout.rstrip().endswith("OK"), flow.stdout + flow.stderr

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import uvicorn
+import uvloop
 
 from actorao._exceptions import ActoraoError
 from actorao.http._app import create_app
@@ -37,7 +38,11 @@ class HttpServer:
     picks a free port; ``url`` says which."""
 
     def __init__(self, node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, **options: Any) -> None:
-        self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP matters: the event loop sets TCP_NODELAY on accepted connections only for
+        # sockets that say they are TCP, and without it each keep-alive response waits 40 ms on
+        # Nagle and delayed ACKs.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self._socket.bind((host, port))
@@ -51,7 +56,8 @@ class HttpServer:
         self._thread = threading.Thread(target=self._run, name="http", daemon=True)
 
     def _run(self) -> None:
-        asyncio.run(self._server.serve(sockets=[self._socket]))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(self._server.serve(sockets=[self._socket]))
 
     def start(self, timeout: float = 10.0) -> HttpServer:
         self._thread.start()
