@@ -205,7 +205,8 @@ def run_client(args: argparse.Namespace) -> int:
         _print(client.json("GET", f"/result/{args.message}", query={"process-id": args.process}))
     elif command == "dry-run":
         tags = ([("Action", args.action)] if args.action else []) + _tags(args.tag)
-        body = {"Target": args.process, "Owner": args.owner, "Data": args.data,
+        owner = args.owner or _signer(args.wallet).address  # asked as this wallet, unless told otherwise
+        body = {"Target": args.process, "Owner": owner, "Data": args.data,
                 "Tags": [{"name": n, "value": v} for n, v in tags]}
         _print(client.json("POST", "/dry-run", orjson.dumps(body), query={"process-id": args.process}))
     elif command == "state":
@@ -285,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dry.add_argument("process")
     dry.add_argument("--action", help="the Action tag")
     dry.add_argument("--data", default="")
-    dry.add_argument("--owner", help="the Owner the message claims (default: the node)")
+    dry.add_argument("--owner", help="the Owner the message claims (default: your wallet's address)")
     state = client("state", "save a process's memory to a file")
     state.add_argument("process")
     state.add_argument("-o", "--output", default="state.bin")

@@ -183,6 +183,23 @@ def test_dry_run_state_and_assign(served: tuple[Node, str], signer: ans104.RsaSi
     assert call(f"{url}/result/{item.id}?process-id={pid}").json()["Output"] == str(slot)
 
 
+def test_monitor_is_acknowledged_for_a_cron_process(served: tuple[Node, str], signer: ans104.RsaSigner,
+                                                     counter_process: tuple[str, str]) -> None:
+    node, url = served
+    module, plain = counter_process
+    ticking = post(url, process_item(signer, module, node.identity, ("Cron-Interval", "1-hour"))).json()["id"]
+    monitor = ans104.create_data_item(signer, " ", [], target=ticking)
+    reply = call(f"{url}/monitor/{ticking}", "POST", monitor.to_bytes())
+    assert reply.status == 200 and "1-hour" in reply.json()["message"]
+    assert call(f"{url}/monitor/{ticking}", "DELETE", monitor.to_bytes()).status == 200
+    no_cron = call(f"{url}/monitor/{plain}", "POST", ans104.create_data_item(signer, " ", [], target=plain).to_bytes())
+    assert no_cron.status == 400 and no_cron.json()["field"] == "Tags['Cron-Interval']"
+    elsewhere = call(f"{url}/monitor/{plain}", "POST", monitor.to_bytes())
+    assert elsewhere.status == 400 and elsewhere.json()["field"] == "Target"
+    bent = monitor.to_bytes()[:10] + bytes([monitor.to_bytes()[10] ^ 1]) + monitor.to_bytes()[11:]
+    assert call(f"{url}/monitor/{ticking}", "POST", bent).status == 401
+
+
 def _store_snapshot(node: Node) -> str:
     digest = hashlib.sha256()
 

@@ -32,6 +32,7 @@ from actorao._exceptions import (
     UnknownMessage,
     UnknownProcess,
 )
+from actorao.ans104 import DataItem
 from actorao.http._gateway import Gateway
 from actorao.http._views import LogView
 from actorao.message import is_id, normalize_tags
@@ -235,8 +236,13 @@ class AoHttpApi:
         """Cron: this node runs every process's Cron-Interval from its spawn, so monitoring is
         acknowledged once the process is known to have one."""
         pid = _path_id(request, "pid")
-        if request.method == "POST":
-            await self._body(request)  # the signed monitor item says who asks; nothing depends on it
+        body = await self._body(request)
+        if body:  # aoconnect signs a monitor item targeting the process: checked like any other item
+            item = DataItem.parse(body)
+            if self.verify:
+                item.verify()
+            if item.target_id != pid:
+                raise InvalidMessage("Target", f"the monitor item targets {item.target_id!r}, not {pid}")
         if pid not in self.node.scheduler.processes:
             raise UnknownProcess(f"no process {pid} on this node")
         tags = self.views.process_tags(pid)
