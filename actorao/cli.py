@@ -70,8 +70,10 @@ def run_node(args: argparse.Namespace) -> int:
     """A node with AO's HTTP API in the foreground, and a live status line on stderr."""
     from actorao.http import serve_forever
 
+    if args.max_body < 1:
+        raise ActoraoError(f"--max-body must be at least 1 byte, got {args.max_body}")
     with Node(args.path, workers=args.workers) as node:
-        url = f"http://{args.host}:{args.port}"
+        url = _url(args.host, args.port)
         print(f"actorao node {node.identity} at {args.path}: {node.workers} workers, "
               f"{len(node.processes())} processes; AO HTTP API on {url} "
               f"(signatures {'verified' if args.verify else 'NOT verified'})", file=sys.stderr, flush=True)
@@ -86,6 +88,16 @@ def run_node(args: argparse.Namespace) -> int:
             status.join(2.0)
             print(file=sys.stderr)
     return 0
+
+
+def _url(host: str, port: int) -> str:
+    """How clients on this machine reach a server bound to ``host``: a wildcard bind is reached on
+    loopback, and an IPv6 address goes in brackets."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _status_line(node: Node, stop: threading.Event) -> None:
@@ -193,7 +205,10 @@ def run_client(args: argparse.Namespace) -> int:
         _print(_post_item(client, _signer(args.wallet), wasm, tags + _tags(args.tag)))
     elif command == "spawn":
         scheduler = client.json("GET", "/")["address"]
-        tags = [*ao, ("Type", "Process"), ("Module", args.module), ("Scheduler", scheduler), *_tags(args.tag)]
+        given = _tags(args.tag)
+        # aos trusts messages one process sends another only from an Authority: the node pushes them
+        authority = [] if any(n == "Authority" for n, _ in given) else [("Authority", scheduler)]
+        tags = [*ao, ("Type", "Process"), ("Module", args.module), ("Scheduler", scheduler), *authority, *given]
         _print(_post_item(client, _signer(args.wallet), args.data or " ", tags))
     elif command == "send":
         tags = ao + [("Type", "Message")] + ([("Action", args.action)] if args.action else []) + _tags(args.tag)
@@ -247,12 +262,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_path(node)
     node.add_argument("--host", default=_env("ACTORAO_HOST", "127.0.0.1"),
                       help="address to listen on (env ACTORAO_HOST; default: 127.0.0.1, this machine only)")
-    node.add_argument("--port", type=int, default=int(_env("ACTORAO_PORT", "8734") or 8734),
+    node.add_argument("--port", type=int, default=_env("ACTORAO_PORT", "8734"),
                       help="port (env ACTORAO_PORT; default: 8734)")
     node.add_argument("--no-verify", dest="verify", action="store_false",
-                      default=_env("ACTORAO_VERIFY", "1") not in ("0", "false", "no"),
+                      default=(_env("ACTORAO_VERIFY", "1") or "1").lower() not in ("0", "false", "no", "off"),
                       help="accept data items without checking signatures (env ACTORAO_VERIFY=0)")
-    node.add_argument("--max-body", type=int, default=int(_env("ACTORAO_MAX_BODY", str(64 << 20)) or 0),
+    node.add_argument("--max-body", type=int, default=_env("ACTORAO_MAX_BODY", str(64 << 20)),
                       help="largest request body in bytes (env ACTORAO_MAX_BODY; default: 64 MiB)")
     node.add_argument("--public-url", default=_env("ACTORAO_PUBLIC_URL", None),
                       help="the URL clients reach this node at, for its Scheduler-Location (default: http://HOST:PORT)")

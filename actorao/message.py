@@ -93,6 +93,8 @@ def normalize_tags(tags: TagsLike, field_name: str = "Tags") -> tuple[Tag, ...]:
     written out, as aoconnect does)."""
     if tags is None:
         return ()
+    if isinstance(tags, (str, bytes)) or not isinstance(tags, (Mapping, Iterable)):
+        raise InvalidMessage(field_name, f"expected a list of tags or a mapping, got {type(tags).__name__}")
     items: Iterable[Any] = tags.items() if isinstance(tags, Mapping) else tags
     out: list[Tag] = []
     for index, item in enumerate(items):

@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
@@ -111,6 +111,7 @@ class Node:
         self.compute_limit = compute_limit
         self._closed = False
         self.evaluated = 0  # results that reached the node since it opened
+        self._watchers: list[Callable[[list[bytes]], None]] = []
         self._close_lock = threading.Lock()
         self._waiting: dict[bytes, list[_ResultWaiter]] = {}
         self._waiting_lock = threading.Lock()
@@ -207,7 +208,7 @@ class Node:
     def state_digest(self, pid: str, timeout: float = DEFAULT_TIMEOUT) -> str:
         """SHA-256 of the process's memory and globals after every message acknowledged so far: two
         nodes that evaluated the same log agree on it."""
-        self._check_open()
+        self.check_open()
         if not self.scheduler.knows(pid):
             raise UnknownProcess(f"no process {pid} on this node")
         return self.pool.state_digest(pid, timeout)
@@ -216,7 +217,7 @@ class Node:
         """Grow or shrink the CU pool to ``workers`` at run time. Processes whose worker changes move
         by checkpoint plus log replay; senders keep being acknowledged throughout, nothing is lost
         and nothing is evaluated twice."""
-        self._check_open()
+        self.check_open()
         if not isinstance(workers, int) or workers < 1:
             raise InvalidMessage("workers", f"must be a whole number of at least 1, got {workers!r}")
         self.pool.scale(workers, timeout)
@@ -262,9 +263,6 @@ class Node:
 
     def check_open(self) -> None:
         """Raise NodeStopped if the node is closed or its supervision tree gave up."""
-        self._check_open()
-
-    def _check_open(self) -> None:
         if self._closed:
             raise NodeStopped("the node is closed")
         if self.root.failed:
@@ -292,7 +290,7 @@ class Node:
         stored with new module bytes, as an ao module's own tags. The process's limits are its
         ``Compute-Limit`` and ``Memory-Limit`` tags, else its module's, else the node's, and are stored
         with it: a node reopened with other defaults still replays it the same way."""
-        self._check_open()
+        self.check_open()
         record, module_id = self._module_record(module, module_format, normalize_tags(module_tags, "module_tags"))
         process_id = new_id(self.identity.encode(), module_id.encode())
         ack: Ack = self._submit_spawn(process_id, module_id, record, normalize_tags(tags), data, ()).get()
@@ -357,7 +355,7 @@ class Node:
 
     def assign(self, pid: str, message_id: str, *, timeout: float = DEFAULT_TIMEOUT) -> Ack:
         """Assign a message already on this node to one more process, once; returns its Ack there."""
-        self._check_open()
+        self.check_open()
         ack: Ack = _get(self.assign_nowait(pid, message_id), timeout, "assignment")
         return ack
 
@@ -384,7 +382,7 @@ class Node:
 
     def _module_record(
         self, module: bytes | str, module_format: str | None, module_tags: tuple[tuple[str, str], ...],
-        *, module_id: str | None = None, owner: str | None = None,
+        *, module_id: str | None = None, owner: str | None = None, signed_by: tuple[str, str] | None = None,
     ) -> tuple[ModuleRecord | None, str]:
         """The record to store for new module bytes (None for a stored module's id), and the id: the
         SHA-256 of the bytes, or ``module_id`` (a signed Module item's id)."""
@@ -426,7 +424,10 @@ class Node:
             value = tag_value(tags, name)
             if value is not None:
                 parse(value)
-        meta = {"owner": owner or self.identity, "tags": [{"name": name, "value": value} for name, value in tags]}
+        meta: dict[str, Any] = {"owner": owner or self.identity,
+                                "tags": [{"name": name, "value": value} for name, value in tags]}
+        if signed_by is not None:
+            meta["key"], meta["signature"] = signed_by
         return ModuleRecord(module_id, wasm, orjson.dumps(meta), (artifact_suffix(), compiled.serialize())), module_id
 
     def _compiled_module(
@@ -468,7 +469,7 @@ class Node:
     def post(self, message: Message, *, signed: bytes | None = None) -> _Future[Ack]:
         """Submit a fully formed message, checked strictly; the future resolves once it is durable.
         ``signed`` is the data item it came in as, kept beside it in the log."""
-        self._check_open()
+        self.check_open()
         if not isinstance(message, Message):
             raise InvalidMessage("message", f"expected a Message, got {type(message).__name__}")
         message.validate(self.max_data_bytes)
@@ -487,7 +488,7 @@ class Node:
         Messages and spawns give a future of their Ack, resolved once durable; the item is stored
         beside its assignment. With ``verify`` (the default) a bad signature raises SignatureError
         before anything is stored."""
-        self._check_open()
+        self.check_open()
         if not isinstance(item, DataItem):
             item = DataItem.parse(bytes(item))
         if verify:
@@ -499,7 +500,10 @@ class Node:
             raise InvalidMessage("Tags['Type']", f"expected Message, Process or Module, got {kind!r}")
         data = _item_text(item)
         tags = item.tags
+        refuse_pushed_tags(tags)
         if kind == "Process":
+            if item.target_id:
+                raise InvalidMessage("Target", "a Type=Process item has no target: the process is its own")
             module_id = tag_value(tags, "Module")
             if module_id is None or not is_id(module_id):
                 raise InvalidMessage("Tags['Module']", f"a Process item names its module's id, got {module_id!r}")
@@ -520,7 +524,7 @@ class Node:
         """Store a module without spawning it; returns its id. A signed ``Type=Module`` item keeps its
         item id, owner and tags (as on Arweave); plain WASM bytes are stored under their SHA-256,
         with ``tags``. Adding the same module again changes nothing."""
-        self._check_open()
+        self.check_open()
         if isinstance(module, DataItem):
             if tags is not None:
                 raise InvalidMessage("tags", "a signed Module item carries its own tags")
@@ -528,13 +532,14 @@ class Node:
                 if module.tag(name) != wanted:
                     raise InvalidMessage(f"Tags[{name!r}]", f"a module item needs {name}={wanted}")
             record, module_id = self._module_record(
-                module.data, None, module.tags, module_id=module.id, owner=module.address)
+                module.data, None, module.tags, module_id=module.id, owner=module.address,
+                signed_by=(encode_id(module.owner), encode_id(module.signature)))
             signed: bytes | None = module.to_bytes()
         else:
             record, module_id = self._module_record(bytes(module), None, normalize_tags(tags, "tags"))
             signed = None
         assert record is not None
-        key, items = module_id.encode(), self.store.db["items"]
+        key, items = module_id.encode(), self.store.items
 
         def store(txn: Any) -> None:
             if txn.get(key, db=self.store.modules) is None:
@@ -560,7 +565,7 @@ class Node:
     def state(self, pid: str, timeout: float = DEFAULT_TIMEOUT) -> ProcessState:
         """The process's memory after every message acknowledged so far, with the slot and
         timestamp of the last one it evaluated."""
-        self._check_open()
+        self.check_open()
         if not self.scheduler.knows(pid):
             raise UnknownProcess(f"no process {pid} on this node")
         memory, slot = self.pool.state(pid, timeout)
@@ -570,7 +575,7 @@ class Node:
 
     def send_nowait(self, pid: str, tags: TagsLike = None, data: str = "", *, anchor: str = "") -> _Future[Ack]:
         """Send without waiting; ``.get(timeout=...)`` on the future gives the Ack once durable."""
-        self._check_open()
+        self.check_open()
         return self.scheduler.submit(self._message(pid, tags, data, anchor), fresh_id=True)
 
     def send(self, pid: str, tags: TagsLike = None, data: str = "", *, anchor: str = "",
@@ -584,7 +589,7 @@ class Node:
         durable. Every message is checked before any is submitted, so one bad message sends none.
         A caller keeps many batches in flight this way, and the node commits one while the next is
         being built."""
-        self._check_open()
+        self.check_open()
         built = [self._message(pid, tags, data, "") for pid, tags, data in messages]
         return self.scheduler.submit_many(built, fresh_ids=True)
 
@@ -597,8 +602,17 @@ class Node:
         return acks
 
     # -- results --------------------------------------------------------------------------------
+    def watch_results(self, callback: Callable[[list[bytes]], None]) -> Callable[[], None]:
+        """Call ``callback`` with the log keys (process ‖ slot) of results as they reach the node, on
+        the node's listener thread: it must be quick and must not raise. Returns a function that
+        stops the calls. For instruments such as ``actorao bench``'s latency probe."""
+        self._watchers.append(callback)
+        return lambda: self._watchers.remove(callback) if callback in self._watchers else None
+
     def _results_arrived(self, items: list[bytes]) -> None:
         self.evaluated += len(items) // 2
+        for watcher in self._watchers:
+            watcher(items[0::2])
         with self._waiting_lock:
             waiting = self._waiting
             for at in range(0, len(items), 2):
@@ -649,7 +663,7 @@ class Node:
     def _wait_for(self, keys: list[bytes], future: _Future[Result] | None = None) -> _ResultWaiter:
         """Register a waiter for ``keys``, then look in the store: registering first means a result
         arriving in between cannot slip past unseen."""
-        self._check_open()
+        self.check_open()
         waiter = _ResultWaiter(keys, future)
         with self._waiting_lock:
             for key in waiter.values:
@@ -718,7 +732,7 @@ class Node:
         message_id: str | None = None, anchor: str = "", timeout: float = DEFAULT_TIMEOUT,
     ) -> bytes:
         """``dry_run``'s result as the JSON the module produced (what AO's HTTP API answers)."""
-        self._check_open()
+        self.check_open()
         message = self._message(pid, tags, data, anchor)
         for name, value in (("Owner", owner), ("Id", message_id)):
             if value is not None and (not isinstance(value, str) or len(value) > 256):

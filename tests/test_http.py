@@ -113,6 +113,12 @@ def test_gateway_answers_aoconnects_module_query(served: tuple[Node, str], signe
     assert tags["Url"] == url and tags["Time-To-Live"].isdigit()
     broken = call(url + "/graphql", "POST", orjson.dumps({"query": "{ transactions(ids: ["}), "application/json")
     assert broken.status == 200 and broken.json()["errors"][0]["message"].startswith("Syntax Error")
+    aliases = "{ " + " ".join(f"a{i}: transactions {{ edges {{ cursor }} }}" for i in range(9)) + " }"
+    many = call(url + "/graphql", "POST", orjson.dumps({"query": aliases}), "application/json").json()
+    assert "at most 8" in many["errors"][0]["message"] and "data" not in many
+    endless = "{ transactions(ids: [" + ", ".join(['"x"'] * 3000) + "]) { edges { cursor } } }"
+    tokens = call(url + "/graphql", "POST", orjson.dumps({"query": endless}), "application/json").json()
+    assert "tokens" in tokens["errors"][0]["message"]
 
 
 def test_messages_results_and_the_log_over_http(served: tuple[Node, str], signer: ans104.RsaSigner,
@@ -181,6 +187,13 @@ def test_dry_run_state_and_assign(served: tuple[Node, str], signer: ans104.RsaSi
     assert assigned.status == 202 and assigned.json()["slot"] == 1
     assert call(f"{url}/result/{item.id}?process-id={other}").json()["Output"] == "1"
     assert call(f"{url}/result/{item.id}?process-id={pid}").json()["Output"] == str(slot)
+    # assigning a message to its own target again is the message itself: no second evaluation
+    log_before = node.store.last_slot("log", pid)
+    again = call(f"{url}/?process-id={pid}&assign={item.id}", "POST", b"")
+    assert again.status == 202 and again.json()["slot"] == slot
+    spawn_again = call(f"{url}/?process-id={other}&assign={other}", "POST", b"")
+    assert spawn_again.status == 202 and spawn_again.json()["slot"] == 0
+    assert node.store.last_slot("log", pid) == log_before
 
 
 def test_monitor_is_acknowledged_for_a_cron_process(served: tuple[Node, str], signer: ans104.RsaSigner,
@@ -248,6 +261,17 @@ def test_bad_input_gets_its_status_and_changes_nothing(served: tuple[Node, str],
         ("unknown results", call(f"{url}/results/{ghost}"), 404, None),
         ("bad sort", call(f"{url}/results/{pid}?sort=UP"), 400, "sort"),
         ("bad limit", call(f"{url}/results/{pid}?limit=-1"), 400, "limit"),
+        ("unicode digit", call(f"{url}/{pid}?from=%C2%B2"), 400, "from"),
+        ("huge number", call(f"{url}/{pid}?from=" + "9" * 5000), 400, "from"),
+        ("dry-run tags not a list", call(f"{url}/dry-run?process-id={pid}", "POST", orjson.dumps({"Tags": 5}),
+                                         "application/json"), 400, "Tags"),
+        ("process with a pushed tag", post(url, process_item(signer, module, node.identity, ("Pushed-For", pid))),
+         400, "Tags['Pushed-For']"),
+        ("process with a target", post(url, ans104.create_data_item(
+            signer, " ", [*AO, ("Type", "Process"), ("Module", module), ("Scheduler", node.identity)], target=pid)),
+         400, "Target"),
+        ("graphql too big", call(f"{url}/graphql", "POST", b"{" + b" " * (300 * 1024) + b"}", "application/json"),
+         413, None),
         ("bad id", call(f"{url}/state/short"), 400, "pid"),
         ("dry-run not JSON", call(f"{url}/dry-run?process-id={pid}", "POST", b"{", "application/json"), 400, "body"),
         ("dry-run other target", call(f"{url}/dry-run?process-id={pid}", "POST", orjson.dumps({"Target": ghost}),

@@ -9,13 +9,16 @@ Starlette's thread pool and the event loop only moves bytes.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import orjson
+import pykka
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -41,9 +44,18 @@ from actorao.su import Ack
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 DEFAULT_MAX_BODY = 64 * 1024 * 1024  # a module item is the largest thing that comes in
+SMALL_BODY = 256 * 1024  # a GraphQL query or a dry-run message
 DEFAULT_RESULT_WAIT = 30.0  # seconds GET /result waits for an evaluation
 RETRY_AFTER_S = 1
+# Blocking work runs on two thread pools: reads that may wait (for an evaluation, for a memory
+# copy) cannot take every thread and starve the posts that would let them finish.
+WRITE_THREADS = 64
+READ_THREADS = 32
+STATE_AT_ONCE = 2  # /state copies a whole memory (up to a GiB) through the worker and the socket
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,19}")
 
 
 class BodyTooLarge(ActoraoError):
@@ -110,7 +122,7 @@ def _int_param(request: Request, name: str, default: int | None, *, low: int = 0
     text = request.query_params.get(name)
     if text is None or text == "":
         return default
-    if not text.isdigit():
+    if not _WHOLE_NUMBER.fullmatch(text):
         raise InvalidMessage(name, f"expected a whole number, got {text!r:.40}")
     return min(max(int(text), low), high)
 
@@ -155,10 +167,18 @@ class AoHttpApi:
         self.verify = verify
         self.max_body = max_body
         self.result_wait = result_wait
+        self.public_url = public_url
         self.views = LogView(node)
         self.gateway = Gateway(node, lambda: self.public_url)
-        self.public_url = public_url
-        self.started = time.monotonic()
+        self._writes = anyio.CapacityLimiter(WRITE_THREADS)
+        self._reads = anyio.CapacityLimiter(READ_THREADS)
+        self._states = anyio.Semaphore(STATE_AT_ONCE)
+
+    async def _write(self, call: Callable[[], T]) -> T:
+        return await anyio.to_thread.run_sync(call, limiter=self._writes)
+
+    async def _read(self, call: Callable[[], T]) -> T:
+        return await anyio.to_thread.run_sync(call, limiter=self._reads)
 
     def routes(self) -> list[Route]:
         def g(handler: Handler) -> Handler:
@@ -182,18 +202,19 @@ class AoHttpApi:
             Route("/{id}", g(self.su_get), methods=["GET"]),
         ]
 
-    async def _body(self, request: Request) -> bytes:
+    async def _body(self, request: Request, limit: int | None = None) -> bytes:
         """The request body, refused with 413 as soon as it passes the limit: by its declared
         Content-Length, or while streaming when it declares none."""
+        limit = self.max_body if limit is None else min(limit, self.max_body)
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise BodyTooLarge(f"body of {declared} bytes is over this node's limit of {self.max_body}")
+        if declared is not None and _WHOLE_NUMBER.fullmatch(declared) and int(declared) > limit:
+            raise BodyTooLarge(f"body of {declared} bytes is over this route's limit of {limit}")
         parts: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > self.max_body:
-                raise BodyTooLarge(f"body over this node's limit of {self.max_body} bytes")
+            if size > limit:
+                raise BodyTooLarge(f"body over this route's limit of {limit} bytes")
             parts.append(chunk)
         return b"".join(parts)
 
@@ -210,11 +231,15 @@ class AoHttpApi:
             outcome = self.node.post_item(body, verify=self.verify)
             if isinstance(outcome, str):  # a module: stored
                 return {"id": outcome, "message": "Module stored"}
-            ack: Ack = outcome.get(timeout=self.result_wait)
+            try:
+                ack: Ack = outcome.get(timeout=self.result_wait)
+            except pykka.Timeout:  # queued, and will be assigned: a retry of the same item is safe
+                raise Timeout(f"not yet durable after {self.result_wait} s; post the same item again to "
+                              "learn its slot") from None
             return {"id": ack.id, "message": "Processing DataItem", "process": ack.process, "slot": ack.slot,
                     "timestamp": ack.timestamp}
 
-        return json_response(await run_in_threadpool(post), 202)
+        return json_response(await self._write(post), 202)
 
     async def _assign(self, request: Request) -> Response:
         pid = _process_param(request)
@@ -228,7 +253,7 @@ class AoHttpApi:
         exclude = request.query_params.get("exclude")
         if exclude:
             raise InvalidMessage("exclude", "excluding fields of an assigned message is not supported")
-        ack = await run_in_threadpool(self.node.assign, pid, message)
+        ack = await self._write(lambda: self.node.assign(pid, message))
         return json_response({"id": ack.id, "message": "Processing Assignment", "process": ack.process,
                               "slot": ack.slot}, 202)
 
@@ -263,23 +288,23 @@ class AoHttpApi:
 
     async def process(self, request: Request) -> Response:
         pid = _path_id(request, "pid")
-        return json_response(await run_in_threadpool(self.views.process, pid))
+        return json_response(await self._read(lambda: self.views.process(pid)))
 
     async def latest(self, request: Request) -> Response:
         pid = _path_id(request, "pid")
-        return json_response(await run_in_threadpool(self.views.latest, pid))
+        return json_response(await self._read(lambda: self.views.latest(pid)))
 
     async def su_get(self, request: Request) -> Response:
         """``/{msg}?process-id=`` is one message; ``/{pid}?from&to&limit`` a page of a process's log."""
         item = _path_id(request, "id")
         pid = _process_param(request, required=False)
         if pid is not None:
-            return json_response(await run_in_threadpool(self.views.message, item, pid))
+            return json_response(await self._read(lambda: self.views.message(item, pid)))
         first = _int_param(request, "from", None)
         last = _int_param(request, "to", None)
         limit = _int_param(request, "limit", 100, low=1, high=1000)
         assert limit is not None
-        return json_response(await run_in_threadpool(self.views.page, item, first, last, limit))
+        return json_response(await self._read(lambda: self.views.page(item, first, last, limit)))
 
     # -- CU -------------------------------------------------------------------------------------
     async def result(self, request: Request) -> Response:
@@ -290,9 +315,15 @@ class AoHttpApi:
             key = self.node.result_key(message, pid)
             return self.node.raw_results([key], self.result_wait)[0]
 
-        return raw_json(await run_in_threadpool(read))
+        return raw_json(await self._read(read))
 
     async def results(self, request: Request) -> Response:
+        return await self._results_page(request, cron_only=False)
+
+    async def cron(self, request: Request) -> Response:
+        return await self._results_page(request, cron_only=True)
+
+    async def _results_page(self, request: Request, *, cron_only: bool) -> Response:
         pid = _path_id(request, "pid")
         first = _int_param(request, "from", None)
         last = _int_param(request, "to", None)
@@ -302,28 +333,14 @@ class AoHttpApi:
 
         def read() -> bytes:
             self.node.catch_up(pid, self.result_wait)  # like a CU, evaluate up to the latest first
-            return self.views.results(pid, first, last, limit, ascending)
+            return self.views.results(pid, first, last, limit, ascending, cron_only=cron_only)
 
-        return raw_json(await run_in_threadpool(read))
-
-    async def cron(self, request: Request) -> Response:
-        pid = _path_id(request, "pid")
-        first = _int_param(request, "from", None)
-        last = _int_param(request, "to", None)
-        limit = _int_param(request, "limit", 25, low=1, high=1000)
-        assert limit is not None
-        ascending = _sort_param(request)
-
-        def read() -> bytes:
-            self.node.catch_up(pid, self.result_wait)
-            return self.views.results(pid, first, last, limit, ascending, cron_only=True)
-
-        return raw_json(await run_in_threadpool(read))
+        return raw_json(await self._read(read))
 
     async def dry_run(self, request: Request) -> Response:
         pid = _process_param(request)
         assert pid is not None
-        body = await self._body(request)
+        body = await self._body(request, SMALL_BODY)
         try:
             doc = orjson.loads(body or b"{}")
         except orjson.JSONDecodeError as exc:
@@ -339,28 +356,31 @@ class AoHttpApi:
         tags = normalize_tags(doc.get("Tags") or ())
         owner, message_id = doc.get("Owner"), doc.get("Id")
         anchor = doc.get("Anchor") or ""
-        raw = await run_in_threadpool(
+        raw = await self._read(
             lambda: self.node.dry_run_raw(pid, tags, data, owner=owner, message_id=message_id, anchor=anchor,
                                           timeout=self.result_wait))
         return raw_json(raw)
 
     async def state(self, request: Request) -> Response:
         pid = _path_id(request, "pid")
-        state = await run_in_threadpool(self.node.state, pid, self.result_wait)
+        if self._states.value == 0:
+            raise Overloaded(f"{STATE_AT_ONCE} memory reads are already in flight")
+        async with self._states:
+            state = await self._read(lambda: self.node.state(pid, self.result_wait))
         headers = {"Last-Ordinate": str(state.slot), "Last-Timestamp": str(state.timestamp),
                    "Last-Block-Height": str(state.block_height)}
         return Response(state.memory, 200, headers, media_type="application/octet-stream")
 
     # -- gateway and node -----------------------------------------------------------------------
     async def graphql(self, request: Request) -> Response:
-        body = await self._body(request)
-        return json_response(await run_in_threadpool(self.gateway.execute, body))
+        body = await self._body(request, SMALL_BODY)
+        return json_response(await self._read(lambda: self.gateway.execute(body)))
 
     async def status(self, request: Request) -> Response:
-        return json_response(await run_in_threadpool(self.views.status))
+        return json_response(await self._read(self.views.status))
 
     async def tree(self, request: Request) -> Response:
-        return json_response(await run_in_threadpool(self.node.tree))
+        return json_response(await self._read(self.node.tree))
 
 
 def create_app(node: Node, **options: Any) -> Starlette:

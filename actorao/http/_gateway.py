@@ -9,6 +9,8 @@ messages by id. A gateway indexes every transaction; a node only knows its own.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +20,7 @@ import orjson
 
 from actorao._exceptions import InvalidMessage
 from actorao.ans104 import DataItem
+from actorao.http._views import signed_item
 from actorao.message import DATA_PROTOCOL, VARIANT, encode_id, is_id
 from actorao.node import Node
 from actorao.persist import log_key
@@ -52,6 +55,9 @@ type Parent { id: ID! }
 type Bundle { id: ID! }
 """)
 MAX_FIRST = 100
+MAX_TOKENS = 2000  # a query aoconnect sends is about 40 tokens; this bounds what a query can ask
+MAX_ROOT_FIELDS = 8  # aliases of transactions(...) in one query, each a scan of the node's index
+_CURSOR = re.compile(r"[0-9]{1,9}")
 SCHEDULER_TTL_MS = "3600000"
 
 
@@ -97,10 +103,20 @@ class Gateway:
         variables = request.get("variables")
         if variables is not None and not isinstance(variables, dict):
             raise InvalidMessage("variables", "expected a JSON object")
-        result = graphql.graphql_sync(
-            SCHEMA, request["query"], root_value=self, variable_values=variables,
-            operation_name=request.get("operationName"),
-        )
+        try:
+            document = graphql.parse(request["query"], max_tokens=MAX_TOKENS)
+        except graphql.GraphQLError as exc:
+            return {"errors": [exc.formatted]}
+        errors = graphql.validate(SCHEMA, document)
+        if not errors:
+            roots = sum(len(d.selection_set.selections) for d in document.definitions
+                        if isinstance(d, graphql.OperationDefinitionNode))
+            if roots > MAX_ROOT_FIELDS:
+                errors = [graphql.GraphQLError(f"{roots} root fields; this node answers at most {MAX_ROOT_FIELDS}")]
+        if errors:
+            return {"errors": [error.formatted for error in errors]}
+        result = graphql.execute_sync(SCHEMA, document, root_value=self, variable_values=variables,
+                                      operation_name=request.get("operationName"))
         return dict(result.formatted)
 
     # -- resolvers (graphql-core calls root fields as methods of the root value) ----------------
@@ -110,7 +126,7 @@ class Gateway:
     def transactions(self, info: Any, **args: Any) -> dict[str, Any]:
         first = max(0, min(int(args.get("first") or 10), MAX_FIRST))
         after = args.get("after")
-        start = int(after) if after is not None and str(after).isdigit() else 0
+        start = int(after) if after is not None and _CURSOR.fullmatch(str(after)) else 0
 
         def body(txn: lmdb.Transaction) -> list[dict[str, Any]]:
             ids = args.get("ids")
@@ -118,15 +134,15 @@ class Gateway:
                 candidates: Iterator[dict[str, Any] | None] = (self._by_id(txn, tx_id) for tx_id in ids)
             else:
                 candidates = self._all(txn)
-            return [tx for tx in candidates if tx is not None and _matches(tx, args)][: start + first + 1]
+            wanted = (tx for tx in candidates if tx is not None and _matches(tx, args))
+            return list(itertools.islice(wanted, start + first + 1))
 
         found = self.store.read(body)
         page = found[start: start + first]
         return {
             "pageInfo": {"hasNextPage": len(found) > start + first},
             "edges": [{"cursor": str(start + index + 1), "node": tx} for index, tx in enumerate(page)],
-            "count": str(len(found)),
-        }
+            }
 
     # -- what the node knows ------------------------------------------------------------------
     def scheduler_location(self) -> dict[str, Any]:
@@ -136,26 +152,23 @@ class Gateway:
         tx_id = encode_id(hashlib.sha256(b"Scheduler-Location|" + identity.encode()).digest())
         return _transaction(tx_id, identity, [{"name": n, "value": v} for n, v in tags])
 
-    def _item(self, txn: lmdb.Transaction, tx_id: str) -> DataItem | None:
-        raw = txn.get(tx_id.encode(), db=self.store.db["items"])
-        return DataItem.parse(bytes(raw)) if raw is not None else None
-
     def _module(self, txn: lmdb.Transaction, module_id: str) -> dict[str, Any] | None:
         meta = txn.get(module_id.encode(), db=self.store.modules)
         if meta is None:
             return None
         doc = orjson.loads(bytes(meta))
         wasm = txn.get(module_id.encode() + b"/wasm", db=self.store.modules)
-        return _transaction(module_id, doc["owner"], doc["tags"], item=self._item(txn, module_id),
-                            size=len(wasm) if wasm is not None else 0)
+        tx = _transaction(module_id, doc["owner"], doc["tags"], size=len(wasm) if wasm is not None else 0)
+        tx["owner"]["key"], tx["signature"] = doc.get("key", ""), doc.get("signature", "")  # kept at upload
+        return tx
 
     def _logged(self, txn: lmdb.Transaction, tx_id: str, key: bytes) -> dict[str, Any] | None:
         entry = txn.get(key, db=self.store.log)
         if entry is None:
             return None
         doc = orjson.loads(bytes(entry))
-        return _transaction(tx_id, doc["Owner"], doc["Tags"], item=self._item(txn, tx_id), recipient=doc["Target"],
-                            size=len(doc["Data"].encode()))
+        return _transaction(tx_id, doc["Owner"], doc["Tags"], item=signed_item(txn, self.store, tx_id),
+                            recipient=doc["Target"], size=len(doc["Data"].encode()))
 
     def _by_id(self, txn: lmdb.Transaction, tx_id: str) -> dict[str, Any] | None:
         if not is_id(tx_id):

@@ -50,7 +50,7 @@ class HttpServer:
             self._socket.close()
             raise ActoraoError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         self.host, self.port = host, self._socket.getsockname()[1]
-        self.url = f"http://{host}:{self.port}"
+        self.url = f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
         options.setdefault("public_url", self.url)
         self._server = uvicorn.Server(_config(node, host, self.port, **options))
         self._thread = threading.Thread(target=self._run, name="http", daemon=True)

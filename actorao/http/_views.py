@@ -11,13 +11,20 @@ from typing import Any
 import lmdb
 import orjson
 
-from actorao._exceptions import UnknownMessage, UnknownProcess
+from actorao._exceptions import UnknownProcess
 from actorao.ans104 import DataItem
 from actorao.message import Assignment, encode_id, normalize_tags
 from actorao.node import Node
 from actorao.persist import log_key, split_key
 
 _LAST_SLOT = (1 << 64) - 1
+PAGE_BYTES = 8 * 1024 * 1024  # a page stops early past this much message data; has_next_page says so
+
+
+def signed_item(txn: lmdb.Transaction, store: Any, item_id: str) -> DataItem | None:
+    """The data item ``item_id`` came in as, if it came in signed."""
+    raw = txn.get(item_id.encode(), db=store.items)
+    return DataItem.parse(bytes(raw)) if raw is not None else None
 
 
 class LogView:
@@ -26,10 +33,6 @@ class LogView:
         self.store = node.store
 
     # -- SU shapes ------------------------------------------------------------------------------
-    def _signed(self, txn: lmdb.Transaction, message_id: str) -> DataItem | None:
-        raw = txn.get(message_id.encode(), db=self.store.db["items"])
-        return DataItem.parse(bytes(raw)) if raw is not None else None
-
     def _message_json(self, doc: dict[str, Any], item: DataItem | None) -> dict[str, Any]:
         return {
             "id": doc["Id"],
@@ -59,7 +62,7 @@ class LogView:
 
     def _edge_node(self, txn: lmdb.Transaction, pid: str, raw: bytes) -> dict[str, Any]:
         doc = orjson.loads(raw)
-        return {"message": self._message_json(doc, self._signed(txn, doc["Id"])),
+        return {"message": self._message_json(doc, signed_item(txn, self.store, doc["Id"])),
                 "assignment": self._assignment_json(pid, doc)}
 
     def _known(self, txn: lmdb.Transaction, pid: str) -> None:
@@ -74,24 +77,22 @@ class LogView:
             stop = _LAST_SLOT if last is None else last
             edges: list[dict[str, Any]] = []
             more = False
+            size = 0
             for slot, raw in _range(txn, self.store.log, pid, start, stop):
-                if len(edges) == limit:
+                if len(edges) == limit or (edges and size + len(raw) > PAGE_BYTES):
                     more = True
                     break
+                size += len(raw)
                 edges.append({"node": self._edge_node(txn, pid, raw), "cursor": str(slot)})
             return {"page_info": {"has_next_page": more}, "edges": edges}
 
         return self.store.read(body)
 
     def message(self, message_id: str, pid: str) -> dict[str, Any]:
+        key = self.node.result_key(message_id, pid)
+
         def body(txn: lmdb.Transaction) -> dict[str, Any]:
-            self._known(txn, pid)
-            key = txn.get(message_id.encode(), db=self.store.messages)
-            if key is not None and bytes(key[:-8]) != pid.encode():
-                key = txn.get(f"{message_id}|{pid}".encode(), db=self.store.messages)
-            if key is None:
-                raise UnknownMessage(f"message {message_id} was not assigned to process {pid}")
-            return self._edge_node(txn, pid, _entry(txn, self.store.log, bytes(key)))
+            return self._edge_node(txn, pid, _entry(txn, self.store.log, key))
 
         return self.store.read(body)
 
@@ -112,7 +113,7 @@ class LogView:
         def body(txn: lmdb.Transaction) -> dict[str, Any]:
             self._known(txn, pid)
             doc = orjson.loads(_entry(txn, self.store.log, log_key(pid, 0)))
-            item = self._signed(txn, pid)
+            item = signed_item(txn, self.store, pid)
             message = self._message_json(doc, item)
             return {
                 "process_id": pid,
@@ -149,9 +150,13 @@ class LogView:
                 found = _range_reversed(txn, self.store.results, pid, start, stop)
             edges: list[bytes] = []
             log_db = self.store.log
+            size = 0
             for slot, raw in found:
                 if cron_only and not orjson.loads(_entry(txn, log_db, log_key(pid, slot)))["Cron"]:
                     continue
+                size += len(raw)
+                if edges and size > PAGE_BYTES:  # the client asks again from the last cursor
+                    break
                 edges.append(b'{"cursor":"%d","node":%s}' % (slot, raw))
                 if len(edges) == limit:
                     break

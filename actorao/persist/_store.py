@@ -116,6 +116,7 @@ class Store:
         self.log = self.db["log"]
         self.results = self.db["results"]
         self.checkpoints = self.db["checkpoints"]
+        self.items = self.db["items"]
 
     def close(self) -> None:
         self.env.close()

@@ -266,13 +266,16 @@ class SchedulerUnit(ThreadChild):
         pushes: list[tuple[str, bytes, bytes]] = []
         now = int(self._clock() * 1000)
         store = self.store
-        log_db, messages_db, items_db = store.log, store.messages, store.db["items"]
+        log_db, messages_db, items_db = store.log, store.messages, store.items
         for request in batch:
             acks: list[Ack | Exception] = []
             answers.append(acks)
             for item in request.items:
                 # An id is assigned once per process: to its target, and once to each assignee.
-                once = item.id if request.assign_to is None else f"{item.id}|{request.assign_to}"
+                # Assigning a message to its own target is no new assignment: it is the message.
+                assignee = request.assign_to
+                own = item.id if isinstance(item, Process) else item.target
+                once = item.id if assignee is None or assignee == own else f"{item.id}|{assignee}"
                 earlier = seen.get(once) if request.fresh_ids else (
                     seen.get(once) or self._existing_ack(txn, once, item.id)
                 )

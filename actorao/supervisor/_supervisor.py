@@ -328,8 +328,8 @@ class Supervisor:
             again = order[order.index(failed) :]
         self._stop_all([running for running in again if running is not failed])
         for running in again:
-            running.restarts += 1
             self._start(running)
+            running.restarts += 1  # counted once started: a tree that shows the count shows the new pid
             if self._on_restart is not None:
                 self._on_restart(running.id)
 
