@@ -13,6 +13,7 @@ import wasmtime
 from actorao import examples
 from actorao.cu import Limits, place
 from actorao.cu import _checkpoint as checkpoints
+from actorao.cu._pool import _rebalanced, place_bounded
 from actorao.cu._worker import Worker, WorkerConfig
 from actorao.message import Message, Process, module_json, new_id, with_ao_tags
 from actorao.persist import Store, log_key
@@ -118,6 +119,26 @@ def test_placement_is_stable_and_moves_few_processes_when_workers_change() -> No
     moved = sum(1 for a, b in zip(two, three, strict=True) if a != b)
     assert moved < 1300  # about a third move, all of them to the new worker
     assert all(b == 2 for a, b in zip(two, three, strict=True) if a != b)
+
+
+def test_bounded_placement_evens_out_few_heavy_processes() -> None:
+    pids = [new_id(str(i).encode()) for i in range(200)]
+    for workers in (2, 3, 16):
+        for count in (2, 5, 8, 37, 200):
+            loads = [0] * workers
+            for pid in pids[:count]:
+                loads[place_bounded(pid, loads)] += 1
+            assert max(loads) - min(loads) <= 1, (workers, count, loads)
+    # where the preferred worker has room, the preference wins: no one moves for nothing
+    loads = [0, 0]
+    assert place_bounded(pids[0], loads) == place(pids[0], 2)
+    # a rebalance keeps everyone who may stay, and evens out the rest
+    current = {pid: place(pid, 2) for pid in pids[:50]}
+    grown = _rebalanced(current, 3)
+    assert sorted(Counter(grown.values()).values()) == [16, 17, 17]
+    assert all(grown[pid] == 2 for pid in current if grown[pid] != current[pid])
+    shrunk = _rebalanced(grown, 2)
+    assert sorted(Counter(shrunk.values()).values()) == [25, 25]
 
 
 @pytest.mark.parametrize(("checkpoint_every", "last_checkpoint"), [(1, 10), (5, 9), (4, 7)])

@@ -62,12 +62,46 @@ class _PoolChild(SupervisorChild):
         self.pool.stop_workers()
 
 
+def ranking(pid: str, workers: int) -> list[int]:
+    """Worker indexes in ``pid``'s rendezvous order: highest score first."""
+    key = pid.encode()
+    return sorted(range(workers), key=lambda index: hashlib.blake2b(key + bytes([index]), digest_size=8).digest(),
+                  reverse=True)
+
+
 def place(pid: str, workers: int) -> int:
-    """The worker index that hosts ``pid``: rendezvous hashing, highest score wins."""
+    """The worker ``pid`` prefers: rendezvous hashing, highest score wins."""
+    return 0 if workers == 1 else ranking(pid, workers)[0]
+
+
+def place_bounded(pid: str, loads: list[int]) -> int:
+    """The first worker in ``pid``'s rendezvous order that is below the even share once ``pid`` is
+    counted: hashing alone puts 5 of 8 heavy processes on one of two workers as often as not, and
+    that worker then bounds the node. Loads end at most one apart."""
+    workers = len(loads)
     if workers == 1:
         return 0
-    key = pid.encode()
-    return max(range(workers), key=lambda index: hashlib.blake2b(key + bytes([index]), digest_size=8).digest())
+    cap = -(-(sum(loads) + 1) // workers)  # ceil
+    return next(index for index in ranking(pid, workers) if loads[index] < cap)
+
+
+def _rebalanced(current: dict[str, int], workers: int) -> dict[str, int]:
+    """A placement on ``workers`` that moves few processes: each stays where it is while its worker
+    remains and is under the even share; the others are placed as new ones are."""
+    cap = -(-len(current) // workers)
+    loads = [0] * workers
+    placement: dict[str, int] = {}
+    for pid in sorted(current):
+        index = current[pid]
+        if index < workers and loads[index] < cap:
+            placement[pid] = index
+            loads[index] += 1
+    for pid in sorted(current):
+        if pid not in placement:
+            index = place_bounded(pid, loads)
+            placement[pid] = index
+            loads[index] += 1
+    return placement
 
 
 class WorkerPool:
@@ -103,6 +137,7 @@ class WorkerPool:
         ]
         self._results = open_socket(self._context, zmq.PULL, results_address(runtime), bind=True)
         self._placement: dict[str, int] = {}
+        self._loads = [0] * workers  # processes placed on each worker
         self._behind: list[set[str]] = [set() for _ in range(workers)]  # to WAKE: pushes dropped, moves
         self._route_lock = threading.RLock()
         self._scale_lock = threading.Lock()
@@ -201,7 +236,11 @@ class WorkerPool:
     def worker_of(self, pid: str) -> int:
         index = self._placement.get(pid)
         if index is None:
-            index = self._placement[pid] = place(pid, self.workers)
+            with self._route_lock:  # dry runs ask from other threads: loads must count each once
+                index = self._placement.get(pid)
+                if index is None:
+                    index = self._placement[pid] = place_bounded(pid, self._loads)
+                    self._loads[index] += 1
         return index
 
     def push(self, entries: list[tuple[str, bytes, bytes]]) -> None:
@@ -258,14 +297,20 @@ class WorkerPool:
                     raise Timeout(f"new workers did not start within {timeout} s")
             with self._route_lock:
                 leaving: dict[int, list[str]] = {}
-                for pid in self._known_processes():
-                    old, new = place(pid, before), place(pid, workers)
+                known = sorted(self._known_processes())
+                current = {pid: self.worker_of(pid) for pid in known}
+                placement = _rebalanced(current, workers)
+                for pid in known:
+                    old, new = current[pid], placement[pid]
                     if old != new:
                         leaving.setdefault(old, []).append(pid)
                         self._moving[pid] = new
                         self._behind[old].discard(pid)
                 self.workers = workers
-                self._placement.clear()
+                self._placement = placement
+                self._loads = [0] * workers
+                for index in placement.values():
+                    self._loads[index] += 1
                 self._evicting = {index: set(pids) for index, pids in leaving.items()}
                 for index, pids in leaving.items():
                     if not self._send_soon(self._outlets[index], EVICT, [pid.encode() for pid in pids]):
