@@ -312,16 +312,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     show_log.add_argument("--limit", type=int, default=100)
     tree = client("tree", "print a node's supervision tree as JSON (a running node's, or --path's)")
     data_path(tree, None)
+    from actorao.bench import _run as bench
+
+    bench.add_arguments(commands.add_parser(
+        "bench", help="run the benchmark matrix; writes bench-results/<timestamp>/ (results.json, report.md, plots)"))
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    if getattr(args, "workers", None) is not None:
+    if args.command != "bench" and getattr(args, "workers", None) is not None:
         args.workers = int(args.workers)
     try:
         if args.command == "demo":
             return demo(args.path, args.processes, args.messages, args.workers, args.batch)
         if args.command == "node":
             return run_node(args)
+        if args.command == "bench":
+            return bench.main(args, argv)
         return run_client(args)
     except ActoraoError as exc:
         print(f"actorao {args.command}: {exc}", file=sys.stderr)

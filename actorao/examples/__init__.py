@@ -20,8 +20,8 @@ import wasmtime
 
 __all__ = ["C_NAMES", "NAMES", "c_wasm", "wasm", "wat"]
 
-NAMES = ("counter", "echo", "pingpong", "trapper")
-C_NAMES = ("token", "wallet")
+NAMES = ("counter", "echo", "noop", "pingpong", "trapper")
+C_NAMES = ("compute", "token", "wallet")
 
 _STRINGS = {
     "ok_output_open": '{"ok":true,"response":{"Output":"',

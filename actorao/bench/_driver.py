@@ -1,0 +1,311 @@
+"""Running the matrix: each case on a fresh node, closed-loop for throughput and ack-to-result
+latency, then open-loop load sweeps for latency against load, then the baselines on the same module
+calls. Everything measured here is wall-clock on this machine: the report gives ratios beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pykka
+
+from actorao._exceptions import ActoraoError, Timeout
+from actorao.bench import _baselines as baselines
+from actorao.bench._workloads import WORKLOADS, Workload
+from actorao.message import Assignment, Message, module_json, new_id, with_ao_tags
+from actorao.node import Node
+from actorao.persist import log_key
+from actorao.su import Ack
+
+BATCH = 250  # messages per send_many: large enough to amortise the fsync, small enough to stream
+WINDOW = 4  # batches in flight at once
+RESULT_TIMEOUT = 600.0
+
+
+@dataclass
+class Case:
+    workload: str
+    workers: int
+    processes: int
+    size: int
+    messages: int
+
+    @property
+    def label(self) -> str:
+        size = f", {self.size} B" if self.size else ""
+        return f"{self.workload}: {self.processes} proc{size}, {self.workers} worker(s)"
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    seconds: float
+    throughput: float  # messages/s, first send to last result
+    evaluations: int
+    latency_ms: dict[str, float]  # p50, p99, p99.9 from acknowledgement to result
+    cpu_cores: float  # CPU seconds of the node and its workers per wall second
+    checkpoint_bytes: int
+    spawn_seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc.update(doc.pop("case"))
+        return doc
+
+
+@dataclass
+class SweepPoint:
+    workload: str
+    workers: int
+    processes: int
+    level: float  # fraction of the closed-loop throughput offered
+    offered: float  # messages/s offered
+    achieved: float  # messages/s evaluated
+    latency_ms: dict[str, float]
+
+
+def percentiles(samples: Sequence[float]) -> dict[str, float]:
+    if not samples:
+        return {"p50": 0.0, "p99": 0.0, "p99.9": 0.0}
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000.0
+
+    return {"p50": statistics.median(ordered) * 1000.0, "p99": at(0.99), "p99.9": at(0.999)}
+
+
+class _Probe:
+    """Ack and result times per log key. The node calls ``arrived`` on its listener thread."""
+
+    def __init__(self) -> None:
+        self.acked: dict[bytes, float] = {}
+        self.arrivals: dict[bytes, float] = {}
+        self.count = 0
+        self.last = 0.0
+        self.reached = threading.Event()
+        self.target = 1 << 62
+
+    def arrived(self, keys: list[bytes]) -> None:
+        now = time.perf_counter()
+        arrivals = self.arrivals
+        for key in keys:
+            arrivals[bytes(key)] = now
+        self.count += len(keys)
+        self.last = now
+        if self.count >= self.target:
+            self.reached.set()
+
+    def latencies(self) -> list[float]:
+        arrivals = self.arrivals
+        return [max(0.0, arrivals[key] - at) for key, at in self.acked.items() if key in arrivals]
+
+
+def _cpu_seconds(node: Node) -> float:
+    import psutil  # the bench extra's: imported when a bench runs, not when the CLI starts
+
+    pids = [os.getpid()] + [child["pid"] for child in _workers(node.tree()) if child.get("pid")]
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _workers(tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    if str(tree.get("id", "")).startswith("worker-"):
+        yield tree
+    for child in tree.get("children", ()):
+        yield from _workers(child)
+
+
+def _checkpoint_bytes(node: Node) -> int:
+    db = node.store.db["checkpoints"]
+    return int(node.store.read(lambda txn: sum(len(value) for _, value in txn.cursor(db=db))))
+
+
+class _AckRecorder:
+    """Waits on batch futures in submission order (the SU commits in that order) and stamps each
+    message's acknowledgement when its batch's future resolves; ``slots`` bounds batches in flight."""
+
+    def __init__(self, probe: _Probe, tick: Callable[[int], None], window: int) -> None:
+        self.probe, self.tick = probe, tick
+        self.slots = threading.Semaphore(window)
+        self.pending: queue.SimpleQueue[pykka.ThreadingFuture[list[Ack]] | None] = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="bench-acks", daemon=True)
+        self.thread.start()
+
+    def submit(self, future: pykka.ThreadingFuture[list[Ack]]) -> None:
+        self.pending.put(future)
+
+    def _run(self) -> None:
+        while (future := self.pending.get()) is not None:
+            try:
+                acks = future.get(timeout=RESULT_TIMEOUT)
+            except BaseException as exc:  # reported by close(); the sender must not wait forever
+                self.error = exc
+                acks = []
+            now = time.perf_counter()
+            acked = self.probe.acked
+            for ack in acks:
+                acked[log_key(ack.process, ack.slot)] = now
+            self.slots.release()
+            self.tick(len(acks))
+
+    def close(self) -> None:
+        self.pending.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise ActoraoError(f"a batch was not acknowledged: {self.error}")
+
+
+@contextmanager
+def _node(workers: int, root: Path) -> Iterator[Node]:
+    with tempfile.TemporaryDirectory(dir=root) as path, Node(Path(path) / "node", workers=workers) as node:
+        yield node
+
+
+def run_case(case: Case, root: Path, tick: Callable[[int], None]) -> CaseResult:
+    """One case on a fresh node: send ``case.messages`` in pipelined durable batches, wait for every
+    evaluation they cause, check the workload's answer."""
+    workload = WORKLOADS[case.workload]
+    with _node(case.workers, root) as node:
+        started = time.perf_counter()
+        prepared = workload.prepare(node, case.processes, case.size)
+        spawn_seconds = time.perf_counter() - started
+        probe = _Probe()
+        stop_watching = node.watch_results(probe.arrived)
+        try:
+            expected = case.messages * prepared.evaluations_per_message
+            probe.target = expected
+            cpu_before = _cpu_seconds(node)
+            began = time.perf_counter()
+            recorder = _AckRecorder(probe, tick, WINDOW)
+            try:
+                for start in range(0, case.messages, BATCH):
+                    batch = [prepared.message(i) for i in range(start, min(start + BATCH, case.messages))]
+                    recorder.slots.acquire()
+                    recorder.submit(node.send_many_nowait(batch))
+            finally:
+                recorder.close()
+            if not probe.reached.wait(RESULT_TIMEOUT):
+                raise Timeout(f"{case.label}: {probe.count} of {expected} evaluations after {RESULT_TIMEOUT} s")
+            seconds = probe.last - began
+            cpu = _cpu_seconds(node) - cpu_before
+        finally:
+            stop_watching()
+        prepared.check(node, case.messages)
+        return CaseResult(
+            case, seconds, case.messages / seconds, expected, percentiles(probe.latencies()),
+            cpu / seconds, _checkpoint_bytes(node), spawn_seconds,
+        )
+
+
+def run_sweep(workload_name: str, workers: int, processes: int, ceiling_rate: float, levels: Sequence[float],
+              duration: float, root: Path, tick: Callable[[int], None]) -> list[SweepPoint]:
+    """Latency against load: offer ``level`` times the closed-loop throughput, open-loop (a batch
+    every 20 ms whatever the node is doing), for ``duration`` seconds per level."""
+    workload = WORKLOADS[workload_name]
+    points: list[SweepPoint] = []
+    with _node(workers, root) as node:
+        prepared = workload.prepare(node, processes, 0)
+        sent_total = 0
+        for level in levels:
+            probe = _Probe()
+            stop_watching = node.watch_results(probe.arrived)
+            try:
+                offered = ceiling_rate * level
+                interval = 0.02
+                per_tick = max(1, round(offered * interval))
+                ticks = max(1, round(duration / interval))
+                probe.target = per_tick * ticks * prepared.evaluations_per_message
+                recorder = _AckRecorder(probe, tick, 1 << 20)  # open loop: never held back
+                began = time.perf_counter()
+                try:
+                    for n in range(ticks):
+                        batch = [prepared.message(sent_total + i) for i in range(per_tick)]
+                        sent_total += per_tick
+                        recorder.submit(node.send_many_nowait(batch))
+                        delay = began + (n + 1) * interval - time.perf_counter()
+                        if delay > 0:
+                            time.sleep(delay)
+                finally:
+                    recorder.close()
+                if not probe.reached.wait(RESULT_TIMEOUT):
+                    raise Timeout(f"{workload_name} at {level:.0%} load: {probe.count} of {probe.target} evaluations")
+                elapsed = max(probe.last - began, 1e-9)
+                points.append(SweepPoint(workload_name, workers, processes, level, per_tick / interval,
+                                         per_tick * ticks / elapsed, percentiles(probe.latencies())))
+            finally:
+                stop_watching()
+        prepared.check(node, sent_total)
+    return points
+
+
+def module_bodies(workload: Workload, messages: int, size: int) -> tuple[list[bytes], bytes]:
+    """The messages a workload's process would read, as module JSON, and an env: the baselines'
+    input, the same calls the node makes."""
+    owner, pid = new_id(b"bench owner"), new_id(b"bench process")
+    data = "x" * size
+    bodies = [
+        module_json(
+            Message(new_id(), owner, pid, with_ao_tags({"Action": workload.action}, "Message"), data),
+            Assignment(pid, i + 1, new_id(), 1_700_000_000_000, pid),
+        )
+        for i in range(messages)
+    ]
+    env = b'{"Process":{"Id":"%s","Owner":"%s","Tags":[]}}' % (pid.encode(), owner.encode())
+    return bodies, env
+
+
+@dataclass
+class BaselineResult:
+    workload: str
+    name: str
+    workers: int
+    processes: int
+    messages: int
+    throughput: float
+    checksum: str
+
+
+def run_baselines(workload_name: str, workers_list: Sequence[int], processes: int, messages: int,
+                  include: Sequence[str], tick: Callable[[int], None]) -> list[BaselineResult]:
+    """Each baseline of ``include`` on the workload's module, for each worker count (the ceiling
+    once); all must agree with the ceiling's checksum, or the comparison would be unfair."""
+    workload = WORKLOADS[workload_name]
+    wasm = workload.module()
+    bodies, env = module_bodies(workload, messages, 0)
+    out: list[BaselineResult] = []
+    reference = baselines.ceiling(wasm, bodies, env, processes)
+    out.append(BaselineResult(workload_name, reference.name, 1, processes, messages, reference.rate,
+                              reference.checksum))
+    tick(messages)
+    for name in include:
+        function = baselines.BASELINES[name]
+        if function is baselines.ceiling:
+            continue
+        for workers in workers_list:
+            run = function(wasm, bodies, env, workers, processes)
+            tick(messages)
+            if run is None:
+                continue
+            if run.checksum != reference.checksum:
+                raise ActoraoError(f"baseline {run.name} computed other results than the ceiling")
+            out.append(BaselineResult(workload_name, run.name, workers, processes, messages, run.rate, run.checksum))
+    return out

@@ -1,0 +1,208 @@
+"""Writing a run out: results.json (everything measured), report.md (the tables and the ratios the
+team's targets are stated in) and two PNG plots, throughput against workers and latency against load.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+TARGETS = {
+    "compute speed-up, 1 -> 2 workers": 1.8,
+    "compute: actorao / Ray actors": 5.0,
+    "compute: actorao / Ray actors, a call per message": 5.0,
+    "noop: actorao / in-process ceiling": 0.5,
+}
+
+
+def summarize(cases: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> dict[str, Any]:
+    """Speed-ups and scaling efficiency per (workload, processes, size), and the ratios of the
+    node's throughput to each baseline at the same worker count."""
+    groups: dict[tuple[str, int, int], dict[int, float]] = defaultdict(dict)
+    for case in cases:
+        groups[(case["workload"], case["processes"], case["size"])][case["workers"]] = case["throughput"]
+    scaling = []
+    for (workload, processes, size), rates in groups.items():
+        base = rates.get(1) or rates[min(rates)]
+        base_workers = 1 if 1 in rates else min(rates)
+        for workers, rate in sorted(rates.items()):
+            speedup = rate / base
+            scaling.append({"workload": workload, "processes": processes, "size": size, "workers": workers,
+                            "throughput": rate, "speedup": speedup,
+                            "efficiency": speedup / (workers / base_workers)})
+    ratios = []
+    for baseline in baselines:
+        matching = [c for c in cases if c["workload"] == baseline["workload"] and c["size"] == 0
+                    and c["processes"] == baseline["processes"]
+                    and (c["workers"] == baseline["workers"] or baseline["name"] == "in-process ceiling")]
+        for case in matching:
+            ratios.append({"workload": case["workload"], "baseline": baseline["name"], "workers": case["workers"],
+                           "actorao": case["throughput"], "baseline_throughput": baseline["throughput"],
+                           "ratio": case["throughput"] / baseline["throughput"]})
+    targets = _targets(scaling, ratios)
+    return {"scaling": scaling, "ratios": ratios, "targets": targets}
+
+
+def _targets(scaling: list[dict[str, Any]], ratios: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found: dict[str, float | None] = dict.fromkeys(TARGETS)
+    two = [s for s in scaling if s["workload"] == "compute" and s["workers"] == 2]
+    if two:
+        found["compute speed-up, 1 -> 2 workers"] = max(s["speedup"] for s in two)
+    for name in ("Ray actors", "Ray actors, a call per message"):
+        ray = [r for r in ratios if r["workload"] == "compute" and r["baseline"] == name
+               and r["workers"] == max(x["workers"] for x in ratios)]
+        if ray:
+            found[f"compute: actorao / {name}"] = ray[0]["ratio"]
+    ceiling = [r for r in ratios if r["workload"] == "noop" and r["baseline"] == "in-process ceiling"]
+    if ceiling:
+        found["noop: actorao / in-process ceiling"] = max(r["ratio"] for r in ceiling)
+    out = []
+    for name, goal in TARGETS.items():
+        measured = found[name]
+        out.append({"target": name, "goal": goal, "measured": measured,
+                    "met": None if measured is None else measured >= goal})
+    return out
+
+
+def _fmt_rate(rate: float) -> str:
+    return f"{rate:,.0f}"
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    meta, summary = doc["meta"], doc["summary"]
+    lines = [
+        "# actorao bench",
+        "",
+        f"{meta['started']} on {meta['machine']}; actorao {meta['actorao']}, Python {meta['python']}; "
+        f"command: `{meta['command']}`.",
+        "",
+        "Throughput is messages/s from the first send to the last evaluation it causes; latency is from a "
+        "message's acknowledgement (durable) to its result; CPU is the node's and its workers' CPU seconds per "
+        "wall second. Speed-up and efficiency are against 1 worker of the same row.",
+        "",
+        "## Targets",
+        "",
+        "| target | goal | measured | met |",
+        "|---|---|---|---|",
+    ]
+    for target in summary["targets"]:
+        measured = "not measured" if target["measured"] is None else f"{target['measured']:.2f}x"
+        met = {True: "yes", False: "**no**", None: "-"}[target["met"]]
+        lines.append(f"| {target['target']} | >= {target['goal']}x | {measured} | {met} |")
+    lines += ["", "## Workloads", "", "| workload | processes | size (B) | workers | msgs/s | speed-up | efficiency "
+              "| p50 ms | p99 ms | p99.9 ms | CPU cores | checkpoint bytes |", "|" + "---|" * 12]
+    scaling = {(s["workload"], s["processes"], s["size"], s["workers"]): s for s in summary["scaling"]}
+    for case in doc["cases"]:
+        s = scaling[(case["workload"], case["processes"], case["size"], case["workers"])]
+        lat = case["latency_ms"]
+        lines.append(
+            f"| {case['workload']} | {case['processes']:,} | {case['size']:,} | {case['workers']} | "
+            f"{_fmt_rate(case['throughput'])} | {s['speedup']:.2f}x | {s['efficiency']:.0%} | {lat['p50']:.1f} | "
+            f"{lat['p99']:.1f} | {lat['p99.9']:.1f} | {case['cpu_cores']:.2f} | {case['checkpoint_bytes']:,} |"
+        )
+    if doc["baselines"]:
+        lines += ["", "## Baselines (same module calls, same run)", "",
+                  "| workload | baseline | workers | baseline msgs/s | actorao msgs/s | actorao / baseline |",
+                  "|---|---|---|---|---|---|"]
+        for ratio in summary["ratios"]:
+            lines.append(f"| {ratio['workload']} | {ratio['baseline']} | {ratio['workers']} | "
+                         f"{_fmt_rate(ratio['baseline_throughput'])} | {_fmt_rate(ratio['actorao'])} | "
+                         f"{ratio['ratio']:.2f}x |")
+        missing = doc["meta"].get("baselines_missing")
+        if missing:
+            lines.append("")
+            lines.append(f"Not measured: {missing}.")
+    if doc["sweeps"]:
+        lines += ["", "## Latency against load", "", "| workload | workers | offered msgs/s | achieved msgs/s | "
+                  "p50 ms | p99 ms | p99.9 ms |", "|---|---|---|---|---|---|---|"]
+        for point in doc["sweeps"]:
+            lat = point["latency_ms"]
+            lines.append(f"| {point['workload']} | {point['workers']} | {_fmt_rate(point['offered'])} | "
+                         f"{_fmt_rate(point['achieved'])} | {lat['p50']:.1f} | {lat['p99']:.1f} | "
+                         f"{lat['p99.9']:.1f} |")
+    if doc.get("skipped"):
+        lines += ["", "## Skipped", ""] + [f"- {reason}" for reason in doc["skipped"]]
+    plotted = ["`throughput.png` (throughput against workers)"] + (
+        ["`latency.png` (latency percentiles against load)"] if doc["sweeps"] else [])
+    lines += ["", "Plots: " + ", ".join(plotted) + ".", ""]
+    return "\n".join(lines)
+
+
+def plots(doc: dict[str, Any], out: Path) -> list[str]:
+    """throughput.png and latency.png; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display
+    import matplotlib.pyplot as plt
+
+    written = []
+    workloads = sorted({case["workload"] for case in doc["cases"]})
+    if workloads:
+        columns = min(3, len(workloads))
+        rows = (len(workloads) + columns - 1) // columns
+        figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.8 * rows), squeeze=False)
+        for ax, workload in zip(axes.flat, workloads, strict=False):
+            series: dict[tuple[int, int], list[tuple[int, float]]] = defaultdict(list)
+            for case in doc["cases"]:
+                if case["workload"] == workload:
+                    series[(case["processes"], case["size"])].append((case["workers"], case["throughput"]))
+            for (processes, size), points in sorted(series.items()):
+                points.sort()
+                label = f"{processes:,} proc" + (f", {size:,} B" if size else "")
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+            for baseline in doc["baselines"]:
+                if baseline["workload"] != workload:
+                    continue
+                same = sorted((b["workers"], b["throughput"]) for b in doc["baselines"]
+                              if b["workload"] == workload and b["name"] == baseline["name"])
+                if baseline["name"] == "in-process ceiling":
+                    ax.axhline(baseline["throughput"], linestyle=":", color="grey", label="in-process ceiling")
+                elif same and same[0][0] == baseline["workers"]:
+                    ax.plot([s[0] for s in same], [s[1] for s in same], linestyle="--", marker="x",
+                            label=baseline["name"])
+            ax.set_title(workload)
+            ax.set_xlabel("workers")
+            ax.set_ylabel("messages/s")
+            ax.set_xticks(sorted({case["workers"] for case in doc["cases"]}))
+            ax.set_ylim(bottom=0)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        for ax in list(axes.flat)[len(workloads):]:
+            ax.axis("off")
+        figure.suptitle("throughput against workers")
+        figure.tight_layout()
+        figure.savefig(out / "throughput.png", dpi=110)
+        plt.close(figure)
+        written.append("throughput.png")
+    if doc["sweeps"]:
+        names = sorted({(p["workload"], p["workers"]) for p in doc["sweeps"]})
+        figure, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.8), squeeze=False)
+        for ax, (workload, workers) in zip(axes.flat, names, strict=True):
+            levels = sorted((p for p in doc["sweeps"] if (p["workload"], p["workers"]) == (workload, workers)),
+                            key=lambda p: p["offered"])
+            for quantile in ("p50", "p99", "p99.9"):
+                ax.plot([p["offered"] for p in levels], [p["latency_ms"][quantile] for p in levels], marker="o",
+                        label=quantile)
+            ax.set_title(f"{workload}, {workers} worker(s)")
+            ax.set_xlabel("offered load (messages/s)")
+            ax.set_ylabel("ack -> result latency (ms)")
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=7)
+        figure.suptitle("latency percentiles against load")
+        figure.tight_layout()
+        figure.savefig(out / "latency.png", dpi=110)
+        plt.close(figure)
+        written.append("latency.png")
+    return written
+
+
+def write(doc: dict[str, Any], out: Path) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    doc["summary"] = summarize(doc["cases"], doc["baselines"])
+    (out / "results.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    (out / "report.md").write_text(markdown(doc))
+    return ["results.json", "report.md", *plots(doc, out)]

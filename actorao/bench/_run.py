@@ -1,0 +1,208 @@
+"""The ``actorao bench`` command: plan the matrix, run it under a progress bar, write the results."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from actorao.bench import _baselines as baselines
+from actorao.bench._driver import Case, CaseResult, run_baselines, run_case, run_sweep
+from actorao.bench._report import write
+from actorao.bench._workloads import WORKLOADS, aos_module
+
+BASELINE_WORKLOADS = ("noop", "compute")  # the runtime's overhead, and real work per message
+SWEEP_WORKLOADS = ("counter", "compute")
+_BASELINE_KEYS = {"ceiling": "in-process ceiling", "pool": "multiprocessing.Pool", "pykka": "pykka ThreadingActor",
+                  "ray": "Ray actors", "ray-per-message": "Ray actors, a call per message"}
+
+
+@dataclass
+class Plan:
+    workloads: list[str]
+    workers: list[int]
+    sizes: list[int]
+    processes: list[int] | None  # the process-count axis for noop and counter; None: each workload's own
+    mode: str  # "full", "quick" or "smoke"
+    baselines: list[str]
+    sweep_levels: list[float]
+    sweep_seconds: float
+    cases: list[Case] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def messages(self, name: str) -> int:
+        workload = WORKLOADS[name]
+        if self.mode == "smoke":
+            return max(50, workload.quick_messages // 10)
+        return workload.quick_messages if self.mode == "quick" else workload.messages
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SystemExit(f"actorao bench: --{what} takes whole numbers separated by commas, got {text!r}") from None
+    if not values or min(values) < 0 or (what != "sizes" and min(values) < 1):
+        raise SystemExit(f"actorao bench: --{what} {text!r} is out of range")
+    return values
+
+
+def _available(name: str) -> str | None:
+    """Why a workload cannot run here, or None."""
+    try:
+        WORKLOADS[name].module()
+    except FileNotFoundError as exc:
+        return f"{name}: {exc}"
+    except Exception as exc:  # a C module needs the ziglang package to build
+        return f"{name}: its module does not build here ({type(exc).__name__}: {str(exc)[:120]})"
+    return None
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    cores = os.cpu_count() or 1
+    workers = _ints(args.workers, "workers") if args.workers else list(range(1, cores + 1))
+    if mode == "smoke" and not args.workers:
+        workers = [1, 2]
+    sizes = _ints(args.sizes, "sizes") if args.sizes else ([0, 1024] if mode == "full" else [0])
+    processes = _ints(args.processes, "processes") if args.processes else None
+    names = [n.strip() for n in args.workloads.split(",")] if args.workloads else list(WORKLOADS)
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        raise SystemExit(f"actorao bench: no workload {unknown[0]!r}; there are {', '.join(WORKLOADS)}")
+    chosen = list(baselines.BASELINES)
+    if args.baselines:
+        chosen = [_BASELINE_KEYS.get(b.strip(), b.strip()) for b in args.baselines.split(",")]
+        wrong = [b for b in chosen if b not in baselines.BASELINES]
+        if wrong:
+            raise SystemExit(f"actorao bench: no baseline {wrong[0]!r}; there are {', '.join(_BASELINE_KEYS)}")
+    if args.no_baselines:
+        chosen = []
+    levels = {"full": [0.1, 0.25, 0.5, 0.75, 0.9, 1.0], "quick": [0.25, 0.5, 0.9], "smoke": [0.5]}[mode]
+    seconds = {"full": 3.0, "quick": 1.5, "smoke": 0.4}[mode]
+    plan = Plan([], workers, sizes, processes, mode, chosen, [] if args.no_sweep else levels, seconds)
+    for name in names:
+        why = _available(name)
+        if why is not None:
+            plan.skipped.append(why)
+            continue
+        plan.workloads.append(name)
+        workload = WORKLOADS[name]
+        counts = list(workload.quick_processes if mode != "full" else workload.default_processes)
+        if processes is not None and name in ("noop", "counter"):
+            counts = processes
+        if mode == "smoke":
+            counts = [min(c, 20) for c in counts[:1]]
+        for count in counts:
+            for size in sizes if workload.sized else [0]:
+                for w in workers:
+                    plan.cases.append(Case(name, w, count, size, plan.messages(name)))
+    if any(name.startswith("Ray") for name in chosen) and not baselines.ray_available():
+        plan.skipped.append("Ray actors: `ray` is not installed (pip install 'actorao[ray]')")
+    return plan
+
+
+def run(plan: Plan, out_root: Path, command: str, console_progress: bool = True) -> tuple[Path, dict[str, Any]]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    out = out_root / stamp
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    baseline_workloads = [w for w in BASELINE_WORKLOADS if w in plan.workloads and plan.baselines]
+    sweep_workloads = [w for w in SWEEP_WORKLOADS if w in plan.workloads and plan.sweep_levels]
+    total = sum(case.messages for case in plan.cases)
+    total += sum(plan.messages(w) * (1 + len(plan.workers) * len(plan.baselines)) for w in baseline_workloads)
+    results: list[CaseResult] = []
+    sweeps: list[dict[str, Any]] = []
+    found_baselines: list[dict[str, Any]] = []
+    console = Console(stderr=True, quiet=not console_progress)
+    columns = (TextColumn("{task.description:<48}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with tempfile.TemporaryDirectory(prefix="actorao-bench-") as scratch, \
+            Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("starting", total=total or 1)
+        sweep_task = progress.add_task("latency sweeps", total=None, visible=bool(sweep_workloads))
+
+        def tick(count: int) -> None:
+            progress.advance(task, count)
+
+        for case in plan.cases:
+            progress.update(task, description=case.label)
+            results.append(run_case(case, Path(scratch), tick))
+        for name in baseline_workloads:
+            processes = next(c.processes for c in plan.cases if c.workload == name)
+            progress.update(task, description=f"{name}: baselines")
+            for found in run_baselines(name, plan.workers, processes, plan.messages(name), plan.baselines, tick):
+                found_baselines.append(asdict(found))
+        for name in sweep_workloads:
+            top = max(plan.workers)
+            closed = [r for r in results if r.case.workload == name and r.case.workers == top and r.case.size == 0]
+            if not closed:
+                continue
+            reference = max(closed, key=lambda r: r.throughput)
+            progress.update(sweep_task, description=f"{name}: latency against load, {top} worker(s)")
+            points = run_sweep(name, top, reference.case.processes, reference.throughput, plan.sweep_levels,
+                               plan.sweep_seconds, Path(scratch), lambda n: progress.advance(sweep_task, n))
+            sweeps += [asdict(point) for point in points]
+        progress.update(task, description="done")
+    doc: dict[str, Any] = {
+        "meta": {
+            "started": started,
+            "command": command,
+            "mode": plan.mode,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "actorao": importlib.metadata.version("actorao"),
+            "workers": plan.workers,
+            "sizes": plan.sizes,
+            "baselines_missing": "; ".join(s for s in plan.skipped if s.startswith("Ray")) or None,
+        },
+        "workloads": {name: WORKLOADS[name].description for name in plan.workloads},
+        "cases": [result.as_json() for result in results],
+        "baselines": found_baselines,
+        "sweeps": sweeps,
+        "skipped": plan.skipped,
+    }
+    write(doc, out)
+    return out, doc
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="a smaller matrix, under 2 minutes on 2 cores")
+    parser.add_argument("--smoke", action="store_true", help="the smallest matrix: checks the driver works")
+    parser.add_argument("--workloads", help=f"comma-separated, of: {', '.join(WORKLOADS)} (default: all)")
+    parser.add_argument("--workers", help="worker counts, e.g. 1,2,4,8,16 (default: 1 to the core count)")
+    parser.add_argument("--processes", help="process counts for noop and counter (default: 100; counter 1,100,10000)")
+    parser.add_argument("--sizes", help="message data sizes in bytes for noop and counter (default: 0,1024)")
+    parser.add_argument("--baselines", help="comma-separated, of: " + ", ".join(_BASELINE_KEYS) + " (default: all)")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the baselines")
+    parser.add_argument("--no-sweep", action="store_true", help="skip latency against load")
+    parser.add_argument("--out", default="bench-results", help="where to write <timestamp>/ (default: bench-results)")
+
+
+def main(args: argparse.Namespace, argv: Sequence[str] | None = None, echo: Callable[[str], None] = print) -> int:
+    plan = make_plan(args)
+    if not plan.cases:
+        echo("actorao bench: nothing to run: " + "; ".join(plan.skipped))
+        return 1
+    for reason in plan.skipped:
+        echo(f"skipping {reason}")
+    command = "actorao " + " ".join(argv if argv is not None else sys.argv[1:])
+    out, doc = run(plan, Path(args.out), command, console_progress=True)
+    for target in doc["summary"]["targets"]:
+        measured = "not measured" if target["measured"] is None else f"{target['measured']:.2f}x"
+        echo(f"{target['target']:<40} {measured:>14}   (goal >= {target['goal']}x)")
+    echo(f"wrote {out}/: results.json, report.md, " + ", ".join(p.name for p in sorted(out.glob("*.png"))))
+    return 0
+
+
+__all__ = ["add_arguments", "aos_module", "main", "make_plan", "run"]

@@ -1,0 +1,56 @@
+"""``actorao bench --smoke``: the driver runs every workload on real nodes, with the baselines and a
+load sweep, and writes well-formed results.json, report.md and PNG plots. (Speed itself is measured by
+`make bench` and `actorao bench`, never asserted here.)"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from tests.test_aos import FOLDER
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
+    env = {**os.environ, "ACTORAO_AOS_MODULES": str(FOLDER.resolve())}
+    done = subprocess.run(
+        [sys.executable, "-m", "actorao.cli", "bench", "--smoke", "--workers", "1,2", "--out", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    [run] = list(tmp_path.iterdir())
+    doc = orjson.loads((run / "results.json").read_bytes())
+
+    workloads = {case["workload"] for case in doc["cases"]}
+    assert workloads == {"noop", "counter", "token", "aos-eval", "compute"}, doc["skipped"]
+    for case in doc["cases"]:
+        assert case["workers"] in (1, 2) and case["messages"] > 0
+        assert case["throughput"] > 0 and case["seconds"] > 0
+        assert 0 <= case["latency_ms"]["p50"] <= case["latency_ms"]["p99"] <= case["latency_ms"]["p99.9"]
+        assert case["cpu_cores"] > 0 and case["checkpoint_bytes"] >= 0
+    names = {(b["workload"], b["name"]) for b in doc["baselines"]}
+    for workload in ("noop", "compute"):
+        assert {(workload, "in-process ceiling"), (workload, "multiprocessing.Pool"),
+                (workload, "pykka ThreadingActor")} <= names
+    assert len({b["checksum"] for b in doc["baselines"] if b["workload"] == "compute"}) == 1
+    assert {point["workload"] for point in doc["sweeps"]} == {"counter", "compute"}
+    scaling = doc["summary"]["scaling"]
+    assert all(row["efficiency"] == row["speedup"] / row["workers"] for row in scaling)
+    assert [t["target"] for t in doc["summary"]["targets"]] == [
+        "compute speed-up, 1 -> 2 workers", "compute: actorao / Ray actors",
+        "compute: actorao / Ray actors, a call per message", "noop: actorao / in-process ceiling"]
+
+    report = (run / "report.md").read_text()
+    assert report.startswith("# actorao bench")
+    for heading in ("## Targets", "## Workloads", "## Baselines", "## Latency against load"):
+        assert heading in report
+    assert report.count("\n| compute |") >= 2
+    for plot in ("throughput.png", "latency.png"):
+        data = (run / plot).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+    assert f"wrote {run}/" in done.stdout
