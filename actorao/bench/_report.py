@@ -57,7 +57,7 @@ def _targets(scaling: list[dict[str, Any]], ratios: list[dict[str, Any]]) -> lis
         if ray:
             found[f"compute: actorao / {name}"] = ray[0]["ratio"]
     ceiling = [r for r in ratios if r["workload"] == "noop" and r["baseline"] == "in-process ceiling"]
-    if ceiling:
+    if ceiling:  # the node at its best worker count against the one-core ceiling
         found["noop: actorao / in-process ceiling"] = max(r["ratio"] for r in ceiling)
     out = []
     for name, goal in TARGETS.items():
