@@ -39,8 +39,10 @@ def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
                 (workload, "pykka ThreadingActor")} <= names
     assert len({b["checksum"] for b in doc["baselines"] if b["workload"] == "compute"}) == 1
     assert {point["workload"] for point in doc["sweeps"]} == {"counter", "compute"}
+    assert doc["failures"] == []
     scaling = doc["summary"]["scaling"]
     assert all(row["efficiency"] == row["speedup"] / row["workers"] for row in scaling)
+    assert all(t["workers"] in (None, 1, 2) for t in doc["summary"]["targets"])
     assert [t["target"] for t in doc["summary"]["targets"]] == [
         "compute speed-up, 1 -> 2 workers", "compute: actorao / Ray actors",
         "compute: actorao / Ray actors, a call per message", "noop: actorao / in-process ceiling"]
@@ -54,3 +56,18 @@ def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
         data = (run / plot).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000
     assert f"wrote {run}/" in done.stdout
+
+
+def test_bad_arguments_get_one_clear_line(tmp_path: Path) -> None:
+    for args, needle in [
+        (["--workers", "0"], "--workers '0': each must be from 1"),
+        (["--workers", "1,,2"], "--workers takes whole numbers"),
+        (["--sizes", "-1"], "--sizes '-1': each must be from 0"),
+        (["--workloads", "noop,nope"], "no workload 'nope'"),
+        (["--baselines", "dask"], "no baseline 'dask'"),
+        (["--quick", "--smoke"], "choose one of --quick and --smoke"),
+    ]:
+        done = subprocess.run([sys.executable, "-m", "actorao.cli", "bench", *args, "--out", str(tmp_path)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and needle in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+    assert not list(tmp_path.iterdir())  # nothing started, nothing written

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import pykka
 
 from actorao._exceptions import ActoraoError, Timeout
 from actorao.bench import _baselines as baselines
-from actorao.bench._workloads import WORKLOADS, Workload
+from actorao.bench._workloads import WORKLOADS, Prepared, Workload
 from actorao.message import Assignment, Message, module_json, new_id, with_ao_tags
 from actorao.node import Node
 from actorao.persist import log_key
@@ -56,7 +56,7 @@ class CaseResult:
     cpu_cores: float  # CPU seconds of the node and its workers per wall second
     checkpoint_bytes: int
     spawn_seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    latency_samples: int
 
     def as_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -96,16 +96,22 @@ class _Probe:
         self.last = 0.0
         self.reached = threading.Event()
         self.target = 1 << 62
+        self._lock = threading.Lock()  # results usually arrive on one thread, but may on two
 
     def arrived(self, keys: list[bytes]) -> None:
         now = time.perf_counter()
-        arrivals = self.arrivals
-        for key in keys:
-            arrivals[bytes(key)] = now
-        self.count += len(keys)
-        self.last = now
-        if self.count >= self.target:
-            self.reached.set()
+        with self._lock:
+            arrivals = self.arrivals
+            fresh = 0
+            for key in keys:
+                key = bytes(key)
+                if key not in arrivals:  # a result delivered again (after a worker restart) counts once
+                    arrivals[key] = now
+                    fresh += 1
+            self.count += fresh
+            self.last = now
+            if self.count >= self.target:
+                self.reached.set()
 
     def latencies(self) -> list[float]:
         arrivals = self.arrivals
@@ -131,6 +137,13 @@ def _workers(tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield tree
     for child in tree.get("children", ()):
         yield from _workers(child)
+
+
+def _settle(node: Node, prepared: Prepared) -> None:
+    """Wait for everything the set-up caused (each spawn's own evaluation) to be evaluated, so that
+    none of it is counted, or timed, as the workload's."""
+    for pid in prepared.targets:
+        node.catch_up(pid, RESULT_TIMEOUT)
 
 
 def _checkpoint_bytes(node: Node) -> int:
@@ -187,6 +200,7 @@ def run_case(case: Case, root: Path, tick: Callable[[int], None]) -> CaseResult:
     with _node(case.workers, root) as node:
         started = time.perf_counter()
         prepared = workload.prepare(node, case.processes, case.size)
+        _settle(node, prepared)
         spawn_seconds = time.perf_counter() - started
         probe = _Probe()
         stop_watching = node.watch_results(probe.arrived)
@@ -209,10 +223,11 @@ def run_case(case: Case, root: Path, tick: Callable[[int], None]) -> CaseResult:
             cpu = _cpu_seconds(node) - cpu_before
         finally:
             stop_watching()
+        latencies = probe.latencies()
         prepared.check(node, case.messages)
         return CaseResult(
-            case, seconds, case.messages / seconds, expected, percentiles(probe.latencies()),
-            cpu / seconds, _checkpoint_bytes(node), spawn_seconds,
+            case, seconds, case.messages / seconds, expected, percentiles(latencies),
+            cpu / seconds, _checkpoint_bytes(node), spawn_seconds, len(latencies),
         )
 
 
@@ -224,6 +239,7 @@ def run_sweep(workload_name: str, workers: int, processes: int, ceiling_rate: fl
     points: list[SweepPoint] = []
     with _node(workers, root) as node:
         prepared = workload.prepare(node, processes, 0)
+        _settle(node, prepared)
         sent_total = 0
         for level in levels:
             probe = _Probe()

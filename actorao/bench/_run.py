@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import sys
@@ -17,7 +18,7 @@ from typing import Any
 from actorao.bench import _baselines as baselines
 from actorao.bench._driver import Case, CaseResult, run_baselines, run_case, run_sweep
 from actorao.bench._report import write
-from actorao.bench._workloads import WORKLOADS, aos_module
+from actorao.bench._workloads import WORKLOADS
 
 BASELINE_WORKLOADS = ("noop", "compute")  # the runtime's overhead, and real work per message
 SWEEP_WORKLOADS = ("counter", "compute")
@@ -45,18 +46,30 @@ class Plan:
         return workload.quick_messages if self.mode == "quick" else workload.messages
 
 
+_LIMITS = {"workers": (1, 256), "processes": (1, 1_000_000), "sizes": (0, 8 * 1024 * 1024)}
+
+
 def _ints(text: str, what: str) -> list[int]:
+    """A comma-separated list of whole numbers, each within the axis's range; sorted, once each."""
     try:
-        values = [int(part) for part in text.split(",") if part.strip()]
+        values = [int(part) for part in text.split(",")]
     except ValueError:
         raise SystemExit(f"actorao bench: --{what} takes whole numbers separated by commas, got {text!r}") from None
-    if not values or min(values) < 0 or (what != "sizes" and min(values) < 1):
-        raise SystemExit(f"actorao bench: --{what} {text!r} is out of range")
-    return values
+    low, high = _LIMITS[what]
+    if not values or not all(low <= value <= high for value in values):
+        raise SystemExit(f"actorao bench: --{what} {text!r}: each must be from {low} to {high:,}")
+    return sorted(set(values))
+
+
+def _missing_extras() -> list[str]:
+    return [name for name in ("rich", "matplotlib", "psutil") if importlib.util.find_spec(name) is None]
 
 
 def _available(name: str) -> str | None:
     """Why a workload cannot run here, or None."""
+    if name in ("token", "compute") and importlib.util.find_spec("ziglang") is None:
+        return f"{name}: its C module is built with the ziglang package, which is not installed " \
+               "(pip install 'actorao[bench]')"
     try:
         WORKLOADS[name].module()
     except FileNotFoundError as exc:
@@ -67,6 +80,11 @@ def _available(name: str) -> str | None:
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
+    if args.smoke and args.quick:
+        raise SystemExit("actorao bench: choose one of --quick and --smoke")
+    missing = _missing_extras()
+    if missing:
+        raise SystemExit(f"actorao bench needs {', '.join(missing)}: pip install 'actorao[bench]'")
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     cores = os.cpu_count() or 1
     workers = _ints(args.workers, "workers") if args.workers else list(range(1, cores + 1))
@@ -74,7 +92,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
         workers = [1, 2]
     sizes = _ints(args.sizes, "sizes") if args.sizes else ([0, 1024] if mode == "full" else [0])
     processes = _ints(args.processes, "processes") if args.processes else None
-    names = [n.strip() for n in args.workloads.split(",")] if args.workloads else list(WORKLOADS)
+    names = list(WORKLOADS)
+    if args.workloads:
+        names = list(dict.fromkeys(name.strip() for name in args.workloads.split(",")))
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
         raise SystemExit(f"actorao bench: no workload {unknown[0]!r}; there are {', '.join(WORKLOADS)}")
@@ -110,21 +130,37 @@ def make_plan(args: argparse.Namespace) -> Plan:
     return plan
 
 
-def run(plan: Plan, out_root: Path, command: str, console_progress: bool = True) -> tuple[Path, dict[str, Any]]:
+def _fresh_folder(root: Path) -> Path:
+    """bench-results/<UTC timestamp>, made now (an unwritable --out fails before the run, not after),
+    with a suffix if another run took that second."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    root.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1000):
+        out = root / (stamp if attempt == 0 else f"{stamp}-{attempt}")
+        try:
+            out.mkdir()
+            return out
+        except FileExistsError:
+            continue
+    raise SystemExit(f"actorao bench: cannot make a fresh folder under {root}")
+
+
+def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    out = out_root / stamp
+    out = _fresh_folder(out_root)
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     baseline_workloads = [w for w in BASELINE_WORKLOADS if w in plan.workloads and plan.baselines]
     sweep_workloads = [w for w in SWEEP_WORKLOADS if w in plan.workloads and plan.sweep_levels]
     total = sum(case.messages for case in plan.cases)
-    total += sum(plan.messages(w) * (1 + len(plan.workers) * len(plan.baselines)) for w in baseline_workloads)
+    per_worker = [b for b in plan.baselines if b != "in-process ceiling"]
+    total += sum(plan.messages(w) * (1 + len(plan.workers) * len(per_worker)) for w in baseline_workloads)
     results: list[CaseResult] = []
+    failures: list[str] = []
     sweeps: list[dict[str, Any]] = []
     found_baselines: list[dict[str, Any]] = []
-    console = Console(stderr=True, quiet=not console_progress)
+    console = Console(stderr=True)
     columns = (TextColumn("{task.description:<48}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with tempfile.TemporaryDirectory(prefix="actorao-bench-") as scratch, \
             Progress(*columns, console=console, transient=False) as progress:
@@ -134,14 +170,22 @@ def run(plan: Plan, out_root: Path, command: str, console_progress: bool = True)
         def tick(count: int) -> None:
             progress.advance(task, count)
 
+        # A failure costs its own row, not the run: it is reported, and everything else still is.
         for case in plan.cases:
             progress.update(task, description=case.label)
-            results.append(run_case(case, Path(scratch), tick))
+            try:
+                results.append(run_case(case, Path(scratch), tick))
+            except Exception as exc:
+                failures.append(f"{case.label}: {type(exc).__name__}: {exc}")
         for name in baseline_workloads:
             processes = next(c.processes for c in plan.cases if c.workload == name)
             progress.update(task, description=f"{name}: baselines")
-            for found in run_baselines(name, plan.workers, processes, plan.messages(name), plan.baselines, tick):
-                found_baselines.append(asdict(found))
+            try:
+                found = run_baselines(name, plan.workers, processes, plan.messages(name), plan.baselines, tick)
+            except Exception as exc:
+                failures.append(f"{name} baselines: {type(exc).__name__}: {exc}")
+                continue
+            found_baselines += [asdict(one) for one in found]
         for name in sweep_workloads:
             top = max(plan.workers)
             closed = [r for r in results if r.case.workload == name and r.case.workers == top and r.case.size == 0]
@@ -149,8 +193,12 @@ def run(plan: Plan, out_root: Path, command: str, console_progress: bool = True)
                 continue
             reference = max(closed, key=lambda r: r.throughput)
             progress.update(sweep_task, description=f"{name}: latency against load, {top} worker(s)")
-            points = run_sweep(name, top, reference.case.processes, reference.throughput, plan.sweep_levels,
-                               plan.sweep_seconds, Path(scratch), lambda n: progress.advance(sweep_task, n))
+            try:
+                points = run_sweep(name, top, reference.case.processes, reference.throughput, plan.sweep_levels,
+                                   plan.sweep_seconds, Path(scratch), lambda n: progress.advance(sweep_task, n))
+            except Exception as exc:
+                failures.append(f"{name} latency sweep: {type(exc).__name__}: {exc}")
+                continue
             sweeps += [asdict(point) for point in points]
         progress.update(task, description="done")
     doc: dict[str, Any] = {
@@ -171,6 +219,7 @@ def run(plan: Plan, out_root: Path, command: str, console_progress: bool = True)
         "baselines": found_baselines,
         "sweeps": sweeps,
         "skipped": plan.skipped,
+        "failures": failures,
     }
     write(doc, out)
     return out, doc
@@ -197,12 +246,15 @@ def main(args: argparse.Namespace, argv: Sequence[str] | None = None, echo: Call
     for reason in plan.skipped:
         echo(f"skipping {reason}")
     command = "actorao " + " ".join(argv if argv is not None else sys.argv[1:])
-    out, doc = run(plan, Path(args.out), command, console_progress=True)
+    out, doc = run(plan, Path(args.out), command)
     for target in doc["summary"]["targets"]:
-        measured = "not measured" if target["measured"] is None else f"{target['measured']:.2f}x"
-        echo(f"{target['target']:<40} {measured:>14}   (goal >= {target['goal']}x)")
+        measured = "not measured" if target["measured"] is None else (
+            f"{target['measured']:.2f}x at {target['workers']} w")
+        echo(f"{target['target']:<52} {measured:>16}   (goal >= {target['goal']}x)")
     echo(f"wrote {out}/: results.json, report.md, " + ", ".join(p.name for p in sorted(out.glob("*.png"))))
-    return 0
+    for failure in doc["failures"]:
+        echo(f"FAILED {failure}")
+    return 1 if doc["failures"] else 0
 
 
-__all__ = ["add_arguments", "aos_module", "main", "make_plan", "run"]
+__all__ = ["add_arguments", "main", "make_plan", "run"]

@@ -10,7 +10,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from actorao import examples
 from actorao._exceptions import ActoraoError
@@ -153,6 +152,3 @@ WORKLOADS: dict[str, Workload] = {
     )
 }
 
-
-def describe() -> list[dict[str, Any]]:
-    return [{"name": w.name, "description": w.description} for w in WORKLOADS.values()]

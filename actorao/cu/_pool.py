@@ -1,8 +1,11 @@
 """The CU pool, as the node sees it: worker OS processes under a supervisor, the sockets to them,
 and where each AO process lives.
 
-Placement is rendezvous hashing on (process id, worker index): stable for a given worker count, and
-when the count changes only the processes whose best worker changed move.
+Placement is rendezvous hashing on (process id, worker index), bounded: a process goes to the first
+worker in its own order that is below an even share, so loads end at most one apart. It is decided
+when a process is first pushed or woken, and kept for the run; when the worker count changes, a
+process stays unless its worker leaves or is over the new share. (A node that reopens places afresh:
+every process starts from its checkpoint there anyway.)
 """
 
 from __future__ import annotations
