@@ -261,7 +261,7 @@ class AoHttpApi:
         """Cron: this node runs every process's Cron-Interval from its spawn, so monitoring is
         acknowledged once the process is known to have one."""
         pid = _path_id(request, "pid")
-        body = await self._body(request)
+        body = await self._body(request, SMALL_BODY)
         if body:  # aoconnect signs a monitor item targeting the process: checked like any other item
             item = DataItem.parse(body)
             if self.verify:
