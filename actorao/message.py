@@ -91,6 +91,15 @@ def require_id(field_name: str, value: object) -> str:
     return str(value)
 
 
+def utf8_length(text: str, field_name: str) -> int:
+    """``text``'s length in UTF-8; InvalidMessage if it cannot be UTF-8 (a lone surrogate), so that it
+    is refused here, for its sender alone, and never reaches a JSON encoder inside a group commit."""
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError:
+        raise InvalidMessage(field_name, "is not valid Unicode text (a lone surrogate)") from None
+
+
 def normalize_tags(tags: TagsLike, field_name: str = "Tags") -> tuple[Tag, ...]:
     """Tags as ao orders them: a tuple of (name, value) pairs. Accepts a mapping, pairs, or
     ``{"name": ..., "value": ...}`` objects; names may repeat. Values must be text (numbers are
@@ -101,25 +110,35 @@ def normalize_tags(tags: TagsLike, field_name: str = "Tags") -> tuple[Tag, ...]:
         raise InvalidMessage(field_name, f"expected a list of tags or a mapping, got {type(tags).__name__}")
     items: Iterable[Any] = tags.items() if isinstance(tags, Mapping) else tags
     out: list[Tag] = []
+    # This runs for every message sent, so the common case (a pair of short ASCII strings) is checked
+    # first and cheaply: error texts are built only on the way out, and only text that is not ASCII,
+    # or is long, is encoded to count its bytes.
     for index, item in enumerate(items):
-        where = f"{field_name}[{index}]"
-        if isinstance(item, Mapping):
+        if type(item) is tuple and len(item) == 2:
+            name, value = item
+        elif isinstance(item, Mapping):
             if set(item) != {"name", "value"}:
-                raise InvalidMessage(where, "a tag object needs exactly 'name' and 'value'")
+                raise InvalidMessage(f"{field_name}[{index}]", "a tag object needs exactly 'name' and 'value'")
             name, value = item["name"], item["value"]
         else:
             try:
                 name, value = item
             except (TypeError, ValueError):
-                raise InvalidMessage(where, f"expected a (name, value) pair, got {item!r:.60}") from None
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise InvalidMessage(f"{field_name}[{name!r}]", f"value must be text, got {type(value).__name__}")
-        if not isinstance(name, str) or not name:
-            raise InvalidMessage(where, "tag name must be non-empty text")
-        value = str(value)
-        if len(name.encode()) > MAX_TAG_NAME_BYTES:
+                raise InvalidMessage(f"{field_name}[{index}]", f"expected a (name, value) pair, got {item!r:.60}") \
+                    from None
+        if type(value) is not str:
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise InvalidMessage(f"{field_name}[{name!r}]", f"value must be text, got {type(value).__name__}")
+            value = str(value)
+        if type(name) is not str or not name:
+            if not isinstance(name, str) or not name:
+                raise InvalidMessage(f"{field_name}[{index}]", "tag name must be non-empty text")
+            name = str(name)
+        if not (name.isascii() and len(name) <= MAX_TAG_NAME_BYTES) and \
+                utf8_length(name, f"{field_name}[{name[:40]!r}]") > MAX_TAG_NAME_BYTES:
             raise InvalidMessage(f"{field_name}[{name[:40]!r}]", f"name longer than {MAX_TAG_NAME_BYTES} bytes")
-        if len(value.encode()) > MAX_TAG_VALUE_BYTES:
+        if not (value.isascii() and len(value) <= MAX_TAG_VALUE_BYTES) and \
+                utf8_length(value, f"{field_name}[{name!r}]") > MAX_TAG_VALUE_BYTES:
             raise InvalidMessage(f"{field_name}[{name!r}]", f"value longer than {MAX_TAG_VALUE_BYTES} bytes")
         out.append((name, value))
     if len(out) > MAX_TAGS:
@@ -147,7 +166,7 @@ def check_ao_tags(tags: tuple[Tag, ...], expected_type: str) -> None:
 def check_data(data: object, max_data_bytes: int) -> None:
     if not isinstance(data, str):
         raise InvalidMessage("Data", f"must be text, got {type(data).__name__}")
-    size = len(data.encode())
+    size = len(data) if data.isascii() else utf8_length(data, "Data")
     if size > max_data_bytes:
         raise InvalidMessage("Data", f"{size} bytes, over the node's limit of {max_data_bytes}")
 
@@ -161,6 +180,8 @@ def check_contents(
     the limit. ``tags_normalized`` skips re-checking tags that came out of normalize_tags."""
     if not isinstance(anchor, str) or len(anchor) > 32:
         raise InvalidMessage("Anchor", "must be text of at most 32 characters")
+    if anchor and not anchor.isascii():
+        utf8_length(anchor, "Anchor")
     if not tags_normalized and normalize_tags(tags) != tags:
         raise InvalidMessage("Tags", "must be a tuple of (name, value) text pairs")
     check_ao_tags(tags, message_type)

@@ -160,3 +160,25 @@ def test_a_forked_child_never_repeats_its_parents_ids() -> None:
     os.close(read)
     os.close(write)
     assert len(from_child) == 43 and from_child != new_id()  # the parent's next id: same counter, other seed
+
+
+@pytest.mark.parametrize(
+    ("tags", "anchor", "data", "field"),
+    [({"\ud800": "x"}, "", "", "Tags['\\ud800']"), ({"Action": "\udfff"}, "", "", "Tags['Action']"),
+     ({}, "\ud800", "", "Anchor"), ({}, "", "text \udc80", "Data")],
+)
+def test_text_that_cannot_be_utf8_is_refused_by_name(tags: dict[str, str], anchor: str, data: str, field: str) -> None:
+    """A lone surrogate would fail the JSON encoder inside the SU's group commit, and with it every
+    message in that batch: it is refused up front instead, for its sender alone."""
+    with pytest.raises(InvalidMessage) as refused:
+        message = good_message(tags=with_ao_tags(tags, "Message"), anchor=anchor, data=data)
+        message.validate(1 << 20)
+    assert refused.value.field == field
+
+
+def test_tag_limits_count_utf8_bytes() -> None:
+    assert normalize_tags({"a": "é" * 1536})[0][1] == "é" * 1536  # 3,072 bytes: at the limit
+    with pytest.raises(InvalidMessage, match="longer than 3072 bytes"):
+        normalize_tags({"a": "é" * 1537})
+    with pytest.raises(InvalidMessage, match="longer than 1024 bytes"):
+        normalize_tags({"é" * 513: "x"})
