@@ -24,6 +24,8 @@ import orjson
 
 from actorao import examples
 from actorao._exceptions import ActoraoError
+from actorao.cu import worker_entries
+from actorao.http._server import http_url
 from actorao.node import Node
 
 DEFAULT_URL = "http://127.0.0.1:8734"
@@ -73,7 +75,7 @@ def run_node(args: argparse.Namespace) -> int:
     if args.max_body < 1:
         raise ActoraoError(f"--max-body must be at least 1 byte, got {args.max_body}")
     with Node(args.path, workers=args.workers) as node:
-        url = _url(args.host, args.port)
+        url = http_url(args.host, args.port)
         print(f"actorao node {node.identity} at {args.path}: {node.workers} workers, "
               f"{len(node.processes())} processes; AO HTTP API on {url} "
               f"(signatures {'verified' if args.verify else 'NOT verified'})", file=sys.stderr, flush=True)
@@ -88,16 +90,6 @@ def run_node(args: argparse.Namespace) -> int:
             status.join(2.0)
             print(file=sys.stderr)
     return 0
-
-
-def _url(host: str, port: int) -> str:
-    """How clients on this machine reach a server bound to ``host``: a wildcard bind is reached on
-    loopback, and an IPv6 address goes in brackets."""
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _status_line(node: Node, stop: threading.Event) -> None:
@@ -117,17 +109,13 @@ def _status_line(node: Node, stop: threading.Event) -> None:
         rate_in = (assigned - last_assigned) / (now - last_time)
         rate_out = (evaluated - last_evaluated) / (now - last_time)
         last_assigned, last_evaluated, last_time = assigned, evaluated, now
-        workers = [child for child in _walk(tree) if str(child.get("id", "")).startswith("worker")]
+        workers = worker_entries(tree)
         healthy = sum(1 for child in workers if child.get("state") == "running")
         restarts = sum(int(child.get("restarts", 0)) for child in workers)
         line = (f"{len(su.processes)} processes | {rate_in:,.0f} assigned/s, {rate_out:,.0f} evaluated/s | "
                 f"{assigned:,} assigned, {evaluated:,} evaluated | workers {healthy}/{len(workers)} up, "
                 f"{restarts} restarts")
         print(f"\r{line:<110}" if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
-
-
-def _walk(tree: dict[str, Any]) -> list[dict[str, Any]]:
-    return [tree] + [node for child in tree.get("children", ()) for node in _walk(child)]
 
 
 # -- talking to a running node ----------------------------------------------------------------------

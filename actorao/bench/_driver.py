@@ -22,6 +22,7 @@ import pykka
 from actorao._exceptions import ActoraoError, Timeout
 from actorao.bench import _baselines as baselines
 from actorao.bench._workloads import WORKLOADS, Prepared, Workload
+from actorao.cu import worker_entries
 from actorao.message import Assignment, Message, module_json, new_id, with_ao_tags
 from actorao.node import Node
 from actorao.persist import log_key
@@ -121,7 +122,7 @@ class _Probe:
 def _cpu_seconds(node: Node) -> float:
     import psutil  # the bench extra's: imported when a bench runs, not when the CLI starts
 
-    pids = [os.getpid()] + [child["pid"] for child in _workers(node.tree()) if child.get("pid")]
+    pids = [os.getpid()] + [entry["pid"] for entry in worker_entries(node.tree()) if entry.get("pid")]
     total = 0.0
     for pid in pids:
         try:
@@ -130,13 +131,6 @@ def _cpu_seconds(node: Node) -> float:
             continue
         total += times.user + times.system
     return total
-
-
-def _workers(tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    if str(tree.get("id", "")).startswith("worker-"):
-        yield tree
-    for child in tree.get("children", ()):
-        yield from _workers(child)
 
 
 def _settle(node: Node, prepared: Prepared) -> None:

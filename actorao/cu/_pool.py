@@ -88,6 +88,19 @@ def place_bounded(pid: str, loads: list[int]) -> int:
     return next(index for index in ranking(pid, workers) if loads[index] < cap)
 
 
+_WORKER_PREFIX = "worker-"  # a worker's child id in the supervision tree: worker-0, worker-1, ...
+
+
+def _worker_id(index: int) -> str:
+    return f"{_WORKER_PREFIX}{index}"
+
+
+def worker_entries(tree: dict[str, Any]) -> list[dict[str, Any]]:
+    """The CU workers in a node's supervision tree (``Node.tree()``): id, pid, restarts and state."""
+    found = [tree] if str(tree.get("id", "")).startswith(_WORKER_PREFIX) else []
+    return found + [entry for child in tree.get("children", ()) for entry in worker_entries(child)]
+
+
 def _rebalanced(current: dict[str, int], workers: int) -> dict[str, int]:
     """A placement on ``workers`` that moves few processes: each stays where it is while its worker
     remains and is under the even share; the others are placed as new ones are."""
@@ -185,7 +198,7 @@ class WorkerPool:
         self.supervisor = self._new_supervisor()
         child = _PoolChild(self, self.supervisor)
         for index in range(self.workers):
-            self.supervisor.start_child(index, child_id=f"worker-{index}")
+            self.supervisor.start_child(index, child_id=_worker_id(index))
             self.wake_all(index)
         return child
 
@@ -294,7 +307,7 @@ class WorkerPool:
                     Outlet(open_socket(self._context, zmq.PUSH, worker_address(self.runtime, index), bind=True))
                 )
                 self._behind.append(set())
-                self.supervisor.start_child(index, child_id=f"worker-{index}")
+                self.supervisor.start_child(index, child_id=_worker_id(index))
             with self._ready_cond:
                 if not self._ready_cond.wait_for(lambda: set(range(workers)) <= self._ready_workers, timeout):
                     raise Timeout(f"new workers did not start within {timeout} s")
@@ -327,7 +340,7 @@ class WorkerPool:
                 self._moving.clear()
             for index in range(workers, before):  # workers past the new count leave, now empty
                 self._send_soon(self._outlets[index], STOP, [], seconds=1.0)
-                self.supervisor.terminate_child(f"worker-{index}")
+                self.supervisor.terminate_child(_worker_id(index))
                 with self._route_lock:
                     self._outlets.pop().close()
                     self._behind.pop()

@@ -24,8 +24,18 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8734
 
 
+def http_url(host: str, port: int) -> str:
+    """How clients on this machine reach a server bound to ``host``: a wildcard bind is reached on
+    loopback, and an IPv6 address goes in brackets."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def _config(node: Node, host: str, port: int, **options: Any) -> uvicorn.Config:
-    public_url = options.pop("public_url", "") or f"http://{host}:{port}"
+    public_url = options.pop("public_url", "") or http_url(host, port)
     app = create_app(node, public_url=public_url, **options)
     return uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
@@ -50,7 +60,7 @@ class HttpServer:
             self._socket.close()
             raise ActoraoError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         self.host, self.port = host, self._socket.getsockname()[1]
-        self.url = f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+        self.url = http_url(host, self.port)
         options.setdefault("public_url", self.url)
         self._server = uvicorn.Server(_config(node, host, self.port, **options))
         self._thread = threading.Thread(target=self._run, name="http", daemon=True)

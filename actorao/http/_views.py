@@ -13,6 +13,7 @@ import orjson
 
 from actorao._exceptions import UnknownProcess
 from actorao.ans104 import DataItem
+from actorao.cu import worker_entries
 from actorao.message import Assignment, encode_id, normalize_tags
 from actorao.node import Node
 from actorao.persist import log_key, split_key
@@ -173,7 +174,7 @@ class LogView:
             "assigned": node.scheduler.assigned,
             "evaluated": node.evaluated,
             "workers": node.workers,
-            "workers_running": _count_running(tree),
+            "workers_running": sum(1 for entry in worker_entries(tree) if entry.get("state") == "running"),
             "tree": tree,
         }
 
@@ -216,9 +217,3 @@ def _range_reversed(txn: lmdb.Transaction, db: Any, pid: str, first: int, last: 
             return
         yield split_key(key)[1], bytes(cursor.value())
         found = cursor.prev()
-
-
-def _count_running(tree: dict[str, Any]) -> int:
-    """Workers in the tree whose state is running."""
-    count = 1 if str(tree.get("id", "")).startswith("worker") and tree.get("state") == "running" else 0
-    return count + sum(_count_running(child) for child in tree.get("children", ()))
