@@ -623,12 +623,9 @@ class Node:
         if self.messenger is not None:
             self.messenger.offer(items)
 
-    def result_key(self, message: str, process: str | None = None) -> bytes:
-        """The log key (process ‖ slot) of ``message`` in ``process``; UnknownMessage if none."""
-        return self._key_of(message, process)
-
-    def _key_of(self, message: str | Ack, process: str | None = None) -> bytes:
-        """The log key of ``message`` in ``process`` (default: where it was first assigned)."""
+    def result_key(self, message: str | Ack, process: str | None = None) -> bytes:
+        """The log key (process ‖ slot) of ``message`` in ``process`` (default: where it was first
+        assigned); UnknownMessage if it was not assigned there."""
         if isinstance(message, Ack):
             return log_key(message.process, message.slot)
         key = self.store.get("messages", str(message).encode())
@@ -683,17 +680,17 @@ class Node:
     def result_nowait(self, message: str | Ack, process: str | None = None) -> _Future[Result]:
         """A future of the Result of ``message`` (its id, or its Ack)."""
         future: _Future[Result] = pykka.ThreadingFuture()
-        self._wait_for([self._key_of(message, process)], future)
+        self._wait_for([self.result_key(message, process)], future)
         return future
 
     def result(self, message: str | Ack, timeout: float = DEFAULT_TIMEOUT, *, process: str | None = None) -> Result:
         """The Result of ``message``, waiting up to ``timeout`` seconds for it to be evaluated. A
         message assigned to several processes has a result in each: ``process`` picks one."""
-        return Result.from_json(self.raw_results([self._key_of(message, process)], timeout)[0])
+        return Result.from_json(self.raw_results([self.result_key(message, process)], timeout)[0])
 
     def results(self, messages: Sequence[str | Ack], timeout: float = DEFAULT_TIMEOUT) -> list[Result]:
         """The Results of many messages, in order, with one wait for all of them."""
-        raw = self.raw_results([self._key_of(message) for message in messages], timeout)
+        raw = self.raw_results([self.result_key(message) for message in messages], timeout)
         return [Result.from_json(value) for value in raw]
 
     def catch_up(self, pid: str, timeout: float = DEFAULT_TIMEOUT) -> int:

@@ -47,19 +47,20 @@ def _padding(size: int) -> str:
     return "x" * size
 
 
-def spawn_many(node: Node, module: str, count: int) -> list[str]:
-    """``count`` processes of a stored module, spawned from a few threads so that the SU commits
-    many spawns per fsync (10,000 one by one would take a minute)."""
+def spawn_many(node: Node, wasm: bytes, count: int) -> list[str]:
+    """``count`` processes of ``wasm``: the first stores the module, the rest name it by id, spawned
+    from a few threads so that the SU commits many spawns per fsync (10,000 one by one would take a
+    minute)."""
+    first = node.spawn(wasm)
+    module = str(node.process_info(first)["module"])
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        return list(pool.map(lambda _: node.spawn(module), range(count)))
+        return [first, *pool.map(lambda _: node.spawn(module), range(count - 1))]
 
 
 def _counter_like(module: Callable[[], bytes], get_sum: bool) -> Callable[[Node, int, int], Prepared]:
     def prepare(node: Node, processes: int, size: int) -> Prepared:
         wasm = module()
-        first = node.spawn(wasm)
-        stored = str(node.process_info(first)["module"])
-        targets = [first, *spawn_many(node, stored, processes - 1)]
+        targets = spawn_many(node, wasm, processes)
         data = _padding(size)
 
         def check(node: Node, sent: int) -> None:
@@ -78,8 +79,7 @@ def _token(node: Node, processes: int, size: int) -> Prepared:
     """One token and ``processes`` wallets; each message asks a wallet to pay another wallet 1, which
     takes four evaluations and three pushes through the messenger (Pay, Transfer, two notices)."""
     token = node.spawn(examples.c_wasm("token"))
-    wallet_module = node.process_info(node.spawn(examples.c_wasm("wallet")))["module"]
-    wallets = spawn_many(node, str(wallet_module), processes)
+    wallets = spawn_many(node, examples.c_wasm("wallet"), processes)
     node.results(node.send_many([(token, {"Action": "Mint", "Recipient": w, "Quantity": 10**9}, "") for w in wallets]))
 
     def message(i: int) -> Send:
@@ -106,9 +106,7 @@ def aos_module() -> bytes:
 
 
 def _aos(node: Node, processes: int, size: int) -> Prepared:
-    first = node.spawn(aos_module())
-    stored = str(node.process_info(first)["module"])
-    targets = [first, *spawn_many(node, stored, processes - 1)]
+    targets = spawn_many(node, aos_module(), processes)
     code = "Count = (Count or 0) + 1; return Count"
 
     def check(node: Node, sent: int) -> None:
