@@ -23,7 +23,7 @@ from actorao.message import Message, Process, new_id, with_ao_tags
 from actorao.persist import Store, split_key
 from actorao.su import ModuleRecord, SchedulerUnit
 from actorao.vm import Instance, compile_module
-from tests.test_cu import feed
+from tests.test_cu import feed, no_compute_time
 
 BUILDS = {
     "wasm64": ("aos2_0_6.wasm", "wasm64-unknown-emscripten-draft_2024_02_15"),
@@ -202,7 +202,11 @@ def test_the_same_log_gives_the_same_memory_after_every_message_and_after_every_
     copy_store(first, second)
     limits = Limits(fuel=10**11, memory=1 << 30, checkpoint_every=25, full_every=3)
     workers = [
-        Worker(WorkerConfig(0, str(tmp_path / name), str(tmp_path / "run"), limits, 1 << 30), store)
+        Worker(
+            WorkerConfig(0, str(tmp_path / name), str(tmp_path / "run"), limits, 1 << 30),
+            store,
+            compute_clock=no_compute_time,  # checkpoints every 25 slots exactly, never on compute time
+        )
         for name, store in (("a", first), ("b", second))
     ]
     restored_checkpoints = 0

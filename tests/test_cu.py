@@ -23,6 +23,11 @@ from tests.test_vm import GLOBAL_COUNTER
 OWNER = new_id(b"owner")
 
 
+def no_compute_time() -> float:
+    """A compute clock that never moves: checkpoints follow the message count alone, whatever the box's load."""
+    return 0.0
+
+
 def config(tmp_path: Path, checkpoint_every: int) -> WorkerConfig:
     return WorkerConfig(0, str(tmp_path), str(tmp_path / "run"), Limits(10**9, 1 << 30, checkpoint_every), 1 << 30)
 
@@ -55,7 +60,7 @@ def feed(worker: Worker, entries: list[tuple[bytes, bytes]]) -> list[tuple[bytes
 def test_a_failed_message_leaves_memory_bit_for_bit_as_before(tmp_path: Path) -> None:
     store = Store(tmp_path)
     pid, entries = populate(store, ["Inc"] * 5 + ["Trap", "Loop", "Grow", "Inc"])
-    worker = Worker(config(tmp_path, checkpoint_every=2), store)
+    worker = Worker(config(tmp_path, checkpoint_every=2), store, compute_clock=no_compute_time)
     feed(worker, entries[:6])
     process = worker.hosted(pid)
     assert process is not None
@@ -72,11 +77,11 @@ def test_recovery_from_checkpoint_plus_log_equals_never_stopping(tmp_path: Path)
     actions = ["Inc", "Inc", "Trap", "Inc", "Grow"] * 10
     store = Store(tmp_path)
     pid, entries = populate(store, actions)
-    straight = Worker(config(tmp_path, checkpoint_every=7), store)
+    straight = Worker(config(tmp_path, checkpoint_every=7), store, compute_clock=no_compute_time)
     straight_results = feed(straight, entries)
     assert checkpoints.load(store, pid) is not None
 
-    recovered = Worker(config(tmp_path, checkpoint_every=7), store)
+    recovered = Worker(config(tmp_path, checkpoint_every=7), store, compute_clock=no_compute_time)
     process = recovered.hosted(pid)
     assert process is not None
     assert process.checkpoint_slot > 0
@@ -91,7 +96,7 @@ def test_recovery_from_checkpoint_plus_log_equals_never_stopping(tmp_path: Path)
         txn.drop(store.results, delete=False)
 
     store.write(forget)
-    from_scratch = Worker(config(tmp_path, checkpoint_every=10**6), store)
+    from_scratch = Worker(config(tmp_path, checkpoint_every=10**6), store, compute_clock=no_compute_time)
     assert feed(from_scratch, entries) == straight_results
     hosted_b = from_scratch.hosted(pid)
     assert hosted_b is not None
@@ -102,7 +107,7 @@ def test_recovery_from_checkpoint_plus_log_equals_never_stopping(tmp_path: Path)
 def test_a_gap_is_filled_from_the_log(tmp_path: Path) -> None:
     store = Store(tmp_path)
     _, entries = populate(store, ["Inc"] * 10, module="counter")
-    worker = Worker(config(tmp_path, checkpoint_every=1000), store)
+    worker = Worker(config(tmp_path, checkpoint_every=1000), store, compute_clock=no_compute_time)
     results = feed(worker, [entries[0], entries[7]])  # slots 1..6 were lost in transit
     assert [r.count(b"Output") for _, r in results] == [1] * 8
     assert b'"Output":"7"' in results[-1][1]
@@ -145,7 +150,7 @@ def test_bounded_placement_evens_out_few_heavy_processes() -> None:
 def test_checkpoints_are_written_on_schedule(tmp_path: Path, checkpoint_every: int, last_checkpoint: int) -> None:
     store = Store(tmp_path)
     pid, entries = populate(store, ["Inc"] * 10, module="counter")
-    worker = Worker(config(tmp_path, checkpoint_every), store)
+    worker = Worker(config(tmp_path, checkpoint_every), store, compute_clock=no_compute_time)
     feed(worker, entries)
     loaded = checkpoints.load(store, pid)
     assert loaded is not None
@@ -156,7 +161,7 @@ def test_a_process_that_cannot_instantiate_answers_each_slot_once_with_its_error
     store = Store(tmp_path)
     pid, entries = populate(store, ["Inc"] * 3, module="counter")
     tight = WorkerConfig(0, str(tmp_path), str(tmp_path / "run"), Limits(10**9, 65536, 1000), 1 << 30)
-    worker = Worker(tight, store)  # the counter needs two pages; this worker allows one
+    worker = Worker(tight, store, compute_clock=no_compute_time)  # the counter needs two pages; one is allowed
     results = feed(worker, entries[:2])  # the first contact answers every slot the log holds
     assert [key for key, _ in results] == [key for key, _ in entries]
     assert all(b"instantiation failed" in result for _, result in results)
@@ -167,7 +172,7 @@ def test_a_process_that_cannot_instantiate_answers_each_slot_once_with_its_error
 def test_failures_count_towards_checkpoints_so_a_rollback_replays_a_bounded_log(tmp_path: Path) -> None:
     store = Store(tmp_path)
     pid, entries = populate(store, ["Inc"] + ["Trap"] * 30)
-    worker = Worker(config(tmp_path, checkpoint_every=10), store)
+    worker = Worker(config(tmp_path, checkpoint_every=10), store, compute_clock=no_compute_time)
     feed(worker, entries)
     process = worker.hosted(pid)
     assert process is not None
@@ -179,13 +184,13 @@ def test_state_in_a_module_global_survives_rollback_checkpoints_and_dry_runs(tmp
     store = Store(tmp_path)
     wasm = bytes(wasmtime.wat2wasm(GLOBAL_COUNTER))
     pid, entries = populate(store, ["Inc", "Inc", "Inc", "Trap", "Inc"], wasm=wasm)
-    worker = Worker(config(tmp_path, checkpoint_every=2), store)
+    worker = Worker(config(tmp_path, checkpoint_every=2), store, compute_clock=no_compute_time)
     outputs = [orjson.loads(result).get("Output") for _, result in feed(worker, entries)]
     assert outputs == ["0", "1", "2", "3", "", "4"]
     dry = module_json(Message(new_id(), OWNER, pid, with_ao_tags({"Action": "Inc"}, "Message")), None)
     for _ in range(3):
         assert b'"Output":"5"' in worker.dry_run([b"t", pid.encode(), dry], [])[1]
-    recovered = Worker(config(tmp_path, checkpoint_every=2), store).hosted(pid)
+    recovered = Worker(config(tmp_path, checkpoint_every=2), store, compute_clock=no_compute_time).hosted(pid)
     assert recovered is not None
     assert b'"Output":"4"' in recovered.dry_run(dry.replace(b'"Inc"', b'"Get"'))
 
@@ -197,7 +202,7 @@ def test_a_process_whose_checkpoint_will_not_restore_is_isolated_and_its_neighbo
     bad, bad_entries = populate(store, ["Inc"] * 3, module="counter")
     good, good_entries = populate(store, ["Inc"] * 3, module="counter")
     store.write(lambda txn: txn.put(log_key(bad, 2), b"\1" * 40 + b"not a checkpoint", db=store.checkpoints))
-    worker = Worker(config(tmp_path, checkpoint_every=1000), store)
+    worker = Worker(config(tmp_path, checkpoint_every=1000), store, compute_clock=no_compute_time)
     results = dict(feed(worker, bad_entries + good_entries))
     assert all(b'"Error":' in results[key] for key, _ in bad_entries)
     assert b'"Output":"3"' in results[good_entries[-1][0]]

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -81,9 +82,12 @@ class WorkerConfig:
 class Worker:
     """What a worker knows: its compiled modules and its hosted processes."""
 
-    def __init__(self, config: WorkerConfig, store: Store) -> None:
+    def __init__(
+        self, config: WorkerConfig, store: Store, compute_clock: Callable[[], float] = time.perf_counter
+    ) -> None:
         self.config = config
         self.store = store
+        self.compute_clock = compute_clock  # drives the checkpoint_ms policy; a test fixes it
         self.modules: dict[str, CompiledModule] = {}
         self.processes: dict[str, HostedProcess] = {}
         self.broken: dict[str, str] = {}  # process id -> why it cannot be evaluated
@@ -138,6 +142,7 @@ class Worker:
                 limits,
                 Evaluator(limits.fuel),
                 self._checkpoint_taken,
+                self.compute_clock,
             )
             process.recover()
         except _HOST_FAULTS:
