@@ -82,8 +82,9 @@ class Overloaded(ActoraoError):
     """A bound was hit; the caller should slow down and retry."""
 
 
-class Timeout(ActoraoError):
-    """A wait ended before its answer arrived."""
+class Timeout(ActoraoError, TimeoutError):
+    """A wait ended before its answer arrived. It is a ``TimeoutError`` too, so code that waits on
+    anything catches it the usual way."""
 
 
 class NodeStopped(ActoraoError):

@@ -24,18 +24,18 @@ import orjson
 
 from actorao import examples
 from actorao._exceptions import ActoraoError
-from actorao.cu import worker_entries
 from actorao.http._server import http_url
-from actorao.node import Node
+from actorao.node import Node, NodeConfig
 
 DEFAULT_URL = "http://127.0.0.1:8734"
 DEFAULT_WALLET = "~/.actorao/wallet.json"
 
 
-def demo(path: str, processes: int, messages: int, workers: int | None, batch: int) -> int:
+def demo(config: NodeConfig, processes: int, messages: int, batch: int) -> int:
     """Spawn counters, send them messages in durable batches, wait for every result, check every count."""
     started = time.perf_counter()
-    with Node(path, workers=workers) as node:
+    path = config.path
+    with Node(config) as node:
         earlier = len(node.processes())
         print(f"node at {path}: {node.workers} workers, {earlier} processes already there, "
               f"up in {time.perf_counter() - started:.2f} s")
@@ -67,24 +67,28 @@ def _env(name: str, default: str | None) -> str | None:
     return os.environ.get(name, default)
 
 
+def _node_config(args: argparse.Namespace) -> NodeConfig:
+    """The node's settings: its defaults, then ACTORAO_* variables, then the flags given."""
+    flags = ("path", "workers", "host", "port", "verify", "max_body", "public_url")
+    return NodeConfig.from_env(**{name: getattr(args, name, None) for name in flags})
+
+
 # -- the node ---------------------------------------------------------------------------------------
 def run_node(args: argparse.Namespace) -> int:
     """A node with AO's HTTP API in the foreground, and a live status line on stderr."""
     from actorao.http import serve_forever
 
-    if args.max_body < 1:
-        raise ActoraoError(f"--max-body must be at least 1 byte, got {args.max_body}")
-    with Node(args.path, workers=args.workers) as node:
-        url = http_url(args.host, args.port)
-        print(f"actorao node {node.identity} at {args.path}: {node.workers} workers, "
+    config = _node_config(args)
+    with Node(config) as node:
+        url = http_url(config.host, config.port)
+        print(f"actorao node {node.identity} at {config.path}: {node.workers} workers, "
               f"{len(node.processes())} processes; AO HTTP API on {url} "
-              f"(signatures {'verified' if args.verify else 'NOT verified'})", file=sys.stderr, flush=True)
+              f"(signatures {'verified' if config.verify else 'NOT verified'})", file=sys.stderr, flush=True)
         stop = threading.Event()
         status = threading.Thread(target=_status_line, args=(node, stop), name="status", daemon=True)
         status.start()
         try:
-            serve_forever(node, args.host, args.port, verify=args.verify, max_body=args.max_body,
-                          public_url=args.public_url or url)
+            serve_forever(node, public_url=config.public_url or url)
         finally:
             stop.set()
             status.join(2.0)
@@ -100,21 +104,17 @@ def _status_line(node: Node, stop: threading.Event) -> None:
     last_assigned, last_evaluated, last_time = 0, 0, time.monotonic()
     while not stop.wait(every):
         try:
-            su = node.scheduler
-            tree = node.tree()
+            status = node.status()
         except ActoraoError:
             continue
         now = time.monotonic()
-        assigned, evaluated = su.assigned, node.evaluated
+        assigned, evaluated = status["assigned"], status["evaluated"]
         rate_in = (assigned - last_assigned) / (now - last_time)
         rate_out = (evaluated - last_evaluated) / (now - last_time)
         last_assigned, last_evaluated, last_time = assigned, evaluated, now
-        workers = worker_entries(tree)
-        healthy = sum(1 for child in workers if child.get("state") == "running")
-        restarts = sum(int(child.get("restarts", 0)) for child in workers)
-        line = (f"{len(su.processes)} processes | {rate_in:,.0f} assigned/s, {rate_out:,.0f} evaluated/s | "
-                f"{assigned:,} assigned, {evaluated:,} evaluated | workers {healthy}/{len(workers)} up, "
-                f"{restarts} restarts")
+        line = (f"{status['processes']} processes | {rate_in:,.0f} assigned/s, {rate_out:,.0f} evaluated/s | "
+                f"{assigned:,} assigned, {evaluated:,} evaluated | workers {status['workers_running']}/"
+                f"{status['workers']} up, {status['restarts']} restarts")
         print(f"\r{line:<110}" if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
 
 
@@ -221,7 +221,7 @@ def run_client(args: argparse.Namespace) -> int:
         _print(client.json("GET", f"/{args.process}", query={"from": args.from_, "to": args.to, "limit": args.limit}))
     elif command == "tree":
         if args.path:
-            with Node(args.path, workers=args.workers) as node:
+            with Node(_node_config(args)) as node:
                 _print(node.tree())
         else:
             _print(client.json("GET", "/actorao/tree"))
@@ -237,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def data_path(sub: argparse.ArgumentParser, default: str | None = ".actorao") -> None:
         sub.add_argument("--path", default=_env("ACTORAO_PATH", default),
                          help=f"the node's data folder (env ACTORAO_PATH; default: {default})")
-        sub.add_argument("--workers", type=int, default=_env("ACTORAO_WORKERS", None),
+        sub.add_argument("--workers", type=int, default=None,
                          help="CU worker processes (env ACTORAO_WORKERS; default: one per core)")
 
     run_demo = commands.add_parser("demo", help="run the counter demo workload on a node")
@@ -248,17 +248,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     node = commands.add_parser("node", help="run a node serving AO's HTTP API, with a live status line")
     data_path(node)
-    node.add_argument("--host", default=_env("ACTORAO_HOST", "127.0.0.1"),
-                      help="address to listen on (env ACTORAO_HOST; default: 127.0.0.1, this machine only)")
-    node.add_argument("--port", type=int, default=_env("ACTORAO_PORT", "8734"),
-                      help="port (env ACTORAO_PORT; default: 8734)")
-    node.add_argument("--no-verify", dest="verify", action="store_false",
-                      default=(_env("ACTORAO_VERIFY", "1") or "1").lower() not in ("0", "false", "no", "off"),
+    defaults = NodeConfig()
+    node.add_argument("--host", default=None,
+                      help=f"address to listen on (env ACTORAO_HOST; default: {defaults.host}, this machine only)")
+    node.add_argument("--port", type=int, default=None, help=f"port (env ACTORAO_PORT; default: {defaults.port})")
+    node.add_argument("--no-verify", dest="verify", action="store_const", const=False, default=None,
                       help="accept data items without checking signatures (env ACTORAO_VERIFY=0)")
-    node.add_argument("--max-body", type=int, default=_env("ACTORAO_MAX_BODY", str(64 << 20)),
+    node.add_argument("--max-body", type=int, default=None,
                       help="largest request body in bytes (env ACTORAO_MAX_BODY; default: 64 MiB)")
-    node.add_argument("--public-url", default=_env("ACTORAO_PUBLIC_URL", None),
-                      help="the URL clients reach this node at, for its Scheduler-Location (default: http://HOST:PORT)")
+    node.add_argument("--public-url", default=None,
+                      help="the URL clients reach this node at, for its Scheduler-Location (env ACTORAO_PUBLIC_URL; "
+                      "default: http://HOST:PORT)")
 
     def client(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
@@ -307,11 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    if args.command != "bench" and getattr(args, "workers", None) is not None:
-        args.workers = int(args.workers)
     try:
         if args.command == "demo":
-            return demo(args.path, args.processes, args.messages, args.workers, args.batch)
+            return demo(_node_config(args), args.processes, args.messages, args.batch)
         if args.command == "node":
             return run_node(args)
         if args.command == "bench":

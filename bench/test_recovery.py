@@ -59,7 +59,7 @@ def test_recovery_after_kill_9_of_a_worker_hosting_1000_processes(
         timings: list[tuple[float, float]] = []
 
         def kill_and_recover() -> None:
-            victim = node.pool.supervisor.pid_of("worker-0")
+            victim = node._pool.supervisor.pid_of("worker-0")
             assert victim is not None
             killed = time.perf_counter()
             os.kill(victim, signal.SIGKILL)

@@ -41,7 +41,7 @@ def count(node: Node, pid: str) -> int:
 
 def store_state(node: Node) -> dict[str, int]:
     """How many entries each sub-database holds: bad input must change none of them."""
-    return {name: node.store.read(lambda txn, db=db: txn.stat(db)["entries"]) for name, db in node.store.db.items()}
+    return {name: node._store.read(lambda txn, db=db: txn.stat(db)["entries"]) for name, db in node._store.db.items()}
 
 
 def test_a_thousand_messages_to_one_process_are_evaluated_in_slot_order(make_node: MakeNode, counter: bytes) -> None:
@@ -58,7 +58,7 @@ def test_a_thousand_messages_to_one_process_are_evaluated_in_slot_order(make_nod
 def test_a_hundred_processes_over_two_workers_all_get_correct_results(make_node: MakeNode, counter: bytes) -> None:
     node = make_node()
     pids = [node.spawn(counter, {"Name": f"c{i}"}) for i in range(100)]
-    assert {node.pool.worker_of(pid) for pid in pids} == {0, 1}
+    assert {node._pool.worker_of(pid) for pid in pids} == {0, 1}
     sends = [(pids[i % 100], {"Action": "Inc"}, "") for i in range(3000)]
     acks = node.send_many(sends)
     results = node.results(acks)
@@ -86,7 +86,7 @@ def test_slot_zero_is_the_spawn_message_and_the_hash_chain_links_every_slot(
     node = make_node()
     pid = node.spawn(counter)
     node.send_many([(pid, {"Action": "Inc"}, "")] * 20)
-    entries = [orjson.loads(body) for _, body in node.store.log_range(pid, 0, 100)]
+    entries = [orjson.loads(body) for _, body in node._store.log_range(pid, 0, 100)]
     assert [entry["Nonce"] for entry in entries] == list(range(21))
     assert entries[0]["Id"] == pid
     assert entries[0]["Hash-Chain"] == Assignment.genesis_hash_chain(pid)
@@ -109,7 +109,7 @@ def test_close_and_reopen_keeps_state_and_results_and_continues_the_slots(tmp_pa
         ack = node.send(pid, {"Action": "Inc"})
         assert ack.slot == 51
         assert node.result(ack).output == "51"
-        slots = [slot for slot, _ in node.store.log_range(pid, 0, 1000)]
+        slots = [slot for slot, _ in node._store.log_range(pid, 0, 1000)]
         assert slots == list(range(52))
 
 
@@ -290,14 +290,14 @@ def test_a_killed_worker_is_restarted_and_every_acknowledged_message_gets_its_re
     node = make_node(checkpoint_every=50)
     pids = [node.spawn(counter) for _ in range(20)]
     first = node.send_many([(pids[i % 20], {"Action": "Inc"}, "") for i in range(2000)])
-    victim = node.pool.supervisor.pid_of("worker-0")
+    victim = node._pool.supervisor.pid_of("worker-0")
     assert victim is not None
     os.kill(victim, signal.SIGKILL)
     second = node.send_many([(pids[i % 20], {"Action": "Inc"}, "") for i in range(2000)])
     results = node.results(first + second, timeout=60)
     assert all(result.ok for result in results)
-    assert node.pool.supervisor.pid_of("worker-0") != victim
-    assert child_restarts(node.pool.supervisor.tree(), "worker-0") == 1
+    assert node._pool.supervisor.pid_of("worker-0") != victim
+    assert child_restarts(node._pool.supervisor.tree(), "worker-0") == 1
     assert sorted(count(node, pid) for pid in pids) == [200] * 20
     per_process: dict[str, list[str]] = {}
     for ack, result in zip(first + second, results, strict=True):
@@ -323,7 +323,7 @@ def test_a_tiny_map_grows_under_load_and_no_store_error_reaches_the_caller(
     assert len({ack.id for ack in acks}) == 3000
     results = node.results(acks, timeout=60)
     assert all(result.ok for result in results)
-    assert node.store.env.info()["map_size"] > 256 * 1024
+    assert node._store.env.info()["map_size"] > 256 * 1024
     assert sorted(count(node, pid) for pid in pids) == [600] * 5
 
 
@@ -335,19 +335,19 @@ def test_crashes_past_the_pool_intensity_restart_the_pool_and_past_the_root_stop
     pid = node.spawn(counter)
     restarts_seen = []
     for _ in range(12):
-        if node.root.failed:
+        if node._root.failed:
             break
-        victim = node.pool.supervisor.pid_of("worker-0")
+        victim = node._pool.supervisor.pid_of("worker-0")
         if victim is None:
             time.sleep(0.01)
             continue
         os.kill(victim, signal.SIGKILL)
         for _ in range(500):  # until the worker is back, under this pool supervisor or a new one
-            if node.root.failed or node.pool.supervisor.pid_of("worker-0") not in (victim, None):
+            if node._root.failed or node._pool.supervisor.pid_of("worker-0") not in (victim, None):
                 break
             time.sleep(0.01)
         restarts_seen.append(child_restarts(node.tree(), "cu-pool"))
-    assert node.root.failed
+    assert node._root.failed
     assert max(restarts_seen) == 2  # the root restarted the pool twice, then gave up itself
     with pytest.raises(NodeStopped, match="gave up"):
         node.send(pid, {"Action": "Inc"})
@@ -370,7 +370,7 @@ def test_the_node_tree_shows_the_root_the_su_and_the_pool_with_its_workers(make_
     assert [worker["id"] for worker in workers] == [f"worker-{i}" for i in range(node.workers)]
     assert all(worker["state"] == "running" and worker["restarts"] == 0 for worker in workers)
     assert {worker["pid"] for worker in workers} == {
-        node.pool.supervisor.pid_of(f"worker-{i}") for i in range(node.workers)
+        node._pool.supervisor.pid_of(f"worker-{i}") for i in range(node.workers)
     }
 
 
@@ -380,7 +380,7 @@ from actorao import Node, examples
 node = Node(sys.argv[1], workers=2)
 pid = node.spawn(examples.wasm("counter"))
 acks = node.send_many([(pid, {"Action": "Inc"}, "")] * 3000)
-workers = [node.pool.supervisor.pid_of(f"worker-{i}") for i in range(2)]
+workers = [node._pool.supervisor.pid_of(f"worker-{i}") for i in range(2)]
 print(orjson.dumps({"pid": pid, "last": acks[-1].id, "workers": workers}).decode(), flush=True)
 sys.stdin.read()  # wait to be killed
 """
@@ -451,7 +451,7 @@ def test_a_result_committed_by_a_worker_that_died_before_reporting_it_still_reac
     waiting = node.result_nowait(node.send(pid, {"Action": "Inc"}))
     assert waiting.get(timeout=30).output == "1"
     assert (tmp_path / "died").exists()
-    assert child_restarts(node.pool.supervisor.tree(), "worker-0") == 1
+    assert child_restarts(node._pool.supervisor.tree(), "worker-0") == 1
 
 
 def test_limits_are_fixed_at_spawn_so_a_reopened_node_replays_the_same(tmp_path: Path, trapper: bytes) -> None:
@@ -483,10 +483,10 @@ def test_a_module_is_compiled_once_and_workers_load_its_stored_artifact(tmp_path
     with Node(tmp_path / "node", workers=1) as node:
         pid = node.spawn(counter)
         module = node.process_info(pid)["module"].encode()
-        artifact = node.store.get("modules", module + artifact_suffix())
+        artifact = node._store.get("modules", module + artifact_suffix())
         assert artifact is not None and artifact[:4] != b"\0asm"
         # Take the source away: a fresh worker that still evaluates must be using the artifact.
-        node.store.write(lambda txn: txn.delete(module + b"/wasm", db=node.store.modules))
+        node._store.write(lambda txn: txn.delete(module + b"/wasm", db=node._store.modules))
     with Node(tmp_path / "node", workers=1) as node:
         assert node.result(node.send(pid, {"Action": "Inc"})).output == "1"
 
@@ -532,7 +532,7 @@ def test_scaling_from_one_worker_to_two_and_back_under_a_stream_loses_and_repeat
         time.sleep(0.2)
         node.scale(2)
         assert [child["id"] for child in node.tree()["children"][0]["children"]] == ["worker-0", "worker-1"]
-        moved = [pid for pid in pids if node.pool.worker_of(pid) == 1]
+        moved = [pid for pid in pids if node._pool.worker_of(pid) == 1]
         time.sleep(0.2)
         node.scale(1)
         assert [child["id"] for child in node.tree()["children"][0]["children"]] == ["worker-0"]
@@ -554,14 +554,14 @@ def test_scaling_from_one_worker_to_two_and_back_under_a_stream_loses_and_repeat
 def test_a_hung_worker_is_detected_and_replaced(make_node: MakeNode, counter: bytes) -> None:
     node = make_node()
     pids = [node.spawn(counter) for _ in range(10)]
-    hung = node.pool.supervisor.pid_of("worker-0")
+    hung = node._pool.supervisor.pid_of("worker-0")
     assert hung is not None
     os.kill(hung, signal.SIGSTOP)
     try:
         acks = node.send_many([(pid, {"Action": "Inc"}, "") for pid in pids])
         results = node.results(acks, timeout=30)  # the hung worker's share comes from its successor
         assert [result.output for result in results] == ["1"] * 10
-        assert node.pool.supervisor.pid_of("worker-0") != hung
+        assert node._pool.supervisor.pid_of("worker-0") != hung
         worker = node.tree()["children"][0]["children"][0]
         assert worker["restarts"] == 1 and worker["state"] == "running"
     finally:

@@ -46,13 +46,13 @@ def run(path: Path, kill_midway: bool) -> tuple[dict[str, int], list[int], int]:
         node.send_many(payments[: TRANSFERS // 2])
         if kill_midway:
             time.sleep(0.05)
-            victim = node.pool.supervisor.pid_of("worker-1")
+            victim = node._pool.supervisor.pid_of("worker-1")
             assert victim is not None
             os.kill(victim, signal.SIGKILL)
         node.send_many(payments[TRANSFERS // 2 :])
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # until the token has taken every transfer
-            entries = [orjson.loads(body) for _, body in node.store.log_range(token, 1, 1 << 40)]
+            entries = [orjson.loads(body) for _, body in node._store.log_range(token, 1, 1 << 40)]
             if sum({"name": "Action", "value": "Transfer"} in e["Tags"] for e in entries) == TRANSFERS:
                 break
             time.sleep(0.05)

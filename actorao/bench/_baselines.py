@@ -32,7 +32,8 @@ from typing import Any
 
 import pykka
 
-from actorao.vm import DEFAULT_MEMORY_LIMIT, CompiledModule, Evaluator, Instance, compile_module
+from actorao._config import DEFAULT_MEMORY_LIMIT
+from actorao.vm import CompiledModule, Evaluator, Instance, compile_module
 
 __all__ = [
     "BASELINES",

@@ -5,7 +5,6 @@ calls. Everything measured here is wall-clock on this machine: the report gives 
 
 from __future__ import annotations
 
-import os
 import queue
 import statistics
 import tempfile
@@ -13,20 +12,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pykka
-
+from actorao import Future
 from actorao._exceptions import ActoraoError, Timeout
 from actorao.bench import _baselines as baselines
 from actorao.bench._workloads import WORKLOADS, Prepared, Workload
-from actorao.cu import worker_entries
 from actorao.message import Assignment, Message, module_json, new_id, with_ao_tags
-from actorao.node import Node
-from actorao.persist import log_key
-from actorao.su import Ack
+from actorao.node import Ack, Node
 
 BATCH = 250  # messages per send_many: large enough to amortise the fsync, small enough to stream
 WINDOW = 4  # batches in flight at once
@@ -58,6 +53,12 @@ class CaseResult:
     checkpoint_bytes: int
     spawn_seconds: float
     latency_samples: int
+    # CPU microseconds per message sent, by OS process ("caller", "worker-N") and by thread of the
+    # caller's process ("caller/scheduler", "caller/messenger", ...); the busiest OS process; and the
+    # projected ceiling, 1 / its CPU seconds per message: how fast a box with cores to spare could go.
+    cpu_us_per_message: dict[str, float] = field(default_factory=dict)
+    busiest: str = ""
+    projected_ceiling: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -119,18 +120,59 @@ class _Probe:
         return [max(0.0, arrivals[key] - at) for key, at in self.acked.items() if key in arrivals]
 
 
-def _cpu_seconds(node: Node) -> float:
+# Threads of the node's own process, by what they do. The rest of the caller's CPU (other threads,
+# and threads that ended during the case) is reported as "other".
+_THREAD_ROLES = {"MainThread": "driver", "bench-acks": "driver", "su-group-commit": "scheduler", "mu": "messenger",
+                 "cu-results": "results listener", "cron": "cron"}
+
+
+def cpu_by_role(node: Node) -> dict[str, tuple[int, float]]:
+    """(OS pid, CPU seconds so far) of each OS process of the node, and of each kind of thread in the
+    caller's own process: ``caller`` (this process: the driver and, today, the SU, the messenger and
+    the results listener), ``caller/<role>``, and ``worker-N``."""
     import psutil  # the bench extra's: imported when a bench runs, not when the CLI starts
 
-    pids = [os.getpid()] + [entry["pid"] for entry in worker_entries(node.tree()) if entry.get("pid")]
-    total = 0.0
-    for pid in pids:
+    me = psutil.Process()
+    times = me.cpu_times()
+    roles: dict[str, tuple[int, float]] = {"caller": (me.pid, times.user + times.system)}
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    for thread in me.threads():
+        known = _THREAD_ROLES.get(names.get(thread.id, ""))
+        if known is None:
+            continue
+        role = "caller/" + known
+        roles[role] = (me.pid, roles.get(role, (me.pid, 0.0))[1] + thread.user_time + thread.system_time)
+    for entry in node.worker_processes():
+        pid = entry.get("pid")
+        if not pid:
+            continue
         try:
-            times = psutil.Process(pid).cpu_times()
+            worker = psutil.Process(pid).cpu_times()
         except psutil.Error:
             continue
-        total += times.user + times.system
-    return total
+        roles[str(entry["id"])] = (pid, worker.user + worker.system)
+    return roles
+
+
+def _process_cpu(roles: dict[str, tuple[int, float]]) -> float:
+    return sum(used for role, (_, used) in roles.items() if "/" not in role)
+
+
+def cpu_per_message(before: dict[str, tuple[int, float]], after: dict[str, tuple[int, float]],
+                    messages: int) -> tuple[dict[str, float], str, float]:
+    """CPU microseconds per message of each role between two ``cpu_by_role`` snapshots (a worker
+    restarted meanwhile counts from its new start), the busiest OS process, and the projected ceiling
+    in messages/s."""
+    per: dict[str, float] = {}
+    for role, (pid, seconds) in after.items():
+        was_pid, was = before.get(role, (pid, 0.0))
+        used = seconds - was if was_pid == pid else seconds
+        per[role] = max(0.0, used) * 1e6 / max(1, messages)
+    threads = sum(us for role, us in per.items() if role.startswith("caller/"))
+    per["caller/other"] = max(0.0, per.get("caller", 0.0) - threads)
+    processes = {role: us for role, us in per.items() if "/" not in role}
+    busiest = max(processes, key=processes.__getitem__)
+    return per, busiest, 1e6 / processes[busiest] if processes[busiest] > 0 else 0.0
 
 
 def _settle(node: Node, prepared: Prepared) -> None:
@@ -141,23 +183,22 @@ def _settle(node: Node, prepared: Prepared) -> None:
 
 
 def _checkpoint_bytes(node: Node) -> int:
-    db = node.store.db["checkpoints"]
-    return int(node.store.read(lambda txn: sum(len(value) for _, value in txn.cursor(db=db))))
+    return node.reads.checkpoint_bytes()
 
 
 class _AckRecorder:
     """Waits on batch futures in submission order (the SU commits in that order) and stamps each
     message's acknowledgement when its batch's future resolves; ``slots`` bounds batches in flight."""
 
-    def __init__(self, probe: _Probe, tick: Callable[[int], None], window: int) -> None:
-        self.probe, self.tick = probe, tick
+    def __init__(self, node: Node, probe: _Probe, tick: Callable[[int], None], window: int) -> None:
+        self.node, self.probe, self.tick = node, probe, tick
         self.slots = threading.Semaphore(window)
-        self.pending: queue.SimpleQueue[pykka.ThreadingFuture[list[Ack]] | None] = queue.SimpleQueue()
+        self.pending: queue.SimpleQueue[Future[list[Ack]] | None] = queue.SimpleQueue()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="bench-acks", daemon=True)
         self.thread.start()
 
-    def submit(self, future: pykka.ThreadingFuture[list[Ack]]) -> None:
+    def submit(self, future: Future[list[Ack]]) -> None:
         self.pending.put(future)
 
     def _run(self) -> None:
@@ -170,7 +211,7 @@ class _AckRecorder:
             now = time.perf_counter()
             acked = self.probe.acked
             for ack in acks:
-                acked[log_key(ack.process, ack.slot)] = now
+                acked[self.node.result_key(ack)] = now
             self.slots.release()
             self.tick(len(acks))
 
@@ -201,9 +242,10 @@ def run_case(case: Case, root: Path, tick: Callable[[int], None]) -> CaseResult:
         try:
             expected = case.messages * prepared.evaluations_per_message
             probe.target = expected
-            cpu_before = _cpu_seconds(node)
+            roles_before = cpu_by_role(node)
+            cpu_before = _process_cpu(roles_before)
             began = time.perf_counter()
-            recorder = _AckRecorder(probe, tick, WINDOW)
+            recorder = _AckRecorder(node, probe, tick, WINDOW)
             try:
                 for start in range(0, case.messages, BATCH):
                     batch = [prepared.message(i) for i in range(start, min(start + BATCH, case.messages))]
@@ -214,14 +256,16 @@ def run_case(case: Case, root: Path, tick: Callable[[int], None]) -> CaseResult:
             if not probe.reached.wait(RESULT_TIMEOUT):
                 raise Timeout(f"{case.label}: {probe.count} of {expected} evaluations after {RESULT_TIMEOUT} s")
             seconds = probe.last - began
-            cpu = _cpu_seconds(node) - cpu_before
+            roles_after = cpu_by_role(node)
+            cpu = _process_cpu(roles_after) - cpu_before
         finally:
             stop_watching()
         latencies = probe.latencies()
         prepared.check(node, case.messages)
+        per_message, busiest, ceiling = cpu_per_message(roles_before, roles_after, case.messages)
         return CaseResult(
             case, seconds, case.messages / seconds, expected, percentiles(latencies),
-            cpu / seconds, _checkpoint_bytes(node), spawn_seconds, len(latencies),
+            cpu / seconds, _checkpoint_bytes(node), spawn_seconds, len(latencies), per_message, busiest, ceiling,
         )
 
 
@@ -244,7 +288,7 @@ def run_sweep(workload_name: str, workers: int, processes: int, ceiling_rate: fl
                 per_tick = max(1, round(offered * interval))
                 ticks = max(1, round(duration / interval))
                 probe.target = per_tick * ticks * prepared.evaluations_per_message
-                recorder = _AckRecorder(probe, tick, 1 << 20)  # open loop: never held back
+                recorder = _AckRecorder(node, probe, tick, 1 << 20)  # open loop: never held back
                 began = time.perf_counter()
                 try:
                     for n in range(ticks):

@@ -3,8 +3,18 @@ process's slots in order and storing the results."""
 
 from __future__ import annotations
 
+from actorao.cu._modules import ModuleRegistry, module_format_of
 from actorao.cu._pool import WorkerPool, place, worker_entries
 from actorao.cu._process import HostedProcess, Limits
-from actorao.cu._worker import module_format_of
+from actorao.cu._rendezvous import Rendezvous
 
-__all__ = ["HostedProcess", "Limits", "WorkerPool", "module_format_of", "place", "worker_entries"]
+__all__ = [
+    "HostedProcess",
+    "Limits",
+    "ModuleRegistry",
+    "Rendezvous",
+    "WorkerPool",
+    "module_format_of",
+    "place",
+    "worker_entries",
+]

@@ -21,7 +21,7 @@ import lmdb
 import orjson
 import zstandard
 
-from actorao.persist import Store, log_key
+from actorao.persist import Store
 from actorao.vm import DIFF_PAGE, Instance, Snapshot
 
 PAGE = DIFF_PAGE
@@ -151,32 +151,9 @@ def load(store: Store, pid: str) -> tuple[int, Snapshot] | None:
 
 def read_chain(store: Store, pid: str) -> list[bytes]:
     """The blobs of ``pid``'s newest checkpoint chain, oldest (its full base) first."""
-    prefix = pid.encode()
-    db = store.checkpoints
-
-    def body(txn: lmdb.Transaction) -> list[bytes]:
-        cursor = txn.cursor(db=db)
-        found = cursor.prev() if cursor.set_range(log_key(pid, (1 << 64) - 1)) else cursor.last()
-        chain: list[bytes] = []
-        while found and bytes(cursor.key())[:-8] == prefix:
-            blob = bytes(cursor.value())
-            chain.append(blob)
-            if blob[1] == _FULL:
-                break
-            found = cursor.prev()
-        return chain[::-1]
-
-    return store.read(body)
+    return store.checkpoint_chain(pid, lambda blob: blob[1] == _FULL)
 
 
 def put(txn: lmdb.Transaction, store: Store, pid: str, encoded: Encoded) -> None:
     """Store one checkpoint; a full one prunes the chains before it."""
-    db = store.checkpoints
-    txn.put(log_key(pid, encoded.slot), encoded.blob, db=db)
-    if encoded.full:
-        cursor = txn.cursor(db=db)
-        stop = log_key(pid, encoded.slot)
-        if cursor.set_range(log_key(pid, 0)):
-            while bytes(cursor.key()) < stop:
-                if not cursor.delete():
-                    break
+    store.put_checkpoint(txn, pid, encoded.slot, encoded.blob, prune_before=encoded.full)

@@ -23,6 +23,7 @@ import zmq
 
 from actorao._exceptions import ModuleError
 from actorao.cu import _checkpoint as checkpoints
+from actorao.cu._modules import ModuleRegistry
 from actorao.cu._process import HostedProcess, Limits, process_env
 from actorao.mailbox import (
     ASSIGN,
@@ -44,13 +45,9 @@ from actorao.mailbox import (
 from actorao.persist import Store, log_key, split_key
 from actorao.supervisor import start_heartbeat
 from actorao.vm import (
-    CompiledModule,
     Evaluator,
     HostResourceError,
-    artifact_suffix,
-    compile_module,
     error_result,
-    load_compiled,
 )
 
 log = logging.getLogger(__name__)
@@ -88,7 +85,7 @@ class Worker:
         self.config = config
         self.store = store
         self.compute_clock = compute_clock  # drives the checkpoint_ms policy; a test fixes it
-        self.modules: dict[str, CompiledModule] = {}
+        self.modules = ModuleRegistry(store, keep_artifacts=False)
         self.processes: dict[str, HostedProcess] = {}
         self.broken: dict[str, str] = {}  # process id -> why it cannot be evaluated
         self.broken_answered: dict[str, int] = {}  # process id -> next slot to answer with its Error
@@ -97,36 +94,19 @@ class Worker:
     def _checkpoint_taken(self, pid: str, encoded: checkpoints.Encoded) -> None:
         self.checkpoints.append((pid, encoded))
 
-    def _compiled(self, module_id: str, meta: bytes) -> CompiledModule:
-        """Each module once per worker: its stored artifact if this engine made one, else compiled."""
-        compiled = self.modules.get(module_id)
-        if compiled is None:
-            module_format = module_format_of(meta)
-            artifact = self.store.get("modules", module_id.encode() + artifact_suffix())
-            if artifact is not None:
-                compiled = load_compiled(artifact, module_format)
-            else:
-                wasm = self.store.get("modules", module_id.encode() + b"/wasm")
-                if wasm is None:
-                    raise ModuleError(f"ModuleError: module {module_id} is not in the store")
-                log.info("worker %d: no compiled artifact for %s; compiling", self.config.index, module_id)
-                compiled = compile_module(wasm, module_format)
-            self.modules[module_id] = compiled
-        return compiled
-
     def hosted(self, pid: str) -> HostedProcess | None:
         """The process, loaded and recovered on first use; None when it cannot load."""
         process = self.processes.get(pid)
         if process is not None or pid in self.broken:
             return process
         try:
-            record = self.store.get("processes", pid.encode())
-            spawn = self.store.get("log", log_key(pid, 0))
+            record = self.store.process_record(pid)
+            spawn = self.store.log_entry(pid, 0)
             if record is None or spawn is None:
                 raise ModuleError(f"ModuleError: process {pid} has no spawn record")
             info = orjson.loads(record)
             module_id = info["module"]
-            meta = self.store.get("modules", module_id.encode())
+            meta = self.modules.meta(module_id)
             if meta is None:
                 raise ModuleError(f"ModuleError: module {module_id} is not in the store")
             limits = dataclasses.replace(
@@ -137,7 +117,7 @@ class Worker:
             process = HostedProcess(
                 pid,
                 self.store,
-                self._compiled(module_id, meta),
+                self.modules.compiled(module_id),
                 process_env(spawn, module_id, meta),
                 limits,
                 Evaluator(limits.fuel),
@@ -259,23 +239,12 @@ class Worker:
         taken, self.checkpoints = self.checkpoints, []
         if not results and not taken:
             return
-        results_db = self.store.results
-
         def body(txn: lmdb.Transaction) -> None:
-            for key, value in results:
-                txn.put(key, value, db=results_db)
+            self.store.put_results(txn, results)
             for pid, encoded in taken:
                 checkpoints.put(txn, self.store, pid, encoded)
 
         self.store.write(body)
-
-
-def module_format_of(meta: bytes) -> str | None:
-    """The Module-Format tag of a stored module's meta, if it has one."""
-    for tag in orjson.loads(meta).get("tags", []):
-        if tag.get("name") == "Module-Format":
-            return str(tag["value"])
-    return None
 
 
 def run_worker(config: WorkerConfig) -> None:

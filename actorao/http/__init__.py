@@ -4,7 +4,7 @@ to the node's URL) and other AO clients talk to an actorao node unchanged."""
 
 from __future__ import annotations
 
-from actorao.http._app import DEFAULT_MAX_BODY, create_app
-from actorao.http._server import DEFAULT_HOST, DEFAULT_PORT, HttpServer, serve_forever
+from actorao.http._app import create_app
+from actorao.http._server import HttpServer, serve_forever
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_MAX_BODY", "DEFAULT_PORT", "HttpServer", "create_app", "serve_forever"]
+__all__ = ["HttpServer", "create_app", "serve_forever"]

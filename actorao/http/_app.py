@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 import orjson
-import pykka
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -39,16 +38,13 @@ from actorao.ans104 import DataItem
 from actorao.http._gateway import Gateway
 from actorao.http._views import LogView
 from actorao.message import is_id, normalize_tags
-from actorao.node import Node
-from actorao.su import Ack
+from actorao.node import Ack, Node
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-DEFAULT_MAX_BODY = 64 * 1024 * 1024  # a module item is the largest thing that comes in
 SMALL_BODY = 256 * 1024  # a GraphQL query or a dry-run message
-DEFAULT_RESULT_WAIT = 30.0  # seconds GET /result waits for an evaluation
 RETRY_AFTER_S = 1
 # Blocking work runs on two thread pools: reads that may wait (for an evaluation, for a memory
 # copy) cannot take every thread and starve the posts that would let them finish.
@@ -158,16 +154,18 @@ class AoHttpApi:
         self,
         node: Node,
         *,
-        verify: bool = True,
-        max_body: int = DEFAULT_MAX_BODY,
-        result_wait: float = DEFAULT_RESULT_WAIT,
+        verify: bool | None = None,
+        max_body: int | None = None,
+        result_wait: float | None = None,
         public_url: str = "",
     ) -> None:
+        """Options left None take the node's ``NodeConfig``."""
+        config = node.config
         self.node = node
-        self.verify = verify
-        self.max_body = max_body
-        self.result_wait = result_wait
-        self.public_url = public_url
+        self.verify = config.verify if verify is None else verify
+        self.max_body = config.max_body if max_body is None else max_body
+        self.result_wait = config.result_wait if result_wait is None else result_wait
+        self.public_url = public_url or config.public_url or ""
         self.views = LogView(node)
         self.gateway = Gateway(node, lambda: self.public_url)
         self._writes = anyio.CapacityLimiter(WRITE_THREADS)
@@ -233,9 +231,9 @@ class AoHttpApi:
                 return {"id": outcome, "message": "Module stored"}
             try:
                 ack: Ack = outcome.get(timeout=self.result_wait)
-            except pykka.Timeout:  # queued, and will be assigned: a retry of the same item is safe
+            except Timeout as exc:  # queued, and will be assigned: a retry of the same item is safe
                 raise Timeout(f"not yet durable after {self.result_wait} s; post the same item again to "
-                              "learn its slot") from None
+                              "learn its slot") from exc
             return {"id": ack.id, "message": "Processing DataItem", "process": ack.process, "slot": ack.slot,
                     "timestamp": ack.timestamp}
 
@@ -268,7 +266,7 @@ class AoHttpApi:
                 item.verify()
             if item.target_id != pid:
                 raise InvalidMessage("Target", f"the monitor item targets {item.target_id!r}, not {pid}")
-        if pid not in self.node.scheduler.processes:
+        if not self.node.knows(pid):
             raise UnknownProcess(f"no process {pid} on this node")
         tags = self.views.process_tags(pid)
         interval = dict(tags).get("Cron-Interval")
@@ -281,7 +279,7 @@ class AoHttpApi:
     # -- SU -------------------------------------------------------------------------------------
     async def su_root(self, request: Request) -> Response:
         return json_response({"timestamp": int(time.time() * 1000), "address": self.node.identity,
-                              "processes": len(self.node.scheduler.processes)})
+                              "processes": len(self.node.processes())})
 
     async def timestamp(self, request: Request) -> Response:
         return json_response({"timestamp": int(time.time() * 1000), "block_height": 0})
@@ -377,7 +375,7 @@ class AoHttpApi:
         return json_response(await self._read(lambda: self.gateway.execute(body)))
 
     async def status(self, request: Request) -> Response:
-        return json_response(await self._read(self.views.status))
+        return json_response(await self._read(self.node.status))
 
     async def tree(self, request: Request) -> Response:
         return json_response(await self._read(self.node.tree))

@@ -15,15 +15,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import graphql
-import lmdb
 import orjson
 
-from actorao._exceptions import InvalidMessage
+from actorao._exceptions import ActoraoError, InvalidMessage
+from actorao._reads import LogEntry
 from actorao.ans104 import DataItem
 from actorao.http._views import signed_item
 from actorao.message import DATA_PROTOCOL, VARIANT, encode_id, is_id
 from actorao.node import Node
-from actorao.persist import log_key
 
 SCHEMA = graphql.build_schema("""
 type Query {
@@ -90,7 +89,7 @@ def _content_type(tags: list[dict[str, str]]) -> str | None:
 class Gateway:
     def __init__(self, node: Node, public_url: Callable[[], str]) -> None:
         self.node = node
-        self.store = node.store
+        self.reads = node.reads
         self._public_url = public_url
 
     def execute(self, body: bytes) -> dict[str, Any]:
@@ -121,23 +120,20 @@ class Gateway:
 
     # -- resolvers (graphql-core calls root fields as methods of the root value) ----------------
     def transaction(self, info: Any, id: str) -> dict[str, Any] | None:
-        return self.store.read(lambda txn: self._by_id(txn, id))
+        return self._by_id(id)
 
     def transactions(self, info: Any, **args: Any) -> dict[str, Any]:
         first = max(0, min(int(args.get("first") or 10), MAX_FIRST))
         after = args.get("after")
         start = int(after) if after is not None and _CURSOR.fullmatch(str(after)) else 0
 
-        def body(txn: lmdb.Transaction) -> list[dict[str, Any]]:
-            ids = args.get("ids")
-            if ids:
-                candidates: Iterator[dict[str, Any] | None] = (self._by_id(txn, tx_id) for tx_id in ids)
-            else:
-                candidates = self._all(txn)
-            wanted = (tx for tx in candidates if tx is not None and _matches(tx, args))
-            return list(itertools.islice(wanted, start + first + 1))
-
-        found = self.store.read(body)
+        ids = args.get("ids")
+        if ids:
+            candidates: Iterator[dict[str, Any] | None] = (self._by_id(tx_id) for tx_id in ids)
+        else:
+            candidates = self._all()
+        wanted = (tx for tx in candidates if tx is not None and _matches(tx, args))
+        found = list(itertools.islice(wanted, start + first + 1))
         page = found[start: start + first]
         return {
             "pageInfo": {"hasNextPage": len(found) > start + first},
@@ -152,45 +148,42 @@ class Gateway:
         tx_id = encode_id(hashlib.sha256(b"Scheduler-Location|" + identity.encode()).digest())
         return _transaction(tx_id, identity, [{"name": n, "value": v} for n, v in tags])
 
-    def _module(self, txn: lmdb.Transaction, module_id: str) -> dict[str, Any] | None:
-        meta = txn.get(module_id.encode(), db=self.store.modules)
-        if meta is None:
+    def _module(self, module_id: str) -> dict[str, Any] | None:
+        found = self.reads.module(module_id)
+        if found is None:
             return None
-        doc = orjson.loads(bytes(meta))
-        wasm = txn.get(module_id.encode() + b"/wasm", db=self.store.modules)
-        tx = _transaction(module_id, doc["owner"], doc["tags"], size=len(wasm) if wasm is not None else 0)
+        doc, size = found
+        tx = _transaction(module_id, doc["owner"], doc["tags"], size=size)
         tx["owner"]["key"], tx["signature"] = doc.get("key", ""), doc.get("signature", "")  # kept at upload
         return tx
 
-    def _logged(self, txn: lmdb.Transaction, tx_id: str, key: bytes) -> dict[str, Any] | None:
-        entry = txn.get(key, db=self.store.log)
-        if entry is None:
-            return None
-        doc = orjson.loads(bytes(entry))
-        return _transaction(tx_id, doc["Owner"], doc["Tags"], item=signed_item(txn, self.store, tx_id),
-                            recipient=doc["Target"], size=len(doc["Data"].encode()))
+    @staticmethod
+    def _logged(tx_id: str, entry: LogEntry) -> dict[str, Any]:
+        doc = entry.doc()
+        return _transaction(tx_id, doc["Owner"], doc["Tags"], item=signed_item(entry), recipient=doc["Target"],
+                            size=len(doc["Data"].encode()))
 
-    def _by_id(self, txn: lmdb.Transaction, tx_id: str) -> dict[str, Any] | None:
+    def _by_id(self, tx_id: str) -> dict[str, Any] | None:
         if not is_id(tx_id):
             return None
         location = self.scheduler_location()
         if tx_id == location["id"]:
             return location
-        module = self._module(txn, tx_id)
+        module = self._module(tx_id)
         if module is not None:
             return module
-        key = txn.get(tx_id.encode(), db=self.store.messages)
-        return self._logged(txn, tx_id, bytes(key)) if key is not None else None
+        entry = self.reads.find(tx_id)
+        return self._logged(tx_id, entry) if entry is not None else None
 
-    def _all(self, txn: lmdb.Transaction) -> Iterator[dict[str, Any] | None]:
+    def _all(self) -> Iterator[dict[str, Any] | None]:
         yield self.scheduler_location()
-        for key, _ in txn.cursor(db=self.store.modules):
-            name = bytes(key)
-            if is_id(name.decode(errors="replace")):  # the meta record, not /wasm or an artifact
-                yield self._module(txn, name.decode())
-        for key, _ in txn.cursor(db=self.store.processes):
-            pid = bytes(key).decode()
-            yield self._logged(txn, pid, log_key(pid, 0))
+        for module_id in self.reads.module_ids():
+            yield self._module(module_id)
+        for pid in self.reads.process_ids():
+            try:
+                yield self._logged(pid, self.reads.spawn(pid))
+            except ActoraoError:  # spawned, not yet committed
+                continue
 
 
 def _matches(tx: dict[str, Any], args: dict[str, Any]) -> bool:

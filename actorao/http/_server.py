@@ -20,10 +20,6 @@ from actorao.node import Node
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8734
-
-
 def http_url(host: str, port: int) -> str:
     """How clients on this machine reach a server bound to ``host``: a wildcard bind is reached on
     loopback, and an IPv6 address goes in brackets."""
@@ -47,7 +43,9 @@ class HttpServer:
     """AO's HTTP API for ``node`` on a background thread, bound to 127.0.0.1 by default. Port 0
     picks a free port; ``url`` says which."""
 
-    def __init__(self, node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, **options: Any) -> None:
+    def __init__(self, node: Node, host: str | None = None, port: int | None = None, **options: Any) -> None:
+        host = node.config.host if host is None else host
+        port = node.config.port if port is None else port
         # proto=IPPROTO_TCP matters: the event loop sets TCP_NODELAY on accepted connections only for
         # sockets that say they are TCP, and without it each keep-alive response waits 40 ms on
         # Nagle and delayed ACKs.
@@ -90,10 +88,13 @@ class HttpServer:
         self.stop()
 
 
-def serve_forever(node: Node, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, **options: Any) -> None:
+def serve_forever(node: Node, host: str | None = None, port: int | None = None, **options: Any) -> None:
     """Serve in the foreground until SIGINT or SIGTERM, then return so the caller closes the node.
     uvicorn stops on either and re-raises it once it has stopped: the handlers set here make that
-    re-raise a no-op instead of killing the process before the node is closed cleanly."""
+    re-raise a no-op instead of killing the process before the node is closed cleanly. Host, port and
+    options left out take the node's ``NodeConfig``."""
+    host = node.config.host if host is None else host
+    port = node.config.port if port is None else port
     server = uvicorn.Server(_config(node, host, port, **options))
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

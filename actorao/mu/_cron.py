@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 import orjson
 
+from actorao._config import DEFAULT_CATCH_UP
 from actorao._exceptions import ActoraoError, InvalidMessage
 from actorao.message import Message, Tag, encode_id, tag_value, with_ao_tags
-from actorao.persist import Store, log_key
+from actorao.persist import Store
 from actorao.su import SchedulerUnit
 from actorao.supervisor import ThreadChild
 
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 _UNITS = {"millisecond": 1, "second": 1000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000,
           "week": 604_800_000, "month": 2_592_000_000, "year": 31_536_000_000}
 _INTERVAL = re.compile(r"(\d+)-(millisecond|second|minute|hour|day|week|month|year)s?")
-DEFAULT_CATCH_UP = 10
 
 
 def parse_interval(text: str) -> int:
@@ -86,7 +86,7 @@ class Cron(ThreadChild):
 
     def add(self, pid: str) -> None:
         """Start ticking ``pid`` if its spawn asked for it."""
-        spawn = self.store.get("log", log_key(pid, 0))
+        spawn = self.store.log_entry(pid, 0)
         if spawn is None:
             self._checked.discard(pid)  # not committed yet: look again next time
             return

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from actorao._config import DEFAULT_MAX_BACKLOG, DEFAULT_MAX_PER_RESULT
 from actorao._exceptions import ActoraoError, InvalidMessage, NodeStopped, Overloaded
 from actorao.message import (
     PUSHED_TAGS,
@@ -40,8 +41,6 @@ from actorao.supervisor import ThreadChild
 log = logging.getLogger(__name__)
 
 _FLUSH_EVERY = 0.05  # seconds between offers of a backlog to the SU, when nothing else happens
-DEFAULT_MAX_BACKLOG = 100_000  # messages waiting for the SU, across the node
-DEFAULT_MAX_PER_RESULT = 10_000  # messages one result may send
 _NOTHING_SENT = (b'"Messages":[]', b'"Spawns":[]', b'"Assignments":[]')
 
 
@@ -151,7 +150,7 @@ class Messenger(ThreadChild):
     def _outgoing(self, pid: str, slot: int, result: dict[str, Any]) -> list[Message]:
         if result.get("Error") is not None:
             return []  # a failed message was rolled back whole, its outbox with it
-        entry = self.store.get("log", log_key(pid, slot))
+        entry = self.store.log_entry(pid, slot)
         pushed_for = orjson.loads(entry)["Id"] if entry is not None else ""
         module = self._module_of(pid)
         out = self._spawns(pid, slot, module, pushed_for, result.get("Spawns") or [])
@@ -240,7 +239,7 @@ class Messenger(ThreadChild):
         log.warning("process %s slot %d: message %d not delivered: %s", pid, slot, index, why)
         record = orjson.dumps({"Id": message_id, "From-Process": pid, "Slot": slot, "Index": index,
                                "Reason": why, "Message": raw})
-        self.store.write(lambda txn: txn.put(message_id.encode(), record, db=self.store.db["undelivered"]))
+        self.store.put_undelivered(message_id, record)
 
     def _submit(self, outgoing: list[Message]) -> None:
         with self._lock:
@@ -266,5 +265,4 @@ class Messenger(ThreadChild):
 
     # -- reading --------------------------------------------------------------------------------
     def undelivered(self) -> list[dict[str, Any]]:
-        db = self.store.db["undelivered"]
-        return self.store.read(lambda txn: [orjson.loads(bytes(value)) for _, value in txn.cursor(db=db)])
+        return [orjson.loads(raw) for raw in self.store.undelivered()]

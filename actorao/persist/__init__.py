@@ -3,6 +3,6 @@ id, the per-process log, results and checkpoints."""
 
 from __future__ import annotations
 
-from actorao.persist._store import DEFAULT_MAP_SIZE, SUBDATABASES, Store, log_key, split_key
+from actorao.persist._store import SUBDATABASES, ModuleRecord, Store, log_key, split_key
 
-__all__ = ["DEFAULT_MAP_SIZE", "SUBDATABASES", "Store", "log_key", "split_key"]
+__all__ = ["SUBDATABASES", "ModuleRecord", "Store", "log_key", "split_key"]

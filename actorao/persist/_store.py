@@ -11,7 +11,10 @@
     items        message, process or module id -> the signed ANS-104 data item it came in as
 
 Keys of the log and of results sort by process, then slot, so one process's history is one range and
-appends land in key order. Several OS processes open the environment at once: the SU writes fully
+appends land in key order. Only this room spells a key: every other room asks by name ("the head of a
+process", "a page of its log", "a module's wasm"), as HyperBEAM's scheduler cache does.
+
+Several OS processes open the environment at once: the SU writes fully
 synced transactions; workers sync their data pages but not the meta page (LMDB's NOMETASYNC), so a
 power loss can undo a worker's last commit, which is recomputed from the log, but cannot corrupt the
 file. (Unsynced worker commits, NOSYNC, would risk corrupting acknowledged log entries too.)
@@ -23,11 +26,14 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import lmdb
+import orjson
 
+from actorao._config import DEFAULT_MAP_SIZE
 from actorao._exceptions import ActoraoError
 
 log = logging.getLogger(__name__)
@@ -35,8 +41,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SUBDATABASES = ("meta", "modules", "processes", "messages", "log", "results", "checkpoints", "undelivered", "items")
-DEFAULT_MAP_SIZE = 1 << 30
 _MAX_RETRIES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleRecord:
+    """A module to store: its id, binary, meta ({"owner", "tags"} as JSON), compiled artifact (engine
+    key suffix, machine code) for the workers, and the signed item it came in as."""
+
+    id: str
+    wasm: bytes
+    meta: bytes
+    compiled: tuple[bytes, bytes] | None = None
+    signed: bytes | None = None
 
 
 def log_key(process: str, slot: int) -> bytes:
@@ -199,18 +216,288 @@ class Store:
     def slot_range(self, db_name: str, process: str, first: int, last: int) -> list[tuple[int, bytes]]:
         """(slot, value) of ``process`` in a database keyed by process ‖ slot (the log, results,
         checkpoints), with first <= slot <= last, in slot order."""
-        start, stop = log_key(process, first), log_key(process, last)
         db = self.db[db_name]
+        return self.read(lambda txn: list(_ascending(txn, db, process, first, last)))
+
+    # -- named operations: the only code that knows the key layout ------------------------------
+    # Processes and the log
+    def process_ids(self) -> list[str]:
+        db = self.processes
+        return self.read(lambda txn: [bytes(key).decode() for key, _ in txn.cursor(db=db)])
+
+    def process_record(self, pid: str, txn: lmdb.Transaction | None = None) -> bytes | None:
+        """What was fixed for ``pid`` at spawn (its module and limits), or None if there is no such process."""
+        if txn is not None:
+            value = txn.get(pid.encode(), db=self.processes)
+            return None if value is None else bytes(value)
+        return self.get("processes", pid.encode())
+
+    def put_process(self, txn: lmdb.Transaction, pid: str, record: bytes) -> None:
+        txn.put(pid.encode(), record, db=self.processes)
+
+    def log_entry(self, pid: str, slot: int) -> bytes | None:
+        """The message at ``slot`` of ``pid``'s log, as its module reads it."""
+        return self.get("log", log_key(pid, slot))
+
+    def entry_at(self, key: bytes) -> bytes | None:
+        """The log entry at a result key (process ‖ slot), as the workers and waiters name them."""
+        return self.get("log", key)
+
+    def entry_in(self, txn: lmdb.Transaction, key: bytes) -> bytes:
+        """The log entry at a result key that an index or a result says exists."""
+        raw = txn.get(key, db=self.log)
+        assert raw is not None, "indexes and results point into the log"
+        return bytes(raw)
+
+    def head(self, pid: str, txn: lmdb.Transaction | None = None) -> tuple[int, bytes] | None:
+        """The slot and entry of ``pid``'s latest assignment, or None if its log is empty."""
+
+        def body(txn: lmdb.Transaction) -> tuple[int, bytes] | None:
+            cursor = txn.cursor(db=self.log)
+            upper = log_key(pid, (1 << 64) - 1)
+            found = cursor.prev() if cursor.set_range(upper) else cursor.last()
+            if not found:
+                return None
+            key = bytes(cursor.key())
+            if key[:-8] != pid.encode() or len(key) != len(upper):
+                return None
+            return split_key(key)[1], bytes(cursor.value())
+
+        return body(txn) if txn is not None else self.read(body)
+
+    def put_assignment(
+        self, txn: lmdb.Transaction, pid: str, slot: int, entry: bytes, once: str, signed: tuple[str, bytes] | None
+    ) -> bytes:
+        """Append ``entry`` at ``slot`` of ``pid``'s log, index it under ``once`` (see ``assignment_of``)
+        and keep the signed item (id, bytes) it came in as; returns its result key."""
+        key = log_key(pid, slot)
+        txn.put(key, entry, db=self.log)
+        txn.put(once.encode(), key, db=self.messages)
+        if signed is not None:
+            txn.put(signed[0].encode(), signed[1], db=self.items, overwrite=False)
+        return key
+
+    @staticmethod
+    def once_key(message_id: str, assignee: str | None) -> str:
+        """The name under which a message is assigned once: its id where it was sent, and id|process
+        for each further process it was assigned to."""
+        return message_id if assignee is None else f"{message_id}|{assignee}"
+
+    def assignment_of(
+        self, message_id: str, process: str | None = None, txn: lmdb.Transaction | None = None
+    ) -> bytes | None:
+        """The result key of ``message_id``: where it was first assigned, or in ``process`` (where it was
+        sent, or assigned to later); None if it was not."""
+
+        def body(txn: lmdb.Transaction) -> bytes | None:
+            key = txn.get(message_id.encode(), db=self.messages)
+            if key is not None and process is not None and bytes(key[:-8]) != process.encode():
+                key = txn.get(self.once_key(message_id, process).encode(), db=self.messages)
+            return None if key is None else bytes(key)
+
+        return body(txn) if txn is not None else self.read(body)
+
+    def log_page(
+        self, pid: str, first: int, last: int, limit: int, max_bytes: int
+    ) -> tuple[list[tuple[int, bytes, bytes | None]], bool]:
+        """(slot, entry, signed item or None) of ``pid`` with first <= slot <= last, at most ``limit`` of
+        them and about ``max_bytes``; and whether more follow."""
+
+        def body(txn: lmdb.Transaction) -> tuple[list[tuple[int, bytes, bytes | None]], bool]:
+            out: list[tuple[int, bytes, bytes | None]] = []
+            size = 0
+            for slot, raw in _ascending(txn, self.log, pid, first, last):
+                if len(out) == limit or (out and size + len(raw) > max_bytes):
+                    return out, True
+                size += len(raw)
+                out.append((slot, raw, self._item(txn, orjson.loads(raw)["Id"])))
+            return out, False
+
+        return self.read(body)
+
+    def entry_with_item(self, key: bytes) -> tuple[bytes, bytes | None] | None:
+        """The log entry at a result key, and the signed item its message came in as (None if unsigned)."""
+
+        def body(txn: lmdb.Transaction) -> tuple[bytes, bytes | None] | None:
+            raw = txn.get(key, db=self.log)
+            if raw is None:
+                return None
+            return bytes(raw), self._item(txn, orjson.loads(raw)["Id"])
+
+        return self.read(body)
+
+    # Signed items
+    def signed_item(self, item_id: str) -> bytes | None:
+        """The ANS-104 data item ``item_id`` came in as, if it came in signed."""
+        return self.get("items", item_id.encode())
+
+    def _item(self, txn: lmdb.Transaction, item_id: str) -> bytes | None:
+        raw = txn.get(item_id.encode(), db=self.items)
+        return None if raw is None else bytes(raw)
+
+    # Results
+    def results_at(self, keys: list[bytes]) -> list[tuple[bytes, bytes]]:
+        """(key, result) for each result key that has a stored result."""
+
+        def body(txn: lmdb.Transaction) -> list[tuple[bytes, bytes]]:
+            found = ((key, txn.get(key, db=self.results)) for key in keys)
+            return [(key, bytes(value)) for key, value in found if value is not None]
+
+        return self.read(body)
+
+    def put_results(self, txn: lmdb.Transaction, results: list[tuple[bytes, bytes]]) -> None:
+        for key, value in results:
+            txn.put(key, value, db=self.results)
+
+    def result_page(
+        self, pid: str, first: int, last: int, limit: int, ascending: bool, max_bytes: int,
+        keep: Callable[[bytes], bool] | None = None,
+    ) -> list[tuple[int, bytes]]:
+        """(slot, result) of ``pid`` with first <= slot <= last, in either order, at most ``limit`` and
+        about ``max_bytes``; ``keep`` (given the slot's log entry) filters them."""
 
         def body(txn: lmdb.Transaction) -> list[tuple[int, bytes]]:
-            cursor = txn.cursor(db=db)
+            found = (_ascending if ascending else _descending)(txn, self.results, pid, first, last)
             out: list[tuple[int, bytes]] = []
-            if not cursor.set_range(start):
-                return out
-            for key, value in cursor:
-                if bytes(key) > stop:
+            size = 0
+            for slot, raw in found:
+                if keep is not None:
+                    entry = txn.get(log_key(pid, slot), db=self.log)
+                    if entry is None or not keep(bytes(entry)):
+                        continue
+                size += len(raw)
+                if out and size > max_bytes:
                     break
-                out.append((int.from_bytes(key[-8:], "big"), bytes(value)))
+                out.append((slot, raw))
+                if len(out) == limit:
+                    break
             return out
 
         return self.read(body)
+
+    # Modules
+    def module_ids(self) -> list[str]:
+        db = self.modules
+        # A module's meta sits under its bare id; its wasm and compiled artifacts under id + suffix.
+        return self.read(lambda txn: [bytes(key).decode() for key, _ in txn.cursor(db=db) if len(key) == _ID_BYTES])
+
+    def module_meta(self, module_id: str, txn: lmdb.Transaction | None = None) -> bytes | None:
+        if txn is not None:
+            value = txn.get(module_id.encode(), db=self.modules)
+            return None if value is None else bytes(value)
+        return self.get("modules", module_id.encode())
+
+    def module_wasm(self, module_id: str) -> bytes | None:
+        return self.get("modules", module_id.encode() + _WASM)
+
+    def module_size(self, module_id: str) -> int:
+        wasm = self.module_wasm(module_id)
+        return 0 if wasm is None else len(wasm)
+
+    def module_artifact(self, module_id: str, suffix: bytes) -> bytes | None:
+        """Machine code compiled from the module by the engine that ``suffix`` names."""
+        return self.get("modules", module_id.encode() + suffix)
+
+    def put_module(self, txn: lmdb.Transaction, module: ModuleRecord) -> None:
+        """Store a module once (a second put of the same id keeps the first), with its compiled
+        artifact and the signed item it came in as."""
+        key = module.id.encode()
+        if txn.get(key, db=self.modules) is None:
+            txn.put(key, module.meta, db=self.modules)
+            txn.put(key + _WASM, module.wasm, db=self.modules)
+            if module.signed is not None:
+                txn.put(key, module.signed, db=self.items)
+        if module.compiled is not None:
+            self.put_artifact(txn, module.id, *module.compiled)
+
+    def put_artifact(self, txn: lmdb.Transaction, module_id: str, suffix: bytes, artifact: bytes) -> None:
+        txn.put(module_id.encode() + suffix, artifact, db=self.modules, overwrite=False)
+
+    # Checkpoints
+    def checkpoint_chain(self, pid: str, is_base: Callable[[bytes], bool]) -> list[bytes]:
+        """The blobs of ``pid``'s newest checkpoint chain, oldest (the one ``is_base`` accepts) first."""
+        prefix = pid.encode()
+
+        def body(txn: lmdb.Transaction) -> list[bytes]:
+            cursor = txn.cursor(db=self.checkpoints)
+            found = cursor.prev() if cursor.set_range(log_key(pid, (1 << 64) - 1)) else cursor.last()
+            chain: list[bytes] = []
+            while found and bytes(cursor.key())[:-8] == prefix:
+                blob = bytes(cursor.value())
+                chain.append(blob)
+                if is_base(blob):
+                    break
+                found = cursor.prev()
+            return chain[::-1]
+
+        return self.read(body)
+
+    def put_checkpoint(self, txn: lmdb.Transaction, pid: str, slot: int, blob: bytes, *, prune_before: bool) -> None:
+        """Store a checkpoint of ``pid`` at ``slot``; ``prune_before`` drops every older one (a new base)."""
+        db = self.checkpoints
+        txn.put(log_key(pid, slot), blob, db=db)
+        if prune_before:
+            cursor = txn.cursor(db=db)
+            stop = log_key(pid, slot)
+            if cursor.set_range(log_key(pid, 0)):
+                while bytes(cursor.key()) < stop:
+                    if not cursor.delete():
+                        break
+
+    # Node facts and undelivered messages
+    def identity(self, mint: Callable[[], str]) -> str:
+        """The node's identity, minted by ``mint`` on the first open."""
+
+        def body(txn: lmdb.Transaction) -> str:
+            existing = txn.get(b"identity", db=self.meta)
+            if existing is not None:
+                return bytes(existing).decode()
+            identity = mint()
+            txn.put(b"identity", identity.encode(), db=self.meta)
+            return identity
+
+        return self.write(body)
+
+    def put_undelivered(self, message_id: str, record: bytes) -> None:
+        self.write(lambda txn: txn.put(message_id.encode(), record, db=self.db["undelivered"]))
+
+    def undelivered(self) -> list[bytes]:
+        db = self.db["undelivered"]
+        return self.read(lambda txn: [bytes(value) for _, value in txn.cursor(db=db)])
+
+    def checkpoint_bytes(self) -> int:
+        """The size of every stored checkpoint, for the bench's report."""
+        db = self.checkpoints
+        return int(self.read(lambda txn: sum(len(value) for _, value in txn.cursor(db=db))))
+
+
+_ID_BYTES = 43  # a base64url SHA-256
+_WASM = b"/wasm"
+
+
+def _ascending(txn: lmdb.Transaction, db: Any, pid: str, first: int, last: int) -> Iterator[tuple[int, bytes]]:
+    """(slot, value) of ``pid`` with first <= slot <= last, ascending, lazily."""
+    cursor = txn.cursor(db=db)
+    stop = log_key(pid, last)
+    if not cursor.set_range(log_key(pid, first)):
+        return
+    for key, value in cursor:
+        if bytes(key) > stop:
+            return
+        yield split_key(bytes(key))[1], bytes(value)
+
+
+def _descending(txn: lmdb.Transaction, db: Any, pid: str, first: int, last: int) -> Iterator[tuple[int, bytes]]:
+    cursor = txn.cursor(db=db)
+    start, stop = log_key(pid, first), log_key(pid, last)
+    found = cursor.set_range(stop)
+    if found and bytes(cursor.key()) > stop:
+        found = cursor.prev()
+    elif not found:
+        found = cursor.last()
+    while found:
+        key = bytes(cursor.key())
+        if key < start:
+            return
+        yield split_key(key)[1], bytes(cursor.value())
+        found = cursor.prev()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from actorao.su._scheduler import Ack, ModuleRecord, SchedulerUnit, process_record
+from actorao.persist import ModuleRecord
+from actorao.su._scheduler import Ack, SchedulerUnit, process_record
 
 __all__ = ["Ack", "ModuleRecord", "SchedulerUnit", "process_record"]

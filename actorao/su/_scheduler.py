@@ -19,16 +19,16 @@ from typing import Any
 
 import lmdb
 import orjson
-import pykka
 
+from actorao._config import DEFAULT_MAX_PENDING
 from actorao._exceptions import ActoraoError, NodeStopped, Overloaded, UnknownProcess
+from actorao._future import Future
 from actorao.message import Assignment, Message, Process, assignment_from_module_json, module_json
-from actorao.persist import Store, log_key
+from actorao.persist import ModuleRecord, Store, split_key
 from actorao.supervisor import ThreadChild
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_PENDING = 200_000
 DEFAULT_MAX_BATCH = 8192
 
 
@@ -42,20 +42,12 @@ class Ack:
     timestamp: int
 
 
-@dataclass(frozen=True, slots=True)
-class ModuleRecord:
-    id: str
-    wasm: bytes
-    meta: bytes  # {"owner", "tags"} as JSON
-    compiled: tuple[bytes, bytes] | None = None  # (key suffix, artifact): machine code for workers
-
-
 @dataclass(slots=True)
 class _Request:
     """One caller's items, answered together: a list of Acks, or the Ack alone when ``single``."""
 
     items: list[Message | Process]
-    future: pykka.ThreadingFuture[Any]
+    future: Future[Any]
     single: bool
     module: ModuleRecord | None = None
     fresh_ids: bool = False  # ids minted by this node just now: no need to look for duplicates
@@ -76,10 +68,6 @@ def process_record(module: str, limits: tuple[int, int] | None) -> bytes:
     if limits is not None:
         record["compute_limit"], record["memory_limit"] = limits
     return orjson.dumps(record)
-
-
-def _exc_info(exc: BaseException) -> tuple[type[BaseException], BaseException, None]:
-    return (type(exc), exc, None)
 
 
 Pushed = Callable[[list[tuple[str, bytes, bytes]]], None]
@@ -113,8 +101,7 @@ class SchedulerUnit(ThreadChild):
         self._start_thread("su-group-commit")
 
     def _load_process_ids(self) -> list[str]:
-        db = self.store.processes
-        return self.store.read(lambda txn: [bytes(key).decode() for key, _ in txn.cursor(db=db)])
+        return self.store.process_ids()
 
     @property
     def processes(self) -> frozenset[str]:
@@ -132,25 +119,25 @@ class SchedulerUnit(ThreadChild):
         fresh_id: bool = False,
         limits: tuple[int, int] | None = None,
         signed: bytes | None = None,
-    ) -> pykka.ThreadingFuture[Ack]:
+    ) -> Future[Ack]:
         """Queue ``item`` for assignment; the future gives its Ack once it is durable. A Process may
         carry its (compute, memory) limits, stored with it so that every replay uses the same.
         ``signed`` is the ANS-104 data item ``item`` came in as: it is stored in the same transaction
         as the assignment, so the SU can always serve what was signed."""
-        return self._enqueue(_Request([item], pykka.ThreadingFuture(), True, module, fresh_id, limits, None, signed))
+        return self._enqueue(_Request([item], Future(), True, module, fresh_id, limits, None, signed))
 
-    def submit_assignment(self, message: Message, pid: str) -> pykka.ThreadingFuture[Ack]:
+    def submit_assignment(self, message: Message, pid: str) -> Future[Ack]:
         """Assign an existing message to one more process, once: the message keeps its id, Target and
         From, and gets a slot in ``pid``'s order too."""
         if pid not in self._processes:
             raise UnknownProcess(f"no process {pid} on this node")
-        return self._enqueue(_Request([message], pykka.ThreadingFuture(), True, None, False, None, pid))
+        return self._enqueue(_Request([message], Future(), True, None, False, None, pid))
 
-    def submit_many(self, items: list[Message], *, fresh_ids: bool = False) -> pykka.ThreadingFuture[list[Ack]]:
+    def submit_many(self, items: list[Message], *, fresh_ids: bool = False) -> Future[list[Ack]]:
         """Queue many messages at once; the future gives their Acks, in order, once all are durable."""
-        return self._enqueue(_Request(list(items), pykka.ThreadingFuture(), False, None, fresh_ids))
+        return self._enqueue(_Request(list(items), Future(), False, None, fresh_ids))
 
-    def _enqueue(self, request: _Request) -> pykka.ThreadingFuture[Any]:
+    def _enqueue(self, request: _Request) -> Future[Any]:
         if self._closed:
             raise NodeStopped("the scheduler is closed")
         for item in request.items:
@@ -202,7 +189,7 @@ class SchedulerUnit(ThreadChild):
             except queue.Empty:
                 return
             if request is not None:
-                request.future.set_exception(_exc_info(NodeStopped(f"the SU failed: {exc}")))
+                request.future.set_exception(NodeStopped(f"the SU failed: {exc}"))
 
     def _assign_until_closed(self) -> None:
         stopping = False
@@ -238,7 +225,7 @@ class SchedulerUnit(ThreadChild):
             self._heads.clear()  # heads advanced in memory for a transaction that did not commit
             error = exc if isinstance(exc, ActoraoError) else ActoraoError(f"assignment failed: {exc}")
             for request in batch:
-                request.future.set_exception(_exc_info(error))
+                request.future.set_exception(error)
             return
         self.commits += 1
         self.assigned += len(pushes)
@@ -246,12 +233,12 @@ class SchedulerUnit(ThreadChild):
         for request, acks in zip(batch, answers, strict=True):
             failed = next((ack for ack in acks if isinstance(ack, Exception)), None)
             if failed is not None:
-                request.future.set_exception(_exc_info(failed))
+                request.future.set_exception(failed)
                 continue
             for item in request.items:
                 if isinstance(item, Process):
                     self._processes.add(item.id)
-            request.future.set(acks[0] if request.single else acks)
+            request.future.set_result(acks[0] if request.single else acks)
         if pushes:
             self._on_assigned(pushes)
 
@@ -266,7 +253,6 @@ class SchedulerUnit(ThreadChild):
         pushes: list[tuple[str, bytes, bytes]] = []
         now = int(self._clock() * 1000)
         store = self.store
-        log_db, messages_db, items_db = store.log, store.messages, store.items
         for request in batch:
             acks: list[Ack | Exception] = []
             answers.append(acks)
@@ -275,7 +261,7 @@ class SchedulerUnit(ThreadChild):
                 # Assigning a message to its own target is no new assignment: it is the message.
                 assignee = request.assign_to
                 own = item.id if isinstance(item, Process) else item.target
-                once = item.id if assignee is None or assignee == own else f"{item.id}|{assignee}"
+                once = store.once_key(item.id, None if assignee == own else assignee)
                 earlier = seen.get(once) if request.fresh_ids else (
                     seen.get(once) or self._existing_ack(txn, once, item.id)
                 )
@@ -284,8 +270,8 @@ class SchedulerUnit(ThreadChild):
                     continue
                 if isinstance(item, Process):
                     if request.module is not None:
-                        self._put_module(txn, request.module)
-                    txn.put(item.id.encode(), process_record(item.module, request.limits), db=store.processes)
+                        store.put_module(txn, request.module)
+                    store.put_process(txn, item.id, process_record(item.module, request.limits))
                     pid, message = item.id, item.as_message()
                     heads[pid] = _Head(0, None)
                 else:
@@ -295,14 +281,11 @@ class SchedulerUnit(ThreadChild):
                     acks.append(UnknownProcess(f"no process {pid} on this node"))
                     continue
                 assignment = self._next_assignment(pid, head, message.id, now)
-                key = log_key(pid, assignment.slot)
                 body = module_json(message, assignment)
-                txn.put(key, body, db=log_db)
-                txn.put(once.encode(), key, db=messages_db)
+                signed = (message.id, request.signed) if request.signed is not None else None
+                key = store.put_assignment(txn, pid, assignment.slot, body, once, signed)
                 heads[pid] = _Head(assignment.slot + 1, assignment)
                 ack = Ack(message.id, pid, assignment.slot, assignment.timestamp)
-                if request.signed is not None:
-                    txn.put(message.id.encode(), request.signed, db=items_db, overwrite=False)
                 seen[once] = ack
                 acks.append(ack)
                 pushes.append((pid, key, body))
@@ -312,16 +295,13 @@ class SchedulerUnit(ThreadChild):
         head = self._heads.get(pid)
         if head is not None:
             return head
-        if txn.get(pid.encode(), db=self.store.processes) is None:
+        if self.store.process_record(pid, txn) is None:
             return None
-        cursor = txn.cursor(db=self.store.log)
-        upper = log_key(pid, (1 << 64) - 1)
-        found = cursor.prev() if cursor.set_range(upper) else cursor.last()
-        key = bytes(cursor.key()) if found else b""
-        if not key.startswith(pid.encode()):
+        latest = self.store.head(pid, txn)
+        if latest is None:
             head = _Head(0, None)
         else:
-            last = assignment_from_module_json(bytes(cursor.value()), pid)
+            last = assignment_from_module_json(latest[1], pid)
             head = _Head(last.slot + 1, last)
         self._heads[pid] = head
         return head
@@ -333,27 +313,16 @@ class SchedulerUnit(ThreadChild):
         return Assignment(pid, head.next_slot, message_id, max(now, head.last.timestamp), head.last.next_hash_chain())
 
     def _existing_ack(self, txn: lmdb.Transaction, once: str, message_id: str) -> Ack | None:
-        key = txn.get(once.encode(), db=self.store.messages)
+        key = self.store.assignment_of(once, txn=txn)
         if key is None:
             return None
-        entry = txn.get(bytes(key), db=self.store.log)
-        assert entry is not None, "the messages index points into the log"
-        doc = orjson.loads(bytes(entry))
-        pid = bytes(key[:-8]).decode()
+        pid, _ = split_key(key)
+        entry = self.store.entry_in(txn, key)
+        doc = orjson.loads(entry)
         return Ack(message_id, pid, doc["Nonce"], doc["Timestamp"])
-
-    def _put_module(self, txn: lmdb.Transaction, module: ModuleRecord) -> None:
-        key = module.id.encode()
-        if txn.get(key, db=self.store.modules) is None:
-            txn.put(key, module.meta, db=self.store.modules)
-            txn.put(key + b"/wasm", module.wasm, db=self.store.modules)
-        if module.compiled is not None:
-            suffix, artifact = module.compiled
-            txn.put(key + suffix, artifact, db=self.store.modules, overwrite=False)
 
     def head_timestamp(self, pid: str) -> int:
         """The timestamp of ``pid``'s latest assignment, read from the log (0 if it has none).
         Read-only: only the SU thread may load heads, or a stale one could overwrite a newer one."""
-        slot = self.store.last_slot("log", pid)
-        entry = None if slot is None else self.store.get("log", log_key(pid, slot))
-        return int(orjson.loads(entry)["Timestamp"]) if entry is not None else 0
+        latest = self.store.head(pid)
+        return int(orjson.loads(latest[1])["Timestamp"]) if latest is not None else 0

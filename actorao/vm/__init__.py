@@ -7,13 +7,11 @@ and every failure into an Error result, never an exception.
 
 from __future__ import annotations
 
-from actorao.vm._evaluator import DEFAULT_FUEL, DEFAULT_MEMORY_LIMIT, Evaluator, error_result
+from actorao.vm._evaluator import Evaluator, error_result
 from actorao.vm._instance import DIFF_PAGE, HostResourceError, Instance, Snapshot, memory_digest
 from actorao.vm._module import CompiledModule, artifact_suffix, compile_module, load_compiled
 
 __all__ = [
-    "DEFAULT_FUEL",
-    "DEFAULT_MEMORY_LIMIT",
     "DIFF_PAGE",
     "CompiledModule",
     "Evaluator",

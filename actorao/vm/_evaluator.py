@@ -6,11 +6,9 @@ from typing import Any
 
 import orjson
 
+from actorao._config import DEFAULT_FUEL
 from actorao._exceptions import ComputeLimitExceeded, ModuleError, Trap
 from actorao.vm._instance import Instance
-
-DEFAULT_FUEL = 50_000_000_000  # a few seconds of aos on this machine; Compute-Limit sets another
-DEFAULT_MEMORY_LIMIT = 1 << 30
 
 _EMPTY = ("Output", "Messages", "Spawns", "Assignments")
 

@@ -1,0 +1,134 @@
+"""One node's settings, parsed once: a frozen ``NodeConfig`` holds every default, and ``from_env()``
+reads the ``ACTORAO_*`` variables for the CLI. The rooms take their values from it; none reads the
+environment, and no default is spelled twice.
+
+    config = NodeConfig.from_env(path="./data")      # ACTORAO_WORKERS=4 etc., then these overrides
+    with actorao.Node(config) as node: ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from actorao._exceptions import InvalidMessage
+
+__all__ = ["NodeConfig"]
+
+# The defaults of the rooms, here once. A room that can be used on its own (a Store, an SU in a test)
+# takes these as its own defaults.
+DEFAULT_FUEL = 50_000_000_000  # a few seconds of aos on this machine; Compute-Limit sets another
+DEFAULT_MEMORY_LIMIT = 1 << 30
+DEFAULT_MAP_SIZE = 1 << 30  # LMDB grows it by doubling when full
+DEFAULT_MAX_PENDING = 200_000  # messages waiting for assignment before the SU says Overloaded
+DEFAULT_MAX_BACKLOG = 100_000  # outgoing messages waiting for the SU, across the node
+DEFAULT_MAX_PER_RESULT = 10_000  # messages one result may send
+DEFAULT_CATCH_UP = 10  # cron ticks a process catches up after the node was down
+DEFAULT_HTTP_PORT = 8734
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Every setting of a node. Fields are keyword-only in ``Node(...)`` too:
+    ``Node("./data", workers=2)`` is ``Node(NodeConfig(path=Path("./data"), workers=2))``."""
+
+    path: Path = Path(".actorao")
+    workers: int | None = None  # CU worker OS processes; None: one per core
+    compute_limit: int = DEFAULT_FUEL  # a process's fuel per message, unless its Compute-Limit says
+    memory_limit: int = DEFAULT_MEMORY_LIMIT  # bytes, unless its Memory-Limit says
+    checkpoint_every: int = 1000  # messages between checkpoints of a process
+    checkpoint_ms: float = 1000.0  # or this much compute, whichever comes first
+    checkpoint_full_every: int = 16  # deltas between full checkpoints
+    max_data_bytes: int = 10 * 1024 * 1024  # a message's Data
+    max_pending: int = DEFAULT_MAX_PENDING
+    map_size: int = DEFAULT_MAP_SIZE
+    restart_intensity: tuple[int, float] = (10, 5.0)  # worker restarts allowed per that many seconds
+    cron_catch_up: int = DEFAULT_CATCH_UP
+    max_backlog: int = DEFAULT_MAX_BACKLOG
+    max_sends_per_result: int = DEFAULT_MAX_PER_RESULT
+    timeout: float = 30.0  # seconds a blocking call waits by default
+    # AO's HTTP API (``actorao node``): this machine only, unless told otherwise.
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_HTTP_PORT
+    verify: bool = True  # check every data item's signature
+    max_body: int = 64 * 1024 * 1024  # a module item is the largest thing that comes in
+    result_wait: float = 30.0  # seconds GET /result waits for an evaluation
+    public_url: str | None = None  # where clients reach the node, for its Scheduler-Location
+    # The wall clock that stamps assignments (seconds); a test passes one it controls.
+    clock: Callable[[], float] = field(default=time.time, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
+            raise InvalidMessage("workers", f"must be a whole number of at least 1, got {self.workers!r}")
+        for name in ("compute_limit", "memory_limit", "checkpoint_every", "checkpoint_full_every", "max_data_bytes",
+                     "max_pending", "map_size", "max_backlog", "max_sends_per_result", "max_body"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidMessage(name, f"must be a whole number of at least 1, got {value!r}")
+        for name in ("checkpoint_ms", "timeout", "result_wait"):
+            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
+                raise InvalidMessage(name, f"must be a positive number of seconds, got {getattr(self, name)!r}")
+        if self.cron_catch_up < 0:
+            raise InvalidMessage("cron_catch_up", f"must not be negative, got {self.cron_catch_up}")
+        if not 0 < self.port < 65536:
+            raise InvalidMessage("port", f"must be 1 to 65535, got {self.port}")
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers if self.workers is not None else (os.cpu_count() or 1)
+
+    def replace(self, **changes: Any) -> NodeConfig:
+        """A copy with ``changes``; an unknown setting is a TypeError that names it."""
+        unknown = sorted(set(changes) - _FIELDS)
+        if unknown:
+            raise TypeError(f"unknown node setting(s) {', '.join(unknown)}; known: {', '.join(sorted(_FIELDS))}")
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> NodeConfig:
+        """The defaults, then ``ACTORAO_<SETTING>`` variables (``ACTORAO_WORKERS=4``,
+        ``ACTORAO_RESTART_INTENSITY=10/5``), then ``overrides`` (None values are skipped, so a CLI can
+        pass its flags as they are). A variable that does not parse names itself in the error."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, parse in _PARSERS.items():
+            variable = f"ACTORAO_{name.upper()}"
+            text = environ.get(variable)
+            if text is None or text == "":
+                continue
+            try:
+                values[name] = parse(text)
+            except ValueError as exc:
+                raise InvalidMessage(variable, f"cannot read {text!r}: {exc}") from exc
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return cls().replace(**values)
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+
+
+def _intensity(text: str) -> tuple[int, float]:
+    restarts, _, seconds = text.partition("/")
+    return int(restarts), float(seconds or 5.0)
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(NodeConfig))
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "path": Path, "workers": int, "compute_limit": int, "memory_limit": int, "checkpoint_every": int,
+    "checkpoint_ms": float, "checkpoint_full_every": int, "max_data_bytes": int, "max_pending": int,
+    "map_size": int, "restart_intensity": _intensity, "cron_catch_up": int, "max_backlog": int,
+    "max_sends_per_result": int, "timeout": float, "host": str, "port": int, "verify": _bool, "max_body": int,
+    "result_wait": float, "public_url": str,
+}

@@ -1,0 +1,129 @@
+"""The node's read facade: what the edge (``http/``, ``cli.py``, the bench) may ask of a node's
+durable state, by name. The edge shapes the answers; it never opens the store, and it never spells
+a key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from actorao._exceptions import UnknownMessage, UnknownProcess
+from actorao.message import is_id
+from actorao.persist import Store, split_key
+
+__all__ = ["LogEntry", "NodeReads"]
+
+PAGE_BYTES = 8 * 1024 * 1024  # a page stops early past this much message data, and says more follow
+_LAST_SLOT = (1 << 64) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One slot of a process's log: the message as its module reads it (JSON), and the signed data
+    item it came in as (None for a message the node made)."""
+
+    process: str
+    slot: int
+    entry: bytes
+    item: bytes | None
+
+    def doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = orjson.loads(self.entry)
+        return doc
+
+
+class NodeReads:
+    """Read-only questions about a node's log, results and modules."""
+
+    def __init__(self, store: Store, knows: Callable[[str], bool]) -> None:
+        self._store = store
+        self._knows = knows
+
+    def _known(self, pid: str) -> None:
+        if not self._knows(pid):
+            raise UnknownProcess(f"no process {pid} on this node")
+
+    # -- the log --------------------------------------------------------------------------------
+    def log_page(self, pid: str, after: int | None, last: int | None, limit: int) -> tuple[list[LogEntry], bool]:
+        """Slots of ``pid`` after ``after`` up to ``last`` (each end open when None), at most ``limit``
+        of them; and whether more follow."""
+        self._known(pid)
+        found, more = self._store.log_page(pid, 0 if after is None else after + 1,
+                                           _LAST_SLOT if last is None else last, limit, PAGE_BYTES)
+        return [LogEntry(pid, slot, entry, item) for slot, entry, item in found], more
+
+    def key_of(self, message_id: str, process: str | None = None) -> bytes:
+        """The result key (process ‖ slot) of ``message_id`` in ``process`` (default: where it was first
+        assigned); UnknownMessage if it was not assigned there."""
+        key = self._store.assignment_of(message_id, process) if is_id(message_id) else None
+        if key is not None:
+            return key
+        if process is not None and is_id(message_id) and self._store.assignment_of(message_id) is not None:
+            raise UnknownMessage(f"message {message_id} was not assigned to process {process}")
+        raise UnknownMessage(f"no message {message_id} was assigned on this node")
+
+    def message(self, message_id: str, pid: str) -> LogEntry:
+        """``message_id`` where it was assigned in ``pid``."""
+        self._known(pid)
+        key = self.key_of(message_id, pid)
+        found = self._store.entry_with_item(key)
+        assert found is not None, "the messages index points into the log"
+        return LogEntry(pid, split_key(key)[1], *found)
+
+    def latest(self, pid: str) -> LogEntry:
+        self._known(pid)
+        head = self._store.head(pid)
+        if head is None:
+            raise UnknownProcess(f"process {pid} has no log")
+        return self._with_item(pid, *head)
+
+    def spawn(self, pid: str) -> LogEntry:
+        """The process's own spawn message, at slot 0."""
+        self._known(pid)
+        entry = self._store.log_entry(pid, 0)
+        if entry is None:
+            raise UnknownProcess(f"process {pid} has no spawn message yet")
+        return self._with_item(pid, 0, entry)
+
+    def _with_item(self, pid: str, slot: int, entry: bytes) -> LogEntry:
+        return LogEntry(pid, slot, entry, self._store.signed_item(orjson.loads(entry)["Id"]))
+
+    def find(self, message_id: str) -> LogEntry | None:
+        """A message anywhere in the log, where it was first assigned; None if it never was."""
+        key = self._store.assignment_of(message_id) if is_id(message_id) else None
+        found = self._store.entry_with_item(key) if key is not None else None
+        if key is None or found is None:
+            return None
+        return LogEntry(*split_key(key), *found)
+
+    def process_ids(self) -> list[str]:
+        return self._store.process_ids()
+
+    # -- results --------------------------------------------------------------------------------
+    def results(
+        self, pid: str, after: int | None, last: int | None, limit: int, ascending: bool, *, cron_only: bool = False
+    ) -> list[tuple[int, bytes]]:
+        """(slot, result JSON) of ``pid``'s stored results after ``after`` up to ``last``, in either
+        order, at most ``limit``; ``cron_only`` keeps the results of cron ticks alone."""
+        self._known(pid)
+        keep = (lambda entry: bool(orjson.loads(entry)["Cron"])) if cron_only else None
+        return self._store.result_page(pid, 0 if after is None else after + 1, _LAST_SLOT if last is None else last,
+                                       limit, ascending, PAGE_BYTES, keep)
+
+    # -- modules --------------------------------------------------------------------------------
+    def module_ids(self) -> list[str]:
+        return self._store.module_ids()
+
+    def module(self, module_id: str) -> tuple[dict[str, Any], int] | None:
+        """A stored module's meta (owner, tags, and the key and signature it was signed with) and size."""
+        meta = self._store.module_meta(module_id) if is_id(module_id) else None
+        if meta is None:
+            return None
+        return orjson.loads(meta), self._store.module_size(module_id)
+
+    def checkpoint_bytes(self) -> int:
+        return self._store.checkpoint_bytes()

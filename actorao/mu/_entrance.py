@@ -1,0 +1,242 @@
+"""The entrance, as AO's MU is: everything that comes in is built and checked here before the SU
+assigns it. Messages from the API, signed ANS-104 items, spawns (from the API, from items and from
+processes' results), assignments of existing messages, and modules.
+
+``From`` comes from the signer; only the node itself sets ``From-Process`` and the other pushed tags.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+
+import orjson
+
+from actorao._config import NodeConfig
+from actorao._exceptions import InvalidMessage, UnknownMessage, UnknownProcess
+from actorao._future import Future
+from actorao.ans104 import DataItem
+from actorao.cu import ModuleRegistry
+from actorao.message import (
+    Message,
+    Process,
+    TagsLike,
+    check_contents,
+    encode_id,
+    is_id,
+    module_json,
+    new_id,
+    normalize_tags,
+    parse_compute_limit,
+    parse_memory_limit,
+    refuse_pushed_tags,
+    tag_value,
+    with_ao_tags,
+)
+from actorao.mu._cron import parse_interval
+from actorao.persist import ModuleRecord, Store
+from actorao.su import Ack, SchedulerUnit
+from actorao.vm import Instance
+
+log = logging.getLogger(__name__)
+
+Tags = tuple[tuple[str, str], ...]
+
+
+class Entrance:
+    """Builds and checks what comes in, and submits it to the SU that ``scheduler`` returns."""
+
+    def __init__(
+        self, config: NodeConfig, store: Store, identity: str, modules: ModuleRegistry,
+        scheduler: Callable[[], SchedulerUnit],
+    ) -> None:
+        self._config = config
+        self._store = store
+        self.identity = identity
+        self._modules = modules
+        self._scheduler = scheduler
+
+    def _known(self, pid: str) -> SchedulerUnit:
+        scheduler = self._scheduler()
+        if not scheduler.knows(pid):
+            raise UnknownProcess(f"no process {pid} on this node")
+        return scheduler
+
+    # -- messages -------------------------------------------------------------------------------
+    def message(self, pid: str, tags: TagsLike, data: str, anchor: str) -> Message:
+        """A new message from the node to ``pid``, checked."""
+        if not is_id(pid):
+            raise InvalidMessage("Target", f"expected a 43-character process id, got {pid!r:.60}")
+        self._known(pid)
+        # Id and Owner are minted here and the target was just checked, so only what the caller
+        # gave is validated: the tags (normalised by with_ao_tags), the anchor and the data.
+        message = Message(new_id(), self.identity, pid, with_ao_tags(tags, "Message"), data, anchor)
+        check_contents(message.tags, anchor, data, "Message", self._config.max_data_bytes, tags_normalized=True)
+        refuse_pushed_tags(message.tags)
+        return message
+
+    def send(self, pid: str, tags: TagsLike, data: str, anchor: str) -> Future[Ack]:
+        return self._scheduler().submit(self.message(pid, tags, data, anchor), fresh_id=True)
+
+    def send_many(self, messages: Iterable[tuple[str, TagsLike, str]]) -> Future[list[Ack]]:
+        """Every message is checked before any is submitted, so one bad message sends none."""
+        built = [self.message(pid, tags, data, "") for pid, tags, data in messages]
+        return self._scheduler().submit_many(built, fresh_ids=True)
+
+    def post(self, message: Message, *, signed: bytes | None = None) -> Future[Ack]:
+        """A fully formed message, checked strictly. ``signed`` is the data item it came in as."""
+        if not isinstance(message, Message):
+            raise InvalidMessage("message", f"expected a Message, got {type(message).__name__}")
+        message.validate(self._config.max_data_bytes)
+        refuse_pushed_tags(message.tags)
+        if message.sender and message.sender != message.owner:
+            raise InvalidMessage("From", "a message from outside is from its signer (Owner); only the node "
+                                 "pushes messages from processes")
+        return self._scheduler().submit(message, signed=signed)
+
+    def assign(self, pid: str, message_id: str) -> Future[Ack]:
+        """Assign a message already on this node to one more process, once."""
+        scheduler = self._known(pid)
+        key = self._store.assignment_of(str(message_id)) if is_id(str(message_id)) else None
+        entry = self._store.entry_at(key) if key is not None else None
+        if entry is None:
+            raise UnknownMessage(f"no message {message_id} was assigned on this node")
+        doc = orjson.loads(entry)
+        sender = doc["From"] if doc["From"] != doc["Owner"] else ""
+        message = Message(doc["Id"], doc["Owner"], doc["Target"], normalize_tags(doc["Tags"]), doc["Data"],
+                          doc["Anchor"], sender)
+        return scheduler.submit_assignment(message, pid)
+
+    def dry_run_body(
+        self, pid: str, tags: TagsLike, data: str, owner: str | None, message_id: str | None, anchor: str
+    ) -> bytes:
+        """The module JSON of a read-only message, stamped with the process's latest timestamp.
+        ``owner`` and ``message_id`` are taken as given: nothing is signed or stored."""
+        message = self.message(pid, tags, data, anchor)
+        for name, value in (("Owner", owner), ("Id", message_id)):
+            if value is not None and (not isinstance(value, str) or len(value) > 256):
+                raise InvalidMessage(name, f"must be text of at most 256 characters, got {value!r:.60}")
+        if owner is not None or message_id is not None:
+            message = replace(message, id=message_id or message.id, owner=owner or message.owner)
+        return module_json(message, None, timestamp=self._scheduler().head_timestamp(pid))
+
+    # -- spawns ---------------------------------------------------------------------------------
+    def spawn(
+        self, module: bytes | str, tags: TagsLike, data: str, module_format: str | None, module_tags: TagsLike
+    ) -> Future[Ack]:
+        record, module_id = self._modules.record(
+            module, module_format, normalize_tags(module_tags, "module_tags"), owner=self.identity)
+        process_id = new_id(self.identity.encode(), module_id.encode())
+        return self._submit_spawn(process_id, module_id, record, normalize_tags(tags), data, ())
+
+    def spawn_pushed(self, process_id: str, module_id: str, tags: Tags, data: str, pushed: Tags) -> None:
+        """A spawn a process asked for, with its deterministic id (the SU spawns each id once)."""
+        if not self._modules.exists(module_id):
+            raise InvalidMessage("Tags['Module']", f"no module {module_id!r:.60} is stored on this node")
+        self._submit_spawn(process_id, module_id, None, tags, data, pushed)
+
+    def _submit_spawn(
+        self, process_id: str, module_id: str, record: ModuleRecord | None, user_tags: Tags, data: str,
+        pushed: Tags, *, signed: DataItem | None = None,
+    ) -> Future[Ack]:
+        """Check and submit a spawn: from the API, from a process's result (with ``pushed`` tags), or
+        from a signed Process item (whose tags are taken exactly as signed)."""
+        compiled = self._modules.compiled(module_id, record)
+        for name, wanted in (("Module", module_id), ("Scheduler", self.identity)):
+            given = tag_value(user_tags, name)
+            if given is not None and given != wanted:
+                raise InvalidMessage(f"Tags[{name!r}]", f"is set by the node to {wanted!r}, got {given!r}")
+        if signed is not None:
+            process = Process(process_id, signed.address, module_id, self.identity, user_tags, data,
+                              signed.anchor_text)
+        else:
+            # aos trusts a message whose From is not its owner only when its pusher is an Authority:
+            # the node pushes process-to-process messages, so it is one unless the spawner names others.
+            defaults = (("Module", module_id), ("Scheduler", self.identity), ("Authority", self.identity))
+            extra = tuple((n, v) for n, v in defaults if tag_value(user_tags, n) is None)
+            process = Process(
+                process_id, self.identity, module_id, self.identity,
+                with_ao_tags(user_tags, "Process") + extra + pushed, data,
+            )
+        process.validate(self._config.max_data_bytes)
+        interval = process.tag("Cron-Interval")
+        if interval is not None:
+            parse_interval(interval)
+        module_tags = self._modules.tags(module_id, record)
+        compute = process.tag("Compute-Limit") or tag_value(module_tags, "Compute-Limit")
+        memory = process.tag("Memory-Limit") or tag_value(module_tags, "Memory-Limit")
+        limits = (
+            parse_compute_limit(compute) if compute is not None else self._config.compute_limit,
+            parse_memory_limit(memory) if memory is not None else self._config.memory_limit,
+        )
+        # Instantiate once here: a start function that traps, or an initial memory over the limit,
+        # is refused now rather than turning every later message into an Error.
+        Instance(compiled, memory_limit=limits[1], fuel=limits[0])
+        return self._scheduler().submit(
+            process, record, fresh_id=not pushed and signed is None, limits=limits,
+            signed=signed.to_bytes() if signed is not None else None,
+        )
+
+    # -- signed data items ----------------------------------------------------------------------
+    def post_item(self, item: DataItem | bytes, *, verify: bool = True) -> Future[Ack] | str:
+        """A signed ANS-104 data item, as AO's MU takes it: ``Type=Message`` is sent to its Target,
+        ``Type=Process`` spawns (its id is the item's), ``Type=Module`` stores a module (its id is
+        returned). With ``verify``, a bad signature raises SignatureError before anything is stored."""
+        if not isinstance(item, DataItem):
+            item = DataItem.parse(bytes(item))
+        if verify:
+            item.verify()
+        kind = item.tag("Type")
+        if kind == "Module":
+            return self.add_module(item)
+        if kind not in ("Message", "Process"):
+            raise InvalidMessage("Tags['Type']", f"expected Message, Process or Module, got {kind!r}")
+        data = _item_text(item)
+        tags = item.tags
+        refuse_pushed_tags(tags)
+        if kind == "Process":
+            if item.target_id:
+                raise InvalidMessage("Target", "a Type=Process item has no target: the process is its own")
+            module_id = tag_value(tags, "Module")
+            if module_id is None or not is_id(module_id):
+                raise InvalidMessage("Tags['Module']", f"a Process item names its module's id, got {module_id!r}")
+            if not self._modules.exists(module_id):
+                raise InvalidMessage("Tags['Module']", f"no module {module_id} is stored on this node; "
+                                     "post its Type=Module item first")
+            if tag_value(tags, "Scheduler") is None:
+                raise InvalidMessage("Tags['Scheduler']", f"missing; this node schedules as {self.identity}")
+            return self._submit_spawn(item.id, module_id, None, tags, data, (), signed=item)
+        if not item.target_id:
+            raise InvalidMessage("Target", "a Type=Message item needs a target process")
+        self._known(item.target_id)
+        message = Message(item.id, item.address, item.target_id, tags, data, item.anchor_text)
+        return self.post(message, signed=item.to_bytes())
+
+    def add_module(self, module: DataItem | bytes, tags: TagsLike = None) -> str:
+        """Store a module without spawning it; returns its id. A signed ``Type=Module`` item keeps its
+        item id, owner and tags (as on Arweave); plain WASM bytes are stored under their SHA-256,
+        with ``tags``. Adding the same module again changes nothing."""
+        if isinstance(module, DataItem):
+            if tags is not None:
+                raise InvalidMessage("tags", "a signed Module item carries its own tags")
+            for name, wanted in (("Data-Protocol", "ao"), ("Type", "Module")):
+                if module.tag(name) != wanted:
+                    raise InvalidMessage(f"Tags[{name!r}]", f"a module item needs {name}={wanted}")
+            record, module_id = self._modules.record(
+                module.data, None, module.tags, module_id=module.id, owner=module.address,
+                signed_by=(encode_id(module.owner), encode_id(module.signature)), signed=module.to_bytes())
+        else:
+            record, module_id = self._modules.record(bytes(module), None, normalize_tags(tags, "tags"),
+                                                     owner=self.identity)
+        assert record is not None
+        self._modules.add(record)
+        return module_id
+
+
+def _item_text(item: DataItem) -> str:
+    try:
+        return item.data.decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidMessage("Data", f"not UTF-8 text (byte {exc.start}); this node hands Data to modules "
+                             "as text") from None
