@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from tests.test_aos import FOLDER
 
@@ -33,6 +34,13 @@ def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
         assert case["throughput"] > 0 and case["seconds"] > 0
         assert 0 <= case["latency_ms"]["p50"] <= case["latency_ms"]["p99"] <= case["latency_ms"]["p99.9"]
         assert case["cpu_cores"] > 0 and case["checkpoint_bytes"] >= 0
+        per = case["cpu_us_per_message"]
+        # CPU is counted in 10 ms ticks, so one process's share may round to 0 in so short a run; their sum may not
+        assert "caller" in per and "worker-0" in per and per[case["busiest"]] > 0
+        assert {"caller/scheduler", "caller/messenger", "caller/results listener", "caller/driver"} <= set(per)
+        assert per["caller/other"] >= 0  # the caller's CPU no named thread accounts for
+        assert case["busiest"] in per and "/" not in case["busiest"]
+        assert case["projected_ceiling"] == pytest.approx(1e6 / per[case["busiest"]])
     names = {(b["workload"], b["name"]) for b in doc["baselines"]}
     for workload in ("noop", "compute"):
         assert {(workload, "in-process ceiling"), (workload, "multiprocessing.Pool"),
@@ -49,7 +57,7 @@ def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
 
     report = (run / "report.md").read_text()
     assert report.startswith("# actorao bench")
-    for heading in ("## Targets", "## Workloads", "## Baselines", "## Latency against load"):
+    for heading in ("## Targets", "## Workloads", "## Where the time goes", "## Baselines", "## Latency against load"):
         assert heading in report
     assert report.count("\n| compute |") >= 2
     for plot in ("throughput.png", "latency.png"):
@@ -61,6 +69,8 @@ def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
 def test_bad_arguments_get_one_clear_line(tmp_path: Path) -> None:
     for args, needle in [
         (["--workers", "0"], "--workers '0': each must be from 1"),
+        (["--messages", "0"], "--messages '0': each must be from 1"),
+        (["--messages", "10,20"], "--messages takes one whole number"),
         (["--workers", "1,,2"], "--workers takes whole numbers"),
         (["--sizes", "-1"], "--sizes '-1': each must be from 0"),
         (["--workloads", "noop,nope"], "no workload 'nope'"),

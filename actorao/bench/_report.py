@@ -115,6 +115,7 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{lat['p99']:.1f} | {p999} | {case['latency_samples']:,} | {case['cpu_cores']:.2f} | "
             f"{case['checkpoint_bytes']:,} |"
         )
+    lines += _cpu_table(doc["cases"])
     if doc["baselines"]:
         lines += ["", "## Baselines (same module calls, same run)", "",
                   "| workload | baseline | workers | baseline msgs/s | actorao msgs/s | actorao / baseline |",
@@ -143,6 +144,30 @@ def markdown(doc: dict[str, Any]) -> str:
         ["`latency.png` (latency percentiles against load)"] if doc["sweeps"] else [])
     lines += ["", "Plots: " + ", ".join(plotted) + ".", ""]
     return "\n".join(lines)
+
+
+def _cpu_table(cases: list[dict[str, Any]]) -> list[str]:
+    """Where the time goes: CPU microseconds per message of each OS process (and of the caller's
+    threads), the busiest process, and the projected ceiling it sets (1 / its CPU per message)."""
+    measured = [case for case in cases if case.get("cpu_us_per_message")]
+    if not measured:
+        return []
+    threads = sorted({role for case in measured for role in case["cpu_us_per_message"] if role.startswith("caller/")})
+    header = ["workload", "processes", "workers", "caller", *(role.split("/", 1)[1] for role in threads),
+              "each worker", "busiest", "projected ceiling msgs/s"]
+    lines = ["", "## Where the time goes (CPU µs per message)", "",
+             "Per OS process, from its CPU time over the case; the caller's threads are shown beside it. The "
+             "projected ceiling is 1 / the busiest process's CPU seconds per message: what a box with a core for "
+             "every process could reach with this design.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for case in measured:
+        per = case["cpu_us_per_message"]
+        workers = ", ".join(f"{per[role]:.1f}" for role in sorted(per) if role.startswith("worker-"))
+        cells = [case["workload"], f"{case['processes']:,}", str(case["workers"]), f"{per.get('caller', 0.0):.1f}",
+                 *(f"{per.get(role, 0.0):.1f}" for role in threads), workers, case["busiest"],
+                 _fmt_rate(case["projected_ceiling"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def plots(doc: dict[str, Any], out: Path) -> list[str]:

@@ -31,22 +31,26 @@ class Plan:
     workloads: list[str]
     workers: list[int]
     sizes: list[int]
-    processes: list[int] | None  # the process-count axis for noop and counter; None: each workload's own
+    processes: list[int] | None  # the process-count axis of every workload; None: each workload's own
     mode: str  # "full", "quick" or "smoke"
     baselines: list[str]
     sweep_levels: list[float]
     sweep_seconds: float
     cases: list[Case] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    message_count: int | None = None  # --messages: every case sends this many
 
     def messages(self, name: str) -> int:
         workload = WORKLOADS[name]
+        if self.message_count is not None:
+            return self.message_count
         if self.mode == "smoke":
             return max(50, workload.quick_messages // 10)
         return workload.quick_messages if self.mode == "quick" else workload.messages
 
 
-_LIMITS = {"workers": (1, 256), "processes": (1, 1_000_000), "sizes": (0, 8 * 1024 * 1024)}
+_LIMITS = {"workers": (1, 256), "processes": (1, 1_000_000), "sizes": (0, 8 * 1024 * 1024),
+           "messages": (1, 100_000_000)}
 
 
 def _ints(text: str, what: str) -> list[int]:
@@ -109,6 +113,11 @@ def make_plan(args: argparse.Namespace) -> Plan:
     levels = {"full": [0.1, 0.25, 0.5, 0.75, 0.9, 1.0], "quick": [0.25, 0.5, 0.9], "smoke": [0.5]}[mode]
     seconds = {"full": 3.0, "quick": 1.5, "smoke": 0.4}[mode]
     plan = Plan([], workers, sizes, processes, mode, chosen, [] if args.no_sweep else levels, seconds)
+    if args.messages:
+        counts = _ints(args.messages, "messages")
+        if len(counts) != 1:
+            raise SystemExit(f"actorao bench: --messages takes one whole number, got {args.messages!r}")
+        plan.message_count = counts[0]
     for name in names:
         why = _available(name)
         if why is not None:
@@ -117,9 +126,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
         plan.workloads.append(name)
         workload = WORKLOADS[name]
         counts = list(workload.quick_processes if mode != "full" else workload.default_processes)
-        if processes is not None and name in ("noop", "counter"):
+        if processes is not None:
             counts = processes
-        if mode == "smoke":
+        elif mode == "smoke":
             counts = [min(c, 20) for c in counts[:1]]
         for count in counts:
             for size in sizes if workload.sized else [0]:
@@ -230,7 +239,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smoke", action="store_true", help="the smallest matrix: checks the driver works")
     parser.add_argument("--workloads", help=f"comma-separated, of: {', '.join(WORKLOADS)} (default: all)")
     parser.add_argument("--workers", help="worker counts, e.g. 1,2,4,8,16 (default: 1 to the core count)")
-    parser.add_argument("--processes", help="process counts for noop and counter (default: 100; counter 1,100,10000)")
+    parser.add_argument("--processes", help="process counts for every workload (default: each its own, e.g. noop 100, "
+                        "counter 1,100,10000, compute 16)")
+    parser.add_argument("--messages", help="messages each case sends (default: each workload its own)")
     parser.add_argument("--sizes", help="message data sizes in bytes for noop and counter (default: 0,1024)")
     parser.add_argument("--baselines", help="comma-separated, of: " + ", ".join(_BASELINE_KEYS) + " (default: all)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the baselines")
