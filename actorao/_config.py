@@ -39,6 +39,7 @@ class NodeConfig:
 
     path: Path = Path(".actorao")
     workers: int | None = None  # CU worker OS processes; None: one per core
+    schedulers: int | None = None  # scheduler shard OS processes; None: one per 4 cores, at most 8
     compute_limit: int = DEFAULT_FUEL  # a process's fuel per message, unless its Compute-Limit says
     memory_limit: int = DEFAULT_MEMORY_LIMIT  # bytes, unless its Memory-Limit says
     checkpoint_every: int = 1000  # messages between checkpoints of a process
@@ -64,8 +65,10 @@ class NodeConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
-        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
-            raise InvalidMessage("workers", f"must be a whole number of at least 1, got {self.workers!r}")
+        for name in ("workers", "schedulers"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise InvalidMessage(name, f"must be a whole number of at least 1, got {value!r}")
         for name in ("compute_limit", "memory_limit", "checkpoint_every", "checkpoint_full_every", "max_data_bytes",
                      "max_pending", "map_size", "max_backlog", "max_sends_per_result", "max_body"):
             value = getattr(self, name)
@@ -82,6 +85,12 @@ class NodeConfig:
     @property
     def worker_count(self) -> int:
         return self.workers if self.workers is not None else (os.cpu_count() or 1)
+
+    @property
+    def scheduler_count(self) -> int:
+        if self.schedulers is not None:
+            return self.schedulers
+        return max(1, min(8, (os.cpu_count() or 1) // 4))
 
     def replace(self, **changes: Any) -> NodeConfig:
         """A copy with ``changes``; an unknown setting is a TypeError that names it."""
@@ -126,7 +135,7 @@ def _intensity(text: str) -> tuple[int, float]:
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(NodeConfig))
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    "path": Path, "workers": int, "compute_limit": int, "memory_limit": int, "checkpoint_every": int,
+    "path": Path, "workers": int, "schedulers": int, "compute_limit": int, "memory_limit": int, "checkpoint_every": int,
     "checkpoint_ms": float, "checkpoint_full_every": int, "max_data_bytes": int, "max_pending": int,
     "map_size": int, "restart_intensity": _intensity, "cron_catch_up": int, "max_backlog": int,
     "max_sends_per_result": int, "timeout": float, "host": str, "port": int, "verify": _bool, "max_body": int,

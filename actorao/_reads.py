@@ -13,7 +13,7 @@ import orjson
 
 from actorao._exceptions import UnknownMessage, UnknownProcess
 from actorao.message import is_id
-from actorao.persist import Store, split_key
+from actorao.persist import ShardLogs, Store, split_key
 
 __all__ = ["LogEntry", "NodeReads"]
 
@@ -39,8 +39,9 @@ class LogEntry:
 class NodeReads:
     """Read-only questions about a node's log, results and modules."""
 
-    def __init__(self, store: Store, knows: Callable[[str], bool]) -> None:
-        self._store = store
+    def __init__(self, store: Store, logs: ShardLogs, knows: Callable[[str], bool]) -> None:
+        self._store = store  # results and modules
+        self._logs = logs  # the log side, by process: each shard's
         self._knows = knows
 
     def _known(self, pid: str) -> None:
@@ -52,17 +53,17 @@ class NodeReads:
         """Slots of ``pid`` after ``after`` up to ``last`` (each end open when None), at most ``limit``
         of them; and whether more follow."""
         self._known(pid)
-        found, more = self._store.log_page(pid, 0 if after is None else after + 1,
+        found, more = self._logs.log_page(pid, 0 if after is None else after + 1,
                                            _LAST_SLOT if last is None else last, limit, PAGE_BYTES)
         return [LogEntry(pid, slot, entry, item) for slot, entry, item in found], more
 
     def key_of(self, message_id: str, process: str | None = None) -> bytes:
         """The result key (process ‖ slot) of ``message_id`` in ``process`` (default: where it was first
         assigned); UnknownMessage if it was not assigned there."""
-        key = self._store.assignment_of(message_id, process) if is_id(message_id) else None
+        key = self._logs.assignment_of(message_id, process) if is_id(message_id) else None
         if key is not None:
             return key
-        if process is not None and is_id(message_id) and self._store.assignment_of(message_id) is not None:
+        if process is not None and is_id(message_id) and self._logs.assignment_of(message_id) is not None:
             raise UnknownMessage(f"message {message_id} was not assigned to process {process}")
         raise UnknownMessage(f"no message {message_id} was assigned on this node")
 
@@ -70,13 +71,13 @@ class NodeReads:
         """``message_id`` where it was assigned in ``pid``."""
         self._known(pid)
         key = self.key_of(message_id, pid)
-        found = self._store.entry_with_item(key)
+        found = self._logs.entry_with_item(key)
         assert found is not None, "the messages index points into the log"
         return LogEntry(pid, split_key(key)[1], *found)
 
     def latest(self, pid: str) -> LogEntry:
         self._known(pid)
-        head = self._store.head(pid)
+        head = self._logs.head(pid)
         if head is None:
             raise UnknownProcess(f"process {pid} has no log")
         return self._with_item(pid, *head)
@@ -84,24 +85,24 @@ class NodeReads:
     def spawn(self, pid: str) -> LogEntry:
         """The process's own spawn message, at slot 0."""
         self._known(pid)
-        entry = self._store.log_entry(pid, 0)
+        entry = self._logs.log_entry(pid, 0)
         if entry is None:
             raise UnknownProcess(f"process {pid} has no spawn message yet")
         return self._with_item(pid, 0, entry)
 
     def _with_item(self, pid: str, slot: int, entry: bytes) -> LogEntry:
-        return LogEntry(pid, slot, entry, self._store.signed_item(orjson.loads(entry)["Id"]))
+        return LogEntry(pid, slot, entry, self._logs.signed_item(orjson.loads(entry)["Id"]))
 
     def find(self, message_id: str) -> LogEntry | None:
         """A message anywhere in the log, where it was first assigned; None if it never was."""
-        key = self._store.assignment_of(message_id) if is_id(message_id) else None
-        found = self._store.entry_with_item(key) if key is not None else None
+        key = self._logs.assignment_of(message_id) if is_id(message_id) else None
+        found = self._logs.entry_with_item(key) if key is not None else None
         if key is None or found is None:
             return None
         return LogEntry(*split_key(key), *found)
 
     def process_ids(self) -> list[str]:
-        return self._store.process_ids()
+        return sorted(self._logs.process_ids())
 
     # -- results --------------------------------------------------------------------------------
     def results(
@@ -110,7 +111,11 @@ class NodeReads:
         """(slot, result JSON) of ``pid``'s stored results after ``after`` up to ``last``, in either
         order, at most ``limit``; ``cron_only`` keeps the results of cron ticks alone."""
         self._known(pid)
-        keep = (lambda entry: bool(orjson.loads(entry)["Cron"])) if cron_only else None
+        def is_cron(slot: int) -> bool:
+            entry = self._logs.log_entry(pid, slot)
+            return entry is not None and bool(orjson.loads(entry)["Cron"])
+
+        keep = is_cron if cron_only else None
         return self._store.result_page(pid, 0 if after is None else after + 1, _LAST_SLOT if last is None else last,
                                        limit, ascending, PAGE_BYTES, keep)
 

@@ -69,7 +69,7 @@ def _env(name: str, default: str | None) -> str | None:
 
 def _node_config(args: argparse.Namespace) -> NodeConfig:
     """The node's settings: its defaults, then ACTORAO_* variables, then the flags given."""
-    flags = ("path", "workers", "host", "port", "verify", "max_body", "public_url")
+    flags = ("path", "workers", "schedulers", "host", "port", "verify", "max_body", "public_url")
     return NodeConfig.from_env(**{name: getattr(args, name, None) for name in flags})
 
 
@@ -239,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          help=f"the node's data folder (env ACTORAO_PATH; default: {default})")
         sub.add_argument("--workers", type=int, default=None,
                          help="CU worker processes (env ACTORAO_WORKERS; default: one per core)")
+        sub.add_argument("--schedulers", type=int, default=None,
+                         help="scheduler shard processes (env ACTORAO_SCHEDULERS; default: one per 4 cores)")
 
     run_demo = commands.add_parser("demo", help="run the counter demo workload on a node")
     data_path(run_demo)

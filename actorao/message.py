@@ -171,6 +171,13 @@ def check_data(data: object, max_data_bytes: int) -> None:
         raise InvalidMessage("Data", f"{size} bytes, over the node's limit of {max_data_bytes}")
 
 
+def check_anchor(anchor: object) -> None:
+    if not isinstance(anchor, str) or len(anchor) > 32:
+        raise InvalidMessage("Anchor", "must be text of at most 32 characters")
+    if anchor and not anchor.isascii():
+        utf8_length(anchor, "Anchor")
+
+
 def check_contents(
     tags: tuple[Tag, ...], anchor: object, data: object, message_type: str, max_data_bytes: int,
     *, tags_normalized: bool = False,
@@ -178,10 +185,7 @@ def check_contents(
     """What every ao message or process must satisfy besides its ids: an anchor of at most 32
     characters, well-formed tags carrying ao's Data-Protocol, Variant and Type, and text data within
     the limit. ``tags_normalized`` skips re-checking tags that came out of normalize_tags."""
-    if not isinstance(anchor, str) or len(anchor) > 32:
-        raise InvalidMessage("Anchor", "must be text of at most 32 characters")
-    if anchor and not anchor.isascii():
-        utf8_length(anchor, "Anchor")
+    check_anchor(anchor)
     if not tags_normalized and normalize_tags(tags) != tags:
         raise InvalidMessage("Tags", "must be a tuple of (name, value) text pairs")
     check_ao_tags(tags, message_type)
@@ -216,6 +220,43 @@ def refuse_pushed_tags(tags: tuple[Tag, ...]) -> None:
         if tag_value(tags, name) is not None:
             raise InvalidMessage(f"Tags[{name!r}]", "is set by the node when a process sends; a message from "
                                  "outside cannot carry it (its From is its signer)")
+
+
+_CHECKED_TAGS: dict[tuple[Any, ...], tuple[Tag, ...]] = {}
+_CHECKED_TAGS_MAX = 4096  # distinct tag sets remembered; past it, new ones are checked every time
+
+
+def checked_message_tags(tags: TagsLike) -> tuple[Tag, ...]:
+    """``with_ao_tags(tags, "Message")``, checked as a message from outside must be: well-formed,
+    ao's tags right, none of the tags only the node sets. Remembered by content, since senders repeat
+    a few tag sets (``{"Action": "Transfer"}``) and this runs for every message sent."""
+    key = _text_tags_key(tags)
+    if key is not None:
+        hit = _CHECKED_TAGS.get(key)
+        if hit is not None:
+            return hit
+    normalized = with_ao_tags(tags, "Message")
+    check_ao_tags(normalized, "Message")
+    refuse_pushed_tags(normalized)
+    if key is not None and len(_CHECKED_TAGS) < _CHECKED_TAGS_MAX:
+        _CHECKED_TAGS[key] = normalized
+    return normalized
+
+
+def _text_tags_key(tags: TagsLike) -> tuple[Any, ...] | None:
+    """A key for a small set of text tags (a dict, or a tuple of pairs), or None: only text is keyed,
+    so that a value such as True, equal to 1 as a key, never stands for another."""
+    if type(tags) is dict and len(tags) <= 16:
+        pairs: Iterable[Any] = tags.items()
+    elif type(tags) is tuple and len(tags) <= 16:
+        pairs = tags
+    else:
+        return None
+    key = tuple(pairs)
+    for pair in key:
+        if type(pair) is not tuple or len(pair) != 2 or type(pair[0]) is not str or type(pair[1]) is not str:
+            return None
+    return (type(tags), *key)
 
 
 def with_ao_tags(tags: TagsLike, message_type: str) -> tuple[Tag, ...]:

@@ -14,6 +14,7 @@ waits, and ``reads`` answers questions about the log for the edge (HTTP, CLI, be
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import shutil
@@ -34,15 +35,17 @@ from actorao.cu import Limits, ModuleRegistry, Rendezvous, WorkerPool, worker_en
 from actorao.mailbox import runtime_dir
 from actorao.message import Message, Result, TagsLike, new_id
 from actorao.mu import Cron, Entrance, Messenger
-from actorao.persist import Store, log_key
-from actorao.su import Ack, SchedulerUnit
-from actorao.supervisor import ChildSpec, Supervisor
+from actorao.persist import ShardLogs, Store, existing_shards, log_key
+from actorao.su import Ack, Schedulers, ShardConfig
+from actorao.supervisor import ChildSpec, OSProcess, Supervisor
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Ack", "Node", "NodeConfig", "ProcessState"]
 
 T = TypeVar("T")
+
+SHARD_HEARTBEAT_TIMEOUT = 10.0  # seconds of silence before a scheduler shard is taken as hung
 
 
 class Node:
@@ -65,16 +68,20 @@ class Node:
         self._lock_file = _lock_data_path(self.path)
         shutil.rmtree(self.path / "run", ignore_errors=True)  # sockets of earlier runs, all dead now
         self._store = Store(self.path, map_size=config.map_size)
-        self._store.reader_check()  # readers left by processes of an earlier run that were killed
+        # A data path keeps every shard it ever had: their logs hold processes.
+        self._logs = ShardLogs(self._store, max(config.scheduler_count, existing_shards(self.path)),
+                               map_size=config.map_size)
+        self._logs.reader_check()  # readers left by processes of an earlier run that were killed
         self.identity = self._store.identity(lambda: new_id(b"node identity"))
         self._runtime = runtime_dir(self.path, f"{os.getpid()}-{new_id()[:8]}")
         self._modules = ModuleRegistry(self._store, keep_artifacts=True)
         self._rendezvous = Rendezvous(self._store)
         self._modules_of: dict[str, str] = {}
-        self._su: SchedulerUnit | None = None
+        self._schedulers = Schedulers(self._logs, self._runtime, self.identity,
+                                      lambda pids: self._pool.advanced(pids), clock=config.clock)
         self._messenger: Messenger | None = None
-        self._entrance = Entrance(config, self._store, self.identity, self._modules, self._scheduler)
-        self.reads = NodeReads(self._store, self.knows)
+        self._entrance = Entrance(config, self._logs, self.identity, self._modules, self._scheduler)
+        self.reads = NodeReads(self._store, self._logs, self.knows)
         self._rendezvous.subscribe(self._to_messenger)
         self._pool = WorkerPool(
             self.path,
@@ -83,31 +90,41 @@ class Node:
             Limits(config.compute_limit, config.memory_limit, config.checkpoint_every, config.checkpoint_ms,
                    config.checkpoint_full_every),
             config.map_size,
+            self._logs.count,
             self._rendezvous.arrived,
-            lambda: self._su.processes if self._su is not None else (),
+            lambda: self._schedulers.processes,
             on_worker_restart=self._worker_restarted,
             restart_intensity=config.restart_intensity,
         )
         # The root of the node's tree. The CU pool starts first (the SU pushes to it) and stops last
         # (the SU drains into it); each comes back alone if it dies, and past the root's own
         # intensity the node stops, and says so on every call.
+        shards = [
+            ChildSpec(f"su-{index}", functools.partial(self._start_shard, index), shutdown=60.0,
+                      heartbeat_timeout=SHARD_HEARTBEAT_TIMEOUT)
+            for index in range(self._logs.count)
+        ]
         self._root = Supervisor(
             "node",
             [
                 ChildSpec("cu-pool", self._pool.start_supervisor, type="supervisor"),
-                ChildSpec("su", self._start_su, shutdown=60.0),
+                *shards,
                 ChildSpec("mu", self._start_mu, shutdown=60.0),
                 ChildSpec("cron", self._start_cron, shutdown=5.0),
             ],
             intensity=2,
             period=60.0,
+            on_restart=self._child_restarted,
         )
         try:
             self._root.start()
             self._pool.wait_ready()
+            self._schedulers.wait_ready(range(self._logs.count), 60.0)
         except BaseException:
             self._root.stop()
+            self._schedulers.close()
             self._pool.stop()
+            self._logs.close()
             self._store.close()
             self._lock_file.close()
             raise
@@ -116,15 +133,21 @@ class Node:
         self._recrank()  # outboxes a crash may have left unsent
 
     # -- the children ---------------------------------------------------------------------------
-    def _start_su(self) -> SchedulerUnit:
-        self._su = SchedulerUnit(self._store, self._pool.push, max_pending=self.config.max_pending,
-                                 clock=self.config.clock)
-        return self._su
+    def _start_shard(self, index: int) -> OSProcess:
+        config = ShardConfig(index, str(self.path), str(self._runtime), self.identity, self.config.map_size,
+                             self.config.max_pending, os.getpid())
+        return OSProcess.python_module("actorao.su", config.to_json(), heartbeat=True)
+
+    def _child_restarted(self, child_id: str) -> None:
+        if child_id.startswith("su-"):
+            index = int(child_id.removeprefix("su-"))
+            log.warning("scheduler shard %d restarted; it continues its processes' slots from its log", index)
+            self._schedulers.restarted(index)
 
     def _start_mu(self) -> Messenger:
         config = self.config
         messenger = Messenger(
-            self._store, self.identity, self._scheduler, self._module_of, config.max_data_bytes,
+            self._store, self._logs, self.identity, self._scheduler, self._module_of, config.max_data_bytes,
             self._entrance.spawn_pushed, self._entrance.assign, max_backlog=config.max_backlog,
             max_per_result=config.max_sends_per_result,
         )
@@ -132,7 +155,7 @@ class Node:
         return messenger
 
     def _start_cron(self) -> Cron:
-        return Cron(self._store, self.identity, self._scheduler, self.processes, self.config.cron_catch_up,
+        return Cron(self._logs, self.identity, self._scheduler, self.processes, self.config.cron_catch_up,
                     clock=self.config.clock)
 
     def _to_messenger(self, items: list[bytes]) -> None:
@@ -141,11 +164,8 @@ class Node:
         if messenger is not None:
             messenger.offer(items)
 
-    def _scheduler(self) -> SchedulerUnit:
-        su = self._su
-        if su is None:
-            raise NodeStopped("the node has no running SU")
-        return su
+    def _scheduler(self) -> Schedulers:
+        return self._schedulers
 
     def _module_of(self, pid: str) -> str:
         module = self._modules_of.get(pid)
@@ -160,7 +180,7 @@ class Node:
     def _worker_restarted(self) -> None:
         """A worker died: clear its stale LMDB readers, and deliver from the store any result it
         committed but had not yet reported when it died."""
-        self._store.reader_check()
+        self._logs.reader_check()
         self._rendezvous.deliver_stored()
         self._recrank()  # results it committed but never reported
 
@@ -177,9 +197,11 @@ class Node:
             if self._closed:
                 return
             self._closed = True
-        self._root.stop()  # the SU drains what is queued, then the workers finish what they were sent
+        self._root.stop()  # the shards drain what is queued, then the workers finish what they were sent
+        self._schedulers.close()
         self._pool.stop()
         self._rendezvous.fail_all(NodeStopped("the node closed before the result arrived"))
+        self._logs.close()
         self._store.close()
         shutil.rmtree(self._runtime, ignore_errors=True)
         self._lock_file.close()
@@ -226,7 +248,7 @@ class Node:
 
     def process_info(self, pid: str) -> dict[str, Any]:
         """What the node keeps for a process: its module id and the limits fixed when it spawned."""
-        record = self._store.process_record(pid)
+        record = self._logs.process_record(pid)
         if record is None:
             raise UnknownProcess(f"no process {pid} on this node")
         info: dict[str, Any] = orjson.loads(record)
@@ -251,7 +273,7 @@ class Node:
         timestamp of the last one it evaluated."""
         self._known(pid)
         memory, slot = self._pool.state(pid, self.config.timeout if timeout is None else timeout)
-        entry = self._store.log_entry(pid, slot)
+        entry = self._logs.log_entry(pid, slot)
         doc = orjson.loads(entry) if entry is not None else {}
         return ProcessState(memory, slot, doc.get("Timestamp", 0), doc.get("Block-Height", 0))
 
@@ -276,13 +298,28 @@ class Node:
         restart count and state, workers under the CU pool."""
         return self._root.tree()
 
+    @property
+    def schedulers(self) -> list[str]:
+        """The addresses of the node's scheduler shards: a spawn picks one with its ``Scheduler`` tag.
+        The first is the node's own identity."""
+        return list(self._schedulers.addresses)
+
+    def scheduler_of(self, pid: str) -> str:
+        """The address of the shard that schedules ``pid``."""
+        self._known(pid)
+        return self._schedulers.addresses[self._schedulers.shard_of(pid)]
+
     def worker_processes(self) -> list[dict[str, Any]]:
         """The CU workers in the supervision tree: id (worker-N), OS pid, restarts and state."""
         return worker_entries(self.tree())
 
+    def scheduler_processes(self) -> list[dict[str, Any]]:
+        """The scheduler shards in the supervision tree: id (su-N), OS pid, restarts and state."""
+        return [child for child in self.tree().get("children", ()) if str(child.get("id", "")).startswith("su-")]
+
     def status(self) -> dict[str, Any]:
         """Counters for a status line or a status page: processes, assignments, evaluations, workers."""
-        su = self._scheduler()
+        su = self._schedulers
         tree = self.tree()
         workers = worker_entries(tree)
         return {
@@ -290,6 +327,7 @@ class Node:
             "processes": len(su.processes),
             "assigned": su.assigned,
             "commits": su.commits,
+            "schedulers": su.count,
             "evaluated": self._rendezvous.evaluated,
             "workers": self.workers,
             "workers_running": sum(1 for entry in workers if entry.get("state") == "running"),
@@ -395,7 +433,7 @@ class Node:
         """Wait until every message assigned to ``pid`` so far has its result; returns the last slot.
         What a CU does before it answers for a process's latest state."""
         self._known(pid)
-        head = self._store.head(pid)
+        head = self._logs.head(pid)
         if head is None:
             return -1
         self.raw_results([log_key(pid, head[0])], timeout)

@@ -31,7 +31,7 @@ def test_ping_pong_round_trip(benchmark: Any, tmp_path: Path, workers: int) -> N
                 time.sleep(0.02)
 
         benchmark.pedantic(rounds, rounds=1, iterations=1)
-        stamps = [orjson.loads(body)["Timestamp"] for _, body in node._store.log_range(first, 2, 1 << 40)]
+        stamps = [orjson.loads(body)["Timestamp"] for _, body in node._logs.log_range(first, 2, 1 << 40)]
     trips = sorted(later - earlier for earlier, later in itertools.pairwise(stamps))
     p50, p99 = statistics.median(trips), trips[int(len(trips) * 0.99)]
     RATES[f"ping-pong messages, {workers} worker(s)"] = 2000 / benchmark.stats.stats.median
@@ -58,7 +58,7 @@ def test_token_transfers_across_processes(benchmark: Any, tmp_path: Path, worker
             done[0] += transfers
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
-                taken = sum(b'"value":"Transfer"' in body for _, body in node._store.log_range(token, 1, 1 << 40))
+                taken = sum(b'"value":"Transfer"' in body for _, body in node._logs.log_range(token, 1, 1 << 40))
                 if taken >= done[0]:
                     return
                 time.sleep(0.02)

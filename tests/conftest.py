@@ -13,7 +13,8 @@ from actorao import Node, examples
 
 @pytest.fixture(params=[1, 2], ids=["workers=1", "workers=2"])
 def workers(request: pytest.FixtureRequest) -> int:
-    """Every node test runs on one worker and on two, as pykka's suite runs on each runtime."""
+    """Every node test runs on one worker and one scheduler shard, and on two of each, as pykka's
+    suite runs on each runtime."""
     return int(request.param)
 
 
@@ -24,6 +25,7 @@ def make_node(tmp_path: Path, workers: int) -> Iterator[Callable[..., Node]]:
 
     def make(path: Path | None = None, **options: Any) -> Node:
         options.setdefault("workers", workers)
+        options.setdefault("schedulers", workers)
         node = Node(path or tmp_path / "node", **options)
         opened.append(node)
         return node

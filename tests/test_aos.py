@@ -271,7 +271,7 @@ def test_a_spawn_tree_three_levels_deep_gives_every_parent_its_spawned_notice(ao
         assert spawning.ok, spawning.error
         child = None
         for _ in range(200):  # the messenger spawns it and tells the parent
-            notices = [orjson.loads(body) for _, body in node._store.log_range(family[-1], 1, 1 << 40)]
+            notices = [orjson.loads(body) for _, body in node._logs.log_range(family[-1], 1, 1 << 40)]
             spawned = [entry for entry in notices if {"name": "Action", "value": "Spawned"} in entry["Tags"]]
             if spawned:
                 child = next(tag["value"] for tag in spawned[0]["Tags"] if tag["name"] == "Process")
@@ -282,7 +282,7 @@ def test_a_spawn_tree_three_levels_deep_gives_every_parent_its_spawned_notice(ao
         assert node.process_info(child)["module"] == module
         family.append(child)
     assert len(set(family)) == 3
-    spawn_message = orjson.loads(node._store.log_range(family[2], 0, 0)[0][1])
+    spawn_message = orjson.loads(node._logs.log_range(family[2], 0, 0)[0][1])
     grandchild_tags = {tag["name"]: tag["value"] for tag in spawn_message["Tags"]}
     assert grandchild_tags["From-Process"] == family[1] and grandchild_tags["Generation"] == "2"
     # its owner is its parent: our Eval lands in its Inbox, as aos does for a stranger's trusted message

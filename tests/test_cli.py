@@ -26,9 +26,10 @@ def test_demo_runs_and_checks_every_counter(tmp_path: Path) -> None:
 
 
 def test_tree_prints_the_live_supervision_tree(tmp_path: Path) -> None:
-    done = actorao("tree", "--path", str(tmp_path / "node"), "--workers", "2")
+    done = actorao("tree", "--path", str(tmp_path / "node"), "--workers", "2", "--schedulers", "2")
     assert done.returncode == 0, done.stderr
     tree = orjson.loads(done.stdout)
-    assert tree["id"] == "node" and [child["id"] for child in tree["children"]] == ["cu-pool", "su", "mu", "cron"]
+    assert tree["id"] == "node"
+    assert [child["id"] for child in tree["children"]] == ["cu-pool", "su-0", "su-1", "mu", "cron"]
     assert [worker["id"] for worker in tree["children"][0]["children"]] == ["worker-0", "worker-1"]
     assert all(isinstance(worker["pid"], int) for worker in tree["children"][0]["children"])

@@ -109,12 +109,12 @@ def test_kills_of_workers_and_of_the_node_lose_nothing_acknowledged(tmp_path: Pa
         assert all(result.ok for result in results)
         # Each process's results count up with no gap or repeat: exactly one result per slot.
         outputs: dict[str, list[int]] = {}
-        keys = [node._store.get("messages", message_id.encode()) for message_id in first + second]
+        keys = [node._logs.assignment_of(message_id) for message_id in first + second]
         for key, result in zip(keys, results, strict=True):
             assert key is not None
             outputs.setdefault(key[:-8].decode(), []).append(int(result.output))
         for pid in pids:
-            log = node._store.log_range(pid, 0, 1 << 40)
+            log = node._logs.log_range(pid, 0, 1 << 40)
             assert [slot for slot, _ in log] == list(range(len(log)))  # no gap, no reuse
             assert outputs[pid] == sorted(outputs[pid]) and len(set(outputs[pid])) == len(outputs[pid])
             fresh = Instance(compiled, memory_limit=1 << 30)

@@ -161,7 +161,7 @@ def test_messages_results_and_the_log_over_http(served: tuple[Node, str], signer
 
     again = post(url, items[0])  # the same signed item again: assigned once, acknowledged again
     assert again.status == 202 and again.json()["slot"] == slots[0]
-    assert node._store.last_slot("log", pid) == slots[-1]
+    assert node._logs.last_slot(pid) == slots[-1]
 
 
 def test_dry_run_state_and_assign(served: tuple[Node, str], signer: ans104.RsaSigner,
@@ -170,11 +170,11 @@ def test_dry_run_state_and_assign(served: tuple[Node, str], signer: ans104.RsaSi
     module, pid = counter_process
     item = message_item(signer, pid)
     slot = post(url, item).json()["slot"]
-    before = node._store.last_slot("log", pid)
+    before = node._logs.last_slot(pid)
     body = {"Id": "1234", "Owner": "1234", "Target": pid, "Data": "", "Tags": [{"name": "Action", "value": "Inc"}]}
     dry = call(f"{url}/dry-run?process-id={pid}", "POST", orjson.dumps(body), "application/json").json()
     assert dry["Output"] == str(slot + 1)
-    assert node._store.last_slot("log", pid) == before  # nothing persisted
+    assert node._logs.last_slot(pid) == before  # nothing persisted
     assert call(f"{url}/result/{item.id}?process-id={pid}").json()["Output"] == str(slot)
 
     state = call(f"{url}/state/{pid}")
@@ -188,12 +188,12 @@ def test_dry_run_state_and_assign(served: tuple[Node, str], signer: ans104.RsaSi
     assert call(f"{url}/result/{item.id}?process-id={other}").json()["Output"] == "1"
     assert call(f"{url}/result/{item.id}?process-id={pid}").json()["Output"] == str(slot)
     # assigning a message to its own target again is the message itself: no second evaluation
-    log_before = node._store.last_slot("log", pid)
+    log_before = node._logs.last_slot(pid)
     again = call(f"{url}/?process-id={pid}&assign={item.id}", "POST", b"")
     assert again.status == 202 and again.json()["slot"] == slot
     spawn_again = call(f"{url}/?process-id={other}&assign={other}", "POST", b"")
     assert spawn_again.status == 202 and spawn_again.json()["slot"] == 0
-    assert node._store.last_slot("log", pid) == log_before
+    assert node._logs.last_slot(pid) == log_before
 
 
 def test_monitor_is_acknowledged_for_a_cron_process(served: tuple[Node, str], signer: ans104.RsaSigner,
@@ -216,12 +216,14 @@ def test_monitor_is_acknowledged_for_a_cron_process(served: tuple[Node, str], si
 def _store_snapshot(node: Node) -> str:
     digest = hashlib.sha256()
 
-    def body(txn: Any) -> None:
-        for name in SUBDATABASES:
-            for key, value in txn.cursor(db=node._store.db[name]):
-                digest.update(bytes(key) + b"=" + bytes(value))
+    for store in node._logs.stores:  # every shard's, the node's own first
 
-    node._store.read(body)
+        def body(txn: Any, store: Any = store) -> None:
+            for name in SUBDATABASES:
+                for key, value in txn.cursor(db=store.db[name]):
+                    digest.update(bytes(key) + b"=" + bytes(value))
+
+        store.read(body)
     return digest.hexdigest()
 
 

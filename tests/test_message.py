@@ -182,3 +182,22 @@ def test_tag_limits_count_utf8_bytes() -> None:
         normalize_tags({"a": "é" * 1537})
     with pytest.raises(InvalidMessage, match="longer than 1024 bytes"):
         normalize_tags({"é" * 513: "x"})
+
+
+def test_checked_message_tags_are_remembered_by_content_and_never_confuse_true_with_one() -> None:
+    from actorao.message import checked_message_tags
+
+    first = checked_message_tags({"Action": "Inc", "N": "1"})
+    assert first == (("Data-Protocol", "ao"), ("Variant", "ao.TN.1"), ("Type", "Message"), ("Action", "Inc"),
+                     ("N", "1"))
+    assert checked_message_tags({"Action": "Inc", "N": "1"}) is first  # remembered
+    assert checked_message_tags({"Action": "Inc", "N": 1}) == first  # a number is written out, as before
+    with pytest.raises(InvalidMessage) as caught:
+        checked_message_tags({"Action": "Inc", "N": True})
+    assert caught.value.field == "Tags['N']"
+    for _ in range(2):  # refused every time, remembered or not
+        with pytest.raises(InvalidMessage) as caught:
+            checked_message_tags({"Action": "Inc", "From-Process": "x" * 43})
+        assert caught.value.field == "Tags['From-Process']"
+    with pytest.raises(InvalidMessage):
+        checked_message_tags({"Type": "Process"})

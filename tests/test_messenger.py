@@ -33,7 +33,7 @@ def wait_for_count(node: Node, pid: str, wanted: int, seconds: float = 60.0) -> 
 
 
 def pings_in_log(node: Node, pid: str) -> list[str]:
-    entries = [orjson.loads(body) for _, body in node._store.log_range(pid, 1, 1 << 40)]
+    entries = [orjson.loads(body) for _, body in node._logs.log_range(pid, 1, 1 << 40)]
     return [entry["Id"] for entry in entries if {"name": "Action", "value": "Ping"} in entry["Tags"]]
 
 
@@ -54,7 +54,7 @@ def test_a_pushed_message_is_from_its_process_with_ao_tags_and_a_deterministic_i
     start = node.send(sender, {"Action": "Start"}, echo)
     expected_id = outgoing_id(sender, start.slot, 0)
     for _ in range(500):  # until the messenger has pushed it and the SU has assigned it
-        if node._store.get("messages", expected_id.encode()) is not None:
+        if node._logs.assignment_of(expected_id) is not None:
             break
         time.sleep(0.01)
     seen = node.result(expected_id, timeout=30).output
@@ -121,7 +121,7 @@ def test_assign_gives_an_existing_message_a_slot_in_another_process_once(make_no
     assert node.assign(second, ack.id) == assigned  # once per process
     seen = node.result(assigned).output
     assert seen["Id"] == ack.id and seen["Target"] == first and seen["Data"] == "shared"
-    assert [slot for slot, _ in node._store.log_range(second, 0, 10)] == [0, 1]
+    assert [slot for slot, _ in node._logs.log_range(second, 0, 10)] == [0, 1]
 
 
 def test_cron_ticks_at_its_interval_and_a_restart_adds_no_duplicate(tmp_path: Path) -> None:
@@ -132,14 +132,14 @@ def test_cron_ticks_at_its_interval_and_a_restart_adds_no_duplicate(tmp_path: Pa
 
     with Node(path, workers=1) as node:
         ticking = node.spawn(examples.wasm("counter"), {"Cron-Interval": "1-second", "Cron-Tag-Action": "Inc"})
-        spawned = int(orjson.loads(node._store.log_range(ticking, 0, 0)[0][1])["Timestamp"])
+        spawned = int(orjson.loads(node._logs.log_range(ticking, 0, 0)[0][1])["Timestamp"])
         time.sleep(3.3)
         first, due = count(node, ticking), due_now(spawned)
     assert due - 1 <= first <= due  # the ticks due so far, give or take the last one in flight
     time.sleep(1.2)  # down for a tick or two: caught up at reopen
     with Node(path, workers=1) as node:
         time.sleep(1.5)
-        entries = [orjson.loads(body) for _, body in node._store.log_range(ticking, 1, 1 << 40)]
+        entries = [orjson.loads(body) for _, body in node._logs.log_range(ticking, 1, 1 << 40)]
         due = due_now(spawned)
     ids = [entry["Id"] for entry in entries]
     assert len(ids) == len(set(ids)), "a tick was assigned twice"

@@ -40,8 +40,9 @@ def count(node: Node, pid: str) -> int:
 
 
 def store_state(node: Node) -> dict[str, int]:
-    """How many entries each sub-database holds: bad input must change none of them."""
-    return {name: node._store.read(lambda txn, db=db: txn.stat(db)["entries"]) for name, db in node._store.db.items()}
+    """How many entries each sub-database of each shard's store holds: bad input must change none of them."""
+    return {f"{index}/{name}": store.read(lambda txn, db=db: txn.stat(db)["entries"])
+            for index, store in enumerate(node._logs.stores) for name, db in store.db.items()}
 
 
 def test_a_thousand_messages_to_one_process_are_evaluated_in_slot_order(make_node: MakeNode, counter: bytes) -> None:
@@ -86,7 +87,7 @@ def test_slot_zero_is_the_spawn_message_and_the_hash_chain_links_every_slot(
     node = make_node()
     pid = node.spawn(counter)
     node.send_many([(pid, {"Action": "Inc"}, "")] * 20)
-    entries = [orjson.loads(body) for _, body in node._store.log_range(pid, 0, 100)]
+    entries = [orjson.loads(body) for _, body in node._logs.log_range(pid, 0, 100)]
     assert [entry["Nonce"] for entry in entries] == list(range(21))
     assert entries[0]["Id"] == pid
     assert entries[0]["Hash-Chain"] == Assignment.genesis_hash_chain(pid)
@@ -109,7 +110,7 @@ def test_close_and_reopen_keeps_state_and_results_and_continues_the_slots(tmp_pa
         ack = node.send(pid, {"Action": "Inc"})
         assert ack.slot == 51
         assert node.result(ack).output == "51"
-        slots = [slot for slot, _ in node._store.log_range(pid, 0, 1000)]
+        slots = [slot for slot, _ in node._logs.log_range(pid, 0, 1000)]
         assert slots == list(range(52))
 
 
@@ -359,11 +360,13 @@ def child_restarts(tree: dict[str, object], child_id: str) -> int:
     return int(next(child["restarts"] for child in children if child["id"] == child_id))
 
 
-def test_the_node_tree_shows_the_root_the_su_and_the_pool_with_its_workers(make_node: MakeNode) -> None:
+def test_the_node_tree_shows_the_root_the_shards_and_the_pool_with_its_workers(make_node: MakeNode) -> None:
     node = make_node()
     tree = node.tree()
     assert (tree["id"], tree["strategy"], tree["state"]) == ("node", "one_for_one", "running")
-    assert [child["id"] for child in tree["children"]] == ["cu-pool", "su", "mu", "cron"]
+    shards = [f"su-{index}" for index in range(node.status()["schedulers"])]
+    assert [child["id"] for child in tree["children"]] == ["cu-pool", *shards, "mu", "cron"]
+    assert all(isinstance(child["pid"], int) and child["pid"] != os.getpid() for child in tree["children"][1:-2])
     pool = tree["children"][0]
     assert pool["type"] == "supervisor" and pool["strategy"] == "simple_one_for_one"
     workers = pool["children"]

@@ -52,7 +52,7 @@ def run(path: Path, kill_midway: bool) -> tuple[dict[str, int], list[int], int]:
         node.send_many(payments[TRANSFERS // 2 :])
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # until the token has taken every transfer
-            entries = [orjson.loads(body) for _, body in node._store.log_range(token, 1, 1 << 40)]
+            entries = [orjson.loads(body) for _, body in node._logs.log_range(token, 1, 1 << 40)]
             if sum({"name": "Action", "value": "Transfer"} in e["Tags"] for e in entries) == TRANSFERS:
                 break
             time.sleep(0.05)

@@ -35,11 +35,13 @@ class Case:
     processes: int
     size: int
     messages: int
+    schedulers: int | None = None  # scheduler shards; None: the node's default
 
     @property
     def label(self) -> str:
         size = f", {self.size} B" if self.size else ""
-        return f"{self.workload}: {self.processes} proc{size}, {self.workers} worker(s)"
+        shards = f", {self.schedulers} shard(s)" if self.schedulers else ""
+        return f"{self.workload}: {self.processes} proc{size}, {self.workers} worker(s){shards}"
 
 
 @dataclass
@@ -122,14 +124,14 @@ class _Probe:
 
 # Threads of the node's own process, by what they do. The rest of the caller's CPU (other threads,
 # and threads that ended during the case) is reported as "other".
-_THREAD_ROLES = {"MainThread": "driver", "bench-acks": "driver", "su-group-commit": "scheduler", "mu": "messenger",
+_THREAD_ROLES = {"MainThread": "driver", "bench-acks": "driver", "su-acks": "scheduler client", "mu": "messenger",
                  "cu-results": "results listener", "cron": "cron"}
 
 
 def cpu_by_role(node: Node) -> dict[str, tuple[int, float]]:
     """(OS pid, CPU seconds so far) of each OS process of the node, and of each kind of thread in the
-    caller's own process: ``caller`` (this process: the driver and, today, the SU, the messenger and
-    the results listener), ``caller/<role>``, and ``worker-N``."""
+    caller's own process: ``caller`` (this process: the driver, the messenger, the results listener
+    and the shards' client), ``caller/<role>``, ``su-N`` (each scheduler shard) and ``worker-N``."""
     import psutil  # the bench extra's: imported when a bench runs, not when the CLI starts
 
     me = psutil.Process()
@@ -142,7 +144,7 @@ def cpu_by_role(node: Node) -> dict[str, tuple[int, float]]:
             continue
         role = "caller/" + known
         roles[role] = (me.pid, roles.get(role, (me.pid, 0.0))[1] + thread.user_time + thread.system_time)
-    for entry in node.worker_processes():
+    for entry in [*node.scheduler_processes(), *node.worker_processes()]:
         pid = entry.get("pid")
         if not pid:
             continue
@@ -223,8 +225,9 @@ class _AckRecorder:
 
 
 @contextmanager
-def _node(workers: int, root: Path) -> Iterator[Node]:
-    with tempfile.TemporaryDirectory(dir=root) as path, Node(Path(path) / "node", workers=workers) as node:
+def _node(workers: int, root: Path, schedulers: int | None = None) -> Iterator[Node]:
+    with tempfile.TemporaryDirectory(dir=root) as path, \
+            Node(Path(path) / "node", workers=workers, schedulers=schedulers) as node:
         yield node
 
 
@@ -232,7 +235,7 @@ def run_case(case: Case, root: Path, tick: Callable[[int], None]) -> CaseResult:
     """One case on a fresh node: send ``case.messages`` in pipelined durable batches, wait for every
     evaluation they cause, check the workload's answer."""
     workload = WORKLOADS[case.workload]
-    with _node(case.workers, root) as node:
+    with _node(case.workers, root, case.schedulers) as node:
         started = time.perf_counter()
         prepared = workload.prepare(node, case.processes, case.size)
         _settle(node, prepared)

@@ -154,7 +154,7 @@ def _cpu_table(cases: list[dict[str, Any]]) -> list[str]:
         return []
     threads = sorted({role for case in measured for role in case["cpu_us_per_message"] if role.startswith("caller/")})
     header = ["workload", "processes", "workers", "caller", *(role.split("/", 1)[1] for role in threads),
-              "each worker", "busiest", "projected ceiling msgs/s"]
+              "each shard", "each worker", "busiest", "projected ceiling msgs/s"]
     lines = ["", "## Where the time goes (CPU µs per message)", "",
              "Per OS process, from its CPU time over the case; the caller's threads are shown beside it. The "
              "projected ceiling is 1 / the busiest process's CPU seconds per message: what a box with a core for "
@@ -163,8 +163,9 @@ def _cpu_table(cases: list[dict[str, Any]]) -> list[str]:
     for case in measured:
         per = case["cpu_us_per_message"]
         workers = ", ".join(f"{per[role]:.1f}" for role in sorted(per) if role.startswith("worker-"))
+        shards = ", ".join(f"{per[role]:.1f}" for role in sorted(per) if role.startswith("su-"))
         cells = [case["workload"], f"{case['processes']:,}", str(case["workers"]), f"{per.get('caller', 0.0):.1f}",
-                 *(f"{per.get(role, 0.0):.1f}" for role in threads), workers, case["busiest"],
+                 *(f"{per.get(role, 0.0):.1f}" for role in threads), shards, workers, case["busiest"],
                  _fmt_rate(case["projected_ceiling"])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines

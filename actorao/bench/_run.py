@@ -39,6 +39,7 @@ class Plan:
     cases: list[Case] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     message_count: int | None = None  # --messages: every case sends this many
+    schedulers: int | None = None  # --schedulers: every case's node has this many shards
 
     def messages(self, name: str) -> int:
         workload = WORKLOADS[name]
@@ -49,7 +50,7 @@ class Plan:
         return workload.quick_messages if self.mode == "quick" else workload.messages
 
 
-_LIMITS = {"workers": (1, 256), "processes": (1, 1_000_000), "sizes": (0, 8 * 1024 * 1024),
+_LIMITS = {"workers": (1, 256), "schedulers": (1, 64), "processes": (1, 1_000_000), "sizes": (0, 8 * 1024 * 1024),
            "messages": (1, 100_000_000)}
 
 
@@ -113,6 +114,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     levels = {"full": [0.1, 0.25, 0.5, 0.75, 0.9, 1.0], "quick": [0.25, 0.5, 0.9], "smoke": [0.5]}[mode]
     seconds = {"full": 3.0, "quick": 1.5, "smoke": 0.4}[mode]
     plan = Plan([], workers, sizes, processes, mode, chosen, [] if args.no_sweep else levels, seconds)
+    if args.schedulers:
+        plan.schedulers = _ints(args.schedulers, "schedulers")[-1]
     if args.messages:
         counts = _ints(args.messages, "messages")
         if len(counts) != 1:
@@ -133,7 +136,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         for count in counts:
             for size in sizes if workload.sized else [0]:
                 for w in workers:
-                    plan.cases.append(Case(name, w, count, size, plan.messages(name)))
+                    plan.cases.append(Case(name, w, count, size, plan.messages(name), plan.schedulers))
     if any(name.startswith("Ray") for name in chosen) and not baselines.ray_available():
         plan.skipped.append("Ray actors: `ray` is not installed (pip install 'actorao[ray]')")
     return plan
@@ -242,6 +245,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--processes", help="process counts for every workload (default: each its own, e.g. noop 100, "
                         "counter 1,100,10000, compute 16)")
     parser.add_argument("--messages", help="messages each case sends (default: each workload its own)")
+    parser.add_argument("--schedulers", help="scheduler shards of every case's node (default: the node's own)")
     parser.add_argument("--sizes", help="message data sizes in bytes for noop and counter (default: 0,1024)")
     parser.add_argument("--baselines", help="comma-separated, of: " + ", ".join(_BASELINE_KEYS) + " (default: all)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the baselines")

@@ -27,7 +27,6 @@ from actorao._exceptions import ModuleError, NodeStopped, Overloaded, Timeout
 from actorao.cu._process import Limits
 from actorao.cu._worker import WorkerConfig
 from actorao.mailbox import (
-    ASSIGN,
     DIGEST,
     DRY_RESULT,
     DRY_RUN,
@@ -130,6 +129,7 @@ class WorkerPool:
         workers: int,
         limits: Limits,
         map_size: int,
+        shards: int,
         on_results: ResultsHandler,
         known_processes: Callable[[], Iterable[str]],
         *,
@@ -142,6 +142,7 @@ class WorkerPool:
         self.workers = workers
         self.limits = limits
         self.map_size = map_size
+        self.shards = shards  # the scheduler shards whose logs the workers read
         self._on_results = on_results
         self._known_processes = known_processes
         self._on_worker_restart = on_worker_restart
@@ -185,7 +186,7 @@ class WorkerPool:
 
         def start(index: int) -> OSProcess:
             config = WorkerConfig(
-                index, str(self.data_path), str(self.runtime), self.limits, self.map_size, os.getpid()
+                index, str(self.data_path), str(self.runtime), self.limits, self.map_size, os.getpid(), self.shards
             )
             return OSProcess.python_module("actorao.cu", config.to_json(), heartbeat=True)
 
@@ -259,23 +260,14 @@ class WorkerPool:
                     self._loads[index] += 1
         return index
 
-    def push(self, entries: list[tuple[str, bytes, bytes]]) -> None:
-        """Send (process id, log key, module JSON) entries, one frame per worker. Entries of a process
-        that is moving between workers are not sent: they are durable, and its new worker reads them
-        from the log once its old one has let go of it."""
-        with self._route_lock:  # placement, sends and evictions happen in one order
-            frames: dict[int, list[bytes]] = {}
-            pids: dict[int, set[str]] = {}
-            for pid, key, message in entries:
-                if pid in self._moving:
-                    continue
-                index = self.worker_of(pid)
-                frames.setdefault(index, []).extend((key, message))
-                pids.setdefault(index, set()).add(pid)
-            for index, items in frames.items():
-                if not self._outlets[index].send_nowait(ASSIGN, items):
-                    # Durable already: the worker reads these from the log once it can take a frame.
-                    self._behind[index] |= pids[index]
+    def advanced(self, pids: list[str]) -> None:
+        """The logs of ``pids`` grew (a shard committed): each one's worker catches up from the log.
+        One WAKE frame per worker, however many messages the commit held."""
+        with self._route_lock:
+            for pid in pids:
+                if pid not in self._moving:
+                    self._behind[self.worker_of(pid)].add(pid)
+            self._flush_behind()
 
     def wake_all(self, index: int) -> None:
         with self._route_lock:

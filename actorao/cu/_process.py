@@ -48,8 +48,10 @@ class HostedProcess:
         evaluator: Evaluator,
         on_checkpoint: Callable[[str, checkpoints.Encoded], None],
         compute_clock: Callable[[], float] = time.perf_counter,
+        log_range: Callable[[str, int, int], list[tuple[int, bytes]]] | None = None,
     ) -> None:
         self.pid = pid
+        self._log_range = log_range or store.log_range  # the log of this process's shard
         self._compute_clock = compute_clock  # host time for the checkpoint policy only; tests fix it
         self._on_checkpoint = on_checkpoint
         self.store = store
@@ -84,7 +86,7 @@ class HostedProcess:
         self.since_checkpoint = last - self.checkpoint_slot
 
     def _read_log(self, first: int, last: int) -> list[tuple[int, bytes]]:
-        return self.store.log_range(self.pid, first, last)
+        return self._log_range(self.pid, first, last)
 
     def _read_results(self, first: int, last: int) -> dict[int, bytes]:
         return dict(self.store.slot_range("results", self.pid, first, last))

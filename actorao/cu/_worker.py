@@ -6,7 +6,6 @@ transaction, then reports them back in one frame.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import functools
 import logging
@@ -42,8 +41,8 @@ from actorao.mailbox import (
     unpack,
     worker_address,
 )
-from actorao.persist import Store, log_key, split_key
-from actorao.supervisor import start_heartbeat
+from actorao.persist import ShardLogs, Store, log_key, split_key
+from actorao.supervisor import die_with_parent, start_heartbeat
 from actorao.vm import (
     Evaluator,
     HostResourceError,
@@ -53,7 +52,6 @@ from actorao.vm import (
 log = logging.getLogger(__name__)
 
 _MAX_FRAMES_PER_COMMIT = 64
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _HOST_FAULTS = (HostResourceError, MemoryError, OSError, lmdb.Error)
 
 
@@ -65,6 +63,7 @@ class WorkerConfig:
     limits: Limits
     map_size: int
     parent: int = 0  # the node's pid
+    shards: int = 1  # scheduler shards: where the logs are
 
     def to_json(self) -> str:
         return orjson.dumps(dataclasses.asdict(self)).decode()
@@ -83,7 +82,8 @@ class Worker:
         self, config: WorkerConfig, store: Store, compute_clock: Callable[[], float] = time.perf_counter
     ) -> None:
         self.config = config
-        self.store = store
+        self.store = store  # results, checkpoints, modules
+        self.logs = ShardLogs(store, config.shards, map_size=config.map_size, metasync=False)  # read only
         self.compute_clock = compute_clock  # drives the checkpoint_ms policy; a test fixes it
         self.modules = ModuleRegistry(store, keep_artifacts=False)
         self.processes: dict[str, HostedProcess] = {}
@@ -100,8 +100,8 @@ class Worker:
         if process is not None or pid in self.broken:
             return process
         try:
-            record = self.store.process_record(pid)
-            spawn = self.store.log_entry(pid, 0)
+            record = self.logs.process_record(pid)
+            spawn = self.logs.log_entry(pid, 0)
             if record is None or spawn is None:
                 raise ModuleError(f"ModuleError: process {pid} has no spawn record")
             info = orjson.loads(record)
@@ -123,6 +123,7 @@ class Worker:
                 Evaluator(limits.fuel),
                 self._checkpoint_taken,
                 self.compute_clock,
+                self.logs.log_range,
             )
             process.recover()
         except _HOST_FAULTS:
@@ -157,7 +158,7 @@ class Worker:
                 out.extend((log_key(pid, slot), result) for slot, result in ready)
                 return
         # A broken process still answers every slot the log holds for it, once, with its Error.
-        head = self.store.last_slot("log", pid)
+        head = self.logs.last_slot(pid)
         first = self.broken_answered.get(pid)
         if first is None:
             done = self.store.last_slot("results", pid)
@@ -187,7 +188,7 @@ class Worker:
         """Catch up every named process whose log runs ahead of its results."""
         for raw in pids:
             pid = bytes(raw).decode()
-            head = self.store.last_slot("log", pid)
+            head = self.logs.last_slot(pid)
             if head is None:
                 continue
             if pid not in self.processes:
@@ -251,7 +252,7 @@ def run_worker(config: WorkerConfig) -> None:
     """The worker process's entry point."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the node, which sends STOP
     signal.signal(signal.SIGTERM, _terminate)
-    _die_with_parent(config.parent)
+    die_with_parent(config.parent)  # an orphan worker would hold LMDB readers and evaluate for nobody
     start_heartbeat()  # a worker that stops (SIGSTOP) or wedges falls silent, and is replaced
     store = Store(config.data_path, metasync=False, map_size=config.map_size)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -266,6 +267,7 @@ def run_worker(config: WorkerConfig) -> None:
         inbox.close(linger=0)
         outbox.close(linger=1000)
         context.term()
+        worker.logs.close()
         store.close()
 
 
@@ -283,14 +285,6 @@ def _terminate(signum: int, frame: object) -> None:
         _Lifecycle.terminate = True
     else:
         sys.exit(0)  # waiting for frames: unwind now, closing sockets and the store
-
-
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux to SIGTERM this worker when the node that started it dies, even by SIGKILL: an
-    orphan worker would hold LMDB readers and evaluate for nobody."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:  # the node died before the request took effect
-        sys.exit(0)
 
 
 def _report(outbox: zmq.Socket[bytes], frame: bytes) -> None:

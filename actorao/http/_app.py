@@ -279,7 +279,7 @@ class AoHttpApi:
     # -- SU -------------------------------------------------------------------------------------
     async def su_root(self, request: Request) -> Response:
         return json_response({"timestamp": int(time.time() * 1000), "address": self.node.identity,
-                              "processes": len(self.node.processes())})
+                              "processes": len(self.node.processes()), "schedulers": self.node.schedulers})
 
     async def timestamp(self, request: Request) -> Response:
         return json_response({"timestamp": int(time.time() * 1000), "block_height": 0})

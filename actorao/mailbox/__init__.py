@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from actorao.mailbox._framing import (
+    ACKS,
+    ADVANCED,
     ASSIGN,
     DIGEST,
     DRY_RESULT,
@@ -10,6 +12,7 @@ from actorao.mailbox._framing import (
     EVICT,
     EVICTED,
     READY,
+    REQUEST,
     RESULTS,
     STOP,
     WAKE,
@@ -20,13 +23,17 @@ from actorao.mailbox._inbox import NonceInbox
 from actorao.mailbox._sockets import (
     DEFAULT_HIGH_WATER_MARK,
     Outlet,
+    acks_address,
     open_socket,
     results_address,
     runtime_dir,
+    shard_address,
     worker_address,
 )
 
 __all__ = [
+    "ACKS",
+    "ADVANCED",
     "ASSIGN",
     "DEFAULT_HIGH_WATER_MARK",
     "DIGEST",
@@ -35,15 +42,18 @@ __all__ = [
     "EVICT",
     "EVICTED",
     "READY",
+    "REQUEST",
     "RESULTS",
     "STOP",
     "WAKE",
     "NonceInbox",
     "Outlet",
+    "acks_address",
     "open_socket",
     "pack",
     "results_address",
     "runtime_dir",
+    "shard_address",
     "unpack",
     "worker_address",
 ]

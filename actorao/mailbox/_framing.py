@@ -23,6 +23,11 @@ RESULTS = b"R"  # items: log key, result JSON, alternating
 DRY_RESULT = b"d"  # items: token, result JSON (or digest): the answer to DRY_RUN or DIGEST
 READY = b"Y"  # items: worker index
 EVICTED = b"v"  # items: the process ids evicted, everything of theirs committed
+# node -> scheduler shard
+REQUEST = b"Q"  # items: a request to assign (orjson), the node's time in ms; answered in ACKS
+# scheduler shard -> node (READY too)
+ACKS = b"K"  # items: the shard's counters, then one answer per request (orjson each)
+ADVANCED = b"N"  # items: process ids whose logs grew in a commit: their workers catch up
 
 
 def pack(kind: bytes, items: list[bytes]) -> bytes:

@@ -40,6 +40,16 @@ def results_address(folder: Path) -> str:
     return f"ipc://{folder}/results.ipc"
 
 
+def shard_address(folder: Path, index: int) -> str:
+    """Where scheduler shard ``index`` takes requests."""
+    return f"ipc://{folder}/shard-{index}.ipc"
+
+
+def acks_address(folder: Path) -> str:
+    """Where the node hears its shards: acknowledgements, and which logs grew."""
+    return f"ipc://{folder}/acks.ipc"
+
+
 def open_socket(
     context: zmq.Context[zmq.Socket[bytes]],
     kind: int,

@@ -25,11 +25,13 @@ import orjson
 from actorao._config import DEFAULT_CATCH_UP
 from actorao._exceptions import ActoraoError, InvalidMessage
 from actorao.message import Message, Tag, encode_id, tag_value, with_ao_tags
-from actorao.persist import Store
-from actorao.su import SchedulerUnit
+from actorao.persist import ShardLogs
+from actorao.su import Schedulers
 from actorao.supervisor import ThreadChild
 
 log = logging.getLogger(__name__)
+
+_SUBMIT_WAIT = 30.0  # seconds to wait for the ticks' acknowledgement before offering them again
 
 _UNITS = {"millisecond": 1, "second": 1000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000,
           "week": 604_800_000, "month": 2_592_000_000, "year": 31_536_000_000}
@@ -60,10 +62,10 @@ class _Schedule:
 class Cron(ThreadChild):
     """The node's cron thread: assigns each process's due ticks. A supervised child, like the SU."""
 
-    def __init__(self, store: Store, identity: str, scheduler: Callable[[], SchedulerUnit],
+    def __init__(self, logs: ShardLogs, identity: str, scheduler: Callable[[], Schedulers],
                  processes: Callable[[], list[str]], catch_up: int = DEFAULT_CATCH_UP,
                  clock: Callable[[], float] = time.time) -> None:
-        self.store = store
+        self.logs = logs
         self.identity = identity
         self._scheduler = scheduler
         self._catch_up = catch_up
@@ -86,7 +88,7 @@ class Cron(ThreadChild):
 
     def add(self, pid: str) -> None:
         """Start ticking ``pid`` if its spawn asked for it."""
-        spawn = self.store.log_entry(pid, 0)
+        spawn = self.logs.log_entry(pid, 0)
         if spawn is None:
             self._checked.discard(pid)  # not committed yet: look again next time
             return
@@ -134,8 +136,8 @@ class Cron(ThreadChild):
                     with_ao_tags(schedule.tags, "Message"), "", "", cron=True)
             for number in range(schedule.next_tick, due + 1)
         ]
-        try:
-            self._scheduler().submit_many(ticks)  # ids seen before are assigned once, never twice
+        try:  # ids seen before are assigned once, never twice
+            self._scheduler().submit_many(ticks).result(_SUBMIT_WAIT)
         except ActoraoError as exc:  # pushed back: the same ticks are offered next time round
             log.warning("cron: ticks for %s not assigned yet: %s", schedule.pid, exc)
             return

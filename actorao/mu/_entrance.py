@@ -22,7 +22,9 @@ from actorao.message import (
     Message,
     Process,
     TagsLike,
-    check_contents,
+    check_anchor,
+    check_data,
+    checked_message_tags,
     encode_id,
     is_id,
     module_json,
@@ -35,8 +37,8 @@ from actorao.message import (
     with_ao_tags,
 )
 from actorao.mu._cron import parse_interval
-from actorao.persist import ModuleRecord, Store
-from actorao.su import Ack, SchedulerUnit
+from actorao.persist import ModuleRecord, ShardLogs
+from actorao.su import Ack, NewMessage, Schedulers, shard_for
 from actorao.vm import Instance
 
 log = logging.getLogger(__name__)
@@ -48,41 +50,46 @@ class Entrance:
     """Builds and checks what comes in, and submits it to the SU that ``scheduler`` returns."""
 
     def __init__(
-        self, config: NodeConfig, store: Store, identity: str, modules: ModuleRegistry,
-        scheduler: Callable[[], SchedulerUnit],
+        self, config: NodeConfig, logs: ShardLogs, identity: str, modules: ModuleRegistry,
+        scheduler: Callable[[], Schedulers],
     ) -> None:
         self._config = config
-        self._store = store
+        self._logs = logs
         self.identity = identity
         self._modules = modules
         self._scheduler = scheduler
 
-    def _known(self, pid: str) -> SchedulerUnit:
+    def _known(self, pid: str) -> Schedulers:
         scheduler = self._scheduler()
         if not scheduler.knows(pid):
             raise UnknownProcess(f"no process {pid} on this node")
         return scheduler
 
     # -- messages -------------------------------------------------------------------------------
-    def message(self, pid: str, tags: TagsLike, data: str, anchor: str) -> Message:
-        """A new message from the node to ``pid``, checked."""
+    def checked(self, pid: str, tags: TagsLike, data: str, anchor: str) -> NewMessage:
+        """What the caller gave for a new message from the node to ``pid``, checked: the target, the
+        tags (normalised by with_ao_tags), the anchor and the data. The shard that owns ``pid`` mints
+        its id and builds it."""
         if not is_id(pid):
             raise InvalidMessage("Target", f"expected a 43-character process id, got {pid!r:.60}")
         self._known(pid)
-        # Id and Owner are minted here and the target was just checked, so only what the caller
-        # gave is validated: the tags (normalised by with_ao_tags), the anchor and the data.
-        message = Message(new_id(), self.identity, pid, with_ao_tags(tags, "Message"), data, anchor)
-        check_contents(message.tags, anchor, data, "Message", self._config.max_data_bytes, tags_normalized=True)
-        refuse_pushed_tags(message.tags)
-        return message
+        normalized = checked_message_tags(tags)
+        check_anchor(anchor)
+        check_data(data, self._config.max_data_bytes)
+        return pid, normalized, data, anchor
+
+    def message(self, pid: str, tags: TagsLike, data: str, anchor: str) -> Message:
+        """A new message from the node to ``pid``, checked, with an id minted here (for a dry run)."""
+        target, normalized, data, anchor = self.checked(pid, tags, data, anchor)
+        return Message(new_id(), self.identity, target, normalized, data, anchor)
 
     def send(self, pid: str, tags: TagsLike, data: str, anchor: str) -> Future[Ack]:
-        return self._scheduler().submit(self.message(pid, tags, data, anchor), fresh_id=True)
+        return self._scheduler().submit_one_new(self.checked(pid, tags, data, anchor))
 
     def send_many(self, messages: Iterable[tuple[str, TagsLike, str]]) -> Future[list[Ack]]:
         """Every message is checked before any is submitted, so one bad message sends none."""
-        built = [self.message(pid, tags, data, "") for pid, tags, data in messages]
-        return self._scheduler().submit_many(built, fresh_ids=True)
+        checked = [self.checked(pid, tags, data, "") for pid, tags, data in messages]
+        return self._scheduler().submit_new(checked)
 
     def post(self, message: Message, *, signed: bytes | None = None) -> Future[Ack]:
         """A fully formed message, checked strictly. ``signed`` is the data item it came in as."""
@@ -98,8 +105,8 @@ class Entrance:
     def assign(self, pid: str, message_id: str) -> Future[Ack]:
         """Assign a message already on this node to one more process, once."""
         scheduler = self._known(pid)
-        key = self._store.assignment_of(str(message_id)) if is_id(str(message_id)) else None
-        entry = self._store.entry_at(key) if key is not None else None
+        key = self._logs.assignment_of(str(message_id)) if is_id(str(message_id)) else None
+        entry = self._logs.entry_at(key) if key is not None else None
         if entry is None:
             raise UnknownMessage(f"no message {message_id} was assigned on this node")
         doc = orjson.loads(entry)
@@ -143,20 +150,23 @@ class Entrance:
         """Check and submit a spawn: from the API, from a process's result (with ``pushed`` tags), or
         from a signed Process item (whose tags are taken exactly as signed)."""
         compiled = self._modules.compiled(module_id, record)
-        for name, wanted in (("Module", module_id), ("Scheduler", self.identity)):
-            given = tag_value(user_tags, name)
-            if given is not None and given != wanted:
-                raise InvalidMessage(f"Tags[{name!r}]", f"is set by the node to {wanted!r}, got {given!r}")
+        given = tag_value(user_tags, "Module")
+        if given is not None and given != module_id:
+            raise InvalidMessage("Tags['Module']", f"is set by the node to {module_id!r}, got {given!r}")
+        # The Scheduler tag picks the shard, as a deployer picks an SU in AO; without one, the node does.
+        schedulers = self._scheduler()
+        named = tag_value(user_tags, "Scheduler")
+        shard = schedulers.shard_named(named) if named is not None else shard_for(process_id, schedulers.count)
+        address = schedulers.addresses[shard]
         if signed is not None:
-            process = Process(process_id, signed.address, module_id, self.identity, user_tags, data,
-                              signed.anchor_text)
+            process = Process(process_id, signed.address, module_id, address, user_tags, data, signed.anchor_text)
         else:
             # aos trusts a message whose From is not its owner only when its pusher is an Authority:
             # the node pushes process-to-process messages, so it is one unless the spawner names others.
-            defaults = (("Module", module_id), ("Scheduler", self.identity), ("Authority", self.identity))
+            defaults = (("Module", module_id), ("Scheduler", address), ("Authority", self.identity))
             extra = tuple((n, v) for n, v in defaults if tag_value(user_tags, n) is None)
             process = Process(
-                process_id, self.identity, module_id, self.identity,
+                process_id, self.identity, module_id, address,
                 with_ao_tags(user_tags, "Process") + extra + pushed, data,
             )
         process.validate(self._config.max_data_bytes)
@@ -173,9 +183,11 @@ class Entrance:
         # Instantiate once here: a start function that traps, or an initial memory over the limit,
         # is refused now rather than turning every later message into an Error.
         Instance(compiled, memory_limit=limits[1], fuel=limits[0])
-        return self._scheduler().submit(
-            process, record, fresh_id=not pushed and signed is None, limits=limits,
-            signed=signed.to_bytes() if signed is not None else None,
+        if record is not None:  # the node keeps modules; the shard, the log
+            self._modules.add(record)
+        return schedulers.submit(
+            process, None, fresh_id=not pushed and signed is None, limits=limits,
+            signed=signed.to_bytes() if signed is not None else None, shard=shard,
         )
 
     # -- signed data items ----------------------------------------------------------------------

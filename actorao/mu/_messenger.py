@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from actorao._config import DEFAULT_MAX_BACKLOG, DEFAULT_MAX_PER_RESULT
-from actorao._exceptions import ActoraoError, InvalidMessage, NodeStopped, Overloaded
+from actorao._exceptions import ActoraoError, InvalidMessage, NodeStopped
 from actorao.message import (
     PUSHED_TAGS,
     Message,
@@ -34,13 +34,15 @@ from actorao.message import (
     normalize_tags,
     with_ao_tags,
 )
-from actorao.persist import Store, log_key, split_key
-from actorao.su import SchedulerUnit
+from actorao.persist import ShardLogs, Store, log_key, split_key
+from actorao.su import Schedulers
 from actorao.supervisor import ThreadChild
 
 log = logging.getLogger(__name__)
 
 _FLUSH_EVERY = 0.05  # seconds between offers of a backlog to the SU, when nothing else happens
+_FLUSH_BATCH = 8192  # messages offered at once
+_SUBMIT_WAIT = 30.0  # seconds to wait for an offer's acknowledgement before offering it again
 _NOTHING_SENT = (b'"Messages":[]', b'"Spawns":[]', b'"Assignments":[]')
 
 
@@ -59,8 +61,9 @@ class Messenger(ThreadChild):
     def __init__(
         self,
         store: Store,
+        logs: ShardLogs,
         identity: str,
-        scheduler: Callable[[], SchedulerUnit],
+        scheduler: Callable[[], Schedulers],
         module_of: Callable[[str], str],
         max_data_bytes: int,
         spawn: Callable[[str, str, tuple[tuple[str, str], ...], str, tuple[tuple[str, str], ...]], None],
@@ -69,7 +72,8 @@ class Messenger(ThreadChild):
         max_backlog: int = DEFAULT_MAX_BACKLOG,
         max_per_result: int = DEFAULT_MAX_PER_RESULT,
     ) -> None:
-        self.store = store
+        self.store = store  # results and undelivered messages
+        self.logs = logs
         self.identity = identity
         self._scheduler = scheduler
         self._module_of = module_of
@@ -119,21 +123,32 @@ class Messenger(ThreadChild):
     # -- cranking -------------------------------------------------------------------------------
     def crank(self, items: list[bytes]) -> None:
         """Take a RESULTS frame's items (log key, result JSON, alternating) and send on their outboxes."""
-        outgoing: list[Message] = []
+        # Most results send nothing: for them this loop only notes each process's latest slot, once
+        # per frame, so a frame of a thousand results costs little more than its outboxes.
+        latest: dict[bytes, bytes] = {}
+        sending: list[tuple[bytes, bytes]] = []
         for at in range(0, len(items), 2):
-            key, result = bytes(items[at]), bytes(items[at + 1])
-            pid, slot = split_key(key)
-            with self._lock:
-                if self._waiting >= self._max_backlog or pid in self._deferred:
+            key, result = items[at], items[at + 1]
+            latest[key[:-8]] = key
+            if not all(empty in result for empty in _NOTHING_SENT):
+                sending.append((bytes(key), bytes(result)))
+        held: set[str] = set()
+        with self._lock:
+            full = self._waiting >= self._max_backlog
+            for key in latest.values():
+                pid, slot = split_key(bytes(key))
+                if full or pid in self._deferred:
                     # Backpressure: the SU is full and this much already waits. Leave the rest in the
                     # store, where recrank finds it once the backlog drains; nothing queues in memory.
                     self._deferred.add(pid)
-                    continue
-                if slot > self._seen.get(pid, -1):
+                    held.add(pid)
+                elif slot > self._seen.get(pid, -1):
                     self._seen[pid] = slot
-            if all(empty in result for empty in _NOTHING_SENT):
-                continue
-            outgoing += self._outgoing(pid, slot, orjson.loads(result))
+        outgoing: list[Message] = []
+        for key, result in sending:
+            pid, slot = split_key(key)
+            if pid not in held:
+                outgoing += self._outgoing(pid, slot, orjson.loads(result))
         if outgoing:
             self._submit(outgoing)
 
@@ -150,7 +165,7 @@ class Messenger(ThreadChild):
     def _outgoing(self, pid: str, slot: int, result: dict[str, Any]) -> list[Message]:
         if result.get("Error") is not None:
             return []  # a failed message was rolled back whole, its outbox with it
-        entry = self.store.log_entry(pid, slot)
+        entry = self.logs.log_entry(pid, slot)
         pushed_for = orjson.loads(entry)["Id"] if entry is not None else ""
         module = self._module_of(pid)
         out = self._spawns(pid, slot, module, pushed_for, result.get("Spawns") or [])
@@ -248,18 +263,29 @@ class Messenger(ThreadChild):
         self.flush()
 
     def flush(self) -> None:
-        """Offer what waits to the SU, oldest first, until it pushes back; once the backlog has
-        drained, crank what was left in the store meanwhile."""
-        with self._lock:
-            while self._backlog:
-                try:
-                    self._scheduler().submit_many(self._backlog[0])
-                except Overloaded:
-                    return  # offered again on the next flush: nothing is dropped
-                except NodeStopped:
-                    return
-                self._waiting -= len(self._backlog.popleft())
-            deferred, self._deferred = self._deferred, set()
+        """Offer what waits to the schedulers, oldest first, and wait for their answer, until they push
+        back; once the backlog has drained, crank what was left in the store meanwhile. What is not
+        acknowledged stays in the backlog and is offered again: its ids are the same every time, so a
+        shard that did assign it before assigns nothing twice, and each target sees its messages in
+        order."""
+        while True:
+            with self._lock:
+                if not self._backlog:
+                    deferred, self._deferred = self._deferred, set()
+                    break
+                taken: list[list[Message]] = []
+                for entry in self._backlog:  # oldest first, a few thousand messages at a time
+                    taken.append(entry)
+                    if sum(len(batch) for batch in taken) >= _FLUSH_BATCH:
+                        break
+            try:
+                self._scheduler().submit_many([m for batch in taken for m in batch]).result(_SUBMIT_WAIT)
+            except ActoraoError as exc:  # pushed back, restarted or closing: offered again later
+                log.debug("messenger: %d results' messages wait: %s", len(taken), exc)
+                return
+            with self._lock:
+                for _ in taken:
+                    self._waiting -= len(self._backlog.popleft())
         if deferred:
             self.recrank(sorted(deferred))
 

@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 from actorao.persist import ModuleRecord
+from actorao.su._client import NewMessage, Schedulers, shard_for
 from actorao.su._scheduler import Ack, SchedulerUnit, process_record
+from actorao.su._shard import ShardConfig
 
-__all__ = ["Ack", "ModuleRecord", "SchedulerUnit", "process_record"]
+__all__ = [
+    "Ack",
+    "ModuleRecord",
+    "NewMessage",
+    "SchedulerUnit",
+    "Schedulers",
+    "ShardConfig",
+    "process_record",
+    "shard_for",
+]

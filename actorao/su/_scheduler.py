@@ -140,8 +140,8 @@ class SchedulerUnit(ThreadChild):
     def _enqueue(self, request: _Request) -> Future[Any]:
         if self._closed:
             raise NodeStopped("the scheduler is closed")
-        for item in request.items:
-            if isinstance(item, Message) and item.target not in self._processes:
+        for item in request.items:  # an assignment's message may target a process of another shard
+            if isinstance(item, Message) and request.assign_to is None and item.target not in self._processes:
                 raise UnknownProcess(f"no process {item.target} on this node")
         # One lock for the closed check, the bound and the put: a request can never land in the
         # queue behind close()'s stop marker, where no one would answer it.
@@ -226,6 +226,7 @@ class SchedulerUnit(ThreadChild):
             error = exc if isinstance(exc, ActoraoError) else ActoraoError(f"assignment failed: {exc}")
             for request in batch:
                 request.future.set_exception(error)
+            self._on_assigned([])
             return
         self.commits += 1
         self.assigned += len(pushes)
@@ -239,8 +240,7 @@ class SchedulerUnit(ThreadChild):
                 if isinstance(item, Process):
                     self._processes.add(item.id)
             request.future.set_result(acks[0] if request.single else acks)
-        if pushes:
-            self._on_assigned(pushes)
+        self._on_assigned(pushes)  # also when empty: a shard answers its requests after every commit
 
     def _assign_all(
         self, txn: lmdb.Transaction, batch: list[_Request]

@@ -10,6 +10,7 @@ from actorao.supervisor._child import (
     OSProcess,
     SupervisedActor,
     ThreadChild,
+    die_with_parent,
     exit_reason,
     start_heartbeat,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "SupervisorChild",
     "SupervisorFailed",
     "ThreadChild",
+    "die_with_parent",
     "exit_reason",
     "start_heartbeat",
 ]

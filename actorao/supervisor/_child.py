@@ -133,6 +133,19 @@ class OSProcess:
         return True
 
 
+def die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGTERM this process when the one that started it (``parent``) dies, even by
+    SIGKILL; exit now if it already has."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the request took effect
+        sys.exit(0)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 def start_heartbeat(interval: float = 0.2) -> None:
     """In a child given a heartbeat pipe: beat from a daemon thread until the process ends. A stopped
     (SIGSTOP) or wedged process stops beating; a merely busy one keeps beating."""

@@ -1,0 +1,288 @@
+"""The node's side of its scheduler shards. ``Schedulers`` answers the calls a SchedulerUnit answers
+(submit, submit_many, submit_assignment, knows, processes, head_timestamp), by sending each request to
+the shard that owns its process and resolving the future when that shard's ACKS frame comes back.
+
+One thread listens to every shard. It handles frames, not messages: a commit's answers arrive in one
+frame, and the processes whose logs grew in another, handed on to the CU pool (``on_advanced``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import zmq
+
+from actorao._exceptions import ActoraoError, InvalidMessage, NodeStopped, Overloaded, UnknownProcess
+from actorao._future import Future
+from actorao.mailbox import ACKS, ADVANCED, READY, REQUEST, acks_address, open_socket, pack, shard_address, unpack
+from actorao.message import Message, Process, encode_id
+from actorao.persist import ModuleRecord, ShardLogs
+from actorao.su._scheduler import Ack
+from actorao.su._wire import read_answer, request
+
+log = logging.getLogger(__name__)
+
+_POLL_MS = 100
+NewMessage = tuple[str, tuple[tuple[str, str], ...], str, str]  # target, checked tags, data, anchor
+
+
+def scheduler_address(identity: str, index: int) -> str:
+    """The address of the node's shard ``index``, as a process's ``Scheduler`` tag names it: shard 0
+    is the node itself, so a node with one shard answers as it always has."""
+    if index == 0:
+        return identity
+    return encode_id(hashlib.sha256(f"scheduler|{identity}|{index}".encode()).digest())
+
+
+def shard_for(pid: str, shards: int) -> int:
+    """The shard a new process goes to when its spawn names none: an even spread by its id."""
+    return int.from_bytes(hashlib.blake2b(pid.encode(), digest_size=8).digest(), "big") % shards
+
+
+class _Pending:
+    __slots__ = ("future", "shard", "spawned")
+
+    def __init__(self, future: Future[Any], shard: int, spawned: str | None) -> None:
+        self.future, self.shard, self.spawned = future, shard, spawned
+
+
+class Schedulers:
+    """Requests to the shards, and their answers. Thread-safe: the API, HTTP threads, the messenger
+    and cron all submit."""
+
+    def __init__(
+        self, logs: ShardLogs, runtime: Path, identity: str, on_advanced: Callable[[list[str]], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._logs = logs
+        self._clock = clock  # the node's: each request carries its time, and the shard stamps with it
+        self._runtime = runtime
+        self._on_advanced = on_advanced
+        self.count = logs.count
+        self.addresses = [scheduler_address(identity, index) for index in range(self.count)]
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._acks = open_socket(self._context, zmq.PULL, acks_address(runtime), bind=True, high_water_mark=0)
+        self._outlets = [self._connect(index) for index in range(self.count)]
+        self._send_locks = [threading.Lock() for _ in range(self.count)]
+        self._pending: dict[int, _Pending] = {}
+        self._lock = threading.Lock()
+        self._tokens = itertools.count()
+        self._processes: dict[str, int] = logs.process_ids()
+        self._counters = [{"assigned": 0, "commits": 0} for _ in range(self.count)]
+        self._ready: set[int] = set()
+        self._ready_cond = threading.Condition()
+        self._stopped = threading.Event()
+        self._listener = threading.Thread(target=self._listen, name="su-acks", daemon=True)
+        self._listener.start()
+
+    def _connect(self, index: int) -> zmq.Socket[bytes]:
+        return open_socket(self._context, zmq.PUSH, shard_address(self._runtime, index), bind=False,
+                           high_water_mark=0)
+
+    # -- what a SchedulerUnit answers -------------------------------------------------------------
+    @property
+    def processes(self) -> frozenset[str]:
+        return frozenset(self._processes)
+
+    def knows(self, pid: str) -> bool:
+        return pid in self._processes
+
+    def shard_named(self, address: str) -> int:
+        """The shard whose address a spawn's ``Scheduler`` tag names."""
+        try:
+            return self.addresses.index(address)
+        except ValueError:
+            raise InvalidMessage("Tags['Scheduler']", f"no scheduler {address!r:.60} on this node; its schedulers "
+                                 f"are {', '.join(self.addresses)}") from None
+
+    def shard_of(self, pid: str) -> int:
+        index = self._processes.get(pid)
+        if index is None:
+            raise UnknownProcess(f"no process {pid} on this node")
+        return index
+
+    @property
+    def assigned(self) -> int:
+        return sum(counter["assigned"] for counter in self._counters)
+
+    @property
+    def commits(self) -> int:
+        return sum(counter["commits"] for counter in self._counters)
+
+    def head_timestamp(self, pid: str) -> int:
+        head = self._logs.head(pid)
+        return int(orjson.loads(head[1])["Timestamp"]) if head is not None else 0
+
+    def submit(
+        self, item: Message | Process, module: ModuleRecord | None = None, *, fresh_id: bool = False,
+        limits: tuple[int, int] | None = None, signed: bytes | None = None, shard: int | None = None,
+    ) -> Future[Ack]:
+        """One item; a spawn goes to ``shard`` (default: spread by its id). Its module must be stored
+        already: the shard writes its own log, the node its modules."""
+        if module is not None:
+            raise ActoraoError("the node stores a spawn's module before it submits the spawn")
+        if isinstance(item, Process):
+            index = shard_for(item.id, self.count) if shard is None else shard
+            return self._send(index, lambda token: request(token, [item], single=True, fresh=fresh_id,
+                                                           limits=limits, signed=signed), spawned=item.id)
+        index = self.shard_of(item.target)
+        return self._send(index, lambda token: request(token, [item], single=True, fresh=fresh_id, signed=signed))
+
+    def submit_assignment(self, message: Message, pid: str) -> Future[Ack]:
+        index = self.shard_of(pid)
+        return self._send(index, lambda token: request(token, [message], assign_to=pid))
+
+    def submit_many(self, items: Sequence[Message], *, fresh_ids: bool = False) -> Future[list[Ack]]:
+        def part(positions: list[int]) -> Callable[[int], bytes]:
+            return lambda token: request(token, [items[at] for at in positions], fresh=fresh_ids)
+
+        by_shard = self._split([item.target for item in items])
+        return self._gather(len(items), {index: (positions, self._send(index, part(positions)))
+                                         for index, positions in by_shard.items()})
+
+    def submit_new(self, messages: Sequence[NewMessage]) -> Future[list[Ack]]:
+        """Messages from the node, already checked: each shard mints their ids and builds them."""
+        def part(positions: list[int]) -> Callable[[int], bytes]:
+            return lambda token: request(token, new=[messages[at] for at in positions])
+
+        by_shard = self._split([target for target, _, _, _ in messages])
+        return self._gather(len(messages), {index: (positions, self._send(index, part(positions)))
+                                            for index, positions in by_shard.items()})
+
+    def submit_one_new(self, message: NewMessage) -> Future[Ack]:
+        return self._send(self.shard_of(message[0]), lambda token: request(token, new=[message], single=True))
+
+    def _split(self, targets: list[str]) -> dict[int, list[int]]:
+        by_shard: dict[int, list[int]] = {}
+        for at, target in enumerate(targets):
+            by_shard.setdefault(self.shard_of(target), []).append(at)
+        return by_shard
+
+    @staticmethod
+    def _gather(size: int, parts: dict[int, tuple[list[int], Future[list[Ack]]]]) -> Future[list[Ack]]:
+        """One future of every part's Acks, in the order the items were given. Each shard commits its
+        part on its own: when one refuses, the others may still have assigned theirs."""
+        if len(parts) == 1:
+            return next(iter(parts.values()))[1]
+        combined: Future[list[Ack]] = Future()
+        remaining = [len(parts)]
+        lock = threading.Lock()
+
+        def done(_: concurrent.futures.Future[list[Ack]]) -> None:
+            with lock:
+                remaining[0] -= 1
+                if remaining[0] or combined.done():
+                    return
+            acks: list[Ack | None] = [None] * size
+            for positions, future in parts.values():
+                error = future.exception()
+                if error is not None:
+                    combined.set_exception(error)
+                    return
+                for at, ack in zip(positions, future.result(), strict=True):
+                    acks[at] = ack
+            combined.set_result(acks)  # type: ignore[arg-type]
+
+        for _, future in parts.values():
+            future.add_done_callback(done)
+        return combined
+
+    def _send(self, index: int, make: Callable[[int], bytes], spawned: str | None = None) -> Future[Any]:
+        if self._stopped.is_set():
+            raise NodeStopped("the node's schedulers are closed")
+        token = next(self._tokens)
+        future: Future[Any] = Future()
+        with self._lock:
+            self._pending[token] = _Pending(future, index, spawned)
+        with self._send_locks[index]:
+            self._outlets[index].send(pack(REQUEST, [make(token), b"%d" % int(self._clock() * 1000)]))
+        return future
+
+    # -- shards coming and going ------------------------------------------------------------------
+    def wait_ready(self, indexes: Sequence[int], timeout: float) -> None:
+        with self._ready_cond:
+            if not self._ready_cond.wait_for(lambda: set(indexes) <= self._ready, timeout):
+                raise NodeStopped(f"the scheduler shards did not start within {timeout} s (see the log above)")
+
+    def restarted(self, index: int) -> None:
+        """Shard ``index`` died: what it had not answered fails (its caller may send it again; what was
+        acknowledged is in its log), and requests still queued for it are dropped with its socket."""
+        with self._send_locks[index]:
+            self._outlets[index].close(linger=0)
+            self._outlets[index] = self._connect(index)
+        with self._lock:
+            lost = [token for token, pending in self._pending.items() if pending.shard == index]
+            failed = [self._pending.pop(token) for token in lost]
+        for pending in failed:
+            pending.future.set_exception(Overloaded(
+                f"scheduler shard {index} restarted before it answered; nothing unanswered was acknowledged: "
+                "send it again"))
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._listener.join()
+        for outlet in self._outlets:
+            outlet.close(linger=0)
+        self._acks.close(linger=0)
+        self._context.term()
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for waiting in pending.values():
+            if not waiting.future.done():
+                waiting.future.set_exception(NodeStopped("the node closed before its scheduler answered"))
+
+    # -- answers ----------------------------------------------------------------------------------
+    def _listen(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._acks, zmq.POLLIN)
+        while not self._stopped.is_set():
+            if not poller.poll(_POLL_MS):
+                continue
+            while True:
+                try:
+                    frame = self._acks.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    self._dispatch(frame)
+                except Exception:  # one bad frame must not stop every later answer
+                    log.exception("the schedulers' listener could not handle a frame")
+
+    def _dispatch(self, frame: bytes) -> None:
+        kind, items = unpack(frame)
+        if kind == ADVANCED:
+            self._on_advanced([bytes(item).decode() for item in items])
+        elif kind == ACKS:
+            counters = orjson.loads(items[0])
+            self._counters[counters["shard"]] = counters
+            for raw in items[1:]:
+                self._answer(bytes(raw))
+        elif kind == READY:
+            with self._ready_cond:
+                self._ready.add(int(items[0]))
+                self._ready_cond.notify_all()
+        else:
+            log.error("unknown frame kind %r from a scheduler shard", kind)
+
+    def _answer(self, raw: bytes) -> None:
+        token, outcome = read_answer(raw)
+        with self._lock:
+            pending = self._pending.pop(token, None)
+        if pending is None:  # failed already: its shard restarted meanwhile
+            return
+        if isinstance(outcome, ActoraoError):
+            pending.future.set_exception(outcome)
+            return
+        if pending.spawned is not None:  # known before the spawner hears of it
+            self._processes[pending.spawned] = pending.shard
+            self._logs.placed(pending.spawned, pending.shard)
+        pending.future.set_result(outcome)

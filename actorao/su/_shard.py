@@ -1,0 +1,187 @@
+"""A scheduler shard: one OS process that is the SU of a slice of the node's processes, with its own
+LMDB environment, its own group commit and its own hash chains.
+
+It takes REQUEST frames from the node, assigns what they carry (minting the ids of new messages and
+building their module JSON here, not in the caller), and after each synced commit sends one ACKS frame
+(every answer of that commit) and one ADVANCED frame (the processes whose logs grew; their workers
+catch up from this shard's log). SIGTERM drains: what was taken is assigned and answered, then the
+shard exits. A shard that is killed loses nothing it acknowledged, and its successor continues every
+process's slots and hash chains from the log.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import dataclasses
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+import zmq
+
+from actorao._exceptions import ActoraoError
+from actorao._future import Future
+from actorao.mailbox import ACKS, ADVANCED, READY, REQUEST, acks_address, open_socket, pack, shard_address, unpack
+from actorao.message import Message, new_id
+from actorao.persist import Store, shard_path
+from actorao.su._scheduler import SchedulerUnit
+from actorao.su._wire import answer, item_from
+from actorao.supervisor import die_with_parent, start_heartbeat
+
+log = logging.getLogger(__name__)
+
+_POLL_MS = 100
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShardConfig:
+    index: int
+    data_path: str
+    runtime: str
+    identity: str  # the node's: the owner of the messages it sends
+    map_size: int
+    max_pending: int
+    parent: int  # the node's OS pid
+
+    def to_json(self) -> str:
+        return orjson.dumps(dataclasses.asdict(self)).decode()
+
+    @classmethod
+    def from_json(cls, text: str) -> ShardConfig:
+        return cls(**orjson.loads(text))
+
+
+class _Replies:
+    """The shard's PUSH to the node, shared by the SU thread (answers after each commit) and the
+    request loop (answers refused before assignment)."""
+
+    def __init__(self, socket: zmq.Socket[bytes], index: int, su: SchedulerUnit | None = None) -> None:
+        self._socket = socket
+        self._index = index
+        self._lock = threading.Lock()
+        self._answers: list[bytes] = []
+        self.su = su
+
+    def add(self, raw: bytes) -> None:
+        with self._lock:
+            self._answers.append(raw)
+
+    def committed(self, pushes: list[tuple[str, bytes, bytes]]) -> None:
+        """After each commit of the SU: its answers, and which logs grew, one frame each."""
+        with self._lock:
+            answers, self._answers = self._answers, []
+            su = self.su
+            counters = orjson.dumps({"shard": self._index, "assigned": su.assigned if su else 0,
+                                     "commits": su.commits if su else 0})
+            if answers:
+                self._socket.send(pack(ACKS, [counters, *answers]))
+            if pushes:
+                self._socket.send(pack(ADVANCED, [pid.encode() for pid in dict.fromkeys(p for p, _, _ in pushes)]))
+
+    def send(self, kind: bytes, items: list[bytes]) -> None:
+        with self._lock:
+            self._socket.send(pack(kind, items))
+
+    def close(self) -> None:
+        self._socket.close(linger=5000)  # the last answers reach a node that is still there
+
+
+class Shard:
+    """Turns requests into SU submissions; each future answers into the commit's ACKS frame."""
+
+    def __init__(self, config: ShardConfig, store: Store, replies: _Replies) -> None:
+        self.config = config
+        self.replies = replies
+        self.now_ms = 0  # the node's clock, as its latest request said: assignments are stamped with it
+        self.su = SchedulerUnit(store, replies.committed, max_pending=config.max_pending,
+                                clock=lambda: self.now_ms / 1000)
+        replies.su = self.su
+
+    def take(self, raw: bytes, now_ms: int) -> None:
+        self.now_ms = max(self.now_ms, now_ms)
+        doc: dict[str, Any] = orjson.loads(raw)
+        token = doc["t"]
+        try:
+            future = self._submit(doc)
+        except ActoraoError as exc:  # refused before assignment: answered at once
+            self.replies.add(answer(token, error=exc))
+            self.replies.committed([])
+            return
+        future.add_done_callback(lambda done: self._answered(token, done))
+
+    def _answered(self, token: int, done: concurrent.futures.Future[Any]) -> None:
+        error = done.exception()
+        self.replies.add(answer(token, error=error) if error is not None else answer(token, done.result()))
+
+    def _submit(self, doc: dict[str, Any]) -> Future[Any]:
+        su = self.su
+        if "new" in doc:  # messages from the node: ids minted here, tags already checked by the node
+            identity = self.config.identity
+            built = [Message(new_id(), identity, pid, tuple((n, v) for n, v in tags), data, anchor)
+                     for pid, tags, data, anchor in doc["new"]]
+            if doc.get("single"):
+                return su.submit(built[0], fresh_id=True)
+            return su.submit_many(built, fresh_ids=True)
+        items = [item_from(item) for item in doc["items"]]
+        assign_to = doc.get("assign_to")
+        if assign_to is not None:
+            message = items[0]
+            assert isinstance(message, Message)
+            return su.submit_assignment(message, assign_to)
+        if doc.get("single"):
+            signed = doc.get("signed")
+            limits = doc.get("limits")
+            return su.submit(items[0], fresh_id=bool(doc.get("fresh")),
+                             limits=tuple(limits) if limits is not None else None,  # type: ignore[arg-type]
+                             signed=base64.b64decode(signed) if signed is not None else None)
+        return su.submit_many([item for item in items if isinstance(item, Message)], fresh_ids=bool(doc.get("fresh")))
+
+    def close(self) -> None:
+        self.su.close()
+
+
+def run_shard(config: ShardConfig) -> None:
+    """The shard process's entry point."""
+    stopping = threading.Event()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the node, which stops us
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    die_with_parent(config.parent)
+    start_heartbeat()
+    store = Store(shard_path(config.data_path, config.index), map_size=config.map_size)
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    runtime = Path(config.runtime)
+    requests = open_socket(context, zmq.PULL, shard_address(runtime, config.index), bind=True)
+    replies = _Replies(open_socket(context, zmq.PUSH, acks_address(runtime), bind=False, high_water_mark=0),
+                       config.index)
+    shard = Shard(config, store, replies)
+    replies.send(READY, [str(config.index).encode(), str(os.getpid()).encode()])
+    poller = zmq.Poller()
+    poller.register(requests, zmq.POLLIN)
+    try:
+        while not stopping.is_set():
+            if not poller.poll(_POLL_MS):
+                continue
+            while True:
+                try:
+                    frame = requests.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                kind, items = unpack(frame)
+                if kind != REQUEST or len(items) != 2:
+                    log.error("shard %d: unknown frame kind %r", config.index, kind)
+                    continue
+                shard.take(bytes(items[0]), int(items[1]))
+    finally:
+        shard.close()  # assigns and answers everything taken
+        requests.close(linger=0)
+        replies.close()
+        context.term()
+        store.close()
+
+
+__all__ = ["Shard", "ShardConfig", "run_shard"]

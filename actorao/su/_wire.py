@@ -1,0 +1,100 @@
+"""What travels between the node and its scheduler shards: requests to assign, and their answers,
+as orjson documents inside REQUEST and ACKS frames. Errors travel by class name and arguments and
+are raised again on the node's side as the same actorao error.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+
+from actorao import _exceptions as errors
+from actorao.message import Message, Process
+from actorao.su._scheduler import Ack
+
+Item = Message | Process
+
+
+def item_doc(item: Item) -> list[Any]:
+    if isinstance(item, Process):
+        return ["P", item.id, item.owner, item.module, item.scheduler, item.tags, item.data, item.anchor]
+    return ["M", item.id, item.owner, item.target, item.tags, item.data, item.anchor, item.sender, item.cron]
+
+
+def item_from(doc: list[Any]) -> Item:
+    kind, *fields = doc
+    if kind == "P":
+        pid, owner, module, scheduler, tags, data, anchor = fields
+        return Process(pid, owner, module, scheduler, _tags(tags), data, anchor)
+    mid, owner, target, tags, data, anchor, sender, cron = fields
+    return Message(mid, owner, target, _tags(tags), data, anchor, sender, cron)
+
+
+def _tags(raw: list[list[str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((name, value) for name, value in raw)
+
+
+def request(
+    token: int, items: list[Item] | None = None, *, single: bool = False, fresh: bool = False,
+    limits: tuple[int, int] | None = None, signed: bytes | None = None, assign_to: str | None = None,
+    new: list[tuple[str, tuple[tuple[str, str], ...], str, str]] | None = None,
+) -> bytes:
+    """One request: ``items`` to assign as they are, or ``new`` messages (target, checked tags, data,
+    anchor) from the node, whose ids the shard mints."""
+    doc: dict[str, Any] = {"t": token}
+    if items is not None:
+        doc["items"] = [item_doc(item) for item in items]
+    if new is not None:
+        doc["new"] = new
+    if single:
+        doc["single"] = True
+    if fresh:
+        doc["fresh"] = True
+    if limits is not None:
+        doc["limits"] = limits
+    if signed is not None:
+        doc["signed"] = base64.b64encode(signed).decode()
+    if assign_to is not None:
+        doc["assign_to"] = assign_to
+    return orjson.dumps(doc)
+
+
+def answer(token: int, acks: list[Ack] | Ack | None = None, error: BaseException | None = None) -> bytes:
+    if error is not None:
+        return orjson.dumps({"t": token, "error": error_doc(error)})
+    if isinstance(acks, Ack):
+        return orjson.dumps({"t": token, "ack": _ack_doc(acks)})
+    return orjson.dumps({"t": token, "acks": [_ack_doc(ack) for ack in acks or ()]})
+
+
+def _ack_doc(ack: Ack) -> list[Any]:
+    return [ack.id, ack.process, ack.slot, ack.timestamp]
+
+
+def read_answer(raw: bytes) -> tuple[int, list[Ack] | Ack | errors.ActoraoError]:
+    doc = orjson.loads(raw)
+    if "error" in doc:
+        return doc["t"], error_from(doc["error"])
+    if "ack" in doc:
+        return doc["t"], Ack(*doc["ack"])
+    return doc["t"], [Ack(*ack) for ack in doc["acks"]]
+
+
+def error_doc(error: BaseException) -> list[Any]:
+    if isinstance(error, errors.InvalidMessage):
+        return ["InvalidMessage", error.field, error.reason]
+    name = type(error).__name__ if isinstance(error, errors.ActoraoError) else "ActoraoError"
+    return [name, str(error)]
+
+
+def error_from(doc: list[Any]) -> errors.ActoraoError:
+    name, *args = doc
+    kind = getattr(errors, name, errors.ActoraoError)
+    if not (isinstance(kind, type) and issubclass(kind, errors.ActoraoError)):
+        kind = errors.ActoraoError
+    try:
+        return kind(*args)
+    except TypeError:
+        return errors.ActoraoError(*args)

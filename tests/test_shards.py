@@ -1,0 +1,98 @@
+"""Scheduler shards: each an OS process with its own log. A spawn picks one with its Scheduler tag;
+kill -9 of a shard mid-stream loses and duplicates nothing acknowledged, and its successor continues
+every slot and hash chain."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import threading
+from pathlib import Path
+
+import orjson
+import pytest
+
+from actorao import Ack, InvalidMessage, Node, Overloaded
+from actorao.message import Assignment
+
+
+def chained(node: Node, pid: str) -> list[dict[str, object]]:
+    """The process's log, checked: slots contiguous from 0, each hash chain linking the one before."""
+    entries = [orjson.loads(body) for _, body in node._logs.log_range(pid, 0, 1 << 40)]
+    assert [entry["Nonce"] for entry in entries] == list(range(len(entries)))
+    for before, after in itertools.pairwise(entries):
+        previous = Assignment(pid, before["Nonce"], before["Id"], before["Timestamp"], before["Hash-Chain"])
+        assert after["Hash-Chain"] == previous.next_hash_chain(), f"chain broken at slot {after['Nonce']} of {pid}"
+    return entries
+
+
+def test_a_spawn_lands_on_the_shard_its_scheduler_tag_names(tmp_path: Path, counter: bytes) -> None:
+    with Node(tmp_path / "node", workers=1, schedulers=3) as node:
+        addresses = node.schedulers
+        assert len(set(addresses)) == 3 and addresses[0] == node.identity
+        for address in addresses:
+            pid = node.spawn(counter, {"Scheduler": address})
+            assert node.scheduler_of(pid) == address
+            assert {"name": "Scheduler", "value": address} in node.reads.spawn(pid).doc()["Tags"]
+            assert node.result(node.send(pid, {"Action": "Inc"})).output == "1"
+        unknown = "u" * 43
+        with pytest.raises(InvalidMessage) as caught:
+            node.spawn(counter, {"Scheduler": unknown})
+        assert caught.value.field == "Tags['Scheduler']" and addresses[1] in str(caught.value)
+        spread = {node.scheduler_of(node.spawn(counter)) for _ in range(60)}
+        assert spread == set(addresses)  # without a tag, the node spreads processes over every shard
+
+
+def test_a_node_reopened_with_fewer_shards_keeps_every_process(tmp_path: Path, counter: bytes) -> None:
+    with Node(tmp_path / "node", workers=1, schedulers=2) as node:
+        far = node.spawn(counter, {"Scheduler": node.schedulers[1]})
+        node.send_many([(far, {"Action": "Inc"}, "")] * 3)
+    with Node(tmp_path / "node", workers=1, schedulers=1) as node:
+        assert len(node.schedulers) == 2  # a data path keeps every shard it ever had
+        assert node.result(node.send(far, {"Action": "Inc"})).output == "4"
+
+
+def test_kill_9_of_a_shard_mid_stream_loses_and_duplicates_nothing_acknowledged(tmp_path: Path, counter: bytes) -> None:
+    with Node(tmp_path / "node", workers=2, schedulers=2) as node:
+        pids = [node.spawn(counter, {"Scheduler": node.schedulers[i % 2]}) for i in range(8)]
+        acked: list[Ack] = []
+        refused = 0
+        enough = threading.Event()
+        stop = threading.Event()
+
+        def stream() -> None:
+            nonlocal refused
+            while not stop.is_set():
+                try:
+                    acked.extend(node.send_many([(pid, {"Action": "Inc"}, "") for pid in pids] * 10, timeout=60))
+                except Overloaded:  # in flight to the shard when it died: never acknowledged
+                    refused += 1
+                if len(acked) >= 2000:
+                    enough.set()
+
+        sender = threading.Thread(target=stream)
+        sender.start()
+        try:
+            assert enough.wait(120)
+            [victim] = [shard for shard in node.scheduler_processes() if shard["id"] == "su-1"]
+            os.kill(victim["pid"], signal.SIGKILL)
+            before = len(acked)
+            for _ in range(600):  # the stream goes on through the restarted shard
+                if len(acked) >= before + 2000:
+                    break
+                stop.wait(0.1)
+        finally:
+            stop.set()
+            sender.join(120)
+        [shard] = [s for s in node.scheduler_processes() if s["id"] == "su-1"]
+        assert shard["pid"] != victim["pid"] and shard["restarts"] == 1 and shard["state"] == "running"
+        assert len(acked) >= before + 2000
+        node.results(acked[-200:], timeout=120)
+        for pid in pids:
+            entries = chained(node, pid)
+            ids = [entry["Id"] for entry in entries]
+            assert len(ids) == len(set(ids)), f"a message was assigned twice in {pid}"
+            mine = {(ack.slot, ack.id) for ack in acked if ack.process == pid}
+            assert mine <= {(entry["Nonce"], entry["Id"]) for entry in entries}, "an acknowledged message was lost"
+            assert node.dry_run(pid, {"Action": "Get"}).output == str(len(entries) - 1)
