@@ -175,7 +175,9 @@ def test_past_its_intensity_a_supervisor_stops_everything_and_escalates_to_its_p
 
 
 def test_a_stopped_child_is_detected_by_its_silent_heartbeat_and_replaced(supervisors: list[Supervisor]) -> None:
-    spec = ChildSpec("w", process(BEATING, heartbeat=True), heartbeat_timeout=0.5)
+    # The timeout leaves a busy box room to start the child's Python (it beats once it has imported):
+    # 0.5 s was taken as a hang, before the first beat, on a loaded CI box.
+    spec = ChildSpec("w", process(BEATING, heartbeat=True), heartbeat_timeout=3.0)
     supervisor = started(supervisors, "test", [spec])
     downs: list[Down] = []
     supervisor.monitor("w", downs.append)
@@ -183,7 +185,7 @@ def test_a_stopped_child_is_detected_by_its_silent_heartbeat_and_replaced(superv
     assert child(supervisor.tree(), "w")["restarts"] == 0
     hung = supervisor.pid_of("w")
     os.kill(hung or 0, signal.SIGSTOP)
-    assert wait_until(lambda: child(supervisor.tree(), "w")["restarts"] == 1)
+    assert wait_until(lambda: child(supervisor.tree(), "w")["restarts"] == 1, seconds=30.0)
     assert downs[0].reason == "hung" and not alive(hung)
     assert supervisor.pid_of("w") != hung
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import itertools
 import logging
 import threading
 import time
@@ -75,7 +74,9 @@ class Schedulers:
         self._send_locks = [threading.Lock() for _ in range(self.count)]
         self._pending: dict[int, _Pending] = {}
         self._lock = threading.Lock()
-        self._tokens = itertools.count()
+        self._answered = threading.Condition(self._lock)  # notified as the pending requests run out
+        self._restarts: dict[int, int] = {}  # shard restarted -> its first token after: failed by the listener
+        self._next_token = 0
         self._processes: dict[str, int] = logs.process_ids()
         self._counters = [{"assigned": 0, "commits": 0} for _ in range(self.count)]
         self._ready: set[int] = set()
@@ -199,11 +200,12 @@ class Schedulers:
     def _send(self, index: int, make: Callable[[int], bytes], spawned: str | None = None) -> Future[Any]:
         if self._stopped.is_set():
             raise NodeStopped("the node's schedulers are closed")
-        token = next(self._tokens)
         future: Future[Any] = Future()
-        with self._lock:
-            self._pending[token] = _Pending(future, index, spawned)
-        with self._send_locks[index]:
+        with self._send_locks[index]:  # tokens rise in the order requests enter a shard's socket
+            with self._lock:
+                token = self._next_token
+                self._next_token += 1
+                self._pending[token] = _Pending(future, index, spawned)
             self._outlets[index].send(pack(REQUEST, [make(token), b"%d" % int(self._clock() * 1000)]))
         return future
 
@@ -214,20 +216,30 @@ class Schedulers:
                 raise NodeStopped(f"the scheduler shards did not start within {timeout} s (see the log above)")
 
     def restarted(self, index: int) -> None:
-        """Shard ``index`` died: what it had not answered fails (its caller may send it again; what was
-        acknowledged is in its log), and requests still queued for it are dropped with its socket."""
+        """Shard ``index`` died and is starting again. Requests still queued for the dead one are
+        dropped with its socket, now, before the new one can take them; later ones go to the new one.
+        The listener reads every answer the dead one sent, then fails what it had not answered (its
+        caller may send it again; what was acknowledged is in its log)."""
         with self._send_locks[index]:
             self._outlets[index].close(linger=0)
             self._outlets[index] = self._connect(index)
+            with self._lock:
+                self._restarts[index] = self._next_token  # every request before this one went to the dead shard
+
+    def _fail_unanswered(self, index: int, before: int) -> None:
         with self._lock:
-            lost = [token for token, pending in self._pending.items() if pending.shard == index]
+            lost = [token for token, pending in self._pending.items() if pending.shard == index and token < before]
             failed = [self._pending.pop(token) for token in lost]
         for pending in failed:
             pending.future.set_exception(Overloaded(
                 f"scheduler shard {index} restarted before it answered; nothing unanswered was acknowledged: "
                 "send it again"))
 
-    def close(self) -> None:
+    def close(self, drain: float = 5.0) -> None:
+        """Once the shards have stopped: read their last answers (up to ``drain`` seconds), then fail
+        whatever is still unanswered, which they never acknowledged."""
+        with self._lock:
+            self._answered.wait_for(lambda: not self._pending, drain)
         self._stopped.set()
         self._listener.join()
         for outlet in self._outlets:
@@ -245,17 +257,20 @@ class Schedulers:
         poller = zmq.Poller()
         poller.register(self._acks, zmq.POLLIN)
         while not self._stopped.is_set():
-            if not poller.poll(_POLL_MS):
-                continue
-            while True:
-                try:
-                    frame = self._acks.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                try:
-                    self._dispatch(frame)
-                except Exception:  # one bad frame must not stop every later answer
-                    log.exception("the schedulers' listener could not handle a frame")
+            if poller.poll(_POLL_MS):
+                while True:
+                    try:
+                        frame = self._acks.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    try:
+                        self._dispatch(frame)
+                    except Exception:  # one bad frame must not stop every later answer
+                        log.exception("the schedulers' listener could not handle a frame")
+            with self._lock:
+                restarted, self._restarts = self._restarts, {}
+            for index, before in restarted.items():  # every answer it sent before it died is read by now
+                self._fail_unanswered(index, before)
 
     def _dispatch(self, frame: bytes) -> None:
         kind, items = unpack(frame)
@@ -277,6 +292,8 @@ class Schedulers:
         token, outcome = read_answer(raw)
         with self._lock:
             pending = self._pending.pop(token, None)
+            if not self._pending:
+                self._answered.notify_all()
         if pending is None:  # failed already: its shard restarted meanwhile
             return
         if isinstance(outcome, ActoraoError):
