@@ -101,6 +101,22 @@ class NodeReads:
             return None
         return LogEntry(*split_key(key), *found)
 
+    def attestation(self, pid: str, slot: int) -> dict[str, Any] | None:
+        """The signed attestation that covers ``slot`` of ``pid``: its document and signature, and the
+        ``tail`` of assignments (slot, message, timestamp, hash chain) from after ``slot`` up to the
+        attested head, which a verifier needs to follow the chain there."""
+        raw = self._logs.attestation_covering(pid, slot)
+        if raw is None:
+            return None
+        record: dict[str, Any] = orjson.loads(raw)
+        head = next(entry[1] for entry in orjson.loads(record["doc"])["heads"] if entry[0] == pid)
+        tail = []
+        for _, entry in self._logs.log_range(pid, slot + 1, head):
+            doc = orjson.loads(entry)
+            tail.append([doc["Nonce"], doc["Id"], doc["Timestamp"], doc["Hash-Chain"]])
+        record["tail"] = tail
+        return record
+
     def process_ids(self) -> list[str]:
         return sorted(self._logs.process_ids())
 

@@ -36,7 +36,7 @@ from actorao.mailbox import runtime_dir
 from actorao.message import Message, Result, TagsLike, new_id
 from actorao.mu import Cron, Entrance, Messenger
 from actorao.persist import ShardLogs, Store, existing_shards, log_key
-from actorao.su import Ack, Schedulers, ShardConfig
+from actorao.su import Ack, Schedulers, ShardConfig, public_key_of
 from actorao.supervisor import ChildSpec, OSProcess, Supervisor
 
 log = logging.getLogger(__name__)
@@ -134,8 +134,9 @@ class Node:
 
     # -- the children ---------------------------------------------------------------------------
     def _start_shard(self, index: int) -> OSProcess:
-        config = ShardConfig(index, str(self.path), str(self._runtime), self.identity, self.config.map_size,
-                             self.config.max_pending, os.getpid())
+        config = ShardConfig(index, str(self.path), str(self._runtime), self.identity,
+                             self._schedulers.addresses[index], self.config.map_size, self.config.max_pending,
+                             os.getpid())
         return OSProcess.python_module("actorao.su", config.to_json(), heartbeat=True)
 
     def _child_restarted(self, child_id: str) -> None:
@@ -303,6 +304,11 @@ class Node:
         """The addresses of the node's scheduler shards: a spawn picks one with its ``Scheduler`` tag.
         The first is the node's own identity."""
         return list(self._schedulers.addresses)
+
+    def scheduler_keys(self) -> dict[str, str | None]:
+        """Each shard's address and the Ed25519 public key that signs its log's attestations."""
+        return {address: public_key_of(store) for address, store in zip(self._schedulers.addresses,
+                                                                        self._logs.stores, strict=True)}
 
     def scheduler_of(self, pid: str) -> str:
         """The address of the shard that schedules ``pid``."""

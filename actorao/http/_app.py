@@ -279,7 +279,9 @@ class AoHttpApi:
     # -- SU -------------------------------------------------------------------------------------
     async def su_root(self, request: Request) -> Response:
         return json_response({"timestamp": int(time.time() * 1000), "address": self.node.identity,
-                              "processes": len(self.node.processes()), "schedulers": self.node.schedulers})
+                              "processes": len(self.node.processes()),
+                              "schedulers": [{"address": address, "key": key}
+                                             for address, key in self.node.scheduler_keys().items()]})
 
     async def timestamp(self, request: Request) -> Response:
         return json_response({"timestamp": int(time.time() * 1000), "block_height": 0})

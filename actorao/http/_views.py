@@ -62,7 +62,11 @@ class LogView:
         """A page of ``pid``'s log: slots after ``first`` up to ``last``, at most ``limit``."""
         entries, more = self.reads.log_page(pid, first, last, limit)
         edges = [{"node": self._edge_node(entry), "cursor": str(entry.slot)} for entry in entries]
-        return {"page_info": {"has_next_page": more}, "edges": edges}
+        page: dict[str, Any] = {"page_info": {"has_next_page": more}, "edges": edges}
+        attestation = self.reads.attestation(pid, entries[-1].slot) if entries else None
+        if attestation is not None:  # the shard's signature over a head this page's chain leads to
+            page["attestation"] = attestation
+        return page
 
     def message(self, message_id: str, pid: str) -> dict[str, Any]:
         return self._edge_node(self.reads.message(message_id, pid))

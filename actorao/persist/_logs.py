@@ -129,6 +129,10 @@ class ShardLogs:
                 return key
         return None
 
+    def attestation_covering(self, pid: str, slot: int) -> bytes | None:
+        store = self.of(pid)
+        return None if store is None else store.attestation_covering(pid, slot)
+
     def signed_item(self, item_id: str) -> bytes | None:
         for store in self.stores:
             item = store.signed_item(item_id)

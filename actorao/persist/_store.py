@@ -9,6 +9,8 @@
     checkpoints  process id ‖ slot -> a checkpoint of its memory (a full base, or a delta)
     undelivered  message id -> a message a process sent to a target this node does not have
     items        message, process or module id -> the signed ANS-104 data item it came in as
+    attestations attestation id -> a shard's signature over the heads of the hash chains it committed
+    attested     process id ‖ slot -> the attestation whose head for that process is that slot
 
 Keys of the log and of results sort by process, then slot, so one process's history is one range and
 appends land in key order. Only this room spells a key: every other room asks by name ("the head of a
@@ -40,7 +42,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SUBDATABASES = ("meta", "modules", "processes", "messages", "log", "results", "checkpoints", "undelivered", "items")
+SUBDATABASES = ("meta", "modules", "processes", "messages", "log", "results", "checkpoints", "undelivered", "items",
+                "attestations", "attested")
 _MAX_RETRIES = 64
 
 
@@ -455,6 +458,42 @@ class Store:
             return identity
 
         return self.write(body)
+
+    def meta_value(self, name: str, mint: Callable[[], bytes] | None = None) -> bytes | None:
+        """A fact kept in ``meta`` (a shard's key); with ``mint``, made and kept on first use."""
+        key = name.encode()
+
+        def body(txn: lmdb.Transaction) -> bytes | None:
+            existing = txn.get(key, db=self.meta)
+            if existing is not None or mint is None:
+                return None if existing is None else bytes(existing)
+            value = mint()
+            txn.put(key, value, db=self.meta)
+            return value
+
+        return self.write(body) if mint is not None else self.read(body)
+
+    # Attestations of the log
+    def put_attestation(self, txn: lmdb.Transaction, attestation_id: str, record: bytes,
+                        heads: list[tuple[str, int]]) -> None:
+        """Keep a signed attestation, indexed by the (process, slot) of each head it covers."""
+        txn.put(attestation_id.encode(), record, db=self.db["attestations"])
+        for pid, slot in heads:
+            txn.put(log_key(pid, slot), attestation_id.encode(), db=self.db["attested"])
+
+    def attestation_covering(self, pid: str, slot: int) -> bytes | None:
+        """The first attestation whose head for ``pid`` is at ``slot`` or after it (it covers ``slot``
+        through the hash chain); None if none does yet."""
+        attested, attestations = self.db["attested"], self.db["attestations"]
+
+        def body(txn: lmdb.Transaction) -> bytes | None:
+            cursor = txn.cursor(db=attested)
+            if not cursor.set_range(log_key(pid, slot)) or bytes(cursor.key())[:-8] != pid.encode():
+                return None
+            record = txn.get(bytes(cursor.value()), db=attestations)
+            return None if record is None else bytes(record)
+
+        return self.read(body)
 
     def put_undelivered(self, message_id: str, record: bytes) -> None:
         self.write(lambda txn: txn.put(message_id.encode(), record, db=self.db["undelivered"]))

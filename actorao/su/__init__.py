@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from actorao.persist import ModuleRecord
+from actorao.su._attest import public_key_of, verify_page
 from actorao.su._client import NewMessage, Schedulers, shard_for
 from actorao.su._scheduler import Ack, SchedulerUnit, process_record
 from actorao.su._shard import ShardConfig
@@ -15,5 +16,7 @@ __all__ = [
     "Schedulers",
     "ShardConfig",
     "process_record",
+    "public_key_of",
     "shard_for",
+    "verify_page",
 ]

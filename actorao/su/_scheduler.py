@@ -84,8 +84,10 @@ class SchedulerUnit(ThreadChild):
         max_pending: int = DEFAULT_MAX_PENDING,
         max_batch: int = DEFAULT_MAX_BATCH,
         clock: Callable[[], float] = time.time,
+        attest: Callable[[lmdb.Transaction, dict[str, Assignment]], None] | None = None,
     ) -> None:
         self.store = store
+        self._attest = attest  # signs each commit's chain heads, inside its transaction
         self._on_assigned = on_assigned
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._pending = 0  # items queued and not yet committed
@@ -289,6 +291,8 @@ class SchedulerUnit(ThreadChild):
                 seen[once] = ack
                 acks.append(ack)
                 pushes.append((pid, key, body))
+        if self._attest is not None:
+            self._attest(txn, {pid: head.last for pid, head in heads.items() if head.last is not None})
         return answers, pushes, heads
 
     def _head(self, txn: lmdb.Transaction, pid: str) -> _Head | None:

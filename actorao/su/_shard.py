@@ -29,6 +29,7 @@ from actorao._future import Future
 from actorao.mailbox import ACKS, ADVANCED, READY, REQUEST, acks_address, open_socket, pack, shard_address, unpack
 from actorao.message import Message, new_id
 from actorao.persist import Store, shard_path
+from actorao.su._attest import Attester
 from actorao.su._scheduler import SchedulerUnit
 from actorao.su._wire import answer, item_from
 from actorao.supervisor import die_with_parent, start_heartbeat
@@ -44,6 +45,7 @@ class ShardConfig:
     data_path: str
     runtime: str
     identity: str  # the node's: the owner of the messages it sends
+    address: str  # this shard's, as Scheduler tags name it
     map_size: int
     max_pending: int
     parent: int  # the node's OS pid
@@ -98,8 +100,9 @@ class Shard:
         self.config = config
         self.replies = replies
         self.now_ms = 0  # the node's clock, as its latest request said: assignments are stamped with it
+        self.attester = Attester(store, config.address)
         self.su = SchedulerUnit(store, replies.committed, max_pending=config.max_pending,
-                                clock=lambda: self.now_ms / 1000)
+                                clock=lambda: self.now_ms / 1000, attest=self.attester.attest)
         replies.su = self.su
 
     def take(self, raw: bytes, now_ms: int) -> None:
