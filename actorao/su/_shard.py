@@ -31,7 +31,7 @@ from actorao.message import Message, new_id
 from actorao.persist import Store, shard_path
 from actorao.su._attest import Attester
 from actorao.su._scheduler import SchedulerUnit
-from actorao.su._wire import answer, item_from
+from actorao.su._wire import answer, item_from, new_messages
 from actorao.supervisor import die_with_parent, start_heartbeat
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,8 @@ class Shard:
         su = self.su
         if "new" in doc:  # messages from the node: ids minted here, tags already checked by the node
             identity = self.config.identity
-            built = [Message(new_id(), identity, pid, tuple((n, v) for n, v in tags), data, anchor)
-                     for pid, tags, data, anchor in doc["new"]]
+            built = [Message(new_id(), identity, pid, tags, data, anchor)
+                     for pid, tags, data, anchor in new_messages(doc)]
             if doc.get("single"):
                 return su.submit(built[0], fresh_id=True)
             return su.submit_many(built, fresh_ids=True)

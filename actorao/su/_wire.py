@@ -32,6 +32,12 @@ def item_from(doc: list[Any]) -> Item:
     return Message(mid, owner, target, _tags(tags), data, anchor, sender, cron)
 
 
+def new_messages(doc: dict[str, Any]) -> list[tuple[str, tuple[tuple[str, str], ...], str, str]]:
+    """A request's new messages: (target, tags, data, anchor), each tag set rebuilt once."""
+    sets = [_tags(tags) for tags in doc["tags"]]
+    return [(target, sets[number], data, anchor) for target, number, data, anchor in doc["new"]]
+
+
 def _tags(raw: list[list[str]]) -> tuple[tuple[str, str], ...]:
     return tuple((name, value) for name, value in raw)
 
@@ -47,7 +53,19 @@ def request(
     if items is not None:
         doc["items"] = [item_doc(item) for item in items]
     if new is not None:
-        doc["new"] = new
+        # Senders repeat a few tag sets, and checked tags are shared objects: each set travels once,
+        # and each message names its set by number.
+        numbers: dict[int, int] = {}
+        sets: list[tuple[tuple[str, str], ...]] = []
+        rows = []
+        for target, tags, data, anchor in new:
+            number = numbers.get(id(tags))
+            if number is None:
+                number = numbers[id(tags)] = len(sets)
+                sets.append(tags)
+            rows.append((target, number, data, anchor))
+        doc["tags"] = sets
+        doc["new"] = rows
     if single:
         doc["single"] = True
     if fresh:
