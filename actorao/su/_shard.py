@@ -111,7 +111,9 @@ class Shard:
         token = doc["t"]
         try:
             future = self._submit(doc)
-        except ActoraoError as exc:  # refused before assignment: answered at once
+        except Exception as exc:  # refused before assignment (or malformed): answered at once
+            if not isinstance(exc, ActoraoError):
+                log.exception("shard %d: request %s is malformed", self.config.index, token)
             self.replies.add(answer(token, error=exc))
             self.replies.committed([])
             return
@@ -167,6 +169,10 @@ def run_shard(config: ShardConfig) -> None:
     poller.register(requests, zmq.POLLIN)
     try:
         while not stopping.is_set():
+            if not shard.su.is_alive():  # its commit thread died: exit, and the node starts a fresh shard
+                log.error("shard %d: the SU thread died; exiting for a restart", config.index)
+                replies.committed([])
+                raise SystemExit(1)
             if not poller.poll(_POLL_MS):
                 continue
             while True:
