@@ -78,7 +78,7 @@ class Node:
         self._rendezvous = Rendezvous(self._store)
         self._modules_of: dict[str, str] = {}
         self._schedulers = Schedulers(self._logs, self._runtime, self.identity,
-                                      lambda pids: self._pool.advanced(pids), clock=config.clock)
+                                      lambda items: self._pool.push(items), clock=config.clock)
         self._messenger: Messenger | None = None
         self._entrance = Entrance(config, self._logs, self.identity, self._modules, self._scheduler)
         self.reads = NodeReads(self._store, self._logs, self.knows)

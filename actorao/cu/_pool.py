@@ -27,6 +27,7 @@ from actorao._exceptions import ModuleError, NodeStopped, Overloaded, Timeout
 from actorao.cu._process import Limits
 from actorao.cu._worker import WorkerConfig
 from actorao.mailbox import (
+    ASSIGN,
     DIGEST,
     DRY_RESULT,
     DRY_RUN,
@@ -42,6 +43,7 @@ from actorao.mailbox import (
     unpack,
     worker_address,
 )
+from actorao.persist import split_key
 from actorao.supervisor import ChildSpec, OSProcess, Supervisor, SupervisorChild
 
 log = logging.getLogger(__name__)
@@ -260,14 +262,26 @@ class WorkerPool:
                     self._loads[index] += 1
         return index
 
-    def advanced(self, pids: list[str]) -> None:
-        """The logs of ``pids`` grew (a shard committed): each one's worker catches up from the log.
-        One WAKE frame per worker, however many messages the commit held."""
-        with self._route_lock:
-            for pid in pids:
-                if pid not in self._moving:
-                    self._behind[self.worker_of(pid)].add(pid)
-            self._flush_behind()
+    def push(self, items: list[bytes]) -> None:
+        """A shard's commit: its (log key, module JSON) items, alternating, each sent on to the worker
+        of its process, one frame per worker: the worker evaluates them without reading the log.
+        Entries of a process that is moving between workers are not sent: they are durable, and its
+        new worker reads them from the log once its old one has let go of it."""
+        with self._route_lock:  # placement, sends and evictions happen in one order
+            frames: dict[int, list[bytes]] = {}
+            pids: dict[int, set[str]] = {}
+            for at in range(0, len(items), 2):
+                key = items[at]
+                pid = split_key(key)[0]
+                if pid in self._moving:
+                    continue
+                index = self.worker_of(pid)
+                frames.setdefault(index, []).extend((key, items[at + 1]))
+                pids.setdefault(index, set()).add(pid)
+            for index, frame in frames.items():
+                if not self._outlets[index].send_nowait(ASSIGN, frame):
+                    # Durable already: the worker reads these from the log once it can take a frame.
+                    self._behind[index] |= pids[index]
 
     def wake_all(self, index: int) -> None:
         with self._route_lock:

@@ -2,8 +2,8 @@
 (submit, submit_many, submit_assignment, knows, processes, head_timestamp), by sending each request to
 the shard that owns its process and resolving the future when that shard's ACKS frame comes back.
 
-One thread listens to every shard. It handles frames, not messages: a commit's answers arrive in one
-frame, and the processes whose logs grew in another, handed on to the CU pool (``on_advanced``).
+One thread listens to every shard. It handles frames: a commit's answers arrive in one frame, and its
+assignments in another, handed on to the CU pool (``on_advanced``), which routes them to the workers.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class Schedulers:
     and cron all submit."""
 
     def __init__(
-        self, logs: ShardLogs, runtime: Path, identity: str, on_advanced: Callable[[list[str]], None],
+        self, logs: ShardLogs, runtime: Path, identity: str, on_advanced: Callable[[list[bytes]], None],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._logs = logs
@@ -275,7 +275,7 @@ class Schedulers:
     def _dispatch(self, frame: bytes) -> None:
         kind, items = unpack(frame)
         if kind == ADVANCED:
-            self._on_advanced([bytes(item).decode() for item in items])
+            self._on_advanced(items)
         elif kind == ACKS:
             counters = orjson.loads(items[0])
             self._counters[counters["shard"]] = counters

@@ -83,7 +83,7 @@ class _Replies:
             if answers:
                 self._socket.send(pack(ACKS, [counters, *answers]))
             if pushes:
-                self._socket.send(pack(ADVANCED, [pid.encode() for pid in dict.fromkeys(p for p, _, _ in pushes)]))
+                self._socket.send(pack(ADVANCED, [part for _, key, body in pushes for part in (key, body)]))
 
     def send(self, kind: bytes, items: list[bytes]) -> None:
         with self._lock:
