@@ -305,6 +305,26 @@ class Node:
         The first is the node's own identity."""
         return list(self._schedulers.addresses)
 
+    def rehost(self, pid: str, scheduler: str, timeout: float | None = None) -> int:
+        """Move ``pid`` to the shard whose address is ``scheduler``; returns the first slot that shard
+        assigns. Its old shard writes a signed hand-off record (the slot, and the head the hash chain
+        continues from) and refuses the process's messages after it (Overloaded: send them again);
+        the new shard stores the same record and continues the slots and the chain. Messages keep
+        being acknowledged on either side of the hand-off, and a replay across it gives the same state."""
+        self._known(pid)
+        wait = self.config.timeout if timeout is None else timeout
+        to = self._schedulers.shard_named(scheduler)
+        old = self._schedulers.shard_of(pid)
+        if old == to:
+            return self.reads.latest(pid).slot + 1
+        process_record = self._logs.stores[old].process_record(pid)
+        assert process_record is not None, "a known process has its record in its shard"
+        record = self._wait(self._schedulers.release(pid, to), wait)["record"]
+        adopted = self._wait(self._schedulers.adopt(to, record, process_record), wait)
+        self._schedulers.rehosted(pid, to)
+        log.info("process %s moved to scheduler %s from slot %d", pid, scheduler, adopted["slot"])
+        return int(adopted["slot"])
+
     def scheduler_keys(self) -> dict[str, str | None]:
         """Each shard's address and the Ed25519 public key that signs its log's attestations."""
         return {address: public_key_of(store) for address, store in zip(self._schedulers.addresses,

@@ -4,6 +4,7 @@ every slot and hash chain."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import os
 import signal
@@ -12,9 +13,15 @@ from pathlib import Path
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from actorao import Ack, InvalidMessage, Node, Overloaded
 from actorao.message import Assignment
+from actorao.persist import Store
+
+
+def decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def chained(node: Node, pid: str) -> list[dict[str, object]]:
@@ -96,3 +103,72 @@ def test_kill_9_of_a_shard_mid_stream_loses_and_duplicates_nothing_acknowledged(
             mine = {(ack.slot, ack.id) for ack in acked if ack.process == pid}
             assert mine <= {(entry["Nonce"], entry["Id"]) for entry in entries}, "an acknowledged message was lost"
             assert node.dry_run(pid, {"Action": "Get"}).output == str(len(entries) - 1)
+
+
+def test_rehost_during_a_stream_loses_no_slot_gives_none_twice_and_replays_to_the_same_state(
+    tmp_path: Path, counter: bytes
+) -> None:
+    with Node(tmp_path / "node", workers=2, schedulers=2) as node:
+        first, second = node.schedulers
+        pid = node.spawn(counter, {"Scheduler": first})
+        acked: list[Ack] = []
+        moved_back = threading.Event()
+        stop = threading.Event()
+
+        def stream() -> None:
+            while not stop.is_set():
+                try:
+                    acked.extend(node.send_many([(pid, {"Action": "Inc"}, "")] * 20, timeout=60))
+                except Overloaded:  # sent to the old shard after it let go: never acknowledged
+                    pass
+
+        sender = threading.Thread(target=stream)
+        sender.start()
+        try:
+            for _ in range(600):  # some traffic first
+                if len(acked) >= 200:
+                    break
+                stop.wait(0.05)
+            there = node.rehost(pid, second)
+            assert node.scheduler_of(pid) == second
+            for _ in range(600):
+                if len(acked) >= there + 200:
+                    break
+                stop.wait(0.05)
+            back = node.rehost(pid, first)  # and back again: the log now spans three stretches
+            moved_back.set()
+            for _ in range(600):
+                if len(acked) >= back + 200:
+                    break
+                stop.wait(0.05)
+        finally:
+            stop.set()
+            sender.join(120)
+        assert moved_back.is_set() and 0 < there < back < len(acked)
+        node.results(acked[-20:], timeout=120)
+        entries = chained(node, pid)  # contiguous slots, one chain across both shards
+        assert len({entry["Id"] for entry in entries}) == len(entries)
+        assert {(ack.slot, ack.id) for ack in acked} <= {(entry["Nonce"], entry["Id"]) for entry in entries}
+        assert node.dry_run(pid, {"Action": "Get"}).output == str(len(entries) - 1)
+        digest = node.state_digest(pid)
+        # The signed hand-off records are in both logs, the same bytes, signed by the shard that let go.
+        records = [dict(store.handoffs(pid)) for store in node._logs.stores]
+        assert records[0] == records[1] and set(records[0]) == {there, back}
+        keys = node.scheduler_keys()
+        for slot, by in ((there, first), (back, second)):
+            record = orjson.loads(records[0][slot])
+            signature = record.pop("signature")
+            ed25519.Ed25519PublicKey.from_public_bytes(decode(keys[by])).verify(
+                decode(signature), orjson.dumps(record, option=orjson.OPT_SORT_KEYS))
+            assert record["slot"] == slot and record["to"] == (second if by == first else first)
+        page = node.reads.log_page(pid, None, None, 1000)[0]
+        assert [entry.slot for entry in page] == list(range(len(entries)))
+
+    # A fresh replay of the whole log, across both hand-offs, from no checkpoint and no result:
+    store = Store(tmp_path / "node")
+    store.write(lambda txn: (txn.drop(store.checkpoints, delete=False), txn.drop(store.results, delete=False)))
+    store.close()
+    with Node(tmp_path / "node", workers=1, schedulers=2) as node:
+        assert node.scheduler_of(pid) == first
+        assert node.state_digest(pid) == digest
+        assert node.result(node.send(pid, {"Action": "Inc"})).output == str(len(entries))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import orjson
+
 from actorao._config import DEFAULT_MAP_SIZE
 from actorao.persist._store import Store, split_key
 
@@ -37,7 +39,7 @@ class ShardLogs:
         self.stores = [main] + [
             Store(shard_path(main.path, index), map_size=map_size, metasync=metasync) for index in range(1, count)
         ]
-        self._shard_of: dict[str, int] = {}
+        self._segments: dict[str, list[tuple[int, int]]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -54,33 +56,77 @@ class ShardLogs:
             store.reader_check()
 
     # -- where a process lives ------------------------------------------------------------------
+    # A process's log can span shards: a hand-off record (in both shards' stores) says from which slot
+    # the next shard schedules it. Its segments, (first slot, shard) oldest first, are read once and
+    # checked against the current shard's hand-offs whenever the log is read, so a store that is
+    # behind (a worker's) catches up by itself.
+    def segments(self, pid: str) -> list[tuple[int, int]]:
+        """(first slot, shard) of each stretch of ``pid``'s log, oldest first; [] if no shard has it."""
+        cached = self._segments.get(pid)
+        if cached is not None:
+            first, index = cached[-1]
+            if all(slot <= first for slot, _ in self.stores[index].handoffs(pid)):
+                return cached
+        found: dict[int, dict[str, int]] = {}
+        for store in self.stores:
+            found.update((slot, orjson.loads(raw)) for slot, raw in store.handoffs(pid))
+        if found:
+            ordered = sorted(found.items())
+            segments = [(0, ordered[0][1]["from_shard"])] + [(slot, record["to_shard"]) for slot, record in ordered]
+        else:
+            owner = next((index for index, store in enumerate(self.stores) if store.process_record(pid)), None)
+            segments = [] if owner is None else [(0, owner)]
+        if segments:
+            with self._lock:
+                self._segments[pid] = segments
+        return segments
+
     def shard_of(self, pid: str) -> int | None:
-        index = self._shard_of.get(pid)
-        if index is None:
-            for number, store in enumerate(self.stores):
-                if store.process_record(pid) is not None:
-                    with self._lock:
-                        index = self._shard_of[pid] = number
-                    break
-        return index
+        """The shard that schedules ``pid`` now."""
+        segments = self.segments(pid)
+        return segments[-1][1] if segments else None
 
     def of(self, pid: str) -> Store | None:
         index = self.shard_of(pid)
         return None if index is None else self.stores[index]
 
+    def _holding(self, pid: str, slot: int) -> Store | None:
+        """The store whose log holds ``slot`` of ``pid``."""
+        found = None
+        for first, index in self.segments(pid):
+            if first > slot:
+                break
+            found = self.stores[index]
+        return found
+
+    def _stretches(self, pid: str, first: int, last: int) -> list[tuple[Store, int, int]]:
+        """(store, first, last) of each shard's part of slots first..last of ``pid``."""
+        segments = self.segments(pid)
+        out = []
+        for number, (start, index) in enumerate(segments):
+            end = segments[number + 1][0] - 1 if number + 1 < len(segments) else (1 << 64) - 1
+            low, high = max(first, start), min(last, end)
+            if low <= high:
+                out.append((self.stores[index], low, high))
+        return out
+
     def placed(self, pid: str, index: int) -> None:
         """``pid`` was just spawned on shard ``index``."""
         with self._lock:
-            self._shard_of[pid] = index
+            self._segments[pid] = [(0, index)]
+
+    def moved(self, pid: str) -> None:
+        """``pid`` was just handed to another shard: read its segments again."""
+        with self._lock:
+            self._segments.pop(pid, None)
 
     def process_ids(self) -> dict[str, int]:
-        """Every process, with its shard."""
+        """Every process, with the shard that schedules it now."""
         found: dict[str, int] = {}
-        for index, store in enumerate(self.stores):
-            found.update(dict.fromkeys(store.process_ids(), index))
-        with self._lock:
-            self._shard_of.update(found)
-        return found
+        for store in self.stores:
+            for pid in store.process_ids():
+                found.setdefault(pid, -1)
+        return {pid: index for pid in found if (index := self.shard_of(pid)) is not None}
 
     # -- the log side of persist's named operations, routed ---------------------------------------
     def process_record(self, pid: str) -> bytes | None:
@@ -88,41 +134,52 @@ class ShardLogs:
         return None if store is None else store.process_record(pid)
 
     def log_entry(self, pid: str, slot: int) -> bytes | None:
-        store = self.of(pid)
+        store = self._holding(pid, slot)
         return None if store is None else store.log_entry(pid, slot)
 
-    def last_slot(self, pid: str) -> int | None:
-        store = self.of(pid)
-        return None if store is None else store.last_slot("log", pid)
-
     def head(self, pid: str) -> tuple[int, bytes] | None:
-        store = self.of(pid)
-        return None if store is None else store.head(pid)
+        for first, index in reversed(self.segments(pid)):  # a shard that just took it has no entry yet
+            head = self.stores[index].head(pid)
+            if head is not None and head[0] >= first:
+                return head
+        return None
+
+    def last_slot(self, pid: str) -> int | None:
+        head = self.head(pid)
+        return None if head is None else head[0]
 
     def log_range(self, pid: str, first: int, last: int) -> list[tuple[int, bytes]]:
-        store = self.of(pid)
-        return [] if store is None else store.log_range(pid, first, last)
+        return [entry for store, low, high in self._stretches(pid, first, last)
+                for entry in store.log_range(pid, low, high)]
 
     def log_page(
         self, pid: str, first: int, last: int, limit: int, max_bytes: int
     ) -> tuple[list[tuple[int, bytes, bytes | None]], bool]:
-        store = self.of(pid)
-        return ([], False) if store is None else store.log_page(pid, first, last, limit, max_bytes)
+        out: list[tuple[int, bytes, bytes | None]] = []
+        for store, low, high in self._stretches(pid, first, last):
+            found, more = store.log_page(pid, low, high, limit - len(out), max_bytes)
+            out += found
+            if more or len(out) >= limit:
+                return out, True
+        return out, False
 
     def entry_at(self, key: bytes) -> bytes | None:
-        store = self.of(split_key(key)[0])
+        store = self._holding(*split_key(key))
         return None if store is None else store.entry_at(key)
 
     def entry_with_item(self, key: bytes) -> tuple[bytes, bytes | None] | None:
-        store = self.of(split_key(key)[0])
+        store = self._holding(*split_key(key))
         return None if store is None else store.entry_with_item(key)
 
     def assignment_of(self, message_id: str, process: str | None = None) -> bytes | None:
-        """The result key of ``message_id`` in ``process`` (its shard is asked), or where it was
-        first assigned (every shard is asked)."""
+        """The result key of ``message_id`` in ``process`` (the shards that held its log are asked), or
+        where it was first assigned (every shard is asked)."""
         if process is not None:
-            store = self.of(process)
-            return None if store is None else store.assignment_of(message_id, process)
+            for index in dict.fromkeys(index for _, index in self.segments(process)):
+                key = self.stores[index].assignment_of(message_id, process)
+                if key is not None and split_key(key)[0] == process:
+                    return key
+            return None
         for store in self.stores:
             key = store.assignment_of(message_id)
             if key is not None:
@@ -130,7 +187,7 @@ class ShardLogs:
         return None
 
     def attestation_covering(self, pid: str, slot: int) -> bytes | None:
-        store = self.of(pid)
+        store = self._holding(pid, slot)
         return None if store is None else store.attestation_covering(pid, slot)
 
     def signed_item(self, item_id: str) -> bytes | None:

@@ -11,6 +11,7 @@
     items        message, process or module id -> the signed ANS-104 data item it came in as
     attestations attestation id -> a shard's signature over the heads of the hash chains it committed
     attested     process id ‖ slot -> the attestation whose head for that process is that slot
+    handoffs     process id ‖ slot -> a signed hand-off: from that slot on, another shard schedules it
 
 Keys of the log and of results sort by process, then slot, so one process's history is one range and
 appends land in key order. Only this room spells a key: every other room asks by name ("the head of a
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SUBDATABASES = ("meta", "modules", "processes", "messages", "log", "results", "checkpoints", "undelivered", "items",
-                "attestations", "attested")
+                "attestations", "attested", "handoffs")
 _MAX_RETRIES = 64
 
 
@@ -494,6 +495,19 @@ class Store:
             return None if record is None else bytes(record)
 
         return self.read(body)
+
+    # Hand-offs of a process between shards
+    def put_handoff(self, txn: lmdb.Transaction, pid: str, slot: int, record: bytes) -> None:
+        txn.put(log_key(pid, slot), record, db=self.db["handoffs"])
+
+    def handoffs(self, pid: str, txn: lmdb.Transaction | None = None) -> list[tuple[int, bytes]]:
+        """(first slot at the new shard, record) of every hand-off of ``pid`` this store holds, in order."""
+        db = self.db["handoffs"]
+
+        def body(txn: lmdb.Transaction) -> list[tuple[int, bytes]]:
+            return list(_ascending(txn, db, pid, 0, (1 << 64) - 1))
+
+        return body(txn) if txn is not None else self.read(body)
 
     def put_undelivered(self, message_id: str, record: bytes) -> None:
         self.write(lambda txn: txn.put(message_id.encode(), record, db=self.db["undelivered"]))

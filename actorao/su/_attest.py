@@ -45,6 +45,10 @@ class Attester:
         self._store = store
         self.scheduler = scheduler
 
+    def sign(self, document: bytes) -> str:
+        """The shard's signature over ``document`` (a hand-off record), base64url."""
+        return _b64(self._key.sign(document))
+
     def attest(self, txn: lmdb.Transaction, heads: dict[str, Assignment]) -> None:
         if not heads:
             return

@@ -162,6 +162,23 @@ class Schedulers:
     def submit_one_new(self, message: NewMessage) -> Future[Ack]:
         return self._send(self.shard_of(message[0]), lambda token: request(token, new=[message], single=True))
 
+    def release(self, pid: str, to: int) -> Future[dict[str, Any]]:
+        """Ask ``pid``'s shard to let go of it from its next slot on; the future gives the signed
+        hand-off record. From then on that shard refuses the process's messages (Overloaded)."""
+        index = self.shard_of(pid)
+        return self._send(index, lambda token: request(token, handoff={
+            "kind": "release", "process": pid, "to": self.addresses[to], "to_shard": to}, single=True))
+
+    def adopt(self, to: int, record: str, process_record: bytes) -> Future[dict[str, Any]]:
+        """Ask shard ``to`` to take a released process, continuing its slots and hash chain."""
+        return self._send(to, lambda token: request(token, handoff={
+            "kind": "adopt", "record": record, "process_record": process_record.decode()}, single=True))
+
+    def rehosted(self, pid: str, to: int) -> None:
+        """Route ``pid``'s messages to shard ``to`` from now on."""
+        self._processes[pid] = to
+        self._logs.moved(pid)
+
     def _split(self, targets: list[str]) -> dict[int, list[int]]:
         by_shard: dict[int, list[int]] = {}
         for at, target in enumerate(targets):

@@ -54,6 +54,7 @@ class _Request:
     limits: tuple[int, int] | None = None  # a spawn's (compute, memory) limits
     assign_to: str | None = None  # an existing message, assigned to one more process
     signed: bytes | None = None  # the signed data item a single item came in as, kept with it
+    handoff: dict[str, Any] | None = None  # release a process to another shard, or adopt one from it
 
 
 @dataclass(slots=True)
@@ -85,8 +86,12 @@ class SchedulerUnit(ThreadChild):
         max_batch: int = DEFAULT_MAX_BATCH,
         clock: Callable[[], float] = time.time,
         attest: Callable[[lmdb.Transaction, dict[str, Assignment]], None] | None = None,
+        sign: Callable[[bytes], str] | None = None,
+        index: int = 0,
     ) -> None:
         self.store = store
+        self.index = index  # this SU's shard: hand-offs name shards by number
+        self._sign = sign  # signs hand-off records
         self._attest = attest  # signs each commit's chain heads, inside its transaction
         self._on_assigned = on_assigned
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
@@ -96,6 +101,7 @@ class SchedulerUnit(ThreadChild):
         self._max_batch = max_batch
         self._clock = clock
         self._heads: dict[str, _Head] = {}
+        self._released: set[str] = set()  # handed to another shard: their messages go there now
         self._processes: set[str] = set(self._load_process_ids())
         self._closed = False
         self.commits = 0  # synced transactions so far: group commit makes this far below the messages
@@ -103,7 +109,14 @@ class SchedulerUnit(ThreadChild):
         self._start_thread("su-group-commit")
 
     def _load_process_ids(self) -> list[str]:
-        return self.store.process_ids()
+        mine = []
+        for pid in self.store.process_ids():
+            handoffs = self.store.handoffs(pid)
+            if handoffs and orjson.loads(handoffs[-1][1])["to_shard"] != self.index:
+                self._released.add(pid)
+            else:
+                mine.append(pid)
+        return mine
 
     @property
     def processes(self) -> frozenset[str]:
@@ -139,11 +152,19 @@ class SchedulerUnit(ThreadChild):
         """Queue many messages at once; the future gives their Acks, in order, once all are durable."""
         return self._enqueue(_Request(list(items), Future(), False, None, fresh_ids))
 
+    def submit_handoff(self, handoff: dict[str, Any]) -> Future[dict[str, Any]]:
+        """Release a process to another shard (``{"kind": "release", "process", "to", "to_shard"}``),
+        or adopt one released to this shard (``{"kind": "adopt", "record", "process_record"}``), in
+        order with the assignments around it."""
+        return self._enqueue(_Request([], Future(), True, handoff=handoff))
+
     def _enqueue(self, request: _Request) -> Future[Any]:
         if self._closed:
             raise NodeStopped("the scheduler is closed")
         for item in request.items:  # an assignment's message may target a process of another shard
             if isinstance(item, Message) and request.assign_to is None and item.target not in self._processes:
+                if item.target in self._released:
+                    raise Overloaded(f"process {item.target} moved to another scheduler; send it again")
                 raise UnknownProcess(f"no process {item.target} on this node")
         # One lock for the closed check, the bound and the put: a request can never land in the
         # queue behind close()'s stop marker, where no one would answer it.
@@ -220,8 +241,10 @@ class SchedulerUnit(ThreadChild):
                     self._pending -= size
 
     def _commit(self, batch: list[_Request]) -> None:
+        released: set[str] = set()
+        adopted: set[str] = set()
         try:
-            answers, pushes, heads = self.store.write(lambda txn: self._assign_all(txn, batch))
+            answers, pushes, heads = self.store.write(lambda txn: self._assign_all(txn, batch, released, adopted))
         except Exception as exc:  # the store failed: nothing in this batch is acknowledged
             log.exception("group commit of %d requests failed", len(batch))
             self._heads.clear()  # heads advanced in memory for a transaction that did not commit
@@ -233,6 +256,12 @@ class SchedulerUnit(ThreadChild):
         self.commits += 1
         self.assigned += len(pushes)
         self._heads.update(heads)
+        for pid in released:
+            self._processes.discard(pid)
+            self._heads.pop(pid, None)
+        self._released -= adopted
+        self._released |= released
+        self._processes |= adopted
         for request, acks in zip(batch, answers, strict=True):
             failed = next((ack for ack in acks if isinstance(ack, Exception)), None)
             if failed is not None:
@@ -245,19 +274,24 @@ class SchedulerUnit(ThreadChild):
         self._on_assigned(pushes)  # also when empty: a shard answers its requests after every commit
 
     def _assign_all(
-        self, txn: lmdb.Transaction, batch: list[_Request]
-    ) -> tuple[list[list[Ack | Exception]], list[tuple[str, bytes, bytes]], dict[str, _Head]]:
+        self, txn: lmdb.Transaction, batch: list[_Request], released: set[str], adopted: set[str]
+    ) -> tuple[list[list[Any]], list[tuple[str, bytes, bytes]], dict[str, _Head]]:
         # This body may run twice (LMDB map growth retries it), so heads are copied, not mutated,
         # until the transaction commits.
         heads: dict[str, _Head] = {}
         seen: dict[str, Ack] = {}
-        answers: list[list[Ack | Exception]] = []
+        answers: list[list[Any]] = []
         pushes: list[tuple[str, bytes, bytes]] = []
         now = int(self._clock() * 1000)
         store = self.store
+        released.clear()  # this body may run twice
+        adopted.clear()
         for request in batch:
-            acks: list[Ack | Exception] = []
+            acks: list[Any] = []
             answers.append(acks)
+            if request.handoff is not None:
+                acks.append(self._hand_off(txn, request.handoff, heads, released, adopted))
+                continue
             for item in request.items:
                 # An id is assigned once per process: to its target, and once to each assignee.
                 # Assigning a message to its own target is no new assignment: it is the message.
@@ -278,9 +312,11 @@ class SchedulerUnit(ThreadChild):
                     heads[pid] = _Head(0, None)
                 else:
                     pid, message = request.assign_to or item.target, item
-                head = heads.get(pid) or self._head(txn, pid)
+                head = None if pid in released else heads.get(pid) or self._head(txn, pid)
                 if head is None:
-                    acks.append(UnknownProcess(f"no process {pid} on this node"))
+                    acks.append(Overloaded(f"process {pid} moved to another scheduler; send it again")
+                                if pid in released or pid in self._released else
+                                UnknownProcess(f"no process {pid} on this node"))
                     continue
                 assignment = self._next_assignment(pid, head, message.id, now)
                 body = module_json(message, assignment)
@@ -299,16 +335,51 @@ class SchedulerUnit(ThreadChild):
         head = self._heads.get(pid)
         if head is not None:
             return head
-        if self.store.process_record(pid, txn) is None:
+        if self.store.process_record(pid, txn) is None or pid in self._released:
             return None
         latest = self.store.head(pid, txn)
-        if latest is None:
+        handoffs = self.store.handoffs(pid, txn)
+        taken = orjson.loads(handoffs[-1][1]) if handoffs else None
+        if taken is not None and (latest is None or latest[0] < taken["slot"]):  # adopted, nothing assigned since
+            last = Assignment(pid, *taken["head"]) if taken["head"] is not None else None
+            head = _Head(taken["slot"], last)
+        elif latest is None:
             head = _Head(0, None)
         else:
             last = assignment_from_module_json(latest[1], pid)
             head = _Head(last.slot + 1, last)
         self._heads[pid] = head
         return head
+
+    def _hand_off(
+        self, txn: lmdb.Transaction, handoff: dict[str, Any], heads: dict[str, _Head], released: set[str],
+        adopted: set[str],
+    ) -> dict[str, Any] | Exception:
+        """Write one side of a hand-off. Releasing signs a record of the slot from which the other
+        shard schedules the process, with the head its chain continues from; adopting stores that
+        same record and the process, and takes the head."""
+        if handoff["kind"] == "release":
+            pid = str(handoff["process"])
+            head = None if pid in released else heads.get(pid) or self._head(txn, pid)
+            if head is None:
+                return UnknownProcess(f"no process {pid} on this scheduler")
+            last = head.last
+            fields = {"process": pid, "from_shard": self.index, "to_shard": int(handoff["to_shard"]),
+                      "to": str(handoff["to"]), "slot": head.next_slot,
+                      "head": None if last is None else [last.slot, last.message, last.timestamp, last.hash_chain]}
+            signature = self._sign(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)) if self._sign else ""
+            record = orjson.dumps({**fields, "signature": signature})
+            self.store.put_handoff(txn, pid, head.next_slot, record)
+            released.add(pid)
+            return {"record": record.decode()}
+        fields = orjson.loads(handoff["record"])
+        pid = fields["process"]
+        self.store.put_process(txn, pid, str(handoff["process_record"]).encode())
+        self.store.put_handoff(txn, pid, fields["slot"], str(handoff["record"]).encode())
+        last = Assignment(pid, *fields["head"]) if fields["head"] is not None else None
+        heads[pid] = _Head(fields["slot"], last)
+        adopted.add(pid)
+        return {"adopted": pid, "slot": fields["slot"]}
 
     def _next_assignment(self, pid: str, head: _Head, message_id: str, now: int) -> Assignment:
         if head.last is None:

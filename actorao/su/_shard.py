@@ -102,7 +102,8 @@ class Shard:
         self.now_ms = 0  # the node's clock, as its latest request said: assignments are stamped with it
         self.attester = Attester(store, config.address)
         self.su = SchedulerUnit(store, replies.committed, max_pending=config.max_pending,
-                                clock=lambda: self.now_ms / 1000, attest=self.attester.attest)
+                                clock=lambda: self.now_ms / 1000, attest=self.attester.attest,
+                                sign=self.attester.sign, index=config.index)
         replies.su = self.su
 
     def take(self, raw: bytes, now_ms: int) -> None:
@@ -125,6 +126,8 @@ class Shard:
 
     def _submit(self, doc: dict[str, Any]) -> Future[Any]:
         su = self.su
+        if "handoff" in doc:
+            return su.submit_handoff(doc["handoff"])
         if "new" in doc:  # messages from the node: ids minted here, tags already checked by the node
             identity = self.config.identity
             built = [Message(new_id(), identity, pid, tags, data, anchor)

@@ -46,6 +46,7 @@ def request(
     token: int, items: list[Item] | None = None, *, single: bool = False, fresh: bool = False,
     limits: tuple[int, int] | None = None, signed: bytes | None = None, assign_to: str | None = None,
     new: list[tuple[str, tuple[tuple[str, str], ...], str, str]] | None = None,
+    handoff: dict[str, Any] | None = None,
 ) -> bytes:
     """One request: ``items`` to assign as they are, or ``new`` messages (target, checked tags, data,
     anchor) from the node, whose ids the shard mints."""
@@ -66,6 +67,8 @@ def request(
             rows.append((target, number, data, anchor))
         doc["tags"] = sets
         doc["new"] = rows
+    if handoff is not None:
+        doc["handoff"] = handoff
     if single:
         doc["single"] = True
     if fresh:
@@ -79,9 +82,12 @@ def request(
     return orjson.dumps(doc)
 
 
-def answer(token: int, acks: list[Ack] | Ack | None = None, error: BaseException | None = None) -> bytes:
+def answer(token: int, acks: list[Ack] | Ack | dict[str, Any] | None = None,
+           error: BaseException | None = None) -> bytes:
     if error is not None:
         return orjson.dumps({"t": token, "error": error_doc(error)})
+    if isinstance(acks, dict):
+        return orjson.dumps({"t": token, "value": acks})
     if isinstance(acks, Ack):
         return orjson.dumps({"t": token, "ack": _ack_doc(acks)})
     return orjson.dumps({"t": token, "acks": [_ack_doc(ack) for ack in acks or ()]})
@@ -91,10 +97,13 @@ def _ack_doc(ack: Ack) -> list[Any]:
     return [ack.id, ack.process, ack.slot, ack.timestamp]
 
 
-def read_answer(raw: bytes) -> tuple[int, list[Ack] | Ack | errors.ActoraoError]:
+def read_answer(raw: bytes) -> tuple[int, list[Ack] | Ack | dict[str, Any] | errors.ActoraoError]:
     doc = orjson.loads(raw)
     if "error" in doc:
         return doc["t"], error_from(doc["error"])
+    if "value" in doc:
+        value: dict[str, Any] = doc["value"]
+        return doc["t"], value
     if "ack" in doc:
         return doc["t"], Ack(*doc["ack"])
     return doc["t"], [Ack(*ack) for ack in doc["acks"]]
