@@ -1,10 +1,11 @@
 """The scheduler unit: gives each message the next slot of its process, stamps and chains it, and
 stores it, acknowledging the sender only once the assignment is synced to disk.
 
-One thread owns all assignment. Callers enqueue requests; the thread takes everything waiting,
-assigns it, and commits it in one synced LMDB transaction (group commit): a thousand waiting senders
-share one fsync. Heads (next slot, last assignment) live in memory, loaded from the log on first use,
-so after a restart the SU continues at the next slot.
+One thread owns all assignment of one store: in a node, each scheduler shard's process runs one
+(``_shard.py``). Callers enqueue requests; the thread takes everything waiting, assigns it, and
+commits it in one synced LMDB transaction (group commit): a thousand waiting senders share one fsync.
+Heads (next slot, last assignment) live in memory, loaded from the log (or from a hand-off record, for
+a process this shard adopted) on first use, so after a restart the SU continues at the next slot.
 """
 
 from __future__ import annotations
@@ -395,9 +396,3 @@ class SchedulerUnit(ThreadChild):
         entry = self.store.entry_in(txn, key)
         doc = orjson.loads(entry)
         return Ack(message_id, pid, doc["Nonce"], doc["Timestamp"])
-
-    def head_timestamp(self, pid: str) -> int:
-        """The timestamp of ``pid``'s latest assignment, read from the log (0 if it has none).
-        Read-only: only the SU thread may load heads, or a stale one could overwrite a newer one."""
-        latest = self.store.head(pid)
-        return int(orjson.loads(latest[1])["Timestamp"]) if latest is not None else 0
