@@ -108,6 +108,7 @@ _MINIFIED = {
 _EXPORTED_AS = {name: short for short, name in _MINIFIED.items() if short.isupper()}
 _PROGRAM = b"./this.program"
 _ASYNCIFY = ("asyncify_start_unwind", "asyncify_stop_unwind", "asyncify_start_rewind", "asyncify_stop_rewind")
+_UTC_NAME = b"Coordinated Universal Time"
 _LEGACY_HEAP_MAX = 524288000  # the older glues' getHeapMax(): ao's default memory limit, fixed
 
 
@@ -164,6 +165,7 @@ class EmscriptenHost:
         self.saved_stack = 0
         self.clock = flavour.clock_start or 0
         self.temp_ret = 0
+        self.tzset_done = 0
         self.export_names: Mapping[str, str] = (
             {"memory": _EXPORTED_AS["memory"], "handle": _EXPORTED_AS["handle"]} if flavour.minified else {}
         )
@@ -199,7 +201,7 @@ class EmscriptenHost:
             return found
 
         def optional(name: str) -> wasmtime.Func | None:
-            found = exports.get(name)
+            found = exports.get(_EXPORTED_AS.get(name, name) if flavour.minified else name)
             return found if isinstance(found, wasmtime.Func) else None
 
         table = exports["I" if flavour.minified else "__indirect_function_table"]
@@ -395,21 +397,29 @@ class EmscriptenHost:
             self.clock += 1
 
     def host_state(self) -> tuple[tuple[str, int], ...]:
-        return (("clock", self.clock),) if self.flavour.clock_start is not None else ()
+        if self.flavour.clock_start is not None:
+            return (("clock", self.clock),)
+        return (("tzset", self.tzset_done),) if self.flavour.main_argv is not None else ()
 
     def set_host_state(self, name: str, value: int) -> None:
-        if name != "clock":
+        if name == "clock":
+            self.clock = int(value)
+        elif name == "tzset":
+            self.tzset_done = int(value)
+        else:
             raise KeyError(name)
-        self.clock = int(value)
 
     def now_is_monotonic(self) -> int:
         return 1
 
     def _time_arg(self, args: tuple[int, ...]) -> tuple[int, int]:
-        """(seconds, tm pointer) from (time, tm) on wasm64, or (low, high, tm) on wasm32."""
+        """(seconds, tm pointer) from (time, tm) on wasm64, (low, high, tm) on wasm32, or (&time, tm)
+        on the older wasm32 glues."""
         if len(args) == 3:
             low, high, tm = args
             return (low & 0xFFFFFFFF) + high * (1 << 32), tm
+        if not self.wide:  # the older glues: a pointer to a 32-bit time_t
+            return struct.unpack("<i", self.instance.read(args[0], 4))[0], args[1]
         return args[0], args[1]
 
     def _write_tm(self, tm: int, seconds: int, with_zone: bool) -> None:
@@ -439,11 +449,29 @@ class EmscriptenHost:
             self.tempret_set(self.store, (seconds >> 32) & 0xFFFFFFFF)
         return seconds & 0xFFFFFFFF
 
-    def tzset(self, timezone: int, daylight: int, std_name: int, dst_name: int) -> None:
+    def tzset(self, timezone: int, daylight: int, std_name: int, dst_name: int | None = None) -> None:
+        if dst_name is None:
+            self._tzset_once(timezone, daylight, std_name)
+            return
         self._put_int(timezone, 0, self.width)
         self._put_int(daylight, 0, 4)
         self.instance.write(std_name, b"UTC\0")
         self.instance.write(dst_name, b"UTC\0")
+
+    def _tzset_once(self, timezone: int, daylight: int, names: int) -> None:
+        """The older glues' tzset(timezone, daylight, tzname): once per instance, the zone's names
+        malloc'd, as JS names UTC ("Coordinated Universal Time"; the CU runs in UTC)."""
+        if self.tzset_done or self.malloc is None:
+            return
+        self.tzset_done = 1
+        self._put_int(timezone, 0, 4)
+        self._put_int(daylight, 0, 4)
+        pointers = []
+        for _ in range(2):
+            pointer = int(self.malloc(self.store, len(_UTC_NAME) + 1))
+            self.instance.write(pointer, _UTC_NAME + b"\0")
+            pointers.append(pointer)
+        self.instance.write(names, struct.pack("<II", pointers[1], pointers[0]))  # equal offsets: summer first
 
     def strftime(self, out: int, size: int, fmt: int, tm: int) -> int:
         """C-locale strftime of a struct tm; returns the length written, or 0 if it does not fit."""
