@@ -773,7 +773,7 @@ class EmscriptenFormat:
             export.name for export in module.exports if isinstance(export.type, wasmtime.MemoryType)
         }:
             return "wasm32-unknown-emscripten"
-        if not names or not ({"emscripten_resize_heap", "_emscripten_throw_longjmp"} & names):
+        if not names & _IMPORTS.keys():  # nothing emscripten's system layer provides
             return None
         if memory_export(module).is_64:
             return WASM64
