@@ -131,7 +131,8 @@ def run_loader(case: Case, env: dict[str, Any], messages: list[dict[str, Any]], 
     job = tmp_path / "job.json"
     options = {"format": case.format, "inputEncoding": "JSON-1", "outputEncoding": "JSON-1",
                "memoryLimit": MEMORY_LIMIT, "computeLimit": 9_000_000_000_000, "extensions": []}
-    job.write_bytes(orjson.dumps({"wasm": str(case.path), "options": options, "env": env, "messages": messages}))
+    wasm = str(case.path.resolve())  # node runs in tests/js-loader
+    job.write_bytes(orjson.dumps({"wasm": wasm, "options": options, "env": env, "messages": messages}))
     done = subprocess.run(
         ["node", "--experimental-wasm-memory64", "run_loader.mjs", str(job)],
         cwd=LOADER, capture_output=True, timeout=600, check=False,
