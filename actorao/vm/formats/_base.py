@@ -17,6 +17,9 @@ class Host(Protocol):
     @property
     def limit_hit(self) -> bool: ...  # a memory growth was refused by the limit during the last call
 
+    @property
+    def export_names(self) -> Mapping[str, str]: ...  # "memory" and "handle" where the module renames them
+
     def imports(self, store: wasmtime.Store, module: wasmtime.Module) -> list[wasmtime.Func]: ...
 
     def start(self, exports: Mapping[str, Any]) -> None: ...
@@ -25,7 +28,13 @@ class Host(Protocol):
 
     def place(self, message: bytes, env: bytes) -> tuple[int, int]: ...  # both strings in; their pointers
 
+    def rewinding(self) -> bool: ...  # the call returned only to be rewound into: call handle again
+
     def end(self) -> None: ...  # the call is over, however it ended
+
+    def host_state(self) -> tuple[tuple[str, int], ...]: ...  # kept with snapshots, beside the globals
+
+    def set_host_state(self, name: str, value: int) -> None: ...
 
 
 class Format(Protocol):

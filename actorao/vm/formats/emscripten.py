@@ -23,9 +23,9 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import wasmtime
 
 from actorao._exceptions import ModuleError, Trap
@@ -37,11 +37,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WASM64 = "wasm64-unknown-emscripten-draft_2024_02_15"
+WASM64_METERING = "wasm64-unknown-emscripten-draft_2024_10_16-metering"
 WASM32 = ("wasm32-unknown-emscripten4", "wasm32-unknown-emscripten", "wasm32-unknown-emscripten2",
-          "wasm32-unknown-emscripten3")
+          "wasm32-unknown-emscripten3", "wasm32-unknown-emscripten-metering")
 
 # errno values as emscripten's libc numbers them (WASI's)
-EBADF, ENOENT, ENOSYS, ENOTTY, ESPIPE = 8, 44, 52, 59, 70
+EBADF, ENOENT, ENOMEM, ENOSYS, ENOTTY, ERANGE, ESPIPE = 8, 44, 48, 52, 59, 68, 70
 _HEAP_MAX = {"i32": 4294901760, "i64": 17179869184}
 _STDIO = (0, 1, 2)
 _LOG_LIMIT = 64 * 1024
@@ -50,6 +51,65 @@ _STACK_HEADROOM = 1 << 20  # stack left for handle itself once the message and e
 
 class LongJmp(Exception):
     """``_emscripten_throw_longjmp``: unwinds to the nearest ``invoke_*``."""
+
+
+# ao's loader hands the module the environment of emscripten's glue; _ is the program's name, which
+# emscripten's glue takes from the host's argv[1] under Node (the CU's own path): we serve its default.
+_GLUE_ENVIRONMENT = (b"USER=web_user", b"LOGNAME=web_user", b"PATH=/", b"PWD=/", b"HOME=/home/web_user",
+                     b"LANG=C.UTF-8", b"_=./this.program")
+_ASYNCIFY_STACK = 41943040  # the bytes emscripten's Asyncify mallocs to unwind into, in ao's builds
+
+
+@dataclass(frozen=True, slots=True)
+class Flavour:
+    """What ao's loader glue for one Module-Format does, where the module can see it.
+
+    ``clock_start``: the glue replaces Date.now with a counter that starts at 10,000 ms and goes up by
+    one on each read; its own start-up reads it ``clock_start - 10000`` times. None: time reads 0.
+    ``string_room``: how many bytes ccall reserves on the stack for a string argument.
+    """
+
+    stack: tuple[str, str, str]  # the exports that read, restore and allocate the stack
+    heap_max: int
+    clock_start: int | None
+    environment: tuple[bytes, ...]
+    string_room: Callable[[bytes], int]
+    main_argv: bool | None  # None: main is not run; False: main(0, 0); True: main(1, ["./this.program"])
+    cookie: bool  # the glue writes emscripten's stack cookie before the constructors
+    dyn_call: bool  # invoke_* calls through the module's dynCall_* exports, not the table
+    minified: Mapping[str, str] | None = None  # import or export name -> the name it stands for
+
+
+def _exact_room(text: bytes) -> int:
+    return len(text) + 1
+
+
+def _utf16_room(text: bytes) -> int:
+    """(JS string length << 2) + 1, as older emscripten's ccall reserves: four bytes a UTF-16 unit."""
+    return (len(text.decode("utf-8", "surrogatepass").encode("utf-16-le")) // 2 << 2) + 1
+
+
+_MODERN = ("emscripten_stack_get_current", "_emscripten_stack_restore", "_emscripten_stack_alloc")
+_OLD = ("stackSave", "stackRestore", "stackAlloc")
+# The minified names of the original wasm32-unknown-emscripten build, as ao's loader's glue binds them.
+_MINIFIED = {
+    "w": "__syscall_dup3", "d": "__syscall_fcntl64", "z": "__syscall_ioctl", "r": "__syscall_lstat64",
+    "g": "__syscall_openat", "s": "__syscall_renameat", "t": "__syscall_rmdir", "e": "__syscall_unlinkat",
+    "a": "_emscripten_date_now", "A": "_emscripten_get_now_is_monotonic", "p": "_emscripten_throw_longjmp",
+    "B": "_gmtime_js", "C": "_localtime_js", "i": "_mktime_js", "j": "_tzset_js", "D": "abort",
+    "k": "emscripten_memcpy_big", "q": "emscripten_resize_heap", "u": "environ_get", "v": "environ_sizes_get",
+    "l": "exit", "c": "fd_close", "y": "fd_read", "o": "fd_seek", "f": "fd_write", "h": "getTempRet0",
+    "x": "invoke_vii", "b": "setTempRet0", "n": "strftime", "m": "system",
+    # exports
+    "E": "memory", "F": "__wasm_call_ctors", "G": "handle", "H": "main", "I": "__indirect_function_table",
+    "J": "malloc", "K": "__errno_location", "L": "setThrew", "M": "stackSave", "N": "stackRestore",
+    "O": "stackAlloc",
+}
+_EXPORTED_AS = {name: short for short, name in _MINIFIED.items() if short.isupper()}
+_PROGRAM = b"./this.program"
+_ASYNCIFY = ("asyncify_start_unwind", "asyncify_stop_unwind", "asyncify_start_rewind", "asyncify_stop_rewind")
+_UTC_NAME = b"Coordinated Universal Time"
+_LEGACY_HEAP_MAX = 524288000  # the older glues' getHeapMax(): ao's default memory limit, fixed
 
 
 _JS_DATE_LIMIT = 8_640_000_000_000  # seconds either side of 1970 that a JS Date can hold
@@ -94,16 +154,23 @@ def broken_down(seconds: int) -> tuple[int, int, int, int, int, int, int, int]:
 class EmscriptenHost:
     """The system layer of one emscripten instance."""
 
-    def __init__(self, instance: Instance, pointer: str) -> None:
+    def __init__(self, instance: Instance, pointer: str, flavour: Flavour) -> None:
         self.instance = instance
+        self.flavour = flavour
         self.wide = pointer == "i64"
         self.width = 8 if self.wide else 4
         self.limit_hit = False
-        self.message = b""
-        self.timestamp: float | None = None
         self.gas_used = 0
         self.console = bytearray()
         self.saved_stack = 0
+        self.clock = flavour.clock_start or 0
+        self.temp_ret = 0
+        self.tzset_done = 0
+        self.export_names: Mapping[str, str] = (
+            {"memory": _EXPORTED_AS["memory"], "handle": _EXPORTED_AS["handle"]} if flavour.minified else {}
+        )
+        self.async_data = 0  # the Asyncify buffer of a call unwound by an async import, until it rewinds
+        self.async_value = 0
 
     # -- plumbing -------------------------------------------------------------------------------
     def imports(self, store: wasmtime.Store, module: wasmtime.Module) -> list[wasmtime.Func]:
@@ -111,8 +178,11 @@ class EmscriptenHost:
         funcs = []
         for imported in module.imports:
             assert isinstance(imported.type, wasmtime.FuncType) and imported.name is not None  # check()ed
-            funcs.append(wasmtime.Func(store, imported.type, self._handler(imported.name)))
+            funcs.append(wasmtime.Func(store, imported.type, self._handler(self._plain(imported.name))))
         return funcs
+
+    def _plain(self, name: str) -> str:
+        return self.flavour.minified.get(name, name) if self.flavour.minified else name
 
     def _handler(self, name: str) -> Callable[..., Any]:
         if name.startswith("invoke_"):
@@ -123,47 +193,122 @@ class EmscriptenHost:
         return handler
 
     def start(self, exports: Mapping[str, Any]) -> None:
+        flavour = self.flavour
+
         def func(name: str) -> wasmtime.Func:
-            found = exports[name]
+            found = exports[_EXPORTED_AS.get(name, name) if flavour.minified else name]
             assert isinstance(found, wasmtime.Func)
             return found
 
-        table = exports["__indirect_function_table"]
+        def optional(name: str) -> wasmtime.Func | None:
+            found = exports.get(_EXPORTED_AS.get(name, name) if flavour.minified else name)
+            return found if isinstance(found, wasmtime.Func) else None
+
+        table = exports["I" if flavour.minified else "__indirect_function_table"]
         assert isinstance(table, wasmtime.Table)
         self.table = table
-        self.stack_current = func("emscripten_stack_get_current")
-        self.stack_restore = func("_emscripten_stack_restore")
+        current, restore, alloc = flavour.stack
+        self.stack_current = func(current)
+        self.stack_restore = func(restore)
         self.set_threw = func("setThrew")
-        self.tempret_set = exports.get("_emscripten_tempret_set") if not self.wide else None
-        self.stack_alloc = self.instance.raw_func(func("_emscripten_stack_alloc"))
+        self.tempret_set = optional("_emscripten_tempret_set") if not self.wide else None
+        self.stack_alloc = self.instance.raw_func(func(alloc))
         self.stack_current_raw = self.instance.raw_func(self.stack_current)
         self.stack_restore_raw = self.instance.raw_func(self.stack_restore)
-        func("emscripten_stack_init")(self.store)
+        self.asyncify = [optional(name) for name in _ASYNCIFY]
+        self.malloc, self.free, self.fflush = optional("malloc"), optional("free"), optional("fflush")
+        self.dyn_calls = {
+            name: found
+            for name, found in exports.items()
+            if flavour.dyn_call and name.startswith("dynCall_") and isinstance(found, wasmtime.Func)
+        }
+        stack_init, stack_end = optional("emscripten_stack_init"), optional("emscripten_stack_get_end")
+        if stack_init is not None:
+            stack_init(self.store)
+        self.stack_end = int(stack_end(self.store)) if stack_end is not None else 0
+        if flavour.cookie:
+            self._write_stack_cookie()
         func("__wasm_call_ctors")(self.store)
-        stack_end = exports.get("emscripten_stack_get_end")
-        self.stack_end = int(stack_end(self.store)) if isinstance(stack_end, wasmtime.Func) else 0
+        if flavour.main_argv is not None:
+            self._run_main(func("main"), flavour.main_argv)
+
+    def _run_main(self, main: wasmtime.Func, with_argv: bool) -> None:
+        """As the older glues' callMain does at start-up; the stack it takes is not given back."""
+        if not with_argv:
+            main(self.store, 0, 0)
+            return
+        invoke = self.instance.invoke
+        argv = invoke(self.stack_alloc, 8)
+        name = invoke(self.stack_alloc, len(_PROGRAM) + 1)
+        self.instance.write(name, _PROGRAM + b"\0")
+        self.instance.write(argv, struct.pack("<II", name, 0))
+        main(self.store, 1, argv)
+        if self.fflush is not None:
+            self.fflush(self.store, 0)  # exit() looks for unflushed output by flushing every stream
+
+    def _write_stack_cookie(self) -> None:
+        """As emscripten's glue does before the constructors run: two words at the stack's end, and
+        'emsc' at address 0, which it checks later. They are part of memory, so ours has them too."""
+        self.instance.write(self.stack_end, struct.pack("<II", 0x02135467, 0x89BACDFE))
+        self.instance.write(0, struct.pack("<I", 0x63736D65))
 
     def begin(self, message: bytes) -> None:
         self.limit_hit = False
-        self.message = message
-        self.timestamp = None
         self.console.clear()
 
     def place(self, message: bytes, env: bytes) -> tuple[int, int]:
         """As emscripten's ccall does: both strings on the stack, restored after the call."""
         invoke = self.instance.invoke
         self.saved_stack = invoke(self.stack_current_raw)
-        needed = len(message) + len(env) + 2 + _STACK_HEADROOM
-        if self.saved_stack - needed < self.stack_end:
+        room = self.flavour.string_room
+        free = self.saved_stack - self.stack_end
+        kept = min(_STACK_HEADROOM, free // 2)  # a small stack (SQLite's build has 64 KiB) keeps half
+        if room(message) + room(env) + kept > free:
             raise Trap(
                 f"Trap: the message ({len(message)} bytes) does not fit on the module's stack "
-                f"({self.saved_stack - self.stack_end} bytes free, {_STACK_HEADROOM} kept for the call)"
+                f"({free} bytes free, {kept} kept for the call)"
             )
-        pointers = (invoke(self.stack_alloc, len(message) + 1), invoke(self.stack_alloc, len(env) + 1))
+        pointers = (invoke(self.stack_alloc, room(message)), invoke(self.stack_alloc, room(env)))
         self.instance.write_strings(pointers, (message, env))
         return pointers
 
+    def rewinding(self) -> bool:
+        """Whether the call just returned because an async import unwound it; if so, the rewind has
+        begun and the caller calls ``handle`` again, as emscripten's Asyncify does once the import's
+        promise settles."""
+        if not self.async_data:
+            return False
+        _, stop_unwind, start_rewind, _ = self.asyncify
+        assert stop_unwind is not None and start_rewind is not None
+        stop_unwind(self.store)
+        start_rewind(self.store, self.async_data)
+        return True
+
+    def sleep(self, value: int) -> int:
+        """An async import (WeaveDrive's) as ao's loader runs it under Asyncify, which the module can
+        see in its memory: the first entry mallocs the unwind buffer and unwinds; the re-entry on
+        rewind frees it and returns ``value``."""
+        start_unwind, _, _, stop_rewind = self.asyncify
+        if start_unwind is None or stop_rewind is None or self.malloc is None or self.free is None:
+            return value  # a build without Asyncify: the import answers at once
+        if self.async_data:
+            stop_rewind(self.store)
+            self.free(self.store, self.async_data)
+            self.async_data = 0
+            return value
+        header = 24 if self.wide else 12
+        data = int(self.malloc(self.store, header + _ASYNCIFY_STACK))
+        if data == 0:
+            raise Trap("Trap: out of memory for the Asyncify buffer of an async import")
+        form = "<QQi" if self.wide else "<IIi"
+        # stack start, stack end, and the id of the export to rewind into: handle, the first and only
+        self.instance.write(data, struct.pack(form, data + header, data + header + _ASYNCIFY_STACK, 0))
+        self.async_data = data
+        start_unwind(self.store, data)
+        return 0
+
     def end(self) -> None:
+        self.async_data = 0
         if self.saved_stack:
             self.instance.invoke(self.stack_restore_raw, self.saved_stack)
             self.saved_stack = 0
@@ -180,11 +325,17 @@ class EmscriptenHost:
     # -- setjmp/longjmp -------------------------------------------------------------------------
     def _invoke_through_table(self, name: str) -> Callable[..., Any]:
         returns = name[len("invoke_")] != "v"
+        dyn_call = "dynCall_" + name[len("invoke_"):]
 
         def invoke(index: int, *args: Any) -> Any:
             store = self.store
             stack = self.stack_current(store)
             try:
+                # Through the module's own dynCall_* where it has one, as ao's glue calls: under
+                # Asyncify its frame is saved in memory when a call unwinds, so it must be there.
+                through = self.dyn_calls.get(dyn_call)
+                if through is not None:
+                    return through(store, index, *args)
                 function = self.table.get(store, int(index))
                 if not isinstance(function, wasmtime.Func):
                     raise Trap(f"Trap: {name} called table slot {index}, which holds no function")
@@ -212,9 +363,10 @@ class EmscriptenHost:
         instance = self.instance
         current = instance.memory_size()
         requested &= (1 << 64) - 1
-        ceiling = min(_HEAP_MAX["i64" if self.wide else "i32"], instance.effective_memory_limit())
+        heap_max = self.flavour.heap_max
+        ceiling = min(heap_max, instance.effective_memory_limit())
         if requested > ceiling:
-            self.limit_hit = requested <= _HEAP_MAX["i64" if self.wide else "i32"]
+            self.limit_hit = requested <= heap_max
             return 0
         for cut_down in (1, 2, 4):
             over = min(current * (1 + 0.2 / cut_down), requested + 100663296)
@@ -234,22 +386,41 @@ class EmscriptenHost:
     # -- time: the message's, in UTC ------------------------------------------------------------
     def date_now(self) -> float:
         """Milliseconds since the epoch: the message's Timestamp, never the wall clock."""
-        if self.timestamp is None:
-            try:
-                stamp = orjson.loads(self.message).get("Timestamp", 0)
-                self.timestamp = float(stamp or 0)
-            except (orjson.JSONDecodeError, TypeError, ValueError):
-                self.timestamp = 0.0
-        return self.timestamp
+        if self.flavour.clock_start is None:
+            return 0.0
+        self.clock += 1
+        return float(self.clock - 1)
+
+    def tick(self) -> None:
+        """Reads of ao's glue clock that the module does not see, but that move it: a write to a
+        terminal stamps its node with Date.now()."""
+        if self.flavour.clock_start is not None:
+            self.clock += 1
+
+    def host_state(self) -> tuple[tuple[str, int], ...]:
+        if self.flavour.clock_start is not None:
+            return (("clock", self.clock),)
+        return (("tzset", self.tzset_done),) if self.flavour.main_argv is not None else ()
+
+    def set_host_state(self, name: str, value: int) -> None:
+        if name == "clock":
+            self.clock = int(value)
+        elif name == "tzset":
+            self.tzset_done = int(value)
+        else:
+            raise KeyError(name)
 
     def now_is_monotonic(self) -> int:
         return 1
 
     def _time_arg(self, args: tuple[int, ...]) -> tuple[int, int]:
-        """(seconds, tm pointer) from (time, tm) on wasm64, or (low, high, tm) on wasm32."""
+        """(seconds, tm pointer) from (time, tm) on wasm64, (low, high, tm) on wasm32, or (&time, tm)
+        on the older wasm32 glues."""
         if len(args) == 3:
             low, high, tm = args
             return (low & 0xFFFFFFFF) + high * (1 << 32), tm
+        if not self.wide:  # the older glues: a pointer to a 32-bit time_t
+            return struct.unpack("<i", self.instance.read(args[0], 4))[0], args[1]
         return args[0], args[1]
 
     def _write_tm(self, tm: int, seconds: int, with_zone: bool) -> None:
@@ -279,11 +450,29 @@ class EmscriptenHost:
             self.tempret_set(self.store, (seconds >> 32) & 0xFFFFFFFF)
         return seconds & 0xFFFFFFFF
 
-    def tzset(self, timezone: int, daylight: int, std_name: int, dst_name: int) -> None:
+    def tzset(self, timezone: int, daylight: int, std_name: int, dst_name: int | None = None) -> None:
+        if dst_name is None:
+            self._tzset_once(timezone, daylight, std_name)
+            return
         self._put_int(timezone, 0, self.width)
         self._put_int(daylight, 0, 4)
         self.instance.write(std_name, b"UTC\0")
         self.instance.write(dst_name, b"UTC\0")
+
+    def _tzset_once(self, timezone: int, daylight: int, names: int) -> None:
+        """The older glues' tzset(timezone, daylight, tzname): once per instance, the zone's names
+        malloc'd, as JS names UTC ("Coordinated Universal Time"; the CU runs in UTC)."""
+        if self.tzset_done or self.malloc is None:
+            return
+        self.tzset_done = 1
+        self._put_int(timezone, 0, 4)
+        self._put_int(daylight, 0, 4)
+        pointers = []
+        for _ in range(2):
+            pointer = int(self.malloc(self.store, len(_UTC_NAME) + 1))
+            self.instance.write(pointer, _UTC_NAME + b"\0")
+            pointers.append(pointer)
+        self.instance.write(names, struct.pack("<II", pointers[1], pointers[0]))  # equal offsets: summer first
 
     def strftime(self, out: int, size: int, fmt: int, tm: int) -> int:
         """C-locale strftime of a struct tm; returns the length written, or 0 if it does not fit."""
@@ -308,6 +497,8 @@ class EmscriptenHost:
             length = self._int(iovs + at * step + self.width, self.width)
             if len(self.console) < _LOG_LIMIT:
                 self.console += self.instance.read(pointer, length)
+            if length:
+                self.tick()
             total += length
         self._put_int(written, total, self.width)
         return 0
@@ -325,11 +516,16 @@ class EmscriptenHost:
         return ESPIPE if fd in _STDIO else EBADF
 
     def environ_sizes_get(self, count: int, size: int) -> int:
-        self._put_int(count, 0, self.width)
-        self._put_int(size, 0, self.width)
+        strings = self.flavour.environment
+        self._put_int(count, len(strings), self.width)
+        self._put_int(size, sum(len(text) + 1 for text in strings), self.width)
         return 0
 
     def environ_get(self, environ: int, buffer: int) -> int:
+        for at, text in enumerate(self.flavour.environment):
+            self._put_int(environ + at * self.width, buffer, self.width)
+            self.instance.write(buffer, text + b"\0")
+            buffer += len(text) + 1
         return 0
 
     def no_such_file(self, *args: int) -> int:
@@ -354,7 +550,64 @@ class EmscriptenHost:
         raise Trap("Trap: the module aborted (native code called abort())")
 
     def weavedrive_open(self, path: int, mode: int) -> int:
-        return 0  # no WeaveDrive on this node: aos treats the file as absent
+        return self.sleep(0)  # no WeaveDrive on this node: aos treats the file as absent
+
+    def gas_used_now(self) -> int:
+        return 0  # ao's loader meters only the -metering formats, and refills before every call
+
+    def get_temp_ret(self) -> int:
+        return self.temp_ret
+
+    def set_temp_ret(self, value: int) -> None:
+        self.temp_ret = value
+
+    def get_now(self) -> float:
+        return self.date_now()
+
+    def ignore(self, *args: int) -> None:
+        pass
+
+    def strftime_l(self, out: int, size: int, fmt: int, tm: int, locale: int) -> int:
+        return self.strftime(out, size, fmt, tm)
+
+    def heap_max(self) -> int:
+        return self.flavour.heap_max
+
+    def get_cwd(self, buffer: int, size: int) -> int:
+        if size < 2:
+            return -ERANGE
+        self.instance.write(buffer, b"/\0")
+        return 2
+
+    def no_memory_map(self, *args: int) -> int:
+        return -ENOMEM
+
+    def unmapped(self, *args: int) -> int:
+        return 0
+
+    def no_dynamic_linking(self, *args: int) -> int:
+        raise Trap("Trap: the module called dlopen; dynamic linking is not served (nor by ao's loader)")
+
+    def fd_sync(self, fd: int) -> int:
+        return 0 if fd in _STDIO else EBADF
+
+    def fd_fdstat_get(self, fd: int, stat: int) -> int:
+        if fd not in _STDIO:
+            return EBADF
+        # filetype character device, no flags, rights all set: as emscripten describes a terminal
+        self.instance.write(stat, struct.pack("<BxHxxxxQQ", 2, 0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF))
+        return 0
+
+    def assert_fail(self, condition: int, file: int, line: int, function: int) -> None:
+        text = self.instance.read_string(condition).decode(errors="replace") if condition else "?"
+        raise Trap(f"Trap: the module's assertion failed: {text}")
+
+    def cxa_throw(self, *args: int) -> None:
+        raise Trap("Trap: the module threw a C++ exception, which this build cannot catch")
+
+    def console_error(self, text: int) -> None:
+        if len(self.console) < _LOG_LIMIT:
+            self.console += self.instance.read_string(text) + b"\n"
 
     def weavedrive_read(self, fd: int, buffer: int, size: int) -> int:
         return -1
@@ -372,6 +625,7 @@ _IMPORTS = {
     "_emscripten_memcpy_js": "memcpy",
     "emscripten_memcpy_big": "memcpy",
     "emscripten_date_now": "date_now",
+    "metering_gasUsed": "gas_used_now",
     "_emscripten_get_now_is_monotonic": "now_is_monotonic",
     "_gmtime_js": "gmtime",
     "_localtime_js": "localtime",
@@ -399,6 +653,38 @@ _IMPORTS = {
     "__asyncjs__weavedrive_read": "weavedrive_read",
     "__asyncjs__weavedrive_close": "weavedrive_close",
     "usegas": "use_gas",
+    # emscripten2 and the original build
+    "abort": "abort",
+    "getTempRet0": "get_temp_ret",
+    "setTempRet0": "set_temp_ret",
+    "system": "system",
+    "_emscripten_date_now": "date_now",
+    "emscripten_get_now": "get_now",
+    "__syscall_lstat64": "no_such_file",
+    # the SQLite builds: a file system that holds no file, no mmap, no dlopen
+    "__syscall_faccessat": "no_such_file",
+    "__syscall_stat64": "no_such_file",
+    "__syscall_newfstatat": "no_such_file",
+    "__syscall_chmod": "no_such_file",
+    "__syscall_mkdirat": "no_such_file",
+    "__syscall_utimensat": "no_such_file",
+    "__syscall_fchmod": "bad_descriptor",
+    "__syscall_fchown32": "bad_descriptor",
+    "__syscall_fstat64": "bad_descriptor",
+    "__syscall_ftruncate64": "bad_descriptor",
+    "__syscall_getcwd": "get_cwd",
+    "_mmap_js": "no_memory_map",
+    "_munmap_js": "unmapped",
+    "_dlopen_js": "no_dynamic_linking",
+    "_dlsym_js": "no_dynamic_linking",
+    "_dlinit": "ignore",
+    "strftime_l": "strftime_l",
+    "emscripten_get_heap_max": "heap_max",
+    "fd_sync": "fd_sync",
+    "fd_fdstat_get": "fd_fdstat_get",
+    "__assert_fail": "assert_fail",
+    "__cxa_throw": "cxa_throw",
+    "emscripten_err": "console_error",
 }
 _MODULES = ("env", "wasi_snapshot_preview1", "metering")
 
@@ -461,47 +747,77 @@ def _strftime(fmt: str, sec: int, minute: int, hour: int, mday: int, mon: int, y
     return "".join(out)
 
 
+_CURRENT = dict(stack=_MODERN, clock_start=10004, environment=(), string_room=_exact_room, main_argv=None,
+                cookie=True, dyn_call=True)
+FLAVOURS: dict[str, Flavour] = {
+    WASM64: Flavour(heap_max=_HEAP_MAX["i64"], **_CURRENT),  # type: ignore[arg-type]
+    WASM64_METERING: Flavour(heap_max=_HEAP_MAX["i64"], **_CURRENT),  # type: ignore[arg-type]
+    "wasm32-unknown-emscripten4": Flavour(heap_max=_HEAP_MAX["i32"], **_CURRENT),  # type: ignore[arg-type]
+    "wasm32-unknown-emscripten-metering": Flavour(heap_max=_HEAP_MAX["i32"], **_CURRENT),  # type: ignore[arg-type]
+    # emscripten3's glue keeps the environment and has no module of ao's to test it with
+    "wasm32-unknown-emscripten3": Flavour(_MODERN, _HEAP_MAX["i32"], None, _GLUE_ENVIRONMENT, _exact_room, None, True,
+                                          True),
+    "wasm32-unknown-emscripten2": Flavour(_OLD, _LEGACY_HEAP_MAX, None, _GLUE_ENVIRONMENT, _utf16_room, True, True,
+                                          False),
+    "wasm32-unknown-emscripten": Flavour(_OLD, _LEGACY_HEAP_MAX, None, _GLUE_ENVIRONMENT, _utf16_room, False, False,
+                                         False, _MINIFIED),
+}
+
+
 class EmscriptenFormat:
-    names: tuple[str, ...] = (WASM64, *WASM32)
+    names: tuple[str, ...] = (WASM64, *WASM32, WASM64_METERING)
 
     def detect(self, module: wasmtime.Module) -> str | None:
         names = {imported.name for imported in module.imports}
-        if not names or not ({"emscripten_resize_heap", "_emscripten_throw_longjmp"} & names):
+        if {imported.module for imported in module.imports} == {"a", "metering"} or _EXPORTED_AS["memory"] in {
+            export.name for export in module.exports if isinstance(export.type, wasmtime.MemoryType)
+        }:
+            return "wasm32-unknown-emscripten"
+        if not names & _IMPORTS.keys():  # nothing emscripten's system layer provides
             return None
-        return WASM64 if memory_export(module).is_64 else WASM32[0]
+        if memory_export(module).is_64:
+            return WASM64
+        return "wasm32-unknown-emscripten2" if "getTempRet0" in names else WASM32[0]
 
     def check(self, module: wasmtime.Module, name: str) -> str:
-        pointer = "i64" if memory_export(module).is_64 else "i32"
-        if (pointer == "i64") != (name == WASM64):
+        flavour = FLAVOURS[name]
+        minified = flavour.minified or {}
+        exported = {export.name: export.type for export in module.exports}
+        memory = exported.get(_EXPORTED_AS["memory"] if minified else "memory")
+        if not isinstance(memory, wasmtime.MemoryType):
+            memory = memory_export(module)  # raises, naming the memory it wants
+        pointer = "i64" if memory.is_64 else "i32"
+        if (pointer == "i64") != name.startswith("wasm64"):
             raise ModuleError(f"module: its memory is {'64' if pointer == 'i64' else '32'}-bit, not {name}")
         for imported in module.imports:
-            name_ = imported.name or ""
-            served = imported.module in _MODULES and (name_ in _IMPORTS or name_.startswith("invoke_"))
+            name_ = minified.get(imported.name or "", imported.name or "")
+            served = (imported.module in _MODULES or (minified and imported.module == "a")) and (
+                name_ in _IMPORTS or name_.startswith("invoke_")
+            )
             if not served or not isinstance(imported.type, wasmtime.FuncType):
                 raise ModuleError(
                     f"module: imports {imported.module}.{imported.name}, which this node's {name} host "
                     "does not serve"
                 )
         ptr = [pointer]
-        check_exports(
-            module,
-            {
-                "handle": (ptr * 2, ptr),
-                "emscripten_stack_init": ([], []),
-                "emscripten_stack_get_current": ([], ptr),
-                "_emscripten_stack_restore": (ptr, []),
-                "_emscripten_stack_alloc": (ptr, ptr),
-                "__wasm_call_ctors": ([], []),
-            },
-            name,
-        )
-        exports = {export.name: export.type for export in module.exports}
-        if not isinstance(exports.get("__indirect_function_table"), wasmtime.TableType):
+        current, restore, alloc = flavour.stack
+        needed = {
+            "handle": (ptr * 2, ptr),
+            current: ([], ptr),
+            restore: (ptr, []),
+            alloc: (ptr, ptr),
+            "__wasm_call_ctors": ([], []),
+        }
+        if minified:
+            needed = {_EXPORTED_AS[export]: types for export, types in needed.items()}
+        check_exports(module, needed, name)
+        table = exported.get(_EXPORTED_AS["__indirect_function_table"] if minified else "__indirect_function_table")
+        if not isinstance(table, wasmtime.TableType):
             raise ModuleError(f"module: does not export __indirect_function_table, which {name} needs")
-        set_threw = exports.get("setThrew")
+        set_threw = exported.get(_EXPORTED_AS["setThrew"] if minified else "setThrew")
         if not isinstance(set_threw, wasmtime.FuncType) or len(type_names(set_threw.params)) != 2:
             raise ModuleError(f"module: does not export setThrew(threw, value), which {name} needs")
         return pointer
 
     def host(self, instance: Instance) -> EmscriptenHost:
-        return EmscriptenHost(instance, "i64" if instance._wide else "i32")
+        return EmscriptenHost(instance, "i64" if instance._wide else "i32", FLAVOURS[instance.format])

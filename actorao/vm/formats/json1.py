@@ -21,6 +21,8 @@ _NEEDS = {
 
 
 class Json1Host:
+    export_names: Mapping[str, str] = {}
+
     def __init__(self, instance: Instance) -> None:
         self.instance = instance
 
@@ -47,8 +49,17 @@ class Json1Host:
         self.instance.write_strings(pointers, (message, env))
         return pointers
 
+    def rewinding(self) -> bool:
+        return False
+
     def end(self) -> None:
         pass
+
+    def host_state(self) -> tuple[tuple[str, int], ...]:
+        return ()
+
+    def set_host_state(self, name: str, value: int) -> None:
+        raise KeyError(name)
 
 
 class Json1Format:
