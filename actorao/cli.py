@@ -187,9 +187,14 @@ def run_client(args: argparse.Namespace) -> int:
     ao = [("Data-Protocol", "ao"), ("Variant", "ao.TN.1")]
     if command == "module":
         wasm = Path(args.file).read_bytes()
-        tags = [*ao, ("Type", "Module"), ("Input-Encoding", "JSON-1"), ("Output-Encoding", "JSON-1")]
-        if args.format:
-            tags.append(("Module-Format", args.format))
+        # The tags an ao module carries, so that aoconnect and the aos CLI can spawn it: its format is
+        # recognised from the binary (memory64, its imports) unless --format names it.
+        from actorao.vm import compile_module
+
+        module_format = args.format or compile_module(wasm).format
+        tags = [*ao, ("Type", "Module"), ("Module-Format", module_format), ("Input-Encoding", "JSON-1"),
+                ("Output-Encoding", "JSON-1"), ("Memory-Limit", args.memory_limit),
+                ("Compute-Limit", args.compute_limit)]
         _print(_post_item(client, _signer(args.wallet), wasm, tags + _tags(args.tag)))
     elif command == "spawn":
         scheduler = client.json("GET", "/")["address"]
@@ -276,6 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     module.add_argument("verb", choices=["add"])
     module.add_argument("file", help="the WASM module")
     module.add_argument("--format", help="its Module-Format (default: recognised from the module)")
+    module.add_argument("--memory-limit", default="1-gb", help="its Memory-Limit tag (default: 1-gb)")
+    module.add_argument("--compute-limit", default=str(NodeConfig().compute_limit),
+                        help="its Compute-Limit tag, in fuel (default: the node's default)")
     spawn = client("spawn", "spawn a process of a stored module; prints its id")
     spawn.add_argument("module", help="the module's id (from module add)")
     spawn.add_argument("--data", default="")

@@ -348,7 +348,10 @@ def test_cli_talks_to_a_running_node(served: tuple[Node, str], tmp_path: Path) -
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    module = orjson.loads(actorao("module", "add", str(wasm), "--format", "wasm32-unknown-unknown"))["id"]
+    module = orjson.loads(actorao("module", "add", str(wasm)))["id"]  # its format recognised, as the tour does it
+    tags = {tag["name"]: tag["value"] for tag in node.module_info(module)["tags"]}
+    assert tags["Module-Format"] == "wasm32-unknown-unknown" and tags["Memory-Limit"] == "1-gb"
+    assert tags["Compute-Limit"] == str(node.config.compute_limit) and tags["Input-Encoding"] == "JSON-1"
     assert (tmp_path / "wallet.json").stat().st_mode & 0o777 == 0o600
     pid = orjson.loads(actorao("spawn", module, "--tag", "Name=cli"))["id"]
     sent = actorao("send", pid, "--action", "Inc", "--wait")
