@@ -9,6 +9,7 @@ import itertools
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -18,6 +19,16 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from actorao import Ack, InvalidMessage, Node, Overloaded
 from actorao.message import Assignment
 from actorao.persist import Store
+
+
+def until(condition: Callable[[], bool], seconds: float = 60.0) -> bool:
+    """Wait for ``condition``, looking every 50 ms, for at most ``seconds``."""
+    pause = threading.Event()
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return True
+        pause.wait(0.05)
+    return condition()
 
 
 def decode(text: str) -> bytes:
@@ -85,10 +96,7 @@ def test_kill_9_of_a_shard_mid_stream_loses_and_duplicates_nothing_acknowledged(
             [victim] = [shard for shard in node.scheduler_processes() if shard["id"] == "su-1"]
             os.kill(victim["pid"], signal.SIGKILL)
             before = len(acked)
-            for _ in range(600):  # the stream goes on through the restarted shard
-                if len(acked) >= before + 2000:
-                    break
-                stop.wait(0.1)
+            until(lambda: len(acked) >= before + 2000)  # the stream goes on through the restarted shard
         finally:
             stop.set()
             sender.join(120)
@@ -125,22 +133,13 @@ def test_rehost_during_a_stream_loses_no_slot_gives_none_twice_and_replays_to_th
         sender = threading.Thread(target=stream)
         sender.start()
         try:
-            for _ in range(600):  # some traffic first
-                if len(acked) >= 200:
-                    break
-                stop.wait(0.05)
+            until(lambda: len(acked) >= 200)  # some traffic first
             there = node.rehost(pid, second)
             assert node.scheduler_of(pid) == second
-            for _ in range(600):
-                if len(acked) >= there + 200:
-                    break
-                stop.wait(0.05)
+            until(lambda: len(acked) >= there + 200)
             back = node.rehost(pid, first)  # and back again: the log now spans three stretches
             moved_back.set()
-            for _ in range(600):
-                if len(acked) >= back + 200:
-                    break
-                stop.wait(0.05)
+            until(lambda: len(acked) >= back + 200)
         finally:
             stop.set()
             sender.join(120)
