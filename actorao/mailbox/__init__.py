@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from actorao.mailbox._framing import (
     ACKS,
-    ADVANCED,
     ASSIGN,
+    ASSIGNED,
     DIGEST,
     DRY_RESULT,
     DRY_RUN,
@@ -33,8 +33,8 @@ from actorao.mailbox._sockets import (
 
 __all__ = [
     "ACKS",
-    "ADVANCED",
     "ASSIGN",
+    "ASSIGNED",
     "DEFAULT_HIGH_WATER_MARK",
     "DIGEST",
     "DRY_RESULT",

@@ -27,7 +27,7 @@ EVICTED = b"v"  # items: the process ids evicted, everything of theirs committed
 REQUEST = b"Q"  # items: a request to assign (orjson), the node's time in ms; answered in ACKS
 # scheduler shard -> node (READY too)
 ACKS = b"K"  # items: the shard's counters, then one answer per request (orjson each)
-ADVANCED = b"N"  # items: log key, module JSON, alternating: a commit's assignments, for their workers
+ASSIGNED = b"N"  # items: log key, module JSON, alternating: a commit's assignments, for their workers
 
 
 def pack(kind: bytes, items: list[bytes]) -> bytes:

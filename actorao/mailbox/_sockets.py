@@ -46,7 +46,7 @@ def shard_address(folder: Path, index: int) -> str:
 
 
 def acks_address(folder: Path) -> str:
-    """Where the node hears its shards: acknowledgements, and which logs grew."""
+    """Where the node hears its shards: acknowledgements, and each commit's assignments."""
     return f"ipc://{folder}/acks.ipc"
 
 

@@ -3,7 +3,7 @@
 the shard that owns its process and resolving the future when that shard's ACKS frame comes back.
 
 One thread listens to every shard. It handles frames: a commit's answers arrive in one frame, and its
-assignments in another, handed on to the CU pool (``on_advanced``), which routes them to the workers.
+assignments in another, handed on to the CU pool (``on_assigned``), which routes them to the workers.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import zmq
 
 from actorao._exceptions import ActoraoError, InvalidMessage, NodeStopped, Overloaded, UnknownProcess
 from actorao._future import Future
-from actorao.mailbox import ACKS, ADVANCED, READY, REQUEST, acks_address, open_socket, pack, shard_address, unpack
+from actorao.mailbox import ACKS, ASSIGNED, READY, REQUEST, acks_address, open_socket, pack, shard_address, unpack
 from actorao.message import Message, Process, encode_id
 from actorao.persist import ModuleRecord, ShardLogs
 from actorao.su._scheduler import Ack
@@ -59,13 +59,13 @@ class Schedulers:
     and cron all submit."""
 
     def __init__(
-        self, logs: ShardLogs, runtime: Path, identity: str, on_advanced: Callable[[list[bytes]], None],
+        self, logs: ShardLogs, runtime: Path, identity: str, on_assigned: Callable[[list[bytes]], None],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._logs = logs
         self._clock = clock  # the node's: each request carries its time, and the shard stamps with it
         self._runtime = runtime
-        self._on_advanced = on_advanced
+        self._on_assigned = on_assigned
         self.count = logs.count
         self.addresses = [scheduler_address(identity, index) for index in range(self.count)]
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -291,8 +291,8 @@ class Schedulers:
 
     def _dispatch(self, frame: bytes) -> None:
         kind, items = unpack(frame)
-        if kind == ADVANCED:
-            self._on_advanced(items)
+        if kind == ASSIGNED:
+            self._on_assigned(items)
         elif kind == ACKS:
             counters = orjson.loads(items[0])
             self._counters[counters["shard"]] = counters

@@ -3,8 +3,8 @@ LMDB environment, its own group commit and its own hash chains.
 
 It takes REQUEST frames from the node, assigns what they carry (minting the ids of new messages and
 building their module JSON here, not in the caller), and after each synced commit sends one ACKS frame
-(every answer of that commit) and one ADVANCED frame (the processes whose logs grew; their workers
-catch up from this shard's log). SIGTERM drains: what was taken is assigned and answered, then the
+(every answer of that commit) and one ASSIGNED frame (the commit's assignments, which the node's CU
+pool routes to their workers, as it always has). SIGTERM drains: what was taken is assigned and answered, then the
 shard exits. A shard that is killed loses nothing it acknowledged, and its successor continues every
 process's slots and hash chains from the log.
 """
@@ -26,7 +26,7 @@ import zmq
 
 from actorao._exceptions import ActoraoError
 from actorao._future import Future
-from actorao.mailbox import ACKS, ADVANCED, READY, REQUEST, acks_address, open_socket, pack, shard_address, unpack
+from actorao.mailbox import ACKS, ASSIGNED, READY, REQUEST, acks_address, open_socket, pack, shard_address, unpack
 from actorao.message import Message, new_id
 from actorao.persist import Store, shard_path
 from actorao.su._attest import Attester
@@ -74,7 +74,7 @@ class _Replies:
             self._answers.append(raw)
 
     def committed(self, pushes: list[tuple[str, bytes, bytes]]) -> None:
-        """After each commit of the SU: its answers, and which logs grew, one frame each."""
+        """After each commit of the SU: its answers, and its assignments, one frame each."""
         with self._lock:
             answers, self._answers = self._answers, []
             su = self.su
@@ -83,7 +83,7 @@ class _Replies:
             if answers:
                 self._socket.send(pack(ACKS, [counters, *answers]))
             if pushes:
-                self._socket.send(pack(ADVANCED, [part for _, key, body in pushes for part in (key, body)]))
+                self._socket.send(pack(ASSIGNED, [part for _, key, body in pushes for part in (key, body)]))
 
     def send(self, kind: bytes, items: list[bytes]) -> None:
         with self._lock:
