@@ -160,8 +160,8 @@ def test_rehost_during_a_stream_loses_no_slot_gives_none_twice_and_replays_to_th
             ed25519.Ed25519PublicKey.from_public_bytes(decode(keys[by])).verify(
                 decode(signature), orjson.dumps(record, option=orjson.OPT_SORT_KEYS))
             assert record["slot"] == slot and record["to"] == (second if by == first else first)
-        page = node.reads.log_page(pid, None, None, 1000)[0]
-        assert [entry.slot for entry in page] == list(range(len(entries)))
+        page, more = node.reads.log_page(pid, None, None, len(entries))  # one page across all three stretches
+        assert [entry.slot for entry in page] == list(range(len(entries))) and not more
 
     # A fresh replay of the whole log, across both hand-offs, from no checkpoint and no result:
     store = Store(tmp_path / "node")

@@ -156,11 +156,15 @@ class ShardLogs:
         self, pid: str, first: int, last: int, limit: int, max_bytes: int
     ) -> tuple[list[tuple[int, bytes, bytes | None]], bool]:
         out: list[tuple[int, bytes, bytes | None]] = []
-        for store, low, high in self._stretches(pid, first, last):
+        stretches = self._stretches(pid, first, last)
+        for number, (store, low, high) in enumerate(stretches):
             found, more = store.log_page(pid, low, high, limit - len(out), max_bytes)
             out += found
-            if more or len(out) >= limit:
+            if more:
                 return out, True
+            if len(out) >= limit:  # full: more follow if a later stretch holds any entry
+                return out, any(later.log_page(pid, start, end, 0, max_bytes)[1]
+                                for later, start, end in stretches[number + 1:])
         return out, False
 
     def entry_at(self, key: bytes) -> bytes | None:
