@@ -38,6 +38,7 @@ from actorao.mailbox import (
     STOP,
     WAKE,
     Outlet,
+    listen,
     open_socket,
     results_address,
     unpack,
@@ -391,19 +392,12 @@ class WorkerPool:
 
     # -- results --------------------------------------------------------------------------------
     def _listen(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._results, zmq.POLLIN)
-        while not self._stopped.is_set():
-            if poller.poll(_POLL_MS):
-                while True:
-                    try:
-                        frame = self._results.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self._safely(self._dispatch, frame)
-            self._safely(self._flush_behind)
-            if self._on_tick is not None:
-                self._safely(self._on_tick)
+        listen(self._results, self._stopped, self._dispatch, self._between_frames, "results listener", _POLL_MS)
+
+    def _between_frames(self) -> None:
+        self._safely(self._flush_behind)
+        if self._on_tick is not None:
+            self._safely(self._on_tick)
 
     @staticmethod
     def _safely(step: Callable[..., object], *args: Any) -> None:

@@ -1,20 +1,25 @@
 """ZeroMQ ipc sockets between the node and its workers, with high-water marks.
 
 The node binds every socket (their addresses outlive worker restarts); workers connect. Each worker
-has a PULL inbox fed by one PUSH of the node's; every worker PUSHes to one PULL of the node's.
+has a PULL inbox fed by one PUSH of the node's; every worker PUSHes to one PULL of the node's. Each
+scheduler shard binds a PULL for the node's requests and PUSHes its answers to one PULL of the node's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
 
 from actorao.mailbox._framing import pack
+
+log = logging.getLogger(__name__)
 
 DEFAULT_HIGH_WATER_MARK = 1_000  # frames; each frame is a batch
 _IPC_PATH_MAX = 100  # sun_path holds 108 bytes on Linux
@@ -48,6 +53,32 @@ def shard_address(folder: Path, index: int) -> str:
 def acks_address(folder: Path) -> str:
     """Where the node hears its shards: acknowledgements, and each commit's assignments."""
     return f"ipc://{folder}/acks.ipc"
+
+
+def listen(
+    socket: zmq.Socket[bytes], stopped: threading.Event, on_frame: Callable[[bytes], None],
+    after: Callable[[], None], name: str, poll_ms: int = 50,
+) -> None:
+    """Until ``stopped``: hand each waiting frame to ``on_frame``, then call ``after``, every poll
+    (at least each ``poll_ms``). A failure of either is logged and listening goes on: one bad frame
+    must not stop every later one."""
+    poller = zmq.Poller()
+    poller.register(socket, zmq.POLLIN)
+    while not stopped.is_set():
+        if poller.poll(poll_ms):
+            while True:
+                try:
+                    frame = socket.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    on_frame(frame)
+                except Exception:
+                    log.exception("the %s could not handle a frame", name)
+        try:
+            after()
+        except Exception:
+            log.exception("the %s failed between frames", name)
 
 
 def open_socket(

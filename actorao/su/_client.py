@@ -22,7 +22,18 @@ import zmq
 
 from actorao._exceptions import ActoraoError, InvalidMessage, NodeStopped, Overloaded, UnknownProcess
 from actorao._future import Future
-from actorao.mailbox import ACKS, ASSIGNED, READY, REQUEST, acks_address, open_socket, pack, shard_address, unpack
+from actorao.mailbox import (
+    ACKS,
+    ASSIGNED,
+    READY,
+    REQUEST,
+    acks_address,
+    listen,
+    open_socket,
+    pack,
+    shard_address,
+    unpack,
+)
 from actorao.message import Message, Process, encode_id
 from actorao.persist import ModuleRecord, ShardLogs
 from actorao.su._scheduler import Ack
@@ -271,23 +282,13 @@ class Schedulers:
 
     # -- answers ----------------------------------------------------------------------------------
     def _listen(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._acks, zmq.POLLIN)
-        while not self._stopped.is_set():
-            if poller.poll(_POLL_MS):
-                while True:
-                    try:
-                        frame = self._acks.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    try:
-                        self._dispatch(frame)
-                    except Exception:  # one bad frame must not stop every later answer
-                        log.exception("the schedulers' listener could not handle a frame")
-            with self._lock:
-                restarted, self._restarts = self._restarts, {}
-            for index, before in restarted.items():  # every answer it sent before it died is read by now
-                self._fail_unanswered(index, before)
+        listen(self._acks, self._stopped, self._dispatch, self._between_frames, "schedulers' listener", _POLL_MS)
+
+    def _between_frames(self) -> None:
+        with self._lock:
+            restarted, self._restarts = self._restarts, {}
+        for index, before in restarted.items():  # every answer it sent before it died is read by now
+            self._fail_unanswered(index, before)
 
     def _dispatch(self, frame: bytes) -> None:
         kind, items = unpack(frame)
