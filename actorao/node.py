@@ -96,6 +96,9 @@ class Node:
             on_worker_restart=self._worker_restarted,
             restart_intensity=config.restart_intensity,
         )
+        # The shards push each commit's assignments straight to the workers, where the pool places them.
+        self._schedulers.placement = self._pool.placement_of
+        self._pool.holds = self._schedulers
         # The root of the node's tree. The CU pool starts first (the SU pushes to it) and stops last
         # (the SU drains into it); each comes back alone if it dies, and past the root's own
         # intensity the node stops, and says so on every call.

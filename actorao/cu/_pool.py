@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 
@@ -50,6 +50,15 @@ from actorao.supervisor import ChildSpec, OSProcess, Supervisor, SupervisorChild
 log = logging.getLogger(__name__)
 
 ResultsHandler = Callable[[list[bytes]], None]
+
+
+class Holds(Protocol):
+    """The scheduler shards, which push assignments to the workers: the pool holds a process in
+    every shard before it moves it, and places it again after."""
+
+    def hold(self, pids: list[str], timeout: float) -> None: ...
+
+    def unhold(self, placements: dict[str, int], workers: int, timeout: float) -> None: ...
 _POLL_MS = 50
 _STOP_GRACE = 30.0
 _ASK_AGAIN = 1.0  # seconds before a read-only question is asked again
@@ -169,6 +178,7 @@ class WorkerPool:
         self._ready_cond = threading.Condition()
         self._stopped = threading.Event()
         self.restart_intensity = restart_intensity
+        self.holds: Holds | None = None  # the shards, once the node has them
         self.supervisor = self._new_supervisor()
         self._listener = threading.Thread(target=self._listen, name="cu-results", daemon=True)
         self._listener.start()
@@ -263,9 +273,16 @@ class WorkerPool:
                     self._loads[index] += 1
         return index
 
+    def placement_of(self, pid: str) -> int | None:
+        """The worker of ``pid`` (placing it if new), or None while it moves between workers."""
+        if pid in self._moving:
+            return None
+        return self.worker_of(pid)
+
     def push(self, items: list[bytes]) -> None:
-        """A shard's commit: its (log key, module JSON) items, alternating, each sent on to the worker
-        of its process, one frame per worker: the worker evaluates them without reading the log.
+        """Assignments a shard could not place: (log key, module JSON) items, alternating, each sent on
+        to the worker of its process, one frame per worker: the worker evaluates them without reading
+        the log.
         Entries of a process that is moving between workers are not sent: they are durable, and its
         new worker reads them from the log once its old one has let go of it."""
         with self._route_lock:  # placement, sends and evictions happen in one order
@@ -304,7 +321,9 @@ class WorkerPool:
         behind every frame already sent to it, evaluates those, checkpoints the process, commits and
         forgets it, and answers EVICTED; only then does its new worker get a WAKE and catch up from
         the checkpoint and the log. Meanwhile its new messages are acknowledged as ever, and wait in
-        the log. So nothing is lost, and no slot is evaluated by two workers."""
+        the log: every shard holds it (pushes nothing of it) from before the EVICT until it is placed
+        on its new worker, just before that WAKE. So nothing is lost, and no slot is evaluated by two
+        workers."""
         with self._scale_lock:
             before = self.workers
             if workers == before:
@@ -335,12 +354,17 @@ class WorkerPool:
                 for index in placement.values():
                     self._loads[index] += 1
                 self._evicting = {index: set(pids) for index, pids in leaving.items()}
-                for index, pids in leaving.items():
-                    if not self._send_soon(self._outlets[index], EVICT, [pid.encode() for pid in pids]):
-                        raise Overloaded(f"worker {index} took no EVICT within 5 s")
+            moving = dict(self._moving)
+            if self.holds is not None and moving:  # outside the route lock: the shards' answers may need it
+                self.holds.hold(sorted(moving), timeout)
+            for index, pids in leaving.items():
+                if not self._send_soon(self._outlets[index], EVICT, [pid.encode() for pid in pids]):
+                    raise Overloaded(f"worker {index} took no EVICT within 5 s")
             with self._ready_cond:
                 if not self._ready_cond.wait_for(lambda: not any(self._evicting.values()), timeout):
                     raise Timeout(f"workers did not hand over their processes within {timeout} s")
+            if self.holds is not None and moving:  # before the WAKE: what it reads, no shard pushes
+                self.holds.unhold(moving, workers, timeout)
             with self._route_lock:
                 for pid, new in self._moving.items():
                     self._behind[new].add(pid)

@@ -1,7 +1,9 @@
 """A CU worker: one OS process hosting many AO processes, fed batches over ZeroMQ.
 
-The loop takes every frame that is waiting, evaluates it, writes all the results in one LMDB
-transaction, then reports them back in one frame.
+Two sockets feed it: the node's (wakes, dry runs, evictions, stop) and its feed, where the scheduler
+shards push each commit's assignments straight to the worker of their processes. The loop takes every
+frame that is waiting on either, evaluates it, writes all the results in one LMDB transaction, then
+reports them back in one frame.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from actorao.mailbox import (
     RESULTS,
     STOP,
     WAKE,
+    feed_address,
     open_socket,
     pack,
     results_address,
@@ -90,6 +93,10 @@ class Worker:
         self.broken: dict[str, str] = {}  # process id -> why it cannot be evaluated
         self.broken_answered: dict[str, int] = {}  # process id -> next slot to answer with its Error
         self.checkpoints: list[tuple[str, checkpoints.Encoded]] = []  # taken since the last commit
+        # Moved to another worker: a shard's assignments for them that were on their way here when
+        # they left are dropped (they are in the log, which their new worker reads) until a WAKE
+        # brings them back.
+        self.evicted: set[str] = set()
 
     def _checkpoint_taken(self, pid: str, encoded: checkpoints.Encoded) -> None:
         self.checkpoints.append((pid, encoded))
@@ -182,12 +189,15 @@ class Worker:
                     raise
                 except Exception as exc:
                     self._break(pid, exc)
+            elif pid in self.evicted:
+                continue
             self._step(pid, functools.partial(HostedProcess.deliver, slot=slot, message=message), out)
 
     def wake(self, pids: list[bytes], out: list[tuple[bytes, bytes]]) -> None:
         """Catch up every named process whose log runs ahead of its results."""
         for raw in pids:
             pid = bytes(raw).decode()
+            self.evicted.discard(pid)
             head = self.logs.last_slot(pid)
             if head is None:
                 continue
@@ -224,6 +234,7 @@ class Worker:
         new worker then replays little), and forget it. The caller commits before answering."""
         for raw in items:
             pid = bytes(raw).decode()
+            self.evicted.add(pid)
             process = self.processes.pop(pid, None)
             if process is not None:
                 try:
@@ -258,13 +269,15 @@ def run_worker(config: WorkerConfig) -> None:
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     runtime = Path(config.runtime)
     inbox = open_socket(context, zmq.PULL, worker_address(runtime, config.index), bind=False)
+    feed = open_socket(context, zmq.PULL, feed_address(runtime, config.index), bind=True)
     outbox = open_socket(context, zmq.PUSH, results_address(runtime), bind=False)
     worker = Worker(config, store)
     outbox.send(pack(READY, [str(config.index).encode(), str(os.getpid()).encode()]))
     try:
-        _serve(worker, inbox, outbox)
+        _serve(worker, [inbox, feed], outbox)
     finally:
         inbox.close(linger=0)
+        feed.close(linger=0)
         outbox.close(linger=1000)
         context.term()
         worker.logs.close()
@@ -300,14 +313,27 @@ def _report(outbox: zmq.Socket[bytes], frame: bytes) -> None:
             outbox.poll(100, zmq.POLLOUT)
 
 
-def _serve(worker: Worker, inbox: zmq.Socket[bytes], outbox: zmq.Socket[bytes]) -> None:
+def _take(inboxes: list[zmq.Socket[bytes]], poller: zmq.Poller) -> list[bytes]:
+    """Wait for frames, then take what waits, up to a commit's worth: the node's first (they are
+    few: wakes, dry runs, evictions), then the shards' assignments."""
+    frames: list[bytes] = []
+    while not frames:
+        poller.poll()
+        for inbox in inboxes:
+            while len(frames) < _MAX_FRAMES_PER_COMMIT:
+                try:
+                    frames.append(inbox.recv(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+    return frames
+
+
+def _serve(worker: Worker, inboxes: list[zmq.Socket[bytes]], outbox: zmq.Socket[bytes]) -> None:
+    poller = zmq.Poller()
+    for inbox in inboxes:
+        poller.register(inbox, zmq.POLLIN)
     while True:
-        frames = [inbox.recv(copy=True)]
-        while len(frames) < _MAX_FRAMES_PER_COMMIT:
-            try:
-                frames.append(inbox.recv(zmq.NOBLOCK))
-            except zmq.Again:
-                break
+        frames = _take(inboxes, poller)
         _Lifecycle.busy = True
         results: list[tuple[bytes, bytes]] = []
         dry_replies: list[list[bytes]] = []

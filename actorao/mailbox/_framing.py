@@ -11,7 +11,7 @@ from array import array
 
 _HEAD = struct.Struct("<cI")
 
-# Frame kinds, node -> worker
+# Frame kinds, node -> worker (and scheduler shard -> worker's feed: ASSIGN and WAKE)
 ASSIGN = b"A"  # items: log key, module JSON, alternating
 DRY_RUN = b"D"  # items: token, process id, module JSON
 DIGEST = b"H"  # items: token, process id, b"": the SHA-256 of the process's state, after its log
@@ -24,10 +24,10 @@ DRY_RESULT = b"d"  # items: token, result JSON (or digest): the answer to DRY_RU
 READY = b"Y"  # items: worker index
 EVICTED = b"v"  # items: the process ids evicted, everything of theirs committed
 # node -> scheduler shard
-REQUEST = b"Q"  # items: a request to assign (orjson), the node's time in ms; answered in ACKS
+REQUEST = b"Q"  # items: a request (orjson), the node's time in ms[, placements (orjson)]; answered in ACKS
 # scheduler shard -> node (READY too)
 ACKS = b"K"  # items: the shard's counters, then one answer per request (orjson each)
-ASSIGNED = b"N"  # items: log key, module JSON, alternating: a commit's assignments, for their workers
+ASSIGNED = b"N"  # items: log key, module JSON, alternating: assignments of processes the shard cannot place
 
 
 def pack(kind: bytes, items: list[bytes]) -> bytes:

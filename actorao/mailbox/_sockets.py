@@ -1,8 +1,10 @@
 """ZeroMQ ipc sockets between the node and its workers, with high-water marks.
 
-The node binds every socket (their addresses outlive worker restarts); workers connect. Each worker
+The node binds its sockets (their addresses outlive worker restarts); workers connect. Each worker
 has a PULL inbox fed by one PUSH of the node's; every worker PUSHes to one PULL of the node's. Each
 scheduler shard binds a PULL for the node's requests and PUSHes its answers to one PULL of the node's.
+Each worker also binds a PULL feed, to which every shard connects a PUSH: a commit's assignments go
+from the shard straight to the workers of their processes, with no hop through the node.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ def runtime_dir(data_path: str | Path, run: str) -> Path:
 
 def worker_address(folder: Path, index: int) -> str:
     return f"ipc://{folder}/worker-{index}.ipc"
+
+
+def feed_address(folder: Path, index: int) -> str:
+    """Where worker ``index`` takes assignments straight from the scheduler shards."""
+    return f"ipc://{folder}/feed-{index}.ipc"
 
 
 def results_address(folder: Path) -> str:

@@ -2,8 +2,11 @@
 (submit, submit_many, submit_assignment, knows, processes, head_timestamp), by sending each request to
 the shard that owns its process and resolving the future when that shard's ACKS frame comes back.
 
-One thread listens to every shard. It handles frames: a commit's answers arrive in one frame, and its
-assignments in another, handed on to the CU pool (``on_assigned``), which routes them to the workers.
+One thread listens to every shard. It handles frames: a commit's answers arrive in one frame. The
+shards push the assignments to the workers themselves: each request tells its shard where the
+processes it names live (``placement``: the CU pool's), once per process and shard, and the pool holds
+processes in every shard while it moves them (``hold``, ``unhold``). The few a shard cannot place come
+back in an ASSIGNED frame, handed on to the CU pool (``on_assigned``), which routes them.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +86,10 @@ class Schedulers:
         self._acks = open_socket(self._context, zmq.PULL, acks_address(runtime), bind=True, high_water_mark=0)
         self._outlets = [self._connect(index) for index in range(self.count)]
         self._send_locks = [threading.Lock() for _ in range(self.count)]
+        # Where each process's worker is, as the CU pool has it (None while it moves); and what each
+        # shard was told of it, under its send lock.
+        self.placement: Callable[[str], int | None] = lambda pid: None
+        self._told: list[dict[str, int]] = [{} for _ in range(self.count)]
         self._pending: dict[int, _Pending] = {}
         self._lock = threading.Lock()
         self._answered = threading.Condition(self._lock)  # notified as the pending requests run out
@@ -145,33 +152,43 @@ class Schedulers:
         if isinstance(item, Process):
             index = shard_for(item.id, self.count) if shard is None else shard
             return self._send(index, lambda token: request(token, [item], single=True, fresh=fresh_id,
-                                                           limits=limits, signed=signed), spawned=item.id)
+                                                           limits=limits, signed=signed),
+                              spawned=item.id, targets=(item.id,))
         index = self.shard_of(item.target)
-        return self._send(index, lambda token: request(token, [item], single=True, fresh=fresh_id, signed=signed))
+        return self._send(index, lambda token: request(token, [item], single=True, fresh=fresh_id, signed=signed),
+                          targets=(item.target,))
 
     def submit_assignment(self, message: Message, pid: str) -> Future[Ack]:
         index = self.shard_of(pid)
-        return self._send(index, lambda token: request(token, [message], assign_to=pid))
+        return self._send(index, lambda token: request(token, [message], assign_to=pid), targets=(pid,))
 
     def submit_many(self, items: Sequence[Message], *, fresh_ids: bool = False) -> Future[list[Ack]]:
         def part(positions: list[int]) -> Callable[[int], bytes]:
             return lambda token: request(token, [items[at] for at in positions], fresh=fresh_ids)
 
-        by_shard = self._split([item.target for item in items])
-        return self._gather(len(items), {index: (positions, self._send(index, part(positions)))
-                                         for index, positions in by_shard.items()})
+        targets = [item.target for item in items]
+        by_shard = self._split(targets)
+        return self._gather(len(items), {
+            index: (positions, self._send(index, part(positions), targets=[targets[at] for at in positions]))
+            for index, positions in by_shard.items()})
 
     def submit_new(self, messages: Sequence[NewMessage]) -> Future[list[Ack]]:
         """Messages from the node, already checked: each shard mints their ids and builds them."""
         def part(positions: list[int]) -> Callable[[int], bytes]:
             return lambda token: request(token, new=[messages[at] for at in positions])
 
-        by_shard = self._split([target for target, _, _, _ in messages])
-        return self._gather(len(messages), {index: (positions, self._send(index, part(positions)))
-                                            for index, positions in by_shard.items()})
+        targets = [target for target, _, _, _ in messages]
+        by_shard = self._split(targets)
+        if len(by_shard) == 1:
+            index = next(iter(by_shard))
+            return self._send(index, lambda token: request(token, new=list(messages)), targets=targets)
+        return self._gather(len(messages), {
+            index: (positions, self._send(index, part(positions), targets=[targets[at] for at in positions]))
+            for index, positions in by_shard.items()})
 
     def submit_one_new(self, message: NewMessage) -> Future[Ack]:
-        return self._send(self.shard_of(message[0]), lambda token: request(token, new=[message], single=True))
+        return self._send(self.shard_of(message[0]), lambda token: request(token, new=[message], single=True),
+                          targets=(message[0],))
 
     def release(self, pid: str, to: int) -> Future[dict[str, Any]]:
         """Ask ``pid``'s shard to let go of it from its next slot on; the future gives the signed
@@ -182,8 +199,29 @@ class Schedulers:
 
     def adopt(self, to: int, record: str, process_record: bytes) -> Future[dict[str, Any]]:
         """Ask shard ``to`` to take a released process, continuing its slots and hash chain."""
+        pid = str(orjson.loads(record)["process"])
         return self._send(to, lambda token: request(token, handoff={
-            "kind": "adopt", "record": record, "process_record": process_record.decode()}, single=True))
+            "kind": "adopt", "record": record, "process_record": process_record.decode()}, single=True),
+            targets=(pid,))
+
+    def hold(self, pids: list[str], timeout: float) -> None:
+        """Every shard stops pushing ``pids`` to workers (the CU pool moves them), once this returns."""
+        self._placing({"hold": pids}, timeout)
+
+    def unhold(self, placements: dict[str, int], workers: int, timeout: float) -> None:
+        """Every shard pushes the held ``placements`` to their new workers, once this returns."""
+        self._placing({"unhold": placements, "workers": workers}, timeout)
+        for index in range(self.count):
+            with self._send_locks[index]:
+                self._told[index].update(placements)
+
+    def _placing(self, doc: dict[str, Any], timeout: float) -> None:
+        futures = [self._send(index, lambda token: orjson.dumps({"t": token, **doc})) for index in range(self.count)]
+        for index, future in enumerate(futures):
+            try:
+                future.result(timeout)
+            except TimeoutError:
+                raise Overloaded(f"scheduler shard {index} did not answer a placement within {timeout} s") from None
 
     def rehosted(self, pid: str, to: int) -> None:
         """Route ``pid``'s messages to shard ``to`` from now on."""
@@ -225,16 +263,30 @@ class Schedulers:
             future.add_done_callback(done)
         return combined
 
-    def _send(self, index: int, make: Callable[[int], bytes], spawned: str | None = None) -> Future[Any]:
+    def _send(
+        self, index: int, make: Callable[[int], bytes], spawned: str | None = None, targets: Iterable[str] = (),
+    ) -> Future[Any]:
         if self._stopped.is_set():
             raise NodeStopped("the node's schedulers are closed")
         future: Future[Any] = Future()
+        placement, told = self.placement, self._told[index]
         with self._send_locks[index]:  # tokens rise in the order requests enter a shard's socket
+            # Placements are read and sent in socket order: a hold sent after this request is read
+            # by the shard after it, so a placement it carries can never undo the hold.
+            news: dict[str, int] = {}
+            for pid in targets:
+                if pid not in told:
+                    worker = placement(pid)
+                    if worker is not None:
+                        news[pid] = told[pid] = worker
             with self._lock:
                 token = self._next_token
                 self._next_token += 1
                 self._pending[token] = _Pending(future, index, spawned)
-            self._outlets[index].send(pack(REQUEST, [make(token), b"%d" % int(self._clock() * 1000)]))
+            parts = [make(token), b"%d" % int(self._clock() * 1000)]
+            if news:
+                parts.append(orjson.dumps(news))
+            self._outlets[index].send(pack(REQUEST, parts))
         return future
 
     # -- shards coming and going ------------------------------------------------------------------
@@ -251,6 +303,7 @@ class Schedulers:
         with self._send_locks[index]:
             self._outlets[index].close(linger=0)
             self._outlets[index] = self._connect(index)
+            self._told[index].clear()  # the new shard knows no placement yet
             with self._lock:
                 self._restarts[index] = self._next_token  # every request before this one went to the dead shard
 

@@ -3,8 +3,8 @@ LMDB environment, its own group commit and its own hash chains.
 
 It takes REQUEST frames from the node, assigns what they carry (minting the ids of new messages and
 building their module JSON here, not in the caller), and after each synced commit sends one ACKS frame
-(every answer of that commit) and one ASSIGNED frame (the commit's assignments, which the node's CU
-pool routes to their workers, as it always has). SIGTERM drains: what was taken is assigned and answered, then the
+(every answer of that commit) to the node, and the commit's assignments straight to the workers of
+their processes (``_feeds.py``). SIGTERM drains: what was taken is assigned and answered, then the
 shard exits. A shard that is killed loses nothing it acknowledged, and its successor continues every
 process's slots and hash chains from the log.
 """
@@ -30,6 +30,7 @@ from actorao.mailbox import ACKS, ASSIGNED, READY, REQUEST, acks_address, open_s
 from actorao.message import Message, new_id
 from actorao.persist import Store, shard_path
 from actorao.su._attest import Attester
+from actorao.su._feeds import Feeds, Push
 from actorao.su._scheduler import SchedulerUnit
 from actorao.su._wire import answer, item_from, new_messages
 from actorao.supervisor import die_with_parent, start_heartbeat
@@ -59,11 +60,12 @@ class ShardConfig:
 
 
 class _Replies:
-    """The shard's PUSH to the node, shared by the SU thread (answers after each commit) and the
-    request loop (answers refused before assignment)."""
+    """The shard's PUSH to the node and its feeds to the workers, shared by the SU thread (answers and
+    pushes after each commit) and the request loop (answers refused before assignment, placements)."""
 
-    def __init__(self, socket: zmq.Socket[bytes], index: int, su: SchedulerUnit | None = None) -> None:
+    def __init__(self, socket: zmq.Socket[bytes], feeds: Feeds, index: int, su: SchedulerUnit | None = None) -> None:
         self._socket = socket
+        self._feeds = feeds
         self._index = index
         self._lock = threading.Lock()
         self._answers: list[bytes] = []
@@ -73,8 +75,25 @@ class _Replies:
         with self._lock:
             self._answers.append(raw)
 
-    def committed(self, pushes: list[tuple[str, bytes, bytes]]) -> None:
-        """After each commit of the SU: its answers, and its assignments, one frame each."""
+    def place(self, placements: dict[str, int]) -> None:
+        with self._lock:
+            self._feeds.place(placements)
+
+    def hold(self, pids: list[str]) -> None:
+        with self._lock:  # after this, no push of theirs leaves: a commit pushes under this lock
+            self._feeds.hold(pids)
+
+    def unhold(self, placements: dict[str, int], workers: int) -> None:
+        with self._lock:
+            self._feeds.unhold(placements, workers)
+
+    def flush_behind(self) -> None:
+        with self._lock:
+            self._feeds.flush_behind()
+
+    def committed(self, pushes: list[Push]) -> None:
+        """After each commit of the SU: its answers to the node, in one frame, and its assignments to
+        their workers, a frame each; any the shard cannot place go to the node, which routes them."""
         with self._lock:
             answers, self._answers = self._answers, []
             su = self.su
@@ -82,14 +101,16 @@ class _Replies:
                                      "commits": su.commits if su else 0})
             if answers:
                 self._socket.send(pack(ACKS, [counters, *answers]))
-            if pushes:
-                self._socket.send(pack(ASSIGNED, [part for _, key, body in pushes for part in (key, body)]))
+            unplaced = self._feeds.push(pushes) if pushes else ()
+            if unplaced:
+                self._socket.send(pack(ASSIGNED, [part for _, key, body in unplaced for part in (key, body)]))
 
     def send(self, kind: bytes, items: list[bytes]) -> None:
         with self._lock:
             self._socket.send(pack(kind, items))
 
     def close(self) -> None:
+        self._feeds.close()
         self._socket.close(linger=5000)  # the last answers reach a node that is still there
 
 
@@ -106,10 +127,20 @@ class Shard:
                                 sign=self.attester.sign, index=config.index)
         replies.su = self.su
 
-    def take(self, raw: bytes, now_ms: int) -> None:
+    def take(self, raw: bytes, now_ms: int, placements: bytes | None = None) -> None:
         self.now_ms = max(self.now_ms, now_ms)
+        if placements:  # where the processes this request names live: before its commit pushes them
+            self.replies.place(orjson.loads(placements))
         doc: dict[str, Any] = orjson.loads(raw)
         token = doc["t"]
+        if "hold" in doc or "unhold" in doc:  # the CU pool moves processes: answered at once
+            if "hold" in doc:
+                self.replies.hold(doc["hold"])
+            else:
+                self.replies.unhold(doc["unhold"], int(doc["workers"]))
+            self.replies.add(answer(token, {"placed": True}))
+            self.replies.committed([])
+            return
         try:
             future = self._submit(doc)
         except Exception as exc:  # refused before assignment (or malformed): answered at once
@@ -165,7 +196,7 @@ def run_shard(config: ShardConfig) -> None:
     runtime = Path(config.runtime)
     requests = open_socket(context, zmq.PULL, shard_address(runtime, config.index), bind=True)
     replies = _Replies(open_socket(context, zmq.PUSH, acks_address(runtime), bind=False, high_water_mark=0),
-                       config.index)
+                       Feeds(context, runtime), config.index)
     shard = Shard(config, store, replies)
     replies.send(READY, [str(config.index).encode(), str(os.getpid()).encode()])
     poller = zmq.Poller()
@@ -176,6 +207,7 @@ def run_shard(config: ShardConfig) -> None:
                 log.error("shard %d: the SU thread died; exiting for a restart", config.index)
                 replies.committed([])
                 raise SystemExit(1)
+            replies.flush_behind()
             if not poller.poll(_POLL_MS):
                 continue
             while True:
@@ -184,10 +216,10 @@ def run_shard(config: ShardConfig) -> None:
                 except zmq.Again:
                     break
                 kind, items = unpack(frame)
-                if kind != REQUEST or len(items) != 2:
+                if kind != REQUEST or len(items) not in (2, 3):
                     log.error("shard %d: unknown frame kind %r", config.index, kind)
                     continue
-                shard.take(bytes(items[0]), int(items[1]))
+                shard.take(bytes(items[0]), int(items[1]), bytes(items[2]) if len(items) == 3 else None)
     finally:
         shard.close()  # assigns and answers everything taken
         requests.close(linger=0)

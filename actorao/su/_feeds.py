@@ -1,0 +1,103 @@
+"""A scheduler shard's pushes to the CU workers: each commit's assignments go straight to the worker
+of their process, one frame per worker, with no hop through the node.
+
+The node decides where each process lives (the CU pool's placement) and tells the shard with the
+requests that name the process. While the pool moves processes between workers, it holds them
+here first: the shard pushes nothing of theirs until the pool places them again, and their new
+worker reads what was assigned meanwhile from the log. An assignment whose process the shard cannot
+place is handed back to the node, which routes it as it always could.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import zmq
+
+from actorao.mailbox import ASSIGN, WAKE, feed_address, open_socket, pack
+
+log = logging.getLogger(__name__)
+
+Push = tuple[str, bytes, bytes]  # process id, log key, module JSON
+
+
+class Feeds:
+    """Placement as the node last told it, and a PUSH to each worker's feed. Not thread-safe: the
+    shard calls it under its replies lock."""
+
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], runtime: Path) -> None:
+        self._context = context
+        self._runtime = runtime
+        self._placement: dict[str, int] = {}
+        self._held: set[str] = set()
+        self._sockets: dict[int, zmq.Socket[bytes]] = {}
+        self._behind: dict[int, set[str]] = {}  # pushes a full feed refused: a WAKE catches them up
+
+    def place(self, placements: dict[str, int]) -> None:
+        for pid, worker in placements.items():
+            if pid not in self._held:
+                self._placement[pid] = worker
+
+    def hold(self, pids: Iterable[str]) -> None:
+        """Push nothing more of ``pids``: they are moving between workers."""
+        for pid in pids:
+            self._held.add(pid)
+            self._placement.pop(pid, None)
+
+    def unhold(self, placements: dict[str, int], workers: int) -> None:
+        """Moved: push to their new workers. Feeds of workers past ``workers`` are closed, and what
+        they still queued is dropped, so that a later worker at that index never gets it."""
+        self._held.difference_update(placements)
+        self._placement.update(placements)
+        for index in [index for index in self._sockets if index >= workers]:
+            self._sockets.pop(index).close(linger=0)
+            self._behind.pop(index, None)
+
+    def push(self, pushes: list[Push]) -> list[Push]:
+        """Send each assignment to its process's worker; return those with no placement here."""
+        frames: dict[int, list[bytes]] = {}
+        pids: dict[int, set[str]] = {}
+        unplaced: list[Push] = []
+        placement, held = self._placement, self._held
+        for push in pushes:
+            pid = push[0]
+            worker = placement.get(pid)
+            if worker is None:
+                if pid not in held:  # held ones are read from the log by their next worker
+                    unplaced.append(push)
+                continue
+            frames.setdefault(worker, []).extend((push[1], push[2]))
+            pids.setdefault(worker, set()).add(pid)
+        for worker, items in frames.items():
+            if not self._send(worker, ASSIGN, items):
+                # Durable already: the worker reads these from the log once it takes a WAKE.
+                self._behind.setdefault(worker, set()).update(pids[worker])
+        return unplaced
+
+    def flush_behind(self) -> None:
+        for worker, pids in self._behind.items():
+            pids -= self._held
+            if pids and self._send(worker, WAKE, [pid.encode() for pid in pids]):
+                pids.clear()
+
+    def _send(self, worker: int, kind: bytes, items: list[bytes]) -> bool:
+        socket = self._sockets.get(worker)
+        if socket is None:
+            socket = self._sockets[worker] = open_socket(self._context, zmq.PUSH, feed_address(self._runtime, worker),
+                                                         bind=False)
+        frame = pack(kind, items)
+        try:
+            socket.send(frame, zmq.NOBLOCK, copy=len(frame) < 65536)
+        except zmq.Again:
+            return False
+        return True
+
+    def close(self) -> None:
+        for socket in self._sockets.values():
+            socket.close(linger=1000)  # what was pushed reaches workers that are still there
+        self._sockets.clear()
+
+
+__all__ = ["Feeds", "Push"]
