@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +234,32 @@ def test_data_over_the_size_limit_is_refused_and_one_bad_message_sends_none(
         node.send_many([(pid, {"Action": "Inc"}, ""), (pid, {"Action": "Inc"}, "y" * 5000)])
     assert store_state(node) == before
     assert node.send(pid, {"Action": "Inc"}, "x" * 1000).slot == 1
+
+
+def test_send_many_checks_each_message_as_it_reads_it(make_node: MakeNode, counter: bytes) -> None:
+    """A batch checks each target and tag set object once; a generator that changes one tag dict
+    between messages still gets each message's own tags, and bad entries are named."""
+    node = make_node(max_data_bytes=1000, workers=1)
+    pid = node.spawn(counter)
+    shared = {"Action": "Inc"}
+
+    def changing() -> Iterator[tuple[str, dict[str, str], str]]:
+        for action in ("Inc", "Note", "Inc"):
+            shared["Action"] = action
+            yield pid, shared, ""
+
+    node.send_many(changing())
+    node.send_many([(pid, shared, "")] * 2)  # the same object twice, as the generator left it
+    actions = [{tag["name"]: tag["value"] for tag in orjson.loads(body)["Tags"]}["Action"]
+               for _, body in node._logs.log_range(pid, 1, 100)]
+    assert actions == ["Inc", "Note", "Inc", "Inc", "Inc"]
+    with pytest.raises(InvalidMessage, match="Target"):
+        node.send_many([(pid, shared, ""), (["not", "an", "id"], shared, "")])  # type: ignore[list-item]
+    with pytest.raises(InvalidMessage, match="over the node's limit of 1000"):
+        node.send_many([(pid, shared, "é" * 501)])  # 1,002 bytes in UTF-8, 501 characters
+    with pytest.raises(InvalidMessage, match="Data"):
+        node.send_many([(pid, shared, b"bytes")])  # type: ignore[list-item]
+    assert node._logs.last_slot(pid) == 5
 
 
 def test_a_closed_node_refuses_calls(tmp_path: Path, counter: bytes) -> None:

@@ -21,6 +21,7 @@ from actorao.cu import ModuleRegistry
 from actorao.message import (
     Message,
     Process,
+    Tag,
     TagsLike,
     check_anchor,
     check_data,
@@ -87,9 +88,33 @@ class Entrance:
         return self._scheduler().submit_one_new(self.checked(pid, tags, data, anchor))
 
     def send_many(self, messages: Iterable[tuple[str, TagsLike, str]]) -> Future[list[Ack]]:
-        """Every message is checked before any is submitted, so one bad message sends none."""
-        checked = [self.checked(pid, tags, data, "") for pid, tags, data in messages]
-        return self._scheduler().submit_new(checked)
+        """Every message is checked before any is submitted, so one bad message sends none.
+
+        A batch names few processes and few tag sets, many times over: each target is checked once,
+        and, when the batch is a list or tuple (so nothing can change a tag set while it is read),
+        each tag set object once."""
+        scheduler = self._scheduler()
+        max_data_bytes = self._config.max_data_bytes
+        by_object = type(messages) in (list, tuple)
+        targets: set[str] = set()
+        tag_sets: dict[int, tuple[Tag, ...]] = {}
+        checked: list[NewMessage] = []
+        for pid, tags, data in messages:
+            if type(pid) is not str or pid not in targets:
+                if not is_id(pid):
+                    raise InvalidMessage("Target", f"expected a 43-character process id, got {pid!r:.60}")
+                if not scheduler.knows(pid):
+                    raise UnknownProcess(f"no process {pid} on this node")
+                targets.add(pid)
+            normalized = tag_sets.get(id(tags)) if by_object else None
+            if normalized is None:
+                normalized = checked_message_tags(tags)
+                if by_object:
+                    tag_sets[id(tags)] = normalized
+            if not (type(data) is str and data.isascii() and len(data) <= max_data_bytes):
+                check_data(data, max_data_bytes)
+            checked.append((pid, normalized, data, ""))
+        return scheduler.submit_new(checked)
 
     def post(self, message: Message, *, signed: bytes | None = None) -> Future[Ack]:
         """A fully formed message, checked strictly. ``signed`` is the data item it came in as."""
