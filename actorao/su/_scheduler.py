@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import lmdb
 import orjson
@@ -33,9 +33,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BATCH = 8192
 
 
-@dataclass(frozen=True, slots=True)
-class Ack:
-    """The SU's answer: the message is durable at this slot of this process."""
+class Ack(NamedTuple):
+    """The SU's answer: the message is durable at this slot of this process. A named tuple: the
+    node's client builds one for every message it sends, from the shard's answer, at a quarter of a
+    frozen dataclass's cost."""
 
     id: str
     process: str

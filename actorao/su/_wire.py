@@ -106,7 +106,8 @@ def read_answer(raw: bytes) -> tuple[int, list[Ack] | Ack | dict[str, Any] | err
         return doc["t"], value
     if "ack" in doc:
         return doc["t"], Ack(*doc["ack"])
-    return doc["t"], [Ack(*ack) for ack in doc["acks"]]
+    make = tuple.__new__  # each ack arrives as [id, process, slot, timestamp]: Ack's own fields, in order
+    return doc["t"], [make(Ack, ack) for ack in doc["acks"]]
 
 
 def error_doc(error: BaseException) -> list[Any]:
