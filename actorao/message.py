@@ -238,11 +238,15 @@ def checked_message_tags(tags: TagsLike) -> tuple[Tag, ...]:
     """``with_ao_tags(tags, "Message")``, checked as a message from outside must be: well-formed,
     ao's tags right, none of the tags only the node sets. Remembered by content, since senders repeat
     a few tag sets (``{"Action": "Transfer"}``) and this runs for every message sent."""
-    key = _text_tags_key(tags)
-    if key is not None:
-        hit = _CHECKED_TAGS.get(key)
+    kind = type(tags)
+    if kind is dict or kind is tuple:  # the common case, looked up before anything is checked:
+        try:  # every set remembered is text only, so only an equal set of text can find it
+            hit = _CHECKED_TAGS.get((kind, *(tags.items() if isinstance(tags, dict) else tags or ())))
+        except TypeError:  # an unhashable value: checked below, which names it
+            hit = None
         if hit is not None:
             return hit
+    key = _text_tags_key(tags)
     normalized = with_ao_tags(tags, "Message")
     check_ao_tags(normalized, "Message")
     refuse_pushed_tags(normalized)

@@ -101,9 +101,9 @@ class Entrance:
         checked: list[NewMessage] = []
         for pid, tags, data in messages:
             if type(pid) is not str or pid not in targets:
-                if not is_id(pid):
-                    raise InvalidMessage("Target", f"expected a 43-character process id, got {pid!r:.60}")
-                if not scheduler.knows(pid):
+                if type(pid) is not str or not scheduler.knows(pid):  # a known process's id is well-formed
+                    if not is_id(pid):
+                        raise InvalidMessage("Target", f"expected a 43-character process id, got {pid!r:.60}")
                     raise UnknownProcess(f"no process {pid} on this node")
                 targets.add(pid)
             normalized = tag_sets.get(id(tags)) if by_object else None

@@ -249,8 +249,12 @@ class Schedulers:
                 remaining[0] -= 1
                 if remaining[0] or combined.done():
                     return
+            # Each part's future holds this function, which holds the parts: a cycle that only the
+            # garbage collector would free, with every Ack of the batch in it. Emptied here.
+            done_parts = list(parts.values())
+            parts.clear()
             acks: list[Ack | None] = [None] * size
-            for positions, future in parts.values():
+            for positions, future in done_parts:
                 error = future.exception()
                 if error is not None:
                     combined.set_exception(error)
@@ -259,7 +263,7 @@ class Schedulers:
                     acks[at] = ack
             combined.set_result(acks)  # type: ignore[arg-type]
 
-        for _, future in parts.values():
+        for _, future in list(parts.values()):  # done() may empty parts as it runs
             future.add_done_callback(done)
         return combined
 
