@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import orjson
 import pytest
 import wasmtime
@@ -211,3 +213,13 @@ def test_the_emscripten_calendar_matches_pythons_for_every_year_it_has() -> None
                 when.strftime(f"%{spec}")
             )
     assert broken_down(2**62) == (0,) * 8  # past a JS Date: zeros, as emscripten writes NaN
+
+
+def test_a_dropped_instance_is_freed_at_once() -> None:
+    """No cycle between an instance and its host: dropping the last reference frees the store and its
+    linear memory then, not at some later garbage collection."""
+    compiled = compile_module(examples.wasm("noop"))
+    instance = Instance(compiled, memory_limit=1 << 26)
+    store = weakref.ref(instance.store)
+    del instance
+    assert store() is None

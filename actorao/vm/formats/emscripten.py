@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import logging
 import struct
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import wasmtime
 
@@ -155,7 +156,9 @@ class EmscriptenHost:
     """The system layer of one emscripten instance."""
 
     def __init__(self, instance: Instance, pointer: str, flavour: Flavour) -> None:
-        self.instance = instance
+        # A proxy: the instance holds its host, and a strong reference back would make a cycle that
+        # keeps the instance's whole linear memory alive until the garbage collector runs.
+        self.instance = cast("Instance", weakref.proxy(instance))
         self.flavour = flavour
         self.wide = pointer == "i64"
         self.width = 8 if self.wide else 4
@@ -173,8 +176,14 @@ class EmscriptenHost:
         self.async_value = 0
 
     # -- plumbing -------------------------------------------------------------------------------
+    @property
+    def store(self) -> wasmtime.Store:
+        """The instance's. Never held here: wasmtime-py keeps every host function (bound to this host)
+        until its store is dropped, so a host holding the store would keep both, and the instance's
+        linear memory, for ever."""
+        return self.instance.store
+
     def imports(self, store: wasmtime.Store, module: wasmtime.Module) -> list[wasmtime.Func]:
-        self.store = store
         funcs = []
         for imported in module.imports:
             assert isinstance(imported.type, wasmtime.FuncType) and imported.name is not None  # check()ed

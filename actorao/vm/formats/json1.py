@@ -3,8 +3,9 @@ no imports at all. The module exports ``memory``, ``malloc`` and ``handle(msg, e
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import wasmtime
 
@@ -24,7 +25,9 @@ class Json1Host:
     export_names: Mapping[str, str] = {}
 
     def __init__(self, instance: Instance) -> None:
-        self.instance = instance
+        # A proxy: the instance holds its host, and a strong reference back would make a cycle that
+        # keeps the instance's whole linear memory alive until the garbage collector runs.
+        self.instance = cast("Instance", weakref.proxy(instance))
 
     @property
     def limit_hit(self) -> bool:
