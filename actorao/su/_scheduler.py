@@ -1,9 +1,10 @@
 """The scheduler unit: gives each message the next slot of its process, stamps and chains it, and
 stores it, acknowledging the sender only once the assignment is synced to disk.
 
-One thread owns all assignment of one store: in a node, each scheduler shard's process runs one
-(``_shard.py``). Callers enqueue requests; the thread takes everything waiting, assigns it, and
-commits it in one synced LMDB transaction (group commit): a thousand waiting senders share one fsync.
+One thread owns all assignment of one store. Callers enqueue requests; the thread takes everything
+waiting, assigns it, and commits it in one synced LMDB transaction (group commit): a thousand waiting
+senders share one fsync. A scheduler shard's process (``_shard.py``) runs it unthreaded: its one loop
+takes what the node sent, then calls ``assign_queued``, with no hand-off between threads.
 Heads (next slot, last assignment) live in memory, loaded from the log (or from a hand-off record, for
 a process this shard adopted) on first use, so after a restart the SU continues at the next slot.
 """
@@ -90,6 +91,7 @@ class SchedulerUnit(ThreadChild):
         attest: Callable[[lmdb.Transaction, dict[str, Assignment]], None] | None = None,
         sign: Callable[[bytes], str] | None = None,
         index: int = 0,
+        threaded: bool = True,
     ) -> None:
         self.store = store
         self.index = index  # this SU's shard: hand-offs name shards by number
@@ -108,7 +110,9 @@ class SchedulerUnit(ThreadChild):
         self._closed = False
         self.commits = 0  # synced transactions so far: group commit makes this far below the messages
         self.assigned = 0  # assignments made since start
-        self._start_thread("su-group-commit")
+        self._threaded = threaded
+        if threaded:
+            self._start_thread("su-group-commit")
 
     def _load_process_ids(self) -> list[str]:
         mine = []
@@ -191,7 +195,32 @@ class SchedulerUnit(ThreadChild):
                 return
             self._closed = True
             self._queue.put(None)
-        self._thread.join()
+        if self._threaded:
+            self._thread.join()
+        else:
+            self.assign_queued()
+
+    def is_alive(self) -> bool:
+        return super().is_alive() if self._threaded else not self._closed
+
+    @property
+    def queued(self) -> int:
+        """Items waiting for assignment."""
+        return self._pending
+
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    def assign_queued(self) -> None:
+        """Unthreaded: assign and commit, on the caller's thread, everything queued so far."""
+        while True:
+            try:
+                first = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            batch, size, _ = self._take_batch(first)
+            self._commit_batch(batch, size)
 
     # -- as a supervised child ------------------------------------------------------------------
     def stop(self, timeout: float | None) -> None:
@@ -219,28 +248,34 @@ class SchedulerUnit(ThreadChild):
     def _assign_until_closed(self) -> None:
         stopping = False
         while not stopping:
-            first = self._queue.get()
-            batch: list[_Request] = []
-            size = 0
-            if first is None:
+            batch, size, stopping = self._take_batch(self._queue.get())
+            self._commit_batch(batch, size)
+
+    def _take_batch(self, first: _Request | None) -> tuple[list[_Request], int, bool]:
+        """``first`` and whatever else waits, up to a batch; and whether the stop marker was seen."""
+        batch: list[_Request] = []
+        size = 0
+        stopping = first is None
+        if first is not None:
+            batch.append(first)
+            size = len(first.items)
+        while size < self._max_batch:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if request is None:
                 stopping = True
             else:
-                batch.append(first)
-                size = len(first.items)
-            while size < self._max_batch:
-                try:
-                    request = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if request is None:
-                    stopping = True
-                else:
-                    batch.append(request)
-                    size += len(request.items)
-            if batch:
-                self._commit(batch)
-                with self._pending_lock:
-                    self._pending -= size
+                batch.append(request)
+                size += len(request.items)
+        return batch, size, stopping
+
+    def _commit_batch(self, batch: list[_Request], size: int) -> None:
+        if batch:
+            self._commit(batch)
+            with self._pending_lock:
+                self._pending -= size
 
     def _commit(self, batch: list[_Request]) -> None:
         released: set[str] = set()

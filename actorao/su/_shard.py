@@ -60,8 +60,9 @@ class ShardConfig:
 
 
 class _Replies:
-    """The shard's PUSH to the node and its feeds to the workers, shared by the SU thread (answers and
-    pushes after each commit) and the request loop (answers refused before assignment, placements)."""
+    """The shard's PUSH to the node and its feeds to the workers: answers and pushes after each commit,
+    answers refused before assignment, placements. The shard's one loop uses it; the lock keeps it
+    safe for an SU run on a thread of its own."""
 
     def __init__(self, socket: zmq.Socket[bytes], feeds: Feeds, index: int, su: SchedulerUnit | None = None) -> None:
         self._socket = socket
@@ -124,7 +125,7 @@ class Shard:
         self.attester = Attester(store, config.address)
         self.su = SchedulerUnit(store, replies.committed, max_pending=config.max_pending,
                                 clock=lambda: self.now_ms / 1000, attest=self.attester.attest,
-                                sign=self.attester.sign, index=config.index)
+                                sign=self.attester.sign, index=config.index, threaded=False)
         replies.su = self.su
 
     def take(self, raw: bytes, now_ms: int, placements: bytes | None = None) -> None:
@@ -203,14 +204,10 @@ def run_shard(config: ShardConfig) -> None:
     poller.register(requests, zmq.POLLIN)
     try:
         while not stopping.is_set():
-            if not shard.su.is_alive():  # its commit thread died: exit, and the node starts a fresh shard
-                log.error("shard %d: the SU thread died; exiting for a restart", config.index)
-                replies.committed([])
-                raise SystemExit(1)
             replies.flush_behind()
             if not poller.poll(_POLL_MS):
                 continue
-            while True:
+            while shard.su.queued < shard.su.max_batch:  # then commit: a flood is taken a batch at a time
                 try:
                     frame = requests.recv(zmq.NOBLOCK)
                 except zmq.Again:
@@ -220,6 +217,7 @@ def run_shard(config: ShardConfig) -> None:
                     log.error("shard %d: unknown frame kind %r", config.index, kind)
                     continue
                 shard.take(bytes(items[0]), int(items[1]), bytes(items[2]) if len(items) == 3 else None)
+            shard.su.assign_queued()  # one group commit of everything taken, on this thread
     finally:
         shard.close()  # assigns and answers everything taken
         requests.close(linger=0)
