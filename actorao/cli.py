@@ -8,6 +8,7 @@ the wallet at ``--wallet``, generated there on first use.
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import os
 import sys
@@ -22,13 +23,16 @@ from typing import Any
 
 import orjson
 
-from actorao import examples
+from actorao import Ack, Future, examples
 from actorao._exceptions import ActoraoError
 from actorao.http._server import http_url
 from actorao.node import Node, NodeConfig
 
 DEFAULT_URL = "http://127.0.0.1:8734"
 DEFAULT_WALLET = "~/.actorao/wallet.json"
+
+
+_DEMO_WINDOW = 4  # batches sent and not yet acknowledged
 
 
 def demo(config: NodeConfig, processes: int, messages: int, batch: int) -> int:
@@ -42,15 +46,24 @@ def demo(config: NodeConfig, processes: int, messages: int, batch: int) -> int:
         pids = [node.spawn(examples.wasm("counter"), {"Name": f"counter-{i}"}) for i in range(processes)]
         print(f"spawned {processes} counter processes")
         sent = dict.fromkeys(pids, 0)
-        acks = []
+        acks: list[Ack] = []
+        in_flight: collections.deque[Future[list[Ack]]] = collections.deque()
         t0 = time.perf_counter()
-        for start in range(0, messages, batch):
-            chunk = [(pids[i % processes], {"Action": "Inc"}, "") for i in range(start, min(start + batch, messages))]
-            acks += node.send_many(chunk)
-            for pid, _, _ in chunk:
-                sent[pid] += 1
+
+        def acknowledged(future: Future[list[Ack]]) -> None:
+            acks.extend(future.get(timeout=300))
             rate = len(acks) / (time.perf_counter() - t0)
             print(f"\r  acknowledged {len(acks):>7}/{messages}  {rate:>9,.0f} durable msgs/s", end="", flush=True)
+
+        for start in range(0, messages, batch):  # a few batches in flight: the SU commits one as the next is sent
+            chunk = [(pids[i % processes], {"Action": "Inc"}, "") for i in range(start, min(start + batch, messages))]
+            in_flight.append(node.send_many_nowait(chunk))
+            for pid, _, _ in chunk:
+                sent[pid] += 1
+            if len(in_flight) >= _DEMO_WINDOW:
+                acknowledged(in_flight.popleft())
+        while in_flight:
+            acknowledged(in_flight.popleft())
         results = node.results(acks, timeout=300)
         elapsed = time.perf_counter() - t0
         print(f"\nall {messages} results in {elapsed:.2f} s: {messages / elapsed:,.0f} msgs/s from send to result")
