@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import hashlib
 import os
@@ -66,6 +67,15 @@ def process_item(signer: ans104.RsaSigner, module: str, scheduler: str, *extra: 
 
 def message_item(signer: ans104.RsaSigner, pid: str, action: str = "Inc", data: str = " ") -> ans104.DataItem:
     return ans104.create_data_item(signer, data, [*AO, ("Type", "Message"), ("Action", action)], target=pid)
+
+
+def cursor_doc(edge: dict[str, Any]) -> Any:
+    """A results cursor, as aos reads it: base64 JSON {timestamp, ordinate, cron, sort}."""
+    return orjson.loads(base64.b64decode(edge["cursor"]))
+
+
+def ordinate(edge: dict[str, Any]) -> int:
+    return int(cursor_doc(edge)["ordinate"])
 
 
 def post(url: str, item: ans104.DataItem | bytes) -> Reply:
@@ -133,12 +143,15 @@ def test_messages_results_and_the_log_over_http(served: tuple[Node, str], signer
     last = call(f"{url}/result/{items[-1].id}?process-id={pid}").json()
     assert last["Output"] == str(slots[-1]) and last["Messages"] == []
 
-    page = call(f"{url}/results/{pid}?sort=ASC&limit=25").json()["edges"]
-    assert [edge["cursor"] for edge in page] == [str(slot) for slot in range(slots[-1] + 1)]
-    newest = call(f"{url}/results/{pid}?sort=DESC&limit=2").json()["edges"]
-    assert [edge["cursor"] for edge in newest] == [str(slots[-1]), str(slots[-2])]
-    window = call(f"{url}/results/{pid}?from={slots[0]}&to={slots[1]}").json()["edges"]
-    assert [edge["cursor"] for edge in window] == [str(slots[1])]
+    page = call(f"{url}/results/{pid}?sort=ASC&limit=25").json()
+    assert not page["pageInfo"]["hasNextPage"]
+    assert [ordinate(edge) for edge in page["edges"]] == list(range(slots[-1] + 1))
+    assert page["edges"][-1]["node"] == {"Messages": [], "Assignments": [], "Spawns": [], "Output": str(slots[-1])}
+    newest = call(f"{url}/results/{pid}?sort=DESC&limit=2").json()
+    assert [ordinate(edge) for edge in newest["edges"]] == [slots[-1], slots[-2]] and newest["pageInfo"]["hasNextPage"]
+    start, end = page["edges"][slots[0]]["cursor"], page["edges"][slots[1]]["cursor"]
+    window = call(f"{url}/results/{pid}?from={start}&to={end}").json()["edges"]
+    assert [ordinate(edge) for edge in window] == [slots[1]]
 
     log = call(f"{url}/{pid}?limit=100").json()
     assert not log["page_info"]["has_next_page"]
@@ -362,9 +375,84 @@ def test_cli_talks_to_a_running_node(served: tuple[Node, str], tmp_path: Path) -
     assert "after slot 1" in actorao("state", pid, "-o", str(tmp_path / "state.bin"))
     assert (tmp_path / "state.bin").stat().st_size == len(node.state(pid).memory)
     log = orjson.loads(actorao("log", pid))
-    assert [edge["cursor"] for edge in log["edges"]] == ["0", "1"]
+    assert [edge["cursor"] for edge in log["edges"]] == ["0", "1"]  # by nonce, from the spawn
     tree = orjson.loads(actorao("tree"))
     assert tree["id"] == "node" and tree["state"] == "running"
     bad = subprocess.run([sys.executable, "-m", "actorao.cli", "send", "G" * 43, "--action", "Inc"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "404" in bad.stderr and "Traceback" not in bad.stderr
+
+
+class SteppedClock:
+    """The SU's clock, set by the test: a burst of messages in one millisecond, as a busy SU stamps it."""
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> float:
+        return self.ms / 1000
+
+
+def test_paging_follows_ao_units(tmp_path: Path) -> None:
+    clock = SteppedClock(1_700_000_000_000)
+    with Node(tmp_path / "node", workers=1, clock=clock) as node, HttpServer(node, port=0) as server:
+        url = server.url
+        pid = node.spawn(examples.wasm("trapper"), {"Name": "paged"})  # slot 0 at T0
+        stamps = [clock.ms]
+        for step, actions in ((1, ["Inc", "Trap", "Inc"]), (2, ["Inc"]), (3, ["Inc"])):
+            clock.ms = 1_700_000_000_000 + step
+            acks = [node.send(pid, {"Action": action}) for action in actions]
+            stamps += [ack.timestamp for ack in acks]
+        node.catch_up(pid)
+        t0, t1, t2, t3 = (1_700_000_000_000 + step for step in range(4))
+        assert stamps == [t0, t1, t1, t1, t2, t3]
+
+        def log(query: str) -> tuple[list[int], list[str], bool]:
+            page = call(f"{url}/{pid}?{query}").json()
+            nonces = [int({t["name"]: t["value"] for t in e["node"]["assignment"]["tags"]}["Nonce"])
+                      for e in page["edges"]]
+            return nonces, [e["cursor"] for e in page["edges"]], page["page_info"]["has_next_page"]
+
+        # ao's SU: by timestamp, `from` exclusive and `to` inclusive, the cursor a timestamp ...
+        assert log("limit=100") == ([0, 1, 2, 3, 4, 5], [str(t) for t in stamps], False)
+        assert log(f"from={t1}") == ([4, 5], [str(t2), str(t3)], False)
+        assert log(f"to={t1}") == ([0, 1, 2, 3], [str(t0)] + [str(t1)] * 3, False)
+        assert log(f"from={t0 - 1}&limit=1") == ([1, 2, 3], [str(t1)] * 3, True)  # the spawn: first pages only
+        # ... and a page never splits the run of slots 1-3 (one millisecond), or the next `from` would skip its rest
+        assert log("limit=2") == ([0], [str(t0)], True)
+        assert log(f"from={t0}&limit=2") == ([1, 2, 3], [str(t1)] * 3, True)
+        seen, start = [], ""
+        while True:
+            nonces, cursors, more = log(f"limit=1{start}")
+            seen += nonces
+            if not more:
+                break
+            start = f"&from={cursors[-1]}"
+        assert seen == [0, 1, 2, 3, 4, 5]
+        # by nonce with from-nonce/to-nonce, the cursor a nonce; -1 starts at the process
+        assert log("from-nonce=2&to-nonce=4") == ([3, 4], ["3", "4"], False)
+        assert log("from-nonce=-1&limit=2") == ([0, 1], ["0", "1"], True)
+
+        def results(query: str) -> tuple[list[int], list[str], bool]:
+            page = call(f"{url}/results/{pid}?{query}").json()
+            return [ordinate(e) for e in page["edges"]], [e["cursor"] for e in page["edges"]], \
+                page["pageInfo"]["hasNextPage"]
+
+        # ao's CU: the Error of slot 2 is left out; cursors are base64 JSON {timestamp, ordinate, sort}
+        everything, cursors, more = results("")
+        assert everything == [0, 1, 3, 4, 5] and not more
+        assert base64.b64decode(cursors[1]) == b'{"timestamp":%d,"ordinate":"1","sort":"ASC"}' % t1
+        assert results(f"from={cursors[1]}")[0] == [3, 4, 5]  # a cursor: exclusive
+        assert results(f"from={cursors[1]}&to={cursors[3]}")[0] == [3, 4]
+        assert results(f"from={t1}")[0] == [1, 3, 4, 5]  # a timestamp: inclusive at both ends, as ao compares
+        assert results(f"to={t1}")[0] == [0, 1, 3]
+        assert results(f"to={t0 - 1}")[0] == []
+        newest, newest_cursors, more = results("sort=DESC&limit=2")
+        assert newest == [5, 4] and more and cursor_doc({"cursor": newest_cursors[1]})["sort"] == "DESC"
+        assert results(f"from={newest_cursors[1]}")[0] == [5]  # the cursor's sort wins, DESC
+        assert results("limit=2")[2] is True
+        bad = call(f"{url}/results/{pid}?from=not-a-cursor!")
+        assert bad.status == 400 and bad.json()["field"] == "from"
+        bad_sort = call(f"{url}/results/{pid}?from=" + base64.b64encode(b'{"ordinate":"1","sort":"UP"}').decode())
+        assert bad_sort.status == 400 and "sort" in bad_sort.json()["error"]
+        assert call(f"{url}/{pid}?from-nonce=x").json()["field"] == "from-nonce"
