@@ -98,11 +98,11 @@ class ModuleRegistry:
                     raise InvalidMessage("module_tags", "are stored with new module bytes, not given for a stored id")
                 self.compiled(module, None, module_format)
                 return None, module
-            if not module.lstrip().startswith("(module"):
-                raise InvalidMessage("module", "expected WASM bytes, WAT text or a stored module's id")
-            try:
+            try:  # WAT may open with comments, or be a bare list of fields: the parser decides
                 module = bytes(wasmtime.wat2wasm(module))
             except wasmtime.WasmtimeError as exc:
+                if "(" not in module:
+                    raise InvalidMessage("module", "expected WASM bytes, WAT text or a stored module's id") from None
                 raise ModuleError(f"module: WAT does not parse: {exc}") from exc
         if not isinstance(module, (bytes, bytearray)):
             raise InvalidMessage("module", f"expected WASM bytes, WAT text or an id, got {type(module).__name__}")
