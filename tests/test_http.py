@@ -112,7 +112,7 @@ def test_gateway_answers_aoconnects_module_query(served: tuple[Node, str], signe
     node_doc = reply["data"]["transactions"]["edges"][0]["node"]
     assert node_doc["owner"]["address"] == signer.address
     assert {"name": "Type", "value": "Module"} in node_doc["tags"]
-    assert node_doc["block"] is None
+    assert node_doc["block"]["height"] == 0 and node_doc["block"]["timestamp"] > 1_700_000_000
     unknown = {"query": query, "variables": {"transactionIds": ["x" * 43]}}
     missing = call(url + "/graphql", "POST", orjson.dumps(unknown), "application/json").json()
     assert missing["data"]["transactions"]["edges"] == []
@@ -456,3 +456,32 @@ def test_paging_follows_ao_units(tmp_path: Path) -> None:
         bad_sort = call(f"{url}/results/{pid}?from=" + base64.b64encode(b'{"ordinate":"1","sort":"UP"}').decode())
         assert bad_sort.status == 400 and "sort" in bad_sort.json()["error"]
         assert call(f"{url}/{pid}?from-nonce=x").json()["field"] == "from-nonce"
+
+
+def test_gateway_blocks_date_modules_and_processes(tmp_path: Path, signer: ans104.RsaSigner) -> None:
+    clock = SteppedClock(1_700_000_000_000)
+    with Node(tmp_path / "node", workers=1, clock=clock) as node, HttpServer(node, port=0) as server:
+        older = module_item(signer, "counter")
+        assert post(server.url, older).status == 202
+        clock.ms += 5000
+        newer = module_item(signer, "echo")
+        assert post(server.url, newer).status == 202
+        clock.ms += 5000
+        pid = post(server.url, process_item(signer, newer.id, node.identity)).json()["id"]
+        # aos's module query: the newest module first, each with a block to show its date by
+        query = ('query ($sort: SortOrder) { transactions(tags: [{name: "Type", values: ["Module"]}], sort: $sort) '
+                 "{ edges { node { id block { height timestamp } } } } }")
+
+        def modules(sort: str) -> list[tuple[str, int, int]]:
+            reply = call(server.url + "/graphql", "POST", orjson.dumps({"query": query, "variables": {"sort": sort}}),
+                         "application/json").json()
+            return [(e["node"]["id"], e["node"]["block"]["height"], e["node"]["block"]["timestamp"])
+                    for e in reply["data"]["transactions"]["edges"]]
+
+        assert modules("HEIGHT_DESC") == [(newer.id, 0, 1_700_000_005), (older.id, 0, 1_700_000_000)]
+        assert modules("HEIGHT_ASC") == [(older.id, 0, 1_700_000_000), (newer.id, 0, 1_700_000_005)]
+        by_id = '{ transaction(id: "' + pid + '") { block { id height timestamp previous } ingested_at } }'
+        process = call(server.url + "/graphql", "POST", orjson.dumps({"query": by_id}), "application/json").json()
+        block = process["data"]["transaction"]["block"]
+        assert (block["height"], block["timestamp"]) == (0, 1_700_000_010) and len(block["id"]) == 43
+        assert process["data"]["transaction"]["ingested_at"] == 1_700_000_010
