@@ -485,3 +485,17 @@ def test_gateway_blocks_date_modules_and_processes(tmp_path: Path, signer: ans10
         block = process["data"]["transaction"]["block"]
         assert (block["height"], block["timestamp"]) == (0, 1_700_000_010) and len(block["id"]) == 43
         assert process["data"]["transaction"]["ingested_at"] == 1_700_000_010
+
+
+def test_a_module_reads_a_signed_message_as_ao_cus_hand_it(served: tuple[Node, str], signer: ans104.RsaSigner) -> None:
+    node, url = served
+    module = module_item(signer, "echo")
+    post(url, module)
+    pid = post(url, process_item(signer, module.id, node.identity)).json()["id"]
+    item = message_item(signer, pid, "Say", "hi")
+    assert post(url, item).status == 202
+    seen = call(f"{url}/result/{item.id}?process-id={pid}").json()["Output"]
+    assert list(seen) == ["Id", "Signature", "Data", "Owner", "Target", "Anchor", "From", "Tags", "Epoch", "Nonce",
+                          "Timestamp", "Block-Height", "Hash-Chain", "Cron", "Read-Only"]
+    assert seen["Signature"] == ans104.encode_id(item.signature) and seen["Owner"] == signer.address
+    assert seen["Anchor"] is None and seen["Data"] == "hi" and seen["Nonce"] == 1

@@ -47,10 +47,11 @@ class LogView:
         }
 
     def _assignment_json(self, pid: str, doc: dict[str, Any]) -> dict[str, Any]:
-        tags = [
+        tags = [  # ao's SU's, in its order
             ("Process", pid), ("Epoch", str(doc["Epoch"])), ("Nonce", str(doc["Nonce"])),
             ("Hash-Chain", doc["Hash-Chain"]), ("Block-Height", str(doc["Block-Height"])),
-            ("Timestamp", str(doc["Timestamp"])), ("Message", doc["Id"]),
+            ("Timestamp", str(doc["Timestamp"])), ("Data-Protocol", "ao"), ("Type", "Assignment"),
+            ("Variant", "ao.TN.1"), ("Message", doc["Id"]),
         ]
         return {
             "id": _assignment_id(pid, doc),

@@ -112,7 +112,7 @@ class Entrance:
         doc = orjson.loads(entry)
         sender = doc["From"] if doc["From"] != doc["Owner"] else ""
         message = Message(doc["Id"], doc["Owner"], doc["Target"], normalize_tags(doc["Tags"]), doc["Data"],
-                          doc["Anchor"], sender)
+                          doc["Anchor"] or "", sender)
         return scheduler.submit_assignment(message, pid)
 
     def dry_run_body(
