@@ -161,7 +161,7 @@ def test_messages_results_and_the_log_over_http(served: tuple[Node, str], signer
     assert nodes[-1]["message"]["signature"] == ans104.encode_id(items[-1].signature)
     nonces = [{t["name"]: t["value"] for t in n["assignment"]["tags"]}["Nonce"] for n in nodes]
     assert nonces == [str(slot) for slot in range(len(nodes))]
-    first_page = call(f"{url}/{pid}?limit=1").json()
+    first_page = call(f"{url}/{pid}?from-nonce=-1&limit=1").json()
     assert first_page["page_info"]["has_next_page"] and len(first_page["edges"]) == 1
 
     one = call(f"{url}/{items[0].id}?process-id={pid}").json()
