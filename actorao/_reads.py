@@ -15,7 +15,7 @@ from actorao._exceptions import UnknownMessage, UnknownProcess
 from actorao.message import is_id
 from actorao.persist import ShardLogs, Store, split_key
 
-__all__ = ["LogEntry", "NodeReads"]
+__all__ = ["LogEntry", "NodeReads", "ResultEntry"]
 
 PAGE_BYTES = 8 * 1024 * 1024  # a page stops early past this much message data, and says more follow
 _LAST_SLOT = (1 << 64) - 1
@@ -34,6 +34,16 @@ class LogEntry:
     def doc(self) -> dict[str, Any]:
         doc: dict[str, Any] = orjson.loads(self.entry)
         return doc
+
+
+@dataclass(frozen=True, slots=True)
+class ResultEntry:
+    """One stored result, with the slot, timestamp and kind (a cron tick or not) of its message."""
+
+    slot: int
+    timestamp: int
+    cron: bool
+    result: bytes
 
 
 class NodeReads:
@@ -120,20 +130,56 @@ class NodeReads:
     def process_ids(self) -> list[str]:
         return sorted(self._logs.process_ids())
 
+    def first_slot_after(self, pid: str, timestamp: int) -> int:
+        """The first slot of ``pid`` stamped later than ``timestamp`` (one past the head if none is):
+        a binary search, since a process's timestamps never go backwards."""
+        low, high = 0, self.head_slot(pid)
+        while low <= high:
+            middle = (low + high) // 2
+            if self.timestamp_of(pid, middle) <= timestamp:
+                low = middle + 1
+            else:
+                high = middle - 1
+        return low
+
+    def head_slot(self, pid: str) -> int:
+        """The last slot of ``pid``'s log (-1 before its spawn is committed)."""
+        self._known(pid)
+        last = self._logs.last_slot(pid)
+        return -1 if last is None else last
+
+    def timestamp_of(self, pid: str, slot: int) -> int:
+        entry = self._logs.log_entry(pid, slot)
+        if entry is None:
+            raise UnknownMessage(f"process {pid} has no slot {slot}")
+        return int(orjson.loads(entry)["Timestamp"])
+
     # -- results --------------------------------------------------------------------------------
     def results(
-        self, pid: str, after: int | None, last: int | None, limit: int, ascending: bool, *, cron_only: bool = False
-    ) -> list[tuple[int, bytes]]:
-        """(slot, result JSON) of ``pid``'s stored results after ``after`` up to ``last``, in either
-        order, at most ``limit``; ``cron_only`` keeps the results of cron ticks alone."""
+        self, pid: str, after: int | None, last: int | None, limit: int, ascending: bool, *, cron_only: bool = False,
+        errors: bool = True,
+    ) -> list[ResultEntry]:
+        """The stored results of ``pid`` after slot ``after`` up to slot ``last``, in either order, at
+        most ``limit``; ``cron_only`` keeps the results of cron ticks alone, and ``errors=False``
+        leaves out the results that are an Error."""
         self._known(pid)
-        def is_cron(slot: int) -> bool:
-            entry = self._logs.log_entry(pid, slot)
-            return entry is not None and bool(orjson.loads(entry)["Cron"])
+        stamps: dict[int, tuple[int, bool]] = {}
 
-        keep = is_cron if cron_only else None
-        return self._store.result_page(pid, 0 if after is None else after + 1, _LAST_SLOT if last is None else last,
-                                       limit, ascending, PAGE_BYTES, keep)
+        def keep(slot: int, raw: bytes) -> bool:
+            entry = self._logs.log_entry(pid, slot)
+            if entry is None:
+                return False
+            doc = orjson.loads(entry)
+            if cron_only and not doc["Cron"]:
+                return False
+            if not errors and orjson.loads(raw).get("Error") is not None:
+                return False
+            stamps[slot] = (int(doc["Timestamp"]), bool(doc["Cron"]))
+            return True
+
+        found = self._store.result_page(pid, 0 if after is None else after + 1, _LAST_SLOT if last is None else last,
+                                        limit, ascending, PAGE_BYTES, keep)
+        return [ResultEntry(slot, *stamps[slot], raw) for slot, raw in found]
 
     # -- modules --------------------------------------------------------------------------------
     def module_ids(self) -> list[str]:

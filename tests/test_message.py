@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace
 
 import pytest
 
@@ -115,6 +116,28 @@ def test_module_json_carries_ao_fields() -> None:
     assert doc["Nonce"] == 7 and doc["Timestamp"] == 123 and doc["Hash-Chain"] == PID
     assert doc["From"] == OWNER and doc["Data"] == "hi" and doc["Read-Only"] is False
     assert {"name": "Action", "value": "Inc"} in doc["Tags"]
+
+
+def test_module_json_keys_come_in_ao_cus_order() -> None:
+    """ao's CU parses every message with its messageSchema (servers/cu/src/domain/model.js), a zod
+    object that keeps its own keys in its own order; the loader stringifies that into memory."""
+    import orjson
+
+    scheduled = ["Id", "Signature", "Data", "Owner", "Target", "Anchor", "From", "Tags", "Epoch", "Nonce",
+                 "Timestamp", "Block-Height", "Hash-Chain", "Cron", "Read-Only"]
+    assignment = Assignment(PID, 7, MID, 123, PID, 5, 0)
+    signed = orjson.loads(module_json(good_message(data="hi"), assignment, signature="c2ln"))
+    assert list(signed) == scheduled and signed["Signature"] == "c2ln" and signed["Anchor"] is None
+    unsigned = orjson.loads(module_json(good_message(), assignment))
+    assert list(unsigned) == [key for key in scheduled if key != "Signature"]
+    pushed = orjson.loads(module_json(replace(good_message(), sender=PID), assignment))
+    plain = [key for key in scheduled if key != "Signature"]
+    assert list(pushed) == [*plain[:6], "Forwarded-By", *plain[6:]]
+    assert pushed["From"] == PID and pushed["Forwarded-By"] == OWNER
+    dry = orjson.loads(module_json(good_message(), None, timestamp=99))
+    assert list(dry) == ["Id", "Data", "Owner", "Target", "Anchor", "From", "Tags", "Timestamp", "Block-Height",
+                         "Cron", "Read-Only"]
+    assert dry["Read-Only"] is True and dry["Timestamp"] == 99
 
 
 def test_result_codec_round_trips_and_maps_errors() -> None:

@@ -82,10 +82,12 @@ class ModuleRegistry:
     def record(
         self, module: bytes | str, module_format: str | None, module_tags: Tags, *, owner: str,
         module_id: str | None = None, signed_by: tuple[str, str] | None = None, signed: bytes | None = None,
+        stored_at: int = 0,
     ) -> tuple[ModuleRecord | None, str]:
         """The record to store for new module bytes or WAT text (None for a stored module's id), and the
         id: the SHA-256 of the bytes, or ``module_id`` (a signed Module item's id). Compiles it once,
-        checked against its Module-Format, so a module that cannot load is refused here."""
+        checked against its Module-Format, so a module that cannot load is refused here. ``stored_at``
+        (ms) dates it for the gateway's answers; no evaluation reads it."""
         given_format = tag_value(module_tags, "Module-Format")
         if given_format is not None and module_format is not None and given_format != module_format:
             raise InvalidMessage("module_tags['Module-Format']", f"{given_format!r} contradicts {module_format!r}")
@@ -98,11 +100,11 @@ class ModuleRegistry:
                     raise InvalidMessage("module_tags", "are stored with new module bytes, not given for a stored id")
                 self.compiled(module, None, module_format)
                 return None, module
-            if not module.lstrip().startswith("(module"):
-                raise InvalidMessage("module", "expected WASM bytes, WAT text or a stored module's id")
-            try:
+            try:  # WAT may open with comments, or be a bare list of fields: the parser decides
                 module = bytes(wasmtime.wat2wasm(module))
             except wasmtime.WasmtimeError as exc:
+                if "(" not in module:
+                    raise InvalidMessage("module", "expected WASM bytes, WAT text or a stored module's id") from None
                 raise ModuleError(f"module: WAT does not parse: {exc}") from exc
         if not isinstance(module, (bytes, bytearray)):
             raise InvalidMessage("module", f"expected WASM bytes, WAT text or an id, got {type(module).__name__}")
@@ -124,7 +126,8 @@ class ModuleRegistry:
             value = tag_value(tags, name)
             if value is not None:
                 parse(value)
-        meta: dict[str, Any] = {"owner": owner, "tags": [{"name": name, "value": value} for name, value in tags]}
+        meta: dict[str, Any] = {"owner": owner, "tags": [{"name": name, "value": value} for name, value in tags],
+                                "stored_at": stored_at}
         if signed_by is not None:
             meta["key"], meta["signature"] = signed_by
         artifact = (artifact_suffix(), compiled.serialize())

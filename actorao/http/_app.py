@@ -36,7 +36,7 @@ from actorao._exceptions import (
 )
 from actorao.ans104 import DataItem
 from actorao.http._gateway import Gateway
-from actorao.http._views import LogView
+from actorao.http._views import LogBounds, LogView, ResultsQuery, parse_results_bound
 from actorao.message import is_id, normalize_tags
 from actorao.node import Ack, Node
 
@@ -52,6 +52,7 @@ WRITE_THREADS = 64
 READ_THREADS = 32
 STATE_AT_ONCE = 2  # /state copies a whole memory (up to a GiB) through the worker and the socket
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,19}")
+_NONCE = re.compile(r"-?[0-9]{1,19}")
 
 
 class BodyTooLarge(ActoraoError):
@@ -121,6 +122,15 @@ def _int_param(request: Request, name: str, default: int | None, *, low: int = 0
     if not _WHOLE_NUMBER.fullmatch(text):
         raise InvalidMessage(name, f"expected a whole number, got {text!r:.40}")
     return min(max(int(text), low), high)
+
+
+def _nonce_param(request: Request, name: str) -> int | None:
+    text = request.query_params.get(name)
+    if text is None or text == "":
+        return None
+    if not _NONCE.fullmatch(text):
+        raise InvalidMessage(name, f"expected a nonce (a whole number, -1 for before the process), got {text!r:.40}")
+    return int(text)
 
 
 def _process_param(request: Request, required: bool = True) -> str | None:
@@ -295,16 +305,20 @@ class AoHttpApi:
         return json_response(await self._read(lambda: self.views.latest(pid)))
 
     async def su_get(self, request: Request) -> Response:
-        """``/{msg}?process-id=`` is one message; ``/{pid}?from&to&limit`` a page of a process's log."""
+        """``/{msg}?process-id=`` is one message; ``/{pid}?from&to&limit`` a page of a process's log, by
+        timestamp, or by nonce with ``from-nonce``/``to-nonce``, as ao's SU pages."""
         item = _path_id(request, "id")
         pid = _process_param(request, required=False)
         if pid is not None:
             return json_response(await self._read(lambda: self.views.message(item, pid)))
-        first = _int_param(request, "from", None)
-        last = _int_param(request, "to", None)
+        params = request.query_params
+        if params.get("from-nonce") or params.get("to-nonce"):
+            bounds = LogBounds(_nonce_param(request, "from-nonce"), _nonce_param(request, "to-nonce"), by_nonce=True)
+        else:
+            bounds = LogBounds(_int_param(request, "from", None), _int_param(request, "to", None))
         limit = _int_param(request, "limit", 100, low=1, high=1000)
         assert limit is not None
-        return json_response(await self._read(lambda: self.views.page(item, first, last, limit)))
+        return json_response(await self._read(lambda: self.views.page(item, bounds, limit)))
 
     # -- CU -------------------------------------------------------------------------------------
     async def result(self, request: Request) -> Response:
@@ -325,15 +339,16 @@ class AoHttpApi:
 
     async def _results_page(self, request: Request, *, cron_only: bool) -> Response:
         pid = _path_id(request, "pid")
-        first = _int_param(request, "from", None)
-        last = _int_param(request, "to", None)
-        limit = _int_param(request, "limit", 25, low=1, high=1000)
+        # ao's CU: 25 results a page by default, and cron pages 500 (at most 1000), always ascending
+        limit = _int_param(request, "limit", 500 if cron_only else 25, low=1, high=1000)
         assert limit is not None
-        ascending = _sort_param(request)
+        query = ResultsQuery(parse_results_bound("from", request.query_params.get("from")),
+                             parse_results_bound("to", request.query_params.get("to")), limit,
+                             True if cron_only else _sort_param(request))
 
         def read() -> bytes:
             self.node.catch_up(pid, self.result_wait)  # like a CU, evaluate up to the latest first
-            return self.views.results(pid, first, last, limit, ascending, cron_only=cron_only)
+            return self.views.results(pid, query, cron_only=cron_only)
 
         return raw_json(await self._read(read))
 

@@ -4,12 +4,16 @@ whatever query text arrives against the schema below, so fragments, variables an
 
 What is searchable: the node's Scheduler-Location, stored modules and processes by any filter, and
 messages by id. A gateway indexes every transaction; a node only knows its own.
+
+Blocks come from the node: a process's or message's is the Block-Height and Timestamp its SU stamped
+(this node has no base layer, so the height is 0), a module's the time it was stored. ``sort``
+orders by block (height, then time; undated records first when descending, as a gateway lists pending
+ones), so aos's newest-module-first query works.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -60,9 +64,18 @@ _CURSOR = re.compile(r"[0-9]{1,9}")
 SCHEDULER_TTL_MS = "3600000"
 
 
+def _block(height: int, timestamp_ms: int) -> dict[str, Any]:
+    """A block as a gateway answers it: ids derived from the height, the timestamp in seconds."""
+    def block_id(at: int) -> str:
+        return encode_id(hashlib.sha256(b"actorao block|%d" % at).digest())
+
+    return {"id": block_id(height), "height": height, "timestamp": timestamp_ms // 1000,
+            "previous": block_id(height - 1) if height > 0 else ""}
+
+
 def _transaction(
     tx_id: str, owner: str, tags: list[dict[str, str]], *, item: DataItem | None = None, recipient: str = "",
-    size: int = 0,
+    size: int = 0, block: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     zero = {"winston": "0", "ar": "0.000000000000"}
     return {
@@ -75,10 +88,10 @@ def _transaction(
         "quantity": zero,
         "data": {"size": str(len(item.data) if item is not None else size), "type": _content_type(tags)},
         "tags": tags,
-        "block": None,
+        "block": block,
         "parent": None,
         "bundledIn": None,
-        "ingested_at": None,
+        "ingested_at": block["timestamp"] if block is not None else None,
     }
 
 
@@ -132,8 +145,8 @@ class Gateway:
             candidates: Iterator[dict[str, Any] | None] = (self._by_id(tx_id) for tx_id in ids)
         else:
             candidates = self._all()
-        wanted = (tx for tx in candidates if tx is not None and _matches(tx, args))
-        found = list(itertools.islice(wanted, start + first + 1))
+        wanted = [tx for tx in candidates if tx is not None and _matches(tx, args)]
+        found = _sorted(wanted, str(args.get("sort") or "HEIGHT_DESC"))[: start + first + 1]
         page = found[start: start + first]
         return {
             "pageInfo": {"hasNextPage": len(found) > start + first},
@@ -153,7 +166,7 @@ class Gateway:
         if found is None:
             return None
         doc, size = found
-        tx = _transaction(module_id, doc["owner"], doc["tags"], size=size)
+        tx = _transaction(module_id, doc["owner"], doc["tags"], size=size, block=_block(0, doc.get("stored_at", 0)))
         tx["owner"]["key"], tx["signature"] = doc.get("key", ""), doc.get("signature", "")  # kept at upload
         return tx
 
@@ -161,7 +174,7 @@ class Gateway:
     def _logged(tx_id: str, entry: LogEntry) -> dict[str, Any]:
         doc = entry.doc()
         return _transaction(tx_id, doc["Owner"], doc["Tags"], item=signed_item(entry), recipient=doc["Target"],
-                            size=len(doc["Data"].encode()))
+                            size=len(doc["Data"].encode()), block=_block(doc["Block-Height"], doc["Timestamp"]))
 
     def _by_id(self, tx_id: str) -> dict[str, Any] | None:
         if not is_id(tx_id):
@@ -184,6 +197,17 @@ class Gateway:
                 yield self._logged(pid, self.reads.spawn(pid))
             except ActoraoError:  # spawned, not yet committed
                 continue
+
+
+def _sorted(found: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
+    """``found`` in a gateway's order; the sort is stable, so ties keep the node's order."""
+    def key(tx: dict[str, Any]) -> tuple[int, int]:
+        block = tx["block"]
+        if block is None:  # pending: first when newest come first
+            return (1 << 62, 1 << 62)
+        return (block["height"], block["timestamp"]) if sort.startswith("HEIGHT") else (tx["ingested_at"], 0)
+
+    return sorted(found, key=key, reverse=sort.endswith("DESC"))
 
 
 def _matches(tx: dict[str, Any], args: dict[str, Any]) -> bool:

@@ -137,7 +137,7 @@ class Entrance:
         doc = orjson.loads(entry)
         sender = doc["From"] if doc["From"] != doc["Owner"] else ""
         message = Message(doc["Id"], doc["Owner"], doc["Target"], normalize_tags(doc["Tags"]), doc["Data"],
-                          doc["Anchor"], sender)
+                          doc["Anchor"] or "", sender)
         return scheduler.submit_assignment(message, pid)
 
     def dry_run_body(
@@ -158,7 +158,8 @@ class Entrance:
         self, module: bytes | str, tags: TagsLike, data: str, module_format: str | None, module_tags: TagsLike
     ) -> Future[Ack]:
         record, module_id = self._modules.record(
-            module, module_format, normalize_tags(module_tags, "module_tags"), owner=self.identity)
+            module, module_format, normalize_tags(module_tags, "module_tags"), owner=self.identity,
+            stored_at=self._now_ms())
         process_id = new_id(self.identity.encode(), module_id.encode())
         return self._submit_spawn(process_id, module_id, record, normalize_tags(tags), data, ())
 
@@ -250,6 +251,9 @@ class Entrance:
         message = Message(item.id, item.address, item.target_id, tags, data, item.anchor_text)
         return self.post(message, signed=item.to_bytes())
 
+    def _now_ms(self) -> int:
+        return int(self._config.clock() * 1000)
+
     def add_module(self, module: DataItem | bytes, tags: TagsLike = None) -> str:
         """Store a module without spawning it; returns its id. A signed ``Type=Module`` item keeps its
         item id, owner and tags (as on Arweave); plain WASM bytes are stored under their SHA-256,
@@ -262,10 +266,11 @@ class Entrance:
                     raise InvalidMessage(f"Tags[{name!r}]", f"a module item needs {name}={wanted}")
             record, module_id = self._modules.record(
                 module.data, None, module.tags, module_id=module.id, owner=module.address,
-                signed_by=(encode_id(module.owner), encode_id(module.signature)), signed=module.to_bytes())
+                signed_by=(encode_id(module.owner), encode_id(module.signature)), signed=module.to_bytes(),
+                stored_at=self._now_ms())
         else:
             record, module_id = self._modules.record(bytes(module), None, normalize_tags(tags, "tags"),
-                                                     owner=self.identity)
+                                                     owner=self.identity, stored_at=self._now_ms())
         assert record is not None
         self._modules.add(record)
         return module_id

@@ -355,17 +355,17 @@ class Store:
 
     def result_page(
         self, pid: str, first: int, last: int, limit: int, ascending: bool, max_bytes: int,
-        keep: Callable[[int], bool] | None = None,
+        keep: Callable[[int, bytes], bool] | None = None,
     ) -> list[tuple[int, bytes]]:
         """(slot, result) of ``pid`` with first <= slot <= last, in either order, at most ``limit`` and
-        about ``max_bytes``; ``keep`` (given the slot) filters them."""
+        about ``max_bytes``; ``keep`` (given the slot and the result) filters them."""
 
         def body(txn: lmdb.Transaction) -> list[tuple[int, bytes]]:
             found = (_ascending if ascending else _descending)(txn, self.results, pid, first, last)
             out: list[tuple[int, bytes]] = []
             size = 0
             for slot, raw in found:
-                if keep is not None and not keep(slot):
+                if keep is not None and not keep(slot, raw):
                     continue
                 size += len(raw)
                 if out and size > max_bytes:

@@ -25,6 +25,7 @@ import orjson
 from actorao._config import DEFAULT_MAX_PENDING
 from actorao._exceptions import ActoraoError, NodeStopped, Overloaded, UnknownProcess
 from actorao._future import Future
+from actorao.ans104 import item_signature
 from actorao.message import Assignment, Message, Process, assignment_from_module_json, module_json
 from actorao.persist import ModuleRecord, Store, split_key
 from actorao.supervisor import ThreadChild
@@ -356,7 +357,8 @@ class SchedulerUnit(ThreadChild):
                                 UnknownProcess(f"no process {pid} on this node"))
                     continue
                 assignment = self._next_assignment(pid, head, message.id, now)
-                body = module_json(message, assignment)
+                body = module_json(message, assignment, signature=item_signature(request.signed)
+                                   if request.signed is not None else "")
                 signed = (message.id, request.signed) if request.signed is not None else None
                 key = store.put_assignment(txn, pid, assignment.slot, body, once, signed)
                 heads[pid] = _Head(assignment.slot + 1, assignment)
