@@ -261,6 +261,17 @@ def test_a_trap_leaves_the_process_usable_with_memory_as_before(make_node: MakeN
     assert count(node, pid) == 6
 
 
+def test_a_process_whose_spawn_message_traps_takes_its_later_messages(make_node: MakeNode, trapper: bytes) -> None:
+    """Slot 0 failing rolls back to the module's initial state: there is no earlier slot to replay."""
+    node = make_node()
+    pid = node.spawn(trapper, {"Action": "Trap"})
+    spawned = node.result(pid, process=pid)
+    assert spawned.error is not None and spawned.error.startswith("Trap:")
+    assert node.result(node.send(pid, {"Action": "Inc"})).output == "1"
+    assert node.result(node.send(pid, {"Action": "Trap"})).error is not None
+    assert count(node, pid) == 1
+
+
 def test_an_endless_loop_runs_out_of_fuel_and_neighbours_carry_on(make_node: MakeNode, trapper: bytes) -> None:
     node = make_node(compute_limit=5_000_000)
     looping, neighbour = node.spawn(trapper), node.spawn(trapper)
