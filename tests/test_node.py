@@ -615,3 +615,17 @@ def test_a_hung_worker_is_detected_and_replaced(make_node: MakeNode, counter: by
         except ProcessLookupError:
             pass  # the supervisor killed it, as it should
 
+
+
+def test_opening_and_closing_nodes_leaks_no_descriptors_or_threads(tmp_path: Path) -> None:
+    """Each Node open and close used to leave a pipe behind (a pool supervisor built and never started)."""
+
+    def cycle() -> None:
+        with Node(tmp_path / "node", workers=1, schedulers=1):
+            pass
+
+    cycle()  # the first one imports and caches what every later one reuses
+    descriptors, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+    for _ in range(20):
+        cycle()
+    assert (len(os.listdir("/proc/self/fd")), threading.active_count()) == (descriptors, threads)
