@@ -22,8 +22,13 @@ __all__ = ["NodeConfig"]
 
 # The defaults of the rooms, here once. A room that can be used on its own (a Store, an SU in a test)
 # takes these as its own defaults.
-DEFAULT_FUEL = 50_000_000_000  # a few seconds of aos on this machine; Compute-Limit sets another
+# Fuel for about one second of work on the 2-core box this was sized on: wasmtime spends its fuel
+# slowest on the tightest loop, `(loop (br 0))`, at 0.66-0.9e9 fuel/s; an ALU loop runs 8e9/s and aos's
+# Lua 1.3-5.8e9/s, so this is 0.2-0.8 s of aos, and aos's heaviest ordinary message, its first, needs 1e8.
+DEFAULT_FUEL = 1_000_000_000
+DEFAULT_MAX_FUEL = 10 * DEFAULT_FUEL  # the most a process's Compute-Limit may ask for
 DEFAULT_MEMORY_LIMIT = 1 << 30
+DEFAULT_MAX_MEMORY_LIMIT = 4 << 30  # the most a Memory-Limit may ask for: all a wasm32 module can address
 DEFAULT_MAP_SIZE = 1 << 30  # LMDB grows it by doubling when full
 DEFAULT_MAX_PENDING = 200_000  # messages waiting for assignment before the SU says Overloaded
 DEFAULT_MAX_BACKLOG = 100_000  # outgoing messages waiting for the SU, across the node
@@ -42,6 +47,9 @@ class NodeConfig:
     schedulers: int | None = None  # scheduler shard OS processes; None: one per 4 cores, at most 8
     compute_limit: int = DEFAULT_FUEL  # a process's fuel per message, unless its Compute-Limit says
     memory_limit: int = DEFAULT_MEMORY_LIMIT  # bytes, unless its Memory-Limit says
+    # Ceilings: a spawn whose Compute-Limit or Memory-Limit (its own, or its module's) asks for more is refused.
+    max_compute_limit: int = DEFAULT_MAX_FUEL
+    max_memory_limit: int = DEFAULT_MAX_MEMORY_LIMIT
     checkpoint_every: int = 1000  # messages between checkpoints of a process
     checkpoint_ms: float = 1000.0  # or this much compute, whichever comes first
     checkpoint_full_every: int = 16  # deltas between full checkpoints
@@ -69,7 +77,8 @@ class NodeConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise InvalidMessage(name, f"must be a whole number of at least 1, got {value!r}")
-        for name in ("compute_limit", "memory_limit", "checkpoint_every", "checkpoint_full_every", "max_data_bytes",
+        for name in ("compute_limit", "memory_limit", "max_compute_limit", "max_memory_limit", "checkpoint_every",
+                     "checkpoint_full_every", "max_data_bytes",
                      "max_pending", "map_size", "max_backlog", "max_sends_per_result", "max_body"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -77,6 +86,10 @@ class NodeConfig:
         for name in ("checkpoint_ms", "timeout", "result_wait"):
             if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
                 raise InvalidMessage(name, f"must be a positive number of seconds, got {getattr(self, name)!r}")
+        for name, ceiling in (("compute_limit", "max_compute_limit"), ("memory_limit", "max_memory_limit")):
+            if getattr(self, name) > getattr(self, ceiling):
+                raise InvalidMessage(name, f"{getattr(self, name)} is over {ceiling} ({getattr(self, ceiling)}); "
+                                     f"raise {ceiling} too")
         if self.cron_catch_up < 0:
             raise InvalidMessage("cron_catch_up", f"must not be negative, got {self.cron_catch_up}")
         if not 0 < self.port < 65536:
@@ -136,6 +149,7 @@ def _intensity(text: str) -> tuple[int, float]:
 _FIELDS = frozenset(f.name for f in dataclasses.fields(NodeConfig))
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "path": Path, "workers": int, "schedulers": int, "compute_limit": int, "memory_limit": int, "checkpoint_every": int,
+    "max_compute_limit": int, "max_memory_limit": int,
     "checkpoint_ms": float, "checkpoint_full_every": int, "max_data_bytes": int, "max_pending": int,
     "map_size": int, "restart_intensity": _intensity, "cron_catch_up": int, "max_backlog": int,
     "max_sends_per_result": int, "timeout": float, "host": str, "port": int, "verify": _bool, "max_body": int,

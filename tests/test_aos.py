@@ -136,7 +136,7 @@ def test_an_endless_loop_and_a_memory_bomb_are_answered_rolled_back_and_neighbou
 ) -> None:
     node, module = aos
     looping = node.spawn(module, {"Compute-Limit": "300000000"})
-    bombing = node.spawn(module, {"Compute-Limit": "20000000000", "Memory-Limit": "128-mb"})  # aos starts at 68 MiB
+    bombing = node.spawn(module, {"Compute-Limit": "10000000000", "Memory-Limit": "128-mb"})  # aos starts at 68 MiB
     neighbour = node.spawn(module)
     for pid in (looping, bombing):
         assert evaluate(node, pid, "kept = 'yes'").ok

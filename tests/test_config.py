@@ -45,6 +45,15 @@ def test_a_bad_setting_is_refused_with_its_name(setting: str, value: object) -> 
     assert caught.value.field == setting
 
 
+def test_a_default_limit_over_its_ceiling_is_refused() -> None:
+    with pytest.raises(InvalidMessage, match="max_compute_limit") as caught:
+        NodeConfig(compute_limit=NodeConfig().max_compute_limit + 1)
+    assert caught.value.field == "compute_limit"
+    with pytest.raises(InvalidMessage, match="max_memory_limit"):
+        NodeConfig(memory_limit=2 << 20, max_memory_limit=1 << 20)
+    assert NodeConfig.from_env({"ACTORAO_MAX_COMPUTE_LIMIT": "7"}, compute_limit=7).max_compute_limit == 7
+
+
 def test_an_unknown_setting_is_a_type_error_that_names_it(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="max_backlgo"):
         NodeConfig().replace(max_backlgo=3)

@@ -282,6 +282,12 @@ def test_bad_input_gets_its_status_and_changes_nothing(served: tuple[Node, str],
                                          "application/json"), 400, "Tags"),
         ("process with a pushed tag", post(url, process_item(signer, module, node.identity, ("Pushed-For", pid))),
          400, "Tags['Pushed-For']"),
+        ("process over the fuel ceiling", post(url, process_item(
+            signer, module, node.identity, ("Compute-Limit", str(node.config.max_compute_limit + 1)))),
+         400, "Tags['Compute-Limit']"),
+        ("process over the memory ceiling", post(url, process_item(signer, module, node.identity,
+                                                                   ("Memory-Limit", "512-gb"))),
+         400, "Tags['Memory-Limit']"),
         ("process with a target", post(url, ans104.create_data_item(
             signer, " ", [*AO, ("Type", "Process"), ("Module", module), ("Scheduler", node.identity)], target=pid)),
          400, "Target"),

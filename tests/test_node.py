@@ -290,6 +290,17 @@ def test_a_trap_leaves_the_process_usable_with_memory_as_before(make_node: MakeN
     assert count(node, pid) == 6
 
 
+def test_a_process_whose_spawn_message_traps_takes_its_later_messages(make_node: MakeNode, trapper: bytes) -> None:
+    """Slot 0 failing rolls back to the module's initial state: there is no earlier slot to replay."""
+    node = make_node()
+    pid = node.spawn(trapper, {"Action": "Trap"})
+    spawned = node.result(pid, process=pid)
+    assert spawned.error is not None and spawned.error.startswith("Trap:")
+    assert node.result(node.send(pid, {"Action": "Inc"})).output == "1"
+    assert node.result(node.send(pid, {"Action": "Trap"})).error is not None
+    assert count(node, pid) == 1
+
+
 def test_an_endless_loop_runs_out_of_fuel_and_neighbours_carry_on(make_node: MakeNode, trapper: bytes) -> None:
     node = make_node(compute_limit=5_000_000)
     looping, neighbour = node.spawn(trapper), node.spawn(trapper)
@@ -539,6 +550,37 @@ def test_limits_come_from_the_process_then_its_module_then_the_node(make_node: M
         node.spawn(examples.wasm("echo"), module_tags={"Compute-Limit": "lots"})
 
 
+def test_a_spawn_may_not_ask_for_more_than_the_nodes_ceilings(make_node: MakeNode, trapper: bytes) -> None:
+    """A spawn whose Compute-Limit or Memory-Limit is over the node's ceiling is refused, naming the tag and the
+    ceiling; at the ceiling is allowed."""
+    node = make_node(compute_limit=1_000_000, max_compute_limit=5_000_000, memory_limit=1 << 20,
+                     max_memory_limit=4 << 20)
+    refusals = [
+        ({"Compute-Limit": "5000001"}, "Tags['Compute-Limit']", "5,000,000 (max_compute_limit)"),
+        ({"Compute-Limit": str(2**63)}, "Tags['Compute-Limit']", "max_compute_limit"),
+        ({"Memory-Limit": "512-mb"}, "Tags['Memory-Limit']", "4,194,304 bytes (max_memory_limit)"),
+    ]
+    for tags, field, says in refusals:
+        with pytest.raises(InvalidMessage) as caught:
+            node.spawn(trapper, tags)
+        assert caught.value.field == field
+        assert says in str(caught.value)
+    assert node.processes() == []
+    at_ceiling = node.spawn(trapper, {"Compute-Limit": "5000000", "Memory-Limit": "4-mb"})
+    assert node.process_info(at_ceiling) | {"module": ""} == {"module": "", "compute_limit": 5_000_000,
+                                                              "memory_limit": 4 << 20}
+    # A module's tags say what it may need (published aos modules carry 9e12): it gets the ceiling, and a
+    # process of it may ask for less.
+    greedy = node.spawn(trapper, module_tags={"Compute-Limit": "9000000000000", "Memory-Limit": "16-gb"})
+    assert node.process_info(greedy) | {"module": ""} == {"module": "", "compute_limit": 5_000_000,
+                                                          "memory_limit": 4 << 20}
+    module = node.process_info(greedy)["module"]
+    assert node.process_info(node.spawn(module, {"Compute-Limit": "2000000"}))["compute_limit"] == 2_000_000
+    failed = node.result(node.send(at_ceiling, {"Action": "Loop"}))
+    with pytest.raises(ComputeLimitExceeded):
+        failed.raise_for_error()
+
+
 @pytest.mark.parametrize("workers", [1])
 def test_scaling_from_one_worker_to_two_and_back_under_a_stream_loses_and_repeats_nothing(
     make_node: MakeNode, counter: bytes
@@ -603,3 +645,18 @@ def test_a_hung_worker_is_detected_and_replaced(make_node: MakeNode, counter: by
             os.kill(hung, signal.SIGKILL)
         except ProcessLookupError:
             pass  # the supervisor killed it, as it should
+
+
+
+def test_opening_and_closing_nodes_leaks_no_descriptors_or_threads(tmp_path: Path) -> None:
+    """Each Node open and close used to leave a pipe behind (a pool supervisor built and never started)."""
+
+    def cycle() -> None:
+        with Node(tmp_path / "node", workers=1, schedulers=1):
+            pass
+
+    cycle()  # the first one imports and caches what every later one reuses
+    descriptors, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+    for _ in range(20):
+        cycle()
+    assert (len(os.listdir("/proc/self/fd")), threading.active_count()) == (descriptors, threads)

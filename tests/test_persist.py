@@ -43,6 +43,10 @@ def test_log_range_and_last_slot(tmp_path: Path) -> None:
         assert store.last_slot("results", PID) is None
         assert store.log_range(PID, 3, 5) == [(3, b"m3"), (4, b"m4"), (5, b"m5")]
         assert store.log_range(PID, 8, 20) == [(8, b"m8"), (9, b"m9")]
+        # An empty range is empty, also below slot 0: a rollback of slot 0 replays slots 0..-1.
+        assert store.log_range(PID, 0, -1) == []
+        assert store.log_range(PID, 5, 4) == []
+        assert store.slot_range("results", PID, 0, -1) == []
     finally:
         store.close()
 

@@ -241,3 +241,20 @@ def test_actors_are_supervised_by_the_same_mechanism(supervisors: list[Superviso
 def test_an_unknown_strategy_is_refused() -> None:
     with pytest.raises(ValueError, match="one_for_one"):
         Supervisor("test", [], strategy="all_for_none")  # type: ignore[arg-type]
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_supervisor_holds_descriptors_only_while_it_runs() -> None:
+    """A supervisor that is built and never started (a pool's placeholder) holds nothing; one that
+    ran, gave up and is then stopped gives back everything it held."""
+    before = open_descriptors()
+    Supervisor("never-started", [ChildSpec("sleeper", process())])
+    assert open_descriptors() == before
+    gives_up = Supervisor("gives-up", [ChildSpec("quits", exiting(1))], intensity=0, period=60)
+    gives_up.start()
+    assert wait_until(lambda: gives_up.failed)
+    gives_up.stop()
+    assert open_descriptors() == before

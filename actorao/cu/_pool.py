@@ -209,7 +209,8 @@ class WorkerPool:
     def start_supervisor(self) -> SupervisorChild:
         """Start a fresh pool supervisor and its workers, as a child for the node's root supervisor
         (which calls this again if the pool gives up). Every process catches up from the log."""
-        self.supervisor = self._new_supervisor()
+        previous, self.supervisor = self.supervisor, self._new_supervisor()
+        previous.stop()  # one that gave up has ended its thread; this closes what it still holds
         child = _PoolChild(self, self.supervisor)
         for index in range(self.workers):
             self.supervisor.start_child(index, child_id=_worker_id(index))

@@ -92,7 +92,10 @@ class HostedProcess:
         return dict(self.store.slot_range("results", self.pid, first, last))
 
     def _replay(self, first: int, last: int) -> None:
-        """Re-evaluate log slots first..last on the live instance, skipping slots that failed."""
+        """Re-evaluate log slots first..last on the live instance, skipping slots that failed. The range
+        is empty when slot 0 (the spawn) fails: the fresh instance is then the state to go on from."""
+        if last < first:
+            return
         for slot, message in self._read_log(first, last):
             if slot in self.failed:
                 continue

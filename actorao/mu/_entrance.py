@@ -199,13 +199,7 @@ class Entrance:
         interval = process.tag("Cron-Interval")
         if interval is not None:
             parse_interval(interval)
-        module_tags = self._modules.tags(module_id, record)
-        compute = process.tag("Compute-Limit") or tag_value(module_tags, "Compute-Limit")
-        memory = process.tag("Memory-Limit") or tag_value(module_tags, "Memory-Limit")
-        limits = (
-            parse_compute_limit(compute) if compute is not None else self._config.compute_limit,
-            parse_memory_limit(memory) if memory is not None else self._config.memory_limit,
-        )
+        limits = self._limits(process, self._modules.tags(module_id, record))
         # Instantiate once here: a start function that traps, or an initial memory over the limit,
         # is refused now rather than turning every later message into an Error.
         Instance(compiled, memory_limit=limits[1], fuel=limits[0])
@@ -215,6 +209,32 @@ class Entrance:
             process, None, fresh_id=not pushed and signed is None, limits=limits,
             signed=signed.to_bytes() if signed is not None else None, shard=shard,
         )
+
+    def _limits(self, process: Process, module_tags: Tags) -> tuple[int, int]:
+        """(fuel, memory bytes) for a new process: its Compute-Limit and Memory-Limit tags, else its
+        module's, else the node's defaults, up to the node's ceilings. A spawn that asks for more
+        itself is refused: a limit is a promise the node makes for every message of the process, and
+        it does not make one it will not keep. A module's tag only says what the module may need, and
+        published modules carry ao's customary 9e12 (Compute-Limit is a count of wasm-metering gas
+        there), so a module over a ceiling gets the ceiling."""
+        config = self._config
+        chosen = []
+        for name, parse, default, ceiling, setting in (
+            ("Compute-Limit", parse_compute_limit, config.compute_limit, config.max_compute_limit, "max_compute_limit"),
+            ("Memory-Limit", parse_memory_limit, config.memory_limit, config.max_memory_limit, "max_memory_limit"),
+        ):
+            own = process.tag(name)
+            if own:
+                value = parse(own)
+                if value > ceiling:
+                    unit = " bytes" if name == "Memory-Limit" else ""
+                    raise InvalidMessage(f"Tags[{name!r}]", f"asks for {value:,}{unit}; this node allows at most "
+                                         f"{ceiling:,}{unit} ({setting})")
+            else:
+                from_module = tag_value(module_tags, name)
+                value = min(parse(from_module), ceiling) if from_module is not None else default
+            chosen.append(value)
+        return chosen[0], chosen[1]
 
     # -- signed data items ----------------------------------------------------------------------
     def post_item(self, item: DataItem | bytes, *, verify: bool = True) -> Future[Ack] | str:

@@ -526,8 +526,18 @@ _ID_BYTES = 43  # a base64url SHA-256
 _WASM = b"/wasm"
 
 
+def _slots_between(first: int, last: int) -> tuple[int, int] | None:
+    """first..last clipped to the slots a key can spell (0 to 2^64-1); None when that is empty. A
+    range may well be empty: rolling back slot 0 replays slots 0..-1."""
+    first, last = max(first, 0), min(last, (1 << 64) - 1)
+    return (first, last) if first <= last else None
+
+
 def _ascending(txn: lmdb.Transaction, db: Any, pid: str, first: int, last: int) -> Iterator[tuple[int, bytes]]:
     """(slot, value) of ``pid`` with first <= slot <= last, ascending, lazily."""
+    if (span := _slots_between(first, last)) is None:
+        return
+    first, last = span
     cursor = txn.cursor(db=db)
     stop = log_key(pid, last)
     if not cursor.set_range(log_key(pid, first)):
@@ -539,6 +549,9 @@ def _ascending(txn: lmdb.Transaction, db: Any, pid: str, first: int, last: int) 
 
 
 def _descending(txn: lmdb.Transaction, db: Any, pid: str, first: int, last: int) -> Iterator[tuple[int, bytes]]:
+    if (span := _slots_between(first, last)) is None:
+        return
+    first, last = span
     cursor = txn.cursor(db=db)
     start, stop = log_key(pid, first), log_key(pid, last)
     found = cursor.set_range(stop)

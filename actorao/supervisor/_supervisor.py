@@ -119,7 +119,10 @@ class Supervisor:
         self._refs = itertools.count(1)
         self._lock = threading.Lock()
         self._commands: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
-        self._wake_read, self._wake_write = os.pipe()
+        # The wake pipe is opened by start() and closed by stop(): a supervisor built and never
+        # started (a pool's placeholder) holds no descriptors.
+        self._wake_read = self._wake_write = -1
+        self._pipe_lock = threading.Lock()  # a late wake never writes into a closed (and reused) descriptor
         self._thread: threading.Thread | None = None
         self.failed = False
         self.reason: str | None = None
@@ -130,6 +133,9 @@ class Supervisor:
         """Start the children in order, on the supervisor's own thread: Linux ties a child's
         parent-death signal to the thread that forked it, so no caller's thread may fork them."""
         started: Future[None] = Future()
+        if self._wake_read < 0:
+            self._wake_read, self._wake_write = os.pipe()
+            os.set_blocking(self._wake_write, False)  # a full pipe already wakes the loop
         self._running = True
         self._thread = threading.Thread(target=self._loop, args=(started,), name=f"sup-{self.name}", daemon=True)
         self._thread.start()
@@ -150,12 +156,11 @@ class Supervisor:
         self._close_pipe()
 
     def _close_pipe(self) -> None:
-        for fd in (self._wake_read, self._wake_write):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._wake_read = self._wake_write = -1
+        with self._pipe_lock:
+            for fd in (self._wake_read, self._wake_write):
+                if fd >= 0:
+                    os.close(fd)
+            self._wake_read = self._wake_write = -1
 
     def _call(self, body: Callable[[], Any]) -> Any:
         """Run ``body`` on the supervisor's thread and return what it returns."""
@@ -167,10 +172,13 @@ class Supervisor:
         return done.result()
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_write, b"x")
-        except (BlockingIOError, OSError):
-            pass
+        with self._pipe_lock:
+            if self._wake_write < 0:
+                return  # not started, or stopped: no loop is there to read it
+            try:
+                os.write(self._wake_write, b"x")
+            except (BlockingIOError, OSError):
+                pass
 
     # -- the supervisor's thread ----------------------------------------------------------------
     def _loop(self, started: Future[None]) -> None:
