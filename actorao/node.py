@@ -27,7 +27,7 @@ from typing import IO, Any, TypeVar
 import orjson
 
 from actorao._config import NodeConfig
-from actorao._exceptions import ActoraoError, InvalidMessage, NodeStopped, UnknownMessage, UnknownProcess
+from actorao._exceptions import ActoraoError, InvalidMessage, NodeStopped, Overloaded, UnknownMessage, UnknownProcess
 from actorao._future import Future
 from actorao._reads import NodeReads
 from actorao.ans104 import DataItem
@@ -123,6 +123,7 @@ class Node:
             self._root.start()
             self._pool.wait_ready()
             self._schedulers.wait_ready(range(self._logs.count), 60.0)
+            self._finish_handoffs()
         except BaseException:
             self._root.stop()
             self._schedulers.close()
@@ -323,10 +324,28 @@ class Node:
         process_record = self._logs.stores[old].process_record(pid)
         assert process_record is not None, "a known process has its record in its shard"
         record = self._wait(self._schedulers.release(pid, to), wait)["record"]
-        adopted = self._wait(self._schedulers.adopt(to, record, process_record), wait)
+        adopted = self._adopt(pid, to, record, process_record, wait)
         self._schedulers.rehosted(pid, to)
         log.info("process %s moved to scheduler %s from slot %d", pid, scheduler, adopted["slot"])
         return int(adopted["slot"])
+
+    def _adopt(self, pid: str, to: int, record: str, process_record: bytes, wait: float) -> dict[str, Any]:
+        """Shard ``to`` adopts a released process. Released, it is refused by its old shard: so a shard
+        that restarted before it answered is asked again (adopting is idempotent), and a node that
+        stops before it is adopted finishes the hand-off when it next opens (``_finish_handoffs``)."""
+        for attempt in range(3):
+            try:
+                return self._wait(self._schedulers.adopt(to, record, process_record), wait)
+            except Overloaded:
+                if attempt == 2:
+                    raise
+                log.warning("scheduler shard %d restarted during the hand-off of %s; asking again", to, pid)
+        raise AssertionError("unreachable")
+
+    def _finish_handoffs(self) -> None:
+        for pid, to, record, process_record in self._logs.unadopted():
+            log.warning("process %s was released to scheduler shard %d and not adopted: adopting it now", pid, to)
+            self._adopt(pid, to, record.decode(), process_record, self.config.timeout)
 
     def scheduler_keys(self) -> dict[str, str | None]:
         """Each shard's address and the Ed25519 public key that signs its log's attestations."""

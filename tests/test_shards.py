@@ -171,3 +171,25 @@ def test_rehost_during_a_stream_loses_no_slot_gives_none_twice_and_replays_to_th
         assert node.scheduler_of(pid) == first
         assert node.state_digest(pid) == digest
         assert node.result(node.send(pid, {"Action": "Inc"})).output == str(len(entries))
+
+
+def test_a_hand_off_cut_between_release_and_adoption_is_finished_when_the_node_opens(
+    tmp_path: Path, counter: bytes
+) -> None:
+    """The node stops after the old shard let go of a process and before the new one took it: no
+    shard would take its messages. The next open adopts it where it was released, and the slots and
+    the chain go on across the hand-off."""
+    with Node(tmp_path / "node", workers=1, schedulers=2) as node:
+        first, second = node.schedulers
+        pid = node.spawn(counter, {"Scheduler": first})
+        node.results(node.send_many([(pid, {"Action": "Inc"}, "")] * 5), timeout=60)
+        node._schedulers.release(pid, 1).get(timeout=60)  # the first half of node.rehost(pid, second)
+        with pytest.raises(Overloaded):
+            node.send(pid, {"Action": "Inc"})
+    with Node(tmp_path / "node", workers=1, schedulers=2) as node:
+        assert node.scheduler_of(pid) == second
+        ack = node.send(pid, {"Action": "Inc"})
+        assert ack.slot == 6 and node.result(ack, timeout=60).output == "6"
+        assert len(chained(node, pid)) == 7
+    with Node(tmp_path / "node", workers=1, schedulers=2) as node:  # and once adopted, it stays put
+        assert node.scheduler_of(pid) == second and node.result(node.send(pid, {"Action": "Inc"})).output == "7"

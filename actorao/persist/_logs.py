@@ -128,6 +128,21 @@ class ShardLogs:
                 found.setdefault(pid, -1)
         return {pid: index for pid in found if (index := self.shard_of(pid)) is not None}
 
+    def unadopted(self) -> list[tuple[str, int, bytes, bytes]]:
+        """Hand-offs released and never adopted (the node stopped between the two): each process, the
+        shard it was released to, the signed record, and its process record from the shard that let
+        it go."""
+        found = []
+        for pid, index in self.process_ids().items():
+            if self.stores[index].process_record(pid) is not None:
+                continue
+            for store in self.stores:
+                handoffs, record = store.handoffs(pid), store.process_record(pid)
+                if handoffs and record is not None and orjson.loads(handoffs[-1][1])["to_shard"] == index:
+                    found.append((pid, index, handoffs[-1][1], record))
+                    break
+        return found
+
     # -- the log side of persist's named operations, routed ---------------------------------------
     def process_record(self, pid: str) -> bytes | None:
         store = self.of(pid)

@@ -413,6 +413,8 @@ class SchedulerUnit(ThreadChild):
             return {"record": record.decode()}
         fields = orjson.loads(handoff["record"])
         pid = fields["process"]
+        if pid in self._processes or pid in heads:  # adopted already: its answer was lost, and it is asked again
+            return {"adopted": pid, "slot": fields["slot"]}
         self.store.put_process(txn, pid, str(handoff["process_record"]).encode())
         self.store.put_handoff(txn, pid, fields["slot"], str(handoff["record"]).encode())
         last = Assignment(pid, *fields["head"]) if fields["head"] is not None else None
