@@ -415,7 +415,9 @@ class Node:
 
     def send_many(self, messages: Iterable[tuple[str, TagsLike, str]], *, timeout: float | None = None) -> list[Ack]:
         """Send (pid, tags, data) triples; returns their Acks once all are durable (one fsync for
-        the lot, or a few). One bad message sends none."""
+        the lot, or a few). One bad message sends none. A batch whose processes live on several
+        scheduler shards is committed by each shard on its own: if one refuses its part (Overloaded,
+        say), the error's ``acks`` holds the Acks of what the others assigned, None for the rest."""
         return self._wait(self.send_many_nowait(messages), timeout)
 
     def post(self, message: Message, *, signed: bytes | None = None) -> Future[Ack]:

@@ -193,3 +193,18 @@ def test_a_hand_off_cut_between_release_and_adoption_is_finished_when_the_node_o
         assert len(chained(node, pid)) == 7
     with Node(tmp_path / "node", workers=1, schedulers=2) as node:  # and once adopted, it stays put
         assert node.scheduler_of(pid) == second and node.result(node.send(pid, {"Action": "Inc"})).output == "7"
+
+
+def test_a_batch_across_shards_that_one_refuses_says_which_messages_were_assigned(
+    tmp_path: Path, counter: bytes
+) -> None:
+    with Node(tmp_path / "node", workers=1, schedulers=2) as node:
+        first, second = node.schedulers
+        here, there = node.spawn(counter, {"Scheduler": first}), node.spawn(counter, {"Scheduler": second})
+        node._schedulers.release(there, 0).get(timeout=60)  # its shard now refuses it (a hand-off under way)
+        with pytest.raises(Overloaded) as refused:
+            node.send_many([(pid, {"Action": "Inc"}, "") for pid in (here, there, here)])
+        acks = refused.value.acks  # type: ignore[attr-defined]
+        assert [ack is None for ack in acks] == [False, True, False]
+        assert [ack.slot for ack in acks if ack is not None] == [1, 2]
+        assert node.result(acks[2], timeout=60).output == "2"  # what was acknowledged is in the log, evaluated

@@ -237,7 +237,9 @@ class Schedulers:
     @staticmethod
     def _gather(size: int, parts: dict[int, tuple[list[int], Future[list[Ack]]]]) -> Future[list[Ack]]:
         """One future of every part's Acks, in the order the items were given. Each shard commits its
-        part on its own: when one refuses, the others may still have assigned theirs."""
+        part on its own: when one refuses, the others may still have assigned theirs, so the error
+        carries ``acks``, the Acks of what was assigned and None for the rest, which alone is to be
+        sent again (each new message gets a new id: sending it all again would assign some twice)."""
         if len(parts) == 1:
             return next(iter(parts.values()))[1]
         combined: Future[list[Ack]] = Future()
@@ -254,13 +256,20 @@ class Schedulers:
             done_parts = list(parts.values())
             parts.clear()
             acks: list[Ack | None] = [None] * size
+            failed: BaseException | None = None
             for positions, future in done_parts:
                 error = future.exception()
                 if error is not None:
-                    combined.set_exception(error)
-                    return
+                    failed = failed or error
+                    continue
                 for at, ack in zip(positions, future.result(), strict=True):
                     acks[at] = ack
+            if failed is not None:
+                failed.acks = acks  # type: ignore[attr-defined]
+                failed.add_note(f"{sum(ack is not None for ack in acks)} of {size} messages were assigned; "
+                                "the error's acks says which (None: not assigned)")
+                combined.set_exception(failed)
+                return
             combined.set_result(acks)  # type: ignore[arg-type]
 
         for _, future in list(parts.values()):  # done() may empty parts as it runs
