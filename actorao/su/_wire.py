@@ -88,13 +88,11 @@ def answer(token: int, acks: list[Ack] | Ack | dict[str, Any] | None = None,
         return orjson.dumps({"t": token, "error": error_doc(error)})
     if isinstance(acks, dict):
         return orjson.dumps({"t": token, "value": acks})
+    # Acks are named tuples, written as [id, process, slot, timestamp] (orjson asks ``default`` for
+    # tuple subclasses).
     if isinstance(acks, Ack):
-        return orjson.dumps({"t": token, "ack": _ack_doc(acks)})
-    return orjson.dumps({"t": token, "acks": [_ack_doc(ack) for ack in acks or ()]})
-
-
-def _ack_doc(ack: Ack) -> list[Any]:
-    return [ack.id, ack.process, ack.slot, ack.timestamp]
+        return orjson.dumps({"t": token, "ack": acks}, default=tuple)
+    return orjson.dumps({"t": token, "acks": acks or []}, default=tuple)
 
 
 def read_answer(raw: bytes) -> tuple[int, list[Ack] | Ack | dict[str, Any] | errors.ActoraoError]:
