@@ -13,7 +13,7 @@ import orjson
 
 from actorao._exceptions import UnknownMessage, UnknownProcess
 from actorao.message import is_id
-from actorao.persist import ShardLogs, Store, split_key
+from actorao.persist import ShardLogs, Store, log_key, split_key
 
 __all__ = ["LogEntry", "NodeReads", "ResultEntry"]
 
@@ -76,6 +76,12 @@ class NodeReads:
         if process is not None and is_id(message_id) and self._logs.assignment_of(message_id) is not None:
             raise UnknownMessage(f"message {message_id} was not assigned to process {process}")
         raise UnknownMessage(f"no message {message_id} was assigned on this node")
+
+    def key_at(self, pid: str, slot: int) -> bytes:
+        """The result key of slot ``slot`` of ``pid``; UnknownMessage past its head."""
+        if slot > self.head_slot(pid):
+            raise UnknownMessage(f"process {pid} has no slot {slot} yet")
+        return log_key(pid, slot)
 
     def message(self, message_id: str, pid: str) -> LogEntry:
         """``message_id`` where it was assigned in ``pid``."""

