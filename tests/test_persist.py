@@ -6,6 +6,7 @@ import multiprocessing
 from pathlib import Path
 
 import lmdb
+import orjson
 
 from actorao.persist import SUBDATABASES, Store, log_key, split_key
 
@@ -86,3 +87,41 @@ def test_growth_in_another_os_process_is_adopted(tmp_path: Path) -> None:
         assert store.last_slot("log", "Z" * 43) == 599
     finally:
         store.close()
+
+
+def test_an_attestation_is_found_by_the_commit_that_assigned_the_slot_and_old_stores_still_answer(
+    tmp_path: Path,
+) -> None:
+    """The messages index names the commit of each assignment, and its attestation is kept under that
+    number: no per-head index to insert into. Stores written before keep their head index, still read."""
+    store = Store(tmp_path)
+    pid, other = "P" * 43, "Q" * 43
+    sent, kept, old = "M" * 43, "N" * 43, "O" * 43
+
+    def entry(message_id: str) -> bytes:
+        return orjson.dumps({"Id": message_id})
+
+    def first(txn: lmdb.Transaction) -> None:
+        store.put_assignment(txn, pid, 0, entry(sent), sent, None, 1)
+        store.put_attestation(txn, 1, b"commit 1")
+
+    def second(txn: lmdb.Transaction) -> None:  # the same message, assigned to one more process
+        store.put_assignment(txn, other, 3, entry(sent), store.once_key(sent, other), None, 2)
+        store.put_assignment(txn, pid, 1, entry(kept), kept, None, 2)
+        store.put_attestation(txn, 2, b"commit 2")
+
+    def written_before_commit_numbers(txn: lmdb.Transaction) -> None:
+        txn.put(log_key(pid, 2), entry(old), db=store.log)
+        txn.put(old.encode(), log_key(pid, 2), db=store.messages)
+        txn.put(b"an attestation", b"old", db=store.db["attestations"])
+        txn.put(log_key(pid, 4), b"an attestation", db=store.db["attested"])  # a head after slot 2
+
+    for body in (first, second, written_before_commit_numbers):
+        store.write(body)
+    assert store.last_commit() == 2
+    assert [store.attestation_covering(pid, slot) for slot in (0, 1, 2)] == [b"commit 1", b"commit 2", b"old"]
+    assert store.attestation_covering(other, 3) == b"commit 2"
+    assert store.attestation_covering(pid, 9) is None
+    assert store.assignment_of(sent) == log_key(pid, 0) and store.assignment_of(sent, other) == log_key(other, 3)
+    assert store.assignment_of(old) == log_key(pid, 2)
+    store.close()

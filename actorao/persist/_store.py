@@ -3,14 +3,17 @@
     meta         node facts (identity, format version)
     modules      module id -> {"tags": [...]} and module id + "/wasm" -> the binary
     processes    process id -> module id
-    messages     message id -> log key of its first assignment
+    messages     message id -> log key of its first assignment, and the number of the commit that made it
     log          process id ‖ slot (8 bytes, big-endian) -> the message as its module reads it
     results      process id ‖ slot -> the result's response object
     checkpoints  process id ‖ slot -> a checkpoint of its memory (a full base, or a delta)
     undelivered  message id -> a message a process sent to a target this node does not have
     items        message, process or module id -> the signed ANS-104 data item it came in as
-    attestations attestation id -> a shard's signature over the heads of the hash chains it committed
-    attested     process id ‖ slot -> the attestation whose head for that process is that slot
+    commits      commit number (8 bytes, big-endian) -> the shard's signature over the heads of the hash
+                 chains that commit moved: it covers every assignment the commit made
+    attestations attestation id -> the same, as stores written before commit numbers kept it
+    attested     process id ‖ slot -> the attestation whose head for that process is that slot (those
+                 stores' index: a random insert per process and commit, which commit numbers avoid)
     handoffs     process id ‖ slot -> a signed hand-off: from that slot on, another shard schedules it
 
 Keys of the log and of results sort by process, then slot, so one process's history is one range and
@@ -44,7 +47,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SUBDATABASES = ("meta", "modules", "processes", "messages", "log", "results", "checkpoints", "undelivered", "items",
-                "attestations", "attested", "handoffs")
+                "attestations", "attested", "handoffs", "commits")
 _MAX_RETRIES = 64
 
 
@@ -58,6 +61,19 @@ class ModuleRecord:
     meta: bytes
     compiled: tuple[bytes, bytes] | None = None
     signed: bytes | None = None
+
+
+_KEY_LENGTH = 43 + 8  # a log key: a process id, then a slot
+
+
+def _index_value(value: bytes | memoryview | None) -> tuple[bytes, int] | None:
+    """A messages index value: a log key, then the number of the commit that made it (8 bytes) where
+    the store keeps one."""
+    if value is None:
+        return None
+    if len(value) == _KEY_LENGTH + 8:
+        return bytes(value[:_KEY_LENGTH]), int.from_bytes(value[_KEY_LENGTH:], "big")
+    return bytes(value), 0
 
 
 def log_key(process: str, slot: int) -> bytes:
@@ -270,13 +286,15 @@ class Store:
         return body(txn) if txn is not None else self.read(body)
 
     def put_assignment(
-        self, txn: lmdb.Transaction, pid: str, slot: int, entry: bytes, once: str, signed: tuple[str, bytes] | None
+        self, txn: lmdb.Transaction, pid: str, slot: int, entry: bytes, once: str, signed: tuple[str, bytes] | None,
+        commit: int = 0,
     ) -> bytes:
         """Append ``entry`` at ``slot`` of ``pid``'s log, index it under ``once`` (see ``assignment_of``)
-        and keep the signed item (id, bytes) it came in as; returns its result key."""
+        with the number of the ``commit`` that makes it, and keep the signed item (id, bytes) it came in
+        as; returns its result key."""
         key = log_key(pid, slot)
         txn.put(key, entry, db=self.log)
-        txn.put(once.encode(), key, db=self.messages)
+        txn.put(once.encode(), key + commit.to_bytes(8, "big") if commit else key, db=self.messages)
         if signed is not None:
             txn.put(signed[0].encode(), signed[1], db=self.items, overwrite=False)
         return key
@@ -294,12 +312,18 @@ class Store:
         sent, or assigned to later); None if it was not."""
 
         def body(txn: lmdb.Transaction) -> bytes | None:
-            key = txn.get(message_id.encode(), db=self.messages)
-            if key is not None and process is not None and bytes(key[:-8]) != process.encode():
-                key = txn.get(self.once_key(message_id, process).encode(), db=self.messages)
-            return None if key is None else bytes(key)
+            found = self._indexed(txn, message_id, process)
+            return None if found is None else found[0]
 
         return body(txn) if txn is not None else self.read(body)
+
+    def _indexed(self, txn: lmdb.Transaction, message_id: str, process: str | None) -> tuple[bytes, int] | None:
+        """(log key, commit number: 0 where the store kept none) of ``message_id``'s assignment, as
+        ``assignment_of`` finds it."""
+        found = _index_value(txn.get(message_id.encode(), db=self.messages))
+        if found is not None and process is not None and found[0][:-8] != process.encode():
+            found = _index_value(txn.get(self.once_key(message_id, process).encode(), db=self.messages))
+        return found
 
     def log_page(
         self, pid: str, first: int, last: int, limit: int, max_bytes: int
@@ -475,19 +499,33 @@ class Store:
         return self.write(body) if mint is not None else self.read(body)
 
     # Attestations of the log
-    def put_attestation(self, txn: lmdb.Transaction, attestation_id: str, record: bytes,
-                        heads: list[tuple[str, int]]) -> None:
-        """Keep a signed attestation, indexed by the (process, slot) of each head it covers."""
-        txn.put(attestation_id.encode(), record, db=self.db["attestations"])
-        for pid, slot in heads:
-            txn.put(log_key(pid, slot), attestation_id.encode(), db=self.db["attested"])
+    def last_commit(self) -> int:
+        """The number of the newest commit that kept an attestation (0: none yet)."""
+
+        def body(txn: lmdb.Transaction) -> int:
+            cursor = txn.cursor(db=self.db["commits"])
+            return int.from_bytes(cursor.key(), "big") if cursor.last() else 0
+
+        return self.read(body)
+
+    def put_attestation(self, txn: lmdb.Transaction, commit: int, record: bytes) -> None:
+        """Keep the signed attestation of commit number ``commit``: it covers every assignment the
+        commit made, each of which the messages index names with that number."""
+        txn.put(commit.to_bytes(8, "big"), record, db=self.db["commits"])
 
     def attestation_covering(self, pid: str, slot: int) -> bytes | None:
-        """The first attestation whose head for ``pid`` is at ``slot`` or after it (it covers ``slot``
-        through the hash chain); None if none does yet."""
+        """An attestation whose head for ``pid`` is at ``slot`` or after it (it covers ``slot``
+        through the hash chain): that of the commit that assigned the slot; None if none does yet."""
         attested, attestations = self.db["attested"], self.db["attestations"]
 
         def body(txn: lmdb.Transaction) -> bytes | None:
+            entry = txn.get(log_key(pid, slot), db=self.log)
+            found = self._indexed(txn, orjson.loads(entry)["Id"], pid) if entry is not None else None
+            if found is not None and found[0] == log_key(pid, slot) and found[1]:
+                record = txn.get(found[1].to_bytes(8, "big"), db=self.db["commits"])
+                if record is not None:
+                    return bytes(record)
+            # Written before commit numbers: the first attestation indexed at or after the slot.
             cursor = txn.cursor(db=attested)
             if not cursor.set_range(log_key(pid, slot)) or bytes(cursor.key())[:-8] != pid.encode():
                 return None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import itertools
 from typing import Any
 
@@ -49,15 +48,15 @@ class Attester:
         """The shard's signature over ``document`` (a hand-off record), base64url."""
         return _b64(self._key.sign(document))
 
-    def attest(self, txn: lmdb.Transaction, heads: dict[str, Assignment]) -> None:
+    def attest(self, txn: lmdb.Transaction, heads: dict[str, Assignment], commit: int) -> None:
+        """Sign the heads commit number ``commit`` moved, and keep the signature under that number."""
         if not heads:
             return
         doc = orjson.dumps({"scheduler": self.scheduler,
                             "heads": sorted([pid, head.slot, head.hash_chain] for pid, head in heads.items())})
         signature = self._key.sign(doc)
         record = orjson.dumps({"doc": doc.decode(), "signature": _b64(signature)})
-        self._store.put_attestation(txn, encode_id(hashlib.sha256(signature).digest()), record,
-                                    [(pid, head.slot) for pid, head in heads.items()])
+        self._store.put_attestation(txn, commit, record)
 
 
 def public_key_of(store: Store) -> str | None:

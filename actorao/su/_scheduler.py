@@ -89,7 +89,7 @@ class SchedulerUnit(ThreadChild):
         max_pending: int = DEFAULT_MAX_PENDING,
         max_batch: int = DEFAULT_MAX_BATCH,
         clock: Callable[[], float] = time.time,
-        attest: Callable[[lmdb.Transaction, dict[str, Assignment]], None] | None = None,
+        attest: Callable[[lmdb.Transaction, dict[str, Assignment], int], None] | None = None,
         sign: Callable[[bytes], str] | None = None,
         index: int = 0,
         threaded: bool = True,
@@ -110,6 +110,7 @@ class SchedulerUnit(ThreadChild):
         self._processes: set[str] = set(self._load_process_ids())
         self._closed = False
         self.commits = 0  # synced transactions so far: group commit makes this far below the messages
+        self._commit_number = store.last_commit()  # each commit's, in the messages index and its attestation
         self.assigned = 0  # assignments made since start
         self._threaded = threaded
         if threaded:
@@ -292,6 +293,7 @@ class SchedulerUnit(ThreadChild):
             self._on_assigned([])
             return
         self.commits += 1
+        self._commit_number += 1
         self.assigned += len(pushes)
         self._heads.update(heads)
         for pid in released:
@@ -322,6 +324,7 @@ class SchedulerUnit(ThreadChild):
         pushes: list[tuple[str, bytes, bytes]] = []
         now = int(self._clock() * 1000)
         store = self.store
+        commit = self._commit_number + 1
         released.clear()  # this body may run twice
         adopted.clear()
         for request in batch:
@@ -360,14 +363,14 @@ class SchedulerUnit(ThreadChild):
                 body = module_json(message, assignment, signature=item_signature(request.signed)
                                    if request.signed is not None else "")
                 signed = (message.id, request.signed) if request.signed is not None else None
-                key = store.put_assignment(txn, pid, assignment.slot, body, once, signed)
+                key = store.put_assignment(txn, pid, assignment.slot, body, once, signed, commit)
                 heads[pid] = _Head(assignment.slot + 1, assignment)
                 ack = Ack(message.id, pid, assignment.slot, assignment.timestamp)
                 seen[once] = ack
                 acks.append(ack)
                 pushes.append((pid, key, body))
         if self._attest is not None:
-            self._attest(txn, {pid: head.last for pid, head in heads.items() if head.last is not None})
+            self._attest(txn, {pid: head.last for pid, head in heads.items() if head.last is not None}, commit)
         return answers, pushes, heads
 
     def _head(self, txn: lmdb.Transaction, pid: str) -> _Head | None:
