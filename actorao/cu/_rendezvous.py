@@ -47,6 +47,8 @@ class Rendezvous:
     def _wake(self, items: list[bytes]) -> None:
         with self._lock:
             waiting = self._waiting
+            if not waiting:  # a stream nobody waits on result by result (send_many, then watchers)
+                return
             for at in range(0, len(items), 2):
                 waiters = waiting.pop(bytes(items[at]), None)
                 if waiters:
