@@ -583,10 +583,10 @@ def test_a_spawn_may_not_ask_for_more_than_the_nodes_ceilings(make_node: MakeNod
 
 
 @pytest.mark.parametrize("workers", [1])
-def test_scaling_from_one_worker_to_two_and_back_under_a_stream_loses_and_repeats_nothing(
+def test_scaling_from_one_worker_to_three_and_back_under_a_stream_loses_and_repeats_nothing(
     make_node: MakeNode, counter: bytes
 ) -> None:
-    node = make_node(checkpoint_every=40)
+    node = make_node(checkpoint_every=40, schedulers=2)  # two shards: each holds the moving processes
     pids = [node.spawn(counter) for _ in range(40)]
     acks: list[Any] = []
     errors: list[BaseException] = []
@@ -605,11 +605,12 @@ def test_scaling_from_one_worker_to_two_and_back_under_a_stream_loses_and_repeat
     sender.start()
     try:
         time.sleep(0.2)
-        node.scale(2)
-        assert [child["id"] for child in node.tree()["children"][0]["children"]] == ["worker-0", "worker-1"]
+        node.scale(3)
+        assert [child["id"] for child in node.tree()["children"][0]["children"]] == [
+            "worker-0", "worker-1", "worker-2"]
         moved = [pid for pid in pids if node._pool.worker_of(pid) == 1]
         time.sleep(0.2)
-        node.scale(1)
+        node.scale(1)  # two workers leave at once
         assert [child["id"] for child in node.tree()["children"][0]["children"]] == ["worker-0"]
         time.sleep(0.1)
     finally:

@@ -370,7 +370,7 @@ class WorkerPool:
                 for pid, new in self._moving.items():
                     self._behind[new].add(pid)
                 self._moving.clear()
-            for index in range(workers, before):  # workers past the new count leave, now empty
+            for index in reversed(range(workers, before)):  # past the new count, now empty: last first, as popped
                 self._send_soon(self._outlets[index], STOP, [], seconds=1.0)
                 self.supervisor.terminate_child(_worker_id(index))
                 with self._route_lock:
