@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -188,6 +189,25 @@ def test_a_stopped_child_is_detected_by_its_silent_heartbeat_and_replaced(superv
     assert wait_until(lambda: child(supervisor.tree(), "w")["restarts"] == 1, seconds=30.0)
     assert downs[0].reason == "hung" and not alive(hung)
     assert supervisor.pid_of("w") != hung
+
+
+def test_a_child_slow_to_start_is_not_hung_and_one_that_never_beats_is(
+    supervisors: list[Supervisor], tmp_path: Path
+) -> None:
+    """The heartbeat timeout counts from a child's first beat. Before it, the child is starting (a
+    loaded box stretched Python's imports past 3 s, and healthy workers were killed), and only the
+    start-up timeout applies."""
+    beating = tmp_path / "beating"
+    slow = (f"import time; time.sleep(4.0); from actorao.supervisor import start_heartbeat; start_heartbeat(0.05); "
+            f"open({str(beating)!r}, 'w').close(); time.sleep(60)")  # silent for 4 s, longer than its timeout
+    supervisor = started(supervisors, "test", [
+        ChildSpec("slow", process(slow, heartbeat=True), heartbeat_timeout=3.0),
+        ChildSpec("silent", process(SLEEP, heartbeat=True), heartbeat_timeout=0.5, startup_timeout=1.0),
+    ])
+    first = supervisor.pid_of("slow")
+    assert wait_until(beating.exists, seconds=60.0)
+    assert child(supervisor.tree(), "slow")["restarts"] == 0 and supervisor.pid_of("slow") == first
+    assert wait_until(lambda: child(supervisor.tree(), "silent")["restarts"] >= 1, seconds=30.0)
 
 
 def test_simple_one_for_one_starts_and_terminates_children_on_demand(supervisors: list[Supervisor]) -> None:

@@ -156,13 +156,14 @@ def start_heartbeat(interval: float = 0.2) -> None:
 
     def beat() -> None:
         stop = threading.Event()
-        while not stop.wait(interval):
+        while True:  # the first beat at once: from it on, the supervisor's heartbeat timeout applies
             try:
                 os.write(beat_fd, b".")
             except BlockingIOError:  # the supervisor has not read lately: it knows we are alive
                 pass
             except OSError:
                 return
+            stop.wait(interval)
 
     threading.Thread(target=beat, name="heartbeat", daemon=True).start()
 

@@ -46,7 +46,9 @@ class ChildSpec:
 
     ``start(*args)`` returns a started Child. ``shutdown`` is the seconds to wait after asking the
     child to stop (SIGTERM for an OS process) before killing it, or "brutal_kill" to kill at once.
-    ``heartbeat_timeout`` applies to OS children started with a heartbeat pipe."""
+    ``heartbeat_timeout`` applies to OS children started with a heartbeat pipe, from their first beat:
+    until then the child is starting (its interpreter importing, which a loaded box can stretch to
+    seconds), and ``startup_timeout`` is how long that may take."""
 
     id: str
     start: Callable[..., Child]
@@ -54,6 +56,7 @@ class ChildSpec:
     shutdown: float | Literal["brutal_kill"] = 5.0
     type: Literal["worker", "supervisor"] = "worker"
     heartbeat_timeout: float | None = None
+    startup_timeout: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,7 @@ class _Running:
     restarts: int = 0
     state: str = "starting"
     last_beat: float = field(default_factory=time.monotonic)
+    beating: bool = False  # it has beaten since it started: heartbeat_timeout applies
     killed_for: str | None = None  # why the supervisor killed it: its exit reason, whatever the OS says
 
 
@@ -216,6 +220,7 @@ class Supervisor:
                     except BlockingIOError:
                         pass
                     running.last_beat = time.monotonic()
+                    running.beating = True
                 elif kind == "exit" and child.sentinel == handle:
                     child.exited()
             self._run_commands()
@@ -236,8 +241,13 @@ class Supervisor:
         now = time.monotonic()
         for running in self._children.values():
             timeout = running.spec.heartbeat_timeout
-            if timeout is not None and running.state == "running" and now - running.last_beat > timeout:
-                log.warning("%s: %s sent no heartbeat for %.1f s: killing it as hung", self.name, running.id, timeout)
+            if timeout is None or running.state != "running":
+                continue
+            if not running.beating:
+                timeout = max(timeout, running.spec.startup_timeout)
+            if now - running.last_beat > timeout:
+                log.warning("%s: %s sent no heartbeat for %.1f s%s: killing it as hung", self.name, running.id,
+                            timeout, "" if running.beating else " since it started")
                 self._kill(running, "hung")
 
     def _kill(self, running: _Running, reason: str) -> None:
@@ -255,6 +265,7 @@ class Supervisor:
         running.child = running.spec.start(*running.args)
         running.state = "running"
         running.last_beat = time.monotonic()
+        running.beating = False
 
         def on_exit(reason: str) -> None:
             if threading.current_thread() is self._thread:
