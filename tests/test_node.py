@@ -639,8 +639,8 @@ def test_a_hung_worker_is_detected_and_replaced(make_node: MakeNode, counter: by
         assert [result.output for result in results] == ["1"] * 10
         assert node._pool.supervisor.pid_of("worker-0") != hung
         worker = node.tree()["children"][0]["children"][0]
-        # At least once: on a box with a load of 5 on 2 cores, a restarted worker that is still
-        # importing can miss its first heartbeats too (issue 16: tell busy from hung).
+        # At least once: the hung one is replaced; whether a loaded box also starves a healthy
+        # worker's heartbeat for 3 s is not what this test is about (issue 16: busy versus hung).
         assert worker["restarts"] >= 1 and worker["state"] == "running"
     finally:
         try:
