@@ -4,6 +4,8 @@ without the token, and the process and bench pages show what was sent and run.""
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 import time
 import urllib.error
@@ -252,3 +254,95 @@ def test_a_non_loopback_bind_needs_the_admin_token(tmp_path: Path) -> None:
         off = call(server.url + "/metrics")
         assert off.status == 403 and "--admin-token" in off.json()["error"] and "0.0.0.0" in off.json()["error"]
         assert call(server.url + "/dashboard").status == 403
+
+
+# -- in a real browser ---------------------------------------------------------------------------
+def _number(browser: Any, element: str) -> int:
+    text = browser.evaluate(f"document.getElementById({orjson.dumps(element).decode()}).textContent")
+    return int(text) if text and text.isdigit() else -1
+
+
+def test_the_dashboard_in_a_real_browser(tmp_path: Path) -> None:
+    from tests.cdp import Browser, find_chromium
+
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no Chromium on this machine: .ci/run installs Debian's chromium package")
+    with Node(tmp_path / "node", workers=2, schedulers=1) as node, HttpServer(node, port=0) as server:
+        pids = [node.spawn(examples.wasm("counter"), {"Name": f"browsed-{i}"}) for i in range(3)]
+        marked = node.send(pids[0], {"Action": "Inc", "Marker": "seen-in-the-browser"}, "a message from the test")
+        node.result(marked, timeout=60)
+        stop = threading.Event()
+
+        def load() -> None:  # a steady trickle, bounded: at most 600 batches
+            for round_ in range(600):
+                if stop.is_set():
+                    return
+                node.results(node.send_many([(pids[(round_ + i) % 3], {"Action": "Inc"}, "") for i in range(50)]),
+                             timeout=60)
+
+        sender = threading.Thread(target=load, name="load")
+        sender.start()
+        browser = Browser(chromium, tmp_path / "profile")
+        try:
+            browser.navigate(server.url + "/dashboard")
+            browser.wait_until("document.getElementById('live').textContent.startsWith('live')", "the first sample")
+            # The numbers move while the load runs.
+            first = _number(browser, "stat-evaluated")
+            browser.wait_until(f"Number(document.getElementById('stat-evaluated').textContent) > {first}",
+                               "the evaluated count to move")
+            assert _number(browser, "stat-assigned") <= call(server.url + "/actorao/status").json()["assigned"]
+            stop.set()
+            sender.join(120)
+            # Quiet: the page comes to say what /actorao/status says.
+            status = call(server.url + "/actorao/status").json()
+            assert status["evaluated"] == status["assigned"]  # every send above waited for its results
+            browser.wait_until(
+                f"document.getElementById('stat-assigned').textContent === '{status['assigned']}' && "
+                f"document.getElementById('stat-evaluated').textContent === '{status['evaluated']}' && "
+                f"document.getElementById('stat-processes').textContent === '{status['processes']}'",
+                "the page to match /actorao/status")
+            rate = browser.evaluate("document.getElementById('stat-evaluated-rate').textContent")
+            assert rate.endswith("/s")
+            # The tree: fold and unfold the CU pool, then open a worker and one of its processes.
+            browser.wait_until("!!document.getElementById('tree-worker-1')", "the workers in the tree")
+            assert "pid" in browser.evaluate("document.getElementById('tree-worker-0').textContent")
+            browser.click("#tree-cu-pool")
+            browser.wait_until("document.querySelector('li.closed[data-id=\"cu-pool\"] > ul').hidden", "a folded pool")
+            browser.click("#tree-cu-pool")
+            browser.wait_until("!document.querySelector('li[data-id=\"cu-pool\"]').classList.contains('closed')",
+                               "an unfolded pool")
+            worker = f"worker-{node.worker_of(pids[0])}"
+            browser.click(f"#tree-{worker}")
+            browser.wait_until(f"!!document.querySelector('#worker-processes a[href=\"#/process/{pids[0]}\"]')",
+                               f"{worker}'s processes")
+            assert worker in browser.evaluate("document.getElementById('worker-detail-title').textContent")
+            browser.click(f"#worker-processes a[href=\"#/process/{pids[0]}\"]")
+            # The process page finds the message this test sent, with its tags and data.
+            row = browser.wait_until(
+                f"(() => {{ const r = document.querySelector('#process-log tr[data-message=\"{marked.id}\"]');"
+                " return r && r.textContent; })()", "the sent message on the process page")
+            assert "Marker=seen-in-the-browser" in row and "a message from the test" in row
+            assert browser.evaluate("document.getElementById('process-name').textContent") == "browsed-0"
+            browser.wait_until("document.getElementById('process-memory').textContent.includes('after slot')",
+                               "the memory size")
+            # Search by name.
+            browser.navigate(server.url + "/dashboard#/processes")
+            browser.wait_until("!!document.getElementById('process-search')", "the search box")
+            browser.evaluate("(() => { const box = document.getElementById('process-search');"
+                             " box.value = 'browsed-2'; box.dispatchEvent(new Event('input')); })()")
+            browser.wait_until(f"!!document.querySelector('#process-list a[href=\"#/process/{pids[2]}\"]') && "
+                               "document.getElementById('process-total').textContent === '1 found'",
+                               "the search result")
+            browser.navigate(server.url + "/dashboard")
+            browser.wait_until("document.getElementById('live').textContent.startsWith('live') && "
+                               "!!document.getElementById('tree-worker-1')", "the overview again")
+            shot = browser.screenshot(tmp_path / "dashboard.png")
+            assert shot.read_bytes().startswith(b"\x89PNG")
+            readme_shot = os.environ.get("ACTORAO_DASHBOARD_SCREENSHOT")
+            if readme_shot:
+                shutil.copyfile(shot, readme_shot)
+        finally:
+            stop.set()
+            browser.close()
+            sender.join(120)
