@@ -346,3 +346,13 @@ def test_the_dashboard_in_a_real_browser(tmp_path: Path) -> None:
             stop.set()
             browser.close()
             sender.join(120)
+
+
+def test_a_loopback_bind_without_a_token_answers_only_loopback_names(served: tuple[Node, str, Path]) -> None:
+    _, url, _ = served
+    port = url.rpartition(":")[2]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "127.0.0.1"):
+        assert call(url + "/metrics", {"Host": host}).status == 200, host
+    rebound = call(url + "/dashboard/api/processes", {"Host": f"evil.example:{port}"})
+    assert rebound.status == 403 and "'evil.example:" in rebound.json()["error"]
+    assert call(url + "/", {"Host": f"evil.example:{port}"}).status == 200  # AO's API is not the gate's

@@ -68,6 +68,14 @@ class AdminGate:
     def refusal(self, request: Request) -> Response | None:
         if self.token is None:
             if is_loopback(self.bind_host):
+                # A page elsewhere could point a name of its own at 127.0.0.1 (DNS rebinding) and read
+                # this with the browser's help: without a token, answer only requests for a loopback host.
+                host = request.headers.get("host", "")
+                name = host.rpartition("]")[0] + "]" if host.startswith("[") else host.partition(":")[0]
+                if not is_loopback(name):
+                    return _error(403, f"the dashboard and /metrics answer only for a loopback host without an "
+                                       f"admin token, not for Host {host!r} (start the node with --admin-token to "
+                                       "reach it by other names)")
                 return None
             return _error(403, f"the dashboard and /metrics are off: this node listens on {self.bind_host}, beyond "
                                "this machine, and has no admin token (start it with --admin-token or "
@@ -133,6 +141,9 @@ class Dashboard:
                 return _error(503, str(exc))
             except ActoraoError as exc:
                 return _error(500, str(exc))
+            except Exception:  # the edge: logged here, and leaves as a bare 500 naming no internals
+                log.exception("dashboard: %s %s failed", request.method, request.url.path)
+                return _error(500, "internal error")
 
         guarded.__name__ = handler.__name__
         return guarded
