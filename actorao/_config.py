@@ -68,6 +68,8 @@ class NodeConfig:
     max_body: int = 64 * 1024 * 1024  # a module item is the largest thing that comes in
     result_wait: float = 30.0  # seconds GET /result waits for an evaluation
     public_url: str | None = None  # where clients reach the node, for its Scheduler-Location
+    # /dashboard and /metrics: required when set; without it they serve a loopback bind only
+    admin_token: str | None = field(default=None, repr=False)
     # The wall clock that stamps assignments (seconds); a test passes one it controls.
     clock: Callable[[], float] = field(default=time.time, compare=False, repr=False)
 
@@ -154,4 +156,5 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "map_size": int, "restart_intensity": _intensity, "cron_catch_up": int, "max_backlog": int,
     "max_sends_per_result": int, "timeout": float, "host": str, "port": int, "verify": _bool, "max_body": int,
     "result_wait": float, "public_url": str,
+    "admin_token": str,
 }

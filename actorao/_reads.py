@@ -154,6 +154,13 @@ class NodeReads:
         last = self._logs.last_slot(pid)
         return -1 if last is None else last
 
+    def timestamp_at(self, result_key: bytes) -> int | None:
+        """The assignment timestamp (ms) of the slot a result key (``Node.result_key``) names; None if
+        that slot is not in the log."""
+        pid, slot = split_key(result_key)
+        entry = self._logs.log_entry(pid, slot)
+        return None if entry is None else int(orjson.loads(entry)["Timestamp"])
+
     def timestamp_of(self, pid: str, slot: int) -> int:
         entry = self._logs.log_entry(pid, slot)
         if entry is None:
@@ -200,3 +207,12 @@ class NodeReads:
 
     def checkpoint_bytes(self) -> int:
         return self._store.checkpoint_bytes()
+
+    def checkpoint_count(self) -> int:
+        """Checkpoints stored now, every process's (older ones are pruned when a new base is written)."""
+        return self._store.checkpoint_count()
+
+    def checkpoints(self, pid: str) -> list[tuple[int, int]]:
+        """The slot and size in bytes of each stored checkpoint of ``pid``, oldest first."""
+        self._known(pid)
+        return self._store.checkpoints_of(pid)

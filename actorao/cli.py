@@ -82,7 +82,8 @@ def _env(name: str, default: str | None) -> str | None:
 
 def _node_config(args: argparse.Namespace) -> NodeConfig:
     """The node's settings: its defaults, then ACTORAO_* variables, then the flags given."""
-    flags = ("path", "workers", "schedulers", "host", "port", "verify", "max_body", "public_url")
+    flags = ("path", "workers", "schedulers", "host", "port", "verify", "max_body", "public_url",
+             "admin_token")
     return NodeConfig.from_env(**{name: getattr(args, name, None) for name in flags})
 
 
@@ -95,7 +96,7 @@ def run_node(args: argparse.Namespace) -> int:
     with Node(config) as node:
         url = http_url(config.host, config.port)
         print(f"actorao node {node.identity} at {config.path}: {node.workers} workers, "
-              f"{len(node.processes())} processes; AO HTTP API on {url} "
+              f"{len(node.processes())} processes; AO HTTP API on {url}, dashboard on {url}/dashboard "
               f"(signatures {'verified' if config.verify else 'NOT verified'})", file=sys.stderr, flush=True)
         stop = threading.Event()
         status = threading.Thread(target=_status_line, args=(node, stop), name="status", daemon=True)
@@ -280,6 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     node.add_argument("--public-url", default=None,
                       help="the URL clients reach this node at, for its Scheduler-Location (env ACTORAO_PUBLIC_URL; "
                       "default: http://HOST:PORT)")
+    node.add_argument("--admin-token", default=None,
+                      help="the token /dashboard and /metrics ask for (env ACTORAO_ADMIN_TOKEN); without one they "
+                      "are served on a loopback bind only")
 
     def client(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)

@@ -80,6 +80,7 @@ class Node:
         self._schedulers = Schedulers(self._logs, self._runtime, self.identity,
                                       lambda items: self._pool.push(items), clock=config.clock)
         self._messenger: Messenger | None = None
+        self._cron: Cron | None = None
         self._entrance = Entrance(config, self._logs, self.identity, self._modules, self._scheduler)
         self.reads = NodeReads(self._store, self._logs, self.knows)
         self._rendezvous.subscribe(self._to_messenger)
@@ -160,8 +161,9 @@ class Node:
         return messenger
 
     def _start_cron(self) -> Cron:
-        return Cron(self._logs, self.identity, self._scheduler, self.processes, self.config.cron_catch_up,
-                    clock=self.config.clock)
+        self._cron = Cron(self._logs, self.identity, self._scheduler, self.processes, self.config.cron_catch_up,
+                          clock=self.config.clock)
+        return self._cron
 
     def _to_messenger(self, items: list[bytes]) -> None:
         """Results go to the messenger running now (the root restarts it if it dies)."""
@@ -364,6 +366,18 @@ class Node:
     def scheduler_processes(self) -> list[dict[str, Any]]:
         """The scheduler shards in the supervision tree: id (su-N), OS pid, restarts and state."""
         return [child for child in self.tree().get("children", ()) if str(child.get("id", "")).startswith("su-")]
+
+    def worker_of(self, pid: str) -> int | None:
+        """The index of the CU worker that hosts ``pid`` (worker-N), None while it is not placed."""
+        return self._pool.placement_of(pid)
+
+    def messenger_status(self) -> dict[str, int]:
+        """The messenger's queues: messages waiting to be pushed (backlog), messages kept because
+        their target is not on this node (undelivered), and processes cron ticks."""
+        if self._messenger is None or self._cron is None:
+            raise NodeStopped("the node has no running messenger")
+        return {"backlog": self._messenger.backlog, "undelivered": len(self._messenger.undelivered()),
+                "cron": self._cron.scheduled}
 
     def status(self) -> dict[str, Any]:
         """Counters for a status line or a status page: processes, assignments, evaluations, workers."""

@@ -19,6 +19,7 @@ import anyio.to_thread
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -35,6 +36,7 @@ from actorao._exceptions import (
     UnknownProcess,
 )
 from actorao.ans104 import DataItem
+from actorao.dashboard import CountResponses, Dashboard
 from actorao.http._core import AoCoreRoutes
 from actorao.http._gateway import Gateway
 from actorao.http._views import LogBounds, LogView, ResultsQuery, parse_results_bound
@@ -400,13 +402,19 @@ class AoHttpApi:
         return json_response(await self._read(self.node.tree))
 
 
-def create_app(node: Node, **options: Any) -> Starlette:
-    """An ASGI app serving AO's HTTP API for ``node``; see AoHttpApi for the options."""
+def create_app(node: Node, *, bind_host: str | None = None, bench_dir: str = "bench-results",
+               **options: Any) -> Starlette:
+    """An ASGI app serving AO's HTTP API for ``node``; see AoHttpApi for the options. ``bind_host``
+    (default: the node's ``host``) decides whether /dashboard and /metrics need the admin token."""
     api = AoHttpApi(node, **options)
+    dashboard = Dashboard(node, bind_host=node.config.host if bind_host is None else bind_host, bench_dir=bench_dir)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return error_response(exc if isinstance(exc, HTTPException) else HTTPException(404))
 
-    app = Starlette(routes=api.routes(), exception_handlers={404: not_found, 405: not_found})
+    # The dashboard's routes go first: AO's GET /{id} would take /dashboard and /metrics otherwise.
+    app = Starlette(routes=dashboard.routes() + api.routes(), exception_handlers={404: not_found, 405: not_found},
+                    middleware=[Middleware(CountResponses, metrics=dashboard.metrics)])
     app.state.api = api
+    app.state.dashboard = dashboard
     return app

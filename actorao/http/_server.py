@@ -32,7 +32,7 @@ def http_url(host: str, port: int) -> str:
 
 def _config(node: Node, host: str, port: int, **options: Any) -> uvicorn.Config:
     public_url = options.pop("public_url", "") or http_url(host, port)
-    app = create_app(node, public_url=public_url, **options)
+    app = create_app(node, public_url=public_url, bind_host=host, **options)
     return uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
         loop="uvloop", http="httptools", timeout_graceful_shutdown=5,

@@ -79,6 +79,12 @@ class Cron(ThreadChild):
         self._discover()
         self._start_thread("cron")
 
+    @property
+    def scheduled(self) -> int:
+        """How many processes get cron ticks."""
+        with self._lock:
+            return len(self._schedules)
+
     def _discover(self) -> None:
         """Look at processes spawned since the last look (by the API or by other processes)."""
         for pid in self._processes():

@@ -90,6 +90,11 @@ class Messenger(ThreadChild):
         self._inbox: queue.SimpleQueue[tuple[str, list[Any]] | None] = queue.SimpleQueue()
         self._start_thread("mu")
 
+    @property
+    def backlog(self) -> int:
+        """Messages waiting in memory to be pushed (results deferred to the store not counted)."""
+        return self._waiting
+
     # -- as a supervised child ------------------------------------------------------------------
     def offer(self, items: list[bytes]) -> None:
         """Hand over a RESULTS frame's items; they are cranked on the messenger's thread."""

@@ -554,6 +554,27 @@ class Store:
         db = self.db["undelivered"]
         return self.read(lambda txn: [bytes(value) for _, value in txn.cursor(db=db)])
 
+    def checkpoints_of(self, pid: str) -> list[tuple[int, int]]:
+        """The slot and size of each stored checkpoint of ``pid``, oldest first."""
+        db, prefix = self.checkpoints, pid.encode()
+
+        def body(txn: lmdb.Transaction) -> list[tuple[int, int]]:
+            cursor = txn.cursor(db=db)
+            found: list[tuple[int, int]] = []
+            if cursor.set_range(log_key(pid, 0)):
+                for key, value in cursor:
+                    if bytes(key)[:-8] != prefix:
+                        break
+                    found.append((split_key(bytes(key))[1], len(value)))
+            return found
+
+        return self.read(body)
+
+    def checkpoint_count(self) -> int:
+        """How many checkpoints are stored, every process's: a count LMDB keeps, so it costs nothing."""
+        db = self.checkpoints
+        return int(self.read(lambda txn: txn.stat(db)["entries"]))
+
     def checkpoint_bytes(self) -> int:
         """The size of every stored checkpoint, for the bench's report."""
         db = self.checkpoints
