@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from actorao.bench import _ao_loader as ao_loader
 from tests.test_aos import FOLDER
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -54,11 +55,22 @@ def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
     assert all(t["workers"] in (None, 1, 2) for t in doc["summary"]["targets"])
     assert [t["target"] for t in doc["summary"]["targets"]] == [
         "compute speed-up, 1 -> 2 workers", "compute: actorao / Ray actors",
-        "compute: actorao / Ray actors, a call per message", "noop: actorao / in-process ceiling"]
+        "compute: actorao / Ray actors, a call per message", "noop: actorao / in-process ceiling",
+        "aos Eval: our VM / ao's loader, UNSAFE_MEMORY", "aos handler: our VM / ao's loader, UNSAFE_MEMORY"]
+    # ao's loader beside our VM on aos when Node and the loader are here; a reason in the report when not
+    loader = doc["aos_loader"]
+    if ao_loader.unavailable() is None:
+        assert {(row["kind"], row["runner"]) for row in loader} == {
+            (kind, runner) for kind in ao_loader.KINDS for runner in ao_loader.RUNNERS}
+        assert len({row["memory_sha256"] for row in loader}) == 1
+        assert all(t["measured"] is not None for t in doc["summary"]["targets"] if t["target"].startswith("aos "))
+    else:
+        assert loader == [] and doc["meta"]["ao_loader_missing"] == ao_loader.unavailable()
 
     report = (run / "report.md").read_text()
     assert report.startswith("# actorao bench")
-    for heading in ("## Targets", "## Workloads", "## Where the time goes", "## Baselines", "## Latency against load"):
+    for heading in ("## Targets", "## Workloads", "## Where the time goes", "## Baselines",
+                    "## aos: our VM against ao's loader", "## Latency against load"):
         assert heading in report
     assert report.count("\n| compute |") >= 2
     for plot in ("throughput.png", "latency.png"):

@@ -223,3 +223,48 @@ def test_a_dropped_instance_is_freed_at_once() -> None:
     store = weakref.ref(instance.store)
     del instance
     assert store() is None
+
+
+CALLS_WAT = """
+(module
+  (import "host" "fail" (func $fail))
+  (func (export "add") (param i32 i64) (result i64) local.get 1 local.get 0 i64.extend_i32_s i64.add)
+  (func (export "negate") (param i32) (result i32) i32.const 0 local.get 0 i32.sub)
+  (func (export "nothing"))
+  (func (export "trap") unreachable)
+  (func (export "through_host") call $fail)
+  (func (export "half") (param f64) (result f64) local.get 0 f64.const 0.5 f64.mul))
+"""
+
+
+class HostFailure(Exception):
+    """What the host function of CALLS_WAT raises: it must come out of the call as it went in."""
+
+
+def test_fast_func_gives_what_the_public_call_gives() -> None:
+    # CALLS_WAT instantiated in an instance's own store: fast_func calls through that store's context.
+    instance = Instance(compile_module(examples.wasm("counter")), memory_limit=LIMIT)
+    store = instance.store
+
+    def fail() -> None:
+        raise HostFailure("from the host")
+
+    module = wasmtime.Module(engine(), wasmtime.wat2wasm(CALLS_WAT))
+    exports = wasmtime.Instance(store, module, [wasmtime.Func(store, wasmtime.FuncType([], []), fail)]).exports(store)
+    funcs = {name: exports[name] for name in ("add", "negate", "nothing", "trap", "through_host", "half")}
+    fast = {name: instance.fast_func(func) for name, func in funcs.items()}
+    assert fast["half"] is funcs["half"]  # a float signature keeps the public call
+    for name, args in [("add", (-5, 2**40)), ("add", (7, -(2**63))), ("negate", (5,)), ("negate", (-(2**31),)),
+                       ("nothing", ())]:
+        assert fast[name](store, *args) == funcs[name](store, *args), (name, args)
+    assert fast["add"](store, -5, 2**40) == 2**40 - 5 and fast["negate"](store, 5) == -5
+    for name, kind in [("trap", wasmtime.Trap), ("through_host", HostFailure)]:
+        with pytest.raises(kind) as public:
+            funcs[name](store)
+        with pytest.raises(kind) as ours:
+            fast[name](store)
+        assert str(ours.value) == str(public.value)
+    with pytest.raises(wasmtime.WasmtimeError):
+        fast["add"](store, 1)
+    # and the instance still runs its own module afterwards
+    assert orjson.loads(Evaluator().evaluate(instance, msg("Inc"), ENV)[0])["Output"] == "1"

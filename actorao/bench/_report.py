@@ -15,12 +15,16 @@ TARGETS = {
     "compute: actorao / Ray actors": 5.0,
     "compute: actorao / Ray actors, a call per message": 5.0,
     "noop: actorao / in-process ceiling": 0.5,
+    "aos Eval: our VM / ao's loader, UNSAFE_MEMORY": 1.0,
+    "aos handler: our VM / ao's loader, UNSAFE_MEMORY": 1.0,
 }
 
 
-def summarize(cases: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> dict[str, Any]:
-    """Speed-ups and scaling efficiency per (workload, processes, size), and the ratios of the
-    node's throughput to each baseline at the same worker count."""
+def summarize(cases: list[dict[str, Any]], baselines: list[dict[str, Any]],
+              aos_loader: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Speed-ups and scaling efficiency per (workload, processes, size), the ratios of the node's
+    throughput to each baseline at the same worker count, and the targets (with our VM against ao's
+    loader on aos, from ``aos_loader``'s rows)."""
     groups: dict[tuple[str, int, int], dict[int, float]] = defaultdict(dict)
     for case in cases:
         groups[(case["workload"], case["processes"], case["size"])][case["workers"]] = case["throughput"]
@@ -42,11 +46,12 @@ def summarize(cases: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> d
             ratios.append({"workload": case["workload"], "baseline": baseline["name"], "workers": case["workers"],
                            "actorao": case["throughput"], "baseline_throughput": baseline["throughput"],
                            "ratio": case["throughput"] / baseline["throughput"]})
-    targets = _targets(scaling, ratios)
+    targets = _targets(scaling, ratios, aos_loader or [])
     return {"scaling": scaling, "ratios": ratios, "targets": targets}
 
 
-def _targets(scaling: list[dict[str, Any]], ratios: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _targets(scaling: list[dict[str, Any]], ratios: list[dict[str, Any]],
+             aos_loader: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each target's figure, and the worker count it was measured at."""
     found: dict[str, tuple[float, int] | None] = dict.fromkeys(TARGETS)
     ones = {(s["processes"], s["size"]) for s in scaling if s["workload"] == "compute" and s["workers"] == 1}
@@ -63,6 +68,10 @@ def _targets(scaling: list[dict[str, Any]], ratios: list[dict[str, Any]]) -> lis
     if ceiling:  # the node at its best worker count against the one-core ceiling; the table has each
         best = max(ceiling, key=lambda r: r["ratio"])
         found["noop: actorao / in-process ceiling"] = (best["ratio"], best["workers"])
+    for row in aos_loader:  # our VM in one process against the loader in one: a worker each
+        name = f"aos {row['kind']}: our VM / {row['runner']}"
+        if name in found:
+            found[name] = (row["ratio"], 1)
     out = []
     for name, goal in TARGETS.items():
         figure = found[name]
@@ -128,6 +137,7 @@ def markdown(doc: dict[str, Any]) -> str:
         if missing:
             lines.append("")
             lines.append(f"Not measured: {missing}.")
+    lines += _loader_table(doc)
     if doc["sweeps"]:
         lines += ["", "## Latency against load", "", "| workload | workers | offered msgs/s | achieved msgs/s | "
                   "p50 ms | p99 ms | p99.9 ms |", "|---|---|---|---|---|---|---|"]
@@ -144,6 +154,29 @@ def markdown(doc: dict[str, Any]) -> str:
         ["`latency.png` (latency percentiles against load)"] if doc["sweeps"] else [])
     lines += ["", "Plots: " + ", ".join(plotted) + ".", ""]
     return "\n".join(lines)
+
+
+def _loader_table(doc: dict[str, Any]) -> list[str]:
+    """Our VM against ao's reference loader on aos: the same module, the same messages, one run."""
+    rows, missing = doc.get("aos_loader") or [], doc["meta"].get("ao_loader_missing")
+    if not rows and not missing:
+        return []
+    lines = ["", "## aos: our VM against ao's loader (same module, same messages, same run)", ""]
+    if not rows:
+        return [*lines, f"Not measured: {missing}."]
+    rounds = len(rows[0]["rounds"])
+    lines += [f"aos 2.0.6 (wasm64), {rows[0]['messages']:,} messages of each kind after a warm-up, in one process "
+              f"each; {rounds} round{'s' if rounds != 1 else ''} of the three in turn, the best of each kept. Our VM "
+              "is the in-process loop (no node around it); ao's loader (`@permaweb/ao-loader`) runs on Node, either as "
+              "ao's CU calls it (the whole heap copied in and out with every message) or with `UNSAFE_MEMORY` (no "
+              "copies: its best case). Every run ended with the same results and the same memory (SHA-256 "
+              f"`{rows[0]['memory_sha256'][:16]}…`).", "",
+              "| message | runner | msgs/s | each round | our VM / it |", "|---|---|---|---|---|"]
+    for row in rows:
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+        each = ", ".join(_fmt_rate(rate) for rate in row["rounds"])
+        lines.append(f"| {row['kind']} | {row['runner']} | {_fmt_rate(row['throughput'])} | {each} | {ratio} |")
+    return lines
 
 
 def _cpu_table(cases: list[dict[str, Any]]) -> list[str]:
@@ -242,7 +275,7 @@ def plots(doc: dict[str, Any], out: Path) -> list[str]:
 
 def write(doc: dict[str, Any], out: Path) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
-    doc["summary"] = summarize(doc["cases"], doc["baselines"])
+    doc["summary"] = summarize(doc["cases"], doc["baselines"], doc.get("aos_loader"))
     (out / "results.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     (out / "report.md").write_text(markdown(doc))
     return ["results.json", "report.md", *plots(doc, out)]

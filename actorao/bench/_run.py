@@ -15,15 +15,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from actorao.bench import _ao_loader as ao_loader
 from actorao.bench import _baselines as baselines
 from actorao.bench._driver import Case, CaseResult, run_baselines, run_case, run_sweep
 from actorao.bench._report import write
-from actorao.bench._workloads import WORKLOADS
+from actorao.bench._workloads import WORKLOADS, aos_module_path
 
 BASELINE_WORKLOADS = ("noop", "compute")  # the runtime's overhead, and real work per message
 SWEEP_WORKLOADS = ("counter", "compute")
 _BASELINE_KEYS = {"ceiling": "in-process ceiling", "pool": "multiprocessing.Pool", "pykka": "pykka ThreadingActor",
-                  "ray": "Ray actors", "ray-per-message": "Ray actors, a call per message"}
+                  "ray": "Ray actors", "ray-per-message": "Ray actors, a call per message",
+                  "ao-loader": ao_loader.AO_LOADER}
+# ao's loader against our VM on aos: messages of each kind (Eval, handler) and rounds, by mode
+_LOADER_MESSAGES = {"full": 200, "quick": 100, "smoke": 20}
+_LOADER_ROUNDS = {"full": 2, "quick": 1, "smoke": 1}
 
 
 @dataclass
@@ -40,6 +45,10 @@ class Plan:
     skipped: list[str] = field(default_factory=list)
     message_count: int | None = None  # --messages: every case sends this many
     schedulers: int | None = None  # --schedulers: every case's node has this many shards
+    ao_loader: bool = False  # whether ao's loader runs beside our VM on aos-eval
+
+    def loader_messages(self) -> int:
+        return self.message_count if self.message_count is not None else _LOADER_MESSAGES[self.mode]
 
     def messages(self, name: str) -> int:
         workload = WORKLOADS[name]
@@ -103,10 +112,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
         raise SystemExit(f"actorao bench: no workload {unknown[0]!r}; there are {', '.join(WORKLOADS)}")
-    chosen = list(baselines.BASELINES)
+    chosen = [*baselines.BASELINES, ao_loader.AO_LOADER]
     if args.baselines:
         chosen = [_BASELINE_KEYS.get(b.strip(), b.strip()) for b in args.baselines.split(",")]
-        wrong = [b for b in chosen if b not in baselines.BASELINES]
+        wrong = [b for b in chosen if b not in baselines.BASELINES and b != ao_loader.AO_LOADER]
         if wrong:
             raise SystemExit(f"actorao bench: no baseline {wrong[0]!r}; there are {', '.join(_BASELINE_KEYS)}")
     if args.no_baselines:
@@ -139,6 +148,13 @@ def make_plan(args: argparse.Namespace) -> Plan:
                     plan.cases.append(Case(name, w, count, size, plan.messages(name), plan.schedulers))
     if any(name.startswith("Ray") for name in chosen) and not baselines.ray_available():
         plan.skipped.append("Ray actors: `ray` is not installed (pip install 'actorao[ray]')")
+    if ao_loader.AO_LOADER in chosen:
+        why = ao_loader.unavailable()
+        if why is None and "aos-eval" not in plan.workloads:
+            why = f"{ao_loader.AO_LOADER}: it runs beside our VM on the aos-eval workload, which this run leaves out"
+        if why is not None:
+            plan.skipped.append(why)
+        plan.ao_loader = why is None
     return plan
 
 
@@ -163,15 +179,19 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
 
     out = _fresh_folder(out_root)
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    baseline_workloads = [w for w in BASELINE_WORKLOADS if w in plan.workloads and plan.baselines]
+    baseline_workloads = [w for w in BASELINE_WORKLOADS if w in plan.workloads
+                          and any(b in baselines.BASELINES for b in plan.baselines)]
     sweep_workloads = [w for w in SWEEP_WORKLOADS if w in plan.workloads and plan.sweep_levels]
     total = sum(case.messages for case in plan.cases)
-    per_worker = [b for b in plan.baselines if b != "in-process ceiling"]
+    per_worker = [b for b in plan.baselines if b in baselines.BASELINES and b != "in-process ceiling"]
     total += sum(plan.messages(w) * (1 + len(plan.workers) * len(per_worker)) for w in baseline_workloads)
+    if plan.ao_loader:  # each round: each runner, each kind
+        total += 2 * plan.loader_messages() * len(ao_loader.RUNNERS) * _LOADER_ROUNDS[plan.mode]
     results: list[CaseResult] = []
     failures: list[str] = []
     sweeps: list[dict[str, Any]] = []
     found_baselines: list[dict[str, Any]] = []
+    loader_rows: list[dict[str, Any]] = []
     console = Console(stderr=True)
     columns = (TextColumn("{task.description:<48}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with tempfile.TemporaryDirectory(prefix="actorao-bench-") as scratch, \
@@ -195,11 +215,18 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
             processes = next(c.processes for c in plan.cases if c.workload == name)
             progress.update(task, description=f"{name}: baselines")
             try:
-                found = run_baselines(name, plan.workers, processes, plan.messages(name), plan.baselines, tick)
+                found = run_baselines(name, plan.workers, processes, plan.messages(name), per_worker, tick)
             except Exception as exc:
                 failures.append(f"{name} baselines: {type(exc).__name__}: {exc}")
                 continue
             found_baselines += [asdict(one) for one in found]
+        if plan.ao_loader:
+            progress.update(task, description="aos: our VM against ao's loader")
+            try:
+                loader_rows = ao_loader.compare(aos_module_path(), plan.loader_messages(),
+                                                _LOADER_ROUNDS[plan.mode], tick)
+            except Exception as exc:
+                failures.append(f"aos against {ao_loader.AO_LOADER}: {type(exc).__name__}: {exc}")
         for name in sweep_workloads:
             top = max(plan.workers)
             closed = [r for r in results if r.case.workload == name and r.case.workers == top and r.case.size == 0]
@@ -227,10 +254,12 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
             "workers": plan.workers,
             "sizes": plan.sizes,
             "baselines_missing": "; ".join(s for s in plan.skipped if s.startswith("Ray")) or None,
+            "ao_loader_missing": next((s for s in plan.skipped if s.startswith(ao_loader.AO_LOADER)), None),
         },
         "workloads": {name: WORKLOADS[name].description for name in plan.workloads},
         "cases": [result.as_json() for result in results],
         "baselines": found_baselines,
+        "aos_loader": loader_rows,
         "sweeps": sweeps,
         "skipped": plan.skipped,
         "failures": failures,

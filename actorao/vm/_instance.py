@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import wasmtime
 from wasmtime import _bindings as raw
@@ -247,6 +249,45 @@ class Instance:
     def raw_func(func: wasmtime.Func) -> object:
         """A handle for ``invoke``: the function's raw wasmtime_func_t, by reference."""
         return ctypes.byref(func._func)
+
+    def fast_func(self, func: wasmtime.Func) -> Callable[..., Any]:
+        """``func`` as a callable that does what wasmtime-py's ``func(store, *args)`` does, taking the same
+        arguments (the store is ignored: it is this instance's) and giving back the same values and the
+        same exceptions, a host function's own one re-raised as it was (a longjmp's, say), but through the
+        unchecked path without wasmtime-py's per-call conversions through ``Val`` objects. Only for
+        functions of i32 and i64 values, one result at most; any other is handed back as it is."""
+        ty = func.type(self.store)
+        params, results = [str(t) for t in ty.params], [str(t) for t in ty.results]
+        if len(results) > 1 or not set(params + results) <= {"i32", "i64"}:
+            return func
+        ctx, func_ref = self._ctx, self.raw_func(func)
+        count = max(len(params), len(results), 1)
+        # One buffer per function: a nested call of the same function reads its arguments on entry and
+        # writes its result on return, so the outer call's result is written after the inner's is read.
+        values = (ffi.wasmtime_val_raw * count)()
+        slots = tuple(zip(range(len(params)), params, strict=True))
+        result = results[0] if results else None
+        trap_type, error_type = ctypes.POINTER(ffi.wasm_trap_t), wasmtime.WasmtimeError
+        trap_from, raise_pending = wasmtime.Trap._from_ptr, wasmtime_func.maybe_raise_last_exn
+
+        def call(store: object, *args: int) -> Any:
+            if len(args) != len(slots):
+                raise error_type(f"{len(args)} parameters given, {len(slots)} expected")
+            for (index, kind), value in zip(slots, args, strict=True):
+                setattr(values[index], kind, value)
+            trap = trap_type()  # a fresh one each call: a nested call may trap while this one runs
+            error = _call_unchecked(ctx, func_ref, values, count, ctypes.byref(trap))
+            if error:  # as wasmtime-py's enter_wasm: a host function's exception first, else wasmtime's
+                failure: Exception = error_type._from_ptr(error)
+                raise_pending()
+                raise failure
+            if trap:
+                failure = trap_from(trap)
+                raise_pending()
+                raise failure
+            return None if result is None else getattr(values[0], result)
+
+        return call
 
     def invoke(self, func_ref: object, *values: int) -> int:
         """Call a function taking and returning pointer-sized integers, through the unchecked path."""

@@ -217,17 +217,20 @@ class EmscriptenHost:
         assert isinstance(table, wasmtime.Table)
         self.table = table
         current, restore, alloc = flavour.stack
-        self.stack_current = func(current)
-        self.stack_restore = func(restore)
-        self.set_threw = func("setThrew")
+        # What the invoke_* trampolines call, a dozen times a message, on the fast path (the same
+        # values and exceptions as wasmtime-py's calls, without their conversions).
+        fast = self.instance.fast_func
+        self.stack_current = fast(func(current))
+        self.stack_restore = fast(func(restore))
+        self.set_threw = fast(func("setThrew"))
         self.tempret_set = optional("_emscripten_tempret_set") if not self.wide else None
         self.stack_alloc = self.instance.raw_func(func(alloc))
-        self.stack_current_raw = self.instance.raw_func(self.stack_current)
-        self.stack_restore_raw = self.instance.raw_func(self.stack_restore)
+        self.stack_current_raw = self.instance.raw_func(func(current))
+        self.stack_restore_raw = self.instance.raw_func(func(restore))
         self.asyncify = [optional(name) for name in _ASYNCIFY]
         self.malloc, self.free, self.fflush = optional("malloc"), optional("free"), optional("fflush")
         self.dyn_calls = {
-            name: found
+            name: fast(found)
             for name, found in exports.items()
             if flavour.dyn_call and name.startswith("dynCall_") and isinstance(found, wasmtime.Func)
         }

