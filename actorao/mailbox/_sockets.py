@@ -127,6 +127,6 @@ class Outlet:
                 return False
         return True
 
-    def close(self) -> None:
+    def close(self, linger: int = 0) -> None:
         with self._lock:
-            self._socket.close(linger=0)
+            self._socket.close(linger=linger)

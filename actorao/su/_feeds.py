@@ -10,21 +10,18 @@ place is handed back to the node, which routes it as it always could.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from pathlib import Path
 
 import zmq
 
-from actorao.mailbox import ASSIGN, WAKE, feed_address, open_socket, pack
-
-log = logging.getLogger(__name__)
+from actorao.mailbox import ASSIGN, WAKE, Outlet, feed_address, open_socket
 
 Push = tuple[str, bytes, bytes]  # process id, log key, module JSON
 
 
 class Feeds:
-    """Placement as the node last told it, and a PUSH to each worker's feed. Not thread-safe: the
+    """Placement as the node last told it, and an outlet to each worker's feed. Not thread-safe: the
     shard calls it under its replies lock."""
 
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], runtime: Path) -> None:
@@ -32,7 +29,7 @@ class Feeds:
         self._runtime = runtime
         self._placement: dict[str, int] = {}
         self._held: set[str] = set()
-        self._sockets: dict[int, zmq.Socket[bytes]] = {}
+        self._outlets: dict[int, Outlet] = {}
         self._behind: dict[int, set[str]] = {}  # pushes a full feed refused: a WAKE catches them up
 
     def place(self, placements: dict[str, int]) -> None:
@@ -51,8 +48,8 @@ class Feeds:
         they still queued is dropped, so that a later worker at that index never gets it."""
         self._held.difference_update(placements)
         self._placement.update(placements)
-        for index in [index for index in self._sockets if index >= workers]:
-            self._sockets.pop(index).close(linger=0)
+        for index in [index for index in self._outlets if index >= workers]:
+            self._outlets.pop(index).close()
             self._behind.pop(index, None)
 
     def push(self, pushes: list[Push]) -> list[Push]:
@@ -83,21 +80,16 @@ class Feeds:
                 pids.clear()
 
     def _send(self, worker: int, kind: bytes, items: list[bytes]) -> bool:
-        socket = self._sockets.get(worker)
-        if socket is None:
-            socket = self._sockets[worker] = open_socket(self._context, zmq.PUSH, feed_address(self._runtime, worker),
-                                                         bind=False)
-        frame = pack(kind, items)
-        try:
-            socket.send(frame, zmq.NOBLOCK, copy=len(frame) < 65536)
-        except zmq.Again:
-            return False
-        return True
+        outlet = self._outlets.get(worker)
+        if outlet is None:
+            outlet = self._outlets[worker] = Outlet(
+                open_socket(self._context, zmq.PUSH, feed_address(self._runtime, worker), bind=False))
+        return outlet.send_nowait(kind, items)
 
     def close(self) -> None:
-        for socket in self._sockets.values():
-            socket.close(linger=1000)  # what was pushed reaches workers that are still there
-        self._sockets.clear()
+        for outlet in self._outlets.values():
+            outlet.close(linger=1000)  # what was pushed reaches workers that are still there
+        self._outlets.clear()
 
 
 __all__ = ["Feeds", "Push"]
