@@ -6,7 +6,7 @@ JSON a module sees is built from both. Imports nothing else of actorao's but the
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import itertools
 import os
@@ -48,13 +48,21 @@ TagsLike = Mapping[str, Any] | Iterable[Any] | None
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
+# base64url through binascii and a translation table: the base64 module's wrappers cost the SU a
+# third of each hash-chain link (two ids a link, one per message).
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
 def encode_id(digest: bytes) -> str:
     """ao's id text for a 32-byte digest: base64url without padding (43 characters)."""
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return binascii.b2a_base64(digest, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode()
 
 
 def decode_id(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=")
+    """The bytes of base64url ``text`` (unpadded); ValueError (binascii.Error, or UnicodeEncodeError
+    for text that is not ASCII) when it is not base64."""
+    return binascii.a2b_base64(text.encode("ascii").translate(_FROM_URLSAFE) + b"=")
 
 
 class _IdSource:
@@ -372,30 +380,45 @@ def module_json(message: Message, assignment: Assignment | None, *, timestamp: i
     passes through before the loader stringifies it. ``Signature`` (base64url) when it came in signed,
     ``Forwarded-By`` (the pushing signer) only for a message a process sent, an empty Anchor as null (the
     SU's page says null). Without an assignment it is a read-only (dry-run) message: no Epoch, Nonce or
-    Hash-Chain, stamped with ``timestamp``."""
-    doc: dict[str, Any] = {"Id": message.id}
+    Hash-Chain, stamped with ``timestamp``.
+
+    The SU writes one per message, so it is built from three parts: the fields before Tags, the tags
+    (a sender repeats a few tag sets: each is encoded once, see ``_tags_json``), and the fields after."""
+    head: dict[str, Any] = {"Id": message.id}
     if signature:
-        doc["Signature"] = signature
-    doc["Data"] = message.data
-    doc["Owner"] = message.owner
-    doc["Target"] = message.target
-    doc["Anchor"] = message.anchor or None
-    doc["From"] = message.sender or message.owner
+        head["Signature"] = signature
+    head["Data"] = message.data
+    head["Owner"] = message.owner
+    head["Target"] = message.target
+    head["Anchor"] = message.anchor or None
+    head["From"] = message.sender or message.owner
     if message.sender:
-        doc["Forwarded-By"] = message.owner
-    doc["Tags"] = [{"name": name, "value": value} for name, value in message.tags]
+        head["Forwarded-By"] = message.owner
     if assignment is not None:
-        doc["Epoch"] = assignment.epoch
-        doc["Nonce"] = assignment.slot
-        doc["Timestamp"] = assignment.timestamp
-        doc["Block-Height"] = assignment.block_height
-        doc["Hash-Chain"] = assignment.hash_chain
+        tail = {"Epoch": assignment.epoch, "Nonce": assignment.slot, "Timestamp": assignment.timestamp,
+                "Block-Height": assignment.block_height, "Hash-Chain": assignment.hash_chain,
+                "Cron": message.cron, "Read-Only": False}
     else:
-        doc["Timestamp"] = timestamp
-        doc["Block-Height"] = 0
-    doc["Cron"] = message.cron
-    doc["Read-Only"] = assignment is None
-    return orjson.dumps(doc)
+        tail = {"Timestamp": timestamp, "Block-Height": 0, "Cron": message.cron, "Read-Only": True}
+    return b"".join((orjson.dumps(head)[:-1], b',"Tags":', _tags_json(message.tags), b",", orjson.dumps(tail)[1:]))
+
+
+_TAGS_JSON: dict[tuple[Tag, ...], bytes] = {}
+_TAGS_JSON_KEPT = 4096
+
+
+def _tags_json(tags: tuple[Tag, ...]) -> bytes:
+    """``tags`` as ao's CU writes them, [{"name", "value"}, ...], from a bounded memo."""
+    try:
+        encoded = _TAGS_JSON.get(tags)
+    except TypeError:  # tags given as a list: not kept
+        return orjson.dumps([{"name": name, "value": value} for name, value in tags])
+    if encoded is None:
+        encoded = orjson.dumps([{"name": name, "value": value} for name, value in tags])
+        if len(_TAGS_JSON) >= _TAGS_JSON_KEPT:
+            _TAGS_JSON.clear()
+        _TAGS_JSON[tags] = encoded
+    return encoded
 
 
 def assignment_from_module_json(raw: bytes, process: str) -> Assignment:
