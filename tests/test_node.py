@@ -365,7 +365,9 @@ def test_a_tiny_map_grows_under_load_and_no_store_error_reaches_the_caller(
     assert len({ack.id for ack in acks}) == 3000
     results = node.results(acks, timeout=60)
     assert all(result.ok for result in results)
-    assert node._store.env.info()["map_size"] > 256 * 1024
+    # The workers grew the map (the node's own handle learns a new size only when it needs one): the
+    # file holds more than the first map did.
+    assert (Path(node._store.path) / "db" / "data.mdb").stat().st_size > 256 * 1024
     assert sorted(count(node, pid) for pid in pids) == [600] * 5
 
 

@@ -175,14 +175,19 @@ def test_past_its_intensity_a_supervisor_stops_everything_and_escalates_to_its_p
     assert outer.tree()["state"] == "failed"
 
 
-def test_a_stopped_child_is_detected_by_its_silent_heartbeat_and_replaced(supervisors: list[Supervisor]) -> None:
-    # The timeout leaves a busy box room to start the child's Python (it beats once it has imported):
-    # 0.5 s was taken as a hang, before the first beat, on a loaded CI box.
-    spec = ChildSpec("w", process(BEATING, heartbeat=True), heartbeat_timeout=3.0)
+def test_a_stopped_child_is_detected_by_its_silent_heartbeat_and_replaced(
+    supervisors: list[Supervisor], tmp_path: Path
+) -> None:
+    # The child is stopped only once it has beaten: before its first beat a child is still starting,
+    # and the start-up timeout (longer than this test waits) applies. It marks a file after its
+    # first beat, which the supervisor then reads from the pipe even if the child is stopped.
+    marker = tmp_path / "beating"
+    script = f"{BEATING.split('; import time')[0]}; open({str(marker)!r}, 'w').close(); import time; time.sleep(60)"
+    spec = ChildSpec("w", process(script, heartbeat=True), heartbeat_timeout=3.0)
     supervisor = started(supervisors, "test", [spec])
     downs: list[Down] = []
     supervisor.monitor("w", downs.append)
-    time.sleep(1.0)  # beating: nothing happens
+    assert wait_until(marker.exists, seconds=60.0)
     assert child(supervisor.tree(), "w")["restarts"] == 0
     hung = supervisor.pid_of("w")
     os.kill(hung or 0, signal.SIGSTOP)
