@@ -333,19 +333,22 @@ class SchedulerUnit(ThreadChild):
             if request.handoff is not None:
                 acks.append(self._hand_off(txn, request.handoff, heads, released, adopted))
                 continue
+            fresh, assignee = request.fresh_ids, request.assign_to
             for item in request.items:
                 # An id is assigned once per process: to its target, and once to each assignee.
                 # Assigning a message to its own target is no new assignment: it is the message.
-                assignee = request.assign_to
-                own = item.id if isinstance(item, Process) else item.target
-                once = store.once_key(item.id, None if assignee == own else assignee)
-                earlier = seen.get(once) if request.fresh_ids else (
-                    seen.get(once) or self._existing_ack(txn, once, item.id)
-                )
-                if earlier is not None:  # the same message again: assigned once, acknowledged again
-                    acks.append(earlier)
-                    continue
-                if isinstance(item, Process):
+                spawn = isinstance(item, Process)
+                if assignee is None:
+                    once = item.id
+                else:
+                    own = item.id if spawn else item.target
+                    once = store.once_key(item.id, None if assignee == own else assignee)
+                if not fresh:  # a fresh id (minted here) cannot have been assigned: no lookup
+                    earlier = seen.get(once) or self._existing_ack(txn, once, item.id)
+                    if earlier is not None:  # the same message again: assigned once, acknowledged again
+                        acks.append(earlier)
+                        continue
+                if spawn:
                     if request.module is not None:
                         store.put_module(txn, request.module)
                     store.put_process(txn, item.id, process_record(item.module, request.limits))
@@ -366,7 +369,8 @@ class SchedulerUnit(ThreadChild):
                 key = store.put_assignment(txn, pid, assignment.slot, body, once, signed, commit)
                 heads[pid] = _Head(assignment.slot + 1, assignment)
                 ack = Ack(message.id, pid, assignment.slot, assignment.timestamp)
-                seen[once] = ack
+                if not fresh:
+                    seen[once] = ack
                 acks.append(ack)
                 pushes.append((pid, key, body))
         if self._attest is not None:
