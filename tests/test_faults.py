@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from actorao import Node
-from tests.soak import SOAK
+from tests.soak import SEED, SOAK
 
 PROCESSES = 100
 STREAMER = """
@@ -169,7 +169,8 @@ def check(path: Path, acked: list[str]) -> None:
 
 
 def test_kills_of_workers_and_of_the_node_while_streaming_and_recovering_lose_nothing(tmp_path: Path) -> None:
-    rng = random.Random(2026)
+    print(f"random moments from seed {SEED} (ACTORAO_SOAK_SEED={SEED} repeats them)")
+    rng = random.Random(SEED)
     path = tmp_path / "node"
     acked: list[str] = []
     kills = 0
