@@ -36,7 +36,7 @@ from actorao.mailbox import runtime_dir
 from actorao.message import Message, Result, TagsLike, new_id
 from actorao.mu import Cron, Entrance, Messenger
 from actorao.persist import ShardLogs, Store, existing_shards, log_key
-from actorao.su import Ack, Schedulers, ShardConfig, public_key_of
+from actorao.su import Ack, Schedulers, ShardConfig, handoff_problem, public_key_of
 from actorao.supervisor import ChildSpec, OSProcess, Supervisor
 
 log = logging.getLogger(__name__)
@@ -301,7 +301,8 @@ class Node:
             digest = self.state_digest(pid, timeout)
             if self._logs.last_slot(pid) == last:
                 break
-        return verify_process(pid, self._store, self._logs, self._modules, self._limits, last, digest)
+        return verify_process(pid, self._store, self._logs, self._modules, self._limits, last, digest,
+                              functools.partial(handoff_problem, stores=self._logs.stores))
 
     def scale(self, workers: int, timeout: float = 60.0) -> None:
         """Grow or shrink the CU pool to ``workers`` at run time. Processes whose worker changes move

@@ -26,6 +26,7 @@ __all__ = ["Mismatch", "Verification", "verify_process"]
 
 _PAGE = 256  # log slots read at a time: a long log is never held whole
 _Report = Callable[[str, int, str], None]
+HandoffCheck = Callable[[bytes], str | None]  # a hand-off record -> why its signature fails, or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +73,11 @@ class Verification:
 
 def verify_process(
     pid: str, store: Store, logs: ShardLogs, modules: ModuleRegistry, defaults: Limits, last: int,
-    node_digest: str,
+    node_digest: str, check_handoff: HandoffCheck | None = None,
 ) -> Verification:
     """Replay slots 0..``last`` of ``pid`` from its log and check them; ``node_digest`` is the memory
-    hash the node's worker holds after ``last`` ("" for a process that cannot be evaluated)."""
+    hash the node's worker holds after ``last`` ("" for a process that cannot be evaluated), and
+    ``check_handoff`` checks the signature of each hand-off record the log crosses."""
     found: dict[str, Mismatch] = {}
 
     def mismatch(kind: str, slot: int, detail: str) -> None:
@@ -93,7 +95,7 @@ def verify_process(
     except Exception as exc:  # the node's worker answers every message of this process with this Error
         broken = broken_reason(exc)
 
-    handoffs = _handoff_heads(logs, pid)
+    handoffs = _handoffs(logs, pid)
     before: Assignment | None = None
     slots = 0
     for slot, entry, stored in _log(store, logs, pid, last):
@@ -101,6 +103,8 @@ def verify_process(
             mismatch("chain", slots, f"the log has no slot {slots} (the next it holds is {slot})")
             break
         slots += 1
+        if slot in handoffs and check_handoff is not None and (why := check_handoff(handoffs[slot])) is not None:
+            mismatch("chain", slot, why)
         _check_link(pid, slot, entry, before, handoffs.get(slot), logs, mismatch)
         try:
             before = assignment_from_module_json(entry, pid)
@@ -140,17 +144,14 @@ def _log(store: Store, logs: ShardLogs, pid: str, last: int) -> Iterator[tuple[i
             return
 
 
-def _handoff_heads(logs: ShardLogs, pid: str) -> dict[int, list[object] | None]:
-    """The head each hand-off of ``pid`` says its chain continues from, by the first slot after it."""
-    heads: dict[int, list[object] | None] = {}
-    for store in logs.stores:
-        for slot, raw in store.handoffs(pid):
-            heads[slot] = orjson.loads(raw).get("head")
-    return heads
+def _handoffs(logs: ShardLogs, pid: str) -> dict[int, bytes]:
+    """Each hand-off record of ``pid``, by the first slot its new shard scheduled. Both shards keep a
+    copy; the adopting shard's (the later store) is the one read."""
+    return {slot: raw for store in logs.stores for slot, raw in store.handoffs(pid)}
 
 
 def _check_link(
-    pid: str, slot: int, entry: bytes, before: Assignment | None, handoff: list[object] | None, logs: ShardLogs,
+    pid: str, slot: int, entry: bytes, before: Assignment | None, handoff: bytes | None, logs: ShardLogs,
     mismatch: _Report,
 ) -> None:
     """The slot's nonce, its Hash-Chain from the slot before (or the genesis), its timestamp, the head a
@@ -177,9 +178,10 @@ def _check_link(
     if chain != expected:
         mismatch("chain", slot, f"Hash-Chain {chain} does not follow from slot {slot - 1} (expected {expected})"
                  if slot else f"Hash-Chain {chain} is not the process's genesis {expected}")
-    if handoff is not None and before is not None and list(handoff) != [
-            before.slot, before.message, before.timestamp, before.hash_chain]:
-        mismatch("chain", slot, f"the hand-off to this slot continues from {handoff}, not from slot {slot - 1}")
+    head = orjson.loads(handoff).get("head") if handoff is not None else None
+    if handoff is not None and before is not None and head != [before.slot, before.message, before.timestamp,
+                                                               before.hash_chain]:
+        mismatch("chain", slot, f"the hand-off to this slot continues from {head}, not from slot {slot - 1}")
     key = logs.assignment_of(message_id, pid)
     if key is None or split_key(key) != (pid, slot):
         where = "nowhere" if key is None else "slot {1} of {0}".format(*split_key(key))
