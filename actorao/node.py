@@ -46,6 +46,7 @@ __all__ = ["Ack", "Node", "NodeConfig", "ProcessState"]
 T = TypeVar("T")
 
 SHARD_HEARTBEAT_TIMEOUT = 10.0  # seconds of silence before a scheduler shard is taken as hung
+_VERIFY_TRIES = 20
 
 
 class Node:
@@ -296,11 +297,14 @@ class Node:
         hash-chain link, that each result equals the stored one, and that the final memory hash equals
         its worker's. ``.ok`` says whether all held; ``.first`` is the first slot that differs."""
         self._known(pid)
-        while True:  # the worker's hash must be that of the last slot replayed: ask until the head holds still
+        for _ in range(_VERIFY_TRIES):  # the worker's hash must be the last replayed slot's: ask while the head holds
             last = self.catch_up(pid, timeout)
             digest = self.state_digest(pid, timeout)
             if self._logs.last_slot(pid) == last:
                 break
+        else:
+            raise Overloaded(f"process {pid} took a message during each of {_VERIFY_TRIES} tries; verify it when "
+                             "it is quieter")
         return verify_process(pid, self._store, self._logs, self._modules, self._limits, last, digest,
                               functools.partial(handoff_problem, stores=self._logs.stores))
 
