@@ -23,7 +23,7 @@ from actorao.http import HttpServer
 from tests.soak import SOAK
 
 AO = [("Data-Protocol", "ao"), ("Variant", "ao.TN.1")]
-FUZZ = settings(max_examples=150 * SOAK, deadline=None, derandomize=SOAK == 1, database=None,
+FUZZ = settings(max_examples=100 * SOAK, deadline=None, derandomize=SOAK == 1, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
