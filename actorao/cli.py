@@ -1,5 +1,6 @@
-"""The ``actorao`` command: run a node (``node``, ``demo``), and talk to a running one over AO's HTTP
-API (``module add``, ``spawn``, ``send``, ``result``, ``dry-run``, ``state``, ``log``, ``tree``).
+"""The ``actorao`` command: run a node (``node``, ``demo``), check a stopped one's processes against their
+logs (``verify``), and talk to a running one over AO's HTTP API (``module add``, ``spawn``, ``send``,
+``result``, ``dry-run``, ``state``, ``log``, ``tree``).
 
 Every flag has an environment variable (shown in ``--help``); flags win. Client commands sign with
 the wallet at ``--wallet``, generated there on first use.
@@ -85,6 +86,23 @@ def _node_config(args: argparse.Namespace) -> NodeConfig:
     flags = ("path", "workers", "schedulers", "host", "port", "verify", "max_body", "public_url",
              "admin_token")
     return NodeConfig.from_env(**{name: getattr(args, name, None) for name in flags})
+
+
+def verify(config: NodeConfig, pids: Sequence[str]) -> int:
+    """Replay each process (every one, when none is named) from its log alone and print one line for
+    each: ok, or the first slot that differs. Non-zero when any differs."""
+    failed = 0
+    with Node(config) as node:
+        for pid in pids or node.processes():
+            try:
+                report = node.verify(pid)
+            except ActoraoError as exc:
+                print(f"actorao verify: {pid}: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            print(report.summary(), flush=True)
+            failed += not report.ok
+    return 1 if failed else 0
 
 
 # -- the node ---------------------------------------------------------------------------------------
@@ -268,6 +286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_demo.add_argument("--messages", type=int, default=20_000)
     run_demo.add_argument("--batch", type=int, default=1000, help="messages per send_many")
 
+    check = commands.add_parser(
+        "verify", help="replay processes from their logs alone (a fresh instance, no checkpoint) and check every "
+        "slot's hash-chain link, every stored result and the final memory hash; exits 1 on any mismatch")
+    data_path(check)
+    check.add_argument("process", nargs="*", help="the processes to verify (default: every one)")
+
     node = commands.add_parser("node", help="run a node serving AO's HTTP API, with a live status line")
     data_path(node)
     defaults = NodeConfig()
@@ -339,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return demo(_node_config(args), args.processes, args.messages, args.batch)
+        if args.command == "verify":
+            return verify(_node_config(args), args.process)
         if args.command == "node":
             return run_node(args)
         if args.command == "bench":

@@ -31,12 +31,12 @@ from actorao._exceptions import ActoraoError, InvalidMessage, NodeStopped, Overl
 from actorao._future import Future
 from actorao._reads import NodeReads
 from actorao.ans104 import DataItem
-from actorao.cu import Limits, ModuleRegistry, Rendezvous, WorkerPool, worker_entries
+from actorao.cu import Limits, ModuleRegistry, Rendezvous, Verification, WorkerPool, verify_process, worker_entries
 from actorao.mailbox import runtime_dir
 from actorao.message import Message, Result, TagsLike, new_id
 from actorao.mu import Cron, Entrance, Messenger
 from actorao.persist import ShardLogs, Store, existing_shards, log_key
-from actorao.su import Ack, Schedulers, ShardConfig, public_key_of
+from actorao.su import Ack, Schedulers, ShardConfig, handoff_problem, public_key_of
 from actorao.supervisor import ChildSpec, OSProcess, Supervisor
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ __all__ = ["Ack", "Node", "NodeConfig", "ProcessState"]
 T = TypeVar("T")
 
 SHARD_HEARTBEAT_TIMEOUT = 10.0  # seconds of silence before a scheduler shard is taken as hung
+_VERIFY_TRIES = 20
 
 
 class Node:
@@ -84,12 +85,13 @@ class Node:
         self._entrance = Entrance(config, self._logs, self.identity, self._modules, self._scheduler)
         self.reads = NodeReads(self._store, self._logs, self.knows)
         self._rendezvous.subscribe(self._to_messenger)
+        self._limits = Limits(config.compute_limit, config.memory_limit, config.checkpoint_every,
+                              config.checkpoint_ms, config.checkpoint_full_every)
         self._pool = WorkerPool(
             self.path,
             self._runtime,
             self.workers,
-            Limits(config.compute_limit, config.memory_limit, config.checkpoint_every, config.checkpoint_ms,
-                   config.checkpoint_full_every),
+            self._limits,
             config.map_size,
             self._logs.count,
             self._rendezvous.arrived,
@@ -289,6 +291,22 @@ class Node:
         nodes that evaluated the same log agree on it."""
         self._known(pid)
         return self._pool.state_digest(pid, self.config.timeout if timeout is None else timeout)
+
+    def verify(self, pid: str, timeout: float | None = None) -> Verification:
+        """Replay ``pid`` from its log in a fresh instance, with no checkpoint, and check every slot's
+        hash-chain link, that each result equals the stored one, and that the final memory hash equals
+        its worker's. ``.ok`` says whether all held; ``.first`` is the first slot that differs."""
+        self._known(pid)
+        for _ in range(_VERIFY_TRIES):  # the worker's hash must be the last replayed slot's: ask while the head holds
+            last = self.catch_up(pid, timeout)
+            digest = self.state_digest(pid, timeout)
+            if self._logs.last_slot(pid) == last:
+                break
+        else:
+            raise Overloaded(f"process {pid} took a message during each of {_VERIFY_TRIES} tries; verify it when "
+                             "it is quieter")
+        return verify_process(pid, self._store, self._logs, self._modules, self._limits, last, digest,
+                              functools.partial(handoff_problem, stores=self._logs.stores))
 
     def scale(self, workers: int, timeout: float = 60.0) -> None:
         """Grow or shrink the CU pool to ``workers`` at run time. Processes whose worker changes move

@@ -7,14 +7,18 @@ from actorao.cu._modules import ModuleRegistry, module_format_of
 from actorao.cu._pool import WorkerPool, place, worker_entries
 from actorao.cu._process import HostedProcess, Limits
 from actorao.cu._rendezvous import Rendezvous
+from actorao.cu._verify import Mismatch, Verification, verify_process
 
 __all__ = [
     "HostedProcess",
     "Limits",
+    "Mismatch",
     "ModuleRegistry",
     "Rendezvous",
+    "Verification",
     "WorkerPool",
     "module_format_of",
     "place",
+    "verify_process",
     "worker_entries",
 ]

@@ -7,17 +7,23 @@ the failure, skipping slots that failed too. Determinism makes that replay exact
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 
+from actorao._exceptions import ModuleError
 from actorao.cu import _checkpoint as checkpoints
 from actorao.mailbox import NonceInbox
-from actorao.persist import Store
+from actorao.persist import ShardLogs, Store
 from actorao.vm import CompiledModule, Evaluator, Instance, Snapshot
+
+if TYPE_CHECKING:
+    from actorao.cu._modules import ModuleRegistry
 
 log = logging.getLogger(__name__)
 
@@ -185,3 +191,31 @@ def process_env(process_json: bytes, module_id: str, module_meta: bytes) -> byte
             "Module": {"Id": module_id, "Owner": module["owner"], "Tags": module["tags"]},
         }
     )
+
+
+def load_process(
+    pid: str, store: Store, logs: ShardLogs, modules: ModuleRegistry, defaults: Limits,
+    on_checkpoint: Callable[[str, checkpoints.Encoded], None], compute_clock: Callable[[], float] = time.perf_counter,
+) -> HostedProcess:
+    """``pid`` in a fresh instance of its module, at its module's initial state (``recover`` brings it
+    to its stored results), with the limits fixed at its spawn (``defaults`` where none were). Raises
+    whatever stops it from loading: the worker answers its messages with that Error, and ``verify``
+    expects just that."""
+    record = logs.process_record(pid)
+    spawn = logs.log_entry(pid, 0)
+    if record is None or spawn is None:
+        raise ModuleError(f"ModuleError: process {pid} has no spawn record")
+    info = orjson.loads(record)
+    module_id = info["module"]
+    meta = modules.meta(module_id)
+    if meta is None:
+        raise ModuleError(f"ModuleError: module {module_id} is not in the store")
+    limits = dataclasses.replace(defaults, fuel=info.get("compute_limit", defaults.fuel),
+                                 memory=info.get("memory_limit", defaults.memory))
+    return HostedProcess(pid, store, modules.compiled(module_id), process_env(spawn, module_id, meta), limits,
+                         Evaluator(limits.fuel), on_checkpoint, compute_clock, logs.log_range)
+
+
+def broken_reason(exc: Exception) -> str:
+    """The Error every message of a process that cannot be evaluated gets, from what stopped it."""
+    return str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"

@@ -22,10 +22,9 @@ import lmdb
 import orjson
 import zmq
 
-from actorao._exceptions import ModuleError
 from actorao.cu import _checkpoint as checkpoints
 from actorao.cu._modules import ModuleRegistry
-from actorao.cu._process import HostedProcess, Limits, process_env
+from actorao.cu._process import HostedProcess, Limits, broken_reason, load_process
 from actorao.mailbox import (
     ASSIGN,
     DIGEST,
@@ -47,7 +46,6 @@ from actorao.mailbox import (
 from actorao.persist import ShardLogs, Store, log_key, split_key
 from actorao.supervisor import die_with_parent, start_heartbeat
 from actorao.vm import (
-    Evaluator,
     HostResourceError,
     error_result,
 )
@@ -107,31 +105,8 @@ class Worker:
         if process is not None or pid in self.broken:
             return process
         try:
-            record = self.logs.process_record(pid)
-            spawn = self.logs.log_entry(pid, 0)
-            if record is None or spawn is None:
-                raise ModuleError(f"ModuleError: process {pid} has no spawn record")
-            info = orjson.loads(record)
-            module_id = info["module"]
-            meta = self.modules.meta(module_id)
-            if meta is None:
-                raise ModuleError(f"ModuleError: module {module_id} is not in the store")
-            limits = dataclasses.replace(
-                self.config.limits,
-                fuel=info.get("compute_limit", self.config.limits.fuel),
-                memory=info.get("memory_limit", self.config.limits.memory),
-            )
-            process = HostedProcess(
-                pid,
-                self.store,
-                self.modules.compiled(module_id),
-                process_env(spawn, module_id, meta),
-                limits,
-                Evaluator(limits.fuel),
-                self._checkpoint_taken,
-                self.compute_clock,
-                self.logs.log_range,
-            )
+            process = load_process(pid, self.store, self.logs, self.modules, self.config.limits, self._checkpoint_taken,
+                                   self.compute_clock)
             process.recover()
         except _HOST_FAULTS:
             raise
@@ -147,7 +122,7 @@ class Worker:
         Host faults (_HOST_FAULTS) are not the process's doing: they crash the worker instead, and
         its supervisor restarts it, so no Error result is ever stored for them."""
         log.error("worker %d: process %s cannot be evaluated: %s", self.config.index, pid, exc)
-        self.broken[pid] = str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"
+        self.broken[pid] = broken_reason(exc)
         self.processes.pop(pid, None)
 
     def _step(

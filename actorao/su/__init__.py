@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from actorao.persist import ModuleRecord
-from actorao.su._attest import public_key_of, verify_page
+from actorao.su._attest import handoff_problem, public_key_of, verify_handoff, verify_page
 from actorao.su._client import NewMessage, Schedulers, shard_for
 from actorao.su._scheduler import Ack, SchedulerUnit, process_record
 from actorao.su._shard import ShardConfig
@@ -15,8 +15,10 @@ __all__ = [
     "SchedulerUnit",
     "Schedulers",
     "ShardConfig",
+    "handoff_problem",
     "process_record",
     "public_key_of",
     "shard_for",
+    "verify_handoff",
     "verify_page",
 ]

@@ -25,7 +25,7 @@ from actorao._exceptions import SignatureError
 from actorao.message import Assignment, encode_id
 from actorao.persist import Store
 
-__all__ = ["Attester", "public_key_of", "verify_page"]
+__all__ = ["Attester", "handoff_problem", "public_key_of", "verify_handoff", "verify_page"]
 
 _SECRET = "attest key"  # meta: the shard's Ed25519 private key (raw, 32 bytes); never leaves the shard
 _PUBLIC = "attest public key"  # meta: its public key, base64url, for the node to serve
@@ -95,6 +95,33 @@ def verify_page(page: dict[str, Any], public_key: str) -> list[int]:
     if (chain[-1].slot, chain[-1].hash_chain) != heads[pid]:
         raise SignatureError(f"the chain ends at slot {chain[-1].slot}, not at the attested head {heads[pid][0]}")
     return [assignment.slot for assignment in chain[: len(page["edges"])]]
+
+
+def verify_handoff(record: bytes, public_key: str) -> None:
+    """Check a hand-off record (``node.rehost``) against the public key of the shard that released the
+    process: its signature covers every other field, as the shard signed them (keys sorted)."""
+    doc = orjson.loads(record)
+    signature = str(doc.pop("signature", ""))
+    try:
+        ed25519.Ed25519PublicKey.from_public_bytes(_unb64(public_key)).verify(
+            _unb64(signature), orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
+    except (InvalidSignature, ValueError, binascii.Error) as exc:
+        raise SignatureError(f"the hand-off of {doc.get('process')} at slot {doc.get('slot')} is not signed by "
+                             f"shard {doc.get('from_shard')}'s key") from exc
+
+
+def handoff_problem(record: bytes, stores: list[Store]) -> str | None:
+    """Why a hand-off record does not verify against the key of the shard (among ``stores``, by index)
+    that released the process; None when it does."""
+    index = orjson.loads(record).get("from_shard")
+    key = public_key_of(stores[index]) if isinstance(index, int) and 0 <= index < len(stores) else None
+    if key is None:
+        return f"the hand-off names shard {index}, which has no key here"
+    try:
+        verify_handoff(record, key)
+    except SignatureError as exc:
+        return str(exc)
+    return None
 
 
 def _b64(raw: bytes) -> str:
