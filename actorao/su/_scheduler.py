@@ -337,18 +337,17 @@ class SchedulerUnit(ThreadChild):
             for item in request.items:
                 # An id is assigned once per process: to its target, and once to each assignee.
                 # Assigning a message to its own target is no new assignment: it is the message.
-                spawn = isinstance(item, Process)
                 if assignee is None:
                     once = item.id
                 else:
-                    own = item.id if spawn else item.target
+                    own = item.id if isinstance(item, Process) else item.target
                     once = store.once_key(item.id, None if assignee == own else assignee)
                 if not fresh:  # a fresh id (minted here) cannot have been assigned: no lookup
                     earlier = seen.get(once) or self._existing_ack(txn, once, item.id)
                     if earlier is not None:  # the same message again: assigned once, acknowledged again
                         acks.append(earlier)
                         continue
-                if spawn:
+                if isinstance(item, Process):
                     if request.module is not None:
                         store.put_module(txn, request.module)
                     store.put_process(txn, item.id, process_record(item.module, request.limits))
