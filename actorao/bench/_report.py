@@ -166,16 +166,21 @@ def _loader_table(doc: dict[str, Any]) -> list[str]:
         return [*lines, f"Not measured: {missing}."]
     rounds = len(rows[0]["rounds"])
     lines += [f"aos 2.0.6 (wasm64), {rows[0]['messages']:,} messages of each kind after a warm-up, in one process "
-              f"each; {rounds} round{'s' if rounds != 1 else ''} of the three in turn, the best of each kept. Our VM "
-              "is the in-process loop (no node around it); ao's loader (`@permaweb/ao-loader`) runs on Node, either as "
-              "ao's CU calls it (the whole heap copied in and out with every message) or with `UNSAFE_MEMORY` (no "
-              "copies: its best case). Every run ended with the same results and the same memory (SHA-256 "
-              f"`{rows[0]['memory_sha256'][:16]}…`).", "",
-              "| message | runner | msgs/s | each round | our VM / it |", "|---|---|---|---|---|"]
+              "each. Our VM is the in-process loop (no node around it); ao's loader (`@permaweb/ao-loader`) runs on "
+              "Node, with `UNSAFE_MEMORY` (no copies: its best case) or as ao's CU calls it (the whole heap copied in "
+              f"and out with every message). Our VM and the loader with `UNSAFE_MEMORY` ran in {rounds} paired "
+              f"round{'s' if rounds != 1 else ''}: one run of each, back to back, the one that goes first alternating. "
+              "Its ratio is the median of the rounds' ratios, so a burst of load on this box that slowed one side of "
+              "a round moves one ratio, not the figure. The copying loader ran once; its ratio is our median rate "
+              "over its. msgs/s is the median of each runner's runs. Every run ended with the same results and the "
+              f"same memory (SHA-256 `{rows[0]['memory_sha256'][:16]}…`).", "",
+              "| message | runner | msgs/s | each run | our VM / it | each round's ratio |", "|" + "---|" * 6]
     for row in rows:
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
         each = ", ".join(_fmt_rate(rate) for rate in row["rounds"])
-        lines.append(f"| {row['kind']} | {row['runner']} | {_fmt_rate(row['throughput'])} | {each} | {ratio} |")
+        ratios = ", ".join(f"{paired:.2f}" for paired in row.get("ratios") or []) or "-"
+        lines.append(f"| {row['kind']} | {row['runner']} | {_fmt_rate(row['throughput'])} | {each} | {ratio} | "
+                     f"{ratios} |")
     return lines
 
 
