@@ -29,6 +29,7 @@ from actorao.bench._ao_loader import (
     compare,
     run_loader,
     run_ours,
+    run_paired,
     unavailable,
 )
 from actorao.bench._report import markdown, summarize
@@ -90,6 +91,13 @@ def test_loader_both_ways_computes_what_our_vm_computes() -> None:
             assert their_phase.seconds > 0 and their_phase.rate == len(mine.results) / their_phase.seconds
         assert (theirs.memory_sha256, theirs.memory_size) == (ours.memory_sha256, ours.memory_size)
     assert ours.memory_size > 100 * 2**20  # aos's heap, the one ao's CU copies twice a message
+    # In lockstep, ten messages at a time on each side, both compute the same again.
+    paired = run_paired(aos_compiled(), AOS, job)
+    assert [run.runner for run in paired] == [OURS, UNSAFE]
+    for run in paired:
+        assert [phase.results for phase in run.phases] == [phase.results for phase in ours.phases]
+        assert all(phase.seconds > 0 for phase in run.phases)
+        assert (run.memory_sha256, run.memory_size) == (ours.memory_sha256, ours.memory_size)
     # The job is fixed: a second run of our VM ends with the very same memory.
     assert run_ours(aos_compiled(), aos_job(MESSAGES)).memory_sha256 == ours.memory_sha256
 
@@ -126,6 +134,14 @@ def test_compare_pairs_our_runs_with_the_loaders_and_reports_each_rounds_ratio()
     assert report.count("| Eval |") == 3 and report.count("| handler |") == 3
     unsafe = next(row for row in rows if row["kind"] == "Eval" and row["runner"] == UNSAFE)
     assert f"| {unsafe['ratio']:.2f}x | {unsafe['ratios'][0]:.2f}, {unsafe['ratios'][1]:.2f} |" in report
+
+
+def test_a_paired_run_whose_loader_fails_says_why(tmp_path: Path) -> None:
+    need_loader()
+    broken = tmp_path / "broken.wasm"
+    broken.write_bytes(b"\0asm not a module")
+    with pytest.raises(ActoraoError, match=r"ao's loader, UNSAFE_MEMORY failed: .*\S"):
+        run_paired(aos_compiled(), broken, aos_job(1))
 
 
 def side(runner: str, eval_seconds: float, handler_seconds: float) -> SideRun:

@@ -169,9 +169,10 @@ def _loader_table(doc: dict[str, Any]) -> list[str]:
               "each. Our VM is the in-process loop (no node around it); ao's loader (`@permaweb/ao-loader`) runs on "
               "Node, with `UNSAFE_MEMORY` (no copies: its best case) or as ao's CU calls it (the whole heap copied in "
               f"and out with every message). Our VM and the loader with `UNSAFE_MEMORY` ran in {rounds} paired "
-              f"round{'s' if rounds != 1 else ''}: one run of each, back to back, the one that goes first alternating. "
-              "Its ratio is the median of the rounds' ratios, so a burst of load on this box that slowed one side of "
-              "a round moves one ratio, not the figure. The copying loader ran once; its ratio is our median rate "
+              f"round{'s' if rounds != 1 else ''}, each the whole job on both sides in lockstep: ten messages on one "
+              "side, the same ten on the other, the one that goes first alternating. Its ratio is the median of the "
+              "rounds' ratios, so a burst of load on this box lands on both sides, and a long one moves one round's "
+              "ratio, not the figure. The copying loader ran once, on its own; its ratio is our median rate "
               "over its. msgs/s is the median of each runner's runs. Every run ended with the same results and the "
               f"same memory (SHA-256 `{rows[0]['memory_sha256'][:16]}…`).", "",
               "| message | runner | msgs/s | each run | our VM / it | each round's ratio |", "|" + "---|" * 6]

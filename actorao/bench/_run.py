@@ -27,8 +27,8 @@ _BASELINE_KEYS = {"ceiling": "in-process ceiling", "pool": "multiprocessing.Pool
                   "ray": "Ray actors", "ray-per-message": "Ray actors, a call per message",
                   "ao-loader": ao_loader.AO_LOADER}
 # ao's loader against our VM on aos: messages of each kind (Eval, handler) and paired rounds, by mode. A
-# round takes a few seconds on an idle box: about 15 s in all for quick, 30 s for full, plus one run of
-# the copying loader (some 20 s at 200 messages of each kind)
+# round at 100 messages took 8 to 11 s on this busy 2-core box, Node's start included; the copying
+# loader's one run adds some 40 s at 200 messages of each kind (11 msgs/s).
 _LOADER_MESSAGES = {"full": 200, "quick": 100, "smoke": 20}
 _LOADER_ROUNDS = {"full": 5, "quick": 3, "smoke": 1}
 
