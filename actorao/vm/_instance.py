@@ -44,6 +44,7 @@ _memory_data = ctypes.CFUNCTYPE(
 )(("wasmtime_memory_data", ffi.dll))
 _memory_data_size = raw._wasmtime_memory_data_size
 _OUT_OF_FUEL = wasmtime.TrapCode.OUT_OF_FUEL
+_error_delete = raw._wasmtime_error_delete
 _new_host_func = raw._wasmtime_func_new_unchecked
 _host_callback = raw.wasmtime_func_unchecked_callback_t
 # wasmtime_trap_new again, returning the plain address that a host callback hands back
@@ -295,9 +296,10 @@ class Instance:
             trap = trap_type()  # a fresh one each call: a nested call may trap while this one runs
             error = _call_unchecked(ctx, func_ref, values, count, ctypes.byref(trap))
             if error:  # as wasmtime-py's enter_wasm: a host function's exception first, else wasmtime's
-                failure: Exception = error_type._from_ptr(error)
-                raise_pending()
-                raise failure
+                if wasmtime_func.LAST_EXCEPTION is not None:  # aos's longjmp, once a message: no text needed
+                    _error_delete(error)
+                    raise_pending()
+                raise error_type._from_ptr(error)
             if trap:
                 failure = trap_from(trap)
                 raise_pending()
@@ -349,7 +351,9 @@ class Instance:
                 args[index].i32 = value
         error = _call_unchecked(self._ctx, func_ref, args, max(len(values), 1), self._trap_ref)
         if error:
-            _raise_pending_host_error()
+            if wasmtime_func.LAST_EXCEPTION is not None:
+                _error_delete(error)  # the exception is what matters; the error only says there was one
+                _raise_pending_host_error()
             raise Trap(f"Trap: {wasmtime.WasmtimeError._from_ptr(error)}")
         if self._trap:
             trap = wasmtime.Trap._from_ptr(self._trap)
