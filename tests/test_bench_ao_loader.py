@@ -96,7 +96,7 @@ def test_loader_both_ways_computes_what_our_vm_computes() -> None:
     assert [run.runner for run in paired] == [OURS, UNSAFE]
     for run in paired:
         assert [phase.results for phase in run.phases] == [phase.results for phase in ours.phases]
-        assert all(phase.seconds > 0 for phase in run.phases)
+        assert all(phase.seconds > 0 and phase.cpu_seconds > 0 for phase in run.phases)
         assert (run.memory_sha256, run.memory_size) == (ours.memory_sha256, ours.memory_size)
     # The job is fixed: a second run of our VM ends with the very same memory.
     assert run_ours(aos_compiled(), aos_job(MESSAGES)).memory_sha256 == ours.memory_sha256
@@ -120,6 +120,10 @@ def test_compare_pairs_our_runs_with_the_loaders_and_reports_each_rounds_ratio()
         assert unsafe["ratios"] == [ours / theirs for ours, theirs in paired]
         assert unsafe["ratio"] == statistics.median(unsafe["ratios"])
         assert copying["ratio"] == mine["throughput"] / copying["throughput"] and copying["ratios"] == []
+        paired_cpu = zip(mine["cpu_rounds"], unsafe["cpu_rounds"], strict=True)
+        assert unsafe["cpu_ratios"] == [ours / theirs for ours, theirs in paired_cpu]
+        assert unsafe["cpu_ratio"] == statistics.median(unsafe["cpu_ratios"]) and mine["cpu_ratio"] is None
+        assert all(0 < rate < float("inf") for row in (mine, unsafe, copying) for rate in row["cpu_rounds"])
     # The two UNSAFE_MEMORY ratios are the issue's targets, and the report has the table with each round.
     targets = {t["target"]: t for t in summarize([], [], rows)["targets"]}
     for kind in KINDS:
@@ -145,10 +149,10 @@ def test_a_paired_run_whose_loader_fails_says_why(tmp_path: Path) -> None:
 
 
 def side(runner: str, eval_seconds: float, handler_seconds: float) -> SideRun:
-    """A run of 10 messages of each kind that took these times."""
+    """A run of 10 messages of each kind that took these times, and half as much CPU time."""
     results = (("", [], [], None),) * 10
-    return SideRun(runner, (PhaseRun("Eval", eval_seconds, results), PhaseRun("handler", handler_seconds, results)),
-                   "0" * 64, 1)
+    return SideRun(runner, (PhaseRun("Eval", eval_seconds, results, eval_seconds / 2),
+                            PhaseRun("handler", handler_seconds, results, handler_seconds / 2)), "0" * 64, 1)
 
 
 def test_the_ratio_is_the_median_of_the_paired_rounds() -> None:
@@ -167,6 +171,10 @@ def test_the_ratio_is_the_median_of_the_paired_rounds() -> None:
     assert rows[("Eval", OURS)]["throughput"] == pytest.approx(10 / 1.1) and rows[("Eval", OURS)]["ratio"] is None
     assert rows[("Eval", COPYING)]["ratio"] == pytest.approx((10 / 1.1) / 0.5)
     assert rows[("handler", COPYING)]["rounds"] == [0.25]
+    # and the same over CPU time, which here is half the wall time on each side: the same ratios
+    assert eval_["cpu_ratios"] == pytest.approx([2.0, 0.5, 4.0]) and eval_["cpu_ratio"] == pytest.approx(2.0)
+    assert eval_["cpu_rounds"] == pytest.approx([10.0, 10.0, 10 / 2.2]) and eval_["cpu_throughput"] == 10.0
+    assert rows[("Eval", COPYING)]["cpu_ratio"] == pytest.approx((20 / 1.1) / 1.0)
 
 
 def test_a_run_that_computed_otherwise_is_refused() -> None:

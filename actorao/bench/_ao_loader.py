@@ -169,11 +169,19 @@ class PhaseRun:
     name: str
     seconds: float
     results: tuple[Any, ...]  # per message: (Output, Messages, Spawns, Error), as parsed JSON values
+    # CPU seconds of the runner's whole process over its calls: on a busy box, much less swayed by the
+    # other processes than the wall clock, which also counts the time they held the cores
+    cpu_seconds: float
 
     @property
     def rate(self) -> float:
         """Messages per second."""
         return len(self.results) / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def cpu_rate(self) -> float:
+        """Messages per CPU second."""
+        return len(self.results) / self.cpu_seconds if self.cpu_seconds > 0 else float("inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,10 +216,11 @@ def run_ours(compiled: CompiledModule, job: AosJob) -> SideRun:
     evaluate, env = Evaluator().evaluate, orjson.dumps(job.env)
     phases = []
     for phase in job.phases:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         raw = [evaluate(instance, body, env)[0] for body in phase.bodies]
-        seconds = time.perf_counter() - start
-        phases.append(PhaseRun(phase.name, seconds, tuple(_outcome(orjson.loads(result)) for result in raw)))
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+        phases.append(PhaseRun(phase.name, seconds, tuple(_outcome(orjson.loads(result)) for result in raw),
+                               cpu_seconds))
         _refuse_errors(OURS, phases[-1])
     memory = instance.read_memory()
     return SideRun(OURS, tuple(phases), hashlib.sha256(memory).hexdigest(), len(memory))
@@ -247,8 +256,8 @@ def run_loader(wasm_path: Path, job: AosJob, unsafe_memory: bool) -> SideRun:
     if done.returncode != 0:
         raise ActoraoError(f"{runner} failed: {done.stderr.decode(errors='replace').strip()[-1500:]}")
     out = orjson.loads(done.stdout)
-    runs = tuple(PhaseRun(phase["name"], phase["seconds"], tuple(_outcome(doc) for doc in phase["results"]))
-                 for phase in out["phases"])
+    runs = tuple(PhaseRun(phase["name"], phase["seconds"], tuple(_outcome(doc) for doc in phase["results"]),
+                          phase["cpu_seconds"]) for phase in out["phases"])
     for phase in runs:
         _refuse_errors(runner, phase)
     return SideRun(runner, runs, out["memory_sha256"], out["memory_size"])
@@ -290,10 +299,10 @@ class _LockstepLoader:
             pass  # Node has exited: _reply says why
         return self._reply()
 
-    def run(self, phase: int, start: int, count: int) -> tuple[float, list[Any]]:
-        """Run ``count`` messages of phase ``phase`` from ``start``: their time and their results."""
+    def run(self, phase: int, start: int, count: int) -> tuple[float, float, list[Any]]:
+        """Run ``count`` messages of phase ``phase`` from ``start``: their time, CPU time and results."""
         reply = self._ask({"phase": phase, "start": start, "count": count})
-        return float(reply["seconds"]), [_outcome(doc) for doc in reply["results"]]
+        return float(reply["seconds"]), float(reply["cpu_seconds"]), [_outcome(doc) for doc in reply["results"]]
 
     def end(self) -> tuple[str, int]:
         """The memory the loader ended with: SHA-256 and size."""
@@ -328,24 +337,26 @@ def run_paired(compiled: CompiledModule, wasm_path: Path, job: AosJob, step: int
         try:
             turn = 0
             for index, phase in enumerate(job.phases):
-                our_seconds = their_seconds = 0.0
+                our_seconds = their_seconds = our_cpu = their_cpu = 0.0
                 our_results: list[bytes] = []
                 their_results: list[Any] = []
                 for start in range(0, len(phase.bodies), step):
                     bodies = phase.bodies[start : start + step]
                     for side in (0, 1) if turn % 2 == 0 else (1, 0):
                         if side == 0:
-                            began = time.perf_counter()
+                            began, cpu_began = time.perf_counter(), time.process_time()
                             our_results += [evaluate(instance, body, env)[0] for body in bodies]
                             our_seconds += time.perf_counter() - began
+                            our_cpu += time.process_time() - cpu_began
                         else:
-                            seconds, results = loader.run(index, start, len(bodies))
+                            seconds, cpu_seconds, results = loader.run(index, start, len(bodies))
                             their_seconds += seconds
+                            their_cpu += cpu_seconds
                             their_results += results
                     turn += 1
                 ours.append(PhaseRun(phase.name, our_seconds,
-                                     tuple(_outcome(orjson.loads(result)) for result in our_results)))
-                theirs.append(PhaseRun(phase.name, their_seconds, tuple(their_results)))
+                                     tuple(_outcome(orjson.loads(result)) for result in our_results), our_cpu))
+                theirs.append(PhaseRun(phase.name, their_seconds, tuple(their_results), their_cpu))
                 _refuse_errors(OURS, ours[-1])
                 _refuse_errors(UNSAFE, theirs[-1])
             their_memory = loader.end()
@@ -408,12 +419,19 @@ def _rows(runs: dict[str, list[SideRun]], messages: int) -> list[dict[str, Any]]
     rows = []
     for kind in KINDS:
         ours = [run.phase(kind).rate for run in runs[OURS]]
+        our_cpu = [run.phase(kind).cpu_rate for run in runs[OURS]]
         for runner, done in runs.items():
             rates = [run.phase(kind).rate for run in done]
+            cpu_rates = [run.phase(kind).cpu_rate for run in done]
             paired = [mine / theirs for mine, theirs in zip(ours, rates, strict=True)] if runner == UNSAFE else []
+            cpu_paired = [mine / theirs for mine, theirs in zip(our_cpu, cpu_rates, strict=True)] if paired else []
             ratio = statistics.median(paired) if paired else statistics.median(ours) / statistics.median(rates)
+            cpu_ratio = (statistics.median(cpu_paired) if cpu_paired
+                         else statistics.median(our_cpu) / statistics.median(cpu_rates))
             rows.append({"kind": kind, "runner": runner, "messages": messages, "throughput": statistics.median(rates),
                          "rounds": rates, "ratio": None if runner == OURS else ratio, "ratios": paired,
+                         "cpu_throughput": statistics.median(cpu_rates), "cpu_rounds": cpu_rates,
+                         "cpu_ratio": None if runner == OURS else cpu_ratio, "cpu_ratios": cpu_paired,
                          "memory_sha256": done[0].memory_sha256})
     return rows
 

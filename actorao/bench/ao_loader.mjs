@@ -5,11 +5,11 @@
 // JOB: {"loader": folder holding node_modules/@permaweb/ao-loader, "wasm": path, "options": {...AoLoader
 //       options}, "unsafe_memory": bool, "lockstep": bool, "env": {...}, "phases": [{"name": str,
 //       "messages": [message, ...]}, ...]}
-// Out, without lockstep: one document on stdout, {"phases": [{"name", "seconds", "results": [{Output,
+// Out, without lockstep: one document on stdout, {"phases": [{"name", "seconds", "cpu_seconds", "results": [{Output,
 //       Messages, Spawns, Error}, ...]}, ...], "memory_sha256", "memory_size"}.
 // With lockstep, the caller says which messages to run when, so that its own runs and these alternate in
 // small steps: each line on stdin is {"phase": index, "start": n, "count": n}, answered by one line
-// {"seconds", "results"} for those messages, or {"end": true}, answered by {"memory_sha256", "memory_size"}.
+// {"seconds", "cpu_seconds", "results"} for those messages, or {"end": true}, answered by {"memory_sha256", "memory_size"}.
 // Every answer line starts with REPLY, so that anything else a module prints is not taken for one; the
 // first, {"ready": true}, says the module is loaded.
 //
@@ -17,8 +17,8 @@
 // evaluate.js). Without UNSAFE_MEMORY that Memory is a copy of the whole heap (the loader's
 // HEAPU8.slice()), and the next call copies it back in (HEAPU8.set): two heap copies per message. With
 // it, the loader hands out the heap's own ArrayBuffer, and set() of an ArrayBuffer copies nothing (it is
-// not array-like: its length is 0), so no heap is copied: the loader's best case. The timer covers only
-// the calls.
+// not array-like: its length is 0), so no heap is copied: the loader's best case. The timers, wall clock
+// and the process's CPU time, cover only the calls.
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
@@ -40,12 +40,14 @@ async function main () {
   async function run (messages) {
     const results = []
     const start = process.hrtime.bigint()
+    const cpuStart = process.cpuUsage()
     for (const message of messages) {
       const result = await handle(memory, message, job.env)
       memory = result.Memory
       results.push({ Output: result.Output, Messages: result.Messages, Spawns: result.Spawns, Error: result.Error })
     }
-    return { seconds: Number(process.hrtime.bigint() - start) / 1e9, results }
+    const cpu = process.cpuUsage(cpuStart) // the whole process's, in µs: V8's helper threads count too
+    return { seconds: Number(process.hrtime.bigint() - start) / 1e9, cpu_seconds: (cpu.user + cpu.system) / 1e6, results }
   }
 
   function memoryDigest () {
