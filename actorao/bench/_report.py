@@ -166,16 +166,27 @@ def _loader_table(doc: dict[str, Any]) -> list[str]:
         return [*lines, f"Not measured: {missing}."]
     rounds = len(rows[0]["rounds"])
     lines += [f"aos 2.0.6 (wasm64), {rows[0]['messages']:,} messages of each kind after a warm-up, in one process "
-              f"each; {rounds} round{'s' if rounds != 1 else ''} of the three in turn, the best of each kept. Our VM "
-              "is the in-process loop (no node around it); ao's loader (`@permaweb/ao-loader`) runs on Node, either as "
-              "ao's CU calls it (the whole heap copied in and out with every message) or with `UNSAFE_MEMORY` (no "
-              "copies: its best case). Every run ended with the same results and the same memory (SHA-256 "
-              f"`{rows[0]['memory_sha256'][:16]}…`).", "",
-              "| message | runner | msgs/s | each round | our VM / it |", "|---|---|---|---|---|"]
+              "each. Our VM is the in-process loop (no node around it); ao's loader (`@permaweb/ao-loader`) runs on "
+              "Node, with `UNSAFE_MEMORY` (no copies: its best case) or as ao's CU calls it (the whole heap copied in "
+              f"and out with every message). Our VM and the loader with `UNSAFE_MEMORY` ran in {rounds} paired "
+              f"round{'s' if rounds != 1 else ''}, each the whole job on both sides in lockstep: ten messages on one "
+              "side, the same ten on the other, the one that goes first alternating. Its ratio is the median of the "
+              "rounds' ratios, so a burst of load on this box lands on both sides, and a long one moves one round's "
+              "ratio, not the figure. The copying loader ran once, on its own; its ratio is our median rate "
+              "over its. msgs/s is the median of each runner's runs. The same ratios over CPU time (each side's whole "
+              "process, over its own calls) follow: the wall clock also counts the time other processes held the "
+              "cores, so on a busy box they are the steadier figure; the targets are stated in msgs/s. Every run "
+              f"ended with the same results and the same memory (SHA-256 `{rows[0]['memory_sha256'][:16]}…`).", "",
+              "| message | runner | msgs/s | each run | our VM / it | each round's ratio | msgs per CPU s | "
+              "our VM / it, CPU | each round's, CPU |", "|" + "---|" * 9]
     for row in rows:
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+        cpu_ratio = "-" if row.get("cpu_ratio") is None else f"{row['cpu_ratio']:.2f}x"
         each = ", ".join(_fmt_rate(rate) for rate in row["rounds"])
-        lines.append(f"| {row['kind']} | {row['runner']} | {_fmt_rate(row['throughput'])} | {each} | {ratio} |")
+        ratios = ", ".join(f"{paired:.2f}" for paired in row.get("ratios") or []) or "-"
+        cpu_ratios = ", ".join(f"{paired:.2f}" for paired in row.get("cpu_ratios") or []) or "-"
+        lines.append(f"| {row['kind']} | {row['runner']} | {_fmt_rate(row['throughput'])} | {each} | {ratio} | "
+                     f"{ratios} | {_fmt_rate(row.get('cpu_throughput', 0.0))} | {cpu_ratio} | {cpu_ratios} |")
     return lines
 
 

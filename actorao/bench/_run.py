@@ -26,9 +26,11 @@ SWEEP_WORKLOADS = ("counter", "compute")
 _BASELINE_KEYS = {"ceiling": "in-process ceiling", "pool": "multiprocessing.Pool", "pykka": "pykka ThreadingActor",
                   "ray": "Ray actors", "ray-per-message": "Ray actors, a call per message",
                   "ao-loader": ao_loader.AO_LOADER}
-# ao's loader against our VM on aos: messages of each kind (Eval, handler) and rounds, by mode
+# ao's loader against our VM on aos: messages of each kind (Eval, handler) and paired rounds, by mode. A
+# round at 100 messages took 8 to 11 s on this busy 2-core box, Node's start included; the copying
+# loader's one run adds some 40 s at 200 messages of each kind (11 msgs/s).
 _LOADER_MESSAGES = {"full": 200, "quick": 100, "smoke": 20}
-_LOADER_ROUNDS = {"full": 2, "quick": 1, "smoke": 1}
+_LOADER_ROUNDS = {"full": 5, "quick": 3, "smoke": 1}
 
 
 @dataclass
@@ -185,8 +187,8 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
     total = sum(case.messages for case in plan.cases)
     per_worker = [b for b in plan.baselines if b in baselines.BASELINES and b != "in-process ceiling"]
     total += sum(plan.messages(w) * (1 + len(plan.workers) * len(per_worker)) for w in baseline_workloads)
-    if plan.ao_loader:  # each round: each runner, each kind
-        total += 2 * plan.loader_messages() * len(ao_loader.RUNNERS) * _LOADER_ROUNDS[plan.mode]
+    if plan.ao_loader:  # each kind: two runs a round, and the copying loader's one
+        total += 2 * plan.loader_messages() * (2 * _LOADER_ROUNDS[plan.mode] + 1)
     results: list[CaseResult] = []
     failures: list[str] = []
     sweeps: list[dict[str, Any]] = []

@@ -187,7 +187,7 @@ class EmscriptenHost:
         funcs = []
         for imported in module.imports:
             assert isinstance(imported.type, wasmtime.FuncType) and imported.name is not None  # check()ed
-            funcs.append(wasmtime.Func(store, imported.type, self._handler(self._plain(imported.name))))
+            funcs.append(self.instance.host_func(imported.type, self._handler(self._plain(imported.name))))
         return funcs
 
     def _plain(self, name: str) -> str:
