@@ -153,3 +153,58 @@ def test_a_bad_cron_interval_is_refused_at_spawn(make_node: MakeNode) -> None:
     with pytest.raises(InvalidMessage) as caught:
         node.spawn(examples.wasm("counter"), {"Cron-Interval": "often"})
     assert caught.value.field == "Tags['Cron-Interval']"
+
+
+# -- a hostile outbox ------------------------------------------------------------------------------
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 120.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def log_tags(node: Node, pid: str) -> list[dict[str, str]]:
+    """The tags of every message in ``pid``'s log after its spawn, in slot order."""
+    entries = [orjson.loads(body) for _, body in node._logs.log_range(pid, 1, 1 << 40)]
+    return [{tag["name"]: tag["value"] for tag in entry["Tags"]} for entry in entries]
+
+
+def asked(node: Node, pid: str) -> int:
+    return int(node.dry_run(pid, {"Action": "Asked"}).output)
+
+
+def test_a_fan_out_over_the_limit_is_an_error_result_and_sends_nothing(make_node: MakeNode) -> None:
+    node = make_node(max_sends_per_result=50, max_spawns_per_result=3)
+    fanout, target = node.spawn(examples.c_wasm("fanout")), node.spawn(examples.c_wasm("fanout"))
+    module = node.process_info(target)["module"]
+    before = len(node.processes())
+    bomb = node.result(node.send(fanout, {"Action": "Fan", "Target-Process": target, "Count": "51"}))
+    assert bomb.error == ("OutboxLimitExceeded: the result sends 51 messages and assignments; a result may send "
+                          "at most 50 (max_sends_per_result)")
+    assert (bomb.output, bomb.messages) == ("", ())
+    spawn_bomb = node.result(node.send(fanout, {"Action": "Spawn", "Module": module, "Count": "4"}))
+    assert spawn_bomb.error is not None and "spawns 4 processes; a result may spawn at most 3" in spawn_bomb.error
+    assert asked(node, fanout) == 0  # each message over a limit was rolled back: no trace in memory
+    at_limit = node.result(node.send(fanout, {"Action": "Fan", "Target-Process": target, "Count": "50"}))
+    assert at_limit.error is None and asked(node, fanout) == 1
+    assert node.result(node.send(fanout, {"Action": "Spawn", "Module": module, "Count": "3"})).error is None
+    assert wait_until(lambda: count(node, target) == 50 and len(node.processes()) == before + 3)
+    # only those at the limit were delivered, each message once and in its order
+    fanned = [tags for tags in log_tags(node, target) if tags.get("Action") == "Fanned"]
+    assert [int(tags["Index"]) for tags in fanned] == list(range(50))
+    assert node.undelivered() == []
+
+
+def test_a_result_over_the_size_limit_is_an_error_result(make_node: MakeNode) -> None:
+    node = make_node(max_result_bytes=100_000)
+    pid = node.spawn(examples.c_wasm("fanout"))
+    big = node.result(node.send(pid, {"Action": "Big", "Count": "100000"}))
+    assert big.error is not None and big.error.startswith("ResultLimitExceeded: the result is 100,")
+    assert "at most 100,000 bytes (max_result_bytes)" in big.error and big.output == ""
+    assert asked(node, pid) == 0
+    fits = node.result(node.send(pid, {"Action": "Big", "Count": "99000"}))
+    assert fits.error is None and fits.output == "x" * 99_000 and asked(node, pid) == 1

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from actorao._config import DEFAULT_MAX_PER_RESULT, DEFAULT_MAX_RESULT_BYTES, DEFAULT_MAX_SPAWNS
 from actorao.cu import _checkpoint as checkpoints
 from actorao.mailbox import NonceInbox
 from actorao.persist import Store
@@ -24,15 +25,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """A process's compute and memory limits, and the checkpoint policy: every ``checkpoint_every``
-    messages or ``checkpoint_ms`` of compute, whichever comes first, with a full base every
-    ``full_every`` deltas."""
+    """A process's compute and memory limits, its outbox limits, and the checkpoint policy: every
+    ``checkpoint_every`` messages or ``checkpoint_ms`` of compute, whichever comes first, with a full base
+    every ``full_every`` deltas."""
 
     fuel: int
     memory: int
     checkpoint_every: int
     checkpoint_ms: float = 1000.0
     full_every: int = 16
+    max_sends: int = DEFAULT_MAX_PER_RESULT  # messages and assignments a result may send
+    max_spawns: int = DEFAULT_MAX_SPAWNS  # processes a result may spawn
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES  # the JSON a result may be
 
 
 class HostedProcess:
