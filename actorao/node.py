@@ -156,7 +156,6 @@ class Node:
         messenger = Messenger(
             self._store, self._logs, self.identity, self._scheduler, self._module_of, config.max_data_bytes,
             self._entrance.spawn_pushed, self._entrance.assign, max_backlog=config.max_backlog,
-            max_per_result=config.max_sends_per_result,
         )
         self._messenger = messenger
         return messenger

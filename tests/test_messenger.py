@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -208,3 +209,54 @@ def test_a_result_over_the_size_limit_is_an_error_result(make_node: MakeNode) ->
     assert asked(node, pid) == 0
     fits = node.result(node.send(pid, {"Action": "Big", "Count": "99000"}))
     assert fits.error is None and fits.output == "x" * 99_000 and asked(node, pid) == 1
+
+
+def test_spawns_pushed_back_by_a_full_scheduler_are_retried_not_filed(make_node: MakeNode) -> None:
+    node = make_node(max_pending=2)
+    parent = node.spawn(examples.c_wasm("fanout"))
+    module = node.process_info(parent)["module"]
+    before = len(node.processes())
+    assert node.result(node.send(parent, {"Action": "Spawn", "Module": module, "Count": "40"})).error is None
+    assert wait_until(lambda: sum(tags.get("Action") == "Spawned" for tags in log_tags(node, parent)) == 40)
+    assert len(node.processes()) == before + 40 and node.undelivered() == []
+    spawned = [tags["Process"] for tags in log_tags(node, parent) if tags.get("Action") == "Spawned"]
+    assert len(set(spawned)) == 40 and set(spawned) <= set(node.processes())
+
+
+def test_undelivered_messages_are_written_in_one_transaction_not_one_each(make_node: MakeNode) -> None:
+    node = make_node()
+    fanout = node.spawn(examples.c_wasm("fanout"))
+    nowhere = new_id(b"nowhere")
+    store = node._store
+    transactions_before = store.env.info()["last_txnid"]
+    assert node.result(node.send(fanout, {"Action": "Fan", "Target-Process": nowhere, "Count": "500"})).error is None
+    assert wait_until(lambda: len(node.undelivered()) == 500 and node.messenger_status()["backlog"] == 0)
+    # The result's own commit and the undelivered batch, a worker's checkpoint perhaps: a few, not 500.
+    assert store.env.info()["last_txnid"] - transactions_before <= 10
+    assert {entry["Index"] for entry in node.undelivered()} == set(range(500))
+
+
+def test_a_huge_outbox_delays_another_processs_message_by_at_most_a_round(make_node: MakeNode) -> None:
+    """The messenger offers every sending process's queue in turn: an unrelated message that arrives
+    while 3,000 others wait goes out in the same round as the first of them, not after all of them."""
+    from actorao.mu._messenger import _SHARE
+
+    node = make_node()
+    bomb, bystander, target = (node.spawn(examples.c_wasm("fanout"), {"Name": name}) for name in "BUT")
+    messenger = node._messenger
+    assert messenger is not None
+    handed_over = threading.Event()
+
+    def seen(items: list[bytes]) -> None:  # subscribers after the messenger's: it has the frame by now
+        if any(bytes(key).startswith(bystander.encode()) for key in items[::2]):
+            handed_over.set()
+
+    node._rendezvous.subscribe(seen)
+    with messenger._lock:  # both results reach the messenger before it has queued either
+        assert node.result(node.send(bomb, {"Action": "Fan", "Target-Process": target, "Count": "3000"})).ok
+        assert node.result(node.send(bystander, {"Action": "Fan", "Target-Process": target, "Count": "1"})).ok
+        assert handed_over.wait(60)
+    assert wait_until(lambda: count(node, target) == 3001)
+    senders = [tags["From-Process"] for tags in log_tags(node, target) if tags.get("Action") == "Fanned"]
+    assert len(senders) == 3001 and senders.count(bystander) == 1
+    assert senders.index(bystander) <= _SHARE  # before: 3000, behind the whole outbox

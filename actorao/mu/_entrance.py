@@ -163,11 +163,11 @@ class Entrance:
         process_id = new_id(self.identity.encode(), module_id.encode())
         return self._submit_spawn(process_id, module_id, record, normalize_tags(tags), data, ())
 
-    def spawn_pushed(self, process_id: str, module_id: str, tags: Tags, data: str, pushed: Tags) -> None:
+    def spawn_pushed(self, process_id: str, module_id: str, tags: Tags, data: str, pushed: Tags) -> Future[Ack]:
         """A spawn a process asked for, with its deterministic id (the SU spawns each id once)."""
         if not self._modules.exists(module_id):
             raise InvalidMessage("Tags['Module']", f"no module {module_id!r:.60} is stored on this node")
-        self._submit_spawn(process_id, module_id, None, tags, data, pushed)
+        return self._submit_spawn(process_id, module_id, None, tags, data, pushed)
 
     def _submit_spawn(
         self, process_id: str, module_id: str, record: ModuleRecord | None, user_tags: Tags, data: str,
