@@ -260,3 +260,17 @@ def test_a_huge_outbox_delays_another_processs_message_by_at_most_a_round(make_n
     senders = [tags["From-Process"] for tags in log_tags(node, target) if tags.get("Action") == "Fanned"]
     assert len(senders) == 3001 and senders.count(bystander) == 1
     assert senders.index(bystander) <= _SHARE  # before: 3000, behind the whole outbox
+
+
+def test_a_spawn_bomb_of_one_module_instantiates_it_once(make_node: MakeNode) -> None:
+    """A spawn is checked by instantiating its module, start function and all, under the process's
+    fuel, on the messenger's thread; a hundred children of one module must not cost a hundred."""
+    node = make_node()
+    parent = node.spawn(examples.c_wasm("fanout"))
+    module = node.process_info(parent)["module"]
+    before, instantiated = len(node.processes()), node._entrance.instantiations
+    assert node.result(node.send(parent, {"Action": "Spawn", "Module": module, "Count": "20"})).error is None
+    assert wait_until(lambda: len(node.processes()) == before + 20)
+    assert node._entrance.instantiations == instantiated  # the parent's spawn checked it already
+    node.spawn(examples.wasm("counter"))  # another module is checked: the count can move
+    assert node._entrance.instantiations == instantiated + 1
