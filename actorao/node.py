@@ -150,6 +150,9 @@ class Node:
             index = int(child_id.removeprefix("su-"))
             log.warning("scheduler shard %d restarted; it continues its processes' slots from its log", index)
             self._schedulers.restarted(index)
+        elif child_id == "mu":  # what the dead messenger held in memory is in the results: crank it again
+            log.warning("the messenger restarted; it cranks every stored result again (the SU deduplicates)")
+            self._recrank()
 
     def _start_mu(self) -> Messenger:
         config = self.config

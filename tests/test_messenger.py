@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -274,3 +275,21 @@ def test_a_spawn_bomb_of_one_module_instantiates_it_once(make_node: MakeNode) ->
     assert node._entrance.instantiations == instantiated  # the parent's spawn checked it already
     node.spawn(examples.wasm("counter"))  # another module is checked: the count can move
     assert node._entrance.instantiations == instantiated + 1
+
+
+def test_a_messenger_that_dies_with_outboxes_queued_sends_them_once_restarted(make_node: MakeNode) -> None:
+    node = make_node()
+    sender, target = node.spawn(examples.c_wasm("fanout")), node.spawn(examples.c_wasm("fanout"))
+    messenger = node._messenger
+    assert messenger is not None
+    handed_over = threading.Event()
+    node._rendezvous.subscribe(lambda items: handed_over.set() if bytes(items[0]).startswith(sender.encode()) else None)
+    with messenger._lock:  # the messenger holds the result's frame, cranking it, when the poison arrives
+        assert node.result(node.send(sender, {"Action": "Fan", "Target-Process": target, "Count": "100"})).ok
+        assert handed_over.wait(60)
+        poison: list[Any] = [None, None]  # not a result key: cranking it raises, and the thread dies
+        messenger.offer(poison)
+    assert wait_until(lambda: node._messenger is not messenger)  # its supervisor started another
+    assert wait_until(lambda: count(node, target) == 100)
+    fanned = [tags for tags in log_tags(node, target) if tags.get("Action") == "Fanned"]
+    assert [int(tags["Index"]) for tags in fanned] == list(range(100))  # each once, in order
