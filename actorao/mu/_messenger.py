@@ -125,7 +125,8 @@ class Messenger(ThreadChild):
 
     @property
     def backlog(self) -> int:
-        """Messages waiting in memory to be pushed (results deferred to the store not counted)."""
+        """Messages, spawns and assignments waiting in memory to be pushed (results deferred to the store
+        not counted)."""
         return self._waiting
 
     # -- as a supervised child ------------------------------------------------------------------
