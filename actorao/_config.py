@@ -32,7 +32,9 @@ DEFAULT_MAX_MEMORY_LIMIT = 4 << 30  # the most a Memory-Limit may ask for: all a
 DEFAULT_MAP_SIZE = 1 << 30  # LMDB grows it by doubling when full
 DEFAULT_MAX_PENDING = 200_000  # messages waiting for assignment before the SU says Overloaded
 DEFAULT_MAX_BACKLOG = 100_000  # outgoing messages waiting for the SU, across the node
-DEFAULT_MAX_PER_RESULT = 10_000  # messages one result may send
+DEFAULT_MAX_PER_RESULT = 10_000  # messages (and assignments, one per target) one result may send
+DEFAULT_MAX_SPAWNS = 100  # processes one result may spawn
+DEFAULT_MAX_RESULT_BYTES = 16 << 20  # the JSON one result may be: a message's largest Data, and room
 DEFAULT_CATCH_UP = 10  # cron ticks a process catches up after the node was down
 DEFAULT_HTTP_PORT = 8734
 
@@ -59,7 +61,12 @@ class NodeConfig:
     restart_intensity: tuple[int, float] = (10, 5.0)  # worker restarts allowed per that many seconds
     cron_catch_up: int = DEFAULT_CATCH_UP
     max_backlog: int = DEFAULT_MAX_BACKLOG
+    # A result over any of these is an Error result (rolled back, nothing sent). They are part of how
+    # results are evaluated, like the engine: a node reopened with lower ones evaluates such a result
+    # differently, on a replay too.
     max_sends_per_result: int = DEFAULT_MAX_PER_RESULT
+    max_spawns_per_result: int = DEFAULT_MAX_SPAWNS
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
     timeout: float = 30.0  # seconds a blocking call waits by default
     # AO's HTTP API (``actorao node``): this machine only, unless told otherwise.
     host: str = "127.0.0.1"
@@ -81,7 +88,8 @@ class NodeConfig:
                 raise InvalidMessage(name, f"must be a whole number of at least 1, got {value!r}")
         for name in ("compute_limit", "memory_limit", "max_compute_limit", "max_memory_limit", "checkpoint_every",
                      "checkpoint_full_every", "max_data_bytes",
-                     "max_pending", "map_size", "max_backlog", "max_sends_per_result", "max_body"):
+                     "max_pending", "map_size", "max_backlog", "max_sends_per_result", "max_spawns_per_result",
+                     "max_result_bytes", "max_body"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidMessage(name, f"must be a whole number of at least 1, got {value!r}")
@@ -154,7 +162,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_compute_limit": int, "max_memory_limit": int,
     "checkpoint_ms": float, "checkpoint_full_every": int, "max_data_bytes": int, "max_pending": int,
     "map_size": int, "restart_intensity": _intensity, "cron_catch_up": int, "max_backlog": int,
-    "max_sends_per_result": int, "timeout": float, "host": str, "port": int, "verify": _bool, "max_body": int,
+    "max_sends_per_result": int, "max_spawns_per_result": int, "timeout": float, "host": str, "port": int,
+    "max_result_bytes": int, "verify": _bool, "max_body": int,
     "result_wait": float, "public_url": str,
     "admin_token": str,
 }

@@ -86,7 +86,8 @@ class Node:
         self.reads = NodeReads(self._store, self._logs, self.knows)
         self._rendezvous.subscribe(self._to_messenger)
         self._limits = Limits(config.compute_limit, config.memory_limit, config.checkpoint_every,
-                              config.checkpoint_ms, config.checkpoint_full_every)
+                              config.checkpoint_ms, config.checkpoint_full_every, config.max_sends_per_result,
+                              config.max_spawns_per_result, config.max_result_bytes)
         self._pool = WorkerPool(
             self.path,
             self._runtime,
@@ -151,13 +152,15 @@ class Node:
             index = int(child_id.removeprefix("su-"))
             log.warning("scheduler shard %d restarted; it continues its processes' slots from its log", index)
             self._schedulers.restarted(index)
+        elif child_id == "mu":  # what the dead messenger held in memory is in the results: crank it again
+            log.warning("the messenger restarted; it cranks every stored result again (the SU deduplicates)")
+            self._recrank()
 
     def _start_mu(self) -> Messenger:
         config = self.config
         messenger = Messenger(
             self._store, self._logs, self.identity, self._scheduler, self._module_of, config.max_data_bytes,
             self._entrance.spawn_pushed, self._entrance.assign, max_backlog=config.max_backlog,
-            max_per_result=config.max_sends_per_result,
         )
         self._messenger = messenger
         return messenger

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -153,3 +155,141 @@ def test_a_bad_cron_interval_is_refused_at_spawn(make_node: MakeNode) -> None:
     with pytest.raises(InvalidMessage) as caught:
         node.spawn(examples.wasm("counter"), {"Cron-Interval": "often"})
     assert caught.value.field == "Tags['Cron-Interval']"
+
+
+# -- a hostile outbox ------------------------------------------------------------------------------
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 120.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def log_tags(node: Node, pid: str) -> list[dict[str, str]]:
+    """The tags of every message in ``pid``'s log after its spawn, in slot order."""
+    entries = [orjson.loads(body) for _, body in node._logs.log_range(pid, 1, 1 << 40)]
+    return [{tag["name"]: tag["value"] for tag in entry["Tags"]} for entry in entries]
+
+
+def asked(node: Node, pid: str) -> int:
+    return int(node.dry_run(pid, {"Action": "Asked"}).output)
+
+
+def test_a_fan_out_over_the_limit_is_an_error_result_and_sends_nothing(make_node: MakeNode) -> None:
+    node = make_node(max_sends_per_result=50, max_spawns_per_result=3)
+    fanout, target = node.spawn(examples.c_wasm("fanout")), node.spawn(examples.c_wasm("fanout"))
+    module = node.process_info(target)["module"]
+    before = len(node.processes())
+    bomb = node.result(node.send(fanout, {"Action": "Fan", "Target-Process": target, "Count": "51"}))
+    assert bomb.error == ("OutboxLimitExceeded: the result sends 51 messages and assignments; a result may send "
+                          "at most 50 (max_sends_per_result)")
+    assert (bomb.output, bomb.messages) == ("", ())
+    spawn_bomb = node.result(node.send(fanout, {"Action": "Spawn", "Module": module, "Count": "4"}))
+    assert spawn_bomb.error is not None and "spawns 4 processes; a result may spawn at most 3" in spawn_bomb.error
+    assert asked(node, fanout) == 0  # each message over a limit was rolled back: no trace in memory
+    at_limit = node.result(node.send(fanout, {"Action": "Fan", "Target-Process": target, "Count": "50"}))
+    assert at_limit.error is None and asked(node, fanout) == 1
+    assert node.result(node.send(fanout, {"Action": "Spawn", "Module": module, "Count": "3"})).error is None
+    assert wait_until(lambda: count(node, target) == 50 and len(node.processes()) == before + 3)
+    # only those at the limit were delivered, each message once and in its order
+    fanned = [tags for tags in log_tags(node, target) if tags.get("Action") == "Fanned"]
+    assert [int(tags["Index"]) for tags in fanned] == list(range(50))
+    assert node.undelivered() == []
+
+
+def test_a_result_over_the_size_limit_is_an_error_result(make_node: MakeNode) -> None:
+    node = make_node(max_result_bytes=100_000)
+    pid = node.spawn(examples.c_wasm("fanout"))
+    big = node.result(node.send(pid, {"Action": "Big", "Count": "100000"}))
+    assert big.error is not None and big.error.startswith("ResultLimitExceeded: the result is 100,")
+    assert "at most 100,000 bytes (max_result_bytes)" in big.error and big.output == ""
+    assert asked(node, pid) == 0
+    fits = node.result(node.send(pid, {"Action": "Big", "Count": "99000"}))
+    assert fits.error is None and fits.output == "x" * 99_000 and asked(node, pid) == 1
+
+
+def test_spawns_pushed_back_by_a_full_scheduler_are_retried_not_filed(make_node: MakeNode) -> None:
+    node = make_node(max_pending=2)
+    parent = node.spawn(examples.c_wasm("fanout"))
+    module = node.process_info(parent)["module"]
+    before = len(node.processes())
+    assert node.result(node.send(parent, {"Action": "Spawn", "Module": module, "Count": "40"})).error is None
+    assert wait_until(lambda: sum(tags.get("Action") == "Spawned" for tags in log_tags(node, parent)) == 40)
+    assert len(node.processes()) == before + 40 and node.undelivered() == []
+    spawned = [tags["Process"] for tags in log_tags(node, parent) if tags.get("Action") == "Spawned"]
+    assert len(set(spawned)) == 40 and set(spawned) <= set(node.processes())
+
+
+def test_undelivered_messages_are_written_in_one_transaction_not_one_each(make_node: MakeNode) -> None:
+    node = make_node()
+    fanout = node.spawn(examples.c_wasm("fanout"))
+    nowhere = new_id(b"nowhere")
+    store = node._store
+    transactions_before = store.env.info()["last_txnid"]
+    assert node.result(node.send(fanout, {"Action": "Fan", "Target-Process": nowhere, "Count": "500"})).error is None
+    assert wait_until(lambda: len(node.undelivered()) == 500 and node.messenger_status()["backlog"] == 0)
+    # The result's own commit and the undelivered batch, a worker's checkpoint perhaps: a few, not 500.
+    assert store.env.info()["last_txnid"] - transactions_before <= 10
+    assert {entry["Index"] for entry in node.undelivered()} == set(range(500))
+
+
+def test_a_huge_outbox_delays_another_processs_message_by_at_most_a_round(make_node: MakeNode) -> None:
+    """The messenger offers every sending process's queue in turn: an unrelated message that arrives
+    while 3,000 others wait goes out in the same round as the first of them, not after all of them."""
+    from actorao.mu._messenger import _SHARE
+
+    node = make_node()
+    bomb, bystander, target = (node.spawn(examples.c_wasm("fanout"), {"Name": name}) for name in "BUT")
+    messenger = node._messenger
+    assert messenger is not None
+    handed_over = threading.Event()
+
+    def seen(items: list[bytes]) -> None:  # subscribers after the messenger's: it has the frame by now
+        if any(bytes(key).startswith(bystander.encode()) for key in items[::2]):
+            handed_over.set()
+
+    node._rendezvous.subscribe(seen)
+    with messenger._lock:  # both results reach the messenger before it has queued either
+        assert node.result(node.send(bomb, {"Action": "Fan", "Target-Process": target, "Count": "3000"})).ok
+        assert node.result(node.send(bystander, {"Action": "Fan", "Target-Process": target, "Count": "1"})).ok
+        assert handed_over.wait(60)
+    assert wait_until(lambda: count(node, target) == 3001)
+    senders = [tags["From-Process"] for tags in log_tags(node, target) if tags.get("Action") == "Fanned"]
+    assert len(senders) == 3001 and senders.count(bystander) == 1
+    assert senders.index(bystander) <= _SHARE  # before: 3000, behind the whole outbox
+
+
+def test_a_spawn_bomb_of_one_module_instantiates_it_once(make_node: MakeNode) -> None:
+    """A spawn is checked by instantiating its module, start function and all, under the process's
+    fuel, on the messenger's thread; a hundred children of one module must not cost a hundred."""
+    node = make_node()
+    parent = node.spawn(examples.c_wasm("fanout"))
+    module = node.process_info(parent)["module"]
+    before, instantiated = len(node.processes()), node._entrance.instantiations
+    assert node.result(node.send(parent, {"Action": "Spawn", "Module": module, "Count": "20"})).error is None
+    assert wait_until(lambda: len(node.processes()) == before + 20)
+    assert node._entrance.instantiations == instantiated  # the parent's spawn checked it already
+    node.spawn(examples.wasm("counter"))  # another module is checked: the count can move
+    assert node._entrance.instantiations == instantiated + 1
+
+
+def test_a_messenger_that_dies_with_outboxes_queued_sends_them_once_restarted(make_node: MakeNode) -> None:
+    node = make_node()
+    sender, target = node.spawn(examples.c_wasm("fanout")), node.spawn(examples.c_wasm("fanout"))
+    messenger = node._messenger
+    assert messenger is not None
+    handed_over = threading.Event()
+    node._rendezvous.subscribe(lambda items: handed_over.set() if bytes(items[0]).startswith(sender.encode()) else None)
+    with messenger._lock:  # the messenger holds the result's frame, cranking it, when the poison arrives
+        assert node.result(node.send(sender, {"Action": "Fan", "Target-Process": target, "Count": "100"})).ok
+        assert handed_over.wait(60)
+        poison: list[Any] = [None, None]  # not a result key: cranking it raises, and the thread dies
+        messenger.offer(poison)
+    assert wait_until(lambda: node._messenger is not messenger)  # its supervisor started another
+    assert wait_until(lambda: count(node, target) == 100)
+    fanned = [tags for tags in log_tags(node, target) if tags.get("Action") == "Fanned"]
+    assert [int(tags["Index"]) for tags in fanned] == list(range(100))  # each once, in order

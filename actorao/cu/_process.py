@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from actorao._config import DEFAULT_MAX_PER_RESULT, DEFAULT_MAX_RESULT_BYTES, DEFAULT_MAX_SPAWNS
 from actorao._exceptions import ModuleError
 from actorao.cu import _checkpoint as checkpoints
 from actorao.mailbox import NonceInbox
@@ -30,15 +31,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """A process's compute and memory limits, and the checkpoint policy: every ``checkpoint_every``
-    messages or ``checkpoint_ms`` of compute, whichever comes first, with a full base every
-    ``full_every`` deltas."""
+    """A process's compute and memory limits, its outbox limits, and the checkpoint policy: every
+    ``checkpoint_every`` messages or ``checkpoint_ms`` of compute, whichever comes first, with a full base
+    every ``full_every`` deltas."""
 
     fuel: int
     memory: int
     checkpoint_every: int
     checkpoint_ms: float = 1000.0
     full_every: int = 16
+    max_sends: int = DEFAULT_MAX_PER_RESULT  # messages and assignments a result may send
+    max_spawns: int = DEFAULT_MAX_SPAWNS  # processes a result may spawn
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES  # the JSON a result may be
 
 
 class HostedProcess:
@@ -213,7 +217,9 @@ def load_process(
     limits = dataclasses.replace(defaults, fuel=info.get("compute_limit", defaults.fuel),
                                  memory=info.get("memory_limit", defaults.memory))
     return HostedProcess(pid, store, modules.compiled(module_id), process_env(spawn, module_id, meta), limits,
-                         Evaluator(limits.fuel), on_checkpoint, compute_clock, logs.log_range)
+                         Evaluator(limits.fuel, max_sends=limits.max_sends, max_spawns=limits.max_spawns,
+                                   max_result_bytes=limits.max_result_bytes),
+                         on_checkpoint, compute_clock, logs.log_range)
 
 
 def broken_reason(exc: Exception) -> str:

@@ -9,6 +9,7 @@ hand-off's head is checked against the slot before it.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Iterator
@@ -84,8 +85,8 @@ def verify_process(
         found.setdefault(kind, Mismatch(kind, slot, detail))
 
     # No checkpoint is stored, and none is read: snapshots for rollback are kept in memory.
-    limits = Limits(defaults.fuel, defaults.memory, checkpoint_every=64, checkpoint_ms=math.inf,
-                    full_every=1 << 30)
+    # The node's outbox limits too: a result over them is an Error on the worker, and so in the replay.
+    limits = dataclasses.replace(defaults, checkpoint_every=64, checkpoint_ms=math.inf, full_every=1 << 30)
     process: HostedProcess | None = None
     broken: str | None = None
     try:

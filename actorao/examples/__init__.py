@@ -21,7 +21,7 @@ import wasmtime
 __all__ = ["C_NAMES", "NAMES", "c_wasm", "wasm", "wat"]
 
 NAMES = ("counter", "echo", "noop", "pingpong", "trapper")
-C_NAMES = ("compute", "token", "wallet")
+C_NAMES = ("compute", "fanout", "token", "wallet")
 
 _STRINGS = {
     "ok_output_open": '{"ok":true,"response":{"Output":"',

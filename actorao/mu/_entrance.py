@@ -8,13 +8,15 @@ processes' results), assignments of existing messages, and modules.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 import orjson
 
 from actorao._config import NodeConfig
-from actorao._exceptions import InvalidMessage, UnknownMessage, UnknownProcess
+from actorao._exceptions import InvalidMessage, ModuleError, UnknownMessage, UnknownProcess
 from actorao._future import Future
 from actorao.ans104 import DataItem
 from actorao.cu import ModuleRegistry
@@ -40,9 +42,11 @@ from actorao.message import (
 from actorao.mu._cron import parse_interval
 from actorao.persist import ModuleRecord, ShardLogs
 from actorao.su import Ack, NewMessage, Schedulers, shard_for
-from actorao.vm import Instance
+from actorao.vm import CompiledModule, Instance
 
 log = logging.getLogger(__name__)
+
+_INSTANTIATES_KEPT = 1024  # (module, limits) outcomes remembered
 
 Tags = tuple[tuple[str, str], ...]
 
@@ -59,6 +63,12 @@ class Entrance:
         self.identity = identity
         self._modules = modules
         self._scheduler = scheduler
+        # (module, fuel, memory) -> None when it instantiates, else what it fails with. Instantiating
+        # runs the module's start function under the process's fuel: it costs as much as a message,
+        # and a spawn bomb of one module must pay it once, not once per child, on the messenger's thread.
+        self._instantiates: OrderedDict[tuple[str, int, int], ModuleError | None] = OrderedDict()
+        self._instantiates_lock = threading.Lock()
+        self.instantiations = 0  # modules instantiated to check a spawn, since the node opened
 
     def _known(self, pid: str) -> Schedulers:
         scheduler = self._scheduler()
@@ -163,11 +173,11 @@ class Entrance:
         process_id = new_id(self.identity.encode(), module_id.encode())
         return self._submit_spawn(process_id, module_id, record, normalize_tags(tags), data, ())
 
-    def spawn_pushed(self, process_id: str, module_id: str, tags: Tags, data: str, pushed: Tags) -> None:
+    def spawn_pushed(self, process_id: str, module_id: str, tags: Tags, data: str, pushed: Tags) -> Future[Ack]:
         """A spawn a process asked for, with its deterministic id (the SU spawns each id once)."""
         if not self._modules.exists(module_id):
             raise InvalidMessage("Tags['Module']", f"no module {module_id!r:.60} is stored on this node")
-        self._submit_spawn(process_id, module_id, None, tags, data, pushed)
+        return self._submit_spawn(process_id, module_id, None, tags, data, pushed)
 
     def _submit_spawn(
         self, process_id: str, module_id: str, record: ModuleRecord | None, user_tags: Tags, data: str,
@@ -200,15 +210,34 @@ class Entrance:
         if interval is not None:
             parse_interval(interval)
         limits = self._limits(process, self._modules.tags(module_id, record))
-        # Instantiate once here: a start function that traps, or an initial memory over the limit,
-        # is refused now rather than turning every later message into an Error.
-        Instance(compiled, memory_limit=limits[1], fuel=limits[0])
+        self._check_instantiates(module_id, compiled, limits)
         if record is not None:  # the node keeps modules; the shard, the log
             self._modules.add(record)
         return schedulers.submit(
             process, None, fresh_id=not pushed and signed is None, limits=limits,
             signed=signed.to_bytes() if signed is not None else None, shard=shard,
         )
+
+    def _check_instantiates(self, module_id: str, compiled: CompiledModule, limits: tuple[int, int]) -> None:
+        """Instantiate a module for a new process once: a start function that traps, or an initial
+        memory over the limit, is refused now rather than turning every later message into an Error.
+        The outcome depends on nothing but the module and the limits, so it is remembered."""
+        key = (module_id, *limits)
+        with self._instantiates_lock:
+            seen, known = key in self._instantiates, self._instantiates.get(key)
+        if not seen:
+            self.instantiations += 1
+            try:
+                Instance(compiled, memory_limit=limits[1], fuel=limits[0])
+                known = None
+            except ModuleError as exc:  # the module's own doing; a host fault is not remembered
+                known = exc
+            with self._instantiates_lock:
+                self._instantiates[key] = known
+                while len(self._instantiates) > _INSTANTIATES_KEPT:
+                    self._instantiates.popitem(last=False)
+        if known is not None:
+            raise type(known)(str(known))
 
     def _limits(self, process: Process, module_tags: Tags) -> tuple[int, int]:
         """(fuel, memory bytes) for a new process: its Compute-Limit and Memory-Limit tags, else its

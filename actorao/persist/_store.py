@@ -547,8 +547,10 @@ class Store:
 
         return body(txn) if txn is not None else self.read(body)
 
-    def put_undelivered(self, message_id: str, record: bytes) -> None:
-        self.write(lambda txn: txn.put(message_id.encode(), record, db=self.db["undelivered"]))
+    def put_undelivered(self, records: list[tuple[str, bytes]]) -> None:
+        """Keep (message id, record) of messages that could not be delivered, all in one transaction."""
+        db = self.db["undelivered"]
+        self.write(lambda txn: [txn.put(message_id.encode(), record, db=db) for message_id, record in records])
 
     def undelivered(self) -> list[bytes]:
         db = self.db["undelivered"]

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from actorao._config import DEFAULT_FUEL
+from actorao._config import DEFAULT_FUEL, DEFAULT_MAX_PER_RESULT, DEFAULT_MAX_RESULT_BYTES, DEFAULT_MAX_SPAWNS
 from actorao._exceptions import ComputeLimitExceeded, ModuleError, Trap
 from actorao.vm._instance import Instance
 
@@ -17,8 +17,26 @@ def error_result(error: str) -> bytes:
     return orjson.dumps({"Output": "", "Messages": [], "Spawns": [], "Assignments": [], "Error": error})
 
 
-def _normalize(raw: bytes) -> tuple[bytes, bool]:
-    """The module's ``{"ok", "response"}`` as the stored response object, and whether it failed."""
+def _sends(response: dict[str, Any]) -> tuple[int, int]:
+    """(messages and assignment targets, spawns) a response asks the node to send."""
+    def size(value: Any) -> int:
+        return len(value) if isinstance(value, list) else 0
+
+    assignments = response.get("Assignments")
+    targets = sum(size(entry.get("Processes")) for entry in assignments if isinstance(entry, dict)) \
+        if isinstance(assignments, list) else 0
+    return size(response.get("Messages")) + targets, size(response.get("Spawns"))
+
+
+def _normalize(raw: bytes, max_sends: int, max_spawns: int, max_bytes: int) -> tuple[bytes, bool]:
+    """The module's ``{"ok", "response"}`` as the stored response object, and whether it failed. A
+    response over a limit, of ``max_bytes`` for the whole JSON the module returned (Output and the
+    sent messages' Data with it), of ``max_sends`` messages (assignments count, one per target) or of
+    ``max_spawns`` processes, fails whole: it is an Error naming the limit, and its outbox is dropped,
+    so a fan-out bomb is answered, not half delivered. Each depends only on what the module returned."""
+    if len(raw) > max_bytes:
+        return error_result(f"ResultLimitExceeded: the result is {len(raw):,} bytes; a result may be at most "
+                            f"{max_bytes:,} bytes (max_result_bytes)"), True
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -26,29 +44,45 @@ def _normalize(raw: bytes) -> tuple[bytes, bool]:
     if not isinstance(doc, dict) or not isinstance(doc.get("response"), dict):
         raise Trap('Trap: handle must return {"ok": ..., "response": {...}}')
     response: dict[str, Any] = doc["response"]
+    error = response.get("Error")
+    failed = doc.get("ok") is not True or error not in (None, "")
     out = {
         "Output": response.get("Output", ""),
         "Messages": response.get("Messages") or [],
         "Spawns": response.get("Spawns") or [],
         "Assignments": response.get("Assignments") or [],
     }
-    error = response.get("Error")
-    failed = doc.get("ok") is not True or error not in (None, "")
     if failed:
         out["Error"] = error if isinstance(error, str) and error else "ModuleError: handle returned ok=false"
-    return orjson.dumps(out), failed
+        return orjson.dumps(out), True
+    sends, spawns = _sends(response)
+    if sends > max_sends:
+        return error_result(f"OutboxLimitExceeded: the result sends {sends:,} messages and assignments; a result "
+                            f"may send at most {max_sends:,} (max_sends_per_result)"), True
+    if spawns > max_spawns:
+        return error_result(f"OutboxLimitExceeded: the result spawns {spawns:,} processes; a result may spawn at "
+                            f"most {max_spawns:,} (max_spawns_per_result)"), True
+    return orjson.dumps(out), False
 
 
 class Evaluator:
-    """Runs messages against instances under one fuel budget. Never raises for module faults."""
+    """Runs messages against instances under one fuel budget and the limits of a result. Never raises
+    for module faults."""
 
-    def __init__(self, fuel: int = DEFAULT_FUEL) -> None:
+    def __init__(
+        self, fuel: int = DEFAULT_FUEL, *, max_sends: int = DEFAULT_MAX_PER_RESULT,
+        max_spawns: int = DEFAULT_MAX_SPAWNS, max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+    ) -> None:
         self.fuel = fuel
+        self.max_sends = max_sends
+        self.max_spawns = max_spawns
+        self.max_result_bytes = max_result_bytes
 
     def evaluate(self, instance: Instance, message: bytes, env: bytes) -> tuple[bytes, bool]:
         """Return (result JSON, failed). A failed message must be rolled back by the caller."""
         try:
-            result, failed = _normalize(instance.call(message, env, self.fuel))
+            result, failed = _normalize(instance.call(message, env, self.fuel), self.max_sends, self.max_spawns,
+                                        self.max_result_bytes)
         except ComputeLimitExceeded as exc:
             return error_result(str(exc)), True
         except ModuleError as exc:
