@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 import wasmtime
 
 from actorao._exceptions import ModuleError, Trap
+from actorao.vm._instance import host_function
 from actorao.vm.formats._base import check_exports, memory_export, type_names
 
 if TYPE_CHECKING:
@@ -187,7 +188,7 @@ class EmscriptenHost:
         funcs = []
         for imported in module.imports:
             assert isinstance(imported.type, wasmtime.FuncType) and imported.name is not None  # check()ed
-            funcs.append(wasmtime.Func(store, imported.type, self._handler(self._plain(imported.name))))
+            funcs.append(wasmtime.Func(store, imported.type, host_function(self._handler(self._plain(imported.name)))))
         return funcs
 
     def _plain(self, name: str) -> str:
