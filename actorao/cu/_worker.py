@@ -351,8 +351,13 @@ def run_worker(config: WorkerConfig) -> None:
     worker = Worker(config, store)
     lanes = Lanes(worker.run, config.threads)
     outbox.send(pack(READY, [str(config.index).encode(), str(os.getpid()).encode()]))
+    code = 1  # unless it ends as asked (a STOP, or SIGTERM's SystemExit)
     try:
         _serve(worker, [inbox, feed], outbox, lanes)
+        code = 0
+    except SystemExit as exc:
+        code = 0 if exc.code in (None, 0) else 1
+        raise
     finally:
         inbox.close(linger=0)
         feed.close(linger=0)
@@ -363,7 +368,7 @@ def run_worker(config: WorkerConfig) -> None:
             # exit without closing the store under it. What it evaluates was never committed, and
             # is evaluated again from the log.
             logging.shutdown()
-            os._exit(0)
+            os._exit(code)
         lanes.close()
         worker.logs.close()
         store.close()
