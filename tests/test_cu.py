@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import select
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -10,9 +12,10 @@ import orjson
 import pytest
 import wasmtime
 
-from actorao import examples
+from actorao import Node, examples
 from actorao.cu import Limits, place
 from actorao.cu import _checkpoint as checkpoints
+from actorao.cu._lanes import Finished, Lanes, Op
 from actorao.cu._pool import _rebalanced, place_bounded
 from actorao.cu._worker import Worker, WorkerConfig
 from actorao.message import Message, Process, module_json, new_id, with_ao_tags
@@ -207,3 +210,52 @@ def test_a_process_whose_checkpoint_will_not_restore_is_isolated_and_its_neighbo
     assert all(b'"Error":' in results[key] for key, _ in bad_entries)
     assert b'"Output":"3"' in results[good_entries[-1][0]]
     assert bad in worker.broken and good in worker.processes
+
+
+# -- neighbours: a long message holds up its own process only ----------------------------------
+
+def test_lanes_run_a_neighbour_while_a_process_is_held_in_its_turn() -> None:
+    clock = [0.0]
+    held, release = threading.Event(), threading.Event()
+    ran: list[tuple[str, int]] = []
+
+    def run(pid: str, ops: list[Op]) -> Finished:
+        if pid == "slow":
+            held.set()
+            release.wait()
+        ran.extend((pid, item) for _, batch in ops for item in batch)
+        return Finished([(pid.encode(), bytes([item])) for _, batch in ops for item in batch], [], [])
+
+    lanes = Lanes(run, 2, clock=lambda: clock[0])
+    try:
+        lanes.submit({"slow": [(b"A", [1])], "fast": [(b"A", [1])]})
+        assert held.wait(10)
+        lanes.submit({"fast": [(b"A", [2])], "slow": [(b"A", [2])]})
+        clock[0] += lanes.stall  # the one thread at work has taken nothing for a stall: wake another
+        lanes.nudge()
+        done: list[tuple[bytes, bytes]] = []
+        while len(done) < 2:
+            select.select([lanes.fd], [], [], 10)
+            done += [pair for turn in lanes.collect() for pair in turn.results]
+        assert done == [(b"fast", b"\x01"), (b"fast", b"\x02")] and lanes.busy()
+        release.set()
+        while len(done) < 4:
+            select.select([lanes.fd], [], [], 10)
+            done += [pair for turn in lanes.collect() for pair in turn.results]
+        assert done[2:] == [(b"slow", b"\x01"), (b"slow", b"\x02")]  # in order, one thread at a time
+        assert [entry for entry in ran if entry[0] == "slow"] == [("slow", 1), ("slow", 2)]
+    finally:
+        release.set()
+        lanes.stop()
+        lanes.close()
+
+
+def test_a_message_that_never_ends_holds_up_only_its_own_process(tmp_path: Path) -> None:
+    endless = 10**15  # fuel for days of `(loop (br 0))`
+    with Node(tmp_path / "node", workers=1, schedulers=1, max_compute_limit=endless) as node:
+        hostile = node.spawn(examples.wasm("trapper"), {"Compute-Limit": str(endless)})
+        neighbour = node.spawn(examples.wasm("counter"))
+        looping = node.result_nowait(node.send(hostile, {"Action": "Loop"}))  # its worker gets it first
+        counts = [node.result(node.send(neighbour, {"Action": "Inc"}), timeout=60).output for _ in range(20)]
+        assert not looping.done()
+        assert counts == [str(count) for count in range(1, 21)]

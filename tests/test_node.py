@@ -473,8 +473,8 @@ if "actorao.cu" in sys.orig_argv and os.environ.get("ACTORAO_TEST_DIE_AFTER_COMM
     from actorao.cu import _worker
     commit = _worker.Worker.commit
 
-    def commit_then_die(self, results):
-        commit(self, results)
+    def commit_then_die(self, results, *checkpoints):
+        commit(self, results, *checkpoints)
         if any(key[-8:] != bytes(8) for key, _ in results) and not os.path.exists(marker):
             open(marker, "w").close()
             os._exit(9)  # results are durable, the RESULTS frame is never sent

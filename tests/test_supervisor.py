@@ -175,19 +175,15 @@ def test_past_its_intensity_a_supervisor_stops_everything_and_escalates_to_its_p
     assert outer.tree()["state"] == "failed"
 
 
-def test_a_stopped_child_is_detected_by_its_silent_heartbeat_and_replaced(
-    supervisors: list[Supervisor], tmp_path: Path
-) -> None:
-    # The child is stopped only once it has beaten: before its first beat a child is still starting,
-    # and the start-up timeout (longer than this test waits) applies. It marks a file after its
-    # first beat, which the supervisor then reads from the pipe even if the child is stopped.
-    marker = tmp_path / "beating"
-    script = f"{BEATING.split('; import time')[0]}; open({str(marker)!r}, 'w').close(); import time; time.sleep(60)"
-    spec = ChildSpec("w", process(script, heartbeat=True), heartbeat_timeout=3.0)
-    supervisor = started(supervisors, "test", [spec])
+def test_a_stopped_child_is_detected_by_its_silent_heartbeat_and_replaced(supervisors: list[Supervisor]) -> None:
+    # The timeout leaves a busy box room to start the child's Python (it beats once it has imported):
+    # 0.5 s was taken as a hang, before the first beat, on a loaded CI box.
+    spec = ChildSpec("w", process(BEATING, heartbeat=True), heartbeat_timeout=3.0)
+    health = HealthLog()
+    supervisor = started(supervisors, "test", [spec], on_health=health)
     downs: list[Down] = []
     supervisor.monitor("w", downs.append)
-    assert wait_until(marker.exists, seconds=60.0)
+    assert health.wait_for("beating")  # from its first beat on, the heartbeat timeout applies
     assert child(supervisor.tree(), "w")["restarts"] == 0
     hung = supervisor.pid_of("w")
     os.kill(hung or 0, signal.SIGSTOP)
@@ -283,3 +279,89 @@ def test_a_supervisor_holds_descriptors_only_while_it_runs() -> None:
     assert wait_until(lambda: gives_up.failed)
     gives_up.stop()
     assert open_descriptors() == before
+
+
+# -- busy or hung: a silent child is judged by its progress ----------------------------------------
+
+class HealthLog:
+    """The supervisor's on_health callback, as events a test can wait for."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, child_id: str, health: str) -> None:
+        with self._cond:
+            self.seen.append((child_id, health))
+            self._cond.notify_all()
+
+    def wait_for(self, health: str, seconds: float = 60.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: any(seen == health for _, seen in self.seen), seconds)
+
+
+def silent_after_go(tmp_path: Path, hold: str) -> tuple[str, Callable[[], None]]:
+    """A beating child's script that, once told to go, holds its GIL (so its heartbeat thread falls
+    silent) in ``hold``; and the function that tells it to go."""
+    go = tmp_path / "go"
+    os.mkfifo(go)
+    script = f"from actorao.supervisor import start_heartbeat; start_heartbeat(0.05); open({str(go)!r}).read(1); {hold}"
+
+    def tell() -> None:
+        with open(go, "w") as fifo:
+            fifo.write("x")
+
+    return script, tell
+
+
+def fall_silent(now: list[float], health: HealthLog) -> None:
+    """Move the supervisor's clock past the heartbeat timeout until it takes the child as silent (a
+    last beat can still arrive while the child goes quiet: then the clock moves again)."""
+    for _ in range(20):
+        now[0] += 10.0
+        if health.wait_for("silent", seconds=3.0):
+            return
+    raise AssertionError("the child never fell silent")
+
+
+def test_a_silent_child_whose_cpu_time_advances_is_busy_not_hung_and_once_stopped_it_is_hung(
+    supervisors: list[Supervisor], tmp_path: Path
+) -> None:
+    # A regular expression that backtracks for ever: a C call that keeps the GIL, as a big copy does.
+    script, go = silent_after_go(tmp_path, "import re; re.match(r'(a|aa)+$', 'a' * 90 + 'b')")
+    now, health = [0.0], HealthLog()
+    spec = ChildSpec("w", process(script, heartbeat=True), heartbeat_timeout=3.0)
+    supervisor = started(supervisors, "test", [spec], clock=lambda: now[0], on_health=health)
+    downs: list[Down] = []
+    down = threading.Event()
+    supervisor.monitor("w", lambda event: (downs.append(event), down.set()))
+    assert health.wait_for("beating")
+    busy = supervisor.pid_of("w")
+    go()
+    fall_silent(now, health)
+    assert health.wait_for("busy")  # its CPU time moved on while it was silent
+    assert alive(busy) and supervisor.pid_of("w") == busy and not downs
+    assert child(supervisor.tree(), "w")["restarts"] == 0
+    os.kill(busy or 0, signal.SIGSTOP)  # now it makes no progress at all
+    assert down.wait(60)
+    assert downs[0].reason == "hung" and not alive(busy) and ("w", "hung") in health.seen
+
+
+def test_a_silent_child_that_uses_no_cpu_is_hung(supervisors: list[Supervisor], tmp_path: Path) -> None:
+    # libc's sleep called through PyDLL, which keeps the GIL: wedged, neither beating nor computing.
+    script, go = silent_after_go(tmp_path, "import ctypes; ctypes.PyDLL(None).sleep(600)")
+    now, health = [0.0], HealthLog()
+    spec = ChildSpec("w", process(script, heartbeat=True), heartbeat_timeout=3.0)
+    supervisor = started(supervisors, "test", [spec], clock=lambda: now[0], on_health=health)
+    downs: list[Down] = []
+    down = threading.Event()
+    supervisor.monitor("w", lambda event: (downs.append(event), down.set()))
+    assert health.wait_for("beating")
+    wedged = supervisor.pid_of("w")
+    go()
+    fall_silent(now, health)
+    for _ in range(20):  # a whole timeout after it fell silent, its CPU time has not moved
+        now[0] += 10.0
+        if down.wait(3.0):
+            break
+    assert downs and downs[0].reason == "hung" and not alive(wedged)

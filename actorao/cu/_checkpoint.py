@@ -13,6 +13,7 @@ exact bits, since a float global may hold inf or NaN, which JSON cannot carry.
 from __future__ import annotations
 
 import struct
+import threading
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,8 +31,21 @@ _VERSION = 1
 _FULL, _DELTA = 0, 1
 _F64 = struct.Struct("<d")
 _U64 = struct.Struct("<Q")
-_compressor = zstandard.ZstdCompressor(level=3)
-_decompressor = zstandard.ZstdDecompressor()
+_zstd = threading.local()  # a ZstdCompressor or Decompressor is not for two threads at once (a worker has several)
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    found: zstandard.ZstdCompressor | None = getattr(_zstd, "compressor", None)
+    if found is None:
+        found = _zstd.compressor = zstandard.ZstdCompressor(level=3)
+    return found
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    found: zstandard.ZstdDecompressor | None = getattr(_zstd, "decompressor", None)
+    if found is None:
+        found = _zstd.decompressor = zstandard.ZstdDecompressor()
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,16 +87,16 @@ def encode(slot: int, snapshot: Snapshot, base_slot: int | None, pages: list[int
     memory = memoryview(snapshot.memory)
     if pages is None:
         head = _HEAD.pack(_VERSION, _FULL, slot, slot, len(memory), 0, len(globals_json))
-        return Encoded(slot, head + globals_json + _compressor.compress(memory), True)
+        return Encoded(slot, head + globals_json + _compressor().compress(memory), True)
     assert base_slot is not None
     payload = array("I", pages).tobytes() + b"".join(memory[p * PAGE : (p + 1) * PAGE] for p in pages)
     head = _HEAD.pack(_VERSION, _DELTA, slot, base_slot, len(memory), len(pages), len(globals_json))
-    return Encoded(slot, head + globals_json + _compressor.compress(payload), False)
+    return Encoded(slot, head + globals_json + _compressor().compress(payload), False)
 
 
 def _decompress_into(compressed: memoryview, target: memoryview, size: int) -> None:
     """Decompress straight into ``target``: no intermediate copy of a 68 MiB memory."""
-    reader = _decompressor.stream_reader(compressed)
+    reader = _decompressor().stream_reader(compressed)
     filled = 0
     while filled < size:
         got = reader.readinto(target[filled:size])
@@ -132,7 +146,7 @@ def _apply_chain(
             if kind == _FULL:
                 _decompress_into(compressed, memory, size)
                 continue
-            payload = _decompressor.decompress(compressed)
+            payload = _decompressor().decompress(compressed)
             table = array("I")
             table.frombytes(payload[: 4 * count])
             at = 4 * count

@@ -1,9 +1,10 @@
 """A CU worker: one OS process hosting many AO processes, fed batches over ZeroMQ.
 
 Two sockets feed it: the node's (wakes, dry runs, evictions, stop) and its feed, where the scheduler
-shards push each commit's assignments straight to the worker of their processes. The loop takes every
-frame that is waiting on either, evaluates it, writes all the results in one LMDB transaction, then
-reports them back in one frame.
+shards push each commit's assignments straight to the worker of their processes. The main thread
+takes the frames that wait on either and queues each process's work on a few evaluation threads
+(``_lanes``), one thread per process at a time; it writes what they finish in one LMDB transaction,
+then reports it in one frame. So a message that burns its whole fuel holds up its own process only.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +25,7 @@ import orjson
 import zmq
 
 from actorao.cu import _checkpoint as checkpoints
+from actorao.cu._lanes import Finished, Lanes, Op
 from actorao.cu._modules import ModuleRegistry
 from actorao.cu._process import HostedProcess, Limits, broken_reason, load_process
 from actorao.mailbox import (
@@ -53,6 +56,10 @@ from actorao.vm import (
 log = logging.getLogger(__name__)
 
 _MAX_FRAMES_PER_COMMIT = 64
+_MAX_QUEUED = 16384  # assignments waiting for the evaluation threads: past this, frames wait in ZeroMQ
+_MAX_QUEUED_PER_PROCESS = 1024  # past this, a process reads its assignments from the log instead
+_STOP_PATIENCE = 1.0  # seconds a STOP waits for a message in evaluation; a longer one is redone after
+CATCH_UP = b"catch-up"  # a process's own op: read the log up to its head
 _HOST_FAULTS = (HostResourceError, MemoryError, OSError, lmdb.Error)
 
 
@@ -65,6 +72,7 @@ class WorkerConfig:
     map_size: int
     parent: int = 0  # the node's pid
     shards: int = 1  # scheduler shards: where the logs are
+    threads: int = 4  # evaluation threads: this many long messages at once before neighbours wait
 
     def to_json(self) -> str:
         return orjson.dumps(dataclasses.asdict(self)).decode()
@@ -95,9 +103,11 @@ class Worker:
         # they left are dropped (they are in the log, which their new worker reads) until a WAKE
         # brings them back.
         self.evicted: set[str] = set()
+        self._local = threading.local()
 
     def _checkpoint_taken(self, pid: str, encoded: checkpoints.Encoded) -> None:
-        self.checkpoints.append((pid, encoded))
+        # Kept with the results of the thread's current turn (``run``), or for the next ``commit``.
+        getattr(self._local, "checkpoints", self.checkpoints).append((pid, encoded))
 
     def hosted(self, pid: str) -> HostedProcess | None:
         """The process, loaded and recovered on first use; None when it cannot load."""
@@ -150,10 +160,10 @@ class Worker:
         out.extend((log_key(pid, slot), error) for slot in range(first, last + 1))
         self.broken_answered[pid] = max(first, last + 1)
 
-    def assign(self, items: list[bytes], out: list[tuple[bytes, bytes]]) -> None:
-        for at in range(0, len(items), 2):
-            key, message = bytes(items[at]), bytes(items[at + 1])
-            pid, slot = split_key(key)
+    # -- one process's work: each runs on the thread that has the process's lane ----------------
+    def deliver(self, pid: str, entries: list[tuple[int, bytes]], out: list[tuple[bytes, bytes]]) -> None:
+        """Take assigned slots of ``pid``, (slot, message) in the order they came."""
+        for slot, message in entries:
             process = self.processes.get(pid)
             if process is not None:  # the hot path: a loaded process takes its next slot
                 try:
@@ -165,73 +175,140 @@ class Worker:
                 except Exception as exc:
                     self._break(pid, exc)
             elif pid in self.evicted:
-                continue
+                return
             self._step(pid, functools.partial(HostedProcess.deliver, slot=slot, message=message), out)
+
+    def catch_up(self, pid: str, out: list[tuple[bytes, bytes]], *, woken: bool = True) -> None:
+        """Evaluate what the log holds for ``pid`` beyond its results. A WAKE (``woken``) also brings
+        back a process that was evicted; the worker's own catch-ups leave one alone."""
+        if woken:
+            self.evicted.discard(pid)
+        elif pid in self.evicted:
+            return
+        head = self.logs.last_slot(pid)
+        if head is None:
+            return
+        if pid not in self.processes:
+            done = self.store.last_slot("results", pid)
+            if done is not None and done >= head:
+                return
+        self._step(pid, functools.partial(HostedProcess.catch_up, last=head), out)
+
+    def dry_run_one(self, pid: str, message: bytes, out: list[tuple[bytes, bytes]]) -> bytes:
+        """Evaluate a read-only message on the state after every acknowledged message."""
+        self.catch_up(pid, out)
+        process = self.hosted(pid)
+        if process is None:
+            return error_result(self.broken[pid])
+        return process.dry_run(message)
+
+    def digest_one(self, pid: str, what: bytes, out: list[tuple[bytes, bytes]]) -> bytes:
+        """The SHA-256 of a process's memory and globals, after every acknowledged message; or, when
+        asked for b"memory", the last evaluated slot (8 bytes, big-endian) and the memory itself."""
+        self.catch_up(pid, out)
+        process = self.hosted(pid)
+        if process is None:
+            return b""
+        if what == b"memory":
+            slot = process.inbox.next_slot - 1
+            return slot.to_bytes(8, "big") + process.instance.read_memory()
+        return process.instance.digest().encode()
+
+    def evict_one(self, pid: str) -> None:
+        """Let go of a process that moves to another worker: checkpoint it where it stands (its new
+        worker then replays little), and forget it. The caller commits before answering."""
+        self.evicted.add(pid)
+        process = self.processes.pop(pid, None)
+        if process is not None:
+            try:
+                process.checkpoint_now()
+            except _HOST_FAULTS:
+                raise
+            except Exception:  # the new worker replays from the older checkpoint instead
+                log.exception("worker %d: could not checkpoint %s before it moves", self.config.index, pid)
+        self.broken.pop(pid, None)
+        self.broken_answered.pop(pid, None)
+
+    def run(self, pid: str, ops: list[Op]) -> Finished:
+        """One turn of ``pid``'s queued work, on an evaluation thread: its results, the checkpoints
+        taken meanwhile, and the replies to send once both are committed."""
+        results: list[tuple[bytes, bytes]] = []
+        replies: list[tuple[bytes, list[bytes]]] = []
+        taken: list[tuple[str, checkpoints.Encoded]] = []
+        self._local.checkpoints = taken
+        try:
+            for kind, payload in ops:
+                if kind == ASSIGN:
+                    self.deliver(pid, payload, results)
+                elif kind == WAKE:
+                    self.catch_up(pid, results)
+                elif kind == CATCH_UP:
+                    self.catch_up(pid, results, woken=False)
+                elif kind == DRY_RUN:
+                    token, message = payload
+                    replies.append((DRY_RESULT, [token, self.dry_run_one(pid, message, results)]))
+                elif kind == DIGEST:
+                    token, what = payload
+                    replies.append((DRY_RESULT, [token, self.digest_one(pid, what, results)]))
+                elif kind == EVICT:
+                    self.evict_one(pid)
+                    replies.append((EVICTED, [pid.encode()]))
+        finally:
+            del self._local.checkpoints
+        return Finished(results, taken, replies)
+
+    # -- whole frames, on the calling thread (tests drive a worker this way) ---------------------
+    def assign(self, items: list[bytes], out: list[tuple[bytes, bytes]]) -> None:
+        for pid, entries in _by_process(items).items():
+            self.deliver(pid, entries, out)
 
     def wake(self, pids: list[bytes], out: list[tuple[bytes, bytes]]) -> None:
         """Catch up every named process whose log runs ahead of its results."""
         for raw in pids:
-            pid = bytes(raw).decode()
-            self.evicted.discard(pid)
-            head = self.logs.last_slot(pid)
-            if head is None:
-                continue
-            if pid not in self.processes:
-                done = self.store.last_slot("results", pid)
-                if done is not None and done >= head:
-                    continue
-            self._step(pid, functools.partial(HostedProcess.catch_up, last=head), out)
+            self.catch_up(bytes(raw).decode(), out)
 
     def dry_run(self, items: list[bytes], out: list[tuple[bytes, bytes]]) -> list[bytes]:
-        """Evaluate a read-only message on the state after every acknowledged message."""
         token, pid, message = bytes(items[0]), bytes(items[1]).decode(), bytes(items[2])
-        self.wake([items[1]], out)
-        process = self.hosted(pid)
-        if process is None:
-            return [token, error_result(self.broken[pid])]
-        return [token, process.dry_run(message)]
+        return [token, self.dry_run_one(pid, message, out)]
 
     def digest(self, items: list[bytes], out: list[tuple[bytes, bytes]]) -> list[bytes]:
-        """The SHA-256 of a process's memory and globals, after every acknowledged message; or, when
-        asked for b"memory", the last evaluated slot (8 bytes, big-endian) and the memory itself."""
         token, pid, what = bytes(items[0]), bytes(items[1]).decode(), bytes(items[2])
-        self.wake([items[1]], out)
-        process = self.hosted(pid)
-        if process is None:
-            return [token, b""]
-        if what == b"memory":
-            slot = process.inbox.next_slot - 1
-            return [token, slot.to_bytes(8, "big") + process.instance.read_memory()]
-        return [token, process.instance.digest().encode()]
+        return [token, self.digest_one(pid, what, out)]
 
     def evict(self, items: list[bytes]) -> list[bytes]:
-        """Let go of processes that move to another worker: checkpoint each where it stands (its
-        new worker then replays little), and forget it. The caller commits before answering."""
         for raw in items:
-            pid = bytes(raw).decode()
-            self.evicted.add(pid)
-            process = self.processes.pop(pid, None)
-            if process is not None:
-                try:
-                    process.checkpoint_now()
-                except _HOST_FAULTS:
-                    raise
-                except Exception:  # the new worker replays from the older checkpoint instead
-                    log.exception("worker %d: could not checkpoint %s before it moves", self.config.index, pid)
-            self.broken.pop(pid, None)
-            self.broken_answered.pop(pid, None)
+            self.evict_one(bytes(raw).decode())
         return [bytes(raw) for raw in items]
 
-    def commit(self, results: list[tuple[bytes, bytes]]) -> None:
-        taken, self.checkpoints = self.checkpoints, []
+    def commit(
+        self, results: list[tuple[bytes, bytes]], taken: list[tuple[str, checkpoints.Encoded]] | None = None
+    ) -> None:
+        """Store results with the checkpoints taken with them (by default, those taken on the calling
+        thread since the last commit) in one transaction."""
+        if taken is None:
+            taken, self.checkpoints = self.checkpoints, []
         if not results and not taken:
             return
+
         def body(txn: lmdb.Transaction) -> None:
             self.store.put_results(txn, results)
             for pid, encoded in taken:
                 checkpoints.put(txn, self.store, pid, encoded)
 
         self.store.write(body)
+
+
+def _by_process(items: list[bytes]) -> dict[str, list[tuple[int, bytes]]]:
+    """An ASSIGN frame's (log key, message) items as each process's (slot, message), in order."""
+    entries: dict[str, list[tuple[int, bytes]]] = {}
+    for at in range(0, len(items), 2):
+        pid, slot = split_key(bytes(items[at]))
+        found = entries.get(pid)
+        if found is None:
+            entries[pid] = [(slot, bytes(items[at + 1]))]
+        else:
+            found.append((slot, bytes(items[at + 1])))
+    return entries
 
 
 def run_worker(config: WorkerConfig) -> None:
@@ -247,22 +324,35 @@ def run_worker(config: WorkerConfig) -> None:
     feed = open_socket(context, zmq.PULL, feed_address(runtime, config.index), bind=True)
     outbox = open_socket(context, zmq.PUSH, results_address(runtime), bind=False)
     worker = Worker(config, store)
+    lanes = Lanes(worker.run, config.threads)
     outbox.send(pack(READY, [str(config.index).encode(), str(os.getpid()).encode()]))
+    code = 1  # unless it ends as asked (a STOP, or SIGTERM's SystemExit)
     try:
-        _serve(worker, [inbox, feed], outbox)
+        _serve(worker, [inbox, feed], outbox, lanes)
+        code = 0
+    except SystemExit as exc:
+        code = 0 if exc.code in (None, 0) else 1
+        raise
     finally:
         inbox.close(linger=0)
         feed.close(linger=0)
         outbox.close(linger=1000)
         context.term()
+        if not lanes.stop():
+            # A thread is still in a message (a long one, or the worker is being stopped mid-way):
+            # exit without closing the store under it. What it evaluates was never committed, and
+            # is evaluated again from the log.
+            logging.shutdown()
+            os._exit(code)
+        lanes.close()
         worker.logs.close()
         store.close()
 
 
 class _Lifecycle:
-    """SIGTERM must not raise inside evaluation: Python runs signal handlers between bytecodes, and
-    during aos that is inside a wasmtime host callback. So while a batch is being evaluated the
-    handler only notes the request, and the loop exits after the batch is committed."""
+    """SIGTERM must not raise inside a commit or a report. So while the main loop has work (in its
+    hands, or on the evaluation threads) the handler only notes the request, and the loop exits
+    after committing what is finished."""
 
     busy = False
     terminate = False
@@ -288,55 +378,92 @@ def _report(outbox: zmq.Socket[bytes], frame: bytes) -> None:
             outbox.poll(100, zmq.POLLOUT)
 
 
-def _take(inboxes: list[zmq.Socket[bytes]], poller: zmq.Poller) -> list[bytes]:
-    """Wait for frames, then take what waits, up to a commit's worth: the node's first (they are
-    few: wakes, dry runs, evictions), then the shards' assignments."""
+def _take(inboxes: list[zmq.Socket[bytes]]) -> list[bytes]:
+    """Take what waits, up to a commit's worth: the node's frames first (they are few: wakes, dry
+    runs, evictions), then the shards' assignments."""
     frames: list[bytes] = []
-    while not frames:
-        poller.poll()
-        for inbox in inboxes:
-            while len(frames) < _MAX_FRAMES_PER_COMMIT:
-                try:
-                    frames.append(inbox.recv(zmq.NOBLOCK))
-                except zmq.Again:
-                    break
+    for inbox in inboxes:
+        while len(frames) < _MAX_FRAMES_PER_COMMIT:
+            try:
+                frames.append(inbox.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                break
     return frames
 
 
-def _serve(worker: Worker, inboxes: list[zmq.Socket[bytes]], outbox: zmq.Socket[bytes]) -> None:
-    poller = zmq.Poller()
+def _work_of(frames: list[bytes], lanes: Lanes, index: int) -> tuple[dict[str, list[Op]], bool]:
+    """Each process's ops in these frames, in order, and whether a STOP came. A process with
+    _MAX_QUEUED_PER_PROCESS items waiting (its thread is in a long message) takes no more
+    assignments: it reads them from the log when it gets there."""
+    work: dict[str, list[Op]] = {}
+    stop = False
+    for frame in frames:
+        kind, items = unpack(frame)
+        if kind == ASSIGN:
+            for pid, entries in _by_process(items).items():
+                ops = work.setdefault(pid, [])
+                if ops and ops[-1][0] == ASSIGN:
+                    ops[-1][1].extend(entries)
+                else:
+                    ops.append((ASSIGN, entries))
+        elif kind in (WAKE, EVICT):
+            for raw in items:
+                work.setdefault(bytes(raw).decode(), []).append((kind, None))
+        elif kind in (DRY_RUN, DIGEST):
+            work.setdefault(bytes(items[1]).decode(), []).append((kind, (bytes(items[0]), bytes(items[2]))))
+        elif kind == STOP:
+            stop = True
+        else:
+            log.error("worker %d: unknown frame kind %r", index, kind)
+    for pid, ops in work.items():
+        waiting, last = lanes.queued(pid)
+        if waiting + sum(len(payload) for kind, payload in ops if kind == ASSIGN) > _MAX_QUEUED_PER_PROCESS:
+            trimmed: list[Op] = []
+            for op in ops:
+                if op[0] == ASSIGN:
+                    op = (CATCH_UP, None)
+                if op[0] == CATCH_UP and ((trimmed and trimmed[-1][0] == CATCH_UP) or (not trimmed and last == op)):
+                    continue
+                trimmed.append(op)
+            ops[:] = trimmed
+    return work, stop
+
+
+def _serve(worker: Worker, inboxes: list[zmq.Socket[bytes]], outbox: zmq.Socket[bytes], lanes: Lanes) -> None:
+    """The main thread: take frames, queue each process's work on the lanes, and commit and report
+    what they finish, as it finishes: a long message holds its own process only."""
+    everything, finishing = zmq.Poller(), zmq.Poller()
     for inbox in inboxes:
-        poller.register(inbox, zmq.POLLIN)
+        everything.register(inbox, zmq.POLLIN)
+    for poller in (everything, finishing):
+        poller.register(lanes.fd, zmq.POLLIN)
+    tick = max(1, round(lanes.stall * 1000))
+    stopping = False
     while True:
-        frames = _take(inboxes, poller)
+        busy = lanes.busy()
+        _Lifecycle.busy = busy
+        taking = not stopping and lanes.queued_items < _MAX_QUEUED
+        (everything if taking else finishing).poll(tick if busy else None)
         _Lifecycle.busy = True
-        results: list[tuple[bytes, bytes]] = []
-        dry_replies: list[list[bytes]] = []
-        evicted: list[bytes] = []
-        stop = False
-        for frame in frames:
-            kind, items = unpack(frame)
-            if kind == ASSIGN:
-                worker.assign(items, results)
-            elif kind == WAKE:
-                worker.wake(items, results)
-            elif kind == DIGEST:
-                dry_replies.append(worker.digest(items, results))
-            elif kind == DRY_RUN:
-                dry_replies.append(worker.dry_run(items, results))
-            elif kind == EVICT:
-                evicted += worker.evict(items)
-            elif kind == STOP:
-                stop = True
-            else:
-                log.error("worker %d: unknown frame kind %r", worker.config.index, kind)
-        worker.commit(results)
-        if results:
-            _report(outbox, pack(RESULTS, [part for pair in results for part in pair]))
-        for reply in dry_replies:
-            _report(outbox, pack(DRY_RESULT, reply))
-        if evicted:  # after the commit: the new worker starts from what is stored
-            _report(outbox, pack(EVICTED, evicted))
-        _Lifecycle.busy = False
-        if stop or _Lifecycle.terminate:
+        if taking:
+            frames = _take(inboxes)
+            if frames:
+                work, stop = _work_of(frames, lanes, worker.config.index)
+                lanes.submit(work)
+                stopping = stopping or stop
+        lanes.nudge()
+        finished = lanes.collect()
+        if finished:
+            _commit_and_report(worker, outbox, finished)
+        if _Lifecycle.terminate or (stopping and lanes.only_long_turns(_STOP_PATIENCE)):
             return
+
+
+def _commit_and_report(worker: Worker, outbox: zmq.Socket[bytes], finished: list[Finished]) -> None:
+    results = [pair for turn in finished for pair in turn.results]
+    worker.commit(results, [taken for turn in finished for taken in turn.checkpoints])
+    if results:
+        _report(outbox, pack(RESULTS, [part for pair in results for part in pair]))
+    for turn in finished:  # after the commit: an evicted process's new worker starts from what is stored
+        for kind, reply in turn.replies:
+            _report(outbox, pack(kind, reply))

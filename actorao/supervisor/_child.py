@@ -148,7 +148,8 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 def start_heartbeat(interval: float = 0.2) -> None:
     """In a child given a heartbeat pipe: beat from a daemon thread until the process ends. A stopped
-    (SIGSTOP) or wedged process stops beating; a merely busy one keeps beating."""
+    (SIGSTOP) or wedged process stops beating. So may a busy one whose GIL a long C call holds (a copy
+    of a large memory): the supervisor then looks at its CPU time before taking it as hung."""
     fd = os.environ.get(HEARTBEAT_FD)
     if fd is None:
         return
@@ -166,6 +167,18 @@ def start_heartbeat(interval: float = 0.2) -> None:
             stop.wait(interval)
 
     threading.Thread(target=beat, name="heartbeat", daemon=True).start()
+
+
+def cpu_progress(pid: int) -> tuple[str, int] | None:
+    """(state, CPU ticks of all its threads) of OS process ``pid`` from /proc/<pid>/stat, or None when
+    it is gone. State "T" or "t" is stopped (SIGSTOP) or traced; the ticks are user plus system time."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read()
+    except OSError:
+        return None
+    fields = text[text.rindex(b")") + 2 :].split()  # after "pid (comm) ": the name may hold spaces
+    return fields[0].decode(), int(fields[11]) + int(fields[12])
 
 
 class ThreadChild:

@@ -10,8 +10,11 @@ decision about its children is taken on that one thread, in the order events arr
 - more than ``intensity`` restarts within ``period`` seconds: the supervisor stops all its children
   and ends, and its exit reaches its owner (``on_give_up``) or its parent supervisor, which applies
   its own strategy: escalation;
-- an OS child whose heartbeat is silent for longer than its spec's ``heartbeat_timeout`` is hung, not
-  dead: it is killed with SIGKILL, and restarted like any child that died.
+- an OS child whose heartbeat is silent for longer than its spec's ``heartbeat_timeout`` is looked at
+  before it is judged: one that is stopped (SIGSTOP), or that has used no CPU for another timeout, is
+  hung, not dead: it is killed with SIGKILL, and restarted like any child that died. One whose CPU time
+  still advances is busy (a long C call holds its GIL, or the box is loaded) and is left alone: load
+  alone must never stop a node.
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from actorao.supervisor._child import NORMAL, Child, OSProcess
+from actorao.supervisor._child import NORMAL, Child, OSProcess, cpu_progress
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +81,11 @@ class _Running:
     generation: int = 0
     restarts: int = 0
     state: str = "starting"
-    last_beat: float = field(default_factory=time.monotonic)
+    last_beat: float = 0.0
     beating: bool = False  # it has beaten since it started: heartbeat_timeout applies
+    health: str = "starting"  # starting, beating, silent (being watched), busy, hung
+    watched_cpu: int | None = None  # while silent: its CPU ticks when last seen to progress
+    watched_since: float = 0.0
     killed_for: str | None = None  # why the supervisor killed it: its exit reason, whatever the OS says
 
 
@@ -100,7 +106,13 @@ class Supervisor:
         period: float = 5.0,
         on_restart: Callable[[str], None] | None = None,
         on_give_up: Callable[[str], None] | None = None,
+        on_health: Callable[[str, str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        progress: Callable[[int], tuple[str, int] | None] = cpu_progress,
     ) -> None:
+        """``on_health(child id, health)`` hears each change of an OS child's health (see ``_Running``).
+        ``clock`` times heartbeats and restart intensity, and ``progress`` reads a child's state and
+        CPU time: a test passes a clock it moves."""
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
         if strategy == "simple_one_for_one" and len(specs) != 1:
@@ -118,6 +130,9 @@ class Supervisor:
         self._restart_times: deque[float] = deque()
         self._on_restart = on_restart
         self._on_give_up = on_give_up
+        self._on_health = on_health
+        self._clock = clock
+        self._progress = progress
         self._monitors: dict[int, tuple[str, Callable[[Down], None]]] = {}
         self._links: dict[str, set[str]] = {}
         self._refs = itertools.count(1)
@@ -219,8 +234,10 @@ class Supervisor:
                         os.read(handle, 4096)
                     except BlockingIOError:
                         pass
-                    running.last_beat = time.monotonic()
+                    running.last_beat = self._clock()
                     running.beating = True
+                    running.watched_cpu = None
+                    self._health(running, "beating")
                 elif kind == "exit" and child.sentinel == handle:
                     child.exited()
             self._run_commands()
@@ -238,17 +255,51 @@ class Supervisor:
                 done.set_exception(exc)
 
     def _check_heartbeats(self) -> None:
-        now = time.monotonic()
-        for running in self._children.values():
+        now = self._clock()
+        for running in list(self._children.values()):
             timeout = running.spec.heartbeat_timeout
             if timeout is None or running.state != "running":
                 continue
             if not running.beating:
                 timeout = max(timeout, running.spec.startup_timeout)
-            if now - running.last_beat > timeout:
-                log.warning("%s: %s sent no heartbeat for %.1f s%s: killing it as hung", self.name, running.id,
-                            timeout, "" if running.beating else " since it started")
+            if now - running.last_beat > timeout and self._hung(running, now, timeout):
+                log.warning("%s: %s sent no heartbeat for %.1f s%s, and %s: killing it as hung", self.name,
+                            running.id, now - running.last_beat, "" if running.beating else " since it started",
+                            running.health)
+                self._health(running, "hung")
                 self._kill(running, "hung")
+
+    def _hung(self, running: _Running, now: float, timeout: float) -> bool:
+        """A silent child is hung when it is stopped, or has used no CPU for ``timeout`` since it fell
+        silent (or since it last did); else it is busy. Its state goes in ``health``'s wording."""
+        pid = running.child.pid if running.child is not None else None
+        probe = self._progress(pid) if pid is not None else None
+        if probe is None:
+            return False  # it is gone: its exit is on its way
+        state, cpu = probe
+        if state in ("T", "t"):
+            running.health = "stopped"
+            return True
+        if running.watched_cpu is None or cpu > running.watched_cpu or state in ("R", "D"):
+            if running.watched_cpu is not None:  # it moved since it fell silent: it works, with the GIL held
+                if running.health != "busy":
+                    log.info("%s: %s is silent but busy (state %s, CPU ticks %d): not hung", self.name,
+                             running.id, state, cpu)
+                self._health(running, "busy")
+            else:
+                self._health(running, "silent")
+            running.watched_cpu, running.watched_since = cpu, now
+            return False
+        if now - running.watched_since > timeout:
+            running.health = f"used no CPU for {now - running.watched_since:.1f} s"
+            return True
+        return False
+
+    def _health(self, running: _Running, health: str) -> None:
+        if running.health != health:
+            running.health = health
+            if self._on_health is not None:
+                self._on_health(running.id, health)
 
     def _kill(self, running: _Running, reason: str) -> None:
         """Kill a child now; it exits with ``reason`` and its restart spec applies as to any exit."""
@@ -264,8 +315,9 @@ class Supervisor:
         generation = running.generation
         running.child = running.spec.start(*running.args)
         running.state = "running"
-        running.last_beat = time.monotonic()
+        running.last_beat = self._clock()
         running.beating = False
+        running.health, running.watched_cpu = "starting", None
 
         def on_exit(reason: str) -> None:
             if threading.current_thread() is self._thread:
@@ -331,7 +383,7 @@ class Supervisor:
         self._restart_after(running)
 
     def _too_many_restarts(self) -> bool:
-        now = time.monotonic()
+        now = self._clock()
         self._restart_times.append(now)
         while self._restart_times and now - self._restart_times[0] > self.period:
             self._restart_times.popleft()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.metadata
 import platform
+import threading
 
 import wasmtime
 
@@ -27,10 +27,21 @@ ENGINE_FINGERPRINT = hashlib.sha256(
 ).hexdigest()[:16]
 
 
-@functools.cache
+_engine: list[wasmtime.Engine] = []
+_engine_lock = threading.Lock()  # one engine, also when a worker's threads first ask at once
+
+
 def engine() -> wasmtime.Engine:
     """The process-wide engine. Fuel meters every call; NaNs are canonical, so float results are the
     same bits on every machine; threads and relaxed SIMD, whose results may differ, are off."""
+    if not _engine:
+        with _engine_lock:
+            if not _engine:
+                _engine.append(_new_engine())
+    return _engine[0]
+
+
+def _new_engine() -> wasmtime.Engine:
     config = wasmtime.Config()
     # A worker hosts thousands of instances. The default reserves 4 GiB of address space (plus guard)
     # for each memory, which runs out near 20,000 instances; 64 MiB reservations run out past a

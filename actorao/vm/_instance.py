@@ -12,6 +12,8 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import itertools
+import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +65,12 @@ def _forget(key: int | None) -> None:
 _forget_host_callback = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_forget)
 
 PAGE = 65536
+# The exception a host function raised, kept for the call that made it. wasmtime-py keeps it in one
+# module global until the caller re-raises it; a worker evaluates processes on several threads, and
+# one thread would take another's (a longjmp of aos's, say). Kept per thread here instead, and
+# wasmtime-py's public call path reads it from here too.
+_pending = threading.local()
+_kept_per_thread: weakref.WeakSet[BaseException] = weakref.WeakSet()
 HOST_STATE = "__actorao_host_"  # snapshot entries the host keeps, beside the module's globals
 
 
@@ -286,7 +294,7 @@ class Instance:
         slots = tuple(zip(range(len(params)), params, strict=True))
         result = results[0] if results else None
         trap_type, error_type = ctypes.POINTER(ffi.wasm_trap_t), wasmtime.WasmtimeError
-        trap_from, raise_pending = wasmtime.Trap._from_ptr, wasmtime_func.maybe_raise_last_exn
+        trap_from, raise_pending = wasmtime.Trap._from_ptr, _raise_host_exception
 
         def call(store: object, *args: int) -> Any:
             if len(args) != len(slots):
@@ -317,7 +325,7 @@ class Instance:
         one result at most; any other signature gets wasmtime-py's own."""
         params, results = [str(t) for t in ty.params], [str(t) for t in ty.results]
         if len(results) > 1 or not set(params + results) <= _RAW_TYPES:
-            return wasmtime.Func(self.store, ty, handler)
+            return wasmtime.Func(self.store, ty, host_function(handler))
         slots = tuple(enumerate(params))
         result = results[0] if results else None
         error_type = wasmtime.WasmtimeError
@@ -331,7 +339,7 @@ class Instance:
                     raise error_type("callback produced results when it shouldn't")
                 return 0
             except BaseException as exc:  # as wasmtime-py's trampoline: kept aside, wasm unwound by a trap
-                wasmtime_func.LAST_EXCEPTION = exc  # type: ignore[assignment]  # typed narrower than it is used
+                _pending.exception = exc  # for the call on this thread that made it (see host_function)
                 return _trap_new(_RAISED, len(_RAISED)) or 0
 
         callback = _host_callback(call)
@@ -351,7 +359,7 @@ class Instance:
                 args[index].i32 = value
         error = _call_unchecked(self._ctx, func_ref, args, max(len(values), 1), self._trap_ref)
         if error:
-            if wasmtime_func.LAST_EXCEPTION is not None:
+            if getattr(_pending, "exception", None) is not None or wasmtime_func.LAST_EXCEPTION is not None:
                 _error_delete(error)  # the exception is what matters; the error only says there was one
                 _raise_pending_host_error()
             raise Trap(f"Trap: {wasmtime.WasmtimeError._from_ptr(error)}")
@@ -389,14 +397,48 @@ class Instance:
             self.fuel_used = fuel - self._fuel_left.value
 
 
+def host_function(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """``handler`` as a host import whose exception is kept for the call on this thread that made it."""
+
+    def guarded(*args: Any) -> Any:
+        try:
+            return handler(*args)
+        except BaseException as exc:
+            _pending.exception = exc
+            _kept_per_thread.add(exc)  # wasmtime-py's global copy of it is not for other threads
+            raise
+
+    return guarded
+
+
+def _take_host_exception() -> BaseException | None:
+    """This thread's host exception; else wasmtime-py's global one, from a function not made by
+    ``host_function`` (none of a worker's)."""
+    exc: BaseException | None = getattr(_pending, "exception", None)
+    _pending.exception = None
+    kept, wasmtime_func.LAST_EXCEPTION = wasmtime_func.LAST_EXCEPTION, None
+    if exc is None and kept is not None and kept not in _kept_per_thread:
+        return kept
+    return exc
+
+
+def _raise_host_exception() -> None:
+    """What wasmtime-py's ``maybe_raise_last_exn`` does, from this thread's own record."""
+    exc = _take_host_exception()
+    if exc is not None:
+        raise exc
+
+
+wasmtime_func.maybe_raise_last_exn = _raise_host_exception  # its public call path (Func.__call__) too
+
+
 def _raise_pending_host_error() -> None:
     """An exception raised in a host function reaches wasmtime-py as a trap, with the exception kept
     aside; the public call path re-raises it, so this raw path must too. Ours are raised as they are;
     a fuel trap from a nested call becomes ComputeLimitExceeded."""
-    exc = wasmtime_func.LAST_EXCEPTION
+    exc = _take_host_exception()
     if exc is None:
         return
-    wasmtime_func.LAST_EXCEPTION = None
     if isinstance(exc, (ActoraoError, HostResourceError, MemoryError, OSError)) or not isinstance(exc, Exception):
         raise exc  # ours, or the host's trouble (SystemExit, out of memory, disk): never a module result
     if isinstance(exc, wasmtime.Trap) and exc.trap_code == _OUT_OF_FUEL:

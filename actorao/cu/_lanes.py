@@ -1,0 +1,195 @@
+"""A worker's evaluation threads: each process's work runs in order, on one thread at a time, so a
+process that burns its whole fuel budget holds one thread and its neighbours go on on the others.
+
+A wasmtime call goes through ctypes, which lets go of the GIL for the call's length; host callbacks
+(aos's) take it back briefly. The worker's main thread keeps the sockets and the commits: it queues
+each process's work here, and collects what is finished when ``fd`` (an eventfd) is readable or on
+its next tick. In the common case one thread takes every queued process in turn, and no other
+thread is woken; another is woken only when queued work has waited ``stall`` seconds without any
+thread taking it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Op = tuple[bytes, Any]  # (kind, what it carries for one process); a list payload is a batch of items
+_SIGNAL_AT = 256  # finished results that wake the main loop even while the threads have more to do
+
+
+@dataclasses.dataclass(slots=True)
+class Finished:
+    """What one turn of a process's work produced, to commit together: results and the checkpoints
+    taken with them (a checkpoint stored without its slot's result would skip that result for ever),
+    and the replies to send once they are committed."""
+
+    results: list[tuple[bytes, bytes]]
+    checkpoints: list[Any]
+    replies: list[tuple[bytes, list[bytes]]]
+
+
+class Lanes:
+    """Runs ``run(pid, ops)`` on up to ``threads`` threads, never two at once for one ``pid``."""
+
+    def __init__(
+        self,
+        run: Callable[[str, list[Op]], Finished],
+        threads: int,
+        *,
+        stall: float = 0.005,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._run = run
+        self.stall = stall
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._queued: dict[str, list[Op]] = {}  # work not yet taken, by process, in arrival order
+        self._ready: deque[str] = deque()  # processes with queued work and no thread on them
+        self._running: dict[str, float] = {}  # process -> when its thread took it
+        self._finished: list[Finished] = []
+        self._finished_results = 0
+        self._items: dict[str, int] = {}  # items queued (not taken) by process: a batch counts its length
+        self.queued_items = 0
+        self._waiting = 0  # threads waiting for work
+        self._taken_at = clock()  # when a thread last took a process's work
+        self._signalled = False
+        self._stopped = False
+        self.fatal: BaseException | None = None  # a host fault on a thread: the worker must exit
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._threads = [
+            threading.Thread(target=self._thread_main, name=f"lane-{number}", daemon=True) for number in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # -- the main loop's side -------------------------------------------------------------------
+    def submit(self, work: dict[str, list[Op]]) -> None:
+        """Queue each process's ops behind what it already has."""
+        if not work:
+            return
+        with self._cond:
+            for pid, ops in work.items():
+                queued = self._queued.get(pid)
+                if queued is None:
+                    self._queued[pid] = ops
+                    if pid not in self._running:
+                        self._ready.append(pid)
+                else:
+                    _append(queued, ops)
+                items = sum(_size(op) for op in ops)
+                self._items[pid] = self._items.get(pid, 0) + items
+                self.queued_items += items
+            if not self._running and self._waiting:
+                self._taken_at = self._clock()
+                self._cond.notify()
+
+    def queued(self, pid: str) -> tuple[int, Op | None]:
+        """How many items ``pid`` has waiting (not running), and the last of its waiting ops."""
+        with self._cond:
+            queued = self._queued.get(pid)
+            return self._items.get(pid, 0), (queued[-1] if queued else None)
+
+    def nudge(self) -> None:
+        """Wake one more thread when queued work has waited ``stall`` with no thread taking any: the
+        threads at work are in long messages."""
+        with self._cond:
+            if self._ready and self._waiting and self._clock() - self._taken_at >= self.stall:
+                self._taken_at = self._clock()
+                self._cond.notify()
+
+    def collect(self) -> list[Finished]:
+        """What is finished since the last call, in the order it finished."""
+        with self._cond:
+            finished, self._finished = self._finished, []
+            self._finished_results = 0
+            if self._signalled:
+                self._signalled = False
+                try:
+                    os.eventfd_read(self.fd)
+                except BlockingIOError:
+                    pass
+        if self.fatal is not None:
+            raise self.fatal
+        return finished
+
+    def busy(self) -> bool:
+        """Work is queued, running, or finished and not yet collected."""
+        return bool(self._queued or self._running or self._finished)
+
+    def idle(self) -> bool:
+        return not self.busy()
+
+    def only_long_turns(self, patience: float) -> bool:
+        """Nothing is left but turns that have run ``patience`` seconds or more, and what waits
+        behind them: a stopping worker need not wait for a long message, which is in the log."""
+        with self._cond:
+            now = self._clock()
+            return (
+                not self._finished
+                and all(now - taken >= patience for taken in self._running.values())
+                and all(pid in self._running for pid in self._queued)
+            )
+
+    def stop(self) -> bool:
+        """Let the threads end after their current work; True when none is running any."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+            running = bool(self._running)
+        return not running
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    # -- the threads ----------------------------------------------------------------------------
+    def _thread_main(self) -> None:
+        while True:
+            with self._cond:
+                while not self._ready and not self._stopped:
+                    self._waiting += 1
+                    self._cond.wait()
+                    self._waiting -= 1
+                if self._stopped:
+                    return
+                pid = self._ready.popleft()
+                ops = self._queued.pop(pid)
+                self.queued_items -= self._items.pop(pid, 0)
+                self._taken_at = self._running[pid] = self._clock()
+            try:
+                finished = self._run(pid, ops)
+            except BaseException as exc:  # a host fault: not the process's doing; the worker exits
+                log.exception("evaluating %s failed on the host's side", pid)
+                finished = Finished([], [], [])
+                self.fatal = exc
+            with self._cond:
+                del self._running[pid]
+                if pid in self._queued:  # more arrived while it ran
+                    self._ready.append(pid)
+                self._finished.append(finished)
+                self._finished_results += len(finished.results)
+                wake_main = self.fatal is not None or not self._ready or self._finished_results >= _SIGNAL_AT
+                if wake_main and not self._signalled:
+                    self._signalled = True
+                    os.eventfd_write(self.fd, 1)
+
+
+def _append(queued: list[Op], ops: list[Op]) -> None:
+    """Queue ``ops`` after ``queued``, an assignment batch joining the one before it."""
+    for op in ops:
+        if queued and op[0] == queued[-1][0] and isinstance(op[1], list) and isinstance(queued[-1][1], list):
+            queued[-1][1].extend(op[1])
+        else:
+            queued.append(op)
+
+
+def _size(op: Op) -> int:
+    return len(op[1]) if isinstance(op[1], list) else 1
