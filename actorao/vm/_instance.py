@@ -304,7 +304,7 @@ class Instance:
             trap = trap_type()  # a fresh one each call: a nested call may trap while this one runs
             error = _call_unchecked(ctx, func_ref, values, count, ctypes.byref(trap))
             if error:  # as wasmtime-py's enter_wasm: a host function's exception first, else wasmtime's
-                if wasmtime_func.LAST_EXCEPTION is not None:  # aos's longjmp, once a message: no text needed
+                if _host_exception_pending():  # aos's longjmp, once a message: no text needed
                     _error_delete(error)
                     raise_pending()
                 raise error_type._from_ptr(error)
@@ -359,7 +359,7 @@ class Instance:
                 args[index].i32 = value
         error = _call_unchecked(self._ctx, func_ref, args, max(len(values), 1), self._trap_ref)
         if error:
-            if getattr(_pending, "exception", None) is not None or wasmtime_func.LAST_EXCEPTION is not None:
+            if _host_exception_pending():
                 _error_delete(error)  # the exception is what matters; the error only says there was one
                 _raise_pending_host_error()
             raise Trap(f"Trap: {wasmtime.WasmtimeError._from_ptr(error)}")
@@ -409,6 +409,11 @@ def host_function(handler: Callable[..., Any]) -> Callable[..., Any]:
             raise
 
     return guarded
+
+
+def _host_exception_pending() -> bool:
+    """Whether a host function raised, on this thread (or, for one not made here, anywhere)."""
+    return getattr(_pending, "exception", None) is not None or wasmtime_func.LAST_EXCEPTION is not None
 
 
 def _take_host_exception() -> BaseException | None:
