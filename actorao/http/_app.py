@@ -171,6 +171,7 @@ class AoHttpApi:
         max_body: int | None = None,
         result_wait: float | None = None,
         public_url: str = "",
+        max_buffered_bodies: int | None = None,
     ) -> None:
         """Options left None take the node's ``NodeConfig``."""
         config = node.config
@@ -179,6 +180,8 @@ class AoHttpApi:
         self.max_body = config.max_body if max_body is None else max_body
         self.result_wait = config.result_wait if result_wait is None else result_wait
         self.public_url = public_url or config.public_url or ""
+        self.max_buffered = config.max_buffered_bodies if max_buffered_bodies is None else max_buffered_bodies
+        self.buffered = 0  # body bytes held by requests in flight; the event loop alone changes it
         self.views = LogView(node)
         self.gateway = Gateway(node, lambda: self.public_url)
         self._writes = anyio.CapacityLimiter(WRITE_THREADS)
@@ -223,12 +226,19 @@ class AoHttpApi:
             raise BodyTooLarge(f"body of {declared} bytes is over this route's limit of {limit}")
         parts: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge(f"body over this route's limit of {limit} bytes")
-            parts.append(chunk)
-        return b"".join(parts)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                self.buffered += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(f"body over this route's limit of {limit} bytes")
+                if self.buffered > self.max_buffered:
+                    raise Overloaded(f"the node is buffering {self.buffered} bytes of request bodies, over its cap "
+                                     f"of {self.max_buffered} (max_buffered_bodies); send it again later")
+                parts.append(chunk)
+            return b"".join(parts)
+        finally:
+            self.buffered -= size
 
     # -- MU -------------------------------------------------------------------------------------
     async def mu_post(self, request: Request) -> Response:

@@ -1,0 +1,110 @@
+"""The HTTP edge's bounds, tried as a hostile client would, on a real node and real sockets on
+127.0.0.1: half-open requests, unfinished bodies, state reads."""
+
+from __future__ import annotations
+
+import select
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from actorao import Node
+from actorao.http import HttpServer
+
+GENEROUS = 60.0  # a bound for "eventually", never a measurement
+
+
+def open_socket(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=GENEROUS)
+    return sock
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection; socket.timeout if it never does."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response: its head, then as many body bytes as its content-length says."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection mid-response: {received[:200]!r}"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection mid-body"
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    with Node(tmp_path_factory.mktemp("limits") / "node", workers=1) as node:
+        yield node
+
+
+def test_half_open_requests_are_closed_by_the_server(node: Node) -> None:
+    with HttpServer(node, port=0, header_timeout=0.5, body_timeout=0.5) as server:
+        silent = [open_socket(server.url) for _ in range(5)]
+        half_header = [open_socket(server.url) for _ in range(5)]
+        half_body = [open_socket(server.url) for _ in range(5)]
+        for sock in half_header:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        for sock in half_body:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+        try:
+            for sock in silent + half_header + half_body:
+                received = read_until_closed(sock)  # raises socket.timeout if the server keeps it open
+                assert received.startswith(b"HTTP/1.1 408 "), received[:200]
+                assert b"did not arrive in time" in received
+        finally:
+            for sock in silent + half_header + half_body:
+                sock.close()
+        # A whole request on a fresh connection is still answered.
+        with open_socket(server.url) as sock:
+            sock.sendall(b"GET /timestamp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            assert read_until_closed(sock).startswith(b"HTTP/1.1 200 ")
+
+
+def test_unfinished_bodies_share_one_buffer_cap(node: Node) -> None:
+    cap = 1 << 20
+    with HttpServer(node, port=0, max_body=8 << 20, max_buffered_bodies=cap) as server:
+        socks = [open_socket(server.url) for _ in range(4)]
+        try:
+            for sock in socks:  # four bodies of 8 MiB, each stopped after 600 KiB: 2.4 MiB against a 1 MiB cap
+                sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % (8 << 20)
+                             + b"x" * (600 << 10))
+            readable, _, _ = select.select(socks, [], [], GENEROUS)
+            assert readable, "no request was refused: the unfinished bodies are all still buffered"
+            refused = [read_response(sock) for sock in readable]
+            for reply in refused:
+                assert reply.startswith(b"HTTP/1.1 503 "), reply[:200]
+                assert b"max_buffered_bodies" in reply and b"retry-after: 1" in reply.lower()
+            # What was refused gave its bytes back: the rest fit under the cap, and a new body is read.
+            assert len(refused) < len(socks)
+        finally:
+            for sock in socks:
+                sock.close()
+        with open_socket(server.url) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nConnection: close\r\n\r\nxxxxx")
+            assert read_until_closed(sock).startswith(b"HTTP/1.1 400 ")  # read whole, then refused as no item
+
+
+def test_the_limits_are_node_settings(tmp_path: Path) -> None:
+    from actorao import NodeConfig
+
+    config = NodeConfig.from_env({"ACTORAO_HEADER_TIMEOUT": "2.5", "ACTORAO_MAX_BUFFERED_BODIES": "1000",
+                                  "ACTORAO_STATE_READS": "3"}, path=tmp_path)
+    assert (config.header_timeout, config.max_buffered_bodies, config.state_reads) == (2.5, 1000, 3)
+    with pytest.raises(Exception, match="body_timeout"):
+        NodeConfig(body_timeout=0)
