@@ -23,7 +23,7 @@ from actorao._exceptions import (
 )
 from actorao._future import Future
 from actorao.message import Assignment, Message, Process, Result
-from actorao.node import Ack, Node, ProcessState
+from actorao.node import Ack, Node, ProcessState, StateStream
 
 __all__ = [
     "Ack",
@@ -43,6 +43,7 @@ __all__ = [
     "ProcessState",
     "Result",
     "SignatureError",
+    "StateStream",
     "Timeout",
     "Trap",
     "UnknownMessage",

@@ -108,3 +108,51 @@ def test_the_limits_are_node_settings(tmp_path: Path) -> None:
     assert (config.header_timeout, config.max_buffered_bodies, config.state_reads) == (2.5, 1000, 3)
     with pytest.raises(Exception, match="body_timeout"):
         NodeConfig(body_timeout=0)
+
+
+def test_a_state_read_streams_the_stored_memory_and_reads_are_bounded(node: Node) -> None:
+    from actorao import examples
+
+    pid = node.spawn(examples.wasm("counter"), {"Name": "state"})
+    node.result(node.send(pid, {"Action": "Inc"}).id)
+    whole = node.state(pid)
+    assert whole.slot == 1 and len(whole.memory) > 0
+    with HttpServer(node, port=0) as server, open_socket(server.url) as sock:
+        sock.sendall(f"GET /state/{pid} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        head, _, body = read_until_closed(sock).partition(b"\r\n\r\n")
+        headers = dict(line.decode().lower().split(": ", 1) for line in head.split(b"\r\n")[1:])
+        assert head.startswith(b"HTTP/1.1 200 ") and headers["content-type"] == "application/octet-stream"
+        assert (headers["content-length"], headers["last-ordinate"]) == (str(len(whole.memory)), "1")
+        assert body == whole.memory
+    # One read at a time, at one byte a second: the first holds its place, the second is refused.
+    with HttpServer(node, port=0, state_reads=1, state_bytes_per_second=1) as server:
+        slow = open_socket(server.url)
+        slow.sendall(f"GET /state/{pid} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        assert slow.recv(64).startswith(b"HTTP/1.1 200 ")  # its first chunk is on its way
+        with open_socket(server.url) as sock:
+            sock.sendall(f"GET /state/{pid} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            refused = read_response(sock)
+        assert refused.startswith(b"HTTP/1.1 503 ") and b"state_reads" in refused
+        slow.close()
+
+
+def test_pace_sleeps_until_the_bytes_sent_are_due() -> None:
+    import asyncio
+
+    from actorao.http._app import Pace
+
+    now = [100.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    async def run() -> None:
+        pace = Pace(1000, clock=lambda: now[0], sleep=sleep)
+        await pace.sent(500)  # due at 100.5
+        now[0] += 2.0  # the sender was slow by itself: nothing to wait for
+        await pace.sent(1000)  # due at 101.5, and it is 102.5
+        await pace.sent(2000)  # due at 103.5
+    asyncio.run(run())
+    assert slept == [0.5, 1.0]

@@ -386,12 +386,13 @@ class WorkerPool:
     def state_digest(self, pid: str, timeout: float) -> str:
         return self._ask(DIGEST, pid, b"", timeout).decode()
 
-    def state(self, pid: str, timeout: float) -> tuple[bytes, int]:
-        """The process's memory after every message sent to its worker so far, and its last slot."""
-        answer = self._ask(DIGEST, pid, b"memory", timeout)
+    def checkpoint(self, pid: str, timeout: float) -> int:
+        """Have the process's worker checkpoint it after every message sent to it so far, and store
+        that; returns the checkpoint's slot (-1: nothing evaluated yet)."""
+        answer = self._ask(DIGEST, pid, b"checkpoint", timeout)
         if not answer:
             raise ModuleError(f"process {pid} cannot be loaded on its worker; see its results' Error")
-        return answer[8:], int.from_bytes(answer[:8], "big")
+        return int.from_bytes(answer, "big", signed=True)
 
     def _ask(self, kind: bytes, pid: str, message: bytes, timeout: float) -> bytes:
         """Ask the worker hosting ``pid`` something, after everything sent to it before. The question

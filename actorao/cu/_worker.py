@@ -218,15 +218,17 @@ class Worker:
 
     def digest(self, items: list[bytes], out: list[tuple[bytes, bytes]]) -> list[bytes]:
         """The SHA-256 of a process's memory and globals, after every acknowledged message; or, when
-        asked for b"memory", the last evaluated slot (8 bytes, big-endian) and the memory itself."""
+        asked for b"checkpoint", a checkpoint where it stands, answered with its slot (8 bytes,
+        big-endian; -1 before any): the answer goes out after the commit, so a state read then
+        streams the memory from the store and nothing large crosses the socket."""
         token, pid, what = bytes(items[0]), bytes(items[1]).decode(), bytes(items[2])
         self.wake([items[1]], out)
         process = self.hosted(pid)
         if process is None:
             return [token, b""]
-        if what == b"memory":
-            slot = process.inbox.next_slot - 1
-            return [token, slot.to_bytes(8, "big") + process.instance.read_memory()]
+        if what == b"checkpoint":
+            process.checkpoint_now()
+            return [token, (process.inbox.next_slot - 1).to_bytes(8, "big", signed=True)]
         return [token, process.instance.digest().encode()]
 
     def evict(self, items: list[bytes]) -> list[bytes]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from actorao._exceptions import (
@@ -53,9 +53,26 @@ RETRY_AFTER_S = 1
 # copy) cannot take every thread and starve the posts that would let them finish.
 WRITE_THREADS = 64
 READ_THREADS = 32
-STATE_AT_ONCE = 2  # /state copies a whole memory (up to a GiB) through the worker and the socket
+STATE_CHUNK = 1 << 20  # memory bytes a state read moves at a time
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,19}")
 _NONCE = re.compile(r"-?[0-9]{1,19}")
+
+
+class Pace:
+    """Keeps a stream to ``rate`` bytes a second: after each send it sleeps until the bytes sent so
+    far are due. The clock and the sleep are injected, so a test counts the sleeps."""
+
+    def __init__(self, rate: int, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> None:
+        self.rate, self.clock, self.sleep = rate, clock, sleep
+        self.started = clock()
+        self.total = 0
+
+    async def sent(self, size: int) -> None:
+        self.total += size
+        ahead = self.started + self.total / self.rate - self.clock()
+        if ahead > 0:
+            await self.sleep(ahead)
 
 
 class BodyTooLarge(ActoraoError):
@@ -172,6 +189,8 @@ class AoHttpApi:
         result_wait: float | None = None,
         public_url: str = "",
         max_buffered_bodies: int | None = None,
+        state_reads: int | None = None,
+        state_bytes_per_second: int | None = None,
     ) -> None:
         """Options left None take the node's ``NodeConfig``."""
         config = node.config
@@ -186,7 +205,9 @@ class AoHttpApi:
         self.gateway = Gateway(node, lambda: self.public_url)
         self._writes = anyio.CapacityLimiter(WRITE_THREADS)
         self._reads = anyio.CapacityLimiter(READ_THREADS)
-        self._states = anyio.Semaphore(STATE_AT_ONCE)
+        self.state_reads = config.state_reads if state_reads is None else state_reads
+        self.state_rate = config.state_bytes_per_second if state_bytes_per_second is None else state_bytes_per_second
+        self._states = anyio.Semaphore(self.state_reads)
 
     async def _write(self, call: Callable[[], T]) -> T:
         return await anyio.to_thread.run_sync(call, limiter=self._writes)
@@ -391,14 +412,32 @@ class AoHttpApi:
         return raw_json(raw)
 
     async def state(self, request: Request) -> Response:
+        """The memory, streamed from the process's stored checkpoint a chunk at a time, at most
+        ``state_reads`` at once and each at ``state_bytes_per_second``, with the headers ao's CU
+        and its readers use."""
         pid = _path_id(request, "pid")
         if self._states.value == 0:
-            raise Overloaded(f"{STATE_AT_ONCE} memory reads are already in flight")
-        async with self._states:
-            state = await self._read(lambda: self.node.state(pid, self.result_wait))
-        headers = {"Last-Ordinate": str(state.slot), "Last-Timestamp": str(state.timestamp),
-                   "Last-Block-Height": str(state.block_height)}
-        return Response(state.memory, 200, headers, media_type="application/octet-stream")
+            raise Overloaded(f"{self.state_reads} state reads are already in flight (state_reads)")
+        await self._states.acquire()
+        try:
+            state = await self._read(lambda: self.node.state_stream(pid, self.result_wait))
+        except BaseException:
+            self._states.release()
+            raise
+        chunks = state.chunks(STATE_CHUNK)
+        pace = Pace(self.state_rate)
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                while (chunk := await self._read(lambda: next(chunks, None))) is not None:
+                    yield chunk
+                    await pace.sent(len(chunk))
+            finally:
+                self._states.release()
+
+        headers = {"Content-Length": str(state.size), "Last-Ordinate": str(state.slot),
+                   "Last-Timestamp": str(state.timestamp), "Last-Block-Height": str(state.block_height)}
+        return StreamingResponse(body(), 200, headers, media_type="application/octet-stream")
 
     # -- gateway and node -----------------------------------------------------------------------
     async def graphql(self, request: Request) -> Response:

@@ -172,10 +172,12 @@ class Store:
                 self._adopt_new_size()
         raise ActoraoError(f"the store at {self.path} could not grow its map")
 
-    def read(self, body: Callable[[lmdb.Transaction], T]) -> T:
+    def read(self, body: Callable[[lmdb.Transaction], T], *, buffers: bool = False) -> T:
+        """Run ``body`` in a read transaction; with ``buffers`` its values are views into the map,
+        valid only inside ``body``."""
         for _ in range(_MAX_RETRIES):
             try:
-                with self._gate.shared(), self.env.begin() as txn:
+                with self._gate.shared(), self.env.begin(buffers=buffers) as txn:  # type: ignore[call-overload]
                     return body(txn)
             except lmdb.MapResizedError:
                 self._adopt_new_size()
@@ -457,6 +459,37 @@ class Store:
             return chain[::-1]
 
         return self.read(body)
+
+    def checkpoint_sizes(self, pid: str, is_base: Callable[[Any], bool]) -> list[tuple[int, int]]:
+        """The slot and size of each checkpoint in ``pid``'s newest chain, oldest (its base) first,
+        without copying one: a state read streams them with ``checkpoint_part``."""
+        prefix = pid.encode()
+
+        def body(txn: lmdb.Transaction) -> list[tuple[int, int]]:
+            cursor = txn.cursor(db=self.checkpoints)
+            found = cursor.prev() if cursor.set_range(log_key(pid, (1 << 64) - 1)) else cursor.last()
+            chain: list[tuple[int, int]] = []
+            while found and bytes(cursor.key())[:-8] == prefix:
+                value = cursor.value()
+                chain.append((split_key(bytes(cursor.key()))[1], len(value)))
+                if is_base(value):
+                    break
+                found = cursor.prev()
+            return chain[::-1]
+
+        return self.read(body, buffers=True)
+
+    def checkpoint_part(self, pid: str, slot: int, start: int, length: int, head: int) -> tuple[bytes, bytes] | None:
+        """The first ``head`` bytes of ``pid``'s checkpoint at ``slot`` and ``length`` bytes of it from
+        ``start``, copied out of one short read; None if it is no longer stored. A checkpoint is read
+        in parts, so a long read never holds a transaction (which would stop the map from growing)."""
+        key = log_key(pid, slot)
+
+        def body(txn: lmdb.Transaction) -> tuple[bytes, bytes] | None:
+            value = txn.get(key, db=self.checkpoints)
+            return None if value is None else (bytes(value[:head]), bytes(value[start:start + length]))
+
+        return self.read(body, buffers=True)
 
     def put_checkpoint(self, txn: lmdb.Transaction, pid: str, slot: int, blob: bytes, *, prune_before: bool) -> None:
         """Store a checkpoint of ``pid`` at ``slot``; ``prune_before`` drops every older one (a new base)."""
