@@ -67,10 +67,10 @@ class Node:
         self._close_lock = threading.Lock()
         self._lock_file = _lock_data_path(self.path)
         shutil.rmtree(self.path / "run", ignore_errors=True)  # sockets of earlier runs, all dead now
-        self._store = Store(self.path, map_size=config.map_size)
+        self._store = Store(self.path, map_size=config.map_size, max_map_size=config.max_map_size)
         # A data path keeps every shard it ever had: their logs hold processes.
         self._logs = ShardLogs(self._store, max(config.scheduler_count, existing_shards(self.path)),
-                               map_size=config.map_size)
+                               map_size=config.map_size, max_map_size=config.max_map_size)
         self._logs.reader_check()  # readers left by processes of an earlier run that were killed
         self.identity = self._store.identity(lambda: new_id(b"node identity"))
         self._runtime = runtime_dir(self.path, f"{os.getpid()}-{new_id()[:8]}")
@@ -96,6 +96,7 @@ class Node:
             lambda: self._schedulers.processes,
             on_worker_restart=self._worker_restarted,
             restart_intensity=config.restart_intensity,
+            max_map_size=config.max_map_size,
         )
         # The shards push each commit's assignments straight to the workers, where the pool places them.
         self._schedulers.placement = self._pool.placement_of
@@ -141,7 +142,7 @@ class Node:
     def _start_shard(self, index: int) -> OSProcess:
         config = ShardConfig(index, str(self.path), str(self._runtime), self.identity,
                              self._schedulers.addresses[index], self.config.map_size, self.config.max_pending,
-                             os.getpid())
+                             os.getpid(), self.config.max_map_size)
         return OSProcess.python_module("actorao.su", config.to_json(), heartbeat=True)
 
     def _child_restarted(self, child_id: str) -> None:

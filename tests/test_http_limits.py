@@ -156,3 +156,42 @@ def test_pace_sleeps_until_the_bytes_sent_are_due() -> None:
         await pace.sent(2000)  # due at 103.5
     asyncio.run(run())
     assert slept == [0.5, 1.0]
+
+
+def test_a_full_store_answers_507_and_keeps_nothing_of_the_write(tmp_path: Path) -> None:
+    from actorao import StoreFull, ans104, examples
+
+    signer = ans104.RsaSigner.generate()
+    big = "x" * (5 << 20)  # more than the map may grow to
+    with Node(tmp_path / "node", workers=1, schedulers=1, map_size=2 << 20, max_map_size=4 << 20) as node, \
+            HttpServer(node, port=0) as server:
+        pid = node.spawn(examples.wasm("counter"), {"Name": "full"})
+        with pytest.raises(StoreFull, match="max_map_size"):
+            node.send(pid, {"Action": "Inc"}, big)
+        item = ans104.create_data_item(signer, big, [("Data-Protocol", "ao"), ("Variant", "ao.TN.1"),
+                                                     ("Type", "Message"), ("Action", "Inc")], target=pid)
+        with open_socket(server.url) as sock:
+            body = item.to_bytes()
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+                         b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+            reply = read_response(sock)
+        assert reply.startswith(b"HTTP/1.1 507 "), reply[:300]
+        assert b"is full" in reply and b"nothing of this write was kept" in reply
+        # Nothing half-written: the log goes on from the spawn, and the refused item is nowhere.
+        ack = node.send(pid, {"Action": "Inc"})
+        assert ack.slot == 1 and node.result(ack.id).output == "1"
+        assert node.reads.find(item.id) is None
+        assert [entry.slot for entry in node.reads.log_page(pid, None, None, 10)[0]] == [0, 1]
+
+
+def test_disk_errors_from_lmdb_are_store_full() -> None:
+    import errno
+    import os
+
+    import lmdb
+
+    from actorao.persist._store import disk_full
+
+    assert disk_full(lmdb.Error(f"mdb_txn_commit: {os.strerror(errno.EIO)}"))
+    assert disk_full(lmdb.DiskError(f"mdb_put: {os.strerror(errno.ENOSPC)}"))
+    assert not disk_full(lmdb.BadValsizeError("mdb_put: MDB_BAD_VALSIZE: Unsupported size of key/DB pointer/data"))

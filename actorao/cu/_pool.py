@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import zmq
 
+from actorao._config import DEFAULT_MAX_MAP_SIZE
 from actorao._exceptions import ModuleError, NodeStopped, Overloaded, Timeout
 from actorao.cu._process import Limits
 from actorao.cu._worker import WorkerConfig
@@ -148,12 +149,14 @@ class WorkerPool:
         on_worker_restart: Callable[[], object] | None = None,
         on_tick: Callable[[], object] | None = None,
         restart_intensity: tuple[int, float] = (10, 5.0),
+        max_map_size: int = DEFAULT_MAX_MAP_SIZE,
     ) -> None:
         self.data_path = data_path
         self.runtime = runtime
         self.workers = workers
         self.limits = limits
         self.map_size = map_size
+        self.max_map_size = max_map_size
         self.shards = shards  # the scheduler shards whose logs the workers read
         self._on_results = on_results
         self._known_processes = known_processes
@@ -199,7 +202,8 @@ class WorkerPool:
 
         def start(index: int) -> OSProcess:
             config = WorkerConfig(
-                index, str(self.data_path), str(self.runtime), self.limits, self.map_size, os.getpid(), self.shards
+                index, str(self.data_path), str(self.runtime), self.limits, self.map_size, os.getpid(), self.shards,
+                self.max_map_size,
             )
             return OSProcess.python_module("actorao.cu", config.to_json(), heartbeat=True)
 

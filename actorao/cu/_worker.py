@@ -22,6 +22,7 @@ import lmdb
 import orjson
 import zmq
 
+from actorao._config import DEFAULT_MAX_MAP_SIZE
 from actorao._exceptions import ModuleError
 from actorao.cu import _checkpoint as checkpoints
 from actorao.cu._modules import ModuleRegistry
@@ -67,6 +68,7 @@ class WorkerConfig:
     map_size: int
     parent: int = 0  # the node's pid
     shards: int = 1  # scheduler shards: where the logs are
+    max_map_size: int = DEFAULT_MAX_MAP_SIZE
 
     def to_json(self) -> str:
         return orjson.dumps(dataclasses.asdict(self)).decode()
@@ -267,7 +269,7 @@ def run_worker(config: WorkerConfig) -> None:
     signal.signal(signal.SIGTERM, _terminate)
     die_with_parent(config.parent)  # an orphan worker would hold LMDB readers and evaluate for nobody
     start_heartbeat()  # a worker that stops (SIGSTOP) or wedges falls silent, and is replaced
-    store = Store(config.data_path, metasync=False, map_size=config.map_size)
+    store = Store(config.data_path, metasync=False, map_size=config.map_size, max_map_size=config.max_map_size)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     runtime = Path(config.runtime)
     inbox = open_socket(context, zmq.PULL, worker_address(runtime, config.index), bind=False)

@@ -31,6 +31,7 @@ from actorao._exceptions import (
     NodeStopped,
     Overloaded,
     SignatureError,
+    StoreFull,
     Timeout,
     UnknownMessage,
     UnknownProcess,
@@ -106,6 +107,8 @@ def error_response(exc: Exception) -> Response:
         status, headers = 503, {"Retry-After": str(RETRY_AFTER_S)}
     elif isinstance(exc, Timeout):
         status = 504
+    elif isinstance(exc, StoreFull):
+        status = 507  # Insufficient Storage
     elif isinstance(exc, HTTPException):
         status, doc = exc.status_code, {"error": exc.detail}
     else:

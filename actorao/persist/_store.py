@@ -28,7 +28,9 @@ file. (Unsynced worker commits, NOSYNC, would risk corrupting acknowledged log e
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,8 +41,8 @@ from typing import Any, TypeVar
 import lmdb
 import orjson
 
-from actorao._config import DEFAULT_MAP_SIZE
-from actorao._exceptions import ActoraoError
+from actorao._config import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE
+from actorao._exceptions import ActoraoError, StoreFull
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,15 @@ def _index_value(value: bytes | memoryview | None) -> tuple[bytes, int] | None:
     if len(value) == _KEY_LENGTH + 8:
         return bytes(value[:_KEY_LENGTH]), int.from_bytes(value[_KEY_LENGTH:], "big")
     return bytes(value), 0
+
+
+_DISK_ERRORS = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG))
+
+
+def disk_full(exc: lmdb.Error) -> bool:
+    """Whether an LMDB error says the disk took no more: py-lmdb raises DiskError for ENOSPC, and a
+    plain Error carrying the OS's message (``mdb_txn_commit: Input/output error``) for the rest."""
+    return isinstance(exc, lmdb.DiskError) or any(text in str(exc) for text in _DISK_ERRORS)
 
 
 def log_key(process: str, slot: int) -> bytes:
@@ -128,9 +139,11 @@ class Store:
     grow (here) or has grown (in another process), so ``MapFullError`` never reaches a caller."""
 
     def __init__(
-        self, path: str | Path, *, sync: bool = True, metasync: bool = True, map_size: int = DEFAULT_MAP_SIZE
+        self, path: str | Path, *, sync: bool = True, metasync: bool = True, map_size: int = DEFAULT_MAP_SIZE,
+        max_map_size: int = DEFAULT_MAX_MAP_SIZE,
     ) -> None:
         self.path = Path(path)
+        self.max_map_size = max(max_map_size, map_size)
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             self.env = lmdb.open(
@@ -170,6 +183,11 @@ class Store:
                 self._grow()
             except lmdb.MapResizedError:
                 self._adopt_new_size()
+            except lmdb.Error as exc:
+                if disk_full(exc):
+                    raise StoreFull(f"the disk under the store at {self.path} is full or failing ({exc}); "
+                                    "nothing of this write was kept: free space and send it again") from exc
+                raise
         raise ActoraoError(f"the store at {self.path} could not grow its map")
 
     def read(self, body: Callable[[lmdb.Transaction], T], *, buffers: bool = False) -> T:
@@ -191,7 +209,11 @@ class Store:
 
     def _grow(self) -> None:
         with self._gate.exclusive():
-            size = self.env.info()["map_size"] * 2
+            size = self.env.info()["map_size"]
+            if size >= self.max_map_size:
+                raise StoreFull(f"the store at {self.path} is full: its map reached max_map_size ({size} bytes); "
+                                "nothing of this write was kept: raise max_map_size, or free space")
+            size = min(size * 2, self.max_map_size)
             log.info("growing the LMDB map of %s to %d MiB", self.path, size >> 20)
             self.env.set_mapsize(size)
 
