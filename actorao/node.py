@@ -72,6 +72,7 @@ class Node:
         self._logs = ShardLogs(self._store, max(config.scheduler_count, existing_shards(self.path)),
                                map_size=config.map_size, max_map_size=config.max_map_size)
         self._logs.reader_check()  # readers left by processes of an earlier run that were killed
+        self._logs.index_existing()  # the gateway's index, for stores written before it had one
         self.identity = self._store.identity(lambda: new_id(b"node identity"))
         self._runtime = runtime_dir(self.path, f"{os.getpid()}-{new_id()[:8]}")
         self._modules = ModuleRegistry(self._store, keep_artifacts=True)

@@ -195,3 +195,69 @@ def test_disk_errors_from_lmdb_are_store_full() -> None:
     assert disk_full(lmdb.Error(f"mdb_txn_commit: {os.strerror(errno.EIO)}"))
     assert disk_full(lmdb.DiskError(f"mdb_put: {os.strerror(errno.ENOSPC)}"))
     assert not disk_full(lmdb.BadValsizeError("mdb_put: MDB_BAD_VALSIZE: Unsupported size of key/DB pointer/data"))
+
+
+class CountingReads:
+    """The node's read facade, counting the spawn messages read: how much a query scanned."""
+
+    def __init__(self, reads: object) -> None:
+        self.reads, self.spawns = reads, 0
+
+    def spawn(self, pid: str) -> object:
+        self.spawns += 1
+        return self.reads.spawn(pid)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.reads, name)
+
+
+def test_tag_and_owner_filters_read_what_they_match_not_every_process(node: Node) -> None:
+    import orjson
+
+    from actorao import examples
+    from actorao.http._gateway import MAX_SCAN, Gateway
+
+    module = node.add_module(examples.wasm("echo"))
+    pids = [node.spawn(module, {"Name": f"indexed-{index}", "Kind": "indexed"}) for index in range(12)]
+    gateway = Gateway(node, lambda: "http://127.0.0.1:1")
+    counting = CountingReads(node.reads)
+    gateway.reads = counting  # type: ignore[assignment]
+
+    def ask(query: str, variables: dict[str, object] | None = None) -> dict[str, object]:
+        return gateway.execute(orjson.dumps({"query": query, "variables": variables or {}}))
+
+    # aos's lookup of its process by name and owner
+    found = ask('query ($owners: [String!]!) { transactions(first: 10, owners: $owners, tags: ['
+                '{name: "Data-Protocol", values: ["ao"]}, {name: "Type", values: ["Process"]}, '
+                '{name: "Name", values: ["indexed-7"]}]) { edges { node { id } } } }', {"owners": [node.identity]})
+    assert [edge["node"]["id"] for edge in found["data"]["transactions"]["edges"]] == [pids[7]]  # type: ignore[index]
+    assert counting.spawns == 1
+    both = ask('{ transactions(tags: [{name: "Kind", values: ["indexed"]}, {name: "Name", values: ["indexed-1", '
+               '"indexed-2", "nobody"]}]) { edges { node { id } } } }')
+    assert sorted(e["node"]["id"] for e in both["data"]["transactions"]["edges"]) == sorted(pids[1:3])  # type: ignore[index]
+    assert counting.spawns == 3
+    # aoconnect's Scheduler-Location by owner reads no process at all
+    location = ask('query ($owner: String!) { transactions(owners: [$owner], tags: [{name: "Data-Protocol", '
+                   'values: ["ao"]}, {name: "Type", values: ["Scheduler-Location"]}], sort: HEIGHT_DESC, first: 1) '
+                   '{ edges { node { tags { name value } } } } }', {"owner": node.identity})
+    assert len(location["data"]["transactions"]["edges"]) == 1 and counting.spawns == 3  # type: ignore[index]
+    assert MAX_SCAN >= 12
+
+
+def test_a_store_written_before_the_index_is_indexed_when_the_node_opens(tmp_path: Path) -> None:
+    import orjson
+
+    from actorao import examples
+    from actorao.http._gateway import Gateway
+    from actorao.persist import Store
+
+    with Node(tmp_path / "node", workers=1, schedulers=1) as node:
+        pid = node.spawn(examples.wasm("echo"), {"Name": "from-before"})
+    store = Store(tmp_path / "node")  # as a store written before the index existed: none of it
+    store.write(lambda txn: (txn.drop(store.db["tagged"], delete=False), txn.delete(b"tagged-index", db=store.meta)))
+    assert store.tagged(b"p", "Name", "from-before", 10) == []
+    store.close()
+    with Node(tmp_path / "node", workers=1, schedulers=1) as node:
+        query = '{ transactions(tags: [{name: "Name", values: ["from-before"]}]) { edges { node { id } } } }'
+        found = Gateway(node, lambda: "").execute(orjson.dumps({"query": query}))
+        assert [edge["node"]["id"] for edge in found["data"]["transactions"]["edges"]] == [pid]

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 
 from actorao._config import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE
-from actorao.persist._store import Store, split_key
+from actorao.persist._store import PROCESS, Store, split_key
 
 __all__ = ["ShardLogs", "shard_path"]
 
@@ -52,6 +52,17 @@ class ShardLogs:
         """Close the shard environments (not the main one, which its owner closes)."""
         for store in self.stores[1:]:
             store.close()
+
+    def tagged_processes(self, name: str, value: str, limit: int) -> list[str]:
+        """Processes spawned with tag ``name`` = ``value`` (``OWNER``: by that owner), at most ``limit``."""
+        found: list[str] = []
+        for store in self.stores:
+            found += store.tagged(PROCESS, name, value, limit - len(found))
+        return found
+
+    def index_existing(self) -> None:
+        for store in self.stores:
+            store.index_existing()
 
     def reader_check(self) -> None:
         for store in self.stores:

@@ -15,6 +15,8 @@
     attested     process id ‖ slot -> the attestation whose head for that process is that slot (those
                  stores' index: a random insert per process and commit, which commit numbers avoid)
     handoffs     process id ‖ slot -> a signed hand-off: from that slot on, another shard schedules it
+    tagged       kind (b"m" module, b"p" process) ‖ SHA-256(tag name ‖ 0 ‖ value)[:16] ‖ id -> nothing: the
+                 gateway's index, so a tag or owner filter reads what matches, not every process
 
 Keys of the log and of results sort by process, then slot, so one process's history is one range and
 appends land in key order. Only this room spells a key: every other room asks by name ("the head of a
@@ -29,10 +31,11 @@ file. (Unsynced worker commits, NOSYNC, would risk corrupting acknowledged log e
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +52,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SUBDATABASES = ("meta", "modules", "processes", "messages", "log", "results", "checkpoints", "undelivered", "items",
-                "attestations", "attested", "handoffs", "commits")
+                "attestations", "attested", "handoffs", "commits", "tagged")
 _MAX_RETRIES = 64
 
 
@@ -85,6 +88,14 @@ def disk_full(exc: lmdb.Error) -> bool:
     """Whether an LMDB error says the disk took no more: py-lmdb raises DiskError for ENOSPC, and a
     plain Error carrying the OS's message (``mdb_txn_commit: Input/output error``) for the rest."""
     return isinstance(exc, lmdb.DiskError) or any(text in str(exc) for text in _DISK_ERRORS)
+
+
+MODULE, PROCESS = b"m", b"p"
+OWNER = "\x00owner"  # the tag name the index files owners under; no tag can be named so
+
+
+def _tag_key(kind: bytes, name: str, value: str) -> bytes:
+    return kind + hashlib.sha256(name.encode() + b"\x00" + value.encode()).digest()[:16]
 
 
 def log_key(process: str, slot: int) -> bytes:
@@ -425,6 +436,51 @@ class Store:
 
         return self.read(body)
 
+    # The gateway's index
+    def put_tagged(self, txn: lmdb.Transaction, kind: bytes, tx_id: str, owner: str,
+                   tags: Iterable[tuple[str, str]]) -> None:
+        """Index a module or process (``kind``) by each of its tags and by its owner."""
+        db = self.db["tagged"]
+        for name, value in {*tags, (OWNER, owner)}:
+            txn.put(_tag_key(kind, name, value) + tx_id.encode(), b"", db=db)
+
+    def tagged(self, kind: bytes, name: str, value: str, limit: int) -> list[str]:
+        """Ids of the ``kind`` indexed with tag ``name`` = ``value`` (``OWNER``: by owner), at most ``limit``."""
+        db, prefix = self.db["tagged"], _tag_key(kind, name, value)
+
+        def body(txn: lmdb.Transaction) -> list[str]:
+            cursor = txn.cursor(db=db)
+            found: list[str] = []
+            if cursor.set_range(prefix):
+                for key in cursor.iternext(values=False):
+                    if not bytes(key).startswith(prefix) or len(found) >= limit:
+                        break
+                    found.append(bytes(key[len(prefix):]).decode())
+            return found
+
+        return self.read(body)
+
+    def index_existing(self) -> None:
+        """Fill the index from the processes spawned (their slot 0 in this log) and the modules
+        stored before it existed; once per store."""
+        def body(txn: lmdb.Transaction) -> None:
+            if txn.get(b"tagged-index", db=self.meta) is not None:
+                return
+            for key, meta in list(txn.cursor(db=self.modules)):
+                if len(key) == _ID_BYTES:
+                    doc = orjson.loads(meta)
+                    self.put_tagged(txn, MODULE, bytes(key).decode(), doc.get("owner", ""),
+                                    [(tag["name"], tag["value"]) for tag in doc.get("tags", ())])
+            for key in list(txn.cursor(db=self.processes).iternext(values=False)):
+                spawn = txn.get(bytes(key) + (0).to_bytes(8, "big"), db=self.log)
+                if spawn is not None:
+                    doc = orjson.loads(spawn)
+                    self.put_tagged(txn, PROCESS, bytes(key).decode(), doc.get("Owner", ""),
+                                    [(tag["name"], tag["value"]) for tag in doc.get("Tags", ())])
+            txn.put(b"tagged-index", b"1", db=self.meta)
+
+        self.write(body)
+
     # Modules
     def module_ids(self) -> list[str]:
         db = self.modules
@@ -453,6 +509,9 @@ class Store:
         artifact and the signed item it came in as."""
         key = module.id.encode()
         if txn.get(key, db=self.modules) is None:
+            meta = orjson.loads(module.meta)
+            self.put_tagged(txn, MODULE, module.id, meta.get("owner", ""),
+                            [(tag["name"], tag["value"]) for tag in meta.get("tags", ())])
             txn.put(key, module.meta, db=self.modules)
             txn.put(key + _WASM, module.wasm, db=self.modules)
             if module.signed is not None:
