@@ -16,6 +16,7 @@ from actorao._exceptions import (
     NodeStopped,
     Overloaded,
     SignatureError,
+    StoreFull,
     Timeout,
     Trap,
     UnknownMessage,
@@ -23,7 +24,7 @@ from actorao._exceptions import (
 )
 from actorao._future import Future
 from actorao.message import Assignment, Message, Process, Result
-from actorao.node import Ack, Node, ProcessState
+from actorao.node import Ack, Node, ProcessState, StateStream
 
 __all__ = [
     "Ack",
@@ -43,6 +44,8 @@ __all__ = [
     "ProcessState",
     "Result",
     "SignatureError",
+    "StateStream",
+    "StoreFull",
     "Timeout",
     "Trap",
     "UnknownMessage",

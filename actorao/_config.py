@@ -30,6 +30,7 @@ DEFAULT_MAX_FUEL = 10 * DEFAULT_FUEL  # the most a process's Compute-Limit may a
 DEFAULT_MEMORY_LIMIT = 1 << 30
 DEFAULT_MAX_MEMORY_LIMIT = 4 << 30  # the most a Memory-Limit may ask for: all a wasm32 module can address
 DEFAULT_MAP_SIZE = 1 << 30  # LMDB grows it by doubling when full
+DEFAULT_MAX_MAP_SIZE = 1 << 40  # up to this; past it a write fails with StoreFull (507 over HTTP)
 DEFAULT_MAX_PENDING = 200_000  # messages waiting for assignment before the SU says Overloaded
 DEFAULT_MAX_BACKLOG = 100_000  # outgoing messages waiting for the SU, across the node
 DEFAULT_MAX_PER_RESULT = 10_000  # messages (and assignments, one per target) one result may send
@@ -58,6 +59,7 @@ class NodeConfig:
     max_data_bytes: int = 10 * 1024 * 1024  # a message's Data
     max_pending: int = DEFAULT_MAX_PENDING
     map_size: int = DEFAULT_MAP_SIZE
+    max_map_size: int = DEFAULT_MAX_MAP_SIZE  # the most each LMDB environment may grow to
     restart_intensity: tuple[int, float] = (10, 5.0)  # worker restarts allowed per that many seconds
     cron_catch_up: int = DEFAULT_CATCH_UP
     max_backlog: int = DEFAULT_MAX_BACKLOG
@@ -73,6 +75,14 @@ class NodeConfig:
     port: int = DEFAULT_HTTP_PORT
     verify: bool = True  # check every data item's signature
     max_body: int = 64 * 1024 * 1024  # a module item is the largest thing that comes in
+    # Request bodies buffered at once, across every request in flight: past it, 503 and Retry-After.
+    max_buffered_bodies: int = 256 * 1024 * 1024
+    # As nginx counts them: the whole header must arrive within header_timeout of the connection
+    # (or of the request's first byte), and the body may not pause longer than body_timeout.
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    state_reads: int = 2  # GET /state reads streaming at once; past it, 503
+    state_bytes_per_second: int = 256 * 1024 * 1024  # each state read's pace
     result_wait: float = 30.0  # seconds GET /result waits for an evaluation
     public_url: str | None = None  # where clients reach the node, for its Scheduler-Location
     # /dashboard and /metrics: required when set; without it they serve a loopback bind only
@@ -88,12 +98,13 @@ class NodeConfig:
                 raise InvalidMessage(name, f"must be a whole number of at least 1, got {value!r}")
         for name in ("compute_limit", "memory_limit", "max_compute_limit", "max_memory_limit", "checkpoint_every",
                      "checkpoint_full_every", "max_data_bytes",
-                     "max_pending", "map_size", "max_backlog", "max_sends_per_result", "max_spawns_per_result",
-                     "max_result_bytes", "max_body"):
+                     "max_pending", "map_size", "max_map_size", "max_backlog", "max_sends_per_result",
+                     "max_spawns_per_result", "max_result_bytes", "max_body", "max_buffered_bodies", "state_reads",
+                     "state_bytes_per_second"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidMessage(name, f"must be a whole number of at least 1, got {value!r}")
-        for name in ("checkpoint_ms", "timeout", "result_wait"):
+        for name in ("checkpoint_ms", "timeout", "result_wait", "header_timeout", "body_timeout"):
             if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
                 raise InvalidMessage(name, f"must be a positive number of seconds, got {getattr(self, name)!r}")
         for name, ceiling in (("compute_limit", "max_compute_limit"), ("memory_limit", "max_memory_limit")):
@@ -161,9 +172,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "path": Path, "workers": int, "schedulers": int, "compute_limit": int, "memory_limit": int, "checkpoint_every": int,
     "max_compute_limit": int, "max_memory_limit": int,
     "checkpoint_ms": float, "checkpoint_full_every": int, "max_data_bytes": int, "max_pending": int,
-    "map_size": int, "restart_intensity": _intensity, "cron_catch_up": int, "max_backlog": int,
-    "max_sends_per_result": int, "max_spawns_per_result": int, "timeout": float, "host": str, "port": int,
-    "max_result_bytes": int, "verify": _bool, "max_body": int,
-    "result_wait": float, "public_url": str,
+    "map_size": int, "max_map_size": int, "restart_intensity": _intensity, "cron_catch_up": int, "max_backlog": int,
+    "max_sends_per_result": int, "max_spawns_per_result": int, "max_result_bytes": int, "timeout": float,
+    "host": str, "port": int, "verify": _bool, "max_body": int,
+    "result_wait": float, "public_url": str, "max_buffered_bodies": int, "header_timeout": float,
+    "body_timeout": float, "state_reads": int, "state_bytes_per_second": int,
     "admin_token": str,
 }

@@ -10,6 +10,7 @@
     │   ├── MemoryLimitExceeded    it grew past its memory limit
     │   └── Trap                   it trapped (unreachable, out of bounds, bad result ...)
     ├── Overloaded            a bound was hit (queue high-water mark, size limit); retry later
+    ├── StoreFull             the disk, or the store's max_map_size, is full: nothing of that write was kept
     ├── Timeout               a wait ran out before its answer arrived
     └── NodeStopped           the node is closed, or closed while the call was waiting
 
@@ -27,6 +28,7 @@ __all__ = [
     "NodeStopped",
     "Overloaded",
     "SignatureError",
+    "StoreFull",
     "Timeout",
     "Trap",
     "UnknownMessage",
@@ -80,6 +82,12 @@ class Trap(ModuleError):
 
 class Overloaded(ActoraoError):
     """A bound was hit; the caller should slow down and retry."""
+
+
+class StoreFull(ActoraoError):
+    """A write did not fit: the disk is full (or failing), or the store reached its max_map_size.
+    The write's transaction was aborted whole, so nothing of it was kept and nothing was
+    acknowledged; free space (or raise max_map_size) and send it again."""
 
 
 class Timeout(ActoraoError, TimeoutError):

@@ -13,9 +13,9 @@ import orjson
 
 from actorao._exceptions import UnknownMessage, UnknownProcess
 from actorao.message import is_id
-from actorao.persist import ShardLogs, Store, log_key, split_key
+from actorao.persist import MODULE, OWNER, ShardLogs, Store, log_key, split_key
 
-__all__ = ["LogEntry", "NodeReads", "ResultEntry"]
+__all__ = ["OWNER", "LogEntry", "NodeReads", "ResultEntry"]
 
 PAGE_BYTES = 8 * 1024 * 1024  # a page stops early past this much message data, and says more follow
 _LAST_SLOT = (1 << 64) - 1
@@ -193,6 +193,11 @@ class NodeReads:
         found = self._store.result_page(pid, 0 if after is None else after + 1, _LAST_SLOT if last is None else last,
                                         limit, ascending, PAGE_BYTES, keep)
         return [ResultEntry(slot, *stamps[slot], raw) for slot, raw in found]
+
+    def tagged(self, name: str, value: str, limit: int) -> tuple[list[str], list[str]]:
+        """Modules and processes indexed with tag ``name`` = ``value`` (``OWNER``: by that owner):
+        at most ``limit`` of each."""
+        return self._store.tagged(MODULE, name, value, limit), self._logs.tagged_processes(name, value, limit)
 
     # -- modules --------------------------------------------------------------------------------
     def module_ids(self) -> list[str]:

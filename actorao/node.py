@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -31,7 +31,16 @@ from actorao._exceptions import ActoraoError, InvalidMessage, NodeStopped, Overl
 from actorao._future import Future
 from actorao._reads import NodeReads
 from actorao.ans104 import DataItem
-from actorao.cu import Limits, ModuleRegistry, Rendezvous, Verification, WorkerPool, verify_process, worker_entries
+from actorao.cu import (
+    Limits,
+    ModuleRegistry,
+    Rendezvous,
+    StoredMemory,
+    Verification,
+    WorkerPool,
+    verify_process,
+    worker_entries,
+)
 from actorao.mailbox import runtime_dir
 from actorao.message import Message, Result, TagsLike, new_id
 from actorao.mu import Cron, Entrance, Messenger
@@ -41,7 +50,7 @@ from actorao.supervisor import ChildSpec, OSProcess, Supervisor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Ack", "Node", "NodeConfig", "ProcessState"]
+__all__ = ["Ack", "Node", "NodeConfig", "ProcessState", "StateStream"]
 
 T = TypeVar("T")
 
@@ -68,11 +77,12 @@ class Node:
         self._close_lock = threading.Lock()
         self._lock_file = _lock_data_path(self.path)
         shutil.rmtree(self.path / "run", ignore_errors=True)  # sockets of earlier runs, all dead now
-        self._store = Store(self.path, map_size=config.map_size)
+        self._store = Store(self.path, map_size=config.map_size, max_map_size=config.max_map_size)
         # A data path keeps every shard it ever had: their logs hold processes.
         self._logs = ShardLogs(self._store, max(config.scheduler_count, existing_shards(self.path)),
-                               map_size=config.map_size)
+                               map_size=config.map_size, max_map_size=config.max_map_size)
         self._logs.reader_check()  # readers left by processes of an earlier run that were killed
+        self._logs.index_existing()  # the gateway's index, for stores written before it had one
         self.identity = self._store.identity(lambda: new_id(b"node identity"))
         self._runtime = runtime_dir(self.path, f"{os.getpid()}-{new_id()[:8]}")
         self._modules = ModuleRegistry(self._store, keep_artifacts=True)
@@ -99,6 +109,7 @@ class Node:
             lambda: self._schedulers.processes,
             on_worker_restart=self._worker_restarted,
             restart_intensity=config.restart_intensity,
+            max_map_size=config.max_map_size,
         )
         # The shards push each commit's assignments straight to the workers, where the pool places them.
         self._schedulers.placement = self._pool.placement_of
@@ -144,7 +155,7 @@ class Node:
     def _start_shard(self, index: int) -> OSProcess:
         config = ShardConfig(index, str(self.path), str(self._runtime), self.identity,
                              self._schedulers.addresses[index], self.config.map_size, self.config.max_pending,
-                             os.getpid())
+                             os.getpid(), self.config.max_map_size)
         return OSProcess.python_module("actorao.su", config.to_json(), heartbeat=True)
 
     def _child_restarted(self, child_id: str) -> None:
@@ -282,12 +293,24 @@ class Node:
 
     def state(self, pid: str, timeout: float | None = None) -> ProcessState:
         """The process's memory after every message acknowledged so far, with the slot and
-        timestamp of the last one it evaluated."""
+        timestamp of the last one it evaluated: ``state_stream`` read whole."""
+        stream = self.state_stream(pid, timeout)
+        return ProcessState(b"".join(stream.chunks()), stream.slot, stream.timestamp, stream.block_height)
+
+    def state_stream(self, pid: str, timeout: float | None = None) -> StateStream:
+        """The process's memory after every message acknowledged so far, to be read in chunks: its
+        worker checkpoints it where it stands, and the memory is then read from the stored
+        checkpoint, never copied whole through the worker or held here."""
         self._known(pid)
-        memory, slot = self._pool.state(pid, self.config.timeout if timeout is None else timeout)
-        entry = self._logs.log_entry(pid, slot)
+        slot = self._pool.checkpoint(pid, self.config.timeout if timeout is None else timeout)
+        if slot < 0:
+            raise UnknownProcess(f"process {pid} has no evaluated state yet")
+        stored = StoredMemory.newest(self._store, pid)
+        if stored is None or stored.slot < slot:
+            raise ActoraoError(f"process {pid}'s checkpoint at slot {slot} is not in the store")
+        entry = self._logs.log_entry(pid, stored.slot)
         doc = orjson.loads(entry) if entry is not None else {}
-        return ProcessState(memory, slot, doc.get("Timestamp", 0), doc.get("Block-Height", 0))
+        return StateStream(stored, stored.slot, stored.size, doc.get("Timestamp", 0), doc.get("Block-Height", 0))
 
     def state_digest(self, pid: str, timeout: float | None = None) -> str:
         """SHA-256 of the process's memory and globals after every message acknowledged so far: two
@@ -552,6 +575,22 @@ class ProcessState:
     slot: int
     timestamp: int
     block_height: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateStream:
+    """A process's memory at ``slot``, ``size`` bytes, read forward with ``chunks()``. Reading may
+    raise ``ReplacedWhileRead`` when the process has moved far enough meanwhile that the checkpoint
+    was pruned; read again then."""
+
+    stored: StoredMemory
+    slot: int
+    size: int
+    timestamp: int
+    block_height: int
+
+    def chunks(self, chunk: int = 1 << 20) -> Iterator[bytes]:
+        return self.stored.chunks(chunk)
 
 
 def _lock_data_path(path: Path) -> IO[str]:

@@ -110,3 +110,39 @@ def test_an_instance_updates_its_checkpoint_buffer_in_place_page_by_changed_page
     third, pages = instance.update_snapshot(second)
     assert bytes(third.memory) == instance.read_memory() and len(third.memory) > 2 * 65536
     assert pages is not None and max(pages) == len(third.memory) // PAGE - 1
+
+
+def test_a_stored_memory_streams_in_chunks_equal_to_its_restore(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    pid = new_id()
+    rng = random.Random(11)
+    memory = os.urandom(40 * PAGE)
+    base: tuple[int, Snapshot] | None = None
+    for slot in range(6):  # a base, then deltas that change pages and grow the memory
+        memory = mutate(memory, rng.sample(range(len(memory) // PAGE), 7), grow=PAGE * 3 * (slot % 2))
+        snapshot = Snapshot(memory, (("g", slot),))
+        encoded = encode(slot, snapshot, base)
+        store.write(lambda txn, encoded=encoded: checkpoints.put(txn, store, pid, encoded))
+        base = (slot, snapshot)
+    stored = checkpoints.StoredMemory.newest(store, pid)
+    assert stored is not None and (stored.slot, stored.size, len(stored.chain)) == (5, len(memory), 6)
+    for chunk in (PAGE, 3 * PAGE, 7 * PAGE + 5, 1 << 20):  # a chunk size not a whole page rounds down
+        parts = list(stored.chunks(chunk))
+        assert b"".join(parts) == memory
+        assert max(len(part) for part in parts) <= max(PAGE, chunk - chunk % PAGE)
+    assert checkpoints.StoredMemory.newest(store, new_id()) is None
+
+
+def test_a_streamed_read_stops_when_its_checkpoint_is_pruned(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    pid = new_id()
+    first = os.urandom(64 * PAGE)
+    store.write(lambda txn: checkpoints.put(txn, store, pid, encode(1, Snapshot(first, ()), None)))
+    stored = checkpoints.StoredMemory.newest(store, pid)
+    assert stored is not None
+    chunks = stored.chunks(PAGE)
+    assert next(chunks) == first[:PAGE]
+    newer = encode(2, Snapshot(os.urandom(64 * PAGE), ()), None)  # a new base prunes the one being read
+    store.write(lambda txn: checkpoints.put(txn, store, pid, newer))
+    with pytest.raises(checkpoints.ReplacedWhileRead, match="read the state again"):
+        list(chunks)

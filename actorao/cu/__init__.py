@@ -3,6 +3,7 @@ process's slots in order and storing the results."""
 
 from __future__ import annotations
 
+from actorao.cu._checkpoint import ReplacedWhileRead, StoredMemory
 from actorao.cu._modules import ModuleRegistry, module_format_of
 from actorao.cu._pool import WorkerPool, place, worker_entries
 from actorao.cu._process import HostedProcess, Limits
@@ -15,6 +16,8 @@ __all__ = [
     "Mismatch",
     "ModuleRegistry",
     "Rendezvous",
+    "ReplacedWhileRead",
+    "StoredMemory",
     "Verification",
     "WorkerPool",
     "module_format_of",

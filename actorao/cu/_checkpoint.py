@@ -15,13 +15,15 @@ from __future__ import annotations
 import struct
 import threading
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, cast
 
 import lmdb
 import orjson
 import zstandard
 
+from actorao._exceptions import Overloaded
 from actorao.persist import Store
 from actorao.vm import DIFF_PAGE, Instance, Snapshot
 
@@ -171,3 +173,108 @@ def read_chain(store: Store, pid: str) -> list[bytes]:
 def put(txn: lmdb.Transaction, store: Store, pid: str, encoded: Encoded) -> None:
     """Store one checkpoint; a full one prunes the chains before it."""
     store.put_checkpoint(txn, pid, encoded.slot, encoded.blob, prune_before=encoded.full)
+
+
+# -- reading a stored memory without holding it ---------------------------------------------------
+STREAM_CHUNK = 1 << 20  # bytes of memory a state read yields at a time
+_PART = 256 << 10  # compressed bytes copied out of the store per short read
+
+
+class ReplacedWhileRead(Overloaded):
+    """A checkpoint was pruned or rewritten while a state read streamed it: read again."""
+
+
+class _Part:
+    """One stored checkpoint blob as a file-like source for zstd: each read copies the next part
+    out of the store in a read transaction of its own, and checks the blob is still the same one."""
+
+    def __init__(self, store: Store, pid: str, slot: int, size: int) -> None:
+        self.store, self.pid, self.slot, self.size = store, pid, slot, size
+        self.at = 0
+        self.head: bytes | None = None
+
+    def read(self, length: int = -1) -> bytes:
+        length = self.size - self.at if length < 0 else min(length, self.size - self.at)
+        if length <= 0:
+            return b""
+        found = self.store.checkpoint_part(self.pid, self.slot, self.at, length, _HEAD.size)
+        if found is None or (self.head is not None and found[0] != self.head):
+            raise ReplacedWhileRead(f"the checkpoint of {self.pid} at slot {self.slot} was replaced while it was "
+                                    "read; read the state again")
+        self.head = found[0]
+        self.at += len(found[1])
+        return found[1]
+
+
+def _read_exactly(reader: Any, length: int, what: str) -> bytes:
+    parts, got = [], 0
+    while got < length:
+        part = reader.read(length - got)
+        if not part:
+            raise ValueError(f"{what} ends {length - got} bytes short")
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMemory:
+    """The memory of ``pid``'s newest stored checkpoint chain: its slot and size, and ``chunks()``
+    to read it forward. Each blob's zstd stream is decompressed as the read goes (a delta's pages are
+    in order, so every stream is read once, forward), and each page is taken from the newest blob
+    that holds it. What is held is a chunk, the deltas' page tables and the decompressors' windows:
+    never the memory."""
+
+    store: Store
+    pid: str
+    slot: int
+    size: int
+    chain: tuple[tuple[int, int], ...]  # (slot, stored bytes), base first
+
+    @classmethod
+    def newest(cls, store: Store, pid: str) -> StoredMemory | None:
+        chain = store.checkpoint_sizes(pid, lambda blob: blob[1] == _FULL)
+        if not chain:
+            return None
+        newest_slot, newest_size = chain[-1]
+        head = _Part(store, pid, newest_slot, newest_size).read(_HEAD.size)
+        return cls(store, pid, newest_slot, _HEAD.unpack(head)[4], tuple(chain))
+
+    def chunks(self, chunk: int = STREAM_CHUNK) -> Iterator[bytes]:
+        chunk -= chunk % PAGE
+        layers = []  # (decompressing reader, its page numbers in order, memory size) per blob, base first
+        expected = -1
+        for number, (slot, stored) in enumerate(self.chain):
+            source = _Part(self.store, self.pid, slot, stored)
+            version, kind, this_slot, base_slot, size, count, globals_size = _HEAD.unpack(source.read(_HEAD.size))
+            if version != _VERSION:
+                raise ValueError(f"checkpoint at slot {this_slot} has version {version}, this node reads {_VERSION}")
+            if (kind == _FULL) != (number == 0) or (kind == _DELTA and base_slot != expected):
+                raise ValueError(f"checkpoint chain is broken at slot {this_slot}")
+            expected = this_slot
+            source.read(globals_size)
+            # A decompressor each: streams of one decompressor share its context, and these interleave.
+            reader = zstandard.ZstdDecompressor().stream_reader(cast(Any, source), read_size=_PART)
+            pages = array("I")
+            if kind == _DELTA:
+                pages.frombytes(_read_exactly(reader, 4 * count, f"the delta at slot {this_slot}"))
+            layers.append((reader, pages, size))
+        cursors = [0] * len(layers)
+        for start in range(0, self.size, chunk):
+            end = min(start + chunk, self.size)
+            out = bytearray(end - start)
+            # Oldest layer first, so the newest copy of a page is the one that stays.
+            base, _, base_size = layers[0]
+            if start < base_size:
+                out[: min(end, base_size) - start] = _read_exactly(base, min(end, base_size) - start, "the base")
+            first_page, end_page = start // PAGE, -(-end // PAGE)
+            for number in range(1, len(layers)):
+                reader, pages, layer_size = layers[number]
+                at = cursors[number]
+                while at < len(pages) and pages[at] < end_page:
+                    offset = (pages[at] - first_page) * PAGE
+                    data = _read_exactly(reader, min(PAGE, layer_size - pages[at] * PAGE), f"checkpoint layer {number}")
+                    out[offset:offset + len(data)] = data
+                    at += 1
+                cursors[number] = at
+            yield bytes(out)

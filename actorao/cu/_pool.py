@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import zmq
 
+from actorao._config import DEFAULT_MAX_MAP_SIZE
 from actorao._exceptions import ModuleError, NodeStopped, Overloaded, Timeout
 from actorao.cu._process import Limits
 from actorao.cu._worker import WorkerConfig
@@ -148,12 +149,14 @@ class WorkerPool:
         on_worker_restart: Callable[[], object] | None = None,
         on_tick: Callable[[], object] | None = None,
         restart_intensity: tuple[int, float] = (10, 5.0),
+        max_map_size: int = DEFAULT_MAX_MAP_SIZE,
     ) -> None:
         self.data_path = data_path
         self.runtime = runtime
         self.workers = workers
         self.limits = limits
         self.map_size = map_size
+        self.max_map_size = max_map_size
         self.shards = shards  # the scheduler shards whose logs the workers read
         self._on_results = on_results
         self._known_processes = known_processes
@@ -199,7 +202,8 @@ class WorkerPool:
 
         def start(index: int) -> OSProcess:
             config = WorkerConfig(
-                index, str(self.data_path), str(self.runtime), self.limits, self.map_size, os.getpid(), self.shards
+                index, str(self.data_path), str(self.runtime), self.limits, self.map_size, os.getpid(), self.shards,
+                self.max_map_size,
             )
             return OSProcess.python_module("actorao.cu", config.to_json(), heartbeat=True)
 
@@ -386,12 +390,13 @@ class WorkerPool:
     def state_digest(self, pid: str, timeout: float) -> str:
         return self._ask(DIGEST, pid, b"", timeout).decode()
 
-    def state(self, pid: str, timeout: float) -> tuple[bytes, int]:
-        """The process's memory after every message sent to its worker so far, and its last slot."""
-        answer = self._ask(DIGEST, pid, b"memory", timeout)
+    def checkpoint(self, pid: str, timeout: float) -> int:
+        """Have the process's worker checkpoint it after every message sent to it so far, and store
+        that; returns the checkpoint's slot (-1: nothing evaluated yet)."""
+        answer = self._ask(DIGEST, pid, b"checkpoint", timeout)
         if not answer:
             raise ModuleError(f"process {pid} cannot be loaded on its worker; see its results' Error")
-        return answer[8:], int.from_bytes(answer[:8], "big")
+        return int.from_bytes(answer, "big", signed=True)
 
     def _ask(self, kind: bytes, pid: str, message: bytes, timeout: float) -> bytes:
         """Ask the worker hosting ``pid`` something, after everything sent to it before. The question

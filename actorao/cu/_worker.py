@@ -24,6 +24,7 @@ import lmdb
 import orjson
 import zmq
 
+from actorao._config import DEFAULT_MAX_MAP_SIZE
 from actorao.cu import _checkpoint as checkpoints
 from actorao.cu._lanes import Finished, Lanes, Op
 from actorao.cu._modules import ModuleRegistry
@@ -73,6 +74,7 @@ class WorkerConfig:
     parent: int = 0  # the node's pid
     shards: int = 1  # scheduler shards: where the logs are
     threads: int = 4  # evaluation threads: this many long messages at once before neighbours wait
+    max_map_size: int = DEFAULT_MAX_MAP_SIZE
 
     def to_json(self) -> str:
         return orjson.dumps(dataclasses.asdict(self)).decode()
@@ -204,14 +206,16 @@ class Worker:
 
     def digest_one(self, pid: str, what: bytes, out: list[tuple[bytes, bytes]]) -> bytes:
         """The SHA-256 of a process's memory and globals, after every acknowledged message; or, when
-        asked for b"memory", the last evaluated slot (8 bytes, big-endian) and the memory itself."""
+        asked for b"checkpoint", a checkpoint where it stands, answered with its slot (8 bytes,
+        big-endian; -1 before any): the answer goes out after the commit, so a state read then
+        streams the memory from the store and nothing large crosses the socket."""
         self.catch_up(pid, out)
         process = self.hosted(pid)
         if process is None:
             return b""
-        if what == b"memory":
-            slot = process.inbox.next_slot - 1
-            return slot.to_bytes(8, "big") + process.instance.read_memory()
+        if what == b"checkpoint":
+            process.checkpoint_now()
+            return (process.inbox.next_slot - 1).to_bytes(8, "big", signed=True)
         return process.instance.digest().encode()
 
     def evict_one(self, pid: str) -> None:
@@ -317,7 +321,7 @@ def run_worker(config: WorkerConfig) -> None:
     signal.signal(signal.SIGTERM, _terminate)
     die_with_parent(config.parent)  # an orphan worker would hold LMDB readers and evaluate for nobody
     start_heartbeat()  # a worker that stops (SIGSTOP) or wedges falls silent, and is replaced
-    store = Store(config.data_path, metasync=False, map_size=config.map_size)
+    store = Store(config.data_path, metasync=False, map_size=config.map_size, max_map_size=config.max_map_size)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     runtime = Path(config.runtime)
     inbox = open_socket(context, zmq.PULL, worker_address(runtime, config.index), bind=False)

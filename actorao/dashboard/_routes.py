@@ -273,8 +273,8 @@ class Dashboard:
 
     async def memory(self, request: Request) -> Response:
         pid = self._known(request)
-        state = await self._read(lambda: self.node.state(pid, timeout=10.0))
-        return _json({"bytes": len(state.memory), "slot": state.slot})
+        state = await self._read(lambda: self.node.state_stream(pid, timeout=10.0))
+        return _json({"bytes": state.size, "slot": state.slot})
 
     async def messenger(self, request: Request) -> Response:
         def read() -> dict[str, Any]:

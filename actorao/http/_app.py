@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from actorao._exceptions import (
@@ -31,6 +31,7 @@ from actorao._exceptions import (
     NodeStopped,
     Overloaded,
     SignatureError,
+    StoreFull,
     Timeout,
     UnknownMessage,
     UnknownProcess,
@@ -53,9 +54,26 @@ RETRY_AFTER_S = 1
 # copy) cannot take every thread and starve the posts that would let them finish.
 WRITE_THREADS = 64
 READ_THREADS = 32
-STATE_AT_ONCE = 2  # /state copies a whole memory (up to a GiB) through the worker and the socket
+STATE_CHUNK = 1 << 20  # memory bytes a state read moves at a time
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,19}")
 _NONCE = re.compile(r"-?[0-9]{1,19}")
+
+
+class Pace:
+    """Keeps a stream to ``rate`` bytes a second: after each send it sleeps until the bytes sent so
+    far are due. The clock and the sleep are injected, so a test counts the sleeps."""
+
+    def __init__(self, rate: int, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> None:
+        self.rate, self.clock, self.sleep = rate, clock, sleep
+        self.started = clock()
+        self.total = 0
+
+    async def sent(self, size: int) -> None:
+        self.total += size
+        ahead = self.started + self.total / self.rate - self.clock()
+        if ahead > 0:
+            await self.sleep(ahead)
 
 
 class BodyTooLarge(ActoraoError):
@@ -89,6 +107,8 @@ def error_response(exc: Exception) -> Response:
         status, headers = 503, {"Retry-After": str(RETRY_AFTER_S)}
     elif isinstance(exc, Timeout):
         status = 504
+    elif isinstance(exc, StoreFull):
+        status = 507  # Insufficient Storage
     elif isinstance(exc, HTTPException):
         status, doc = exc.status_code, {"error": exc.detail}
     else:
@@ -171,6 +191,9 @@ class AoHttpApi:
         max_body: int | None = None,
         result_wait: float | None = None,
         public_url: str = "",
+        max_buffered_bodies: int | None = None,
+        state_reads: int | None = None,
+        state_bytes_per_second: int | None = None,
     ) -> None:
         """Options left None take the node's ``NodeConfig``."""
         config = node.config
@@ -179,11 +202,15 @@ class AoHttpApi:
         self.max_body = config.max_body if max_body is None else max_body
         self.result_wait = config.result_wait if result_wait is None else result_wait
         self.public_url = public_url or config.public_url or ""
+        self.max_buffered = config.max_buffered_bodies if max_buffered_bodies is None else max_buffered_bodies
+        self.buffered = 0  # body bytes held by requests in flight; the event loop alone changes it
         self.views = LogView(node)
         self.gateway = Gateway(node, lambda: self.public_url)
         self._writes = anyio.CapacityLimiter(WRITE_THREADS)
         self._reads = anyio.CapacityLimiter(READ_THREADS)
-        self._states = anyio.Semaphore(STATE_AT_ONCE)
+        self.state_reads = config.state_reads if state_reads is None else state_reads
+        self.state_rate = config.state_bytes_per_second if state_bytes_per_second is None else state_bytes_per_second
+        self._states = anyio.Semaphore(self.state_reads)
 
     async def _write(self, call: Callable[[], T]) -> T:
         return await anyio.to_thread.run_sync(call, limiter=self._writes)
@@ -223,12 +250,19 @@ class AoHttpApi:
             raise BodyTooLarge(f"body of {declared} bytes is over this route's limit of {limit}")
         parts: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge(f"body over this route's limit of {limit} bytes")
-            parts.append(chunk)
-        return b"".join(parts)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                self.buffered += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(f"body over this route's limit of {limit} bytes")
+                if self.buffered > self.max_buffered:
+                    raise Overloaded(f"the node is buffering {self.buffered} bytes of request bodies, over its cap "
+                                     f"of {self.max_buffered} (max_buffered_bodies); send it again later")
+                parts.append(chunk)
+            return b"".join(parts)
+        finally:
+            self.buffered -= size
 
     # -- MU -------------------------------------------------------------------------------------
     async def mu_post(self, request: Request) -> Response:
@@ -381,14 +415,32 @@ class AoHttpApi:
         return raw_json(raw)
 
     async def state(self, request: Request) -> Response:
+        """The memory, streamed from the process's stored checkpoint a chunk at a time, at most
+        ``state_reads`` at once and each at ``state_bytes_per_second``, with the headers ao's CU
+        and its readers use."""
         pid = _path_id(request, "pid")
         if self._states.value == 0:
-            raise Overloaded(f"{STATE_AT_ONCE} memory reads are already in flight")
-        async with self._states:
-            state = await self._read(lambda: self.node.state(pid, self.result_wait))
-        headers = {"Last-Ordinate": str(state.slot), "Last-Timestamp": str(state.timestamp),
-                   "Last-Block-Height": str(state.block_height)}
-        return Response(state.memory, 200, headers, media_type="application/octet-stream")
+            raise Overloaded(f"{self.state_reads} state reads are already in flight (state_reads)")
+        await self._states.acquire()
+        try:
+            state = await self._read(lambda: self.node.state_stream(pid, self.result_wait))
+        except BaseException:
+            self._states.release()
+            raise
+        chunks = state.chunks(STATE_CHUNK)
+        pace = Pace(self.state_rate)
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                while (chunk := await self._read(lambda: next(chunks, None))) is not None:
+                    yield chunk
+                    await pace.sent(len(chunk))
+            finally:
+                self._states.release()
+
+        headers = {"Content-Length": str(state.size), "Last-Ordinate": str(state.slot),
+                   "Last-Timestamp": str(state.timestamp), "Last-Block-Height": str(state.block_height)}
+        return StreamingResponse(body(), 200, headers, media_type="application/octet-stream")
 
     # -- gateway and node -----------------------------------------------------------------------
     async def graphql(self, request: Request) -> Response:

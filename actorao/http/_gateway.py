@@ -3,7 +3,11 @@ module's tags before a spawn), and the node's own Scheduler-Location record. gra
 whatever query text arrives against the schema below, so fragments, variables and aliases all work.
 
 What is searchable: the node's Scheduler-Location, stored modules and processes by any filter, and
-messages by id. A gateway indexes every transaction; a node only knows its own.
+messages by id. A gateway indexes every transaction; a node only knows its own. Modules and
+processes are indexed by each tag and by owner, so a query with an exact tag filter or ``owners``
+(every one aoconnect and aos send: Type and Name, Scheduler-Location by owner) reads only what its
+most selective filter matches; a query that would read more than MAX_SCAN records is refused and
+told to narrow itself.
 
 Blocks come from the node: a process's or message's is the Block-Height and Timestamp its SU stamped
 (this node has no base layer, so the height is 0), a module's the time it was stored. ``sort``
@@ -22,7 +26,7 @@ import graphql
 import orjson
 
 from actorao._exceptions import ActoraoError, InvalidMessage
-from actorao._reads import LogEntry
+from actorao._reads import OWNER, LogEntry
 from actorao.ans104 import DataItem
 from actorao.http._views import signed_item
 from actorao.message import DATA_PROTOCOL, VARIANT, encode_id, is_id
@@ -60,6 +64,7 @@ type Bundle { id: ID! }
 MAX_FIRST = 100
 MAX_TOKENS = 2000  # a query aoconnect sends is about 40 tokens; this bounds what a query can ask
 MAX_ROOT_FIELDS = 8  # aliases of transactions(...) in one query, each a scan of the node's index
+MAX_SCAN = 1000  # records one transactions(...) may read to answer
 _CURSOR = re.compile(r"[0-9]{1,9}")
 SCHEDULER_TTL_MS = "3600000"
 
@@ -142,9 +147,9 @@ class Gateway:
 
         ids = args.get("ids")
         if ids:
-            candidates: Iterator[dict[str, Any] | None] = (self._by_id(tx_id) for tx_id in ids)
+            candidates: Iterator[dict[str, Any] | None] = (self._by_id(tx_id) for tx_id in ids[:MAX_SCAN])
         else:
-            candidates = self._all()
+            candidates = self._indexed(args)
         wanted = [tx for tx in candidates if tx is not None and _matches(tx, args)]
         found = _sorted(wanted, str(args.get("sort") or "HEIGHT_DESC"))[: start + first + 1]
         page = found[start: start + first]
@@ -188,11 +193,32 @@ class Gateway:
         entry = self.reads.find(tx_id)
         return self._logged(tx_id, entry) if entry is not None else None
 
-    def _all(self) -> Iterator[dict[str, Any] | None]:
+    def _indexed(self, args: dict[str, Any]) -> Iterator[dict[str, Any] | None]:
+        """The records the query's most selective exact filter (a tag, or owners) matches, read
+        through the index; every record when it has none. Either way at most MAX_SCAN of them."""
+        filters = [(wanted["name"], wanted["values"]) for wanted in args.get("tags") or ()
+                   if wanted.get("op", "EQ") == "EQ" and wanted.get("match", "EXACT") == "EXACT"]
+        if args.get("owners"):
+            filters.append((OWNER, args["owners"]))
+        best: tuple[list[str], list[str]] | None = None
+        for name, values in filters:
+            modules: list[str] = []
+            processes: list[str] = []
+            for value in values:
+                found = self.reads.tagged(name, value, MAX_SCAN + 1)
+                modules += found[0]
+                processes += found[1]
+            if best is None or len(modules) + len(processes) < len(best[0]) + len(best[1]):
+                best = (sorted(set(modules)), sorted(set(processes)))
+        if best is None:
+            best = (self.reads.module_ids(), self.reads.process_ids())
+        if len(best[0]) + len(best[1]) > MAX_SCAN:
+            raise InvalidMessage("transactions", f"this filter matches more than {MAX_SCAN} transactions on this "
+                                 "node; narrow it with a Name tag or owners")
         yield self.scheduler_location()
-        for module_id in self.reads.module_ids():
+        for module_id in best[0]:
             yield self._module(module_id)
-        for pid in self.reads.process_ids():
+        for pid in best[1]:
             try:
                 yield self._logged(pid, self.reads.spawn(pid))
             except ActoraoError:  # spawned, not yet committed

@@ -16,6 +16,7 @@ import uvloop
 
 from actorao._exceptions import ActoraoError
 from actorao.http._app import create_app
+from actorao.http._protocol import timed_protocol
 from actorao.node import Node
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,12 @@ def http_url(host: str, port: int) -> str:
 
 def _config(node: Node, host: str, port: int, **options: Any) -> uvicorn.Config:
     public_url = options.pop("public_url", "") or http_url(host, port)
+    header_timeout = options.pop("header_timeout", None) or node.config.header_timeout
+    body_timeout = options.pop("body_timeout", None) or node.config.body_timeout
     app = create_app(node, public_url=public_url, bind_host=host, **options)
     return uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
-        loop="uvloop", http="httptools", timeout_graceful_shutdown=5,
+        loop="uvloop", http=timed_protocol(header_timeout, body_timeout), timeout_graceful_shutdown=5,
     )
 
 

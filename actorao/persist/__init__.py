@@ -4,7 +4,8 @@ id, the per-process log, results and checkpoints."""
 from __future__ import annotations
 
 from actorao.persist._logs import ShardLogs, existing_shards, shard_path
-from actorao.persist._store import SUBDATABASES, ModuleRecord, Store, log_key, split_key
+from actorao.persist._store import MODULE, OWNER, PROCESS, SUBDATABASES, ModuleRecord, Store, log_key, split_key
 
-__all__ = ["SUBDATABASES", "ModuleRecord", "ShardLogs", "Store", "existing_shards", "log_key", "shard_path",
+__all__ = ["MODULE", "OWNER", "PROCESS", "SUBDATABASES",
+           "ModuleRecord", "ShardLogs", "Store", "existing_shards", "log_key", "shard_path",
            "split_key"]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import orjson
 
-from actorao._config import DEFAULT_MAP_SIZE
-from actorao.persist._store import Store, split_key
+from actorao._config import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE
+from actorao.persist._store import PROCESS, Store, split_key
 
 __all__ = ["ShardLogs", "shard_path"]
 
@@ -34,10 +34,12 @@ def existing_shards(data_path: str | Path) -> int:
 class ShardLogs:
     """The log side of every shard, by process: ``of(pid)`` is the store that holds ``pid``'s log."""
 
-    def __init__(self, main: Store, count: int, *, map_size: int = DEFAULT_MAP_SIZE, metasync: bool = True) -> None:
+    def __init__(self, main: Store, count: int, *, map_size: int = DEFAULT_MAP_SIZE, metasync: bool = True,
+                 max_map_size: int = DEFAULT_MAX_MAP_SIZE) -> None:
         self.main = main
         self.stores = [main] + [
-            Store(shard_path(main.path, index), map_size=map_size, metasync=metasync) for index in range(1, count)
+            Store(shard_path(main.path, index), map_size=map_size, metasync=metasync, max_map_size=max_map_size)
+            for index in range(1, count)
         ]
         self._segments: dict[str, list[tuple[int, int]]] = {}
         self._lock = threading.Lock()
@@ -50,6 +52,17 @@ class ShardLogs:
         """Close the shard environments (not the main one, which its owner closes)."""
         for store in self.stores[1:]:
             store.close()
+
+    def tagged_processes(self, name: str, value: str, limit: int) -> list[str]:
+        """Processes spawned with tag ``name`` = ``value`` (``OWNER``: by that owner), at most ``limit``."""
+        found: list[str] = []
+        for store in self.stores:
+            found += store.tagged(PROCESS, name, value, limit - len(found))
+        return found
+
+    def index_existing(self) -> None:
+        for store in self.stores:
+            store.index_existing()
 
     def reader_check(self) -> None:
         for store in self.stores:

@@ -15,6 +15,8 @@
     attested     process id ‖ slot -> the attestation whose head for that process is that slot (those
                  stores' index: a random insert per process and commit, which commit numbers avoid)
     handoffs     process id ‖ slot -> a signed hand-off: from that slot on, another shard schedules it
+    tagged       kind (b"m" module, b"p" process) ‖ SHA-256(tag name ‖ 0 ‖ value)[:16] ‖ id -> nothing: the
+                 gateway's index, so a tag or owner filter reads what matches, not every process
 
 Keys of the log and of results sort by process, then slot, so one process's history is one range and
 appends land in key order. Only this room spells a key: every other room asks by name ("the head of a
@@ -28,9 +30,12 @@ file. (Unsynced worker commits, NOSYNC, would risk corrupting acknowledged log e
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import logging
+import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,15 +44,15 @@ from typing import Any, TypeVar
 import lmdb
 import orjson
 
-from actorao._config import DEFAULT_MAP_SIZE
-from actorao._exceptions import ActoraoError
+from actorao._config import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE
+from actorao._exceptions import ActoraoError, StoreFull
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 SUBDATABASES = ("meta", "modules", "processes", "messages", "log", "results", "checkpoints", "undelivered", "items",
-                "attestations", "attested", "handoffs", "commits")
+                "attestations", "attested", "handoffs", "commits", "tagged")
 _MAX_RETRIES = 64
 
 
@@ -74,6 +79,23 @@ def _index_value(value: bytes | memoryview | None) -> tuple[bytes, int] | None:
     if len(value) == _KEY_LENGTH + 8:
         return bytes(value[:_KEY_LENGTH]), int.from_bytes(value[_KEY_LENGTH:], "big")
     return bytes(value), 0
+
+
+_DISK_ERRORS = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG))
+
+
+def disk_full(exc: lmdb.Error) -> bool:
+    """Whether an LMDB error says the disk took no more: py-lmdb raises DiskError for ENOSPC, and a
+    plain Error carrying the OS's message (``mdb_txn_commit: Input/output error``) for the rest."""
+    return isinstance(exc, lmdb.DiskError) or any(text in str(exc) for text in _DISK_ERRORS)
+
+
+MODULE, PROCESS = b"m", b"p"
+OWNER = "\x00owner"  # the tag name the index files owners under; no tag can be named so
+
+
+def _tag_key(kind: bytes, name: str, value: str) -> bytes:
+    return kind + hashlib.sha256(name.encode() + b"\x00" + value.encode()).digest()[:16]
 
 
 def log_key(process: str, slot: int) -> bytes:
@@ -128,9 +150,11 @@ class Store:
     grow (here) or has grown (in another process), so ``MapFullError`` never reaches a caller."""
 
     def __init__(
-        self, path: str | Path, *, sync: bool = True, metasync: bool = True, map_size: int = DEFAULT_MAP_SIZE
+        self, path: str | Path, *, sync: bool = True, metasync: bool = True, map_size: int = DEFAULT_MAP_SIZE,
+        max_map_size: int = DEFAULT_MAX_MAP_SIZE,
     ) -> None:
         self.path = Path(path)
+        self.max_map_size = max(max_map_size, map_size)
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             self.env = lmdb.open(
@@ -170,12 +194,19 @@ class Store:
                 self._grow()
             except lmdb.MapResizedError:
                 self._adopt_new_size()
+            except lmdb.Error as exc:
+                if disk_full(exc):
+                    raise StoreFull(f"the disk under the store at {self.path} is full or failing ({exc}); "
+                                    "nothing of this write was kept: free space and send it again") from exc
+                raise
         raise ActoraoError(f"the store at {self.path} could not grow its map")
 
-    def read(self, body: Callable[[lmdb.Transaction], T]) -> T:
+    def read(self, body: Callable[[lmdb.Transaction], T], *, buffers: bool = False) -> T:
+        """Run ``body`` in a read transaction; with ``buffers`` its values are views into the map,
+        valid only inside ``body``."""
         for _ in range(_MAX_RETRIES):
             try:
-                with self._gate.shared(), self.env.begin() as txn:
+                with self._gate.shared(), self.env.begin(buffers=buffers) as txn:  # type: ignore[call-overload]
                     return body(txn)
             except lmdb.MapResizedError:
                 self._adopt_new_size()
@@ -189,7 +220,11 @@ class Store:
 
     def _grow(self) -> None:
         with self._gate.exclusive():
-            size = self.env.info()["map_size"] * 2
+            size = self.env.info()["map_size"]
+            if size >= self.max_map_size:
+                raise StoreFull(f"the store at {self.path} is full: its map reached max_map_size ({size} bytes); "
+                                "nothing of this write was kept: raise max_map_size, or free space")
+            size = min(size * 2, self.max_map_size)
             log.info("growing the LMDB map of %s to %d MiB", self.path, size >> 20)
             self.env.set_mapsize(size)
 
@@ -401,6 +436,51 @@ class Store:
 
         return self.read(body)
 
+    # The gateway's index
+    def put_tagged(self, txn: lmdb.Transaction, kind: bytes, tx_id: str, owner: str,
+                   tags: Iterable[tuple[str, str]]) -> None:
+        """Index a module or process (``kind``) by each of its tags and by its owner."""
+        db = self.db["tagged"]
+        for name, value in {*tags, (OWNER, owner)}:
+            txn.put(_tag_key(kind, name, value) + tx_id.encode(), b"", db=db)
+
+    def tagged(self, kind: bytes, name: str, value: str, limit: int) -> list[str]:
+        """Ids of the ``kind`` indexed with tag ``name`` = ``value`` (``OWNER``: by owner), at most ``limit``."""
+        db, prefix = self.db["tagged"], _tag_key(kind, name, value)
+
+        def body(txn: lmdb.Transaction) -> list[str]:
+            cursor = txn.cursor(db=db)
+            found: list[str] = []
+            if cursor.set_range(prefix):
+                for key in cursor.iternext(values=False):
+                    if not bytes(key).startswith(prefix) or len(found) >= limit:
+                        break
+                    found.append(bytes(key[len(prefix):]).decode())
+            return found
+
+        return self.read(body)
+
+    def index_existing(self) -> None:
+        """Fill the index from the processes spawned (their slot 0 in this log) and the modules
+        stored before it existed; once per store."""
+        def body(txn: lmdb.Transaction) -> None:
+            if txn.get(b"tagged-index", db=self.meta) is not None:
+                return
+            for key, meta in list(txn.cursor(db=self.modules)):
+                if len(key) == _ID_BYTES:
+                    doc = orjson.loads(meta)
+                    self.put_tagged(txn, MODULE, bytes(key).decode(), doc.get("owner", ""),
+                                    [(tag["name"], tag["value"]) for tag in doc.get("tags", ())])
+            for key in list(txn.cursor(db=self.processes).iternext(values=False)):
+                spawn = txn.get(bytes(key) + (0).to_bytes(8, "big"), db=self.log)
+                if spawn is not None:
+                    doc = orjson.loads(spawn)
+                    self.put_tagged(txn, PROCESS, bytes(key).decode(), doc.get("Owner", ""),
+                                    [(tag["name"], tag["value"]) for tag in doc.get("Tags", ())])
+            txn.put(b"tagged-index", b"1", db=self.meta)
+
+        self.write(body)
+
     # Modules
     def module_ids(self) -> list[str]:
         db = self.modules
@@ -429,6 +509,9 @@ class Store:
         artifact and the signed item it came in as."""
         key = module.id.encode()
         if txn.get(key, db=self.modules) is None:
+            meta = orjson.loads(module.meta)
+            self.put_tagged(txn, MODULE, module.id, meta.get("owner", ""),
+                            [(tag["name"], tag["value"]) for tag in meta.get("tags", ())])
             txn.put(key, module.meta, db=self.modules)
             txn.put(key + _WASM, module.wasm, db=self.modules)
             if module.signed is not None:
@@ -457,6 +540,37 @@ class Store:
             return chain[::-1]
 
         return self.read(body)
+
+    def checkpoint_sizes(self, pid: str, is_base: Callable[[Any], bool]) -> list[tuple[int, int]]:
+        """The slot and size of each checkpoint in ``pid``'s newest chain, oldest (its base) first,
+        without copying one: a state read streams them with ``checkpoint_part``."""
+        prefix = pid.encode()
+
+        def body(txn: lmdb.Transaction) -> list[tuple[int, int]]:
+            cursor = txn.cursor(db=self.checkpoints)
+            found = cursor.prev() if cursor.set_range(log_key(pid, (1 << 64) - 1)) else cursor.last()
+            chain: list[tuple[int, int]] = []
+            while found and bytes(cursor.key())[:-8] == prefix:
+                value = cursor.value()
+                chain.append((split_key(bytes(cursor.key()))[1], len(value)))
+                if is_base(value):
+                    break
+                found = cursor.prev()
+            return chain[::-1]
+
+        return self.read(body, buffers=True)
+
+    def checkpoint_part(self, pid: str, slot: int, start: int, length: int, head: int) -> tuple[bytes, bytes] | None:
+        """The first ``head`` bytes of ``pid``'s checkpoint at ``slot`` and ``length`` bytes of it from
+        ``start``, copied out of one short read; None if it is no longer stored. A checkpoint is read
+        in parts, so a long read never holds a transaction (which would stop the map from growing)."""
+        key = log_key(pid, slot)
+
+        def body(txn: lmdb.Transaction) -> tuple[bytes, bytes] | None:
+            value = txn.get(key, db=self.checkpoints)
+            return None if value is None else (bytes(value[:head]), bytes(value[start:start + length]))
+
+        return self.read(body, buffers=True)
 
     def put_checkpoint(self, txn: lmdb.Transaction, pid: str, slot: int, blob: bytes, *, prune_before: bool) -> None:
         """Store a checkpoint of ``pid`` at ``slot``; ``prune_before`` drops every older one (a new base)."""

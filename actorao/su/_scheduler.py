@@ -27,7 +27,7 @@ from actorao._exceptions import ActoraoError, NodeStopped, Overloaded, UnknownPr
 from actorao._future import Future
 from actorao.ans104 import item_signature
 from actorao.message import Assignment, Message, Process, assignment_from_module_json, module_json
-from actorao.persist import ModuleRecord, Store, split_key
+from actorao.persist import PROCESS, ModuleRecord, Store, split_key
 from actorao.supervisor import ThreadChild
 
 log = logging.getLogger(__name__)
@@ -351,6 +351,7 @@ class SchedulerUnit(ThreadChild):
                     if request.module is not None:
                         store.put_module(txn, request.module)
                     store.put_process(txn, item.id, process_record(item.module, request.limits))
+                    store.put_tagged(txn, PROCESS, item.id, item.owner, item.tags)
                     pid, message = item.id, item.as_message()
                     heads[pid] = _Head(0, None)
                 else:

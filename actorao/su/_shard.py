@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 import zmq
 
+from actorao._config import DEFAULT_MAX_MAP_SIZE
 from actorao._exceptions import ActoraoError
 from actorao._future import Future
 from actorao.mailbox import ACKS, ASSIGNED, READY, REQUEST, acks_address, open_socket, pack, shard_address, unpack
@@ -50,6 +51,7 @@ class ShardConfig:
     map_size: int
     max_pending: int
     parent: int  # the node's OS pid
+    max_map_size: int = DEFAULT_MAX_MAP_SIZE
 
     def to_json(self) -> str:
         return orjson.dumps(dataclasses.asdict(self)).decode()
@@ -192,7 +194,8 @@ def run_shard(config: ShardConfig) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     die_with_parent(config.parent)
     start_heartbeat()
-    store = Store(shard_path(config.data_path, config.index), map_size=config.map_size)
+    store = Store(shard_path(config.data_path, config.index), map_size=config.map_size,
+                  max_map_size=config.max_map_size)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     runtime = Path(config.runtime)
     requests = open_socket(context, zmq.PULL, shard_address(runtime, config.index), bind=True)
