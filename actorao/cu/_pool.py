@@ -202,8 +202,8 @@ class WorkerPool:
 
         def start(index: int) -> OSProcess:
             config = WorkerConfig(
-                index, str(self.data_path), str(self.runtime), self.limits, self.map_size, os.getpid(), self.shards,
-                self.max_map_size,
+                index, str(self.data_path), str(self.runtime), self.limits, self.map_size, parent=os.getpid(),
+                shards=self.shards, max_map_size=self.max_map_size,
             )
             return OSProcess.python_module("actorao.cu", config.to_json(), heartbeat=True)
 
