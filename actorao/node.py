@@ -268,6 +268,13 @@ class Node:
         self.check_open()
         return self._entrance.add_module(module, tags)
 
+    def add_data(self, data: DataItem | bytes, tags: TagsLike = None) -> str:
+        """Store data that WeaveDrive serves to processes as ``/data/<id>``; returns its id. A signed
+        item keeps its id, owner and tags; plain bytes are stored under their SHA-256. A process reads
+        it once an Attestation of it is in its log (see actorao/cu/_drive.py)."""
+        self.check_open()
+        return self._entrance.add_data(data, tags)
+
     def module_info(self, module_id: str) -> dict[str, Any]:
         """A stored module's owner and tags."""
         found = self.reads.module(module_id)

@@ -6,12 +6,15 @@ process may not read halts the evaluation.
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import orjson
 import wasmtime
 
+from actorao import Node
 from actorao.vm import Evaluator, Instance, compile_module
 from actorao.vm._weavedrive import HALT, DriveFile, FileNotAdmissible
+from tests.test_aos import aos_wasm, evaluate
 
 PATH_AT, OUT_AT, FIRST_AT, SECOND_AT = 1024, 2000, 3000, 3100
 CONTENT = b"abcdefghijklmnop"
@@ -139,3 +142,35 @@ def test_open_files_are_state_a_restored_instance_reads_on_from_the_same_place()
     fresh = Instance(compiled, memory_limit=1 << 24)
     first.restore(fresh.snapshot())
     assert 3 not in first.host.files
+
+
+# -- on a node: real aos (wasm64, Asyncify) reading data stored in LMDB ----------------------------------
+def test_aos_reads_attested_data_from_the_store_and_halts_on_unattested_data(tmp_path: Path) -> None:
+    wasm = aos_wasm("wasm64")
+    text = b"hello weavedrive, from lmdb"
+    with Node(tmp_path / "node", workers=1) as node:
+        data_id = node.add_data(text, {"Content-Type": "text/plain"})
+        assert node.add_data(text) == data_id  # stored once, under its SHA-256
+        assert node._store.data_range(data_id, 6, 10) == b"weavedrive"
+        pid = node.spawn(wasm, {"Extension": "WeaveDrive", "Attestor": node.identity})
+        assert evaluate(node, pid, "kept = 41").ok
+        read = (f"local f = io.open('/data/{data_id}'); if not f then return 'absent' end; "
+                "local head = f:read(5); f:seek('set', 6); kept = kept + 1; return head .. '|' .. f:read(10)")
+        halted = evaluate(node, pid, read)
+        assert halted.error is not None and halted.error.startswith(f"{HALT}: /data/{data_id}")
+        assert evaluate(node, pid, "return kept").output["data"] == "41"  # carried on from before it
+        attested = node.send(pid, {"Type": "Attestation", "Message": data_id, "Data-Protocol": "ao"})
+        assert node.result(attested, timeout=60).error is None
+        assert evaluate(node, pid, read).output["data"] == "hello|weavedrive"
+        absent = evaluate(node, pid, f"return tostring(io.open('/data/{'A' * 43}'))")
+        assert absent.error is not None and HALT in absent.error  # not stored and not attested: halts too
+        assert evaluate(node, pid, "return kept").output["data"] == "42"
+
+
+def test_without_the_extension_every_file_is_absent(tmp_path: Path) -> None:
+    with Node(tmp_path / "node", workers=1) as node:
+        data_id = node.add_data(b"data")
+        pid = node.spawn(aos_wasm("wasm64"))
+        result = evaluate(node, pid, f"return tostring(io.open('/data/{data_id}'))")
+        assert result.ok, result.error
+        assert result.output["data"] == "nil"
