@@ -450,7 +450,8 @@ class Node:
     def post_item(self, item: DataItem | bytes, *, verify: bool = True) -> Future[Ack] | str:
         """Take a signed ANS-104 data item, as AO's MU does: a ``Type=Message`` item is sent to its
         Target, a ``Type=Process`` item spawns a process (its id is the item's), and a
-        ``Type=Module`` item stores a module (returned: its id, which Process items name).
+        ``Type=Module`` item stores a module (returned: its id, which Process items name). An item
+        that is not an ao item (no ``Data-Protocol=ao``) is data for WeaveDrive (returned: its id).
 
         Messages and spawns give a future of their Ack, resolved once durable; the item is stored
         beside its assignment. With ``verify`` (the default) a bad signature raises SignatureError

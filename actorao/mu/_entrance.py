@@ -250,7 +250,9 @@ class Entrance:
         if kind == "Module":
             return self.add_module(item)
         if kind not in ("Message", "Process"):
-            return self.add_data(item)  # an upload, as to Arweave: data that WeaveDrive can serve
+            if item.tag("Data-Protocol") != "ao":
+                return self.add_data(item)  # an upload, as to Arweave: data that WeaveDrive can serve
+            raise InvalidMessage("Tags['Type']", f"expected Message, Process or Module, got {kind!r}")
         data = _item_text(item)
         tags = item.tags
         refuse_pushed_tags(tags)
