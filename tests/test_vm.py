@@ -268,3 +268,18 @@ def test_fast_func_gives_what_the_public_call_gives() -> None:
         fast["add"](store, 1)
     # and the instance still runs its own module afterwards
     assert orjson.loads(Evaluator().evaluate(instance, msg("Inc"), ENV)[0])["Output"] == "1"
+
+
+def test_output_that_is_not_utf8_reads_as_ao_loader_reads_it() -> None:
+    """Text an LLM makes from random weights may be any bytes: U+FFFD stands for what is not UTF-8,
+    as emscripten's UTF8ToString gives ao's loader."""
+    wasm = wasmtime.wat2wasm("""
+    (module
+      (memory (export "memory") 1)
+      (func (export "malloc") (param i32) (result i32) i32.const 1024)
+      (func (export "handle") (param i32 i32) (result i32) i32.const 4096)
+      (data (i32.const 4096) "{\\"ok\\":true,\\"response\\":{\\"Output\\":\\"a\\ffb\\"}}\\00"))
+    """)
+    result, failed = Evaluator().evaluate(Instance(compile_module(wasm), memory_limit=1 << 20), b"{}", b"{}")
+    assert not failed, result
+    assert orjson.loads(result)["Output"] == "a\ufffdb"
