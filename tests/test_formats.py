@@ -132,3 +132,24 @@ def test_an_import_that_no_format_serves_is_named() -> None:
         compile_module(wasm, "wasm32-unknown-emscripten4")
     with pytest.raises(ModuleError, match="not served here"):
         compile_module(emscripten_module(), "wasm32-unknown-emscripten5")
+
+
+# The seven imports aos-llama's llama.wasm needs beyond aos's own (issue 13).
+LLAMA_IMPORTS = (
+    '(import "env" "__cxa_throw" (func (param i32 i32 i32)))'
+    '(import "env" "emscripten_err" (func (param i32)))'
+    '(import "env" "_munmap_js" (func (param i32 i32 i32 i32 i32 i64) (result i32)))'
+    '(import "env" "emscripten_get_heap_max" (func (result i32)))'
+    '(import "env" "strftime_l" (func (param i32 i32 i32 i32 i32) (result i32)))'
+    '(import "env" "__assert_fail" (func (param i32 i32 i32 i32)))'
+)
+
+
+def test_the_imports_of_llama_wasm_are_served_and_its_clock_is_the_glues() -> None:
+    """emscripten_get_now (llama.cpp's timings) reads the same counter as Date.now in ao's glue:
+    never the wall clock, so two runs of one log time their tokens alike."""
+    wasm = emscripten_module(date_import="env.emscripten_get_now", extra_import=LLAMA_IMPORTS)
+    compiled = compile_module(wasm, "wasm32-unknown-emscripten4")
+    first, second = (Instance(compiled, memory_limit=1 << 20) for _ in range(2))
+    assert clock_reads(first, 3) == clock_reads(second, 3) == [10004.0, 10005.0, 10006.0]
+    assert first.digest() == second.digest()

@@ -372,6 +372,10 @@ def test_cli_talks_to_a_running_node(served: tuple[Node, str], tmp_path: Path) -
     assert tags["Module-Format"] == "wasm32-unknown-unknown" and tags["Memory-Limit"] == "1-gb"
     assert tags["Compute-Limit"] == str(node.config.compute_limit) and tags["Input-Encoding"] == "JSON-1"
     assert (tmp_path / "wallet.json").stat().st_mode & 0o777 == 0o600
+    (tmp_path / "model.bin").write_bytes(bytes(range(256)) * 4)
+    data = orjson.loads(actorao("data", "add", str(tmp_path / "model.bin"), "--tag", "Content-Type=x"))["id"]
+    assert node._store.data_range(data, 250, 10) == bytes([250, 251, 252, 253, 254, 255, 0, 1, 2, 3])
+    assert orjson.loads(node._store.data_meta(data) or b"{}")["size"] == 1024
     pid = orjson.loads(actorao("spawn", module, "--tag", "Name=cli"))["id"]
     sent = actorao("send", pid, "--action", "Inc", "--wait")
     assert '"Output": "1"' in sent

@@ -349,3 +349,18 @@ def test_host_funcs_live_as_long_as_their_store() -> None:
     store = weakref.ref(instance.store)
     del instance, funcs
     assert store() is None and len(_HOST_CALLBACKS) == before  # the store's drop released each callback
+
+
+def test_output_that_is_not_utf8_reads_as_ao_loader_reads_it() -> None:
+    """Text an LLM makes from random weights may be any bytes: U+FFFD stands for what is not UTF-8,
+    as emscripten's UTF8ToString gives ao's loader."""
+    wasm = wasmtime.wat2wasm("""
+    (module
+      (memory (export "memory") 1)
+      (func (export "malloc") (param i32) (result i32) i32.const 1024)
+      (func (export "handle") (param i32 i32) (result i32) i32.const 4096)
+      (data (i32.const 4096) "{\\"ok\\":true,\\"response\\":{\\"Output\\":\\"a\\ffb\\"}}\\00"))
+    """)
+    result, failed = Evaluator().evaluate(Instance(compile_module(wasm), memory_limit=1 << 20), b"{}", b"{}")
+    assert not failed, result
+    assert orjson.loads(result)["Output"] == "a\ufffdb"

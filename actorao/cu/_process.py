@@ -19,6 +19,7 @@ import orjson
 from actorao._config import DEFAULT_MAX_PER_RESULT, DEFAULT_MAX_RESULT_BYTES, DEFAULT_MAX_SPAWNS
 from actorao._exceptions import ModuleError
 from actorao.cu import _checkpoint as checkpoints
+from actorao.cu._drive import ProcessDrive, weavedrive_enabled
 from actorao.mailbox import NonceInbox
 from actorao.persist import ShardLogs, Store
 from actorao.vm import CompiledModule, Evaluator, Instance, Snapshot
@@ -77,6 +78,14 @@ class HostedProcess:
         self.since_checkpoint = 0
         self.compute_since_checkpoint = 0.0  # seconds of evaluation: host time, never seen by modules
         self.deltas_since_full = limits.full_every  # the first checkpoint is a full one
+        self.weavedrive = weavedrive_enabled(env)
+
+    def _run(self, slot: int, message: bytes) -> tuple[bytes, bool]:
+        """Evaluate ``message`` as slot ``slot``, with the WeaveDrive files it may read."""
+        files = getattr(self.instance.host, "files", None)
+        if files is not None:
+            files.drive = ProcessDrive(self.store, self.env, self._read_log, slot, message) if self.weavedrive else None
+        return self.evaluator.evaluate(self.instance, message, self.env)
 
     def _fresh_instance(self) -> Instance:
         return Instance(self.compiled, memory_limit=self.limits.memory, fuel=self.limits.fuel)
@@ -109,7 +118,7 @@ class HostedProcess:
         for slot, message in self._read_log(first, last):
             if slot in self.failed:
                 continue
-            _, failed = self.evaluator.evaluate(self.instance, message, self.env)
+            _, failed = self._run(slot, message)
             if failed:  # cannot happen with a deterministic module; say so loudly if it does
                 log.error("process %s: slot %d failed on replay but not originally", self.pid, slot)
 
@@ -140,7 +149,7 @@ class HostedProcess:
 
     def _evaluate(self, slot: int, message: bytes) -> bytes:
         started = self._compute_clock()
-        result, failed = self.evaluator.evaluate(self.instance, message, self.env)
+        result, failed = self._run(slot, message)
         if failed:
             self.failed.add(slot)
             self._rollback(slot)
@@ -178,7 +187,7 @@ class HostedProcess:
     def dry_run(self, message: bytes) -> bytes:
         """Evaluate ``message`` on the current state and put the state back as it was."""
         before = self.instance.snapshot()
-        result, failed = self.evaluator.evaluate(self.instance, message, self.env)
+        result, failed = self._run(self.inbox.next_slot, message)
         if failed or self.instance.memory_size() != len(before.memory):
             self.instance = self._fresh_instance()
         self.instance.restore(before)

@@ -275,8 +275,8 @@ class AoHttpApi:
 
         def post() -> dict[str, Any]:
             outcome = self.node.post_item(body, verify=self.verify)
-            if isinstance(outcome, str):  # a module: stored
-                return {"id": outcome, "message": "Module stored"}
+            if isinstance(outcome, str):  # a module or data: stored
+                return {"id": outcome, "message": "Stored"}
             try:
                 ack: Ack = outcome.get(timeout=self.result_wait)
             except Timeout as exc:  # queued, and will be assigned: a retry of the same item is safe

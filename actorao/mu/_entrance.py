@@ -20,6 +20,7 @@ from actorao._exceptions import InvalidMessage, ModuleError, UnknownMessage, Unk
 from actorao._future import Future
 from actorao.ans104 import DataItem
 from actorao.cu import ModuleRegistry
+from actorao.cu._drive import add_data
 from actorao.message import (
     Message,
     Process,
@@ -278,6 +279,8 @@ class Entrance:
         if kind == "Module":
             return self.add_module(item)
         if kind not in ("Message", "Process"):
+            if item.tag("Data-Protocol") != "ao":
+                return self.add_data(item)  # an upload, as to Arweave: data that WeaveDrive can serve
             raise InvalidMessage("Tags['Type']", f"expected Message, Process or Module, got {kind!r}")
         data = _item_text(item)
         tags = item.tags
@@ -323,6 +326,15 @@ class Entrance:
         assert record is not None
         self._modules.add(record)
         return module_id
+
+    def add_data(self, data: DataItem | bytes, tags: TagsLike = None) -> str:
+        """Store data for WeaveDrive; returns its id. A signed item keeps its id, owner and tags;
+        plain bytes are stored under their SHA-256, owned by the node, with ``tags``."""
+        if isinstance(data, DataItem):
+            if tags is not None:
+                raise InvalidMessage("tags", "a signed item carries its own tags")
+            return add_data(self._modules.store, data.data, data.tags, owner=data.address, data_id=data.id)
+        return add_data(self._modules.store, data, normalize_tags(tags, "tags"), owner=self.identity)
 
 
 def _item_text(item: DataItem) -> str:

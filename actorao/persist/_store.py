@@ -17,6 +17,8 @@
     handoffs     process id ‖ slot -> a signed hand-off: from that slot on, another shard schedules it
     tagged       kind (b"m" module, b"p" process) ‖ SHA-256(tag name ‖ 0 ‖ value)[:16] ‖ id -> nothing: the
                  gateway's index, so a tag or owner filter reads what matches, not every process
+    data         data id -> {"owner", "tags", "size"}, and data id + "/bytes" -> the data: what WeaveDrive
+                 serves, read in ranges straight from the map
 
 Keys of the log and of results sort by process, then slot, so one process's history is one range and
 appends land in key order. Only this room spells a key: every other room asks by name ("the head of a
@@ -52,7 +54,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SUBDATABASES = ("meta", "modules", "processes", "messages", "log", "results", "checkpoints", "undelivered", "items",
-                "attestations", "attested", "handoffs", "commits", "tagged")
+                "attestations", "attested", "handoffs", "commits", "tagged", "data")
 _MAX_RETRIES = 64
 
 
@@ -202,8 +204,8 @@ class Store:
         raise ActoraoError(f"the store at {self.path} could not grow its map")
 
     def read(self, body: Callable[[lmdb.Transaction], T], *, buffers: bool = False) -> T:
-        """Run ``body`` in a read transaction; with ``buffers`` its values are views into the map,
-        valid only inside ``body``."""
+        """Run ``body`` in a read transaction. With ``buffers``, gets give memoryviews into the map,
+        valid only inside ``body``: a range of a large value is read without copying the rest."""
         for _ in range(_MAX_RETRIES):
             try:
                 with self._gate.shared(), self.env.begin(buffers=buffers) as txn:  # type: ignore[call-overload]
@@ -522,6 +524,31 @@ class Store:
     def put_artifact(self, txn: lmdb.Transaction, module_id: str, suffix: bytes, artifact: bytes) -> None:
         txn.put(module_id.encode() + suffix, artifact, db=self.modules, overwrite=False)
 
+    # Data (WeaveDrive's files)
+    def put_data(self, txn: lmdb.Transaction, data_id: str, data: bytes, meta: bytes) -> bool:
+        """Store data once under its id; False if that id was stored already (the first is kept)."""
+        key = data_id.encode()
+        if txn.get(key, db=self.db["data"]) is not None:
+            return False
+        txn.put(key + _BYTES, data, db=self.db["data"])
+        txn.put(key, meta, db=self.db["data"])
+        return True
+
+    def data_meta(self, data_id: str) -> bytes | None:
+        return self.get("data", data_id.encode())
+
+    def data_range(self, data_id: str, offset: int, length: int) -> bytes | None:
+        """``length`` bytes of the data from ``offset`` (fewer at its end), or None if it is not stored.
+        Only the range is copied out of the map."""
+        key = data_id.encode() + _BYTES
+        db = self.db["data"]
+
+        def body(txn: lmdb.Transaction) -> bytes | None:
+            value = txn.get(key, db=db)
+            return None if value is None else bytes(value[offset:offset + length])
+
+        return self.read(body, buffers=True)
+
     # Checkpoints
     def checkpoint_chain(self, pid: str, is_base: Callable[[bytes], bool]) -> list[bytes]:
         """The blobs of ``pid``'s newest checkpoint chain, oldest (the one ``is_base`` accepts) first."""
@@ -699,6 +726,7 @@ class Store:
 
 _ID_BYTES = 43  # a base64url SHA-256
 _WASM = b"/wasm"
+_BYTES = b"/bytes"
 
 
 def _slots_between(first: int, last: int) -> tuple[int, int] | None:

@@ -10,11 +10,16 @@ from __future__ import annotations
 from actorao.vm._evaluator import Evaluator, error_result
 from actorao.vm._instance import DIFF_PAGE, HostResourceError, Instance, Snapshot, memory_digest
 from actorao.vm._module import CompiledModule, artifact_suffix, compile_module, load_compiled
+from actorao.vm._weavedrive import HALT, Drive, DriveFile, FileNotAdmissible
 
 __all__ = [
     "DIFF_PAGE",
+    "HALT",
     "CompiledModule",
+    "Drive",
+    "DriveFile",
     "Evaluator",
+    "FileNotAdmissible",
     "HostResourceError",
     "Instance",
     "Snapshot",

@@ -39,8 +39,13 @@ def _normalize(raw: bytes, max_sends: int, max_spawns: int, max_bytes: int) -> t
                             f"{max_bytes:,} bytes (max_result_bytes)"), True
     try:
         doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise Trap(f"Trap: handle returned invalid JSON: {exc}") from exc
+    except orjson.JSONDecodeError:
+        # ao's loader reads the string with emscripten's UTF8ToString, which puts U+FFFD for bytes
+        # that are not UTF-8 (text an LLM generated from random weights, say): so do we
+        try:
+            doc = orjson.loads(raw.decode("utf-8", errors="replace"))
+        except orjson.JSONDecodeError as exc:
+            raise Trap(f"Trap: handle returned invalid JSON: {exc}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("response"), dict):
         raise Trap('Trap: handle must return {"ok": ..., "response": {...}}')
     response: dict[str, Any] = doc["response"]

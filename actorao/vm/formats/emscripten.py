@@ -12,8 +12,10 @@ the older ``wasm32-unknown-emscripten{,2,3}`` names. The module imports its libc
 - Time: ``emscripten_date_now`` is the message's Timestamp, and the time zone is UTC. Never the
   wall clock.
 - There is no file system, no environment and no shell: opening a file fails with ENOENT, stdin is
-  empty, stdout and stderr are kept only for the log. WeaveDrive is absent, which aos handles (it is
-  what ao's loader does without WeaveDrive too).
+  empty, stdout and stderr are kept only for the log.
+- WeaveDrive's open/read/close serve what the evaluator's drive (``host.files.drive``) gives; its
+  descriptors are WASI's too, for fd_read/fd_seek/fd_close. With no drive every file is absent,
+  which aos handles (it is what ao's loader does without WeaveDrive too).
 
 An import outside this list makes loading fail with an error that names it.
 """
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 import wasmtime
 
 from actorao._exceptions import ModuleError, Trap
+from actorao.vm._weavedrive import OpenFiles
 from actorao.vm.formats._base import check_exports, memory_export, type_names
 
 if TYPE_CHECKING:
@@ -43,7 +46,7 @@ WASM32 = ("wasm32-unknown-emscripten4", "wasm32-unknown-emscripten", "wasm32-unk
           "wasm32-unknown-emscripten3", "wasm32-unknown-emscripten-metering")
 
 # errno values as emscripten's libc numbers them (WASI's)
-EBADF, ENOENT, ENOMEM, ENOSYS, ENOTTY, ERANGE, ESPIPE = 8, 44, 48, 52, 59, 68, 70
+EBADF, EINVAL, ENOENT, ENOMEM, ENOSYS, ENOTTY, ERANGE, ESPIPE = 8, 28, 44, 48, 52, 59, 68, 70
 _HEAP_MAX = {"i32": 4294901760, "i64": 17179869184}
 _STDIO = (0, 1, 2)
 _LOG_LIMIT = 64 * 1024
@@ -174,6 +177,7 @@ class EmscriptenHost:
         )
         self.async_data = 0  # the Asyncify buffer of a call unwound by an async import, until it rewinds
         self.async_value = 0
+        self.files = OpenFiles()  # WeaveDrive's descriptors; the evaluator sets files.drive per message
 
     # -- plumbing -------------------------------------------------------------------------------
     @property
@@ -411,12 +415,15 @@ class EmscriptenHost:
 
     def host_state(self) -> tuple[tuple[str, int], ...]:
         if self.flavour.clock_start is not None:
-            return (("clock", self.clock),)
+            return (("clock", self.clock), *self.files.state())  # the clock first: see set_host_state
         return (("tzset", self.tzset_done),) if self.flavour.main_argv is not None else ()
 
     def set_host_state(self, name: str, value: int) -> None:
         if name == "clock":
             self.clock = int(value)
+            self.files.clear()  # a snapshot's files follow its clock: none but those are open after it
+        elif self.files.set_state(name, value):
+            pass
         elif name == "tzset":
             self.tzset_done = int(value)
         else:
@@ -516,16 +523,41 @@ class EmscriptenHost:
         return 0
 
     def fd_read(self, fd: int, iovs: int, count: int, read: int) -> int:
+        if fd in self.files:
+            total = 0
+            step = 2 * self.width
+            for at in range(count):
+                pointer = self._int(iovs + at * step, self.width)
+                length = self._int(iovs + at * step + self.width, self.width)
+                data = self.files.read(fd, length)
+                self.instance.write(pointer, data)
+                total += len(data)
+                if len(data) < length:
+                    break
+            self._put_int(read, total, self.width)
+            return 0
         if fd != 0:
             return EBADF
         self._put_int(read, 0, self.width)  # stdin is empty
         return 0
 
     def fd_close(self, fd: int) -> int:
-        return 0 if fd in _STDIO else EBADF
+        return 0 if fd in _STDIO or self.files.close(fd) else EBADF
 
     def fd_seek(self, fd: int, *args: int) -> int:
-        return ESPIPE if fd in _STDIO else EBADF
+        """(offset, whence, &new) on wasm64; (low, high, whence, &new) on wasm32."""
+        if fd not in self.files:
+            return ESPIPE if fd in _STDIO else EBADF
+        if len(args) == 4:
+            low, high, whence, new_at = args
+            offset = (low & 0xFFFFFFFF) + (high << 32)
+        else:
+            offset, whence, new_at = args
+        position = self.files.seek(fd, offset, whence)
+        if position is None:
+            return EINVAL
+        self._put_int(new_at, position, 8)
+        return 0
 
     def environ_sizes_get(self, count: int, size: int) -> int:
         strings = self.flavour.environment
@@ -561,8 +593,17 @@ class EmscriptenHost:
     def abort(self) -> None:
         raise Trap("Trap: the module aborted (native code called abort())")
 
+    def _async(self, answer: Callable[[], int]) -> int:
+        """An async import: answered on its first entry; its re-entry on the rewind (the module runs
+        up to the same call again) gives the same answer without doing the work twice."""
+        if self.async_data:
+            return self.sleep(self.async_value)
+        self.async_value = answer()
+        return self.sleep(self.async_value)
+
     def weavedrive_open(self, path: int, mode: int) -> int:
-        return self.sleep(0)  # no WeaveDrive on this node: aos treats the file as absent
+        """A descriptor for a WeaveDrive path; 0 where it is absent (or the process has no drive)."""
+        return self._async(lambda: self.files.open(self.instance.read_string(path).decode(errors="replace")))
 
     def gas_used_now(self) -> int:
         return 0  # ao's loader meters only the -metering formats, and refills before every call
@@ -622,10 +663,21 @@ class EmscriptenHost:
             self.console += self.instance.read_string(text) + b"\n"
 
     def weavedrive_read(self, fd: int, buffer: int, size: int) -> int:
-        return -1
+        def answer() -> int:
+            if fd not in self.files:
+                return -1
+            data = self.files.read(fd, size)
+            self.instance.write(buffer, data)
+            return len(data)
+
+        return self._async(answer)
 
     def weavedrive_close(self, fd: int) -> int:
-        return 0
+        def answer() -> int:
+            self.files.close(fd)
+            return 0  # ao's loader's close answers nothing, which the module reads as 0
+
+        return self._async(answer)  # an EM_ASYNC_JS import unwinds even when its answer is at hand
 
     def use_gas(self, gas: int) -> None:
         self.gas_used += gas  # wasmtime fuel enforces Compute-Limit; this only counts

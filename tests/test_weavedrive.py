@@ -1,0 +1,176 @@
+"""WeaveDrive (AOP-5) in the VM: a wasm64 module shaped like aos-llama opens, reads and seeks files
+that a drive serves, through WeaveDrive's imports and WASI's, which share one position; data the
+process may not read halts the evaluation.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import orjson
+import wasmtime
+
+from actorao import Node
+from actorao.vm import Evaluator, Instance, compile_module
+from actorao.vm._weavedrive import HALT, DriveFile, FileNotAdmissible
+from tests.test_aos import aos_wasm, evaluate
+
+PATH_AT, OUT_AT, FIRST_AT, SECOND_AT = 1024, 2000, 3000, 3100
+CONTENT = b"abcdefghijklmnop"
+ANSWER = '{"ok":true,"response":{"Output":"done"}}'
+
+
+def reader_module(*, close: bool = True) -> bytes:
+    """Opens the path at PATH_AT; reads 4 bytes with WeaveDrive's read, skips one with fd_seek, reads 8
+    with fd_read. At OUT_AT: fd, what read answered, fd_seek's errno and new offset, fd_read's errno
+    and count (i32 i32 i32 i64 i32 i64)."""
+    answer = ANSWER.replace('"', '\\"') + "\\00"
+    return wasmtime.wat2wasm(f"""
+    (module
+      (import "env" "__asyncjs__weavedrive_open" (func $open (param i64 i64) (result i32)))
+      (import "env" "__asyncjs__weavedrive_read" (func $read (param i32 i64 i64) (result i32)))
+      (import "env" "__asyncjs__weavedrive_close" (func $close (param i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_seek" (func $seek (param i32 i64 i32 i64) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i64 i64 i64) (result i32)))
+      (import "env" "emscripten_date_now" (func (result f64)))
+      (memory (export "memory") i64 2)
+      (table (export "__indirect_function_table") 1 funcref)
+      (global $sp (mut i64) (i64.const 65536))
+      (func (export "__wasm_call_ctors"))
+      (func (export "emscripten_stack_get_current") (result i64) global.get $sp)
+      (func (export "_emscripten_stack_restore") (param i64) local.get 0 global.set $sp)
+      (func (export "_emscripten_stack_alloc") (param i64) (result i64)
+        global.get $sp local.get 0 i64.sub i64.const -16 i64.and global.set $sp global.get $sp)
+      (func (export "setThrew") (param i64 i32))
+      (func (export "handle") (param i64 i64) (result i64) (local $fd i32)
+        (local.set $fd (call $open (i64.const {PATH_AT}) (i64.const 0)))
+        (i32.store (i64.const {OUT_AT}) (local.get $fd))
+        (if (local.get $fd) (then
+          (i32.store (i64.const {OUT_AT + 4}) (call $read (local.get $fd) (i64.const {FIRST_AT}) (i64.const 4)))
+          (i32.store (i64.const {OUT_AT + 8})
+            (call $seek (local.get $fd) (i64.const 1) (i32.const 1) (i64.const {OUT_AT + 12})))
+          (i64.store (i64.const 2100) (i64.const {SECOND_AT}))
+          (i64.store (i64.const 2108) (i64.const 8))
+          (i32.store (i64.const {OUT_AT + 20})
+            (call $fd_read (local.get $fd) (i64.const 2100) (i64.const 1) (i64.const {OUT_AT + 24})))
+          {"(drop (call $close (local.get $fd)))" if close else ""}))
+        i64.const 4096)
+      (data (i64.const 4096) "{answer}"))
+    """)
+
+
+class Bytes:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.reads: list[tuple[int, int]] = []
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        self.reads.append((offset, length))
+        return self.data[offset:offset + length]
+
+
+class Files:
+    """A drive over a dict: absent paths are None, paths in ``refused`` are not admissible."""
+
+    def __init__(self, files: dict[str, bytes], refused: tuple[str, ...] = ()) -> None:
+        self.files = {path: Bytes(data) for path, data in files.items()}
+        self.refused = refused
+
+    def open(self, path: str) -> DriveFile | None:
+        if path in self.refused:
+            raise FileNotAdmissible(path, "no attestation")
+        return self.files.get(path)
+
+    def reopen(self, path: str) -> DriveFile:
+        return self.files[path]
+
+
+def run(instance: Instance, path: str) -> tuple[bytes, bool]:
+    instance.write(PATH_AT, path.encode() + b"\0")
+    return Evaluator().evaluate(instance, orjson.dumps({"Id": "m", "Tags": []}), b"{}")
+
+
+def outputs(instance: Instance) -> tuple[int, ...]:
+    return struct.unpack("<iiiqiq", instance.read(OUT_AT, 32))
+
+
+def test_weavedrive_read_and_wasi_share_one_position() -> None:
+    instance = Instance(compile_module(reader_module()), memory_limit=1 << 24)
+    drive = Files({"/data/model": CONTENT})
+    instance.host.files.drive = drive
+    result, failed = run(instance, "/data/model")
+    assert not failed, result
+    assert outputs(instance) == (3, 4, 0, 5, 0, 8)
+    assert instance.read(FIRST_AT, 4) == b"abcd" and instance.read(SECOND_AT, 8) == b"fghijklm"
+    assert drive.files["/data/model"].reads == [(0, 4), (5, 8)]  # only the ranges asked for
+
+
+def test_an_absent_file_is_fd_0_and_without_a_drive_every_file_is_absent() -> None:
+    instance = Instance(compile_module(reader_module()), memory_limit=1 << 24)
+    _, failed = run(instance, "/data/model")
+    assert not failed and outputs(instance)[0] == 0
+    instance.host.files.drive = Files({"/data/other": CONTENT})
+    _, failed = run(instance, "/data/model")
+    assert not failed and outputs(instance)[0] == 0
+
+
+def test_inadmissible_data_halts_the_evaluation() -> None:
+    instance = Instance(compile_module(reader_module()), memory_limit=1 << 24)
+    instance.host.files.drive = Files({"/data/model": CONTENT}, refused=("/data/model",))
+    result, failed = run(instance, "/data/model")
+    assert failed
+    assert orjson.loads(result)["Error"].startswith(HALT + ": /data/model")
+
+
+def test_open_files_are_state_a_restored_instance_reads_on_from_the_same_place() -> None:
+    compiled = compile_module(reader_module(close=False))
+    first = Instance(compiled, memory_limit=1 << 24)
+    first.host.files.drive = Files({"/data/model": CONTENT})
+    assert not run(first, "/data/model")[1]
+    snapshot = first.snapshot()
+    moved = Instance(compiled, memory_limit=1 << 24)
+    moved.restore(snapshot)
+    assert moved.digest() == first.digest()
+    moved.host.files.drive = Files({"/data/model": CONTENT})
+    assert moved.host.files.read(3, 3) == b"nop"  # fd 3, left after "fghijklm"
+    # and a snapshot taken before the file was opened closes it again
+    fresh = Instance(compiled, memory_limit=1 << 24)
+    first.restore(fresh.snapshot())
+    assert 3 not in first.host.files
+
+
+# -- on a node: real aos (wasm64, Asyncify) reading data stored in LMDB ----------------------------------
+def test_aos_reads_attested_data_from_the_store_and_halts_on_unattested_data(tmp_path: Path) -> None:
+    wasm = aos_wasm("wasm64")
+    text = b"hello weavedrive, from lmdb"
+    with Node(tmp_path / "node", workers=1) as node:
+        data_id = node.add_data(text, {"Content-Type": "text/plain"})
+        assert node.add_data(text) == data_id  # stored once, under its SHA-256
+        assert node._store.data_range(data_id, 6, 10) == b"weavedrive"
+        pid = node.spawn(wasm, {"Extension": "WeaveDrive", "Attestor": node.identity})
+        assert evaluate(node, pid, "kept = 41").ok
+        read = (f"local f = io.open('/data/{data_id}'); if not f then return 'absent' end; "
+                "local head = f:read(5); f:seek('set', 6); kept = kept + 1; return head .. '|' .. f:read(10)")
+        halted = evaluate(node, pid, read)
+        assert halted.error is not None and halted.error.startswith(f"{HALT}: /data/{data_id}")
+        assert evaluate(node, pid, "return kept").output["data"] == "41"  # carried on from before it
+        attested = node.send(pid, {"Type": "Attestation", "Message": data_id, "Data-Protocol": "ao"})
+        assert node.result(attested, timeout=60).error is None
+        assert evaluate(node, pid, read).output["data"] == "hello|weavedrive"
+        absent = evaluate(node, pid, f"return tostring(io.open('/data/{'A' * 43}'))")
+        assert absent.error is not None and HALT in absent.error  # not stored and not attested: halts too
+        assert evaluate(node, pid, "return kept").output["data"] == "42"
+
+
+def test_without_the_extension_every_file_is_absent(tmp_path: Path) -> None:
+    with Node(tmp_path / "node", workers=1) as node:
+        data_id = node.add_data(b"data")
+        pid = node.spawn(aos_wasm("wasm64"))
+        result = evaluate(node, pid, f"return tostring(io.open('/data/{data_id}'))")
+        assert result.ok, result.error
+        assert result.output["data"] == "nil"
