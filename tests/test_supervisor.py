@@ -324,11 +324,13 @@ def fall_silent(now: list[float], health: HealthLog) -> None:
     raise AssertionError("the child never fell silent")
 
 
-def test_a_silent_child_whose_cpu_time_advances_is_busy_not_hung_and_once_stopped_it_is_hung(
-    supervisors: list[Supervisor], tmp_path: Path
-) -> None:
-    # A regular expression that backtracks for ever: a C call that keeps the GIL, as a big copy does.
-    script, go = silent_after_go(tmp_path, "import re; re.match(r'(a|aa)+$', 'a' * 90 + 'b')")
+def silent_child(
+    supervisors: list[Supervisor], tmp_path: Path, code: str
+) -> tuple[Supervisor, list[float], HealthLog, list[Down], threading.Event, int | None]:
+    """A supervised child that beats, then runs ``code`` (which keeps the GIL) and falls silent on the
+    supervisor's injected clock: the supervisor, its clock, the health log, the child's downs, an event
+    set at its first down, and its pid."""
+    script, go = silent_after_go(tmp_path, code)
     now, health = [0.0], HealthLog()
     spec = ChildSpec("w", process(script, heartbeat=True), heartbeat_timeout=3.0)
     supervisor = started(supervisors, "test", [spec], clock=lambda: now[0], on_health=health)
@@ -336,9 +338,18 @@ def test_a_silent_child_whose_cpu_time_advances_is_busy_not_hung_and_once_stoppe
     down = threading.Event()
     supervisor.monitor("w", lambda event: (downs.append(event), down.set()))
     assert health.wait_for("beating")
-    busy = supervisor.pid_of("w")
+    pid = supervisor.pid_of("w")
     go()
     fall_silent(now, health)
+    return supervisor, now, health, downs, down, pid
+
+
+def test_a_silent_child_whose_cpu_time_advances_is_busy_not_hung_and_once_stopped_it_is_hung(
+    supervisors: list[Supervisor], tmp_path: Path
+) -> None:
+    # A regular expression that backtracks for ever: a C call that keeps the GIL, as a big copy does.
+    supervisor, _, health, downs, down, busy = silent_child(
+        supervisors, tmp_path, "import re; re.match(r'(a|aa)+$', 'a' * 90 + 'b')")
     assert health.wait_for("busy")  # its CPU time moved on while it was silent
     assert alive(busy) and supervisor.pid_of("w") == busy and not downs
     assert child(supervisor.tree(), "w")["restarts"] == 0
@@ -349,17 +360,7 @@ def test_a_silent_child_whose_cpu_time_advances_is_busy_not_hung_and_once_stoppe
 
 def test_a_silent_child_that_uses_no_cpu_is_hung(supervisors: list[Supervisor], tmp_path: Path) -> None:
     # libc's sleep called through PyDLL, which keeps the GIL: wedged, neither beating nor computing.
-    script, go = silent_after_go(tmp_path, "import ctypes; ctypes.PyDLL(None).sleep(600)")
-    now, health = [0.0], HealthLog()
-    spec = ChildSpec("w", process(script, heartbeat=True), heartbeat_timeout=3.0)
-    supervisor = started(supervisors, "test", [spec], clock=lambda: now[0], on_health=health)
-    downs: list[Down] = []
-    down = threading.Event()
-    supervisor.monitor("w", lambda event: (downs.append(event), down.set()))
-    assert health.wait_for("beating")
-    wedged = supervisor.pid_of("w")
-    go()
-    fall_silent(now, health)
+    _, now, _, downs, down, wedged = silent_child(supervisors, tmp_path, "import ctypes; ctypes.PyDLL(None).sleep(600)")
     for _ in range(20):  # a whole timeout after it fell silent, its CPU time has not moved
         now[0] += 10.0
         if down.wait(3.0):
