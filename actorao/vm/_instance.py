@@ -439,7 +439,12 @@ def _raise_host_exception() -> None:
     """What wasmtime-py's ``maybe_raise_last_exn`` does, from this thread's own record."""
     exc = _take_host_exception()
     if exc is not None:
-        raise exc
+        try:
+            raise exc
+        finally:
+            # This frame, in the exception's traceback, would hold the exception: a cycle that only the
+            # garbage collector frees, and aos's Lua makes one a message with its longjmp.
+            del exc
 
 
 wasmtime_func.maybe_raise_last_exn = _raise_host_exception  # its public call path (Func.__call__) too
