@@ -299,16 +299,20 @@ class Instance:
         # One buffer per function: a nested call of the same function reads its arguments on entry and
         # writes its result on return, so the outer call's result is written after the inner's is read.
         values = (ffi.wasmtime_val_raw * count)()
-        slots = tuple(zip(range(len(params)), params, strict=True))
+        # The same buffer as whole words: a value is 16 bytes, so argument n is word 2n; an i32 is read
+        # from its low half, and a negative one written as an i64 has the same low half. One slice
+        # assignment writes them all, without a ctypes union object made for each.
+        words = (ctypes.c_int64 * (2 * count)).from_buffer(values)
+        result_of = words if results == ["i64"] else (ctypes.c_int32 * (4 * count)).from_buffer(values)
+        arity, arguments = len(params), slice(0, 2 * len(params), 2)
         result = results[0] if results else None
         trap_type, error_type = ctypes.POINTER(ffi.wasm_trap_t), wasmtime.WasmtimeError
         trap_from, raise_pending = wasmtime.Trap._from_ptr, _raise_host_exception
 
         def call(store: object, *args: int) -> Any:
-            if len(args) != len(slots):
-                raise error_type(f"{len(args)} parameters given, {len(slots)} expected")
-            for (index, kind), value in zip(slots, args, strict=True):
-                setattr(values[index], kind, value)
+            if len(args) != arity:
+                raise error_type(f"{len(args)} parameters given, {arity} expected")
+            words[arguments] = args
             trap = trap_type()  # a fresh one each call: a nested call may trap while this one runs
             error = _call_unchecked(ctx, func_ref, values, count, ctypes.byref(trap))
             if error:  # as wasmtime-py's enter_wasm: a host function's exception first, else wasmtime's
@@ -320,7 +324,7 @@ class Instance:
                 failure = trap_from(trap)
                 raise_pending()
                 raise failure
-            return None if result is None else getattr(values[0], result)
+            return None if result is None else result_of[0]
 
         return call
 
