@@ -312,7 +312,7 @@ class Instance:
         def call(store: object, *args: int) -> Any:
             if len(args) != arity:
                 raise error_type(f"{len(args)} parameters given, {arity} expected")
-            words[arguments] = args
+            words[arguments] = args  # type: ignore[call-overload]  # any sequence does; typeshed says list
             trap = trap_type()  # a fresh one each call: a nested call may trap while this one runs
             error = _call_unchecked(ctx, func_ref, values, count, ctypes.byref(trap))
             if error:  # as wasmtime-py's enter_wasm: a host function's exception first, else wasmtime's
