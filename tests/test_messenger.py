@@ -253,6 +253,8 @@ def test_a_huge_outbox_delays_another_processs_message_by_at_most_a_round(make_n
             handed_over.set()
 
     node._rendezvous.subscribe(seen)
+    for pid in (bomb, bystander, target):  # their spawns' results are in: a frame that sends nothing takes the lock
+        node.catch_up(pid, 60)
     with messenger._lock:  # both results reach the messenger before it has queued either
         assert node.result(node.send(bomb, {"Action": "Fan", "Target-Process": target, "Count": "3000"})).ok
         assert node.result(node.send(bystander, {"Action": "Fan", "Target-Process": target, "Count": "1"})).ok
@@ -284,6 +286,8 @@ def test_a_messenger_that_dies_with_outboxes_queued_sends_them_once_restarted(ma
     assert messenger is not None
     handed_over = threading.Event()
     node._rendezvous.subscribe(lambda items: handed_over.set() if bytes(items[0]).startswith(sender.encode()) else None)
+    for pid in (sender, target):  # their spawns' results are in: a frame that sends nothing takes the lock
+        node.catch_up(pid, 60)
     with messenger._lock:  # the messenger holds the result's frame, cranking it, when the poison arrives
         assert node.result(node.send(sender, {"Action": "Fan", "Target-Process": target, "Count": "100"})).ok
         assert handed_over.wait(60)
@@ -293,3 +297,30 @@ def test_a_messenger_that_dies_with_outboxes_queued_sends_them_once_restarted(ma
     assert wait_until(lambda: count(node, target) == 100)
     fanned = [tags for tags in log_tags(node, target) if tags.get("Action") == "Fanned"]
     assert [int(tags["Index"]) for tags in fanned] == list(range(100))  # each once, in order
+
+
+def test_results_that_send_nothing_are_noted_without_the_messengers_thread_but_wait_behind_its_work(
+        make_node: MakeNode) -> None:
+    """A frame of results that send nothing is noted as cranked where it arrives, with no hand-off, unless a
+    frame or a recrank before it is still to be done: noting its slots first could skip that work's."""
+    node = make_node()
+    pid = node.spawn(examples.wasm("noop"))
+    node.catch_up(pid, 60)
+    messenger = node._messenger
+    assert messenger is not None
+    quiet = messenger.quiet_frames
+    first = node.send(pid, {"Action": "Noop"})
+    assert node.result(first, timeout=60).error is None
+    assert messenger._seen[pid] == first.slot and messenger.quiet_frames == quiet + 1
+    head = first.slot
+    with messenger._count_lock:
+        messenger._unfinished += 1  # as if a crank were still under way
+    try:
+        assert node.result(node.send(pid, {"Action": "Noop"}), timeout=60).error is None
+        assert wait_until(lambda: messenger._seen.get(pid) == head + 1)  # cranked by the thread, behind it
+        assert messenger.quiet_frames == quiet + 1
+    finally:
+        with messenger._count_lock:
+            messenger._unfinished -= 1
+    assert node.result(node.send(pid, {"Action": "Noop"}), timeout=60).error is None
+    assert messenger._seen[pid] == head + 2 and messenger.quiet_frames == quiet + 2

@@ -22,6 +22,7 @@ from actorao.bench import _baselines as baselines
 from actorao.bench._workloads import WORKLOADS, Prepared, Workload
 from actorao.message import Assignment, Message, module_json, new_id, with_ao_tags
 from actorao.node import Ack, Node
+from actorao.persist import log_key
 
 BATCH = 250  # messages per send_many: large enough to amortise the fsync, small enough to stream
 WINDOW = 4  # batches in flight at once
@@ -91,12 +92,17 @@ def percentiles(samples: Sequence[float]) -> dict[str, float]:
 
 
 class _Probe:
-    """Ack and result times per log key. The node calls ``arrived`` on its listener thread."""
+    """Ack and result times per log key. The node calls ``arrived`` on its listener thread, and the
+    recorder ``acked`` on its own: each notes a whole frame or batch with one time stamp, so that what
+    the bench costs per message stays out of the node's figures. They are matched per key after the
+    run (``latencies``)."""
 
     def __init__(self) -> None:
-        self.acked: dict[bytes, float] = {}
+        self.frames: list[tuple[float, list[bytes]]] = []  # arrivals not yet folded into ``arrivals``
         self.arrivals: dict[bytes, float] = {}
-        self.count = 0
+        self.batches: list[tuple[float, list[Ack]]] = []
+        self.count = 0  # results that arrived, a result delivered again counted once, as of the last fold
+        self._unfolded = 0  # keys in ``frames``
         self.last = 0.0
         self.reached = threading.Event()
         self.target = 1 << 62
@@ -105,21 +111,42 @@ class _Probe:
     def arrived(self, keys: list[bytes]) -> None:
         now = time.perf_counter()
         with self._lock:
-            arrivals = self.arrivals
-            fresh = 0
-            for key in keys:
-                key = bytes(key)
-                if key not in arrivals:  # a result delivered again (after a worker restart) counts once
-                    arrivals[key] = now
-                    fresh += 1
-            self.count += fresh
+            self.frames.append((now, keys))
             self.last = now
-            if self.count >= self.target:
-                self.reached.set()
+            self._unfolded += len(keys)
+            if self.count + self._unfolded >= self.target:
+                self._fold()  # a result delivered again (after a worker restart) counts once
+                if self.count >= self.target:
+                    self.reached.set()
+
+    def acked(self, at: float, acks: list[Ack]) -> None:
+        self.batches.append((at, acks))
+
+    def _fold(self) -> None:
+        arrivals = self.arrivals
+        for now, keys in self.frames:
+            for key in keys:
+                arrivals.setdefault(bytes(key), now)
+        self.frames = []
+        self._unfolded = 0
+        self.count = len(arrivals)
+
+    def seen(self) -> int:
+        with self._lock:
+            self._fold()
+            return self.count
 
     def latencies(self) -> list[float]:
+        with self._lock:
+            self._fold()
         arrivals = self.arrivals
-        return [max(0.0, arrivals[key] - at) for key, at in self.acked.items() if key in arrivals]
+        out = []
+        for at, acks in self.batches:
+            for ack in acks:
+                arrived = arrivals.get(log_key(ack.process, ack.slot))
+                if arrived is not None:
+                    out.append(max(0.0, arrived - at))
+        return out
 
 
 # Threads of the node's own process, by what they do. The rest of the caller's CPU (other threads,
@@ -210,10 +237,7 @@ class _AckRecorder:
             except BaseException as exc:  # reported by close(); the sender must not wait forever
                 self.error = exc
                 acks = []
-            now = time.perf_counter()
-            acked = self.probe.acked
-            for ack in acks:
-                acked[self.node.result_key(ack)] = now
+            self.probe.acked(time.perf_counter(), acks)
             self.slots.release()
             self.tick(len(acks))
 
@@ -257,7 +281,7 @@ def run_case(case: Case, root: Path, tick: Callable[[int], None]) -> CaseResult:
             finally:
                 recorder.close()
             if not probe.reached.wait(RESULT_TIMEOUT):
-                raise Timeout(f"{case.label}: {probe.count} of {expected} evaluations after {RESULT_TIMEOUT} s")
+                raise Timeout(f"{case.label}: {probe.seen()} of {expected} evaluations after {RESULT_TIMEOUT} s")
             seconds = probe.last - began
             roles_after = cpu_by_role(node)
             cpu = _process_cpu(roles_after) - cpu_before
@@ -304,7 +328,7 @@ def run_sweep(workload_name: str, workers: int, processes: int, ceiling_rate: fl
                 finally:
                     recorder.close()
                 if not probe.reached.wait(RESULT_TIMEOUT):
-                    raise Timeout(f"{workload_name} at {level:.0%} load: {probe.count} of {probe.target} evaluations")
+                    raise Timeout(f"{workload_name} at {level:.0%} load: {probe.seen()} of {probe.target} evaluations")
                 elapsed = max(probe.last - began, 1e-9)
                 points.append(SweepPoint(workload_name, workers, processes, level, per_tick / interval,
                                          per_tick * ticks / elapsed, percentiles(probe.latencies())))

@@ -57,6 +57,9 @@ _SHARE = 512  # items one sending process offers in one round
 _FRAMES_PER_ROUND = 64  # results frames cranked between two rounds
 _SUBMIT_WAIT = 30.0  # seconds to wait for an offer's acknowledgement before offering it again
 _NOTHING_SENT = (b'"Messages":[]', b'"Spawns":[]', b'"Assignments":[]')
+# How a worker's result that sends nothing ends (vm/_evaluator.py writes these keys last, in this
+# order): one suffix test instead of three searches. A result written otherwise takes the full test.
+_QUIET_END = b'"Messages":[],"Spawns":[],"Assignments":[]}'
 # The SU could not take it now; the same offer later may well succeed.
 _TRY_AGAIN = (Overloaded, NodeStopped, Timeout, FutureTimeout)
 
@@ -121,6 +124,9 @@ class Messenger(ThreadChild):
         self._waiting = 0  # items in the queues
         self._deferred: set[str] = set()  # processes whose results wait in the store to be cranked
         self._inbox: queue.SimpleQueue[tuple[str, list[Any]] | None] = queue.SimpleQueue()
+        self._unfinished = 0  # frames and recranks handed to the thread, not yet done (changed under _count_lock)
+        self.quiet_frames = 0  # frames that sent nothing, noted on the listener's thread
+        self._count_lock = threading.Lock()  # not _lock: a frame that sends goes over without waiting on a crank
         self._start_thread("mu")
 
     @property
@@ -131,12 +137,43 @@ class Messenger(ThreadChild):
 
     # -- as a supervised child ------------------------------------------------------------------
     def offer(self, items: list[bytes]) -> None:
-        """Hand over a RESULTS frame's items; they are cranked on the messenger's thread."""
+        """Hand over a RESULTS frame's items; they are cranked on the messenger's thread.
+
+        Most frames send nothing. Such a frame is taken here, on the caller's thread, with no hand-off,
+        when every frame before it is cranked and none of its processes waits in the store: then noting
+        its slots as cranked can never pass over a result that is still to be sent."""
+        try:
+            if self._quiet(items):
+                return
+        except (AttributeError, TypeError, ValueError):  # not a well-formed frame: the thread's crank says why
+            pass
+        with self._count_lock:
+            self._unfinished += 1
         self._inbox.put(("crank", items))
+
+    def _quiet(self, items: list[bytes]) -> bool:
+        """Whether ``items`` send nothing and their slots are noted as cranked, here and now."""
+        quiet_end = _QUIET_END
+        for at in range(1, len(items), 2):
+            if not items[at].endswith(quiet_end):
+                return False
+        latest = [split_key(bytes(key)) for key in {bytes(items[at][:-8]): items[at]
+                                                     for at in range(0, len(items), 2)}.values()]
+        with self._lock:  # 0 read here: every frame before this one is cranked (this thread counted them)
+            if self._unfinished or (self._deferred and not self._deferred.isdisjoint(pid for pid, _ in latest)):
+                return False
+            seen = self._seen
+            for pid, slot in latest:
+                if slot > seen.get(pid, -1):
+                    seen[pid] = slot
+            self.quiet_frames += 1
+        return True
 
     def offer_recrank(self, pids: list[str]) -> None:
         """Ask for a recrank of ``pids``, done on the messenger's thread, in turn with the frames
         before it: one thread cranks, so each process's outbox goes out in slot order."""
+        with self._count_lock:  # a quiet frame after it waits for it too: its slots would pass those to recrank
+            self._unfinished += 1
         self._inbox.put(("recrank", pids))
 
     def _serve(self) -> None:
@@ -154,10 +191,14 @@ class Messenger(ThreadChild):
                         pass
                     return
                 kind, payload = item
-                if kind == "crank":
-                    self.crank(payload)
-                else:
-                    self.recrank(payload)
+                try:
+                    if kind == "crank":
+                        self.crank(payload)
+                    else:
+                        self.recrank(payload)
+                finally:
+                    with self._count_lock:
+                        self._unfinished -= 1
             flowing = self.flush()
 
     def stop(self, timeout: float | None) -> None:
@@ -175,7 +216,7 @@ class Messenger(ThreadChild):
         for at in range(0, len(items), 2):
             key, result = items[at], items[at + 1]
             latest[key[:-8]] = key
-            if not all(empty in result for empty in _NOTHING_SENT):
+            if not result.endswith(_QUIET_END) and not all(empty in result for empty in _NOTHING_SENT):
                 sending.append((bytes(key), bytes(result)))
         held: set[str] = set()
         with self._lock:
@@ -339,9 +380,16 @@ class Messenger(ThreadChild):
                     break
             if not plan:
                 deferred, self._deferred = self._deferred, set()
+                if deferred:  # until they are recranked, no quiet frame may note their slots
+                    with self._count_lock:
+                        self._unfinished += 1
         if not plan:
             if deferred:
-                self.recrank(sorted(deferred))
+                try:
+                    self.recrank(sorted(deferred))
+                finally:
+                    with self._count_lock:
+                        self._unfinished -= 1
             return False
         pushed_back = self._offer_messages([taken for taken in plan if taken[0].act is None])
         pushed_back |= self._act([taken for taken in plan if taken[0].act is not None])

@@ -229,9 +229,14 @@ class Schedulers:
         self._logs.moved(pid)
 
     def _split(self, targets: list[str]) -> dict[int, list[int]]:
+        """Positions of ``targets`` by the shard of each (no method call per message: this runs for each)."""
+        shard_of = self._processes.get
         by_shard: dict[int, list[int]] = {}
         for at, target in enumerate(targets):
-            by_shard.setdefault(self.shard_of(target), []).append(at)
+            index = shard_of(target)
+            if index is None:
+                raise UnknownProcess(f"no process {target} on this node")
+            by_shard.setdefault(index, []).append(at)
         return by_shard
 
     @staticmethod
