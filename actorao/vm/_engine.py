@@ -18,6 +18,9 @@ _SETTINGS = {
     "wasm_memory64": True,
     "memory_reservation": MEMORY_RESERVATION,
     "memory_guard_size": 2 << 20,
+    # Linear memory is plain anonymous memory, never a copy-on-write map of the module's data: a
+    # restore drops its pages (they read as zeros) and writes back only the snapshot's non-zero ones.
+    "memory_init_cow": False,
 }
 _COMPILE_VERSION = 1  # bump when actorao changes what it compiles (vm/_binary.py's rewrite, say)
 # Names the exact machine code this engine makes: compiled artifacts are keyed by it.
