@@ -107,7 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         if args.model is None:
-            from tests.tiny_llama import write_tiny_llama
+            from actorao.examples.tiny_llama import write_tiny_llama
             args.model = write_tiny_llama(Path(folder) / "tiny.gguf")
         pid, node_figures = on_a_node(Path(folder) / "node", args.model.read_bytes(), args.rounds)
         print(orjson.dumps({**node_figures, **in_process(Path(folder) / "node", pid, args.rounds)}).decode(),
