@@ -11,7 +11,7 @@ import pytest
 from actorao.cu import _checkpoint as checkpoints
 from actorao.message import new_id
 from actorao.persist import Store, log_key
-from actorao.vm import Snapshot
+from actorao.vm import Snapshot, nonzero_pages
 
 PAGE = checkpoints.PAGE
 
@@ -96,7 +96,7 @@ def test_an_instance_updates_its_checkpoint_buffer_in_place_page_by_changed_page
     instance = Instance(compiled, memory_limit=1 << 30)
     message, env = b'{"Tags":[{"name":"Action","value":"Inc"}]}', b"{}"
     first, pages = instance.update_snapshot(None)
-    assert pages is None and isinstance(first.memory, bytearray)
+    assert pages == nonzero_pages(first.memory) and 0 < len(pages) < len(first.memory) // PAGE
     instance.call(message, env, 10**9)
     second, pages = instance.update_snapshot(first)
     assert second.memory is first.memory  # the same buffer, brought up to date
@@ -109,7 +109,10 @@ def test_an_instance_updates_its_checkpoint_buffer_in_place_page_by_changed_page
         pass  # Grow traps after growing: the memory is larger now, whatever the result
     third, pages = instance.update_snapshot(second)
     assert bytes(third.memory) == instance.read_memory() and len(third.memory) > 2 * 65536
-    assert pages is not None and max(pages) == len(third.memory) // PAGE - 1
+    # Grow wrote nothing in the grown pages: zeros, as a grown memory starts, so the delta leaves them out
+    assert pages and max(pages) < len(second.memory) // PAGE
+    assert not [page for page in nonzero_pages(third.memory) if page >= len(second.memory) // PAGE]
+    assert third.memory is not second.memory  # a new buffer for the grown memory
 
 
 def test_a_stored_memory_streams_in_chunks_equal_to_its_restore(tmp_path: Path) -> None:
@@ -146,3 +149,20 @@ def test_a_streamed_read_stops_when_its_checkpoint_is_pruned(tmp_path: Path) -> 
     store.write(lambda txn: checkpoints.put(txn, store, pid, newer))
     with pytest.raises(checkpoints.ReplacedWhileRead, match="read the state again"):
         list(chunks)
+
+
+def test_a_restore_drops_pages_written_since_and_writes_back_only_the_snapshots() -> None:
+    from actorao import examples
+    from actorao.vm import Instance, compile_module
+
+    instance = Instance(compile_module(examples.wasm("trapper")), memory_limit=1 << 30)
+    message, env = b'{"Tags":[{"name":"Action","value":"Inc"}]}', b"{}"
+    instance.call(message, env, 10**9)
+    snapshot = instance.snapshot()
+    assert snapshot.written is not None and 0 < len(snapshot.written) < len(snapshot.memory) // PAGE
+    expected = instance.digest()
+    instance.call(message, env, 10**9)
+    instance.write(len(snapshot.memory) - 8, b"late")  # a page the snapshot holds as zeros
+    assert instance.digest() != expected
+    instance.restore(snapshot)
+    assert instance.digest() == expected and instance.read_memory() == bytes(snapshot.memory)

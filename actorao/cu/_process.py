@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from actorao.cu._modules import ModuleRegistry
 
 log = logging.getLogger(__name__)
+# Checkpoints on compute time wait for this many times what the last one cost: a 1.2 GiB memory's
+# scan takes 0.2 s, and would otherwise be paid after every second of a model's generation.
+_COST_RATIO = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,7 @@ class HostedProcess:
         self.since_checkpoint = 0
         self.compute_since_checkpoint = 0.0  # seconds of evaluation: host time, never seen by modules
         self.deltas_since_full = limits.full_every  # the first checkpoint is a full one
+        self.checkpoint_cost = 0.0  # seconds the last checkpoint took (host time, as compute is)
         self.weavedrive = weavedrive_enabled(env)
 
     def _run(self, slot: int, message: bytes) -> tuple[bytes, bool]:
@@ -123,12 +127,12 @@ class HostedProcess:
                 log.error("process %s: slot %d failed on replay but not originally", self.pid, slot)
 
     def _restore_stored_checkpoint(self) -> None:
-        """Restore the newest stored checkpoint straight into the instance. Its memory is then not
-        kept in this process (``checkpoint`` stays None), so the next checkpoint is a full one."""
+        """Restore the newest stored checkpoint into the instance, and keep it (only its non-zero
+        pages take memory): the next checkpoint is a delta against it, and a rollback restores it."""
         chain = checkpoints.read_chain(self.store, self.pid)
         if chain:
-            self.checkpoint_slot = checkpoints.restore_chain(chain, self.instance)
-            self.checkpoint = None
+            self.checkpoint_slot, self.checkpoint = checkpoints.restore_chain(chain, self.instance)
+            self.deltas_since_full = len(chain) - 1
 
     def _rollback(self, before_slot: int) -> None:
         self.instance = self._fresh_instance()
@@ -159,7 +163,8 @@ class HostedProcess:
         self.since_checkpoint += 1
         if (
             self.since_checkpoint >= self.limits.checkpoint_every
-            or self.compute_since_checkpoint * 1000 >= self.limits.checkpoint_ms
+            or self.compute_since_checkpoint
+            >= max(self.limits.checkpoint_ms / 1000, _COST_RATIO * self.checkpoint_cost)
         ):
             self._take_checkpoint(slot)
         return result
@@ -173,10 +178,14 @@ class HostedProcess:
     def _take_checkpoint(self, slot: int) -> None:
         """Keep the snapshot for rollback, and hand it, as a delta against the one before or as a new
         full base, to the worker to store with this batch."""
+        started = self._compute_clock()
+        first = self.checkpoint is None
         snapshot, pages = self.instance.update_snapshot(self.checkpoint)
-        if self.deltas_since_full >= self.limits.full_every:
-            pages = None  # pages None: a full checkpoint, also when there was no snapshot to diff
-        encoded = checkpoints.encode(slot, snapshot, self.checkpoint_slot, pages)
+        if first or self.deltas_since_full >= self.limits.full_every:  # a full one: its non-zero pages
+            encoded = checkpoints.encode(slot, snapshot, None, None, nonzero=pages if first else None)
+        else:
+            encoded = checkpoints.encode(slot, snapshot, self.checkpoint_slot, pages)
+        self.checkpoint_cost = self._compute_clock() - started
         self.deltas_since_full = 0 if encoded.full else self.deltas_since_full + 1
         self.checkpoint, self.checkpoint_slot = snapshot, slot
         self.failed.clear()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from actorao.vm._evaluator import Evaluator, error_result
 from actorao.vm._instance import DIFF_PAGE, HostResourceError, Instance, Snapshot, memory_digest
 from actorao.vm._module import CompiledModule, artifact_suffix, compile_module, load_compiled
+from actorao.vm._pages import new_buffer, nonzero_pages
 from actorao.vm._weavedrive import HALT, Drive, DriveFile, FileNotAdmissible
 
 __all__ = [
@@ -28,4 +29,6 @@ __all__ = [
     "error_result",
     "load_compiled",
     "memory_digest",
+    "new_buffer",
+    "nonzero_pages",
 ]

@@ -18,6 +18,9 @@ _SETTINGS = {
     "wasm_memory64": True,
     "memory_reservation": MEMORY_RESERVATION,
     "memory_guard_size": 2 << 20,
+    # Linear memory is plain anonymous memory, never a copy-on-write map of the module's data: a
+    # restore drops its pages (they read as zeros) and writes back only the snapshot's non-zero ones.
+    "memory_init_cow": False,
 }
 # Cranelift's Spectre guards on linear-memory and table accesses: a select after every bounds check, so
 # that a mispredicted check cannot read past the sandbox even speculatively. aos's wasm64 build checks

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import itertools
+import mmap
 import threading
 import weakref
 from collections.abc import Callable
@@ -26,19 +27,14 @@ from wasmtime import _func as wasmtime_func
 from actorao._exceptions import ActoraoError, ComputeLimitExceeded, Trap
 from actorao.vm._engine import engine
 from actorao.vm._module import CompiledModule
+from actorao.vm._pages import PAGE as PAGE_4K
+from actorao.vm._pages import address, copy_runs, merge_runs, new_buffer, page_runs, restore_pages, touched_runs
 
 _libc = ctypes.CDLL(None)
 _memchr = _libc.memchr
 _memchr.restype = ctypes.c_void_p
 _memchr.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
-_memcmp = _libc.memcmp
-_memcmp.restype = ctypes.c_int
-_memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-DIFF_PAGE = 4096  # the unit of checkpoint deltas
-_BLOCK = 65536
-# A whole memory is copied a slice at a time: a 1 GiB copy in one call holds the GIL for seconds on a
-# busy box, and the worker's heartbeat thread with it, so the worker was killed as hung.
-_COPY_SLICE = 16 << 20
+DIFF_PAGE = PAGE_4K  # the unit of checkpoint deltas
 
 _call_unchecked = raw._wasmtime_func_call_unchecked
 _set_fuel = raw._wasmtime_context_set_fuel
@@ -84,14 +80,17 @@ class Snapshot:
     A snapshot made by ``Instance.update_snapshot`` shares its memory buffer with the one it updated:
     the buffer of a process's latest checkpoint is kept current in place, page by changed page."""
 
-    memory: bytes | bytearray
+    memory: bytes | bytearray | mmap.mmap
     globals: tuple[tuple[str, int | float], ...]
+    written: set[int] | None = None  # every page of ``memory`` that may not be zero, when known
 
     def digest(self) -> str:
         return memory_digest(self.memory, self.globals)
 
 
-def memory_digest(memory: bytes | bytearray | memoryview, globals_: tuple[tuple[str, int | float], ...] = ()) -> str:
+def memory_digest(
+    memory: bytes | bytearray | mmap.mmap | memoryview, globals_: tuple[tuple[str, int | float], ...] = ()
+) -> str:
     digest = hashlib.sha256(memory)
     digest.update(repr(globals_).encode())
     return digest.hexdigest()
@@ -213,41 +212,40 @@ class Instance:
             ctypes.memmove(base + pointer, text + b"\0", len(text) + 1)
 
     def snapshot(self) -> Snapshot:
+        """The current state, in a buffer that holds only the pages that are not zero."""
         values = self._state()
-        return Snapshot(self.read_memory(), values)
-
-    def update_snapshot(self, previous: Snapshot | None) -> tuple[Snapshot, list[int] | None]:
-        """The current state as a snapshot, and the DIFF_PAGE-sized pages changed since ``previous``
-        (None when there is no previous: everything is new). ``previous``'s buffer is brought up to
-        date in place, copying only the changed pages: comparing 64 KiB blocks with memcmp first
-        costs about 10 ms for aos's 68 MiB, against 40 ms for a fresh copy."""
-        values = self._state()
-        if previous is None or not isinstance(previous.memory, bytearray):
-            base, size = self._base()
-            copied = bytearray()
-            for at in range(0, size, _COPY_SLICE):
-                copied += ctypes.string_at(base + at, min(_COPY_SLICE, size - at))
-            return Snapshot(copied, values), None
-        kept = previous.memory
         base, size = self._base()
-        if size < len(kept):
+        memory = new_buffer(size)
+        return Snapshot(memory, values, set(copy_runs(address(memory), base, self._touched(base, size))))
+
+    def update_snapshot(self, previous: Snapshot | None) -> tuple[Snapshot, list[int]]:
+        """The current state as a snapshot, and the DIFF_PAGE-sized pages changed since ``previous``
+        (None: since a memory of zeros, so its non-zero pages). ``previous``'s buffer is brought up to
+        date in place, copying only the changed pages (a new buffer when the memory grew). The scan
+        reads both sides once (1 MiB spans, then the pages of the spans that differ): about 0.2 s for
+        llama.wasm's 1.2 GiB, and what it writes is only what changed."""
+        values = self._state()
+        base, size = self._base()
+        kept = None if previous is None else previous.memory
+        if kept is not None and size < len(kept):
             raise ValueError("memory is smaller than the snapshot it should update")
-        kept_at = ctypes.addressof((ctypes.c_char * len(kept)).from_buffer(kept))
-        changed: list[int] = []
-        for block in range(0, len(kept), _BLOCK):
-            length = min(_BLOCK, len(kept) - block)
-            if _memcmp(base + block, kept_at + block, length):
-                for page in range(block, block + length, DIFF_PAGE):
-                    span = min(DIFF_PAGE, len(kept) - page)
-                    if _memcmp(base + page, kept_at + page, span):
-                        ctypes.memmove(kept_at + page, base + page, span)
-                        changed.append(page // DIFF_PAGE)
-        if size > len(kept):  # memory grew: every new page is changed
-            first_new = len(kept)
-            for at in range(first_new, size, _COPY_SLICE):
-                kept += ctypes.string_at(base + at, min(_COPY_SLICE, size - at))
-            changed.extend(range(first_new // DIFF_PAGE, -(-size // DIFF_PAGE)))
-        return Snapshot(kept, values), changed
+        written = None if previous is None else previous.written
+        if kept is None or isinstance(kept, bytes) or size > len(kept) or written is None:
+            grown = new_buffer(size)
+            if kept is not None:
+                old = [(0, len(kept))] if written is None else page_runs(written, len(kept))
+                written = set(copy_runs(address(grown), address(kept), old))
+            kept, written = grown, written or set()
+        # Only pages the instance touched, or the snapshot holds, can differ: the rest are zeros on both sides.
+        changed = copy_runs(address(kept), base, merge_runs(self._touched(base, size), page_runs(written, size)))
+        written.update(changed)
+        return Snapshot(kept, values, written), changed
+
+    @staticmethod
+    def _touched(base: int, size: int) -> list[tuple[int, int]]:
+        """The runs of linear memory that may not be zero: those ever touched, or all when unknown."""
+        runs = touched_runs(base, size)
+        return [(0, size)] if runs is None else runs
 
     def writable_memory(self, size: int) -> memoryview:
         """Linear memory grown to ``size`` bytes, as a writable view, to restore into in place.
@@ -268,8 +266,11 @@ class Instance:
                 self._mutable_globals[name].set_value(self.store, value)
 
     def restore(self, snapshot: Snapshot) -> None:
-        """Put ``snapshot`` back. Memory cannot shrink, so a larger current memory is refused."""
-        self.writable_memory(len(snapshot.memory))[:] = snapshot.memory
+        """Put ``snapshot`` back, writing only the pages that differ. Memory cannot shrink, so a larger
+        current memory is refused."""
+        size = len(snapshot.memory)
+        self.writable_memory(size).release()
+        restore_pages(self._base()[0], address(snapshot.memory), size, snapshot.written)
         self.set_globals(snapshot.globals)
 
     def digest(self) -> str:
