@@ -199,13 +199,15 @@ class Instance:
         return _memory_data(self._ctx_at, self._memory_at) or 0, _memory_data_size(self._ctx_at, self._memory_at)
 
     def _memory(self) -> tuple[memoryview, int]:
-        """Linear memory as a writable view, and where it starts; valid until wasm code next runs. The
-        view is made again only when memory has moved or grown."""
-        base, size = self._base()
-        if base != self._view_base or size != len(self._view):
+        """Linear memory as a writable view, and where it starts; valid until wasm code next runs.
+        wasmtime moves a memory only when it grows, so its size alone says whether the view made
+        last time still holds."""
+        size = _memory_data_size(self._ctx_at, self._memory_at)
+        if size != len(self._view):
+            base = _memory_data(self._ctx_at, self._memory_at) or 0
             self._view = _view_of(base, size, _PYBUF_WRITE) if base else memoryview(b"")
             self._view_base = base
-        return self._view, base
+        return self._view, self._view_base
 
     def memory_size(self) -> int:
         return self._base()[1]
