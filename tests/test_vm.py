@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import weakref
 
 import orjson
@@ -341,6 +342,7 @@ def test_host_func_gives_what_wasmtime_func_gives() -> None:
 def test_host_funcs_live_as_long_as_their_store() -> None:
     from actorao.vm._instance import _HOST_CALLBACKS
 
+    gc.collect()  # stores that earlier tests left in cycles: a collection mid-test would free theirs
     before = len(_HOST_CALLBACKS)
     instance = Instance(compile_module(examples.wasm("counter")), memory_limit=LIMIT)
     funcs = [instance.host_func(wasmtime.FuncType([wasmtime.ValType.i32()], []), lambda value: None)
@@ -364,3 +366,38 @@ def test_output_that_is_not_utf8_reads_as_ao_loader_reads_it() -> None:
     result, failed = Evaluator().evaluate(Instance(compile_module(wasm), memory_limit=1 << 20), b"{}", b"{}")
     assert not failed, result
     assert orjson.loads(result)["Output"] == "a\ufffdb"
+
+
+@pytest.mark.parametrize("length", [10, 70_000, 200_000])
+def test_a_result_string_is_read_whole_however_long(length: int) -> None:
+    """The NUL is searched a stretch at a time: a result longer than the first stretch reads whole."""
+    prefix = '{"ok":true,"response":{"Output":"'
+    quoted = prefix.replace('"', '\\"')
+    wasm = wasmtime.wat2wasm(f"""
+    (module
+      (memory (export "memory") 5)
+      (func (export "malloc") (param i32) (result i32) i32.const 1024)
+      (func (export "handle") (param i32 i32) (result i32)
+        (memory.fill (i32.const {4096 + len(prefix)}) (i32.const 120) (i32.const {length}))
+        i32.const 4096)
+      (data (i32.const 4096) "{quoted}")
+      (data (i32.const {4096 + len(prefix) + length}) "\\"}}}}\\00"))
+    """)
+    result, failed = Evaluator().evaluate(Instance(compile_module(wasm), memory_limit=1 << 20), b"{}", b"{}")
+    assert not failed, result[:200]
+    assert orjson.loads(result)["Output"] == "x" * length
+
+
+@pytest.mark.parametrize("start", [65536 * 5 - 100, 4096])
+def test_a_result_string_without_its_nul_is_a_trap(start: int) -> None:
+    wasm = wasmtime.wat2wasm(f"""
+    (module
+      (memory (export "memory") 5)
+      (func (export "malloc") (param i32) (result i32) i32.const 1024)
+      (func (export "handle") (param i32 i32) (result i32)
+        (memory.fill (i32.const {start}) (i32.const 120) (i32.const {65536 * 5 - start}))
+        i32.const {start}))
+    """)
+    result, failed = Evaluator().evaluate(Instance(compile_module(wasm), memory_limit=1 << 20), b"{}", b"{}")
+    assert failed
+    assert orjson.loads(result)["Error"] == f"Trap: the string at {start} is not NUL-terminated inside memory"

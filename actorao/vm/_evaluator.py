@@ -46,20 +46,19 @@ def _normalize(raw: bytes, max_sends: int, max_spawns: int, max_bytes: int) -> t
             doc = orjson.loads(raw.decode("utf-8", errors="replace"))
         except orjson.JSONDecodeError as exc:
             raise Trap(f"Trap: handle returned invalid JSON: {exc}") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("response"), dict):
+    response = doc.get("response") if isinstance(doc, dict) else None
+    if not isinstance(response, dict):
         raise Trap('Trap: handle must return {"ok": ..., "response": {...}}')
-    response: dict[str, Any] = doc["response"]
     error = response.get("Error")
-    failed = doc.get("ok") is not True or error not in (None, "")
-    out = {
-        "Output": response.get("Output", ""),
-        "Messages": response.get("Messages") or [],
-        "Spawns": response.get("Spawns") or [],
-        "Assignments": response.get("Assignments") or [],
-    }
-    if failed:
+    messages = response.get("Messages") or []
+    spawned = response.get("Spawns") or []
+    assignments = response.get("Assignments") or []
+    out = {"Output": response.get("Output", ""), "Messages": messages, "Spawns": spawned, "Assignments": assignments}
+    if doc.get("ok") is not True or error not in (None, ""):
         out["Error"] = error if isinstance(error, str) and error else "ModuleError: handle returned ok=false"
         return orjson.dumps(out), True
+    if not (messages or spawned or assignments):  # most results send nothing: no limit to check
+        return orjson.dumps(out), False
     sends, spawns = _sends(response)
     if sends > max_sends:
         return error_result(f"OutboxLimitExceeded: the result sends {sends:,} messages and assignments; a result "

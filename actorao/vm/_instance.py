@@ -13,6 +13,7 @@ import ctypes
 import hashlib
 import itertools
 import mmap
+import struct
 import threading
 import weakref
 from collections.abc import Callable
@@ -37,13 +38,38 @@ _memchr.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
 DIFF_PAGE = PAGE_4K  # the unit of checkpoint deltas
 
 _call_unchecked = raw._wasmtime_func_call_unchecked
-_set_fuel = raw._wasmtime_context_set_fuel
-_get_fuel = raw._wasmtime_context_get_fuel
-# wasmtime_memory_data again, returning a plain address instead of a POINTER(c_uint8) to cast
-_memory_data = ctypes.CFUNCTYPE(
-    ctypes.c_void_p, ctypes.POINTER(ffi.wasmtime_context_t), ctypes.POINTER(ffi.wasmtime_memory_t)
-)(("wasmtime_memory_data", ffi.dll))
-_memory_data_size = raw._wasmtime_memory_data_size
+
+
+def _plain(name: str, restype: Any, *argtypes: Any, keep_gil: bool = False) -> Any:
+    """wasmtime's C function ``name`` again, on plain addresses (c_void_p) and plain results, for the
+    calls of every message: wasmtime-py's binding builds and checks typed pointer objects each call.
+    ``keep_gil`` for calls that never run wasm code: they return in well under a microsecond, less
+    than it costs to let the GIL go and take it back."""
+    prototype = ctypes.PYFUNCTYPE if keep_gil else ctypes.CFUNCTYPE
+    return prototype(restype, *argtypes)((name, ffi.dll))
+
+
+_V = ctypes.c_void_p
+_call_plain = _plain("wasmtime_func_call_unchecked", _V, _V, _V, _V, ctypes.c_size_t, _V)
+_set_fuel = _plain("wasmtime_context_set_fuel", _V, _V, ctypes.c_uint64, keep_gil=True)
+_get_fuel = _plain("wasmtime_context_get_fuel", _V, _V, _V, keep_gil=True)
+_memory_data = _plain("wasmtime_memory_data", _V, _V, _V, keep_gil=True)
+_memory_data_size = _plain("wasmtime_memory_data_size", ctypes.c_size_t, _V, _V, keep_gil=True)
+# memchr holding the GIL, for the first stretch of a string; the rest (a string that runs on for
+# megabytes, or not NUL-terminated at all) is searched with the GIL let go
+_memchr_held = ctypes.PYFUNCTYPE(_V, _V, ctypes.c_int, ctypes.c_size_t)(("memchr", _libc))
+_MEMCHR_HELD = 1 << 16
+# a memoryview straight onto linear memory, with no ctypes array type made for its size
+_view_of = ctypes.pythonapi.PyMemoryView_FromMemory
+_view_of.restype = ctypes.py_object
+_view_of.argtypes = [_V, ctypes.c_ssize_t, ctypes.c_int]
+_PYBUF_WRITE = 0x200
+_ERROR_POINTER = ctypes.POINTER(ffi.wasmtime_error_t)
+_TRAP_POINTER = ctypes.POINTER(ffi.wasm_trap_t)
+_VAL_SIZE = ctypes.sizeof(ffi.wasmtime_val_raw)
+_pack_arg = struct.Struct("<q").pack_into
+_I64 = struct.Struct("<q").unpack_from  # a result, as the i64 it is
+_U32 = struct.Struct("<I").unpack_from  # a result, as the unsigned wasm32 pointer it is
 _OUT_OF_FUEL = wasmtime.TrapCode.OUT_OF_FUEL
 _error_delete = raw._wasmtime_error_delete
 _new_host_func = raw._wasmtime_func_new_unchecked
@@ -118,13 +144,20 @@ class Instance:
         self.store.set_fuel(fuel)  # start code runs during instantiation, metered like a call
         self.memory_limit = memory_limit
         self._ctx = self.store._context()
+        self._ctx_at = ctypes.cast(self._ctx, _V).value
+        # The arguments and result of ``invoke``, packed and unpacked through a view of their bytes.
         self._args = (ffi.wasmtime_val_raw * 4)()
-        self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
-        self._trap_ref = ctypes.byref(self._trap)
+        self._args_at = ctypes.addressof(self._args)
+        self._args_bytes = memoryview(self._args).cast("B")
+        self._trap = _V()
+        self._trap_at = ctypes.addressof(self._trap)
         self._wide = compiled.pointer == "i64"
+        self._result = _I64 if self._wide else _U32
         self._fuel_left = ctypes.c_uint64(0)
-        self._fuel_left_ref = ctypes.byref(self._fuel_left)
-        self.fuel_used = 0
+        self._fuel_left_at = ctypes.addressof(self._fuel_left)
+        self._view = memoryview(b"")  # linear memory, as it was when last asked (``_memory``)
+        self._view_base = 0
+        self._fuel_given = 0  # by the last ``call``: ``fuel_used`` reads what is left only when asked
         self.format = compiled.format
         self.host = format_named(compiled.format).host(self)
         try:
@@ -133,7 +166,7 @@ class Instance:
             memory = exports[self.host.export_names.get("memory", "memory")]
             assert isinstance(memory, wasmtime.Memory)
             self.memory = memory
-            self._memory_ref = ctypes.byref(memory._memory)
+            self._memory_at = ctypes.addressof(memory._memory)
             self.host.start(exports)
         except wasmtime.Trap as exc:
             _raise_pending_host_error()
@@ -162,7 +195,18 @@ class Instance:
     # -- memory ---------------------------------------------------------------------------------
     def _base(self) -> tuple[int, int]:
         """Where linear memory is now, and its size: both can change whenever wasm code runs."""
-        return _memory_data(self._ctx, self._memory_ref) or 0, _memory_data_size(self._ctx, self._memory_ref)
+        return _memory_data(self._ctx_at, self._memory_at) or 0, _memory_data_size(self._ctx_at, self._memory_at)
+
+    def _memory(self) -> tuple[memoryview, int]:
+        """Linear memory as a writable view, and where it starts; valid until wasm code next runs.
+        wasmtime moves a memory only when it grows, so its size alone says whether the view made
+        last time still holds."""
+        size = _memory_data_size(self._ctx_at, self._memory_at)
+        if size != len(self._view):
+            base = _memory_data(self._ctx_at, self._memory_at) or 0
+            self._view = _view_of(base, size, _PYBUF_WRITE) if base else memoryview(b"")
+            self._view_base = base
+        return self._view, self._view_base
 
     def memory_size(self) -> int:
         return self._base()[1]
@@ -196,20 +240,27 @@ class Instance:
 
     def read_string(self, pointer: int) -> bytes:
         """The NUL-terminated string at ``pointer``, which must end inside memory."""
-        base, size = self._base()
+        view, base = self._memory()
+        size = len(view)
         if not 0 < pointer < size:
             raise Trap(f"Trap: string pointer {pointer} is outside memory of {size} bytes")
-        end = _memchr(base + pointer, 0, size - pointer)
+        start = base + pointer
+        end = _memchr_held(start, 0, min(size - pointer, _MEMCHR_HELD))
+        if end is None and size - pointer > _MEMCHR_HELD:
+            end = _memchr(start + _MEMCHR_HELD, 0, size - pointer - _MEMCHR_HELD)
         if end is None:
             raise Trap(f"Trap: the string at {pointer} is not NUL-terminated inside memory")
-        return ctypes.string_at(base + pointer, end - (base + pointer))
+        return view[pointer : end - base].tobytes()
 
     def write_strings(self, pointers: tuple[int, ...], texts: tuple[bytes, ...]) -> None:
-        base, size = self._base()  # once, after the allocations: any of them may have grown memory
+        view = self._memory()[0]  # once, after the allocations: any of them may have grown memory
+        size = len(view)
         for pointer, text in zip(pointers, texts, strict=True):
-            if pointer <= 0 or pointer + len(text) + 1 > size:
+            end = pointer + len(text)
+            if pointer <= 0 or end + 1 > size:
                 raise Trap(f"Trap: allocation returned {pointer}, outside memory of {size} bytes")
-            ctypes.memmove(base + pointer, text + b"\0", len(text) + 1)
+            view[pointer:end] = text
+            view[end] = 0
 
     def snapshot(self) -> Snapshot:
         """The current state, in a buffer that holds only the pages that are not zero."""
@@ -363,29 +414,29 @@ class Instance:
         return wasmtime.Func._from_raw(func)
 
     def invoke(self, func_ref: object, *values: int) -> int:
-        """Call a function taking and returning pointer-sized integers, through the unchecked path."""
-        args = self._args
-        for index, value in enumerate(values):
-            if self._wide:
-                args[index].i64 = value
-            else:
-                args[index].i32 = value
-        error = _call_unchecked(self._ctx, func_ref, args, max(len(values), 1), self._trap_ref)
+        """Call a function taking and returning pointer-sized integers, through the unchecked path.
+        Each value is written as 8 bytes into its slot: an i32 reads the low four, the same bits."""
+        args = self._args_bytes
+        at = 0
+        for value in values:
+            _pack_arg(args, at, value)
+            at += _VAL_SIZE
+        error = _call_plain(self._ctx_at, func_ref, self._args_at, len(values) or 1, self._trap_at)
         if error:
+            error_pointer = ctypes.cast(error, _ERROR_POINTER)
             if _host_exception_pending():
-                _error_delete(error)  # the exception is what matters; the error only says there was one
+                _error_delete(error_pointer)  # the exception is what matters; the error only says there was one
                 _raise_pending_host_error()
-            raise Trap(f"Trap: {wasmtime.WasmtimeError._from_ptr(error)}")
-        if self._trap:
-            trap = wasmtime.Trap._from_ptr(self._trap)
-            self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
-            self._trap_ref = ctypes.byref(self._trap)
+            raise Trap(f"Trap: {wasmtime.WasmtimeError._from_ptr(error_pointer)}")
+        if self._trap.value:
+            trap = wasmtime.Trap._from_ptr(ctypes.cast(self._trap.value, _TRAP_POINTER))
+            self._trap.value = None
             _raise_pending_host_error()
             if trap.trap_code == _OUT_OF_FUEL:
                 raise ComputeLimitExceeded("ComputeLimitExceeded: the message ran out of fuel")
             raise Trap(f"Trap: {_last_line(trap.message)}")
-        result = args[0].i64 if self._wide else args[0].i32 & 0xFFFFFFFF
-        return int(result)
+        result: int = self._result(args)[0]
+        return result
 
     def call(self, message: bytes, env: bytes, fuel: int) -> bytes:
         """Run ``handle(message, env)`` under ``fuel`` and return the result string's bytes.
@@ -393,9 +444,9 @@ class Instance:
         Raises ComputeLimitExceeded, MemoryLimitExceeded or Trap. After a raise the instance is in
         an unknown state: callers roll back by restoring into a fresh instance.
         """
-        error = _set_fuel(self._ctx, fuel)
+        error = _set_fuel(self._ctx_at, fuel)
         if error:
-            raise Trap(f"Trap: {wasmtime.WasmtimeError._from_ptr(error)}")
+            raise Trap(f"Trap: {wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, _ERROR_POINTER))}")
         host = self.host
         host.begin(message)
         try:
@@ -406,8 +457,18 @@ class Instance:
             return self.read_string(out)
         finally:
             host.end()
-            _get_fuel(self._ctx, self._fuel_left_ref)
-            self.fuel_used = fuel - self._fuel_left.value
+            self._fuel_given = fuel
+
+    @property
+    def fuel_used(self) -> int:
+        """The fuel the last ``call`` burned, its host's end included. Nothing else runs code of this
+        store between calls, so what is left is still there to read."""
+        if not self._fuel_given:
+            return 0
+        error = _get_fuel(self._ctx_at, self._fuel_left_at)
+        if error:
+            raise Trap(f"Trap: {wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, _ERROR_POINTER))}")
+        return self._fuel_given - self._fuel_left.value
 
 
 def host_function(handler: Callable[..., Any]) -> Callable[..., Any]:
