@@ -78,6 +78,9 @@ class Node:
         self._lock_file = _lock_data_path(self.path)
         shutil.rmtree(self.path / "run", ignore_errors=True)  # sockets of earlier runs, all dead now
         self._store = Store(self.path, map_size=config.map_size, max_map_size=config.max_map_size)
+        # Opened before any worker: results and checkpoints a machine crash may have torn are dropped
+        # here, and those of a store older than their environment moved into it.
+        self._store.open_computed()
         # A data path keeps every shard it ever had: their logs hold processes.
         self._logs = ShardLogs(self._store, max(config.scheduler_count, existing_shards(self.path)),
                                map_size=config.map_size, max_map_size=config.max_map_size)

@@ -52,7 +52,7 @@ def test_a_chain_restores_exactly_through_growth_and_globals(tmp_path: Path) -> 
         memory = mutate(memory, rng.sample(range(len(memory) // PAGE), 5), grow=PAGE * (slot % 3 == 0))
         snapshot = Snapshot(memory, (("g", slot), ("f", float("nan") if slot % 2 else float("-inf"))))
         encoded = encode(slot, snapshot, base)
-        store.write(lambda txn, encoded=encoded: checkpoints.put(txn, store, pid, encoded))
+        store.computed.write(lambda txn, encoded=encoded: checkpoints.put(txn, store, pid, encoded))
         snapshots.append(snapshot)
         base = (slot, snapshot)
         loaded = checkpoints.load(store, pid)
@@ -69,9 +69,9 @@ def test_a_full_base_prunes_the_chain_before_it(tmp_path: Path) -> None:
     for slot, full in ((1, True), (2, False), (3, False), (4, True), (5, False)):
         memory = mutate(memory, [slot % 8])
         encoded = encode(slot, Snapshot(memory, ()), None if full else base)
-        store.write(lambda txn, encoded=encoded: checkpoints.put(txn, store, pid, encoded))
+        store.computed.write(lambda txn, encoded=encoded: checkpoints.put(txn, store, pid, encoded))
         base = (slot, Snapshot(memory, ()))
-    keys = store.read(lambda txn: [bytes(k) for k, _ in txn.cursor(db=store.checkpoints)])
+    keys = store.computed.read(lambda txn: [bytes(k) for k, _ in txn.cursor(db=store.checkpoints)])
     assert keys == [log_key(pid, 4), log_key(pid, 5)]
     loaded = checkpoints.load(store, pid)
     assert loaded is not None and loaded[1].memory == memory
@@ -125,7 +125,7 @@ def test_a_stored_memory_streams_in_chunks_equal_to_its_restore(tmp_path: Path) 
         memory = mutate(memory, rng.sample(range(len(memory) // PAGE), 7), grow=PAGE * 3 * (slot % 2))
         snapshot = Snapshot(memory, (("g", slot),))
         encoded = encode(slot, snapshot, base)
-        store.write(lambda txn, encoded=encoded: checkpoints.put(txn, store, pid, encoded))
+        store.computed.write(lambda txn, encoded=encoded: checkpoints.put(txn, store, pid, encoded))
         base = (slot, snapshot)
     stored = checkpoints.StoredMemory.newest(store, pid)
     assert stored is not None and (stored.slot, stored.size, len(stored.chain)) == (5, len(memory), 6)
@@ -140,13 +140,13 @@ def test_a_streamed_read_stops_when_its_checkpoint_is_pruned(tmp_path: Path) -> 
     store = Store(tmp_path)
     pid = new_id()
     first = os.urandom(64 * PAGE)
-    store.write(lambda txn: checkpoints.put(txn, store, pid, encode(1, Snapshot(first, ()), None)))
+    store.computed.write(lambda txn: checkpoints.put(txn, store, pid, encode(1, Snapshot(first, ()), None)))
     stored = checkpoints.StoredMemory.newest(store, pid)
     assert stored is not None
     chunks = stored.chunks(PAGE)
     assert next(chunks) == first[:PAGE]
     newer = encode(2, Snapshot(os.urandom(64 * PAGE), ()), None)  # a new base prunes the one being read
-    store.write(lambda txn: checkpoints.put(txn, store, pid, newer))
+    store.computed.write(lambda txn: checkpoints.put(txn, store, pid, newer))
     with pytest.raises(checkpoints.ReplacedWhileRead, match="read the state again"):
         list(chunks)
 

@@ -7,7 +7,6 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-import lmdb
 import orjson
 import pytest
 import wasmtime
@@ -94,11 +93,7 @@ def test_recovery_from_checkpoint_plus_log_equals_never_stopping(tmp_path: Path)
     assert process.instance.digest() == hosted.instance.digest()
 
     # Forget every checkpoint and result, and evaluate the same log from scratch with no checkpoints.
-    def forget(txn: lmdb.Transaction) -> None:
-        txn.drop(store.checkpoints, delete=False)
-        txn.drop(store.results, delete=False)
-
-    store.write(forget)
+    store.forget_computed()
     from_scratch = Worker(config(tmp_path, checkpoint_every=10**6), store, compute_clock=no_compute_time)
     assert feed(from_scratch, entries) == straight_results
     hosted_b = from_scratch.hosted(pid)
@@ -204,7 +199,7 @@ def test_a_process_whose_checkpoint_will_not_restore_is_isolated_and_its_neighbo
     store = Store(tmp_path)
     bad, bad_entries = populate(store, ["Inc"] * 3, module="counter")
     good, good_entries = populate(store, ["Inc"] * 3, module="counter")
-    store.write(lambda txn: txn.put(log_key(bad, 2), b"\1" * 40 + b"not a checkpoint", db=store.checkpoints))
+    store.computed.write(lambda txn: txn.put(log_key(bad, 2), b"\1" * 40 + b"not a checkpoint", db=store.checkpoints))
     worker = Worker(config(tmp_path, checkpoint_every=1000), store, compute_clock=no_compute_time)
     results = dict(feed(worker, bad_entries + good_entries))
     assert all(b'"Error":' in results[key] for key, _ in bad_entries)

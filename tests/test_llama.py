@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import lmdb
 import pytest
 
 from actorao import Node, Result, Trap
@@ -117,12 +116,7 @@ def test_a_second_node_given_the_same_log_gives_the_same_tokens_and_memory(run: 
     copy = tmp_path / "second"
     shutil.copytree(run.path, copy)
     store = Store(copy)
-
-    def forget(txn: lmdb.Transaction) -> None:
-        txn.drop(store.checkpoints, delete=False)
-        txn.drop(store.results, delete=False)
-
-    store.write(forget)
+    store.forget_computed()
     store.close()
     with Node(copy, **OFTEN) as second:
         second.catch_up(run.pid, timeout=WAIT)

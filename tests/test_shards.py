@@ -165,7 +165,7 @@ def test_rehost_during_a_stream_loses_no_slot_gives_none_twice_and_replays_to_th
 
     # A fresh replay of the whole log, across both hand-offs, from no checkpoint and no result:
     store = Store(tmp_path / "node")
-    store.write(lambda txn: (txn.drop(store.checkpoints, delete=False), txn.drop(store.results, delete=False)))
+    store.forget_computed()
     store.close()
     with Node(tmp_path / "node", workers=1, schedulers=2) as node:
         assert node.scheduler_of(pid) == first

@@ -38,7 +38,7 @@ def test_a_tampered_result_is_reported_at_its_slot(make_node: Callable[..., Node
     pid = node.spawn(counter)
     sent(node, pid, ["Inc"] * 6)
     forged = orjson.dumps({"Output": "999", "Messages": [], "Spawns": [], "Assignments": []})
-    node._store.write(lambda txn: node._store.put_results(txn, [(log_key(pid, 4), forged)]))
+    node._store.computed.write(lambda txn: node._store.put_results(txn, [(log_key(pid, 4), forged)]))
     report = node.verify(pid)
     assert not report.ok
     assert [(m.kind, m.slot) for m in report.mismatches] == [("result", 4)]
@@ -118,7 +118,7 @@ def test_the_cli_exits_non_zero_on_a_mismatch_and_says_where(
     sent(node, clean, ["Inc"] * 3)
     sent(node, tampered, ["Inc"] * 3)
     forged = orjson.dumps({"Output": "7", "Messages": [], "Spawns": [], "Assignments": []})
-    node._store.write(lambda txn: node._store.put_results(txn, [(log_key(tampered, 2), forged)]))
+    node._store.computed.write(lambda txn: node._store.put_results(txn, [(log_key(tampered, 2), forged)]))
     node.close()
     path = str(tmp_path / "node")
     assert main(["verify", clean, "--path", path, "--workers", "1"]) == 0

@@ -288,7 +288,8 @@ class Worker:
         self, results: list[tuple[bytes, bytes]], taken: list[tuple[str, checkpoints.Encoded]] | None = None
     ) -> None:
         """Store results with the checkpoints taken with them (by default, those taken on the calling
-        thread since the last commit) in one transaction."""
+        thread since the last commit) in one transaction of the computed environment, which is never
+        synced: it is in the page cache for every reader when this returns (see persist/_computed.py)."""
         if taken is None:
             taken, self.checkpoints = self.checkpoints, []
         if not results and not taken:
@@ -299,7 +300,7 @@ class Worker:
             for pid, encoded in taken:
                 checkpoints.put(txn, self.store, pid, encoded)
 
-        self.store.write(body)
+        self.store.computed.write(body)
 
 
 def _by_process(items: list[bytes]) -> dict[str, list[tuple[int, bytes]]]:

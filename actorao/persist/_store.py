@@ -24,38 +24,40 @@ Keys of the log and of results sort by process, then slot, so one process's hist
 appends land in key order. Only this room spells a key: every other room asks by name ("the head of a
 process", "a page of its log", "a module's wasm"), as HyperBEAM's scheduler cache does.
 
-Several OS processes open the environment at once: the SU writes fully
-synced transactions; workers sync their data pages but not the meta page (LMDB's NOMETASYNC), so a
-power loss can undo a worker's last commit, which is recomputed from the log, but cannot corrupt the
-file. (Unsynced worker commits, NOSYNC, would risk corrupting acknowledged log entries too.)
+Several OS processes open the environment at once, and the SU writes fully synced transactions. Results
+and checkpoints, which workers write and which can be computed again from the log, live in an
+environment of their own that is never synced (``_computed.py``); ``results`` and ``checkpoints`` here
+hold only what stores older than it kept, moved there when it first opens.
 """
 
 from __future__ import annotations
 
-import errno
+import functools
 import hashlib
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import lmdb
 import orjson
 
 from actorao._config import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE
-from actorao._exceptions import ActoraoError, StoreFull
+from actorao._exceptions import ActoraoError
+from actorao.persist._computed import DATABASES as COMPUTED
+from actorao.persist._computed import Computed
+from actorao.persist._env import Environment, disk_full
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+__all__ = ["MODULE", "OWNER", "PROCESS", "SUBDATABASES", "ModuleRecord", "Store", "disk_full", "log_key",
+           "split_key"]
 
 SUBDATABASES = ("meta", "modules", "processes", "messages", "log", "results", "checkpoints", "undelivered", "items",
                 "attestations", "attested", "handoffs", "commits", "tagged", "data")
-_MAX_RETRIES = 64
+_MIGRATE_BYTES = 64 << 20  # a transaction's worth of results and checkpoints moved from an older store
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,15 +85,6 @@ def _index_value(value: bytes | memoryview | None) -> tuple[bytes, int] | None:
     return bytes(value), 0
 
 
-_DISK_ERRORS = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG))
-
-
-def disk_full(exc: lmdb.Error) -> bool:
-    """Whether an LMDB error says the disk took no more: py-lmdb raises DiskError for ENOSPC, and a
-    plain Error carrying the OS's message (``mdb_txn_commit: Input/output error``) for the rest."""
-    return isinstance(exc, lmdb.DiskError) or any(text in str(exc) for text in _DISK_ERRORS)
-
-
 MODULE, PROCESS = b"m", b"p"
 OWNER = "\x00owner"  # the tag name the index files owners under; no tag can be named so
 
@@ -108,145 +101,95 @@ def split_key(key: bytes) -> tuple[str, int]:
     return key[:-8].decode(), int.from_bytes(key[-8:], "big")
 
 
-class _Gate:
-    """Shared for transactions, exclusive for resizing the map, which LMDB allows only while this
-    OS process has no transaction open."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._active = 0
-        self._resizing = False
-
-    @contextmanager
-    def shared(self) -> Iterator[None]:
-        with self._cond:
-            while self._resizing:
-                self._cond.wait()
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._active -= 1
-                if not self._active:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._cond:
-            while self._resizing:
-                self._cond.wait()
-            self._resizing = True
-            while self._active:
-                self._cond.wait()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._resizing = False
-                self._cond.notify_all()
-
-
-class Store:
-    """The node's LMDB environment. ``write`` and ``read`` retry transparently when the map must
-    grow (here) or has grown (in another process), so ``MapFullError`` never reaches a caller."""
+class Store(Environment):
+    """The node's LMDB environment, and the facade of every key: results and checkpoints are read
+    and written here too, in the environment of what is computed (``computed``)."""
 
     def __init__(
         self, path: str | Path, *, sync: bool = True, metasync: bool = True, map_size: int = DEFAULT_MAP_SIZE,
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
     ) -> None:
-        self.path = Path(path)
-        self.max_map_size = max(max_map_size, map_size)
-        self.path.mkdir(parents=True, exist_ok=True)
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
         try:
-            self.env = lmdb.open(
-                str(self.path / "db"),
-                map_size=map_size,
-                max_dbs=len(SUBDATABASES),
-                max_readers=1024,
-                sync=sync,
-                metasync=metasync,
-                readahead=False,
-            )
+            super().__init__(path, path / "db", SUBDATABASES, sync=sync, metasync=metasync, map_size=map_size,
+                             max_map_size=max_map_size)
         except lmdb.Error as exc:
-            raise ActoraoError(f"cannot open the store at {self.path}: {exc}") from exc
-        self._gate = _Gate()
-        self.db = {name: self.env.open_db(name.encode()) for name in SUBDATABASES}
+            raise ActoraoError(f"cannot open the store at {path}: {exc}") from exc
         self.meta = self.db["meta"]
         self.modules = self.db["modules"]
         self.processes = self.db["processes"]
         self.messages = self.db["messages"]
         self.log = self.db["log"]
-        self.results = self.db["results"]
-        self.checkpoints = self.db["checkpoints"]
         self.items = self.db["items"]
+        self._map_size = map_size
+        self._computed: Computed | None = None
+        self._computed_lock = threading.Lock()
 
     def close(self) -> None:
-        self.env.close()
-
-    # -- transactions ---------------------------------------------------------------------------
-    def write(self, body: Callable[[lmdb.Transaction], T]) -> T:
-        """Run ``body`` in one write transaction and commit it (synced, unless opened sync=False).
-        ``body`` may run again after a resize, so it must only write through the transaction."""
-        for _ in range(_MAX_RETRIES):
-            try:
-                with self._gate.shared(), self.env.begin(write=True) as txn:
-                    return body(txn)
-            except lmdb.MapFullError:
-                self._grow()
-            except lmdb.MapResizedError:
-                self._adopt_new_size()
-            except lmdb.Error as exc:
-                if disk_full(exc):
-                    raise StoreFull(f"the disk under the store at {self.path} is full or failing ({exc}); "
-                                    "nothing of this write was kept: free space and send it again") from exc
-                raise
-        raise ActoraoError(f"the store at {self.path} could not grow its map")
-
-    def read(self, body: Callable[[lmdb.Transaction], T], *, buffers: bool = False) -> T:
-        """Run ``body`` in a read transaction. With ``buffers``, gets give memoryviews into the map,
-        valid only inside ``body``: a range of a large value is read without copying the rest."""
-        for _ in range(_MAX_RETRIES):
-            try:
-                with self._gate.shared(), self.env.begin(buffers=buffers) as txn:  # type: ignore[call-overload]
-                    return body(txn)
-            except lmdb.MapResizedError:
-                self._adopt_new_size()
-        raise ActoraoError(f"the store at {self.path} keeps resizing")
+        if self._computed is not None:
+            self._computed.close()
+        super().close()
 
     def reader_check(self) -> int:
-        """Clear reader slots left by OS processes that died (a SIGKILLed worker); returns how many.
-        A stale reader pins old pages, so the file would grow without bound."""
-        with self._gate.shared():
-            return int(self.env.reader_check())
+        cleared = super().reader_check()
+        return cleared + (self._computed.reader_check() if self._computed is not None else 0)
 
-    def _grow(self) -> None:
-        with self._gate.exclusive():
-            size = self.env.info()["map_size"]
-            if size >= self.max_map_size:
-                raise StoreFull(f"the store at {self.path} is full: its map reached max_map_size ({size} bytes); "
-                                "nothing of this write was kept: raise max_map_size, or free space")
-            size = min(size * 2, self.max_map_size)
-            log.info("growing the LMDB map of %s to %d MiB", self.path, size >> 20)
-            self.env.set_mapsize(size)
+    # -- what is computed: results and checkpoints -----------------------------------------------
+    @property
+    def computed(self) -> Computed:
+        """The environment of results and checkpoints, opened on first use (a shard never uses it).
+        Write to it with ``computed.write`` (``put_results``, ``put_checkpoint``): never synced."""
+        computed = self._computed
+        return computed if computed is not None else self.open_computed()
 
-    def _adopt_new_size(self) -> None:
-        with self._gate.exclusive():
-            self.env.set_mapsize(0)
+    def open_computed(self) -> Computed:
+        with self._computed_lock:
+            if self._computed is None:
+                self._computed = Computed(self.path, map_size=self._map_size, max_map_size=self.max_map_size,
+                                          migrate=self._migrate_computed)
+            return self._computed
+
+    @property
+    def results(self) -> Any:
+        return self.computed.results
+
+    @property
+    def checkpoints(self) -> Any:
+        return self.computed.checkpoints
+
+    def forget_computed(self) -> None:
+        """Drop every result and checkpoint: the workers compute them again from the log."""
+        self.computed.forget()
+
+    def _migrate_computed(self, computed: Computed) -> None:
+        """Move the results and checkpoints a store older than ``computed`` kept here into it, a
+        transaction at a time; synced there before they are dropped here."""
+        moved = 0
+        for name in COMPUTED:
+            old, new = self.db[name], computed.db[name]
+            after: bytes | None = None
+            while batch := self.read(functools.partial(_batch_after, db=old, after=after)):
+                computed.write(functools.partial(_put_all, db=new, pairs=batch))
+                moved += len(batch)
+                after = batch[-1][0]
+        if moved:
+            computed.env.sync(True)
+            self.clear(COMPUTED)
+            log.info("moved %d results and checkpoints of %s into %s", moved, self.path, computed.folder)
 
     # -- reads used across rooms -----------------------------------------------------------------
+    def _holding(self, db_name: str) -> Environment:
+        """The environment that holds ``db_name``: results and checkpoints are the computed one's."""
+        return self.computed if db_name in COMPUTED else self
+
     def get(self, db_name: str, key: bytes) -> bytes | None:
-        db = self.db[db_name]
-
-        def body(txn: lmdb.Transaction) -> bytes | None:
-            value = txn.get(key, db=db)
-            return None if value is None else bytes(value)
-
-        return self.read(body)
+        return Environment.get(self._holding(db_name), db_name, key)
 
     def last_slot(self, db_name: str, process: str) -> int | None:
         """The highest slot of ``process`` in the log or in results, or None."""
-        db = self.db[db_name]
+        env = self._holding(db_name)
+        db = env.db[db_name]
         upper = log_key(process, (1 << 64) - 1)
         prefix = process.encode()
 
@@ -264,7 +207,7 @@ class Store:
                 return None
             return split_key(key)[1]
 
-        return self.read(body)
+        return env.read(body)
 
     def log_range(self, process: str, first: int, last: int) -> list[tuple[int, bytes]]:
         """Log entries of ``process`` with first <= slot <= last, in slot order."""
@@ -273,8 +216,9 @@ class Store:
     def slot_range(self, db_name: str, process: str, first: int, last: int) -> list[tuple[int, bytes]]:
         """(slot, value) of ``process`` in a database keyed by process ‖ slot (the log, results,
         checkpoints), with first <= slot <= last, in slot order."""
-        db = self.db[db_name]
-        return self.read(lambda txn: list(_ascending(txn, db, process, first, last)))
+        env = self._holding(db_name)
+        db = env.db[db_name]
+        return env.read(lambda txn: list(_ascending(txn, db, process, first, last)))
 
     # -- named operations: the only code that knows the key layout ------------------------------
     # Processes and the log
@@ -408,7 +352,7 @@ class Store:
             found = ((key, txn.get(key, db=self.results)) for key in keys)
             return [(key, bytes(value)) for key, value in found if value is not None]
 
-        return self.read(body)
+        return self.computed.read(body)
 
     def put_results(self, txn: lmdb.Transaction, results: list[tuple[bytes, bytes]]) -> None:
         for key, value in results:
@@ -436,7 +380,7 @@ class Store:
                     break
             return out
 
-        return self.read(body)
+        return self.computed.read(body)
 
     # The gateway's index
     def put_tagged(self, txn: lmdb.Transaction, kind: bytes, tx_id: str, owner: str,
@@ -566,7 +510,7 @@ class Store:
                 found = cursor.prev()
             return chain[::-1]
 
-        return self.read(body)
+        return self.computed.read(body)
 
     def checkpoint_sizes(self, pid: str, is_base: Callable[[Any], bool]) -> list[tuple[int, int]]:
         """The slot and size of each checkpoint in ``pid``'s newest chain, oldest (its base) first,
@@ -585,7 +529,7 @@ class Store:
                 found = cursor.prev()
             return chain[::-1]
 
-        return self.read(body, buffers=True)
+        return self.computed.read(body, buffers=True)
 
     def checkpoint_part(self, pid: str, slot: int, start: int, length: int, head: int) -> tuple[bytes, bytes] | None:
         """The first ``head`` bytes of ``pid``'s checkpoint at ``slot`` and ``length`` bytes of it from
@@ -597,7 +541,7 @@ class Store:
             value = txn.get(key, db=self.checkpoints)
             return None if value is None else (bytes(value[:head]), bytes(value[start:start + length]))
 
-        return self.read(body, buffers=True)
+        return self.computed.read(body, buffers=True)
 
     def put_checkpoint(self, txn: lmdb.Transaction, pid: str, slot: int, blob: bytes, *, prune_before: bool) -> None:
         """Store a checkpoint of ``pid`` at ``slot``; ``prune_before`` drops every older one (a new base)."""
@@ -711,17 +655,17 @@ class Store:
                     found.append((split_key(bytes(key))[1], len(value)))
             return found
 
-        return self.read(body)
+        return self.computed.read(body)
 
     def checkpoint_count(self) -> int:
         """How many checkpoints are stored, every process's: a count LMDB keeps, so it costs nothing."""
         db = self.checkpoints
-        return int(self.read(lambda txn: txn.stat(db)["entries"]))
+        return int(self.computed.read(lambda txn: txn.stat(db)["entries"]))
 
     def checkpoint_bytes(self) -> int:
         """The size of every stored checkpoint, for the bench's report."""
         db = self.checkpoints
-        return int(self.read(lambda txn: sum(len(value) for _, value in txn.cursor(db=db))))
+        return int(self.computed.read(lambda txn: sum(len(value) for _, value in txn.cursor(db=db))))
 
 
 _ID_BYTES = 43  # a base64url SHA-256
@@ -734,6 +678,27 @@ def _slots_between(first: int, last: int) -> tuple[int, int] | None:
     range may well be empty: rolling back slot 0 replays slots 0..-1."""
     first, last = max(first, 0), min(last, (1 << 64) - 1)
     return (first, last) if first <= last else None
+
+
+def _batch_after(txn: lmdb.Transaction, db: Any, after: bytes | None) -> list[tuple[bytes, bytes]]:
+    """The (key, value) pairs of ``db`` after key ``after`` (from the first if None), about
+    _MIGRATE_BYTES of them."""
+    cursor = txn.cursor(db=db)
+    found = cursor.set_range(after) if after is not None else cursor.first()
+    if found and after is not None and bytes(cursor.key()) == after:
+        found = cursor.next()
+    batch: list[tuple[bytes, bytes]] = []
+    size = 0
+    while found and size < _MIGRATE_BYTES:
+        batch.append((bytes(cursor.key()), bytes(cursor.value())))
+        size += len(batch[-1][1])
+        found = cursor.next()
+    return batch
+
+
+def _put_all(txn: lmdb.Transaction, db: Any, pairs: list[tuple[bytes, bytes]]) -> None:
+    for key, value in pairs:
+        txn.put(key, value, db=db)
 
 
 def _ascending(txn: lmdb.Transaction, db: Any, pid: str, first: int, last: int) -> Iterator[tuple[int, bytes]]:
