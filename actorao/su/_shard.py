@@ -28,7 +28,7 @@ from actorao._config import DEFAULT_MAX_MAP_SIZE
 from actorao._exceptions import ActoraoError
 from actorao._future import Future
 from actorao.mailbox import ACKS, ASSIGNED, READY, REQUEST, acks_address, open_socket, pack, shard_address, unpack
-from actorao.message import Message, new_id
+from actorao.message import Message
 from actorao.persist import Store, shard_path
 from actorao.su._attest import Attester
 from actorao.su._feeds import Feeds, Push
@@ -163,12 +163,7 @@ class Shard:
         if "handoff" in doc:
             return su.submit_handoff(doc["handoff"])
         if "new" in doc:  # messages from the node: ids minted here, tags already checked by the node
-            identity = self.config.identity
-            built = [Message(new_id(), identity, pid, tags, data, anchor)
-                     for pid, tags, data, anchor in new_messages(doc)]
-            if doc.get("single"):
-                return su.submit(built[0], fresh_id=True)
-            return su.submit_many(built, fresh_ids=True)
+            return su.submit_new(new_messages(self.config.identity, doc), single=bool(doc.get("single")))
         items = [item_from(item) for item in doc["items"]]
         assign_to = doc.get("assign_to")
         if assign_to is not None:
