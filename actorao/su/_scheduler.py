@@ -167,7 +167,7 @@ class SchedulerUnit(ThreadChild):
         max_pending: int = DEFAULT_MAX_PENDING,
         max_batch: int = DEFAULT_MAX_BATCH,
         clock: Callable[[], float] = time.time,
-        attest: Callable[[lmdb.Transaction, dict[str, Assignment], int], None] | None = None,
+        attest: Callable[[lmdb.Transaction, list[list[Any]], int], None] | None = None,
         sign: Callable[[bytes], str] | None = None,
         index: int = 0,
         threaded: bool = True,
@@ -470,7 +470,8 @@ class SchedulerUnit(ThreadChild):
                 acks.append(ack)
                 pushes.append((pid, key, body))
         if self._attest is not None:
-            self._attest(txn, {pid: head.last for pid, head in heads.items() if head.last is not None}, commit)
+            self._attest(txn, [[pid, head.slot, head.chain] for pid, head in heads.items() if head.message is not None],
+                         commit)
         return answers, pushes, heads
 
     def _assign_new(
