@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -197,6 +198,12 @@ def run_shard(config: ShardConfig) -> None:
     replies = _Replies(open_socket(context, zmq.PUSH, acks_address(runtime), bind=False, high_water_mark=0),
                        Feeds(context, runtime), config.index)
     shard = Shard(config, store, replies)
+    # Every message leaves a few containers behind (its ack, its push, its head's copy), and the
+    # shard keeps a head per process: collecting young objects every 700 allocations cost about
+    # 5 µs of CPU per message with 10,000 processes. What the shard holds from its start is frozen
+    # out of the collector's scans, and young objects are collected every 20,000 allocations.
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
     replies.send(READY, [str(config.index).encode(), str(os.getpid()).encode()])
     poller = zmq.Poller()
     poller.register(requests, zmq.POLLIN)
