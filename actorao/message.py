@@ -357,22 +357,29 @@ class Assignment:
     block_height: int = 0
     epoch: int = 0
 
-    def _id_digest(self) -> bytes:
-        text = f"{self.process}|{self.slot}|{self.message}|{self.timestamp}|{self.hash_chain}".encode()
-        return hashlib.sha256(text).digest()
-
     @property
     def id(self) -> str:
         """Derived from the assignment's content, so the chain can be re-checked from the log alone."""
-        return encode_id(self._id_digest())
+        return encode_id(_assignment_digest(self.process, self.slot, self.message, self.timestamp, self.hash_chain))
 
     def next_hash_chain(self) -> str:
         """The hash chain of the slot after this one: SHA-256(this id ‖ this hash chain)."""
-        return encode_id(hashlib.sha256(self._id_digest() + decode_id(self.hash_chain)).digest())
+        return encode_id(next_link(self.process, self.slot, self.message, self.timestamp, self.hash_chain,
+                                   decode_id(self.hash_chain)))
 
     @staticmethod
     def genesis_hash_chain(process: str) -> str:
         return encode_id(hashlib.sha256(decode_id(process)).digest())
+
+
+def _assignment_digest(process: str, slot: int, message: str, timestamp: int, hash_chain: str) -> bytes:
+    return hashlib.sha256(f"{process}|{slot}|{message}|{timestamp}|{hash_chain}".encode()).digest()
+
+
+def next_link(process: str, slot: int, message: str, timestamp: int, hash_chain: str, hash_chain_raw: bytes) -> bytes:
+    """``Assignment(process, slot, message, timestamp, hash_chain).next_hash_chain()`` as its 32 bytes, given
+    the hash chain's bytes too: the SU links one per message, and keeps each link's bytes for the next."""
+    return hashlib.sha256(_assignment_digest(process, slot, message, timestamp, hash_chain) + hash_chain_raw).digest()
 
 
 def module_json(message: Message, assignment: Assignment | None, *, timestamp: int = 0, signature: str = "") -> bytes:
@@ -384,7 +391,12 @@ def module_json(message: Message, assignment: Assignment | None, *, timestamp: i
     Hash-Chain, stamped with ``timestamp``.
 
     The SU writes one per message, so it is built from three parts: the fields before Tags, the tags
-    (a sender repeats a few tag sets: each is encoded once, see ``_tags_json``), and the fields after."""
+    (a sender repeats a few tag sets: each is encoded once, see ``tags_json``), and the fields after."""
+    if assignment is not None and not signature and not message.sender:  # what the SU writes for most messages
+        return assigned_json(orjson.dumps(message.id), orjson.dumps(message.data), orjson.dumps(message.owner),
+                             orjson.dumps(message.target), message.anchor, tags_json(message.tags), assignment.slot,
+                             assignment.timestamp, assignment.hash_chain.encode(), message.cron,
+                             assignment.epoch, assignment.block_height)
     head: dict[str, Any] = {"Id": message.id}
     if signature:
         head["Signature"] = signature
@@ -401,14 +413,31 @@ def module_json(message: Message, assignment: Assignment | None, *, timestamp: i
                 "Cron": message.cron, "Read-Only": False}
     else:
         tail = {"Timestamp": timestamp, "Block-Height": 0, "Cron": message.cron, "Read-Only": True}
-    return b"".join((orjson.dumps(head)[:-1], b',"Tags":', _tags_json(message.tags), b",", orjson.dumps(tail)[1:]))
+    return b"".join((orjson.dumps(head)[:-1], b',"Tags":', tags_json(message.tags), b",", orjson.dumps(tail)[1:]))
+
+
+_ASSIGNED_JSON = (b'{"Id":%b,"Data":%b,"Owner":%b,"Target":%b,"Anchor":%b,"From":%b,"Tags":%b,"Epoch":%d,"Nonce":%d,'
+                  b'"Timestamp":%d,"Block-Height":%d,"Hash-Chain":"%b","Cron":%b,"Read-Only":false}')
+
+
+def assigned_json(
+    id_json: bytes, data_json: bytes, owner_json: bytes, target_json: bytes, anchor: str, tags: bytes,
+    slot: int, timestamp: int, hash_chain: bytes, cron: bool = False, epoch: int = 0, block_height: int = 0,
+) -> bytes:
+    """``module_json`` of an assigned message with no signature and no sender, from its fields as JSON
+    (``orjson.dumps`` of each; ``hash_chain`` is base64url, which needs no escaping): byte for byte
+    what the dictionaries would give, in one formatting step. The SU writes one per message, and a
+    shard keeps the parts that repeat (owner, target, tag set) encoded."""
+    return _ASSIGNED_JSON % (id_json, data_json, owner_json, target_json,
+                             orjson.dumps(anchor) if anchor else b"null", owner_json, tags, epoch, slot,
+                             timestamp, block_height, hash_chain, b"true" if cron else b"false")
 
 
 _TAGS_JSON: dict[tuple[Tag, ...], bytes] = {}
 _TAGS_JSON_KEPT = 4096
 
 
-def _tags_json(tags: tuple[Tag, ...]) -> bytes:
+def tags_json(tags: tuple[Tag, ...]) -> bytes:
     """``tags`` as ao's CU writes them, [{"name", "value"}, ...], from a bounded memo."""
     try:
         encoded = _TAGS_JSON.get(tags)

@@ -140,6 +140,24 @@ def test_module_json_keys_come_in_ao_cus_order() -> None:
     assert dry["Read-Only"] is True and dry["Timestamp"] == 99
 
 
+@pytest.mark.parametrize("data", ["", "hi", 'quote " and \\ back\nslash', "naïve ☃ \u2028", "x" * 5000])
+@pytest.mark.parametrize("anchor", ["", "0" * 32, 'a"b'])
+@pytest.mark.parametrize("cron", [False, True])
+def test_module_json_of_an_assignment_is_the_bytes_its_fields_encode_to(data: str, anchor: str, cron: bool) -> None:
+    """The SU builds a message's JSON in one formatting step: it must be, byte for byte, what encoding
+    its fields in ao's CU's order gives (the text lands in the module's memory)."""
+    import orjson
+
+    tags = with_ao_tags({"Action": "Inc", "Note": 'é "quoted"'}, "Message")
+    message = good_message(data=data, anchor=anchor, cron=cron, tags=tags)
+    assignment = Assignment(PID, 2**40 + 3, MID, 1_700_000_000_123, MID, 9, 4)
+    expected = orjson.dumps({
+        "Id": MID, "Data": data, "Owner": OWNER, "Target": PID, "Anchor": anchor or None, "From": OWNER,
+        "Tags": [{"name": name, "value": value} for name, value in tags], "Epoch": 4, "Nonce": 2**40 + 3,
+        "Timestamp": 1_700_000_000_123, "Block-Height": 9, "Hash-Chain": MID, "Cron": cron, "Read-Only": False})
+    assert module_json(message, assignment) == expected
+
+
 def test_result_codec_round_trips_and_maps_errors() -> None:
     result = Result("2", ({"Target": PID},), (), (), None)
     assert Result.from_json(result.to_json()) == result

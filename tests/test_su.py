@@ -9,10 +9,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from actorao import NodeStopped, Overloaded, UnknownProcess
-from actorao.message import Assignment, Message, Process, new_id, with_ao_tags
-from actorao.persist import Store
-from actorao.su import ModuleRecord, SchedulerUnit
+from actorao import ActoraoError, NodeStopped, Overloaded, UnknownProcess
+from actorao.message import Assignment, Message, Process, module_json, new_id, with_ao_tags
+from actorao.persist import Store, log_key
+from actorao.su import ModuleRecord, NewMessages, SchedulerUnit
 
 OWNER = new_id(b"owner")
 MODULE = ModuleRecord(new_id(b"module"), b"\0asm\1\0\0\0", b'{"owner":"o","tags":[]}')
@@ -124,3 +124,43 @@ def test_unknown_processes_overload_and_closing_are_refused(store: Store) -> Non
     su.close()
     with pytest.raises(NodeStopped):
         su.submit(message(new_id(b"nobody")))
+
+
+def test_new_messages_are_assigned_as_the_same_messages_built_whole(store: Store) -> None:
+    """The node's messages (ids minted by the SU, no object per message) get the slots, chain,
+    index and module JSON that the same messages get when submitted as Messages."""
+    pushed = Pushed()
+    su = SchedulerUnit(store, pushed, clock=lambda: 1_700_000_000.5)
+    pid, other = spawn(su), spawn(su)
+    su.submit(message(pid)).get(timeout=10)  # slot 1 as a whole Message: the new ones continue its chain
+    sets = [with_ao_tags({"Action": "Inc"}, "Message"), with_ao_tags({"Note": 'é "q"'}, "Message")]
+    rows = [[pid, 0, "", ""], [other, 1, "data ☃", "anchor"], [pid, 1, "x", ""]]
+    raw = su.submit_new(NewMessages(OWNER, rows, sets)).get(timeout=10)
+    one = su.submit_new(NewMessages(OWNER, [[other, 0, "", ""]], sets), single=True).get(timeout=10)
+    su.close()
+    assert [(process, slot) for _, process, slot, _ in raw] == [(pid, 2), (other, 1), (pid, 3)]
+    assert one[1:3] == (other, 2) and len({ack[0] for ack in [*raw, one]}) == 4
+    for (mid, process, slot, timestamp), (target, number, data, anchor) in zip(raw, rows, strict=True):
+        entry = store.log_entry(process, slot)
+        before = orjson.loads(store.log_entry(process, slot - 1) or b"{}")
+        chain = Assignment(process, slot - 1, before["Id"], before["Timestamp"], before["Hash-Chain"]).next_hash_chain()
+        expected = Message(mid, OWNER, target, sets[number], data, anchor)
+        assert entry == module_json(expected, Assignment(process, slot, mid, timestamp, chain))
+        assert timestamp == 1_700_000_000_500
+        assert store.assignment_of(mid) == log_key(process, slot)
+    assert [key for _, key, _ in pushed[-4:]] == [log_key(pid, 2), log_key(other, 1), log_key(pid, 3),
+                                                  log_key(other, 2)]
+
+
+def test_malformed_new_messages_are_refused_before_they_are_queued(store: Store) -> None:
+    su = SchedulerUnit(store, Pushed())
+    pid = spawn(su)
+    sets = [with_ao_tags({"Action": "Inc"}, "Message")]
+    for rows in ([[pid, 1, "", ""]], [[pid, 0, 5, ""]], [[pid, 0, ""]], [[pid, True, "", ""]]):
+        with pytest.raises(ActoraoError, match="not \\(target, tag set, data, anchor\\)"):
+            su.submit_new(NewMessages(OWNER, rows, sets))
+    with pytest.raises(UnknownProcess):
+        su.submit_new(NewMessages(OWNER, [[pid, 0, "", ""], [new_id(b"nobody"), 0, "", ""]], sets))
+    assert su.queued == 0
+    su.close()
+    assert store.last_slot("log", pid) == 0

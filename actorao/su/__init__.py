@@ -5,13 +5,14 @@ from __future__ import annotations
 from actorao.persist import ModuleRecord
 from actorao.su._attest import handoff_problem, public_key_of, verify_handoff, verify_page
 from actorao.su._client import NewMessage, Schedulers, shard_for
-from actorao.su._scheduler import Ack, SchedulerUnit, process_record
+from actorao.su._scheduler import Ack, NewMessages, SchedulerUnit, process_record
 from actorao.su._shard import ShardConfig
 
 __all__ = [
     "Ack",
     "ModuleRecord",
     "NewMessage",
+    "NewMessages",
     "SchedulerUnit",
     "Schedulers",
     "ShardConfig",

@@ -48,12 +48,13 @@ class Attester:
         """The shard's signature over ``document`` (a hand-off record), base64url."""
         return _b64(self._key.sign(document))
 
-    def attest(self, txn: lmdb.Transaction, heads: dict[str, Assignment], commit: int) -> None:
-        """Sign the heads commit number ``commit`` moved, and keep the signature under that number."""
+    def attest(self, txn: lmdb.Transaction, heads: list[list[Any]], commit: int) -> None:
+        """Sign the heads commit number ``commit`` moved, [process, slot, hash chain] each, and keep the
+        signature under that number."""
         if not heads:
             return
-        doc = orjson.dumps({"scheduler": self.scheduler,
-                            "heads": sorted([pid, head.slot, head.hash_chain] for pid, head in heads.items())})
+        heads.sort()  # one per process: the order is the processes'
+        doc = orjson.dumps({"scheduler": self.scheduler, "heads": heads})
         signature = self._key.sign(doc)
         record = orjson.dumps({"doc": doc.decode(), "signature": _b64(signature)})
         self._store.put_attestation(txn, commit, record)

@@ -11,6 +11,7 @@ a process this shard adopted) on first use, so after a restart the SU continues 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -26,8 +27,21 @@ from actorao._config import DEFAULT_MAX_PENDING
 from actorao._exceptions import ActoraoError, NodeStopped, Overloaded, UnknownProcess
 from actorao._future import Future
 from actorao.ans104 import item_signature
-from actorao.message import Assignment, Message, Process, assignment_from_module_json, module_json
-from actorao.persist import PROCESS, ModuleRecord, Store, split_key
+from actorao.message import (
+    Assignment,
+    Message,
+    Process,
+    Tag,
+    assigned_json,
+    assignment_from_module_json,
+    decode_id,
+    encode_id,
+    module_json,
+    new_id,
+    next_link,
+    tags_json,
+)
+from actorao.persist import PROCESS, ModuleRecord, Store, log_key, split_key
 from actorao.supervisor import ThreadChild
 
 log = logging.getLogger(__name__)
@@ -46,6 +60,20 @@ class Ack(NamedTuple):
     timestamp: int
 
 
+@dataclass(frozen=True, slots=True)
+class NewMessages:
+    """Messages from the node whose ids this SU mints, as a shard's request carries them: rows of
+    (target, number of its tag set, data, anchor), and the tag sets they name. They are assigned
+    without ever becoming Message objects."""
+
+    owner: str
+    rows: list[list[Any]]
+    tag_sets: list[tuple[Tag, ...]]
+
+
+RawAck = tuple[str, str, int, int]  # an Ack's fields (id, process, slot, timestamp), as the wire carries them
+
+
 @dataclass(slots=True)
 class _Request:
     """One caller's items, answered together: a list of Acks, or the Ack alone when ``single``."""
@@ -59,12 +87,62 @@ class _Request:
     assign_to: str | None = None  # an existing message, assigned to one more process
     signed: bytes | None = None  # the signed data item a single item came in as, kept with it
     handoff: dict[str, Any] | None = None  # release a process to another shard, or adopt one from it
+    new: NewMessages | None = None  # messages whose ids are minted here: answered with RawAcks
+
+    @property
+    def size(self) -> int:
+        """How many messages the request holds, for the pending bound."""
+        return len(self.new.rows) if self.new is not None else len(self.items)
 
 
-@dataclass(slots=True)
 class _Head:
-    next_slot: int
-    last: Assignment | None
+    """Where a process's hash chain stands: the slot its next assignment takes, and its last
+    assignment (none before slot 0), kept as fields, with the hash chain's bytes too, so that a link
+    costs two SHA-256 and no object. A commit changes only its own copies (``copy``); the SU's heads
+    move to them once it is durable."""
+
+    __slots__ = ("chain", "chain_raw", "message", "next_slot", "process", "slot", "target_json", "timestamp")
+
+    def __init__(self, process: str, next_slot: int, last: Assignment | None) -> None:
+        self.process = process
+        self.next_slot = next_slot
+        self.target_json = orjson.dumps(process)
+        self.chain_raw: bytes | None = None  # decoded on the first link
+        self.message: str | None
+        if last is None:
+            self.slot, self.message, self.timestamp, self.chain = -1, None, 0, ""
+        else:
+            self.slot, self.message, self.timestamp = last.slot, last.message, last.timestamp
+            self.chain = last.hash_chain
+
+    @property
+    def last(self) -> Assignment | None:
+        if self.message is None:
+            return None
+        return Assignment(self.process, self.slot, self.message, self.timestamp, self.chain)
+
+    def copy(self) -> _Head:
+        twin = _Head.__new__(_Head)
+        twin.process, twin.next_slot, twin.target_json, twin.chain_raw = (self.process, self.next_slot,
+                                                                         self.target_json, self.chain_raw)
+        twin.slot, twin.message, twin.timestamp, twin.chain = self.slot, self.message, self.timestamp, self.chain
+        return twin
+
+    def advance(self, message_id: str, now: int) -> tuple[int, int, str]:
+        """Give ``message_id`` the next slot: its (slot, timestamp, hash chain); the head moves past it.
+        Timestamps never go backwards within a process, even if the wall clock does."""
+        if self.message is None:  # slot 0 starts the chain at the process's genesis
+            slot, timestamp = 0, now
+            raw = hashlib.sha256(decode_id(self.process)).digest()
+        else:
+            slot, timestamp = self.next_slot, max(now, self.timestamp)
+            if self.chain_raw is None:
+                self.chain_raw = decode_id(self.chain)
+            raw = next_link(self.process, self.slot, self.message, self.timestamp, self.chain, self.chain_raw)
+        chain = encode_id(raw)
+        self.next_slot, self.slot, self.message, self.timestamp, self.chain, self.chain_raw = (
+            slot + 1, slot, message_id, timestamp, chain, raw)
+        return slot, timestamp, chain
 
 
 def process_record(module: str, limits: tuple[int, int] | None) -> bytes:
@@ -89,7 +167,7 @@ class SchedulerUnit(ThreadChild):
         max_pending: int = DEFAULT_MAX_PENDING,
         max_batch: int = DEFAULT_MAX_BATCH,
         clock: Callable[[], float] = time.time,
-        attest: Callable[[lmdb.Transaction, dict[str, Assignment], int], None] | None = None,
+        attest: Callable[[lmdb.Transaction, list[list[Any]], int], None] | None = None,
         sign: Callable[[bytes], str] | None = None,
         index: int = 0,
         threaded: bool = True,
@@ -160,6 +238,23 @@ class SchedulerUnit(ThreadChild):
         """Queue many messages at once; the future gives their Acks, in order, once all are durable."""
         return self._enqueue(_Request(list(items), Future(), False, None, fresh_ids))
 
+    def submit_new(self, new: NewMessages, *, single: bool = False) -> Future[Any]:
+        """Queue messages from the node (see NewMessages), minting their ids at assignment. The future
+        gives a RawAck for each, in order (the RawAck alone when ``single``). A malformed row or an
+        unknown target refuses the whole request here, before it is queued."""
+        processes, sets = self._processes, len(new.tag_sets)
+        for row in new.rows:
+            if len(row) != 4:
+                raise ActoraoError(f"a new message is {row!r:.80}, not (target, tag set, data, anchor)")
+            target, number, data, anchor = row
+            if target not in processes:
+                if target in self._released:
+                    raise Overloaded(f"process {target} moved to another scheduler; send it again")
+                raise UnknownProcess(f"no process {target} on this node")
+            if type(number) is not int or not 0 <= number < sets or type(data) is not str or type(anchor) is not str:
+                raise ActoraoError(f"a new message is {row!r:.80}, not (target, tag set, data, anchor)")
+        return self._enqueue(_Request([], Future(), single, new=new))
+
     def submit_handoff(self, handoff: dict[str, Any]) -> Future[dict[str, Any]]:
         """Release a process to another shard (``{"kind": "release", "process", "to", "to_shard"}``),
         or adopt one released to this shard (``{"kind": "adopt", "record", "process_record"}``), in
@@ -181,12 +276,13 @@ class SchedulerUnit(ThreadChild):
                 raise NodeStopped("the scheduler is closed")
             # A request larger than the bound is taken when nothing else waits: it can always make
             # progress, and its messages are already in its caller's memory.
-            if self._pending and self._pending + len(request.items) > self._max_pending:
+            size = request.size
+            if self._pending and self._pending + size > self._max_pending:
                 raise Overloaded(
-                    f"{self._pending} messages await assignment; {len(request.items)} more would pass "
+                    f"{self._pending} messages await assignment; {size} more would pass "
                     f"the node's limit of {self._max_pending}"
                 )
-            self._pending += len(request.items)
+            self._pending += size
             self._queue.put(request)
         return request.future
 
@@ -260,7 +356,7 @@ class SchedulerUnit(ThreadChild):
         stopping = first is None
         if first is not None:
             batch.append(first)
-            size = len(first.items)
+            size = first.size
         while size < self._max_batch:
             try:
                 request = self._queue.get_nowait()
@@ -270,7 +366,7 @@ class SchedulerUnit(ThreadChild):
                 stopping = True
             else:
                 batch.append(request)
-                size += len(request.items)
+                size += request.size
         return batch, size, stopping
 
     def _commit_batch(self, batch: list[_Request], size: int) -> None:
@@ -333,6 +429,9 @@ class SchedulerUnit(ThreadChild):
             if request.handoff is not None:
                 acks.append(self._hand_off(txn, request.handoff, heads, released, adopted))
                 continue
+            if request.new is not None:
+                self._assign_new(txn, request.new, heads, released, acks, pushes, now, commit)
+                continue
             fresh, assignee = request.fresh_ids, request.assign_to
             for item in request.items:
                 # An id is assigned once per process: to its target, and once to each assignee.
@@ -353,29 +452,76 @@ class SchedulerUnit(ThreadChild):
                     store.put_process(txn, item.id, process_record(item.module, request.limits))
                     store.put_tagged(txn, PROCESS, item.id, item.owner, item.tags)
                     pid, message = item.id, item.as_message()
-                    heads[pid] = _Head(0, None)
+                    heads[pid] = _Head(pid, 0, None)
                 else:
                     pid, message = request.assign_to or item.target, item
-                head = None if pid in released else heads.get(pid) or self._head(txn, pid)
+                head = self._working_head(txn, pid, heads, released)
                 if head is None:
-                    acks.append(Overloaded(f"process {pid} moved to another scheduler; send it again")
-                                if pid in released or pid in self._released else
-                                UnknownProcess(f"no process {pid} on this node"))
+                    acks.append(self._refusal(pid, released))
                     continue
-                assignment = self._next_assignment(pid, head, message.id, now)
+                assignment = self._next_assignment(head, message.id, now)
                 body = module_json(message, assignment, signature=item_signature(request.signed)
                                    if request.signed is not None else "")
                 signed = (message.id, request.signed) if request.signed is not None else None
                 key = store.put_assignment(txn, pid, assignment.slot, body, once, signed, commit)
-                heads[pid] = _Head(assignment.slot + 1, assignment)
                 ack = Ack(message.id, pid, assignment.slot, assignment.timestamp)
                 if not fresh:
                     seen[once] = ack
                 acks.append(ack)
                 pushes.append((pid, key, body))
         if self._attest is not None:
-            self._attest(txn, {pid: head.last for pid, head in heads.items() if head.last is not None}, commit)
+            self._attest(txn, [[pid, head.slot, head.chain] for pid, head in heads.items() if head.message is not None],
+                         commit)
         return answers, pushes, heads
+
+    def _assign_new(
+        self, txn: lmdb.Transaction, new: NewMessages, heads: dict[str, _Head], released: set[str], acks: list[Any],
+        pushes: list[tuple[str, bytes, bytes]], now: int, commit: int,
+    ) -> None:
+        """Assign messages minted here: the common path of every message the node sends, so it builds
+        no object per message, and writes each commit's entries in one call."""
+        owner_json = orjson.dumps(new.owner)
+        sets = [tags_json(tags) for tags in new.tag_sets]
+        dumps, mint = orjson.dumps, new_id
+        entries: list[tuple[bytes, bytes]] = []
+        ids: list[str] = []
+        for target, number, data, anchor in new.rows:
+            head = heads.get(target)
+            if head is None or (released and target in released):
+                head = self._working_head(txn, target, heads, released)
+                if head is None:
+                    acks.append(self._refusal(target, released))
+                    continue
+            message_id = mint()
+            slot, timestamp, chain = head.advance(message_id, now)
+            body = assigned_json(dumps(message_id), dumps(data), owner_json, head.target_json, anchor, sets[number],
+                                 slot, timestamp, chain.encode())
+            key = log_key(target, slot)
+            entries.append((key, body))
+            ids.append(message_id)
+            acks.append((message_id, target, slot, timestamp))
+            pushes.append((target, key, body))
+        self.store.put_fresh_assignments(txn, entries, ids, commit)
+
+    def _working_head(
+        self, txn: lmdb.Transaction, pid: str, heads: dict[str, _Head], released: set[str]
+    ) -> _Head | None:
+        """``pid``'s head in this commit (a copy, made on its first assignment here); None if it is not
+        this SU's to assign."""
+        if pid in released:
+            return None
+        head = heads.get(pid)
+        if head is None:
+            committed = self._head(txn, pid)
+            if committed is None:
+                return None
+            head = heads[pid] = committed.copy()
+        return head
+
+    def _refusal(self, pid: str, released: set[str]) -> ActoraoError:
+        if pid in released or pid in self._released:
+            return Overloaded(f"process {pid} moved to another scheduler; send it again")
+        return UnknownProcess(f"no process {pid} on this node")
 
     def _head(self, txn: lmdb.Transaction, pid: str) -> _Head | None:
         head = self._heads.get(pid)
@@ -388,12 +534,12 @@ class SchedulerUnit(ThreadChild):
         taken = orjson.loads(handoffs[-1][1]) if handoffs else None
         if taken is not None and (latest is None or latest[0] < taken["slot"]):  # adopted, nothing assigned since
             last = Assignment(pid, *taken["head"]) if taken["head"] is not None else None
-            head = _Head(taken["slot"], last)
+            head = _Head(pid, taken["slot"], last)
         elif latest is None:
-            head = _Head(0, None)
+            head = _Head(pid, 0, None)
         else:
             last = assignment_from_module_json(latest[1], pid)
-            head = _Head(last.slot + 1, last)
+            head = _Head(pid, last.slot + 1, last)
         self._heads[pid] = head
         return head
 
@@ -425,15 +571,14 @@ class SchedulerUnit(ThreadChild):
         self.store.put_process(txn, pid, str(handoff["process_record"]).encode())
         self.store.put_handoff(txn, pid, fields["slot"], str(handoff["record"]).encode())
         last = Assignment(pid, *fields["head"]) if fields["head"] is not None else None
-        heads[pid] = _Head(fields["slot"], last)
+        heads[pid] = _Head(pid, fields["slot"], last)
         adopted.add(pid)
         return {"adopted": pid, "slot": fields["slot"]}
 
-    def _next_assignment(self, pid: str, head: _Head, message_id: str, now: int) -> Assignment:
-        if head.last is None:
-            return Assignment(pid, 0, message_id, now, Assignment.genesis_hash_chain(pid))
-        # Timestamps never go backwards within a process, even if the wall clock does.
-        return Assignment(pid, head.next_slot, message_id, max(now, head.last.timestamp), head.last.next_hash_chain())
+    @staticmethod
+    def _next_assignment(head: _Head, message_id: str, now: int) -> Assignment:
+        slot, timestamp, chain = head.advance(message_id, now)
+        return Assignment(head.process, slot, message_id, timestamp, chain)
 
     def _existing_ack(self, txn: lmdb.Transaction, once: str, message_id: str) -> Ack | None:
         key = self.store.assignment_of(once, txn=txn)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -28,7 +29,7 @@ from actorao._config import DEFAULT_MAX_MAP_SIZE
 from actorao._exceptions import ActoraoError
 from actorao._future import Future
 from actorao.mailbox import ACKS, ASSIGNED, READY, REQUEST, acks_address, open_socket, pack, shard_address, unpack
-from actorao.message import Message, new_id
+from actorao.message import Message
 from actorao.persist import Store, shard_path
 from actorao.su._attest import Attester
 from actorao.su._feeds import Feeds, Push
@@ -163,12 +164,7 @@ class Shard:
         if "handoff" in doc:
             return su.submit_handoff(doc["handoff"])
         if "new" in doc:  # messages from the node: ids minted here, tags already checked by the node
-            identity = self.config.identity
-            built = [Message(new_id(), identity, pid, tags, data, anchor)
-                     for pid, tags, data, anchor in new_messages(doc)]
-            if doc.get("single"):
-                return su.submit(built[0], fresh_id=True)
-            return su.submit_many(built, fresh_ids=True)
+            return su.submit_new(new_messages(self.config.identity, doc), single=bool(doc.get("single")))
         items = [item_from(item) for item in doc["items"]]
         assign_to = doc.get("assign_to")
         if assign_to is not None:
@@ -202,6 +198,12 @@ def run_shard(config: ShardConfig) -> None:
     replies = _Replies(open_socket(context, zmq.PUSH, acks_address(runtime), bind=False, high_water_mark=0),
                        Feeds(context, runtime), config.index)
     shard = Shard(config, store, replies)
+    # Every message leaves a few containers behind (its ack, its push, its head's copy), and the
+    # shard keeps a head per process: collecting young objects every 700 allocations cost about
+    # 5 µs of CPU per message with 10,000 processes. What the shard holds from its start is frozen
+    # out of the collector's scans, and young objects are collected every 20,000 allocations.
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
     replies.send(READY, [str(config.index).encode(), str(os.getpid()).encode()])
     poller = zmq.Poller()
     poller.register(requests, zmq.POLLIN)

@@ -12,7 +12,7 @@ import orjson
 
 from actorao import _exceptions as errors
 from actorao.message import Message, Process
-from actorao.su._scheduler import Ack
+from actorao.su._scheduler import Ack, NewMessages, RawAck
 
 Item = Message | Process
 
@@ -32,10 +32,9 @@ def item_from(doc: list[Any]) -> Item:
     return Message(mid, owner, target, _tags(tags), data, anchor, sender, cron)
 
 
-def new_messages(doc: dict[str, Any]) -> list[tuple[str, tuple[tuple[str, str], ...], str, str]]:
-    """A request's new messages: (target, tags, data, anchor), each tag set rebuilt once."""
-    sets = [_tags(tags) for tags in doc["tags"]]
-    return [(target, sets[number], data, anchor) for target, number, data, anchor in doc["new"]]
+def new_messages(owner: str, doc: dict[str, Any]) -> NewMessages:
+    """A request's new messages, from ``owner``: its rows as they came, each tag set rebuilt once."""
+    return NewMessages(owner, doc["new"], [_tags(tags) for tags in doc["tags"]])
 
 
 def _tags(raw: list[list[str]]) -> tuple[tuple[str, str], ...]:
@@ -82,15 +81,15 @@ def request(
     return orjson.dumps(doc)
 
 
-def answer(token: int, acks: list[Ack] | Ack | dict[str, Any] | None = None,
+def answer(token: int, acks: list[Ack] | list[RawAck] | Ack | RawAck | dict[str, Any] | None = None,
            error: BaseException | None = None) -> bytes:
     if error is not None:
         return orjson.dumps({"t": token, "error": error_doc(error)})
     if isinstance(acks, dict):
         return orjson.dumps({"t": token, "value": acks})
-    # Acks are named tuples, written as [id, process, slot, timestamp] (orjson asks ``default`` for
-    # tuple subclasses).
-    if isinstance(acks, Ack):
+    # Each ack is written as [id, process, slot, timestamp]: a RawAck as it is, an Ack (a named
+    # tuple) through ``default``, which orjson asks for tuple subclasses.
+    if isinstance(acks, tuple):
         return orjson.dumps({"t": token, "ack": acks}, default=tuple)
     return orjson.dumps({"t": token, "acks": acks or []}, default=tuple)
 
