@@ -27,6 +27,7 @@ import orjson
 from actorao import Ack, Future, examples
 from actorao._exceptions import ActoraoError
 from actorao.http._server import http_url
+from actorao.message import is_id
 from actorao.node import Node, NodeConfig
 
 DEFAULT_URL = "http://127.0.0.1:8734"
@@ -269,8 +270,18 @@ def run_client(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a 43-character id is always a value: one in 64 ids starts with "-", and
+    argparse would read it as an unknown option (``actorao send -Xy…``)."""
+
+    def _parse_optional(self, arg_string: str) -> Any:
+        if len(arg_string) == 43 and arg_string.startswith("-") and is_id(arg_string):
+            return None
+        return super()._parse_optional(arg_string)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="actorao", description=__doc__,
+    parser = _Parser(prog="actorao", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -33,3 +33,12 @@ def test_tree_prints_the_live_supervision_tree(tmp_path: Path) -> None:
     assert [child["id"] for child in tree["children"]] == ["cu-pool", "su-0", "su-1", "mu", "cron"]
     assert [worker["id"] for worker in tree["children"][0]["children"]] == ["worker-0", "worker-1"]
     assert all(isinstance(worker["pid"], int) for worker in tree["children"][0]["children"])
+
+
+def test_a_process_id_that_starts_with_a_dash_is_read_as_an_id_not_an_option(tmp_path: Path) -> None:
+    """One id in 64 starts with "-": argparse alone took it for an unknown option and printed usage."""
+    pid = "-" + "A" * 42
+    done = actorao("verify", "--path", str(tmp_path / "node"), "--workers", "1", "--schedulers", "1", pid)
+    assert done.returncode == 1
+    assert f"no process {pid} on this node" in done.stderr
+    assert "usage:" not in done.stderr
