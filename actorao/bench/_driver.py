@@ -22,7 +22,6 @@ from actorao.bench import _baselines as baselines
 from actorao.bench._workloads import WORKLOADS, Prepared, Workload
 from actorao.message import Assignment, Message, module_json, new_id, with_ao_tags
 from actorao.node import Ack, Node
-from actorao.persist import log_key
 
 BATCH = 250  # messages per send_many: large enough to amortise the fsync, small enough to stream
 WINDOW = 4  # batches in flight at once
@@ -136,14 +135,15 @@ class _Probe:
             self._fold()
             return self.count
 
-    def latencies(self) -> list[float]:
+    def latencies(self, key_of: Callable[[Ack], bytes]) -> list[float]:
+        """Ack-to-result times, matched by ``key_of`` (the node's ``result_key``)."""
         with self._lock:
             self._fold()
         arrivals = self.arrivals
         out = []
         for at, acks in self.batches:
             for ack in acks:
-                arrived = arrivals.get(log_key(ack.process, ack.slot))
+                arrived = arrivals.get(key_of(ack))
                 if arrived is not None:
                     out.append(max(0.0, arrived - at))
         return out
@@ -287,7 +287,7 @@ def run_case(case: Case, root: Path, tick: Callable[[int], None]) -> CaseResult:
             cpu = _process_cpu(roles_after) - cpu_before
         finally:
             stop_watching()
-        latencies = probe.latencies()
+        latencies = probe.latencies(node.result_key)
         prepared.check(node, case.messages)
         per_message, busiest, ceiling = cpu_per_message(roles_before, roles_after, case.messages)
         return CaseResult(
@@ -331,7 +331,7 @@ def run_sweep(workload_name: str, workers: int, processes: int, ceiling_rate: fl
                     raise Timeout(f"{workload_name} at {level:.0%} load: {probe.seen()} of {probe.target} evaluations")
                 elapsed = max(probe.last - began, 1e-9)
                 points.append(SweepPoint(workload_name, workers, processes, level, per_tick / interval,
-                                         per_tick * ticks / elapsed, percentiles(probe.latencies())))
+                                         per_tick * ticks / elapsed, percentiles(probe.latencies(node.result_key))))
             finally:
                 stop_watching()
         prepared.check(node, sent_total)
