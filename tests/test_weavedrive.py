@@ -9,9 +9,11 @@ import struct
 from pathlib import Path
 
 import orjson
+import pytest
 import wasmtime
 
-from actorao import Node
+from actorao import Node, ans104
+from actorao._exceptions import InvalidMessage
 from actorao.vm import Evaluator, Instance, compile_module
 from actorao.vm._weavedrive import HALT, DriveFile, FileNotAdmissible
 from tests.test_aos import aos_wasm, evaluate
@@ -174,3 +176,46 @@ def test_without_the_extension_every_file_is_absent(tmp_path: Path) -> None:
         result = evaluate(node, pid, f"return tostring(io.open('/data/{data_id}'))")
         assert result.ok, result.error
         assert result.output["data"] == "nil"
+
+
+def test_individual_mode_admits_data_made_available_in_the_log(tmp_path: Path) -> None:
+    with Node(tmp_path / "node", workers=1) as node:
+        data_id = node.add_data(b"individual data")
+        read = f"local f = io.open('/data/{data_id}'); return f and f:read(10) or 'absent'"
+        available = {"Type": "Available", "ID": data_id, "Data-Protocol": "WeaveDrive"}
+        individual = node.spawn(aos_wasm("wasm64"), {"Extension": "WeaveDrive", "Availability-Type": "Individual"})
+        halted = evaluate(node, individual, read)
+        assert halted.error is not None and halted.error.startswith(f"{HALT}: /data/{data_id}")
+        assert node.result(node.send(individual, available), timeout=60).error is None
+        assert evaluate(node, individual, read).output["data"] == "individual"
+        # in Assignments mode (the default) an Available item admits nothing: the attestation does
+        assignments = node.spawn(aos_wasm("wasm64"), {"Extension": "WeaveDrive"})
+        node.result(node.send(assignments, available), timeout=60)
+        halted = evaluate(node, assignments, read)
+        assert halted.error is not None and halted.error.startswith(f"{HALT}: /data/{data_id}")
+        node.result(node.send(assignments, {"Type": "Attestation", "Message": data_id, "Data-Protocol": "ao"}),
+                    timeout=60)
+        assert evaluate(node, assignments, read).output["data"] == "individual"
+
+
+def test_only_ao_items_and_weavedrive_availability_enter_a_log(tmp_path: Path) -> None:
+    signer = ans104.RsaSigner.generate()
+    with Node(tmp_path / "node", workers=1) as node:
+        data_id = node.add_data(b"signed availability")
+        pid = node.spawn(aos_wasm("wasm64"), {"Extension": "WeaveDrive", "Availability-Type": "Individual",
+                                              "Attestor": signer.address})
+        item = ans104.create_data_item(signer, " ", [("Type", "Available"), ("ID", data_id),
+                                                     ("Data-Protocol", "WeaveDrive")], target=pid)
+        ack = node.post_item(item)
+        assert not isinstance(ack, str)  # assigned to the process, not stored as an upload
+        ack.result(timeout=60)
+        read = f"local f = io.open('/data/{data_id}'); return f and f:read(6) or 'absent'"
+        assert evaluate(node, pid, read).output["data"] == "signed"
+        untargeted = ans104.create_data_item(signer, " ", [("Type", "Available"), ("ID", data_id),
+                                                           ("Data-Protocol", "WeaveDrive")])
+        with pytest.raises(InvalidMessage, match="Type=Available item needs a target"):
+            node.post_item(untargeted)
+        with pytest.raises(InvalidMessage, match=r"Data-Protocol.*only other item.*Type=Available"):
+            node.send(pid, {"Type": "Message", "Data-Protocol": "WeaveDrive"})
+        with pytest.raises(InvalidMessage, match="expected 'ao', got 'other'"):
+            node.send(pid, {"Type": "Available", "ID": "A" * 43, "Data-Protocol": "other"})

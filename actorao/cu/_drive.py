@@ -5,8 +5,9 @@ straight from LMDB. Whether a process may read it is decided from its own log, s
 every node with the same log decides alike: ``/data/<id>`` is admissible when a message with
 ``Type=Attestation``, ``Message=<id>`` and ``Data-Protocol=ao``, owned by the process's Scheduler or
 one of its Attestors, is in the log before the reading message, at or below its Block-Height. In
-``Individual`` mode a ``Type=Available``, ``ID=<id>``, ``Data-Protocol=WeaveDrive`` message from them
-admits it too (as ao's loader checks). The process's ``On-Boot`` id is always admissible.
+``Individual`` mode a ``Type=Available``, ``ID=<id>``, ``Data-Protocol=WeaveDrive`` message from them,
+under the same rules, admits it as well: ao's loader asks for the attestation first and, in that mode
+only, takes the Available item when there is none. The process's ``On-Boot`` id is always admissible.
 """
 
 from __future__ import annotations
