@@ -5,6 +5,7 @@ process may not read halts the evaluation.
 
 from __future__ import annotations
 
+import base64
 import struct
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import wasmtime
 
 from actorao import Node, ans104
 from actorao._exceptions import InvalidMessage
+from actorao.cu._drive import block_id
 from actorao.vm import Evaluator, Instance, compile_module
 from actorao.vm._weavedrive import HALT, DriveFile, FileNotAdmissible
 from tests.test_aos import aos_wasm, evaluate
@@ -219,3 +221,43 @@ def test_only_ao_items_and_weavedrive_availability_enter_a_log(tmp_path: Path) -
             node.send(pid, {"Type": "Message", "Data-Protocol": "WeaveDrive"})
         with pytest.raises(InvalidMessage, match="expected 'ao', got 'other'"):
             node.send(pid, {"Type": "Available", "ID": "A" * 43, "Data-Protocol": "other"})
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+
+def test_tx_headers_come_from_the_log_and_from_data_the_process_may_read(tmp_path: Path) -> None:
+    with Node(tmp_path / "node", workers=1) as node:
+        attested_id = node.add_data(b"attested bytes", {"Content-Type": "text/plain"})
+        held_id = node.add_data(b"held, never attested")
+        pid = node.spawn(aos_wasm("wasm64"), {"Extension": "WeaveDrive"})
+        attestation = node.send(pid, {"Type": "Attestation", "Message": attested_id, "Data-Protocol": "ao"})
+        node.result(attestation, timeout=60)
+        read = ("local f = io.open('/tx/%s'); if not f then return 'absent' end; "
+                "local size = f:seek('end'); f:seek('set'); local text = f:read(size); f:close(); return text")
+        message = orjson.loads(evaluate(node, pid, read % attestation.id).output["data"])
+        assert message["id"] == attestation.id and message["ownerAddress"] == node.identity
+        assert message["target"] == pid
+        assert {"name": _b64("Message"), "value": _b64(attested_id)} in message["tags"]
+        data = orjson.loads(evaluate(node, pid, read % attested_id).output["data"])
+        assert data["id"] == attested_id and data["ownerAddress"] == node.identity
+        assert data["data_size"] == str(len(b"attested bytes"))
+        assert data["tags"] == [{"name": _b64("Content-Type"), "value": _b64("text/plain")}]
+        # held by the node but not readable by this process, and unknown: both absent, never a halt
+        assert evaluate(node, pid, read % held_id).output["data"] == "absent"
+        assert evaluate(node, pid, read % ("B" * 43)).output["data"] == "absent"
+
+
+def test_block_headers_are_the_heights_the_log_has_reached(tmp_path: Path) -> None:
+    with Node(tmp_path / "node", workers=1) as node:
+        pid = node.spawn(aos_wasm("wasm64"), {"Extension": "WeaveDrive"})
+        spawned_at = node.reads.spawn(pid).doc()["Timestamp"]
+        read = ("local f = io.open('/block/%s'); if not f then return 'absent' end; "
+                "local size = f:seek('end'); f:seek('set'); local text = f:read(size); f:close(); return text")
+        block = orjson.loads(evaluate(node, pid, read % 0).output["data"])
+        assert block == {"indep_hash": block_id(0), "height": 0, "timestamp": spawned_at // 1000,
+                         "previous_block": ""}
+        assert evaluate(node, pid, read % 0).output["data"] == orjson.dumps(block).decode()  # the same later on
+        assert evaluate(node, pid, read % 1).output["data"] == "absent"  # above the message's Block-Height
+        assert evaluate(node, pid, read % "x").output["data"] == "absent"
