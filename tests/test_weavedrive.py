@@ -213,6 +213,16 @@ def test_only_ao_items_and_weavedrive_availability_enter_a_log(tmp_path: Path) -
         ack.result(timeout=60)
         read = f"local f = io.open('/data/{data_id}'); return f and f:read(6) or 'absent'"
         assert evaluate(node, pid, read).output["data"] == "signed"
+        # a signed Attestation from an Attestor enters the log too, and admits data as it does
+        attested_id = node.add_data(b"signed attestation")
+        attestation = ans104.create_data_item(signer, " ", [("Data-Protocol", "ao"), ("Variant", "ao.TN.1"),
+                                                            ("Type", "Attestation"), ("Message", attested_id)],
+                                              target=pid)
+        ack = node.post_item(attestation)
+        assert not isinstance(ack, str)
+        ack.result(timeout=60)
+        read = f"local f = io.open('/data/{attested_id}'); return f and f:read(6) or 'absent'"
+        assert evaluate(node, pid, read).output["data"] == "signed"
         untargeted = ans104.create_data_item(signer, " ", [("Type", "Available"), ("ID", data_id),
                                                            ("Data-Protocol", "WeaveDrive")])
         with pytest.raises(InvalidMessage, match="Type=Available item needs a target"):

@@ -279,8 +279,9 @@ class Entrance:
         kind = item.tag("Type")
         if kind == "Module":
             return self.add_module(item)
-        available = kind == "Available" and item.tag("Data-Protocol") == WEAVEDRIVE_PROTOCOL
-        if kind not in ("Message", "Process") and not available:
+        # AOP-5's items for a process's log: an Attestation (ao's), or an Available (WeaveDrive's)
+        log_item = kind == "Attestation" or (kind == "Available" and item.tag("Data-Protocol") == WEAVEDRIVE_PROTOCOL)
+        if kind not in ("Message", "Process") and not log_item:
             if item.tag("Data-Protocol") != "ao":
                 return self.add_data(item)  # an upload, as to Arweave: data that WeaveDrive can serve
             raise InvalidMessage("Tags['Type']", f"expected Message, Process or Module, got {kind!r}")
