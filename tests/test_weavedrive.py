@@ -15,7 +15,8 @@ import wasmtime
 
 from actorao import Node, ans104
 from actorao._exceptions import InvalidMessage
-from actorao.cu._drive import block_id
+from actorao.cu._drive import ProcessDrive, block_id
+from actorao.persist import Store
 from actorao.vm import Evaluator, Instance, compile_module
 from actorao.vm._weavedrive import HALT, DriveFile, FileNotAdmissible
 from tests.test_aos import aos_wasm, evaluate
@@ -271,3 +272,27 @@ def test_block_headers_are_the_heights_the_log_has_reached(tmp_path: Path) -> No
         assert evaluate(node, pid, read % 0).output["data"] == orjson.dumps(block).decode()  # the same later on
         assert evaluate(node, pid, read % 1).output["data"] == "absent"  # above the message's Block-Height
         assert evaluate(node, pid, read % "x").output["data"] == "absent"
+
+
+def test_headers_opened_before_a_restore_are_made_again_alike(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    env = orjson.dumps({"Process": {"Tags": [{"name": "Extension", "value": "WeaveDrive"}]}, "Module": {"Tags": []}})
+    log = [orjson.dumps({"Id": "S" * 43, "Owner": "O" * 43, "Target": "", "Tags": [], "Data": "",
+                         "Timestamp": 7_000, "Block-Height": 3})]
+    message = orjson.dumps({"Id": "M" * 43, "Owner": "O" * 43, "Target": "P" * 43, "Tags": [], "Data": "hi",
+                            "Timestamp": 9_000, "Block-Height": 4})
+
+    def drive() -> ProcessDrive:
+        return ProcessDrive(store, env, lambda first, last: enumerate(log[first:last + 1]), 1, message)
+
+    for path in ("/tx/" + "S" * 43, "/tx/" + "M" * 43, "/block/3", "/block/4"):
+        opened = drive().open(path)
+        assert opened is not None, path
+        again = drive().reopen(path)
+        assert again.read(0, again.size) == opened.read(0, opened.size)
+    block = orjson.loads(drive().reopen("/block/3").read(0, 4096))
+    assert block["timestamp"] == 7 and block["previous_block"] == block_id(2)
+    assert orjson.loads(drive().reopen("/tx/" + "M" * 43).read(0, 4096))["data_size"] == "2"
+    assert drive().open("/block/2") is None  # no message of the log is at that height
+    with pytest.raises(FileNotAdmissible):
+        drive().reopen("/block/5")  # above the reading message: the log no longer shows it
