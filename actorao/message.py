@@ -181,6 +181,23 @@ def check_ao_tags(tags: tuple[Tag, ...], expected_type: str) -> None:
             raise InvalidMessage(f"Tags[{name!r}]", f"expected {wanted!r}, got {value!r}")
 
 
+WEAVEDRIVE_PROTOCOL = "WeaveDrive"
+
+
+def check_log_item_tags(tags: tuple[Tag, ...]) -> None:
+    """The tags of an item sent to a process: an ao ``Message``, or one of the two items AOP-5's
+    WeaveDrive looks for in a process's log: an ao ``Attestation``, or ``Type=Available`` with
+    ``Data-Protocol=WeaveDrive`` (which admits data in ``Individual`` mode)."""
+    kind, protocol = tag_value(tags, "Type"), tag_value(tags, "Data-Protocol")
+    if kind == "Available" and protocol == WEAVEDRIVE_PROTOCOL:
+        return
+    if protocol is not None and protocol != DATA_PROTOCOL:
+        raise InvalidMessage("Tags['Data-Protocol']", f"expected {DATA_PROTOCOL!r}, got {protocol!r}; the only "
+                             f"other item a process's log takes is Type=Available with Data-Protocol="
+                             f"{WEAVEDRIVE_PROTOCOL} (AOP-5), and this is Type={kind!r}")
+    check_ao_tags(tags, "Attestation" if kind == "Attestation" else "Message")
+
+
 def check_data(data: object, max_data_bytes: int) -> None:
     if not isinstance(data, str):
         raise InvalidMessage("Data", f"must be text, got {type(data).__name__}")
@@ -206,7 +223,10 @@ def check_contents(
     check_anchor(anchor)
     if not tags_normalized and normalize_tags(tags) != tags:
         raise InvalidMessage("Tags", "must be a tuple of (name, value) text pairs")
-    check_ao_tags(tags, message_type)
+    if message_type == "Message":
+        check_log_item_tags(tags)
+    else:
+        check_ao_tags(tags, message_type)
     check_data(data, max_data_bytes)
 
 
@@ -258,8 +278,7 @@ def checked_message_tags(tags: TagsLike) -> tuple[Tag, ...]:
             return hit
     key = _text_tags_key(tags)
     normalized = with_ao_tags(tags, "Message")
-    # AOP-5's Attestation is an ao item a process's log may carry, which WeaveDrive looks for there
-    check_ao_tags(normalized, "Attestation" if tag_value(normalized, "Type") == "Attestation" else "Message")
+    check_log_item_tags(normalized)
     refuse_pushed_tags(normalized)
     if key is not None and len(_CHECKED_TAGS) < _CHECKED_TAGS_MAX:
         _CHECKED_TAGS[key] = normalized

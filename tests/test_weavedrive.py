@@ -5,13 +5,18 @@ process may not read halts the evaluation.
 
 from __future__ import annotations
 
+import base64
 import struct
 from pathlib import Path
 
 import orjson
+import pytest
 import wasmtime
 
-from actorao import Node
+from actorao import Node, ans104
+from actorao._exceptions import InvalidMessage
+from actorao.cu._drive import ProcessDrive, block_id
+from actorao.persist import Store
 from actorao.vm import Evaluator, Instance, compile_module
 from actorao.vm._weavedrive import HALT, DriveFile, FileNotAdmissible
 from tests.test_aos import aos_wasm, evaluate
@@ -174,3 +179,120 @@ def test_without_the_extension_every_file_is_absent(tmp_path: Path) -> None:
         result = evaluate(node, pid, f"return tostring(io.open('/data/{data_id}'))")
         assert result.ok, result.error
         assert result.output["data"] == "nil"
+
+
+def test_individual_mode_admits_data_made_available_in_the_log(tmp_path: Path) -> None:
+    with Node(tmp_path / "node", workers=1) as node:
+        data_id = node.add_data(b"individual data")
+        read = f"local f = io.open('/data/{data_id}'); return f and f:read(10) or 'absent'"
+        available = {"Type": "Available", "ID": data_id, "Data-Protocol": "WeaveDrive"}
+        individual = node.spawn(aos_wasm("wasm64"), {"Extension": "WeaveDrive", "Availability-Type": "Individual"})
+        halted = evaluate(node, individual, read)
+        assert halted.error is not None and halted.error.startswith(f"{HALT}: /data/{data_id}")
+        assert node.result(node.send(individual, available), timeout=60).error is None
+        assert evaluate(node, individual, read).output["data"] == "individual"
+        # in Assignments mode (the default) an Available item admits nothing: the attestation does
+        assignments = node.spawn(aos_wasm("wasm64"), {"Extension": "WeaveDrive"})
+        node.result(node.send(assignments, available), timeout=60)
+        halted = evaluate(node, assignments, read)
+        assert halted.error is not None and halted.error.startswith(f"{HALT}: /data/{data_id}")
+        node.result(node.send(assignments, {"Type": "Attestation", "Message": data_id, "Data-Protocol": "ao"}),
+                    timeout=60)
+        assert evaluate(node, assignments, read).output["data"] == "individual"
+
+
+def test_only_ao_items_and_weavedrive_availability_enter_a_log(tmp_path: Path) -> None:
+    signer = ans104.RsaSigner.generate()
+    with Node(tmp_path / "node", workers=1) as node:
+        data_id = node.add_data(b"signed availability")
+        pid = node.spawn(aos_wasm("wasm64"), {"Extension": "WeaveDrive", "Availability-Type": "Individual",
+                                              "Attestor": signer.address})
+        item = ans104.create_data_item(signer, " ", [("Type", "Available"), ("ID", data_id),
+                                                     ("Data-Protocol", "WeaveDrive")], target=pid)
+        ack = node.post_item(item)
+        assert not isinstance(ack, str)  # assigned to the process, not stored as an upload
+        ack.result(timeout=60)
+        read = f"local f = io.open('/data/{data_id}'); return f and f:read(6) or 'absent'"
+        assert evaluate(node, pid, read).output["data"] == "signed"
+        # a signed Attestation from an Attestor enters the log too, and admits data as it does
+        attested_id = node.add_data(b"signed attestation")
+        attestation = ans104.create_data_item(signer, " ", [("Data-Protocol", "ao"), ("Variant", "ao.TN.1"),
+                                                            ("Type", "Attestation"), ("Message", attested_id)],
+                                              target=pid)
+        ack = node.post_item(attestation)
+        assert not isinstance(ack, str)
+        ack.result(timeout=60)
+        read = f"local f = io.open('/data/{attested_id}'); return f and f:read(6) or 'absent'"
+        assert evaluate(node, pid, read).output["data"] == "signed"
+        untargeted = ans104.create_data_item(signer, " ", [("Type", "Available"), ("ID", data_id),
+                                                           ("Data-Protocol", "WeaveDrive")])
+        with pytest.raises(InvalidMessage, match="Type=Available item needs a target"):
+            node.post_item(untargeted)
+        with pytest.raises(InvalidMessage, match=r"Data-Protocol.*only other item.*Type=Available"):
+            node.send(pid, {"Type": "Message", "Data-Protocol": "WeaveDrive"})
+        with pytest.raises(InvalidMessage, match="expected 'ao', got 'other'"):
+            node.send(pid, {"Type": "Available", "ID": "A" * 43, "Data-Protocol": "other"})
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+
+def test_tx_headers_come_from_the_log_and_from_data_the_process_may_read(tmp_path: Path) -> None:
+    with Node(tmp_path / "node", workers=1) as node:
+        attested_id = node.add_data(b"attested bytes", {"Content-Type": "text/plain"})
+        held_id = node.add_data(b"held, never attested")
+        pid = node.spawn(aos_wasm("wasm64"), {"Extension": "WeaveDrive"})
+        attestation = node.send(pid, {"Type": "Attestation", "Message": attested_id, "Data-Protocol": "ao"})
+        node.result(attestation, timeout=60)
+        read = ("local f = io.open('/tx/%s'); if not f then return 'absent' end; "
+                "local size = f:seek('end'); f:seek('set'); local text = f:read(size); f:close(); return text")
+        message = orjson.loads(evaluate(node, pid, read % attestation.id).output["data"])
+        assert message["id"] == attestation.id and message["ownerAddress"] == node.identity
+        assert message["target"] == pid
+        assert {"name": _b64("Message"), "value": _b64(attested_id)} in message["tags"]
+        data = orjson.loads(evaluate(node, pid, read % attested_id).output["data"])
+        assert data["id"] == attested_id and data["ownerAddress"] == node.identity
+        assert data["data_size"] == str(len(b"attested bytes"))
+        assert data["tags"] == [{"name": _b64("Content-Type"), "value": _b64("text/plain")}]
+        # held by the node but not readable by this process, and unknown: both absent, never a halt
+        assert evaluate(node, pid, read % held_id).output["data"] == "absent"
+        assert evaluate(node, pid, read % ("B" * 43)).output["data"] == "absent"
+
+
+def test_block_headers_are_the_heights_the_log_has_reached(tmp_path: Path) -> None:
+    with Node(tmp_path / "node", workers=1) as node:
+        pid = node.spawn(aos_wasm("wasm64"), {"Extension": "WeaveDrive"})
+        spawned_at = node.reads.spawn(pid).doc()["Timestamp"]
+        read = ("local f = io.open('/block/%s'); if not f then return 'absent' end; "
+                "local size = f:seek('end'); f:seek('set'); local text = f:read(size); f:close(); return text")
+        block = orjson.loads(evaluate(node, pid, read % 0).output["data"])
+        assert block == {"indep_hash": block_id(0), "height": 0, "timestamp": spawned_at // 1000,
+                         "previous_block": ""}
+        assert evaluate(node, pid, read % 0).output["data"] == orjson.dumps(block).decode()  # the same later on
+        assert evaluate(node, pid, read % 1).output["data"] == "absent"  # above the message's Block-Height
+        assert evaluate(node, pid, read % "x").output["data"] == "absent"
+
+
+def test_headers_opened_before_a_restore_are_made_again_alike(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    env = orjson.dumps({"Process": {"Tags": [{"name": "Extension", "value": "WeaveDrive"}]}, "Module": {"Tags": []}})
+    log = [orjson.dumps({"Id": "S" * 43, "Owner": "O" * 43, "Target": "", "Tags": [], "Data": "",
+                         "Timestamp": 7_000, "Block-Height": 3})]
+    message = orjson.dumps({"Id": "M" * 43, "Owner": "O" * 43, "Target": "P" * 43, "Tags": [], "Data": "hi",
+                            "Timestamp": 9_000, "Block-Height": 4})
+
+    def drive() -> ProcessDrive:
+        return ProcessDrive(store, env, lambda first, last: enumerate(log[first:last + 1]), 1, message)
+
+    for path in ("/tx/" + "S" * 43, "/tx/" + "M" * 43, "/block/3", "/block/4"):
+        opened = drive().open(path)
+        assert opened is not None, path
+        again = drive().reopen(path)
+        assert again.read(0, again.size) == opened.read(0, opened.size)
+    block = orjson.loads(drive().reopen("/block/3").read(0, 4096))
+    assert block["timestamp"] == 7 and block["previous_block"] == block_id(2)
+    assert orjson.loads(drive().reopen("/tx/" + "M" * 43).read(0, 4096))["data_size"] == "2"
+    assert drive().open("/block/2") is None  # no message of the log is at that height
+    with pytest.raises(FileNotAdmissible):
+        drive().reopen("/block/5")  # above the reading message: the log no longer shows it

@@ -28,6 +28,7 @@ import orjson
 from actorao._exceptions import ActoraoError, InvalidMessage
 from actorao._reads import OWNER, LogEntry
 from actorao.ans104 import DataItem
+from actorao.cu._drive import block_id
 from actorao.http._views import signed_item
 from actorao.message import DATA_PROTOCOL, VARIANT, encode_id, is_id
 from actorao.node import Node
@@ -70,10 +71,8 @@ SCHEDULER_TTL_MS = "3600000"
 
 
 def _block(height: int, timestamp_ms: int) -> dict[str, Any]:
-    """A block as a gateway answers it: ids derived from the height, the timestamp in seconds."""
-    def block_id(at: int) -> str:
-        return encode_id(hashlib.sha256(b"actorao block|%d" % at).digest())
-
+    """A block as a gateway answers it: ids derived from the height (as WeaveDrive's /block serves them),
+    the timestamp in seconds."""
     return {"id": block_id(height), "height": height, "timestamp": timestamp_ms // 1000,
             "previous": block_id(height - 1) if height > 0 else ""}
 

@@ -22,6 +22,7 @@ from actorao.ans104 import DataItem
 from actorao.cu import ModuleRegistry
 from actorao.cu._drive import add_data
 from actorao.message import (
+    WEAVEDRIVE_PROTOCOL,
     Message,
     Process,
     Tag,
@@ -278,7 +279,9 @@ class Entrance:
         kind = item.tag("Type")
         if kind == "Module":
             return self.add_module(item)
-        if kind not in ("Message", "Process"):
+        # AOP-5's items for a process's log: an Attestation (ao's), or an Available (WeaveDrive's)
+        log_item = kind == "Attestation" or (kind == "Available" and item.tag("Data-Protocol") == WEAVEDRIVE_PROTOCOL)
+        if kind not in ("Message", "Process") and not log_item:
             if item.tag("Data-Protocol") != "ao":
                 return self.add_data(item)  # an upload, as to Arweave: data that WeaveDrive can serve
             raise InvalidMessage("Tags['Type']", f"expected Message, Process or Module, got {kind!r}")
@@ -298,7 +301,7 @@ class Entrance:
                 raise InvalidMessage("Tags['Scheduler']", f"missing; this node schedules as {self.identity}")
             return self._submit_spawn(item.id, module_id, None, tags, data, (), signed=item)
         if not item.target_id:
-            raise InvalidMessage("Target", "a Type=Message item needs a target process")
+            raise InvalidMessage("Target", f"a Type={kind} item needs a target process")
         self._known(item.target_id)
         message = Message(item.id, item.address, item.target_id, tags, data, item.anchor_text)
         return self.post(message, signed=item.to_bytes())
