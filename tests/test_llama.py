@@ -136,3 +136,26 @@ def test_a_generation_resumes_after_its_worker_is_killed(run: Run) -> None:
 def test_a_memory_limit_below_what_llama_needs_is_refused_clearly_and_the_worker_goes_on(run: Run) -> None:
     assert "19200 pages exceeds memory limits" in run.over_limit, run.over_limit
     assert run.neighbour_after.output["data"] == "still here"
+
+
+def test_a_model_larger_than_the_memory_limit_is_an_error_and_the_process_carries_on(tmp_path: Path) -> None:
+    """A 600 MB model under a Memory-Limit about 100 MiB above llama.wasm's own 1.2 GiB: reading it in
+    reaches the limit, which is the message's Error. The worker stays up, and the same process then
+    loads the tiny model, from before the failed message's memory."""
+    big = write_tiny_llama(tmp_path / "big.gguf", feed_forward=400_000, zeros=True).read_bytes()
+    tiny = write_tiny_llama(tmp_path / "tiny.gguf").read_bytes()
+    assert len(big) > 600_000_000
+    with Node(tmp_path / "node", workers=1) as node:
+        big_id, tiny_id = node.add_data(big), node.add_data(tiny)
+        pid = node.spawn(llama_wasm(), {"Memory-Limit": "1300-mb", "Extension": "WeaveDrive",
+                                        "Attestor": node.identity})
+        for data_id in (big_id, tiny_id):
+            attested = node.send(pid, {"Type": "Attestation", "Message": data_id, "Data-Protocol": "ao"})
+            assert node.result(attested, timeout=WAIT).error is None
+        restarts = node.worker_processes()[0]["restarts"]
+        too_big = evaluate(node, pid, f"require('.Llama'); Llama.load('/data/{big_id}'); return 'loaded'")
+        assert too_big.error is not None and too_big.error.startswith("MemoryLimitExceeded"), too_big.error
+        assert f"{1300 * 1024 * 1024} bytes" in too_big.error
+        tiny_loaded = evaluate(node, pid, f"require('.Llama'); Llama.load('/data/{tiny_id}'); return 'loaded'")
+        assert tiny_loaded.ok and tiny_loaded.output["data"] == "loaded", tiny_loaded.error
+        assert node.worker_processes()[0]["restarts"] == restarts

@@ -12,10 +12,14 @@ DIM, LAYERS, HEADS, FEED_FORWARD, CONTEXT = 64, 2, 4, 128, 128
 VOCAB = ["<unk>", "<s>", "</s>", *(f"<0x{byte:02X}>" for byte in range(256))]
 
 
-def write_tiny_llama(path: Path, seed: int = 7) -> Path:
+def write_tiny_llama(path: Path, seed: int = 7, feed_forward: int = FEED_FORWARD, *, zeros: bool = False) -> Path:
+    """``feed_forward`` sizes the model: each layer holds 3 x 64 x it weights (a big one, to outgrow a limit).
+    ``zeros``: every weight 0, quick to make, for a model that is only needed for its size."""
     rng = np.random.default_rng(seed)
 
     def weights(*shape: int) -> np.ndarray:
+        if zeros:
+            return np.zeros(shape, dtype=np.float32)
         return (rng.standard_normal(shape) * 0.02).astype(np.float32)
 
     writer = gguf.GGUFWriter(str(path), "llama")
@@ -23,7 +27,7 @@ def write_tiny_llama(path: Path, seed: int = 7) -> Path:
     writer.add_context_length(CONTEXT)
     writer.add_embedding_length(DIM)
     writer.add_block_count(LAYERS)
-    writer.add_feed_forward_length(FEED_FORWARD)
+    writer.add_feed_forward_length(feed_forward)
     writer.add_head_count(HEADS)
     writer.add_head_count_kv(HEADS)
     writer.add_rope_dimension_count(DIM // HEADS)
@@ -45,9 +49,9 @@ def write_tiny_llama(path: Path, seed: int = 7) -> Path:
         for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
             writer.add_tensor(f"{block}.{name}.weight", weights(DIM, DIM))
         writer.add_tensor(f"{block}.ffn_norm.weight", np.ones(DIM, dtype=np.float32))
-        writer.add_tensor(f"{block}.ffn_gate.weight", weights(FEED_FORWARD, DIM))
-        writer.add_tensor(f"{block}.ffn_up.weight", weights(FEED_FORWARD, DIM))
-        writer.add_tensor(f"{block}.ffn_down.weight", weights(DIM, FEED_FORWARD))
+        writer.add_tensor(f"{block}.ffn_gate.weight", weights(feed_forward, DIM))
+        writer.add_tensor(f"{block}.ffn_up.weight", weights(feed_forward, DIM))
+        writer.add_tensor(f"{block}.ffn_down.weight", weights(DIM, feed_forward))
     writer.add_tensor("output_norm.weight", np.ones(DIM, dtype=np.float32))
     writer.add_tensor("output.weight", weights(len(VOCAB), DIM))
     writer.write_header_to_file()
