@@ -526,3 +526,9 @@ class Result:
             "Trap": errors.Trap,
         }.get(kind, errors.ModuleError)
         raise exc_type(self.error)
+
+
+def block_id(height: int) -> str:
+    """The id of the node's block at ``height``: it has no chain, so ids come from the height alone
+    (GraphQL answers the same ids)."""
+    return encode_id(hashlib.sha256(b"actorao block|%d" % height).digest())

@@ -253,8 +253,9 @@ def test_a_huge_outbox_delays_another_processs_message_by_at_most_a_round(make_n
             handed_over.set()
 
     node._rendezvous.subscribe(seen)
-    for pid in (bomb, bystander, target):  # their spawns' results are in: a frame that sends nothing takes the lock
-        node.catch_up(pid, 60)
+    # Their spawns' results have passed the messenger (a frame that sends nothing takes its lock): stored
+    # is not enough, since a waiter finds a stored result before the listener hands its frame over.
+    assert wait_until(lambda: all(messenger._seen.get(pid, -1) >= 0 for pid in (bomb, bystander, target)))
     with messenger._lock:  # both results reach the messenger before it has queued either
         assert node.result(node.send(bomb, {"Action": "Fan", "Target-Process": target, "Count": "3000"})).ok
         assert node.result(node.send(bystander, {"Action": "Fan", "Target-Process": target, "Count": "1"})).ok
@@ -286,8 +287,8 @@ def test_a_messenger_that_dies_with_outboxes_queued_sends_them_once_restarted(ma
     assert messenger is not None
     handed_over = threading.Event()
     node._rendezvous.subscribe(lambda items: handed_over.set() if bytes(items[0]).startswith(sender.encode()) else None)
-    for pid in (sender, target):  # their spawns' results are in: a frame that sends nothing takes the lock
-        node.catch_up(pid, 60)
+    # as above: their spawns' results have passed the messenger, whose lock a frame that sends nothing takes
+    assert wait_until(lambda: all(messenger._seen.get(pid, -1) >= 0 for pid in (sender, target)))
     with messenger._lock:  # the messenger holds the result's frame, cranking it, when the poison arrives
         assert node.result(node.send(sender, {"Action": "Fan", "Target-Process": target, "Count": "100"})).ok
         assert handed_over.wait(60)

@@ -15,7 +15,8 @@ import wasmtime
 
 from actorao import Node, ans104
 from actorao._exceptions import InvalidMessage
-from actorao.cu._drive import ProcessDrive, block_id
+from actorao.cu._drive import ProcessDrive
+from actorao.message import block_id
 from actorao.persist import Store
 from actorao.vm import Evaluator, Instance, compile_module
 from actorao.vm._weavedrive import HALT, DriveFile, FileNotAdmissible

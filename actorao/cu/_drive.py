@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from actorao._exceptions import InvalidMessage
-from actorao.message import Tag, encode_id, is_id
+from actorao.message import Tag, block_id, encode_id, is_id
 from actorao.persist import Store
 from actorao.vm import FileNotAdmissible
 
@@ -51,12 +51,6 @@ class BytesFile:
 
     def read(self, offset: int, length: int) -> bytes:
         return self._data[offset:offset + length]
-
-
-def block_id(height: int) -> str:
-    """The id of the node's block at ``height``: it has no chain, so ids come from the height alone
-    (GraphQL answers the same ids)."""
-    return encode_id(hashlib.sha256(b"actorao block|%d" % height).digest())
 
 
 def _b64(text: str) -> str:

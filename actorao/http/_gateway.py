@@ -28,9 +28,8 @@ import orjson
 from actorao._exceptions import ActoraoError, InvalidMessage
 from actorao._reads import OWNER, LogEntry
 from actorao.ans104 import DataItem
-from actorao.cu._drive import block_id
 from actorao.http._views import signed_item
-from actorao.message import DATA_PROTOCOL, VARIANT, encode_id, is_id
+from actorao.message import DATA_PROTOCOL, VARIANT, block_id, encode_id, is_id
 from actorao.node import Node
 
 SCHEMA = graphql.build_schema("""
