@@ -26,6 +26,7 @@ from typing import IO, Any, TypeVar
 
 import orjson
 
+from actorao import _gc
 from actorao._config import NodeConfig
 from actorao._exceptions import ActoraoError, InvalidMessage, NodeStopped, Overloaded, UnknownMessage, UnknownProcess
 from actorao._future import Future
@@ -74,6 +75,7 @@ class Node:
         self.path = config.path
         self.workers = config.worker_count
         self._closed = False
+        self._frozen = False  # whether this node froze the garbage collector's objects (actorao/_gc.py)
         self._close_lock = threading.Lock()
         self._lock_file = _lock_data_path(self.path)
         shutil.rmtree(self.path / "run", ignore_errors=True)  # sockets of earlier runs, all dead now
@@ -153,6 +155,7 @@ class Node:
         for index in range(self.workers):  # whatever the log holds beyond the results gets evaluated
             self._pool.wake_all(index)
         self._recrank()  # outboxes a crash may have left unsent
+        self._frozen = config.freeze_gc and _gc.freeze()
 
     # -- the children ---------------------------------------------------------------------------
     def _start_shard(self, index: int) -> OSProcess:
@@ -184,11 +187,11 @@ class Node:
                           clock=self.config.clock)
         return self._cron
 
-    def _to_messenger(self, items: list[bytes]) -> None:
+    def _to_messenger(self, items: list[bytes], latest: bytes | None) -> None:
         """Results go to the messenger running now (the root restarts it if it dies)."""
         messenger = self._messenger
         if messenger is not None:
-            messenger.offer(items)
+            messenger.offer(items, latest)
 
     def _scheduler(self) -> Schedulers:
         return self._schedulers
@@ -231,6 +234,8 @@ class Node:
         self._store.close()
         shutil.rmtree(self._runtime, ignore_errors=True)
         self._lock_file.close()
+        if self._frozen:
+            _gc.thaw()
 
     def check_open(self) -> None:
         """Raise NodeStopped if the node is closed or its supervision tree gave up."""
@@ -519,7 +524,7 @@ class Node:
         """Call ``callback`` with the result keys (``result_key``) of results as they reach the node,
         on the node's listener thread: it must be quick and must not raise. Returns a function that
         stops the calls. For instruments such as ``actorao bench``'s latency probe."""
-        return self._rendezvous.subscribe(lambda items: callback(items[0::2]))
+        return self._rendezvous.subscribe(lambda items, _: callback(items[0::2]))
 
     def result_key(self, message: str | Ack, process: str | None = None) -> bytes:
         """The result key (process ‖ slot) of ``message`` in ``process`` (default: where it was first

@@ -248,7 +248,7 @@ def test_a_huge_outbox_delays_another_processs_message_by_at_most_a_round(make_n
     assert messenger is not None
     handed_over = threading.Event()
 
-    def seen(items: list[bytes]) -> None:  # subscribers after the messenger's: it has the frame by now
+    def seen(items: list[bytes], _: bytes | None) -> None:  # subscribers after the messenger's: it has the frame by now
         if any(bytes(key).startswith(bystander.encode()) for key in items[::2]):
             handed_over.set()
 
@@ -286,7 +286,8 @@ def test_a_messenger_that_dies_with_outboxes_queued_sends_them_once_restarted(ma
     messenger = node._messenger
     assert messenger is not None
     handed_over = threading.Event()
-    node._rendezvous.subscribe(lambda items: handed_over.set() if bytes(items[0]).startswith(sender.encode()) else None)
+    node._rendezvous.subscribe(
+        lambda items, _: handed_over.set() if bytes(items[0]).startswith(sender.encode()) else None)
     # as above: their spawns' results have passed the messenger, whose lock a frame that sends nothing takes
     assert wait_until(lambda: all(messenger._seen.get(pid, -1) >= 0 for pid in (sender, target)))
     with messenger._lock:  # the messenger holds the result's frame, cranking it, when the poison arrives

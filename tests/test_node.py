@@ -28,6 +28,7 @@ from actorao import (
     Trap,
     UnknownMessage,
     UnknownProcess,
+    _gc,
     examples,
 )
 from actorao.message import Assignment, new_id
@@ -669,3 +670,31 @@ def test_opening_and_closing_nodes_leaks_no_descriptors_or_threads(tmp_path: Pat
         cycle()
     after = counts()
     assert after[0] <= descriptors and after[1] <= threads, (after, (descriptors, threads))
+
+
+def test_an_open_node_keeps_what_lived_at_its_start_out_of_full_collections(tmp_path: Path) -> None:
+    """gc.freeze while a node is open (full collections skip the program's imports and the node's
+    structures), given back when the last one closes; a program that freezes objects itself, or a
+    node told not to, leaves the collector alone."""
+    if _gc._holders or gc.get_freeze_count():
+        pytest.skip("a node another test left open holds the collector")
+    first = Node(tmp_path / "a", workers=1, schedulers=1)
+    frozen = gc.get_freeze_count()
+    assert frozen > 1000
+    second = Node(tmp_path / "b", workers=1, schedulers=1)
+    first.close()
+    assert gc.get_freeze_count() >= frozen  # the second node still holds it
+    second.close()
+    assert gc.get_freeze_count() == 0
+    with Node(tmp_path / "c", workers=1, schedulers=1, freeze_gc=False):
+        assert gc.get_freeze_count() == 0
+    held = [object()]
+    gc.freeze()  # the program's own
+    try:
+        mine = gc.get_freeze_count()
+        with Node(tmp_path / "d", workers=1, schedulers=1):
+            assert gc.get_freeze_count() == mine
+        assert gc.get_freeze_count() == mine
+    finally:
+        gc.unfreeze()
+    assert held

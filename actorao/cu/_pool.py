@@ -34,6 +34,7 @@ from actorao.mailbox import (
     DRY_RUN,
     EVICT,
     EVICTED,
+    QUIET_RESULTS,
     READY,
     RESULTS,
     STOP,
@@ -50,7 +51,9 @@ from actorao.supervisor import ChildSpec, OSProcess, Supervisor, SupervisorChild
 
 log = logging.getLogger(__name__)
 
-ResultsHandler = Callable[[list[bytes]], None]
+# A RESULTS frame's items (log key, result JSON, alternating), and for a frame of results that send
+# nothing (QUIET_RESULTS), the last log key of each of its processes, joined; otherwise None.
+ResultsHandler = Callable[[list[bytes], bytes | None], None]
 
 
 class Holds(Protocol):
@@ -441,7 +444,10 @@ class WorkerPool:
     def _dispatch(self, frame: bytes) -> None:
         kind, items = unpack(frame)
         if kind == RESULTS:
-            self._on_results(items)
+            self._on_results(items, None)
+        elif kind == QUIET_RESULTS:
+            latest = items.pop()
+            self._on_results(items, latest)
         elif kind == DRY_RESULT:
             future = self._dry_runs.get(bytes(items[0]))
             if future is not None:

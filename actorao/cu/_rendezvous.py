@@ -18,7 +18,9 @@ from actorao.persist import Store
 
 log = logging.getLogger(__name__)
 
-Subscriber = Callable[[list[bytes]], None]
+# A frame's items (result key, result JSON, alternating) and, when none of them sends anything, the
+# last key of each process in it, joined (see WorkerPool); otherwise None.
+Subscriber = Callable[[list[bytes], bytes | None], None]
 
 
 class Rendezvous:
@@ -32,16 +34,17 @@ class Rendezvous:
         self.evaluated = 0  # results that arrived since the node opened
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        """Call ``callback`` with each frame's items (result key, result JSON, alternating), on the
-        pool's listener thread: it must be quick and must not raise. Returns the unsubscribe."""
+        """Call ``callback`` with each frame's items (result key, result JSON, alternating) and its
+        quiet processes' last keys (or None), on the pool's listener thread: it must be quick and must
+        not raise. Returns the unsubscribe."""
         self._subscribers.append(callback)
         return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
 
-    def arrived(self, items: list[bytes]) -> None:
-        """A RESULTS frame's items."""
+    def arrived(self, items: list[bytes], latest: bytes | None = None) -> None:
+        """A RESULTS frame's items, and ``latest`` if none of them sends anything."""
         self.evaluated += len(items) // 2
         for subscriber in list(self._subscribers):
-            subscriber(items)
+            subscriber(items, latest)
         self._wake(items)
 
     def _wake(self, items: list[bytes]) -> None:

@@ -20,6 +20,7 @@ STOP = b"S"  # no items
 EVICT = b"V"  # items: process ids to checkpoint, commit and forget: they move to another worker
 # worker -> node
 RESULTS = b"R"  # items: log key, result JSON, alternating
+QUIET_RESULTS = b"r"  # as RESULTS, none of which sends anything, then the last log key of each process, joined
 DRY_RESULT = b"d"  # items: token, result JSON (or digest): the answer to DRY_RUN or DIGEST
 READY = b"Y"  # items: worker index
 EVICTED = b"v"  # items: the process ids evicted, everything of theirs committed
@@ -28,6 +29,10 @@ REQUEST = b"Q"  # items: a request (orjson), the node's time in ms[, placements 
 # scheduler shard -> node (READY too)
 ACKS = b"K"  # items: the shard's counters, then one answer per request (orjson each)
 ASSIGNED = b"N"  # items: log key, module JSON, alternating: assignments of processes the shard cannot place
+
+# How a result that sends nothing ends (vm/_evaluator.py writes these keys last, in this order): one
+# suffix test instead of three searches. A result written otherwise takes the messenger's full test.
+QUIET_END = b'"Messages":[],"Spawns":[],"Assignments":[]}'
 
 
 def pack(kind: bytes, items: list[bytes]) -> bytes:

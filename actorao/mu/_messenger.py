@@ -37,6 +37,7 @@ import orjson
 
 from actorao._config import DEFAULT_MAX_BACKLOG
 from actorao._exceptions import ActoraoError, InvalidMessage, NodeStopped, Overloaded, Timeout
+from actorao.mailbox import QUIET_END
 from actorao.message import (
     PUSHED_TAGS,
     Message,
@@ -57,9 +58,7 @@ _SHARE = 512  # items one sending process offers in one round
 _FRAMES_PER_ROUND = 64  # results frames cranked between two rounds
 _SUBMIT_WAIT = 30.0  # seconds to wait for an offer's acknowledgement before offering it again
 _NOTHING_SENT = (b'"Messages":[]', b'"Spawns":[]', b'"Assignments":[]')
-# How a worker's result that sends nothing ends (vm/_evaluator.py writes these keys last, in this
-# order): one suffix test instead of three searches. A result written otherwise takes the full test.
-_QUIET_END = b'"Messages":[],"Spawns":[],"Assignments":[]}'
+_KEY_SIZE = len(log_key(encode_id(bytes(32)), 0))  # a process id's 43 characters, then the slot's 8 bytes
 # The SU could not take it now; the same offer later may well succeed.
 _TRY_AGAIN = (Overloaded, NodeStopped, Timeout, FutureTimeout)
 
@@ -136,34 +135,29 @@ class Messenger(ThreadChild):
         return self._waiting
 
     # -- as a supervised child ------------------------------------------------------------------
-    def offer(self, items: list[bytes]) -> None:
+    def offer(self, items: list[bytes], latest: bytes | None = None) -> None:
         """Hand over a RESULTS frame's items; they are cranked on the messenger's thread.
 
-        Most frames send nothing. Such a frame is taken here, on the caller's thread, with no hand-off,
+        Most frames send nothing, and their worker says so with ``latest``: each of their processes'
+        last result key, joined. Such a frame is taken here, on the caller's thread, with no hand-off,
         when every frame before it is cranked and none of its processes waits in the store: then noting
         its slots as cranked can never pass over a result that is still to be sent."""
-        try:
-            if self._quiet(items):
-                return
-        except (AttributeError, TypeError, ValueError):  # not a well-formed frame: the thread's crank says why
-            pass
+        if latest is not None and self._quiet(latest):
+            return
         with self._count_lock:
             self._unfinished += 1
         self._inbox.put(("crank", items))
 
-    def _quiet(self, items: list[bytes]) -> bool:
-        """Whether ``items`` send nothing and their slots are noted as cranked, here and now."""
-        quiet_end = _QUIET_END
-        for at in range(1, len(items), 2):
-            if not items[at].endswith(quiet_end):
-                return False
-        latest = [split_key(bytes(key)) for key in {bytes(items[at][:-8]): items[at]
-                                                     for at in range(0, len(items), 2)}.values()]
+    def _quiet(self, latest: bytes) -> bool:
+        """Whether the slots of ``latest`` (log keys, joined) are noted as cranked, here and now."""
+        if len(latest) % _KEY_SIZE:
+            return False  # not a quiet frame's keys: its crank says what is wrong
+        keys = [split_key(latest[at:at + _KEY_SIZE]) for at in range(0, len(latest), _KEY_SIZE)]
         with self._lock:  # 0 read here: every frame before this one is cranked (this thread counted them)
-            if self._unfinished or (self._deferred and not self._deferred.isdisjoint(pid for pid, _ in latest)):
+            if self._unfinished or (self._deferred and not self._deferred.isdisjoint(pid for pid, _ in keys)):
                 return False
             seen = self._seen
-            for pid, slot in latest:
+            for pid, slot in keys:
                 if slot > seen.get(pid, -1):
                     seen[pid] = slot
             self.quiet_frames += 1
@@ -216,7 +210,7 @@ class Messenger(ThreadChild):
         for at in range(0, len(items), 2):
             key, result = items[at], items[at + 1]
             latest[key[:-8]] = key
-            if not result.endswith(_QUIET_END) and not all(empty in result for empty in _NOTHING_SENT):
+            if not result.endswith(QUIET_END) and not all(empty in result for empty in _NOTHING_SENT):
                 sending.append((bytes(key), bytes(result)))
         held: set[str] = set()
         with self._lock:
