@@ -43,7 +43,7 @@ from actorao.message import (
 )
 from actorao.mu._cron import parse_interval
 from actorao.persist import ModuleRecord, ShardLogs
-from actorao.su import Ack, NewMessage, Schedulers, shard_for
+from actorao.su import Ack, NewMessage, NewRow, Schedulers, shard_for
 from actorao.vm import CompiledModule, Instance
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,13 @@ class Entrance:
         max_data_bytes = self._config.max_data_bytes
         by_object = type(messages) in (list, tuple)
         targets: set[str] = set()
-        tag_sets: dict[int, tuple[Tag, ...]] = {}
-        checked: list[NewMessage] = []
+        # Each tag set travels once, numbered: rows are built here as the SU's wire has them.
+        numbers: dict[int, int] = {}  # id of a tags object (a list or tuple of messages only) -> number
+        # id of a checked tag set -> number: checked_message_tags hands out one object per content it
+        # remembers, and tag_sets keeps each alive (an unremembered set may travel twice; no harm).
+        by_checked: dict[int, int] = {}
+        tag_sets: list[tuple[Tag, ...]] = []
+        rows: list[NewRow] = []
         for pid, tags, data in messages:
             if type(pid) is not str or pid not in targets:
                 if type(pid) is not str or not scheduler.knows(pid):  # a known process's id is well-formed
@@ -118,15 +123,19 @@ class Entrance:
                         raise InvalidMessage("Target", f"expected a 43-character process id, got {pid!r:.60}")
                     raise UnknownProcess(f"no process {pid} on this node")
                 targets.add(pid)
-            normalized = tag_sets.get(id(tags)) if by_object else None
-            if normalized is None:
+            number = numbers.get(id(tags)) if by_object else None
+            if number is None:
                 normalized = checked_message_tags(tags)
+                number = by_checked.get(id(normalized))
+                if number is None:
+                    number = by_checked[id(normalized)] = len(tag_sets)
+                    tag_sets.append(normalized)
                 if by_object:
-                    tag_sets[id(tags)] = normalized
+                    numbers[id(tags)] = number
             if not (type(data) is str and data.isascii() and len(data) <= max_data_bytes):
                 check_data(data, max_data_bytes)
-            checked.append((pid, normalized, data, ""))
-        return scheduler.submit_new(checked)
+            rows.append((pid, number, data, ""))
+        return scheduler.submit_new(rows, tag_sets, targets)
 
     def post(self, message: Message, *, signed: bytes | None = None) -> Future[Ack]:
         """A fully formed message, checked strictly. ``signed`` is the data item it came in as."""

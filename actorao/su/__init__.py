@@ -7,12 +7,14 @@ from actorao.su._attest import handoff_problem, public_key_of, verify_handoff, v
 from actorao.su._client import NewMessage, Schedulers, shard_for
 from actorao.su._scheduler import Ack, NewMessages, SchedulerUnit, process_record
 from actorao.su._shard import ShardConfig
+from actorao.su._wire import NewRow
 
 __all__ = [
     "Ack",
     "ModuleRecord",
     "NewMessage",
     "NewMessages",
+    "NewRow",
     "SchedulerUnit",
     "Schedulers",
     "ShardConfig",

@@ -40,7 +40,7 @@ from actorao.mailbox import (
 from actorao.message import Message, Process, encode_id
 from actorao.persist import ModuleRecord, ShardLogs
 from actorao.su._scheduler import Ack
-from actorao.su._wire import read_answer, request
+from actorao.su._wire import NewRow, read_answer, request
 
 log = logging.getLogger(__name__)
 
@@ -172,18 +172,24 @@ class Schedulers:
             index: (positions, self._send(index, part(positions), targets=[targets[at] for at in positions]))
             for index, positions in by_shard.items()})
 
-    def submit_new(self, messages: Sequence[NewMessage]) -> Future[list[Ack]]:
-        """Messages from the node, already checked: each shard mints their ids and builds them."""
-        def part(positions: list[int]) -> Callable[[int], bytes]:
-            return lambda token: request(token, new=[messages[at] for at in positions])
-
-        targets = [target for target, _, _, _ in messages]
-        by_shard = self._split(targets)
+    def submit_new(
+        self, rows: list[NewRow], tag_sets: list[tuple[tuple[str, str], ...]], targets: Iterable[str],
+    ) -> Future[list[Ack]]:
+        """Messages from the node, already checked, as rows (target, number of its tag set in
+        ``tag_sets``, data, anchor) to known processes, ``targets`` each of them once: each shard mints
+        their ids and builds them. Every shard gets every tag set (they are few)."""
+        if self.count == 1:
+            return self._send(0, lambda token: request(token, new_rows=(rows, tag_sets)), targets=targets)
+        by_shard = self._split([row[0] for row in rows])
         if len(by_shard) == 1:
             index = next(iter(by_shard))
-            return self._send(index, lambda token: request(token, new=list(messages)), targets=targets)
-        return self._gather(len(messages), {
-            index: (positions, self._send(index, part(positions), targets=[targets[at] for at in positions]))
+            return self._send(index, lambda token: request(token, new_rows=(rows, tag_sets)), targets=targets)
+
+        def part(positions: list[int]) -> Callable[[int], bytes]:
+            return lambda token: request(token, new_rows=([rows[at] for at in positions], tag_sets))
+
+        return self._gather(len(rows), {
+            index: (positions, self._send(index, part(positions), targets={rows[at][0] for at in positions}))
             for index, positions in by_shard.items()})
 
     def submit_one_new(self, message: NewMessage) -> Future[Ack]:

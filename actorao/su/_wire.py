@@ -32,6 +32,10 @@ def item_from(doc: list[Any]) -> Item:
     return Message(mid, owner, target, _tags(tags), data, anchor, sender, cron)
 
 
+# A new message on the wire: target, the number of its tag set in the request's "tags", data, anchor.
+NewRow = tuple[str, int, str, str]
+
+
 def new_messages(owner: str, doc: dict[str, Any]) -> NewMessages:
     """A request's new messages, from ``owner``: its rows as they came, each tag set rebuilt once."""
     return NewMessages(owner, doc["new"], [_tags(tags) for tags in doc["tags"]])
@@ -46,9 +50,11 @@ def request(
     limits: tuple[int, int] | None = None, signed: bytes | None = None, assign_to: str | None = None,
     new: list[tuple[str, tuple[tuple[str, str], ...], str, str]] | None = None,
     handoff: dict[str, Any] | None = None,
+    new_rows: tuple[list[NewRow], list[tuple[tuple[str, str], ...]]] | None = None,
 ) -> bytes:
-    """One request: ``items`` to assign as they are, or ``new`` messages (target, checked tags, data,
-    anchor) from the node, whose ids the shard mints."""
+    """One request: ``items`` to assign as they are, or new messages from the node, whose ids the
+    shard mints: ``new`` (target, checked tags, data, anchor), or ``new_rows``, their rows and tag
+    sets as the wire has them."""
     doc: dict[str, Any] = {"t": token}
     if items is not None:
         doc["items"] = [item_doc(item) for item in items]
@@ -66,6 +72,8 @@ def request(
             rows.append((target, number, data, anchor))
         doc["tags"] = sets
         doc["new"] = rows
+    elif new_rows is not None:
+        doc["new"], doc["tags"] = new_rows
     if handoff is not None:
         doc["handoff"] = handoff
     if single:
