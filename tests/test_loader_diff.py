@@ -55,6 +55,10 @@ AOS_EVALS = (
     None,  # an Action=Ping message
     f"Spawn('{MODULE}', {{ Data = 'seed', Flavour = 'lua' }})",
     "return (counter or 0) + 1",
+    # NaNs as V8 makes them (the machine's: on x86-64 0/0 is negative), in the output and kept in memory
+    "Nans = { 0/0, -(0/0), math.huge - math.huge, math.sqrt(-1), 0 * math.huge }; "
+    "return string.format('%s %s %s %s %s', tostring(Nans[1]), tostring(Nans[2]), tostring(Nans[3]), "
+    "tostring(Nans[4]), tostring(Nans[5]))",
 )
 
 

@@ -12,7 +12,11 @@ import wasmtime
 MEMORY_RESERVATION = 64 << 20
 _SETTINGS = {
     "consume_fuel": True,
-    "cranelift_nan_canonicalization": True,
+    # NaNs are the machine's, as V8 leaves them (it never canonicalises): on x86-64, 0/0 is the negative
+    # quiet NaN, which aos prints as "-nan" and stores in its memory, as ao's loader does. Canonical NaNs
+    # (positive) made such a message differ from ao's loader in its output and its memory. A machine's
+    # NaNs are as deterministic as the rest of its arithmetic, and compiled code is keyed by the machine.
+    "cranelift_nan_canonicalization": False,
     "wasm_threads": False,
     "wasm_relaxed_simd": False,
     "wasm_memory64": True,
@@ -46,8 +50,8 @@ _engine_lock = threading.Lock()  # one engine, also when a worker's threads firs
 
 
 def engine() -> wasmtime.Engine:
-    """The process-wide engine. Fuel meters every call; NaNs are canonical, so float results are the
-    same bits on every machine; threads and relaxed SIMD, whose results may differ, are off."""
+    """The process-wide engine. Fuel meters every call; NaNs are the machine's own, as under V8 (see
+    _SETTINGS); threads and relaxed SIMD, whose results may differ from run to run or between machines, are off."""
     if not _engine:
         with _engine_lock:
             if not _engine:
