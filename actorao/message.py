@@ -52,19 +52,13 @@ _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 
 # base64url through binascii and a translation table: the base64 module's wrappers cost the SU a
 # third of each hash-chain link (two ids a link, one per message).
-_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+URLSAFE = bytes.maketrans(b"+/", b"-_")
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 def encode_id(digest: bytes) -> str:
     """ao's id text for a 32-byte digest: base64url without padding (43 characters)."""
-    return binascii.b2a_base64(digest, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode()
-
-
-def encode_id_bytes(digest: bytes) -> bytes:
-    """``encode_id(digest).encode()`` for a 32-byte digest, as the SU keeps hash chains: the text is
-    ASCII, and its 44th character is the one padding byte."""
-    return binascii.b2a_base64(digest, newline=False).translate(_TO_URLSAFE)[:43]
+    return binascii.b2a_base64(digest, newline=False).translate(URLSAFE).rstrip(b"=").decode()
 
 
 def decode_id(text: str) -> bytes:
@@ -111,7 +105,7 @@ class _IdSource:
         fields: list[bytes | int] = [self._prefix] * (2 * count)
         fields[1::2] = itertools.islice(self._counter, count)  # a run of the counter no other call gets
         ids: tuple[bytes, ...] = splitting.unpack(
-            binascii.b2a_base64(packing.pack(*fields), newline=False).translate(_TO_URLSAFE))
+            binascii.b2a_base64(packing.pack(*fields), newline=False).translate(URLSAFE))
         return list(map(bytes.decode, ids)), ids
 
 
@@ -419,25 +413,19 @@ class Assignment:
 
 
 def _assignment_digest(process: str, slot: int, message: str, timestamp: int, hash_chain: str) -> bytes:
-    return _sha256(_ASSIGNMENT % (process.encode(), slot, message.encode(), timestamp, hash_chain.encode())).digest()
+    return hashlib.sha256(
+        ASSIGNMENT_TEXT % (process.encode(), slot, message.encode(), timestamp, hash_chain.encode())).digest()
 
 
-_sha256 = hashlib.sha256
-_ASSIGNMENT = b"%b|%d|%b|%d|%b"  # what an assignment's id hashes: process|slot|message|timestamp|hash chain
+# What an assignment's id hashes, process|slot|message|timestamp|hash chain, as the SU formats it from the
+# UTF-8 bytes of each text (which its heads keep).
+ASSIGNMENT_TEXT = b"%b|%d|%b|%d|%b"
 
 
 def next_link(process: str, slot: int, message: str, timestamp: int, hash_chain: str, hash_chain_raw: bytes) -> bytes:
     """``Assignment(process, slot, message, timestamp, hash_chain).next_hash_chain()`` as its 32 bytes, given
     the hash chain's bytes too."""
-    return chain_link(process.encode(), slot, message.encode(), timestamp, hash_chain.encode(), hash_chain_raw)
-
-
-def chain_link(process: bytes, slot: int, message: bytes, timestamp: int, hash_chain: bytes,
-               hash_chain_raw: bytes) -> bytes:
-    """``next_link`` with its text given as UTF-8 bytes, as the SU keeps a head: the SU links one per
-    message, and keeps each link's bytes for the next."""
-    return _sha256(_sha256(_ASSIGNMENT % (process, slot, message, timestamp, hash_chain)).digest()
-                   + hash_chain_raw).digest()
+    return hashlib.sha256(_assignment_digest(process, slot, message, timestamp, hash_chain) + hash_chain_raw).digest()
 
 
 def module_json(message: Message, assignment: Assignment | None, *, timestamp: int = 0, signature: str = "") -> bytes:

@@ -11,6 +11,7 @@ a process this shard adopted) on first use, so after a restart the SU continues 
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import logging
 import queue
@@ -28,15 +29,15 @@ from actorao._exceptions import ActoraoError, NodeStopped, Overloaded, UnknownPr
 from actorao._future import Future
 from actorao.ans104 import item_signature
 from actorao.message import (
+    ASSIGNMENT_TEXT,
+    URLSAFE,
     Assignment,
     Message,
     Process,
     Tag,
     assigned_template,
     assignment_from_module_json,
-    chain_link,
     decode_id,
-    encode_id_bytes,
     module_json,
     new_id,
     tags_json,
@@ -47,6 +48,7 @@ from actorao.supervisor import ThreadChild
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 8192
+_sha256, _b2a = hashlib.sha256, binascii.b2a_base64
 
 
 class Ack(NamedTuple):
@@ -138,8 +140,10 @@ class _Head:
             raw = hashlib.sha256(decode_id(self.process)).digest()
         else:
             slot, timestamp = self.next_slot, now if now > self.timestamp else self.timestamp
-            raw = chain_link(self.process_bytes, self.slot, self.message, self.timestamp, self.chain, self.chain_raw)
-        chain = encode_id_bytes(raw)
+            # next_link and encode_id on the head's bytes, written out: this runs once per message
+            raw = _sha256(_sha256(ASSIGNMENT_TEXT % (self.process_bytes, self.slot, self.message, self.timestamp,
+                                                     self.chain)).digest() + self.chain_raw).digest()
+        chain = _b2a(raw, newline=False).translate(URLSAFE)[:43]
         self.next_slot, self.slot, self.message, self.timestamp, self.chain, self.chain_raw = (
             slot + 1, slot, message_id, timestamp, chain, raw)
         return slot, timestamp, chain
