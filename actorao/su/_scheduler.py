@@ -515,12 +515,15 @@ class SchedulerUnit(ThreadChild):
         refused = False
         for (target, number, data, anchor), text, message_id in zip(new.rows, texts, ids, strict=True):
             head = heads.get(target)
-            if head is None or head.moved != commit or (released and target in released):
+            if head is None or (released and target in released):
                 head = self._working_head(txn, target, undo, released, commit)
                 if head is None:
                     acks.append(self._refusal(target, released))
                     refused = True
                     continue
+            elif head.moved != commit:  # _working_head's bookkeeping, for a head in memory: with many processes,
+                undo[target] = (head, head.state())  # most messages are the first of theirs in a commit
+                head.moved = commit
             slot, timestamp, chain = head.advance(message_id, now)
             body = templates[number] % (message_id, dumps(data) if data else b'""', head.target_json,
                                         dumps(anchor) if anchor else b"null", slot, timestamp, chain)
