@@ -7,10 +7,12 @@ JSON a module sees is built from both. Imports nothing else of actorao's but the
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import itertools
 import os
 import re
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,13 +52,13 @@ _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 
 # base64url through binascii and a translation table: the base64 module's wrappers cost the SU a
 # third of each hash-chain link (two ids a link, one per message).
-_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+URLSAFE = bytes.maketrans(b"+/", b"-_")
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 def encode_id(digest: bytes) -> str:
     """ao's id text for a 32-byte digest: base64url without padding (43 characters)."""
-    return binascii.b2a_base64(digest, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode()
+    return binascii.b2a_base64(digest, newline=False).translate(URLSAFE).rstrip(b"=").decode()
 
 
 def decode_id(text: str) -> bytes:
@@ -93,6 +95,25 @@ class _IdSource:
         for part in parts:
             digest.update(part)
         return encode_id(digest.digest())
+
+    def many(self, count: int) -> tuple[list[str], tuple[bytes, ...]]:
+        """``count`` fresh ids as calls without parts give them, as text and as ASCII bytes, encoded in
+        one step: a shard mints one per message. Each id is padded to 33 bytes, which base64 encodes
+        to 44 characters on its own, so the encoding of all of them is that of each, side by side,
+        and the 43 characters before each 44th are its id."""
+        packing, splitting = _id_runs(count)
+        fields: list[bytes | int] = [self._prefix] * (2 * count)
+        fields[1::2] = itertools.islice(self._counter, count)  # a run of the counter no other call gets
+        ids: tuple[bytes, ...] = splitting.unpack(
+            binascii.b2a_base64(packing.pack(*fields), newline=False).translate(URLSAFE))
+        return list(map(bytes.decode, ids)), ids
+
+
+@functools.lru_cache(maxsize=64)
+def _id_runs(count: int) -> tuple[struct.Struct, struct.Struct]:
+    """How ``count`` ids are packed (prefix, big-endian counter, a zero byte, each) and how their
+    base64 is split (43 characters of each 44)."""
+    return struct.Struct(">" + "24sQx" * count), struct.Struct("43sx" * count)
 
 
 new_id = _IdSource()
@@ -392,12 +413,18 @@ class Assignment:
 
 
 def _assignment_digest(process: str, slot: int, message: str, timestamp: int, hash_chain: str) -> bytes:
-    return hashlib.sha256(f"{process}|{slot}|{message}|{timestamp}|{hash_chain}".encode()).digest()
+    return hashlib.sha256(
+        ASSIGNMENT_TEXT % (process.encode(), slot, message.encode(), timestamp, hash_chain.encode())).digest()
+
+
+# What an assignment's id hashes, process|slot|message|timestamp|hash chain, as the SU formats it from the
+# UTF-8 bytes of each text (which its heads keep).
+ASSIGNMENT_TEXT = b"%b|%d|%b|%d|%b"
 
 
 def next_link(process: str, slot: int, message: str, timestamp: int, hash_chain: str, hash_chain_raw: bytes) -> bytes:
     """``Assignment(process, slot, message, timestamp, hash_chain).next_hash_chain()`` as its 32 bytes, given
-    the hash chain's bytes too: the SU links one per message, and keeps each link's bytes for the next."""
+    the hash chain's bytes too."""
     return hashlib.sha256(_assignment_digest(process, slot, message, timestamp, hash_chain) + hash_chain_raw).digest()
 
 
@@ -412,7 +439,7 @@ def module_json(message: Message, assignment: Assignment | None, *, timestamp: i
     The SU writes one per message, so it is built from three parts: the fields before Tags, the tags
     (a sender repeats a few tag sets: each is encoded once, see ``tags_json``), and the fields after."""
     if assignment is not None and not signature and not message.sender:  # what the SU writes for most messages
-        return assigned_json(orjson.dumps(message.id), orjson.dumps(message.data), orjson.dumps(message.owner),
+        return assigned_json(orjson.dumps(message.id)[1:-1], orjson.dumps(message.data), orjson.dumps(message.owner),
                              orjson.dumps(message.target), message.anchor, tags_json(message.tags), assignment.slot,
                              assignment.timestamp, assignment.hash_chain.encode(), message.cron,
                              assignment.epoch, assignment.block_height)
@@ -435,21 +462,27 @@ def module_json(message: Message, assignment: Assignment | None, *, timestamp: i
     return b"".join((orjson.dumps(head)[:-1], b',"Tags":', tags_json(message.tags), b",", orjson.dumps(tail)[1:]))
 
 
-_ASSIGNED_JSON = (b'{"Id":%b,"Data":%b,"Owner":%b,"Target":%b,"Anchor":%b,"From":%b,"Tags":%b,"Epoch":%d,"Nonce":%d,'
-                  b'"Timestamp":%d,"Block-Height":%d,"Hash-Chain":"%b","Cron":%b,"Read-Only":false}')
+def assigned_template(owner_json: bytes, tags: bytes, cron: bool = False, epoch: int = 0, block_height: int = 0
+                      ) -> bytes:
+    """The module JSON of an assigned message with no signature and no sender, with the fields that
+    change from one message to the next left open: ``template % (id, data_json, target_json,
+    anchor_json, slot, timestamp, hash_chain)``, where ``id`` and ``hash_chain`` are the text between
+    their quotes. A shard builds one for each tag set of a request, and one formatting step a message."""
+    owner, tags = owner_json.replace(b"%", b"%%"), tags.replace(b"%", b"%%")
+    return (b'{"Id":"%%b","Data":%%b,"Owner":%b,"Target":%%b,"Anchor":%%b,"From":%b,"Tags":%b,"Epoch":%d,'
+            b'"Nonce":%%d,"Timestamp":%%d,"Block-Height":%d,"Hash-Chain":"%%b","Cron":%b,"Read-Only":false}'
+            % (owner, owner, tags, epoch, block_height, b"true" if cron else b"false"))
 
 
 def assigned_json(
-    id_json: bytes, data_json: bytes, owner_json: bytes, target_json: bytes, anchor: str, tags: bytes,
+    id_text: bytes, data_json: bytes, owner_json: bytes, target_json: bytes, anchor: str, tags: bytes,
     slot: int, timestamp: int, hash_chain: bytes, cron: bool = False, epoch: int = 0, block_height: int = 0,
 ) -> bytes:
     """``module_json`` of an assigned message with no signature and no sender, from its fields as JSON
-    (``orjson.dumps`` of each; ``hash_chain`` is base64url, which needs no escaping): byte for byte
-    what the dictionaries would give, in one formatting step. The SU writes one per message, and a
-    shard keeps the parts that repeat (owner, target, tag set) encoded."""
-    return _ASSIGNED_JSON % (id_json, data_json, owner_json, target_json,
-                             orjson.dumps(anchor) if anchor else b"null", owner_json, tags, epoch, slot,
-                             timestamp, block_height, hash_chain, b"true" if cron else b"false")
+    (``orjson.dumps`` of each; ``id_text`` and ``hash_chain`` are the text between their quotes):
+    byte for byte what the dictionaries would give, in one formatting step."""
+    return assigned_template(owner_json, tags, cron, epoch, block_height) % (
+        id_text, data_json, target_json, orjson.dumps(anchor) if anchor else b"null", slot, timestamp, hash_chain)
 
 
 _TAGS_JSON: dict[tuple[Tag, ...], bytes] = {}

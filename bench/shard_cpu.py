@@ -1,19 +1,21 @@
 """A scheduler shard's CPU per message, in one Python process: the shard's own request handling
 (``Shard.take``) and group commits (``assign_queued``), on a real LMDB store with real ZeroMQ
-sockets (a thread drains the answers; the assignments go back on the same socket, as for processes
-the shard cannot place). No workers: this measures the shard alone, which ``actorao bench`` shows
-beside the other OS processes.
+sockets (a thread drains the answers, and the feeds of two workers, on which the processes are
+placed). No workers: this measures the shard alone, which ``actorao bench`` shows beside the other
+OS processes.
 
     python -m bench.shard_cpu [PROCESSES] [MESSAGES] [PER_COMMIT]    # e.g. 100 60000 1000
 
 Messages go out in requests of 250 (the bench driver's batch), round-robin over the processes, and
 the shard commits after every PER_COMMIT of them. Prints one JSON line: CPU µs per message (user
-and system), wall µs per message, and the number of commits. Compare two trees by running it in
+and system, of the whole OS process; and of the shard's loop alone, without the thread that drains
+its answers and ZeroMQ's), wall µs per message, and the number of commits. Compare two trees by running it in
 each, interleaved, a few times: CPU time is less noisy than wall time on a shared box.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import sys
@@ -25,7 +27,7 @@ from pathlib import Path
 import orjson
 import zmq
 
-from actorao.mailbox import acks_address, open_socket
+from actorao.mailbox import acks_address, feed_address, open_socket
 from actorao.message import Process, checked_message_tags, new_id, with_ao_tags
 from actorao.persist import Store
 from actorao.su._feeds import Feeds
@@ -33,6 +35,7 @@ from actorao.su._shard import Shard, ShardConfig, _Replies
 from actorao.su._wire import request
 
 BATCH = 250
+WORKERS = 2
 
 
 def _cpu() -> tuple[float, float]:
@@ -46,12 +49,20 @@ def main(processes: int, messages: int, per_commit: int) -> dict[str, float]:
         runtime.mkdir()
         store = Store(Path(path) / "data", map_size=1 << 30)
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        sink = open_socket(context, zmq.PULL, acks_address(runtime), bind=True, high_water_mark=0)
+        sinks = [open_socket(context, zmq.PULL, acks_address(runtime), bind=True, high_water_mark=0)] + [
+            open_socket(context, zmq.PULL, feed_address(runtime, worker), bind=True, high_water_mark=0)
+            for worker in range(WORKERS)]
+        poller = zmq.Poller()
+        for sink in sinks:
+            poller.register(sink, zmq.POLLIN)
         stop = threading.Event()
 
         def drain() -> None:
-            while not stop.is_set() or sink.poll(0):
-                if sink.poll(50):
+            while True:
+                ready = dict(poller.poll(50))
+                if not ready and stop.is_set():
+                    return
+                for sink in ready:
                     sink.recv()
 
         drainer = threading.Thread(target=drain)
@@ -70,11 +81,15 @@ def main(processes: int, messages: int, per_commit: int) -> dict[str, float]:
             if number % 1000 == 999:
                 shard.su.assign_queued()
         shard.su.assign_queued()
+        shard.replies.place({pid: number % WORKERS for number, pid in enumerate(pids)})
         tags = checked_message_tags({"Action": "noop"})
         frames = [request(token, new=[(pids[(start + at) % processes], tags, "", "") for at in range(BATCH)])
                   for token, start in enumerate(range(0, messages, BATCH))]
         commits = shard.su.commits
+        gc.freeze()  # as run_shard does: the young generation is collected rarely, what the shard holds never
+        gc.set_threshold(20_000, 10, 10)
         user, system = _cpu()
+        thread = time.thread_time()
         began = time.perf_counter()
         taken = 0
         for number, frame in enumerate(frames):
@@ -85,18 +100,21 @@ def main(processes: int, messages: int, per_commit: int) -> dict[str, float]:
                 taken = 0
         shard.su.assign_queued()
         wall = time.perf_counter() - began
+        thread = time.thread_time() - thread
         user_after, system_after = _cpu()
         sent = len(frames) * BATCH
         result = {"processes": processes, "messages": sent, "commits": shard.su.commits - commits,
                   "cpu_us": round((user_after - user + system_after - system) / sent * 1e6, 1),
                   "user_us": round((user_after - user) / sent * 1e6, 1),
                   "system_us": round((system_after - system) / sent * 1e6, 1),
+                  "loop_us": round(thread / sent * 1e6, 1),
                   "wall_us": round(wall / sent * 1e6, 1)}
         stop.set()
         shard.close()
         drainer.join()
         replies.close()
-        sink.close(linger=0)
+        for sink in sinks:
+            sink.close(linger=0)
         context.term()
         store.close()
         return result

@@ -11,6 +11,7 @@ from actorao.message import (
     Assignment,
     decode_id,
     encode_id,
+    is_id,
     module_json,
     new_id,
     normalize_tags,
@@ -140,7 +141,7 @@ def test_module_json_keys_come_in_ao_cus_order() -> None:
     assert dry["Read-Only"] is True and dry["Timestamp"] == 99
 
 
-@pytest.mark.parametrize("data", ["", "hi", 'quote " and \\ back\nslash', "naïve ☃ \u2028", "x" * 5000])
+@pytest.mark.parametrize("data", ["", "hi", 'quote " and \\ back\nslash', "naïve ☃ \u2028", "x" * 5000, "50%d %s"])
 @pytest.mark.parametrize("anchor", ["", "0" * 32, 'a"b'])
 @pytest.mark.parametrize("cron", [False, True])
 def test_module_json_of_an_assignment_is_the_bytes_its_fields_encode_to(data: str, anchor: str, cron: bool) -> None:
@@ -148,7 +149,7 @@ def test_module_json_of_an_assignment_is_the_bytes_its_fields_encode_to(data: st
     its fields in ao's CU's order gives (the text lands in the module's memory)."""
     import orjson
 
-    tags = with_ao_tags({"Action": "Inc", "Note": 'é "quoted"'}, "Message")
+    tags = with_ao_tags({"Action": "Inc", "Note": 'é "quoted" 100%s %b %%'}, "Message")
     message = good_message(data=data, anchor=anchor, cron=cron, tags=tags)
     assignment = Assignment(PID, 2**40 + 3, MID, 1_700_000_000_123, MID, 9, 4)
     expected = orjson.dumps({
@@ -242,3 +243,16 @@ def test_checked_message_tags_are_remembered_by_content_and_never_confuse_true_w
         assert caught.value.field == "Tags['From-Process']"
     with pytest.raises(InvalidMessage):
         checked_message_tags({"Type": "Process"})
+
+
+def test_ids_minted_many_at_once_are_those_minted_one_by_one() -> None:
+    """A shard mints a request's ids in one encoding step: each is the id of its prefix and counter,
+    as ``new_id()`` encodes it, and none is given twice."""
+    before = new_id()
+    texts, raw = new_id.many(300)
+    after = new_id()
+    counter = int.from_bytes(decode_id(before)[24:], "big")
+    assert texts == [encode_id(decode_id(before)[:24] + (counter + 1 + at).to_bytes(8, "big")) for at in range(300)]
+    assert [text.encode() for text in texts] == list(raw)
+    assert int.from_bytes(decode_id(after)[24:], "big") == counter + 301
+    assert all(is_id(text) for text in texts) and new_id.many(0) == ([], ())

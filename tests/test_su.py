@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -10,7 +12,7 @@ import orjson
 import pytest
 
 from actorao import ActoraoError, NodeStopped, Overloaded, UnknownProcess
-from actorao.message import Assignment, Message, Process, module_json, new_id, with_ao_tags
+from actorao.message import Assignment, Message, Process, encode_id, module_json, new_id, with_ao_tags
 from actorao.persist import Store, log_key
 from actorao.su import ModuleRecord, NewMessages, SchedulerUnit
 
@@ -133,8 +135,8 @@ def test_new_messages_are_assigned_as_the_same_messages_built_whole(store: Store
     su = SchedulerUnit(store, pushed, clock=lambda: 1_700_000_000.5)
     pid, other = spawn(su), spawn(su)
     su.submit(message(pid)).get(timeout=10)  # slot 1 as a whole Message: the new ones continue its chain
-    sets = [with_ao_tags({"Action": "Inc"}, "Message"), with_ao_tags({"Note": 'é "q"'}, "Message")]
-    rows = [[pid, 0, "", ""], [other, 1, "data ☃", "anchor"], [pid, 1, "x", ""]]
+    sets = [with_ao_tags({"Action": "Inc"}, "Message"), with_ao_tags({"Note": 'é "q" 100%s %b %%'}, "Message")]
+    rows = [[pid, 0, "", ""], [other, 1, "data ☃ %d", "anchor %s"], [pid, 1, "x", ""]]
     raw = su.submit_new(NewMessages(OWNER, rows, sets)).get(timeout=10)
     one = su.submit_new(NewMessages(OWNER, [[other, 0, "", ""]], sets), single=True).get(timeout=10)
     su.close()
@@ -164,3 +166,59 @@ def test_malformed_new_messages_are_refused_before_they_are_queued(store: Store)
     assert su.queued == 0
     su.close()
     assert store.last_slot("log", pid) == 0
+
+
+def test_a_commit_that_grows_the_map_runs_again_from_the_heads_before_it(tmp_path: Path) -> None:
+    """LMDB map growth runs a commit's body again: the heads it moved the first time are put back, so
+    the slots and hash chains of the commit that lands are those of one run."""
+    store = Store(tmp_path, map_size=256 * 1024)
+    su = SchedulerUnit(store, Pushed(), clock=lambda: 1_700_000_000.0, threaded=False)
+    for _ in range(3):
+        su.submit(Process(new_id(b"p"), OWNER, MODULE.id, OWNER,
+                          with_ao_tags({"Module": MODULE.id, "Scheduler": OWNER}, "Process")), MODULE)
+        su.assign_queued()
+    pids = sorted(su.processes)
+    size = store.env.info()["map_size"]
+    tags = [with_ao_tags({"Action": "Inc"}, "Message")]
+    rows = [[pids[i % 3], 0, "x" * 400, ""] for i in range(3000)]  # about 3 MB: the map grows, several times
+    future = su.submit_new(NewMessages(OWNER, rows, tags))
+    su.assign_queued()
+    acks = future.get(timeout=10)
+    su.close()
+    assert store.env.info()["map_size"] > size
+    assert [slot for _, _, slot, _ in acks] == [1 + i // 3 for i in range(3000)]
+    for pid in pids:
+        entries = [orjson.loads(body) for _, body in store.log_range(pid, 0, 2000)]
+        assert [entry["Nonce"] for entry in entries] == list(range(1001))
+        for before, after in itertools.pairwise(entries):
+            link = Assignment(pid, before["Nonce"], before["Id"], before["Timestamp"], before["Hash-Chain"])
+            assert after["Hash-Chain"] == link.next_hash_chain()
+
+
+def test_slots_and_chains_are_those_the_log_format_always_had(tmp_path: Path) -> None:
+    """Fixed ids and a fixed clock give the log entries an SU has always written, byte for byte, and
+    an SU opened on that log continues it: a store written before keeps reading and linking the same."""
+    pid, owner, module = encode_id(b"p" * 32), encode_id(b"o" * 32), encode_id(b"m" * 32)
+    store = Store(tmp_path / "a")
+    su = SchedulerUnit(store, Pushed(), clock=lambda: 1_700_000_000.25)
+    tags = with_ao_tags({"Module": module, "Scheduler": owner}, "Process")
+    su.submit(Process(pid, owner, module, owner, tags), MODULE).get(timeout=10)
+    for number in range(3):
+        su.submit(Message(encode_id(bytes([number]) * 32), owner, pid, with_ao_tags({"N": f"{number} %s"},
+                                                                                 "Message"))).get(timeout=10)
+    su.close()
+    store.close()
+    store = Store(tmp_path / "a")
+    su = SchedulerUnit(store, Pushed(), clock=lambda: 1_700_000_001.0)  # heads read from the log
+    su.submit(Message(encode_id(b"z" * 32), owner, pid, with_ao_tags({}, "Message"))).get(timeout=10)
+    su.close()
+    log = b"\n".join(body for _, body in store.log_range(pid, 0, 10))
+    assert [orjson.loads(body)["Hash-Chain"] for _, body in store.log_range(pid, 0, 10)] == GOLDEN_CHAINS
+    assert hashlib.sha256(log).hexdigest() == GOLDEN_LOG
+
+
+# As an SU wrote them before it kept its heads as bytes and built module JSON from templates.
+GOLDEN_CHAINS = ["p8u_3-OcffdQKqQ7eF5AlAgXuJ-_94NLNk0uNDyAwlw", "BiSQ-8nqqG0s5ziAeX0Jeywx0fhx-HJCMFGonPR_jvQ",
+                 "LHqqdsycq3BPaMSuyQzu1i38DR0zpW6XE0-q3H3MoNE", "oVRDTHHxpgTJPMvhPBzfvHAhdYs1kyLVPWqW0aPYqFw",
+                 "s87qQHv8rJ83PY54gS5B8rY92ppJkavV9TwZo4R97wI"]
+GOLDEN_LOG = "15dd2485fdb3fc4558b07c8c70a5018abed284bc3419fc4e67eaae7e7de88536"

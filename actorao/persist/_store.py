@@ -281,14 +281,17 @@ class Store(Environment):
         return key
 
     def put_fresh_assignments(
-        self, txn: lmdb.Transaction, entries: list[tuple[bytes, bytes]], ids: list[str], commit: int
+        self, txn: lmdb.Transaction, entries: list[tuple[bytes, bytes]], ids: list[bytes], commit: int
     ) -> None:
         """``put_assignment`` of many messages whose ids were minted just now (so each is indexed under
-        its id, and none came signed): (result key, entry) each, in one call per database."""
+        its id, given as its text's bytes, and none came signed): (result key, entry) each, in one call
+        per database."""
         suffix = commit.to_bytes(8, "big") if commit else b""
-        written = txn.cursor(db=self.log).putmulti(entries)[1]
-        written += txn.cursor(db=self.messages).putmulti(
-            [(message_id.encode(), key + suffix) for message_id, (key, _) in zip(ids, entries, strict=True)])[1]
+        index = [(message_id, key + suffix) for message_id, (key, _) in zip(ids, entries, strict=True)]
+        # In key order, a process's entries of the commit follow one another, and LMDB's cursor finds most
+        # on the leaf page it is on, without a search from the root (a quarter of the puts' time here).
+        written = txn.cursor(db=self.log).putmulti(sorted(entries))[1]
+        written += txn.cursor(db=self.messages).putmulti(index)[1]
         if written != 2 * len(entries):
             raise ActoraoError(f"the store kept {written} of {2 * len(entries)} records of a commit")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import zmq
 
 from actorao.mailbox import ASSIGN, WAKE, Outlet, feed_address, open_socket
+from actorao.persist import split_key
 
 Push = tuple[str, bytes, bytes]  # process id, log key, module JSON
 
@@ -55,22 +56,22 @@ class Feeds:
     def push(self, pushes: list[Push]) -> list[Push]:
         """Send each assignment to its process's worker; return those with no placement here."""
         frames: dict[int, list[bytes]] = {}
-        pids: dict[int, set[str]] = {}
         unplaced: list[Push] = []
         placement, held = self._placement, self._held
         for push in pushes:
-            pid = push[0]
-            worker = placement.get(pid)
+            worker = placement.get(push[0])
             if worker is None:
-                if pid not in held:  # held ones are read from the log by their next worker
+                if push[0] not in held:  # held ones are read from the log by their next worker
                     unplaced.append(push)
                 continue
-            frames.setdefault(worker, []).extend((push[1], push[2]))
-            pids.setdefault(worker, set()).add(pid)
+            items = frames.get(worker)
+            if items is None:
+                items = frames[worker] = []
+            items += push[1:]
         for worker, items in frames.items():
             if not self._send(worker, ASSIGN, items):
                 # Durable already: the worker reads these from the log once it takes a WAKE.
-                self._behind.setdefault(worker, set()).update(pids[worker])
+                self._behind.setdefault(worker, set()).update(split_key(key)[0] for key in items[::2])
         return unplaced
 
     def flush_behind(self) -> None:

@@ -11,6 +11,7 @@ a process this shard adopted) on first use, so after a restart the SU continues 
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import logging
 import queue
@@ -28,17 +29,17 @@ from actorao._exceptions import ActoraoError, NodeStopped, Overloaded, UnknownPr
 from actorao._future import Future
 from actorao.ans104 import item_signature
 from actorao.message import (
+    ASSIGNMENT_TEXT,
+    URLSAFE,
     Assignment,
     Message,
     Process,
     Tag,
-    assigned_json,
+    assigned_template,
     assignment_from_module_json,
     decode_id,
-    encode_id,
     module_json,
     new_id,
-    next_link,
     tags_json,
 )
 from actorao.persist import PROCESS, ModuleRecord, Store, log_key, split_key
@@ -47,6 +48,7 @@ from actorao.supervisor import ThreadChild
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 8192
+_sha256, _b2a = hashlib.sha256, binascii.b2a_base64
 
 
 class Ack(NamedTuple):
@@ -97,52 +99,57 @@ class _Request:
 
 class _Head:
     """Where a process's hash chain stands: the slot its next assignment takes, and its last
-    assignment (none before slot 0), kept as fields, with the hash chain's bytes too, so that a link
-    costs two SHA-256 and no object. A commit changes only its own copies (``copy``); the SU's heads
-    move to them once it is durable."""
+    assignment (none before slot 0), kept as fields, its text as UTF-8 bytes and the hash chain's
+    bytes too, so that a link costs two SHA-256 and no object. A commit moves the SU's heads in place,
+    and keeps what each was before it first moved (``state``): a commit that fails, or runs again,
+    puts them back (``restore``)."""
 
-    __slots__ = ("chain", "chain_raw", "message", "next_slot", "process", "slot", "target_json", "timestamp")
+    __slots__ = ("chain", "chain_raw", "message", "moved", "next_slot", "process", "process_bytes", "slot",
+                 "target_json", "timestamp")
 
     def __init__(self, process: str, next_slot: int, last: Assignment | None) -> None:
         self.process = process
+        self.process_bytes = process.encode()
         self.next_slot = next_slot
         self.target_json = orjson.dumps(process)
-        self.chain_raw: bytes | None = None  # decoded on the first link
-        self.message: str | None
+        self.moved = 0  # the number of the commit that last moved it
+        self.message: bytes | None
         if last is None:
-            self.slot, self.message, self.timestamp, self.chain = -1, None, 0, ""
+            self.slot, self.message, self.timestamp, self.chain, self.chain_raw = -1, None, 0, b"", b""
         else:
-            self.slot, self.message, self.timestamp = last.slot, last.message, last.timestamp
-            self.chain = last.hash_chain
+            self.slot, self.message, self.timestamp = last.slot, last.message.encode(), last.timestamp
+            self.chain, self.chain_raw = last.hash_chain.encode(), decode_id(last.hash_chain)
 
     @property
     def last(self) -> Assignment | None:
         if self.message is None:
             return None
-        return Assignment(self.process, self.slot, self.message, self.timestamp, self.chain)
+        return Assignment(self.process, self.slot, self.message.decode(), self.timestamp, self.chain.decode())
 
-    def copy(self) -> _Head:
-        twin = _Head.__new__(_Head)
-        twin.process, twin.next_slot, twin.target_json, twin.chain_raw = (self.process, self.next_slot,
-                                                                         self.target_json, self.chain_raw)
-        twin.slot, twin.message, twin.timestamp, twin.chain = self.slot, self.message, self.timestamp, self.chain
-        return twin
+    def state(self) -> tuple[Any, ...]:
+        return self.next_slot, self.slot, self.message, self.timestamp, self.chain, self.chain_raw, self.moved
 
-    def advance(self, message_id: str, now: int) -> tuple[int, int, str]:
-        """Give ``message_id`` the next slot: its (slot, timestamp, hash chain); the head moves past it.
-        Timestamps never go backwards within a process, even if the wall clock does."""
+    def restore(self, state: tuple[Any, ...]) -> None:
+        self.next_slot, self.slot, self.message, self.timestamp, self.chain, self.chain_raw, self.moved = state
+
+    def advance(self, message_id: bytes, now: int) -> tuple[int, int, bytes]:
+        """Give ``message_id`` (its text, as bytes) the next slot: its (slot, timestamp, hash chain), the
+        head moved past it. Timestamps never go backwards within a process, even if the wall clock does."""
         if self.message is None:  # slot 0 starts the chain at the process's genesis
             slot, timestamp = 0, now
             raw = hashlib.sha256(decode_id(self.process)).digest()
         else:
-            slot, timestamp = self.next_slot, max(now, self.timestamp)
-            if self.chain_raw is None:
-                self.chain_raw = decode_id(self.chain)
-            raw = next_link(self.process, self.slot, self.message, self.timestamp, self.chain, self.chain_raw)
-        chain = encode_id(raw)
+            slot, timestamp = self.next_slot, now if now > self.timestamp else self.timestamp
+            # next_link and encode_id on the head's bytes, written out: this runs once per message
+            raw = _sha256(_sha256(ASSIGNMENT_TEXT % (self.process_bytes, self.slot, self.message, self.timestamp,
+                                                     self.chain)).digest() + self.chain_raw).digest()
+        chain = _b2a(raw, newline=False).translate(URLSAFE)[:43]
         self.next_slot, self.slot, self.message, self.timestamp, self.chain, self.chain_raw = (
             slot + 1, slot, message_id, timestamp, chain, raw)
         return slot, timestamp, chain
+
+
+Undo = dict[str, "tuple[_Head, tuple[Any, ...]] | None"]  # each head a commit moved, as it was (None: new)
 
 
 def process_record(module: str, limits: tuple[int, int] | None) -> bytes:
@@ -378,11 +385,14 @@ class SchedulerUnit(ThreadChild):
     def _commit(self, batch: list[_Request]) -> None:
         released: set[str] = set()
         adopted: set[str] = set()
+        undo: Undo = {}
+        refused: list[bool] = []
         try:
-            answers, pushes, heads = self.store.write(lambda txn: self._assign_all(txn, batch, released, adopted))
+            answers, pushes = self.store.write(
+                lambda txn: self._assign_all(txn, batch, released, adopted, undo, refused))
         except Exception as exc:  # the store failed: nothing in this batch is acknowledged
             log.exception("group commit of %d requests failed", len(batch))
-            self._heads.clear()  # heads advanced in memory for a transaction that did not commit
+            self._roll_back(undo)  # heads moved in memory for a transaction that did not commit
             error = exc if isinstance(exc, ActoraoError) else ActoraoError(f"assignment failed: {exc}")
             for request in batch:
                 request.future.set_exception(error)
@@ -391,17 +401,15 @@ class SchedulerUnit(ThreadChild):
         self.commits += 1
         self._commit_number += 1
         self.assigned += len(pushes)
-        self._heads.update(heads)
         for pid in released:
             self._processes.discard(pid)
             self._heads.pop(pid, None)
         self._released -= adopted
         self._released |= released
         self._processes |= adopted
-        for request, acks in zip(batch, answers, strict=True):
-            failed = next((ack for ack in acks if isinstance(ack, Exception)), None)
-            if failed is not None:
-                request.future.set_exception(failed)
+        for request, acks, failed in zip(batch, answers, refused, strict=True):
+            if failed:
+                request.future.set_exception(next(ack for ack in acks if isinstance(ack, Exception)))
                 continue
             for item in request.items:
                 if isinstance(item, Process):
@@ -409,28 +417,42 @@ class SchedulerUnit(ThreadChild):
             request.future.set_result(acks[0] if request.single else acks)
         self._on_assigned(pushes)  # also when empty: a shard answers its requests after every commit
 
+    def _roll_back(self, undo: Undo) -> None:
+        """Put the heads a commit moved back as they were before it."""
+        heads = self._heads
+        for pid, before in undo.items():
+            if before is None:
+                heads.pop(pid, None)
+            else:
+                head, state = before
+                head.restore(state)
+                heads[pid] = head
+        undo.clear()
+
     def _assign_all(
-        self, txn: lmdb.Transaction, batch: list[_Request], released: set[str], adopted: set[str]
-    ) -> tuple[list[list[Any]], list[tuple[str, bytes, bytes]], dict[str, _Head]]:
-        # This body may run twice (LMDB map growth retries it), so heads are copied, not mutated,
-        # until the transaction commits.
-        heads: dict[str, _Head] = {}
+        self, txn: lmdb.Transaction, batch: list[_Request], released: set[str], adopted: set[str], undo: Undo,
+        refused: list[bool],
+    ) -> tuple[list[list[Any]], list[tuple[str, bytes, bytes]]]:
+        # This body may run again (LMDB map growth retries it): what the last run moved is put back first.
+        self._roll_back(undo)
         seen: dict[str, Ack] = {}
         answers: list[list[Any]] = []
         pushes: list[tuple[str, bytes, bytes]] = []
         now = int(self._clock() * 1000)
         store = self.store
         commit = self._commit_number + 1
-        released.clear()  # this body may run twice
+        released.clear()
         adopted.clear()
+        refused.clear()
         for request in batch:
             acks: list[Any] = []
             answers.append(acks)
             if request.handoff is not None:
-                acks.append(self._hand_off(txn, request.handoff, heads, released, adopted))
+                acks.append(self._hand_off(txn, request.handoff, undo, released, adopted, commit))
+                refused.append(isinstance(acks[0], Exception))
                 continue
             if request.new is not None:
-                self._assign_new(txn, request.new, heads, released, acks, pushes, now, commit)
+                refused.append(self._assign_new(txn, request.new, undo, released, acks, pushes, now, commit))
                 continue
             fresh, assignee = request.fresh_ids, request.assign_to
             for item in request.items:
@@ -452,70 +474,86 @@ class SchedulerUnit(ThreadChild):
                     store.put_process(txn, item.id, process_record(item.module, request.limits))
                     store.put_tagged(txn, PROCESS, item.id, item.owner, item.tags)
                     pid, message = item.id, item.as_message()
-                    heads[pid] = _Head(pid, 0, None)
+                    self._new_head(_Head(pid, 0, None), undo, commit)
                 else:
                     pid, message = request.assign_to or item.target, item
-                head = self._working_head(txn, pid, heads, released)
+                head = self._working_head(txn, pid, undo, released, commit)
                 if head is None:
                     acks.append(self._refusal(pid, released))
                     continue
-                assignment = self._next_assignment(head, message.id, now)
+                slot, timestamp, chain = head.advance(message.id.encode(), now)
+                assignment = Assignment(pid, slot, message.id, timestamp, chain.decode())
                 body = module_json(message, assignment, signature=item_signature(request.signed)
                                    if request.signed is not None else "")
                 signed = (message.id, request.signed) if request.signed is not None else None
-                key = store.put_assignment(txn, pid, assignment.slot, body, once, signed, commit)
-                ack = Ack(message.id, pid, assignment.slot, assignment.timestamp)
+                key = store.put_assignment(txn, pid, slot, body, once, signed, commit)
+                ack = Ack(message.id, pid, slot, timestamp)
                 if not fresh:
                     seen[once] = ack
                 acks.append(ack)
                 pushes.append((pid, key, body))
+            refused.append(any(isinstance(ack, Exception) for ack in acks))
         if self._attest is not None:
-            self._attest(txn, [[pid, head.slot, head.chain] for pid, head in heads.items() if head.message is not None],
-                         commit)
-        return answers, pushes, heads
+            heads = self._heads
+            self._attest(txn, [[pid, head.slot, head.chain.decode()] for pid in undo
+                               if (head := heads[pid]).message is not None], commit)
+        return answers, pushes
 
     def _assign_new(
-        self, txn: lmdb.Transaction, new: NewMessages, heads: dict[str, _Head], released: set[str], acks: list[Any],
+        self, txn: lmdb.Transaction, new: NewMessages, undo: Undo, released: set[str], acks: list[Any],
         pushes: list[tuple[str, bytes, bytes]], now: int, commit: int,
-    ) -> None:
+    ) -> bool:
         """Assign messages minted here: the common path of every message the node sends, so it builds
-        no object per message, and writes each commit's entries in one call."""
+        no object per message but its answer and its push, and writes each commit's entries in one
+        call. Returns whether any was refused."""
         owner_json = orjson.dumps(new.owner)
-        sets = [tags_json(tags) for tags in new.tag_sets]
-        dumps, mint = orjson.dumps, new_id
+        templates = [assigned_template(owner_json, tags_json(tags)) for tags in new.tag_sets]
+        texts, ids = new_id.many(len(new.rows))
+        dumps, heads, key_of = orjson.dumps, self._heads, log_key
         entries: list[tuple[bytes, bytes]] = []
-        ids: list[str] = []
-        for target, number, data, anchor in new.rows:
+        kept: list[bytes] = []
+        refused = False
+        for (target, number, data, anchor), text, message_id in zip(new.rows, texts, ids, strict=True):
             head = heads.get(target)
             if head is None or (released and target in released):
-                head = self._working_head(txn, target, heads, released)
+                head = self._working_head(txn, target, undo, released, commit)
                 if head is None:
                     acks.append(self._refusal(target, released))
+                    refused = True
                     continue
-            message_id = mint()
+            elif head.moved != commit:  # _working_head's bookkeeping, for a head in memory: with many processes,
+                undo[target] = (head, head.state())  # most messages are the first of theirs in a commit
+                head.moved = commit
             slot, timestamp, chain = head.advance(message_id, now)
-            body = assigned_json(dumps(message_id), dumps(data), owner_json, head.target_json, anchor, sets[number],
-                                 slot, timestamp, chain.encode())
-            key = log_key(target, slot)
+            body = templates[number] % (message_id, dumps(data) if data else b'""', head.target_json,
+                                        dumps(anchor) if anchor else b"null", slot, timestamp, chain)
+            key = key_of(target, slot)
             entries.append((key, body))
-            ids.append(message_id)
-            acks.append((message_id, target, slot, timestamp))
+            kept.append(message_id)
+            acks.append((text, target, slot, timestamp))
             pushes.append((target, key, body))
-        self.store.put_fresh_assignments(txn, entries, ids, commit)
+        self.store.put_fresh_assignments(txn, entries, kept, commit)
+        return refused
+
+    def _new_head(self, head: _Head, undo: Undo, commit: int) -> None:
+        """Give a process spawned or adopted in this commit its first head."""
+        before = self._heads.get(head.process)
+        if head.process not in undo:
+            undo[head.process] = None if before is None else (before, before.state())
+        head.moved = commit
+        self._heads[head.process] = head
 
     def _working_head(
-        self, txn: lmdb.Transaction, pid: str, heads: dict[str, _Head], released: set[str]
+        self, txn: lmdb.Transaction, pid: str, undo: Undo, released: set[str], commit: int
     ) -> _Head | None:
-        """``pid``'s head in this commit (a copy, made on its first assignment here); None if it is not
-        this SU's to assign."""
+        """``pid``'s head, kept in ``undo`` as it was before this commit first moves it; None if it is
+        not this SU's to assign."""
         if pid in released:
             return None
-        head = heads.get(pid)
-        if head is None:
-            committed = self._head(txn, pid)
-            if committed is None:
-                return None
-            head = heads[pid] = committed.copy()
+        head = self._head(txn, pid)
+        if head is not None and head.moved != commit:
+            undo[pid] = (head, head.state())
+            head.moved = commit
         return head
 
     def _refusal(self, pid: str, released: set[str]) -> ActoraoError:
@@ -544,15 +582,15 @@ class SchedulerUnit(ThreadChild):
         return head
 
     def _hand_off(
-        self, txn: lmdb.Transaction, handoff: dict[str, Any], heads: dict[str, _Head], released: set[str],
-        adopted: set[str],
+        self, txn: lmdb.Transaction, handoff: dict[str, Any], undo: Undo, released: set[str], adopted: set[str],
+        commit: int,
     ) -> dict[str, Any] | Exception:
         """Write one side of a hand-off. Releasing signs a record of the slot from which the other
         shard schedules the process, with the head its chain continues from; adopting stores that
         same record and the process, and takes the head."""
         if handoff["kind"] == "release":
             pid = str(handoff["process"])
-            head = None if pid in released else heads.get(pid) or self._head(txn, pid)
+            head = None if pid in released else self._head(txn, pid)
             if head is None:
                 return UnknownProcess(f"no process {pid} on this scheduler")
             last = head.last
@@ -566,19 +604,14 @@ class SchedulerUnit(ThreadChild):
             return {"record": record.decode()}
         fields = orjson.loads(handoff["record"])
         pid = fields["process"]
-        if pid in self._processes or pid in heads:  # adopted already: its answer was lost, and it is asked again
+        if pid in self._processes or pid in undo:  # adopted already: its answer was lost, and it is asked again
             return {"adopted": pid, "slot": fields["slot"]}
         self.store.put_process(txn, pid, str(handoff["process_record"]).encode())
         self.store.put_handoff(txn, pid, fields["slot"], str(handoff["record"]).encode())
         last = Assignment(pid, *fields["head"]) if fields["head"] is not None else None
-        heads[pid] = _Head(pid, fields["slot"], last)
+        self._new_head(_Head(pid, fields["slot"], last), undo, commit)
         adopted.add(pid)
         return {"adopted": pid, "slot": fields["slot"]}
-
-    @staticmethod
-    def _next_assignment(head: _Head, message_id: str, now: int) -> Assignment:
-        slot, timestamp, chain = head.advance(message_id, now)
-        return Assignment(head.process, slot, message_id, timestamp, chain)
 
     def _existing_ack(self, txn: lmdb.Transaction, once: str, message_id: str) -> Ack | None:
         key = self.store.assignment_of(once, txn=txn)
