@@ -411,6 +411,9 @@ class SchedulerUnit(ThreadChild):
                 fresh = adopted | {pid for pid, key, _ in pushes if key.endswith(_SLOT_ZERO)}
                 later = [push for push in pushes if push[0] in fresh]
                 pushes = later + self._push_ahead([push for push in pushes if push[0] not in fresh], commit)
+            if self._attest is not None:  # after the push: the workers need no signature
+                self._attest(txn, [[pid, head.slot, head.chain] for pid, head in heads.items()
+                                   if head.message is not None], commit)
             return answers, pushes, heads
 
         try:
@@ -506,9 +509,6 @@ class SchedulerUnit(ThreadChild):
                     seen[once] = ack
                 acks.append(ack)
                 pushes.append((pid, key, body))
-        if self._attest is not None:
-            self._attest(txn, [[pid, head.slot, head.chain] for pid, head in heads.items() if head.message is not None],
-                         commit)
         return answers, pushes, heads
 
     def _assign_new(
