@@ -14,14 +14,19 @@ WeaveDrive read in the same commit finds them. A push ahead that is never confir
 - a newer run of the shard (a greater epoch) says its first commit, the last durable one when it
   started, is below the push's number: the shard died before the commit was on disk.
 A newer run whose first commit is at or above the number confirms it: the shard died after the sync,
-before its DURABLE. The worker forgets each process of a void push (its state ran ahead on an
-assignment that does not exist), drops its held results, and loads it again from checkpoint and log.
+before its DURABLE. A push that hears nothing for ``patience`` seconds (its DURABLE was lost with a
+shard that is not pushing to this worker again) is settled from the shard's log itself, once the log
+holds a commit of its number: confirmed if its entries are there, void if not. The worker forgets each
+process of a void push (its state ran ahead on an assignment that does not exist), drops its held
+results, and loads it again from checkpoint and log.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -35,6 +40,7 @@ Key = tuple[int, int, int]  # shard, epoch, commit
 @dataclasses.dataclass(slots=True)
 class _Push:
     entries: dict[str, list[tuple[int, bytes]]]  # process -> (slot, message JSON), in order
+    taken_at: float  # host time, for ``patience`` only
 
 
 class AheadLogs(ShardLogs):
@@ -70,6 +76,14 @@ class AheadLogs(ShardLogs):
         ahead = self._ahead_of(pid).get(slot)
         return ahead if ahead is not None else super().log_entry(pid, slot)
 
+    def logged(self, shard: int, commit: int, entries: dict[str, list[tuple[int, bytes]]]) -> bool | None:
+        """Whether shard ``shard``'s log holds ``entries`` as its commit ``commit`` wrote them; None while
+        it holds no commit of that number."""
+        store = self.stores[shard]
+        if store.last_commit() < commit:
+            return None
+        return all(store.log_entry(pid, slot) == body for pid, found in entries.items() for slot, body in found)
+
     def last_slot(self, pid: str) -> int | None:
         ahead = self._ahead_of(pid)
         last = super().last_slot(pid)
@@ -90,8 +104,10 @@ class AheadLogs(ShardLogs):
 class Ahead:
     """The worker's book of pushes ahead and held turns. Used by the main thread only."""
 
-    def __init__(self, logs: AheadLogs) -> None:
+    def __init__(self, logs: AheadLogs, *, patience: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._logs = logs
+        self.patience = patience
+        self._clock = clock
         self._epochs: dict[int, int] = {}  # shard -> the newest epoch heard from
         self._pending: dict[Key, _Push] = {}
         self._pending_of: dict[str, set[Key]] = {}  # process -> its pushes ahead not yet confirmed
@@ -115,7 +131,7 @@ class Ahead:
         for at in range(0, len(items), 2):
             pid, slot = split_key(bytes(items[at]))
             entries.setdefault(pid, []).append((slot, bytes(items[at + 1])))
-        self._pending[key] = _Push(entries)
+        self._pending[key] = _Push(entries, self._clock())
         for pid, found in entries.items():
             self._logs.add_ahead(pid, found)
             self._pending_of.setdefault(pid, set()).add(key)
@@ -130,6 +146,20 @@ class Ahead:
         key, void = heard
         for done in [pending for pending in self._pending if pending[:2] == key[:2] and pending[2] <= key[2]]:
             self._confirm(done)
+        return void
+
+    def check_logs(self) -> set[str]:
+        """Settle from the logs the pushes that waited ``patience`` for a word from their shard; returns
+        the processes to forget."""
+        void: set[str] = set()
+        now = self._clock()
+        for key, push in list(self._pending.items()):
+            if now - push.taken_at >= self.patience:
+                logged = self._logs.logged(key[0], key[2], push.entries)
+                if logged:
+                    self._confirm(key)
+                elif logged is not None:
+                    void |= self._void(key)
         return void
 
     def _heard(self, header: bytes) -> tuple[Key, set[str]] | None:

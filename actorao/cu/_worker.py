@@ -470,12 +470,13 @@ def _serve(worker: Worker, inboxes: list[zmq.Socket[bytes]], outbox: zmq.Socket[
     for poller in (everything, finishing):
         poller.register(lanes.fd, zmq.POLLIN)
     tick = max(1, round(lanes.stall * 1000))
+    patience = max(1, round(worker.ahead.patience * 1000))
     stopping = False
     while True:
         busy = lanes.busy()
         _Lifecycle.busy = busy
         taking = not stopping and lanes.queued_items < _MAX_QUEUED
-        (everything if taking else finishing).poll(tick if busy else None)
+        (everything if taking else finishing).poll(tick if busy else patience if worker.ahead.holding else None)
         _Lifecycle.busy = True
         if taking:
             frames = _take(inboxes)
@@ -484,6 +485,10 @@ def _serve(worker: Worker, inboxes: list[zmq.Socket[bytes]], outbox: zmq.Socket[
                 lanes.submit(work)
                 stopping = stopping or stop
         lanes.nudge()
+        if worker.ahead.holding:  # a DURABLE that may never come: its shard's log says
+            forget = worker.ahead.check_logs()
+            if forget:
+                lanes.submit({pid: [(FORGET, None)] for pid in forget})
         ready = worker.ahead.settle(lanes.collect())  # what rests on durable assignments only
         if ready:
             _commit_and_report(worker, outbox, ready)
