@@ -208,3 +208,4 @@ def test_a_stream_through_pushes_ahead_keeps_every_result_in_order_and_verifies(
             slots = [int.from_bytes(key[-8:], "big") for key in seen if key[:-8] == pid.encode()]
             assert slots == sorted(slots) and set(range(1, 201)) <= set(slots)
             assert node.verify(pid, timeout=60).ok
+

@@ -472,10 +472,12 @@ def _serve(worker: Worker, inboxes: list[zmq.Socket[bytes]], outbox: zmq.Socket[
     tick = max(1, round(lanes.stall * 1000))
     patience = max(1, round(worker.ahead.patience * 1000))
     stopping = False
+    stopped_at = 0.0
     while True:
         busy = lanes.busy()
         _Lifecycle.busy = busy
-        taking = not stopping and lanes.queued_items < _MAX_QUEUED
+        # A stopping worker takes no more work, but still hears the DURABLEs its held results wait for.
+        taking = (not stopping or worker.ahead.holding > 0) and lanes.queued_items < _MAX_QUEUED
         (everything if taking else finishing).poll(tick if busy else patience if worker.ahead.holding else None)
         _Lifecycle.busy = True
         if taking:
@@ -483,7 +485,8 @@ def _serve(worker: Worker, inboxes: list[zmq.Socket[bytes]], outbox: zmq.Socket[
             if frames:
                 work, stop = _work_of(frames, lanes, worker.config.index, worker.ahead)
                 lanes.submit(work)
-                stopping = stopping or stop
+                if stop and not stopping:
+                    stopping, stopped_at = True, time.monotonic()
         lanes.nudge()
         if worker.ahead.holding:  # a DURABLE that may never come: its shard's log says
             forget = worker.ahead.check_logs()
@@ -492,7 +495,9 @@ def _serve(worker: Worker, inboxes: list[zmq.Socket[bytes]], outbox: zmq.Socket[
         ready = worker.ahead.settle(lanes.collect())  # what rests on durable assignments only
         if ready:
             _commit_and_report(worker, outbox, ready)
-        if _Lifecycle.terminate or (stopping and lanes.only_long_turns(_STOP_PATIENCE)):
+        if _Lifecycle.terminate or (stopping and lanes.only_long_turns(_STOP_PATIENCE) and (
+                not worker.ahead.holding or time.monotonic() - stopped_at >= worker.ahead.patience)):
+            # What is still held then is in the log, or void: evaluated again after a start.
             return
 
 

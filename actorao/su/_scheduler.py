@@ -396,7 +396,11 @@ class SchedulerUnit(ThreadChild):
           process's state, and evaluates again from checkpoint and log;
         - the commit fails (a full disk): the next commit takes the same number, and a worker that
           hears of a number again forgets what it took ahead under it;
-        - a machine crash loses the workers' speculation with the workers.
+        - a machine crash loses the workers' speculation with the workers, and nothing of it was
+          committed to their results: a worker commits a result only once its slot is durable.
+        The commit itself stays LMDB's synced one (pages, fsync, meta page, fsync). Committing unsynced
+        and syncing after would hide the fsync too, but a machine that lost power during that late
+        sync could keep the new meta page and not the pages it points to: the whole log would be torn.
         Processes this commit creates (slot 0) or adopts are pushed after it: a worker loads a process
         from its record, which this commit writes."""
         released: set[str] = set()
