@@ -313,7 +313,10 @@ def test_results_that_send_nothing_are_noted_without_the_messengers_thread_but_w
     quiet = messenger.quiet_frames
     first = node.send(pid, {"Action": "Noop"})
     assert node.result(first, timeout=60).error is None
-    assert messenger._seen[pid] == first.slot and messenger.quiet_frames == quiet + 1
+    # The waiter may have read the result from the store (the worker commits it once its slot is
+    # durable, which can be before the sender's ack) before its frame reached the messenger.
+    assert wait_until(lambda: messenger._seen.get(pid) == first.slot)
+    assert messenger.quiet_frames == quiet + 1
     head = first.slot
     with messenger._count_lock:
         messenger._unfinished += 1  # as if a crank were still under way
@@ -325,4 +328,5 @@ def test_results_that_send_nothing_are_noted_without_the_messengers_thread_but_w
         with messenger._count_lock:
             messenger._unfinished -= 1
     assert node.result(node.send(pid, {"Action": "Noop"}), timeout=60).error is None
-    assert messenger._seen[pid] == head + 2 and messenger.quiet_frames == quiet + 2
+    assert wait_until(lambda: messenger._seen.get(pid) == head + 2)
+    assert messenger.quiet_frames == quiet + 2

@@ -35,6 +35,8 @@ class Finished:
     results: list[tuple[bytes, bytes]]
     checkpoints: list[Any]
     replies: list[tuple[bytes, list[bytes]]]
+    process: str | None = None
+    forgot: bool = False  # the turn began by forgetting the process's state (``cu/_ahead.py``)
 
 
 class Lanes:

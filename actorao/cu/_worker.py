@@ -1,10 +1,11 @@
 """A CU worker: one OS process hosting many AO processes, fed batches over ZeroMQ.
 
 Two sockets feed it: the node's (wakes, dry runs, evictions, stop) and its feed, where the scheduler
-shards push each commit's assignments straight to the worker of their processes. The main thread
-takes the frames that wait on either and queues each process's work on a few evaluation threads
-(``_lanes``), one thread per process at a time; it writes what they finish in one LMDB transaction,
-then reports it in one frame. So a message that burns its whole fuel holds up its own process only.
+shards push each commit's assignments straight to the worker of their processes, before the commit is
+synced (``_ahead``). The main thread takes the frames that wait on either and queues each process's
+work on a few evaluation threads (``_lanes``), one thread per process at a time; it writes what they
+finish in one LMDB transaction once what it depends on is durable, then reports it in one frame. So
+a message that burns its whole fuel holds up its own process only.
 """
 
 from __future__ import annotations
@@ -27,14 +28,17 @@ import zmq
 
 from actorao._config import DEFAULT_MAX_MAP_SIZE
 from actorao.cu import _checkpoint as checkpoints
+from actorao.cu._ahead import Ahead, AheadLogs
 from actorao.cu._lanes import Finished, Lanes, Op
 from actorao.cu._modules import ModuleRegistry
 from actorao.cu._process import HostedProcess, Limits, broken_reason, load_process
 from actorao.mailbox import (
+    AHEAD,
     ASSIGN,
     DIGEST,
     DRY_RESULT,
     DRY_RUN,
+    DURABLE,
     EVICT,
     EVICTED,
     QUIET_END,
@@ -50,7 +54,7 @@ from actorao.mailbox import (
     unpack,
     worker_address,
 )
-from actorao.persist import ShardLogs, Store, log_key, split_key
+from actorao.persist import Store, log_key, split_key
 from actorao.supervisor import die_with_parent, start_heartbeat
 from actorao.vm import (
     HostResourceError,
@@ -64,6 +68,7 @@ _MAX_QUEUED = 16384  # assignments waiting for the evaluation threads: past this
 _MAX_QUEUED_PER_PROCESS = 1024  # past this, a process reads its assignments from the log instead
 _STOP_PATIENCE = 1.0  # seconds a STOP waits for a message in evaluation; a longer one is redone after
 CATCH_UP = b"catch-up"  # a process's own op: read the log up to its head
+FORGET = b"forget"  # a process's own op: drop its state, which took a push ahead that proved void
 _HOST_FAULTS = (HostResourceError, MemoryError, OSError, lmdb.Error)
 
 
@@ -97,7 +102,9 @@ class Worker:
     ) -> None:
         self.config = config
         self.store = store  # results, checkpoints, modules
-        self.logs = ShardLogs(store, config.shards, map_size=config.map_size, metasync=False)  # read only
+        # Read only; with the assignments pushed ahead of their commit (``_ahead``) read as if in it.
+        self.logs = AheadLogs(store, config.shards, map_size=config.map_size, metasync=False)
+        self.ahead = Ahead(self.logs)
         self.compute_clock = compute_clock  # drives the checkpoint_ms policy; a test fixes it
         self.modules = ModuleRegistry(store, keep_artifacts=False)
         self.processes: dict[str, HostedProcess] = {}
@@ -243,9 +250,17 @@ class Worker:
         replies: list[tuple[bytes, list[bytes]]] = []
         taken: list[tuple[str, checkpoints.Encoded]] = []
         self._local.checkpoints = taken
+        forgot = False
         try:
             for kind, payload in ops:
-                if kind == ASSIGN:
+                if kind == FORGET:  # what it evaluated so far this turn rests on a void push: dropped
+                    self.processes.pop(pid, None)
+                    self.broken.pop(pid, None)
+                    self.broken_answered.pop(pid, None)
+                    results.clear()
+                    taken.clear()
+                    forgot = True
+                elif kind == ASSIGN:
                     self.deliver(pid, payload, results)
                 elif kind == WAKE:
                     self.catch_up(pid, results)
@@ -262,7 +277,7 @@ class Worker:
                     replies.append((EVICTED, [pid.encode()]))
         finally:
             del self._local.checkpoints
-        return Finished(results, taken, replies)
+        return Finished(results, taken, replies, pid, forgot)
 
     # -- whole frames, on the calling thread (tests drive a worker this way) ---------------------
     def assign(self, items: list[bytes], out: list[tuple[bytes, bytes]]) -> None:
@@ -399,7 +414,7 @@ def _take(inboxes: list[zmq.Socket[bytes]]) -> list[bytes]:
     return frames
 
 
-def _work_of(frames: list[bytes], lanes: Lanes, index: int) -> tuple[dict[str, list[Op]], bool]:
+def _work_of(frames: list[bytes], lanes: Lanes, index: int, ahead: Ahead) -> tuple[dict[str, list[Op]], bool]:
     """Each process's ops in these frames, in order, and whether a STOP came. A process with
     _MAX_QUEUED_PER_PROCESS items waiting (its thread is in a long message) takes no more
     assignments: it reads them from the log when it gets there."""
@@ -407,13 +422,25 @@ def _work_of(frames: list[bytes], lanes: Lanes, index: int) -> tuple[dict[str, l
     stop = False
     for frame in frames:
         kind, items = unpack(frame)
-        if kind == ASSIGN:
-            for pid, entries in _by_process(items).items():
+        if kind in (ASSIGN, AHEAD):
+            if kind == AHEAD:
+                took = ahead.took(bytes(items[0]), items[1:])
+                if took is None:  # from a run of its shard that is gone: what it made durable is in the log
+                    continue
+                by_process, void = took
+                for pid in void:
+                    work.setdefault(pid, []).append((FORGET, None))
+            else:
+                by_process = _by_process(items)
+            for pid, entries in by_process.items():
                 ops = work.setdefault(pid, [])
                 if ops and ops[-1][0] == ASSIGN:
                     ops[-1][1].extend(entries)
                 else:
                     ops.append((ASSIGN, entries))
+        elif kind == DURABLE:
+            for pid in ahead.confirmed(bytes(items[0])):
+                work.setdefault(pid, []).append((FORGET, None))
         elif kind in (WAKE, EVICT):
             for raw in items:
                 work.setdefault(bytes(raw).decode(), []).append((kind, None))
@@ -446,24 +473,34 @@ def _serve(worker: Worker, inboxes: list[zmq.Socket[bytes]], outbox: zmq.Socket[
     for poller in (everything, finishing):
         poller.register(lanes.fd, zmq.POLLIN)
     tick = max(1, round(lanes.stall * 1000))
+    patience = max(1, round(worker.ahead.patience * 1000))
     stopping = False
+    stopped_at = 0.0
     while True:
         busy = lanes.busy()
         _Lifecycle.busy = busy
-        taking = not stopping and lanes.queued_items < _MAX_QUEUED
-        (everything if taking else finishing).poll(tick if busy else None)
+        # A stopping worker takes no more work, but still hears the DURABLEs its held results wait for.
+        taking = (not stopping or worker.ahead.holding > 0) and lanes.queued_items < _MAX_QUEUED
+        (everything if taking else finishing).poll(tick if busy else patience if worker.ahead.holding else None)
         _Lifecycle.busy = True
         if taking:
             frames = _take(inboxes)
             if frames:
-                work, stop = _work_of(frames, lanes, worker.config.index)
+                work, stop = _work_of(frames, lanes, worker.config.index, worker.ahead)
                 lanes.submit(work)
-                stopping = stopping or stop
+                if stop and not stopping:
+                    stopping, stopped_at = True, time.monotonic()
         lanes.nudge()
-        finished = lanes.collect()
-        if finished:
-            _commit_and_report(worker, outbox, finished)
-        if _Lifecycle.terminate or (stopping and lanes.only_long_turns(_STOP_PATIENCE)):
+        if worker.ahead.holding:  # a DURABLE that may never come: its shard's log says
+            forget = worker.ahead.check_logs()
+            if forget:
+                lanes.submit({pid: [(FORGET, None)] for pid in forget})
+        ready = worker.ahead.settle(lanes.collect())  # what rests on durable assignments only
+        if ready:
+            _commit_and_report(worker, outbox, ready)
+        if _Lifecycle.terminate or (stopping and lanes.only_long_turns(_STOP_PATIENCE) and (
+                not worker.ahead.holding or time.monotonic() - stopped_at >= worker.ahead.patience)):
+            # What is still held then is in the log, or void: evaluated again after a start.
             return
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from actorao.mailbox._framing import (
     ACKS,
+    AHEAD,
     ASSIGN,
     ASSIGNED,
     DIGEST,
     DRY_RESULT,
     DRY_RUN,
+    DURABLE,
     EVICT,
     EVICTED,
     QUIET_END,
@@ -37,12 +39,14 @@ from actorao.mailbox._sockets import (
 
 __all__ = [
     "ACKS",
+    "AHEAD",
     "ASSIGN",
     "ASSIGNED",
     "DEFAULT_HIGH_WATER_MARK",
     "DIGEST",
     "DRY_RESULT",
     "DRY_RUN",
+    "DURABLE",
     "EVICT",
     "EVICTED",
     "QUIET_END",

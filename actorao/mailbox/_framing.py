@@ -18,6 +18,9 @@ DIGEST = b"H"  # items: token, process id, b"": the SHA-256 of the process's sta
 WAKE = b"W"  # items: process ids to catch up from the log
 STOP = b"S"  # no items
 EVICT = b"V"  # items: process ids to checkpoint, commit and forget: they move to another worker
+# scheduler shard -> worker's feed, around a commit (``su/_feeds.py``, ``cu/_ahead.py``)
+AHEAD = b"P"  # items: the commit's header, then log key, module JSON, alternating: pushed before the commit
+DURABLE = b"U"  # items: a commit's header: the shard's commits through that one are synced
 # worker -> node
 RESULTS = b"R"  # items: log key, result JSON, alternating
 QUIET_RESULTS = b"r"  # as RESULTS, none of which sends anything, then the last log key of each process, joined

@@ -6,6 +6,11 @@ requests that name the process. While the pool moves processes between workers, 
 here first: the shard pushes nothing of theirs until the pool places them again, and their new
 worker reads what was assigned meanwhile from the log. An assignment whose process the shard cannot
 place is handed back to the node, which routes it as it always could.
+
+A commit's assignments go out before its fsync (``push_ahead``, an AHEAD frame under the commit's
+header), and a DURABLE frame with the same header follows the sync to every worker that got one. A
+DURABLE that a full feed refuses is owed, and sent with the next WAKEs: a worker holds the results
+of what it took ahead until it hears.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from pathlib import Path
 
 import zmq
 
-from actorao.mailbox import ASSIGN, WAKE, Outlet, feed_address, open_socket
+from actorao.mailbox import AHEAD, ASSIGN, DURABLE, WAKE, Outlet, feed_address, open_socket
 from actorao.persist import split_key
 
 Push = tuple[str, bytes, bytes]  # process id, log key, module JSON
@@ -32,6 +37,8 @@ class Feeds:
         self._held: set[str] = set()
         self._outlets: dict[int, Outlet] = {}
         self._behind: dict[int, set[str]] = {}  # pushes a full feed refused: a WAKE catches them up
+        self._ahead: set[int] = set()  # workers that got the current commit's push ahead
+        self._owed: dict[int, bytes] = {}  # worker -> the newest DURABLE header a full feed refused
 
     def place(self, placements: dict[str, int]) -> None:
         for pid, worker in placements.items():
@@ -52,9 +59,26 @@ class Feeds:
         for index in [index for index in self._outlets if index >= workers]:
             self._outlets.pop(index).close()
             self._behind.pop(index, None)
+            self._owed.pop(index, None)
 
     def push(self, pushes: list[Push]) -> list[Push]:
         """Send each assignment to its process's worker; return those with no placement here."""
+        return self._push(pushes, ASSIGN, None)
+
+    def push_ahead(self, pushes: list[Push], header: bytes) -> list[Push]:
+        """Send a commit's assignments to their workers before the commit is synced; ``confirm`` follows
+        it. Returns those with no placement here: the node routes them once they are durable."""
+        self._ahead.clear()
+        return self._push(pushes, AHEAD, header)
+
+    def confirm(self, header: bytes) -> None:
+        """The commit of ``header`` is synced: tell each worker that took some of it ahead."""
+        for worker in self._ahead:
+            if not self._send(worker, DURABLE, [header]):
+                self._owed[worker] = header  # a later one covers the earlier: commits sync in order
+        self._ahead.clear()
+
+    def _push(self, pushes: list[Push], kind: bytes, header: bytes | None) -> list[Push]:
         frames: dict[int, list[bytes]] = {}
         unplaced: list[Push] = []
         placement, held = self._placement, self._held
@@ -69,12 +93,20 @@ class Feeds:
                 items = frames[worker] = []
             items += push[1:]
         for worker, items in frames.items():
-            if not self._send(worker, ASSIGN, items):
-                # Durable already: the worker reads these from the log once it takes a WAKE.
-                self._behind.setdefault(worker, set()).update(split_key(key)[0] for key in items[::2])
+            keys = items[::2]
+            if header is not None:
+                items.insert(0, header)
+            if self._send(worker, kind, items):
+                if header is not None:
+                    self._ahead.add(worker)
+            else:  # the worker reads these from the log once it takes a WAKE, which is sent after the commit
+                self._behind.setdefault(worker, set()).update(split_key(key)[0] for key in keys)
         return unplaced
 
     def flush_behind(self) -> None:
+        for worker, header in list(self._owed.items()):
+            if self._send(worker, DURABLE, [header]):
+                del self._owed[worker]
         for worker, pids in self._behind.items():
             pids -= self._held
             if pids and self._send(worker, WAKE, [pid.encode() for pid in pids]):

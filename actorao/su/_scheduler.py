@@ -7,6 +7,10 @@ senders share one fsync. A scheduler shard's process (``_shard.py``) runs it unt
 takes what the node sent, then calls ``assign_queued``, with no hand-off between threads.
 Heads (next slot, last assignment) live in memory, loaded from the log (or from a hand-off record, for
 a process this shard adopted) on first use, so after a restart the SU continues at the next slot.
+
+A shard pushes each commit's assignments to the workers before the commit, and its fsync, so that
+the workers evaluate while the disk syncs (``push_ahead``); ``durable`` then tells them the commit is
+synced. What may happen in between is written down at ``_commit``.
 """
 
 from __future__ import annotations
@@ -161,6 +165,8 @@ def process_record(module: str, limits: tuple[int, int] | None) -> bytes:
 
 
 Pushed = Callable[[list[tuple[str, bytes, bytes]]], None]
+PushAhead = Callable[[list[tuple[str, bytes, bytes]], int], list[tuple[str, bytes, bytes]]]
+_SLOT_ZERO = bytes(8)  # how a log key of slot 0 ends
 
 
 class SchedulerUnit(ThreadChild):
@@ -178,12 +184,16 @@ class SchedulerUnit(ThreadChild):
         sign: Callable[[bytes], str] | None = None,
         index: int = 0,
         threaded: bool = True,
+        push_ahead: PushAhead | None = None,
+        durable: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
         self.index = index  # this SU's shard: hand-offs name shards by number
         self._sign = sign  # signs hand-off records
         self._attest = attest  # signs each commit's chain heads, inside its transaction
         self._on_assigned = on_assigned
+        self._push_ahead = push_ahead  # (pushes, commit number) -> those it did not push
+        self._durable = durable  # commit number: synced
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._pending = 0  # items queued and not yet committed
         self._pending_lock = threading.Lock()
@@ -196,6 +206,7 @@ class SchedulerUnit(ThreadChild):
         self._closed = False
         self.commits = 0  # synced transactions so far: group commit makes this far below the messages
         self._commit_number = store.last_commit()  # each commit's, in the messages index and its attestation
+        self.first_commit = self._commit_number  # durable at start: a push ahead numbered above it was lost
         self.assigned = 0  # assignments made since start
         self._threaded = threaded
         if threaded:
@@ -383,13 +394,44 @@ class SchedulerUnit(ThreadChild):
                 self._pending -= size
 
     def _commit(self, batch: list[_Request]) -> None:
+        """Assign ``batch`` in one synced transaction. With ``push_ahead``, its assignments go to the
+        workers before the commit: they evaluate while it syncs, and hold every result of it until
+        ``durable`` says the commit is synced (``cu/_ahead.py``). In between:
+        - the shard is killed before the commit returns: the transaction is either all on disk, or not
+          there. The successor's first commit number (``first_commit``) says which: a worker holding a
+          push ahead numbered at or below it keeps its results; above it, forgets them and the
+          process's state, and evaluates again from checkpoint and log;
+        - the commit fails (a full disk): the next commit takes the same number, and a worker that
+          hears of a number again forgets what it took ahead under it;
+        - a machine crash loses the workers' speculation with the workers, and nothing of it was
+          committed to their results: a worker commits a result only once its slot is durable.
+        The commit itself stays LMDB's synced one (pages, fsync, meta page, fsync). Committing unsynced
+        and syncing after would hide the fsync too, but a machine that lost power during that late
+        sync could keep the new meta page and not the pages it points to: the whole log would be torn.
+        Processes this commit creates (slot 0) or adopts are pushed after it: a worker loads a process
+        from its record, which this commit writes."""
         released: set[str] = set()
         adopted: set[str] = set()
         undo: Undo = {}
         refused: list[bool] = []
+        commit = self._commit_number + 1
+        made = [0]  # assignments, pushed ahead or not
+
+        def assign(txn: lmdb.Transaction) -> tuple[list[list[Any]], list[tuple[str, bytes, bytes]]]:
+            answers, pushes = self._assign_all(txn, batch, released, adopted, undo, refused)
+            made[0] = len(pushes)
+            if self._push_ahead is not None and pushes:
+                fresh = adopted | {pid for pid, key, _ in pushes if key.endswith(_SLOT_ZERO)}
+                later = [push for push in pushes if push[0] in fresh]
+                pushes = later + self._push_ahead([push for push in pushes if push[0] not in fresh], commit)
+            if self._attest is not None:  # after the push: the workers need no signature
+                heads = self._heads
+                self._attest(txn, [[pid, head.slot, head.chain.decode()] for pid in undo
+                                   if (head := heads[pid]).message is not None], commit)
+            return answers, pushes
+
         try:
-            answers, pushes = self.store.write(
-                lambda txn: self._assign_all(txn, batch, released, adopted, undo, refused))
+            answers, pushes = self.store.write(assign)
         except Exception as exc:  # the store failed: nothing in this batch is acknowledged
             log.exception("group commit of %d requests failed", len(batch))
             self._roll_back(undo)  # heads moved in memory for a transaction that did not commit
@@ -400,7 +442,9 @@ class SchedulerUnit(ThreadChild):
             return
         self.commits += 1
         self._commit_number += 1
-        self.assigned += len(pushes)
+        if self._durable is not None:  # before any answer: a worker holds results, a sender waits on one
+            self._durable(self._commit_number)
+        self.assigned += made[0]
         for pid in released:
             self._processes.discard(pid)
             self._heads.pop(pid, None)
@@ -493,10 +537,6 @@ class SchedulerUnit(ThreadChild):
                 acks.append(ack)
                 pushes.append((pid, key, body))
             refused.append(any(isinstance(ack, Exception) for ack in acks))
-        if self._attest is not None:
-            heads = self._heads
-            self._attest(txn, [[pid, head.slot, head.chain.decode()] for pid in undo
-                               if (head := heads[pid]).message is not None], commit)
         return answers, pushes
 
     def _assign_new(

@@ -2,11 +2,11 @@
 LMDB environment, its own group commit and its own hash chains.
 
 It takes REQUEST frames from the node, assigns what they carry (minting the ids of new messages and
-building their module JSON here, not in the caller), and after each synced commit sends one ACKS frame
-(every answer of that commit) to the node, and the commit's assignments straight to the workers of
-their processes (``_feeds.py``). SIGTERM drains: what was taken is assigned and answered, then the
-shard exits. A shard that is killed loses nothing it acknowledged, and its successor continues every
-process's slots and hash chains from the log.
+building their module JSON here, not in the caller), pushes each commit's assignments straight to the
+workers of their processes before the commit's fsync (``_feeds.py``), and after it tells those
+workers the commit is durable and sends one ACKS frame (every answer of that commit) to the node.
+SIGTERM drains: what was taken is assigned and answered, then the shard exits. A shard that is
+killed loses nothing it acknowledged, and its successor continues every process's slots and hash chains from the log.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,9 @@ class _Replies:
         self._index = index
         self._lock = threading.Lock()
         self._answers: list[bytes] = []
+        # This run of the shard, in the machine's monotonic clock: a worker takes a header of a newer
+        # epoch as news that the shard restarted, and settles what the older one pushed ahead.
+        self._epoch = time.monotonic_ns()
         self.su = su
 
     def add(self, raw: bytes) -> None:
@@ -94,6 +98,21 @@ class _Replies:
     def flush_behind(self) -> None:
         with self._lock:
             self._feeds.flush_behind()
+
+    def header(self, commit: int) -> bytes:
+        """A commit's header, as AHEAD and DURABLE frames carry it: [shard, epoch, first commit, commit];
+        the first commit is the last that was durable when this run of the shard started."""
+        start = self.su.first_commit if self.su is not None else 0
+        return b"[%d,%d,%d,%d]" % (self._index, self._epoch, start, commit)
+
+    def push_ahead(self, pushes: list[Push], commit: int) -> list[Push]:
+        """A commit's assignments, to their workers before it syncs; returns those it could not place."""
+        with self._lock:
+            return self._feeds.push_ahead(pushes, self.header(commit))
+
+    def durable(self, commit: int) -> None:
+        with self._lock:
+            self._feeds.confirm(self.header(commit))
 
     def committed(self, pushes: list[Push]) -> None:
         """After each commit of the SU: its answers to the node, in one frame, and its assignments to
@@ -128,7 +147,8 @@ class Shard:
         self.attester = Attester(store, config.address)
         self.su = SchedulerUnit(store, replies.committed, max_pending=config.max_pending,
                                 clock=lambda: self.now_ms / 1000, attest=self.attester.attest,
-                                sign=self.attester.sign, index=config.index, threaded=False)
+                                sign=self.attester.sign, index=config.index, threaded=False,
+                                push_ahead=replies.push_ahead, durable=replies.durable)
         replies.su = self.su
 
     def take(self, raw: bytes, now_ms: int, placements: bytes | None = None) -> None:

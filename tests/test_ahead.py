@@ -1,0 +1,211 @@
+"""Assignments pushed ahead of their commit's fsync (``cu/_ahead.py``): a worker evaluates them at once,
+holds what rests on them until the shard says the commit is durable, and forgets a process whose push
+proved void. The book on its own first, then kill -9 of a real shard on each side of its commit."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import orjson
+import pytest
+
+from actorao import Node, Overloaded, examples
+from actorao.cu._ahead import Ahead, AheadLogs
+from actorao.cu._lanes import Finished
+from actorao.persist import Store, log_key
+
+PID = "p" * 43
+
+
+def header(commit: int, *, epoch: int = 1, first: int = 0, shard: int = 0) -> bytes:
+    return orjson.dumps([shard, epoch, first, commit])
+
+
+def items(*slots: int) -> list[bytes]:
+    return [part for slot in slots for part in (log_key(PID, slot), b'{"Nonce": %d}' % slot)]
+
+
+def turn(pid: str = PID, *, forgot: bool = False, slot: int = 1) -> Finished:
+    return Finished([(log_key(pid, slot), b"result")], [], [], pid, forgot)
+
+
+@pytest.fixture
+def book(tmp_path: Path) -> tuple[Ahead, AheadLogs]:
+    store = Store(tmp_path / "node")
+    logs = AheadLogs(store, 1)
+    yield Ahead(logs), logs
+    logs.close()
+    store.close()
+
+
+def test_a_turn_is_held_until_its_commit_is_durable_and_its_entries_read_as_if_logged_meanwhile(
+    book: tuple[Ahead, AheadLogs],
+) -> None:
+    ahead, logs = book
+    took = ahead.took(header(5), items(1, 2))
+    assert took is not None and took[1] == set()
+    assert took[0] == {PID: [(1, b'{"Nonce": 1}'), (2, b'{"Nonce": 2}')]}
+    assert logs.log_range(PID, 0, 10) == [(1, b'{"Nonce": 1}'), (2, b'{"Nonce": 2}')]
+    assert logs.last_slot(PID) == 2 and logs.log_entry(PID, 2) == b'{"Nonce": 2}'
+    held = turn()
+    assert ahead.settle([held]) == [] and ahead.holding == 1
+    other = turn("q" * 43)  # a process with nothing ahead goes out at once
+    assert ahead.settle([other]) == [other]
+    assert ahead.confirmed(header(4)) == set() and ahead.release() == []  # an earlier commit: not this one
+    assert ahead.confirmed(header(5)) == set()
+    assert ahead.release() == [held] and ahead.holding == 0
+    assert logs.log_range(PID, 0, 10) == []  # dropped from the overlay: the log has them now
+
+
+def test_the_same_commit_number_again_voids_the_first_push_and_its_held_turns(book: tuple[Ahead, AheadLogs]) -> None:
+    ahead, _ = book
+    ahead.took(header(5), items(1))
+    assert ahead.settle([turn()]) == []
+    took = ahead.took(header(5), items(1))  # the commit failed, and the next one took its number
+    assert took is not None and took[1] == {PID}
+    assert ahead.holding == 0 and PID in ahead.forgetting
+    assert ahead.settle([turn()]) == []  # ran before the forgetting turn: dropped
+    forgetting = turn(forgot=True)
+    assert ahead.settle([forgetting]) == [] and ahead.holding == 1  # then held on the new push
+    ahead.confirmed(header(5))
+    assert ahead.release() == [forgetting]
+
+
+@pytest.mark.parametrize(("first", "durable"), [(5, True), (4, False)])
+def test_a_new_run_of_the_shard_settles_what_the_old_one_pushed_ahead(
+    book: tuple[Ahead, AheadLogs], first: int, durable: bool
+) -> None:
+    ahead, _ = book
+    ahead.took(header(5, epoch=1), items(1))
+    held = turn()
+    ahead.settle([held])
+    took = ahead.took(header(first + 1, epoch=2, first=first), [])
+    assert took is not None
+    if durable:  # commit 5 reached the disk before the old run died
+        assert took[1] == set() and ahead.release() == [held]
+    else:
+        assert took[1] == {PID} and ahead.release() == [] and ahead.holding == 0
+    assert ahead.took(header(6, epoch=1), items(2)) is None  # a frame of the dead run, read late: ignored
+    assert ahead.confirmed(header(6, epoch=1)) == set()
+
+
+# -- kill -9 of a real shard, with the worker holding a message it took ahead -------------------------
+
+HOOKS = """
+import os, signal, sys, time
+MARKS = os.environ.get("ACTORAO_TEST_AHEAD")
+SLOT = (3).to_bytes(8, "big")
+
+def mark(name):
+    open(os.path.join(MARKS, name), "w").close()
+
+def wait_for(name):  # the worker's side of the story, before the shard dies
+    path = os.path.join(MARKS, name)
+    for _ in range(6000):
+        if os.path.exists(path):
+            return
+        time.sleep(0.01)
+
+if MARKS and "actorao.cu" in sys.orig_argv:
+    from actorao.cu import _worker
+    run = _worker.Worker.run
+
+    def run_and_mark(self, pid, ops):
+        done = run(self, pid, ops)
+        if any(kind == _worker.FORGET for kind, _ in ops):
+            mark("forgot")
+        if any(key[-8:] == SLOT for key, _ in done.results):
+            mark("evaluated")
+        return done
+
+    _worker.Worker.run = run_and_mark
+
+if MARKS and "actorao.su" in sys.orig_argv:
+    from actorao.su import _shard
+    push_ahead, durable = _shard._Replies.push_ahead, _shard._Replies.durable
+    WHEN = os.environ["ACTORAO_TEST_AHEAD_KILL"]
+    victim = []
+
+    def push_then_die(self, pushes, commit):
+        rest = push_ahead(self, pushes, commit)
+        if any(key[-8:] == SLOT for _, key, _ in pushes) and not os.path.exists(os.path.join(MARKS, "killed")):
+            victim.append(commit)
+            if WHEN == "before commit":
+                wait_for("evaluated")
+                mark("killed")
+                os.kill(os.getpid(), signal.SIGKILL)
+        return rest
+
+    def die_before_durable(self, commit):
+        if victim == [commit] and WHEN == "before durable":
+            wait_for("evaluated")
+            mark("killed")
+            os.kill(os.getpid(), signal.SIGKILL)
+        durable(self, commit)
+
+    _shard._Replies.push_ahead = push_then_die
+    _shard._Replies.durable = die_before_durable
+"""
+
+
+@pytest.mark.parametrize("when", ["before commit", "before durable"])
+def test_kill_9_of_a_shard_while_its_worker_holds_a_message_taken_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """Killed before its commit, slot 3 never existed: the worker forgets the message it evaluated,
+    and the one sent again takes slot 3. Killed after the commit but before DURABLE, slot 3 is in the
+    log though its sender never heard: the worker, told nothing, finds it in the log and lets go of
+    the result it held; the next message is slot 4.
+    The echo module answers with the message it was given, so a result of the wrong one shows."""
+    hook, marks = tmp_path / "hook", tmp_path / "marks"
+    hook.mkdir()
+    marks.mkdir()
+    (hook / "sitecustomize.py").write_text(HOOKS)
+    monkeypatch.setenv("PYTHONPATH", str(hook))
+    monkeypatch.setenv("ACTORAO_TEST_AHEAD", str(marks))
+    monkeypatch.setenv("ACTORAO_TEST_AHEAD_KILL", when)
+    with Node(tmp_path / "node", workers=1, schedulers=1) as node:
+        pid = node.spawn(examples.wasm("echo"))
+        for _ in range(2):
+            ack = node.send(pid, {"Action": "Echo"})
+            assert node.result(ack).output["Id"] == ack.id
+        with pytest.raises(Overloaded, match="restarted before it answered"):
+            node.send(pid, {"Action": "Echo"}, "lost")  # slot 3: the shard dies before it answers
+        assert (marks / "killed").exists() and (marks / "evaluated").exists()
+        if when == "before durable":
+            unheard = orjson.loads(node._logs.log_entry(pid, 3) or b"{}")["Id"]
+            assert node.result(unheard, timeout=60).output["Data"] == "lost"  # held, then released, then stored
+        again = node.send(pid, {"Action": "Echo"}, "again")
+        echoed = node.result(again, timeout=60).output
+        assert echoed["Id"] == again.id and echoed["Data"] == "again"
+        if when == "before commit":
+            assert again.slot == 3 and (marks / "forgot").exists()
+        else:
+            assert again.slot == 4 and not (marks / "forgot").exists()
+        verified = node.verify(pid, timeout=60)
+        assert verified.ok, verified.mismatches
+        assert verified.slots == again.slot + 1
+
+
+def test_a_stream_through_pushes_ahead_keeps_every_result_in_order_and_verifies(tmp_path: Path, counter: bytes) -> None:
+    """Many commits in flight with their pushes ahead, on two shards and two workers: every result
+    comes out, each after its commit, and each process replays to the same state."""
+    with Node(tmp_path / "node", workers=2, schedulers=2) as node:
+        pids = [node.spawn(counter, {"Scheduler": node.schedulers[i % 2]}) for i in range(4)]
+        seen: list[bytes] = []
+        lock = threading.Lock()
+
+        def heard(frame: list[bytes]) -> None:
+            with lock:
+                seen.extend(bytes(key) for key in frame[::2])
+
+        node._rendezvous.subscribe(heard)
+        acks = node.send_many([(pid, {"Action": "Inc"}, "") for pid in pids] * 200, timeout=60)
+        results = node.results(acks, timeout=120)
+        assert [result.output for result in results[-4:]] == ["200"] * 4
+        for pid in pids:
+            slots = [int.from_bytes(key[-8:], "big") for key in seen if key[:-8] == pid.encode()]
+            assert slots == sorted(slots) and set(range(1, 201)) <= set(slots)
+            assert node.verify(pid, timeout=60).ok
+
