@@ -196,7 +196,7 @@ def test_a_stream_through_pushes_ahead_keeps_every_result_in_order_and_verifies(
         seen: list[bytes] = []
         lock = threading.Lock()
 
-        def heard(frame: list[bytes]) -> None:
+        def heard(frame: list[bytes], _: bytes | None) -> None:
             with lock:
                 seen.extend(bytes(key) for key in frame[::2])
 

@@ -44,7 +44,10 @@ class Rendezvous:
         """A RESULTS frame's items, and ``latest`` if none of them sends anything."""
         self.evaluated += len(items) // 2
         for subscriber in list(self._subscribers):
-            subscriber(items, latest)
+            try:
+                subscriber(items, latest)
+            except Exception:  # a faulty watcher must not keep results from their waiters
+                log.exception("a results subscriber failed")
         self._wake(items)
 
     def _wake(self, items: list[bytes]) -> None:
