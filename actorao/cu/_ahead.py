@@ -52,18 +52,28 @@ class AheadLogs(ShardLogs):
         self._ahead: dict[str, dict[int, bytes]] = {}
         self._ahead_lock = threading.Lock()
 
-    def add_ahead(self, pid: str, entries: list[tuple[int, bytes]]) -> None:
+    def add_ahead(self, entries: dict[str, list[tuple[int, bytes]]]) -> None:
+        """A push's entries, by process (one lock for all: a push may name thousands of processes)."""
         with self._ahead_lock:
-            self._ahead.setdefault(pid, {}).update(entries)
+            ahead = self._ahead
+            for pid, found in entries.items():
+                mine = ahead.get(pid)
+                if mine is None:
+                    ahead[pid] = dict(found)
+                else:
+                    mine.update(found)
 
-    def drop_ahead(self, pid: str, slots: list[int]) -> None:
+    def drop_ahead(self, entries: dict[str, list[tuple[int, bytes]]]) -> None:
+        """A settled push's entries: in the log now, or void."""
         with self._ahead_lock:
-            found = self._ahead.get(pid)
-            if found is not None:
-                for slot in slots:
-                    found.pop(slot, None)
-                if not found:
-                    del self._ahead[pid]
+            ahead = self._ahead
+            for pid, dropped in entries.items():
+                found = ahead.get(pid)
+                if found is not None:
+                    for slot, _ in dropped:
+                        found.pop(slot, None)
+                    if not found:
+                        del ahead[pid]
 
     def _ahead_of(self, pid: str) -> dict[int, bytes]:
         # Taken before the log is read: an entry dropped from here once its commit is confirmed is in
@@ -112,6 +122,8 @@ class Ahead:
         self._pending: dict[Key, _Push] = {}
         self._pending_of: dict[str, set[Key]] = {}  # process -> its pushes ahead not yet confirmed
         self._held: list[tuple[Finished, frozenset[Key]]] = []
+        self._waiting: set[str | None] = set()  # processes with a held turn: their later turns wait behind it
+        self._moved = False  # a push was confirmed or voided since the last scan of every held turn
         self.forgetting: set[str] = set()  # forgotten: turns of theirs until the forgetting one are dropped
 
     @property
@@ -132,9 +144,14 @@ class Ahead:
             pid, slot = split_key(bytes(items[at]))
             entries.setdefault(pid, []).append((slot, bytes(items[at + 1])))
         self._pending[key] = _Push(entries, self._clock())
-        for pid, found in entries.items():
-            self._logs.add_ahead(pid, found)
-            self._pending_of.setdefault(pid, set()).add(key)
+        self._logs.add_ahead(entries)
+        pending_of = self._pending_of
+        for pid in entries:
+            keys = pending_of.get(pid)
+            if keys is None:
+                pending_of[pid] = {key}
+            else:
+                keys.add(key)
         return entries, void
 
     def confirmed(self, header: bytes) -> set[str]:
@@ -179,8 +196,9 @@ class Ahead:
 
     def _confirm(self, key: Key) -> None:
         push = self._pending.pop(key)
-        for pid, entries in push.entries.items():
-            self._logs.drop_ahead(pid, [slot for slot, _ in entries])  # in the log now
+        self._moved = True
+        self._logs.drop_ahead(push.entries)  # in the log now
+        for pid in push.entries:
             keys = self._pending_of.get(pid)
             if keys is not None:
                 keys.discard(key)
@@ -189,8 +207,9 @@ class Ahead:
 
     def _void(self, key: Key) -> set[str]:
         push = self._pending.pop(key)
-        for pid, entries in push.entries.items():
-            self._logs.drop_ahead(pid, [slot for slot, _ in entries])
+        self._moved = True
+        self._logs.drop_ahead(push.entries)
+        for pid in push.entries:
             keys = self._pending_of.get(pid)
             if keys is not None:
                 keys.discard(key)
@@ -203,7 +222,10 @@ class Ahead:
 
     def settle(self, finished: list[Finished]) -> list[Finished]:
         """Take turns as the lanes finish them; return those (and earlier held ones) that may be
-        committed and reported now, in order."""
+        committed and reported now, in order. The held turns are looked at again only when a push was
+        settled since: the main thread calls this after every turn, and with many processes thousands
+        of turns may wait on one commit's sync."""
+        fresh: list[tuple[Finished, frozenset[Key]]] = []
         for turn in finished:
             pid = turn.process
             if pid in self.forgetting:
@@ -211,21 +233,34 @@ class Ahead:
                     continue  # ran on a state that is forgotten: its work is done again after
                 self.forgetting.discard(pid)
             needs = self._pending_of.get(pid) if pid is not None else None
-            self._held.append((turn, frozenset(needs) if needs else frozenset()))
-        return self.release()
+            fresh.append((turn, frozenset(needs) if needs else frozenset()))
+        if self._moved:
+            self._held += fresh
+            return self.release()
+        ready: list[Finished] = []
+        pending, waiting = self._pending, self._waiting
+        for turn, keys in fresh:
+            if turn.process in waiting or any(key in pending for key in keys):
+                self._held.append((turn, keys))
+                waiting.add(turn.process)
+            else:
+                ready.append(turn)
+        return ready
 
     def release(self) -> list[Finished]:
+        """Every held turn whose pushes are all settled, in order (a process's turns go out in order)."""
         ready: list[Finished] = []
+        self._moved = False
+        waiting: set[str | None] = set()
+        self._waiting = waiting
         if not self._held:
             return ready
-        waiting: set[str] = set()  # a process's turns go out in order
         kept: list[tuple[Finished, frozenset[Key]]] = []
         pending = self._pending
         for turn, needs in self._held:
             if turn.process in waiting or any(key in pending for key in needs):
                 kept.append((turn, needs))
-                if turn.process is not None:
-                    waiting.add(turn.process)
+                waiting.add(turn.process)
             else:
                 ready.append(turn)
         self._held = kept

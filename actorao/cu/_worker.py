@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import logging
 import operator
 import os
@@ -348,6 +349,10 @@ def run_worker(config: WorkerConfig) -> None:
     outbox = open_socket(context, zmq.PUSH, results_address(runtime), bind=False)
     worker = Worker(config, store)
     lanes = Lanes(worker.run, config.threads)
+    # What the worker holds from its start (imports, compiled modules) is frozen out of the
+    # collector's full scans, as in a shard (su/_shard.py); the processes it loads are not.
+    gc.collect()
+    gc.freeze()
     outbox.send(pack(READY, [str(config.index).encode(), str(os.getpid()).encode()]))
     code = 1  # unless it ends as asked (a STOP, or SIGTERM's SystemExit)
     try:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import operator
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -95,6 +96,9 @@ def _tag_key(kind: bytes, name: str, value: str) -> bytes:
 
 def log_key(process: str, slot: int) -> bytes:
     return process.encode() + slot.to_bytes(8, "big")
+
+
+_first = operator.itemgetter(0)
 
 
 def split_key(key: bytes) -> tuple[str, int]:
@@ -370,8 +374,11 @@ class Store(Environment):
         return self.computed.read(body)
 
     def put_results(self, txn: lmdb.Transaction, results: list[tuple[bytes, bytes]]) -> None:
-        for key, value in results:
-            txn.put(key, value, db=self.results)
+        """In key order, through one cursor: over many processes a commit's results are scattered,
+        and in order each one finds its place from the last one's leaf (a key given twice: the later
+        wins, as put by put, since the sort is stable)."""
+        with txn.cursor(db=self.results) as cursor:
+            cursor.putmulti(sorted(results, key=_first))
 
     def result_page(
         self, pid: str, first: int, last: int, limit: int, ascending: bool, max_bytes: int,
