@@ -195,17 +195,16 @@ class Ahead:
         return (shard, epoch, commit), void
 
     def _confirm(self, key: Key) -> None:
-        push = self._pending.pop(key)
-        self._moved = True
-        self._logs.drop_ahead(push.entries)  # in the log now
-        for pid in push.entries:
-            keys = self._pending_of.get(pid)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self._pending_of[pid]
+        self._settle(key)  # its entries are in the log now
 
     def _void(self, key: Key) -> set[str]:
+        void = set(self._settle(key).entries)
+        self.forgetting |= void
+        self._held = [(turn, needs) for turn, needs in self._held if turn.process not in void]
+        return void
+
+    def _settle(self, key: Key) -> _Push:
+        """Take push ``key`` off the book, confirmed or void: its entries are no longer read from here."""
         push = self._pending.pop(key)
         self._moved = True
         self._logs.drop_ahead(push.entries)
@@ -215,10 +214,7 @@ class Ahead:
                 keys.discard(key)
                 if not keys:
                     del self._pending_of[pid]
-            self.forgetting.add(pid)
-        void = set(push.entries)
-        self._held = [(turn, needs) for turn, needs in self._held if turn.process not in void]
-        return void
+        return push
 
     def settle(self, finished: list[Finished]) -> list[Finished]:
         """Take turns as the lanes finish them; return those (and earlier held ones) that may be
