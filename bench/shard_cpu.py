@@ -83,7 +83,8 @@ def main(processes: int, messages: int, per_commit: int) -> dict[str, float]:
         shard.su.assign_queued()
         shard.replies.place({pid: number % WORKERS for number, pid in enumerate(pids)})
         tags = checked_message_tags({"Action": "noop"})
-        frames = [request(token, new=[(pids[(start + at) % processes], tags, "", "") for at in range(BATCH)])
+        frames = [request(token, new_rows=([(pids[(start + at) % processes], 0, "", "") for at in range(BATCH)],
+                                           [tags]))
                   for token, start in enumerate(range(0, messages, BATCH))]
         commits = shard.su.commits
         gc.freeze()  # as run_shard does: the young generation is collected rarely, what the shard holds never

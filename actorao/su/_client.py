@@ -193,8 +193,9 @@ class Schedulers:
             for index, positions in by_shard.items()})
 
     def submit_one_new(self, message: NewMessage) -> Future[Ack]:
-        return self._send(self.shard_of(message[0]), lambda token: request(token, new=[message], single=True),
-                          targets=(message[0],))
+        target, tags, data, anchor = message
+        return self._send(self.shard_of(target), lambda token: request(
+            token, new_rows=([(target, 0, data, anchor)], [tags]), single=True), targets=(target,))
 
     def release(self, pid: str, to: int) -> Future[dict[str, Any]]:
         """Ask ``pid``'s shard to let go of it from its next slot on; the future gives the signed

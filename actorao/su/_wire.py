@@ -48,31 +48,16 @@ def _tags(raw: list[list[str]]) -> tuple[tuple[str, str], ...]:
 def request(
     token: int, items: list[Item] | None = None, *, single: bool = False, fresh: bool = False,
     limits: tuple[int, int] | None = None, signed: bytes | None = None, assign_to: str | None = None,
-    new: list[tuple[str, tuple[tuple[str, str], ...], str, str]] | None = None,
     handoff: dict[str, Any] | None = None,
     new_rows: tuple[list[NewRow], list[tuple[tuple[str, str], ...]]] | None = None,
 ) -> bytes:
     """One request: ``items`` to assign as they are, or new messages from the node, whose ids the
-    shard mints: ``new`` (target, checked tags, data, anchor), or ``new_rows``, their rows and tag
-    sets as the wire has them."""
+    shard mints: ``new_rows``, their rows and their tag sets. Senders repeat a few tag sets, so each
+    set travels once and each row names its set by number."""
     doc: dict[str, Any] = {"t": token}
     if items is not None:
         doc["items"] = [item_doc(item) for item in items]
-    if new is not None:
-        # Senders repeat a few tag sets, and checked tags are shared objects: each set travels once,
-        # and each message names its set by number.
-        numbers: dict[int, int] = {}
-        sets: list[tuple[tuple[str, str], ...]] = []
-        rows = []
-        for target, tags, data, anchor in new:
-            number = numbers.get(id(tags))
-            if number is None:
-                number = numbers[id(tags)] = len(sets)
-                sets.append(tags)
-            rows.append((target, number, data, anchor))
-        doc["tags"] = sets
-        doc["new"] = rows
-    elif new_rows is not None:
+    if new_rows is not None:
         doc["new"], doc["tags"] = new_rows
     if handoff is not None:
         doc["handoff"] = handoff
