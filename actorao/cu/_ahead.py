@@ -43,6 +43,19 @@ class _Push:
     taken_at: float  # host time, for ``patience`` only
 
 
+def by_process(items: list[bytes]) -> dict[str, list[tuple[int, bytes]]]:
+    """An ASSIGN or AHEAD frame's (log key, message) items as each process's (slot, message), in order."""
+    entries: dict[str, list[tuple[int, bytes]]] = {}
+    for at in range(0, len(items), 2):
+        pid, slot = split_key(bytes(items[at]))
+        found = entries.get(pid)
+        if found is None:
+            entries[pid] = [(slot, bytes(items[at + 1]))]
+        else:
+            found.append((slot, bytes(items[at + 1])))
+    return entries
+
+
 class AheadLogs(ShardLogs):
     """The shards' logs, with the entries pushed ahead and not yet confirmed read as if they were in
     them. The main thread adds and drops them; evaluation threads read."""
@@ -139,10 +152,7 @@ class Ahead:
         key, void = heard
         for older in [pending for pending in self._pending if pending[:2] == key[:2] and pending[2] >= key[2]]:
             void |= self._void(older)  # the same number again: the commit that pushed it failed
-        entries: dict[str, list[tuple[int, bytes]]] = {}
-        for at in range(0, len(items), 2):
-            pid, slot = split_key(bytes(items[at]))
-            entries.setdefault(pid, []).append((slot, bytes(items[at + 1])))
+        entries = by_process(items)
         self._pending[key] = _Push(entries, self._clock())
         self._logs.add_ahead(entries)
         pending_of = self._pending_of
@@ -263,4 +273,4 @@ class Ahead:
         return ready
 
 
-__all__ = ["Ahead", "AheadLogs"]
+__all__ = ["Ahead", "AheadLogs", "by_process"]

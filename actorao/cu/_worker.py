@@ -29,7 +29,7 @@ import zmq
 
 from actorao._config import DEFAULT_MAX_MAP_SIZE
 from actorao.cu import _checkpoint as checkpoints
-from actorao.cu._ahead import Ahead, AheadLogs
+from actorao.cu._ahead import Ahead, AheadLogs, by_process
 from actorao.cu._lanes import Finished, Lanes, Op
 from actorao.cu._modules import ModuleRegistry
 from actorao.cu._process import HostedProcess, Limits, broken_reason, load_process
@@ -55,7 +55,7 @@ from actorao.mailbox import (
     unpack,
     worker_address,
 )
-from actorao.persist import Store, log_key, split_key
+from actorao.persist import Store, log_key
 from actorao.supervisor import die_with_parent, start_heartbeat
 from actorao.vm import (
     HostResourceError,
@@ -282,7 +282,7 @@ class Worker:
 
     # -- whole frames, on the calling thread (tests drive a worker this way) ---------------------
     def assign(self, items: list[bytes], out: list[tuple[bytes, bytes]]) -> None:
-        for pid, entries in _by_process(items).items():
+        for pid, entries in by_process(items).items():
             self.deliver(pid, entries, out)
 
     def wake(self, pids: list[bytes], out: list[tuple[bytes, bytes]]) -> None:
@@ -320,19 +320,6 @@ class Worker:
                 checkpoints.put(txn, self.store, pid, encoded)
 
         self.store.computed.write(body)
-
-
-def _by_process(items: list[bytes]) -> dict[str, list[tuple[int, bytes]]]:
-    """An ASSIGN frame's (log key, message) items as each process's (slot, message), in order."""
-    entries: dict[str, list[tuple[int, bytes]]] = {}
-    for at in range(0, len(items), 2):
-        pid, slot = split_key(bytes(items[at]))
-        found = entries.get(pid)
-        if found is None:
-            entries[pid] = [(slot, bytes(items[at + 1]))]
-        else:
-            found.append((slot, bytes(items[at + 1])))
-    return entries
 
 
 def run_worker(config: WorkerConfig) -> None:
@@ -432,12 +419,12 @@ def _work_of(frames: list[bytes], lanes: Lanes, index: int, ahead: Ahead) -> tup
                 took = ahead.took(bytes(items[0]), items[1:])
                 if took is None:  # from a run of its shard that is gone: what it made durable is in the log
                     continue
-                by_process, void = took
+                pushed, void = took
                 for pid in void:
                     work.setdefault(pid, []).append((FORGET, None))
             else:
-                by_process = _by_process(items)
-            for pid, entries in by_process.items():
+                pushed = by_process(items)
+            for pid, entries in pushed.items():
                 ops = work.setdefault(pid, [])
                 if ops and ops[-1][0] == ASSIGN:
                     ops[-1][1].extend(entries)
