@@ -56,7 +56,8 @@ def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
     assert [t["target"] for t in doc["summary"]["targets"]] == [
         "compute speed-up, 1 -> 2 workers", "compute: actorao / Ray actors",
         "compute: actorao / Ray actors, a call per message", "noop: actorao / in-process ceiling",
-        "aos Eval: our VM / ao's loader, UNSAFE_MEMORY", "aos handler: our VM / ao's loader, UNSAFE_MEMORY"]
+        "counter: 10,000 processes / 100", "aos Eval: our VM / ao's loader, UNSAFE_MEMORY",
+        "aos handler: our VM / ao's loader, UNSAFE_MEMORY"]
     # ao's loader beside our VM on aos when Node and the loader are here; a reason in the report when not
     loader = doc["aos_loader"]
     if ao_loader.unavailable() is None:
@@ -94,3 +95,18 @@ def test_bad_arguments_get_one_clear_line(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=60)
         assert done.returncode != 0 and needle in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
     assert not list(tmp_path.iterdir())  # nothing started, nothing written
+
+
+def test_counter_on_10000_processes_is_a_target_against_100_at_the_same_workers_and_size() -> None:
+    from actorao.bench._report import summarize
+
+    def case(processes: int, workers: int, size: int, rate: float) -> dict[str, object]:
+        return {"workload": "counter", "processes": processes, "workers": workers, "size": size, "throughput": rate}
+
+    cases = [case(100, 1, 0, 10_000.0), case(10_000, 1, 0, 9_000.0), case(100, 2, 0, 20_000.0),
+             case(10_000, 2, 0, 12_000.0), case(100, 2, 1024, 15_000.0), case(10_000, 2, 1024, 15_000.0),
+             case(100, 4, 0, 30_000.0)]  # no 10,000 row at 4 workers: that count is not compared
+    [target] = [t for t in summarize(cases, [])["targets"] if t["target"] == "counter: 10,000 processes / 100"]
+    assert (target["measured"], target["workers"], target["goal"], target["met"]) == (0.6, 2, 0.8, False)
+    [none] = [t for t in summarize(cases[:1], [])["targets"] if t["target"] == "counter: 10,000 processes / 100"]
+    assert none["measured"] is None and none["met"] is None
