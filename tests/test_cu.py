@@ -254,3 +254,30 @@ def test_a_message_that_never_ends_holds_up_only_its_own_process(tmp_path: Path)
         counts = [node.result(node.send(neighbour, {"Action": "Inc"}), timeout=60).output for _ in range(20)]
         assert not looping.done()
         assert counts == [str(count) for count in range(1, 21)]
+
+
+def test_a_waiter_takes_stored_results_from_the_store_and_waits_only_for_the_rest(tmp_path: Path) -> None:
+    from actorao.cu._rendezvous import Rendezvous
+
+    store = Store(tmp_path)
+    pid = new_id(b"rendezvous")
+    keys = [log_key(pid, slot) for slot in range(4)]
+    stored = [(keys[0], b'{"Output":"0"}'), (keys[2], b'{"Output":"2"}')]
+    store.computed.write(lambda txn: store.put_results(txn, stored))
+    rendezvous = Rendezvous(store)
+    got: list[list[bytes]] = []
+    waiting = threading.Thread(target=lambda: got.append(rendezvous.wait(keys, 60)))
+    waiting.start()
+    def registered() -> set[bytes]:
+        with rendezvous._lock:
+            return set(rendezvous._waiting)
+
+    while registered() != {keys[1], keys[3]}:  # registered for the missing ones only
+        assert waiting.is_alive() and not got
+    rendezvous.arrived([keys[3], b'{"Output":"3"}', keys[1], b'{"Output":"1"}'])
+    waiting.join(60)
+    assert got == [[b'{"Output":"0"}', b'{"Output":"1"}', b'{"Output":"2"}', b'{"Output":"3"}']]
+    assert rendezvous._waiting == {}
+    future = rendezvous.future(keys[2])  # all stored: done at once, nothing registered
+    assert future.get(timeout=0).output == "2" and rendezvous._waiting == {}
+    store.close()

@@ -2,7 +2,8 @@
 (``wait``, futures), watchers (the bench's latency probe) and the messenger subscribe here, and a
 result already in the store is found there, so none depends on catching the frame.
 
-A waiter registers before it looks in the store: a result arriving in between cannot slip past.
+A waiter takes what is stored, registers for the rest, then looks in the store once more: a result
+arriving in between cannot slip past.
 """
 
 from __future__ import annotations
@@ -94,11 +95,19 @@ class Rendezvous:
             waiter.fail(error)
 
     def _register(self, keys: list[bytes], future: Future[Result] | None) -> _Waiter:
+        """A waiter for ``keys``: what is stored already is taken from the store, unregistered (a
+        stream's results are mostly in by the time they are asked for); the rest is registered,
+        then looked for once more, for a result that arrived in between."""
         waiter = _Waiter(keys, future)
+        for key, value in self._store.results_at(list(waiter.values)):
+            waiter.deliver(key, value)  # nobody else can reach it yet: no lock
+        if not waiter.remaining:
+            return waiter
+        missing = [key for key, value in waiter.values.items() if value is None]
         with self._lock:
-            for key in waiter.values:
+            for key in missing:
                 self._waiting.setdefault(key, []).append(waiter)
-        self.deliver_stored(list(waiter.values))
+        self.deliver_stored(missing)
         return waiter
 
     def _forget(self, waiter: _Waiter) -> None:

@@ -367,9 +367,11 @@ class Store(Environment):
     def results_at(self, keys: list[bytes]) -> list[tuple[bytes, bytes]]:
         """(key, result) for each result key that has a stored result."""
 
+        results = self.results  # once: a waiter for a whole stream asks for tens of thousands
+
         def body(txn: lmdb.Transaction) -> list[tuple[bytes, bytes]]:
-            found = ((key, txn.get(key, db=self.results)) for key in keys)
-            return [(key, bytes(value)) for key, value in found if value is not None]
+            get = txn.get
+            return [(key, bytes(value)) for key in keys if (value := get(key, db=results)) is not None]
 
         return self.computed.read(body)
 
