@@ -183,8 +183,8 @@ class Node:
         return messenger
 
     def _start_cron(self) -> Cron:
-        self._cron = Cron(self._logs, self.identity, self._scheduler, self.processes, self.config.cron_catch_up,
-                          clock=self.config.clock)
+        self._cron = Cron(self._logs, self.identity, self._scheduler, lambda: self._scheduler().processes,
+                          self.config.cron_catch_up, clock=self.config.clock)
         return self._cron
 
     def _to_messenger(self, items: list[bytes], latest: bytes | None) -> None:
