@@ -23,6 +23,7 @@ from actorao.bench._workloads import WORKLOADS, Prepared, Workload
 from actorao.message import Assignment, Message, module_json, new_id, with_ao_tags
 from actorao.node import Ack, Node
 
+CEILING_RUNS = 3  # the in-process ceiling's runs, of which the fastest is the baseline
 BATCH = 250  # messages per send_many: large enough to amortise the fsync, small enough to stream
 WINDOW = 4  # batches in flight at once
 RESULT_TIMEOUT = 600.0
@@ -373,10 +374,15 @@ def run_baselines(workload_name: str, workers_list: Sequence[int], processes: in
     wasm = workload.module()
     bodies, env = module_bodies(workload, messages, 0)
     out: list[BaselineResult] = []
-    reference = baselines.ceiling(wasm, bodies, env, processes)
+    # The ceiling is what one core can do, so the best of a few runs: on a shared box one run swung
+    # from 24k to 36k msgs/s on noop, and that alone decided whether the node met its target.
+    runs = [baselines.ceiling(wasm, bodies, env, processes) for _ in range(CEILING_RUNS)]
+    reference = max(runs, key=lambda run: run.rate)
+    if len({run.checksum for run in runs}) != 1:
+        raise ActoraoError("the in-process ceiling computed other results from one run to the next")
     out.append(BaselineResult(workload_name, reference.name, 1, processes, messages, reference.rate,
                               reference.checksum))
-    tick(messages)
+    tick(messages * CEILING_RUNS)
     for name in include:
         function = baselines.BASELINES[name]
         if function is baselines.ceiling:

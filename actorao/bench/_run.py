@@ -18,7 +18,7 @@ from typing import Any
 from actorao.bench import _ao_loader as ao_loader
 from actorao.bench import _baselines as baselines
 from actorao.bench import _llm as llm
-from actorao.bench._driver import Case, CaseResult, run_baselines, run_case, run_sweep
+from actorao.bench._driver import CEILING_RUNS, Case, CaseResult, run_baselines, run_case, run_sweep
 from actorao.bench._report import write
 from actorao.bench._workloads import WORKLOADS, aos_module_path
 
@@ -197,7 +197,7 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
     sweep_workloads = [w for w in SWEEP_WORKLOADS if w in plan.workloads and plan.sweep_levels]
     total = sum(case.messages for case in plan.cases)
     per_worker = [b for b in plan.baselines if b in baselines.BASELINES and b != "in-process ceiling"]
-    total += sum(plan.messages(w) * (1 + len(plan.workers) * len(per_worker)) for w in baseline_workloads)
+    total += sum(plan.messages(w) * (CEILING_RUNS + len(plan.workers) * len(per_worker)) for w in baseline_workloads)
     if plan.ao_loader:  # each kind: two runs a round, and the copying loader's one
         total += 2 * plan.loader_messages() * (2 * _LOADER_ROUNDS[plan.mode] + 1)
     results: list[CaseResult] = []
