@@ -14,9 +14,11 @@ import wasmtime
 from actorao import Node, examples
 from actorao.cu import Limits, place
 from actorao.cu import _checkpoint as checkpoints
+from actorao.cu._ahead import Ahead, AheadLogs
 from actorao.cu._lanes import Finished, Lanes, Op
 from actorao.cu._pool import _rebalanced, place_bounded
-from actorao.cu._worker import Worker, WorkerConfig
+from actorao.cu._worker import _MAX_QUEUED_PER_PROCESS, CATCH_UP, Worker, WorkerConfig, _work_of
+from actorao.mailbox import ASSIGN, pack
 from actorao.message import Message, Process, module_json, new_id, with_ao_tags
 from actorao.persist import Store, log_key
 from actorao.su import ModuleRecord, SchedulerUnit
@@ -243,6 +245,43 @@ def test_lanes_run_a_neighbour_while_a_process_is_held_in_its_turn() -> None:
         release.set()
         lanes.stop()
         lanes.close()
+
+
+def test_a_process_held_in_its_turn_reads_assignments_past_its_cap_from_the_log(tmp_path: Path) -> None:
+    """Frames that keep a process's waiting items under _MAX_QUEUED_PER_PROCESS queue them; past the cap,
+    its assignments become one catch-up from the log, and its neighbours' are queued as before."""
+    held, release = threading.Event(), threading.Event()
+
+    def run(pid: str, ops: list[Op]) -> Finished:
+        held.set()
+        release.wait()
+        return Finished([], [], [])
+
+    def frame(pid: str, slots: range) -> bytes:
+        return pack(ASSIGN, [part for slot in slots for part in (log_key(pid, slot), b"{}")])
+
+    store = Store(tmp_path)
+    logs = AheadLogs(store, 1, map_size=1 << 24, metasync=False)
+    lanes = Lanes(run, 1)
+    try:
+        lanes.submit({"busy": [(ASSIGN, [(0, b"{}")])]})
+        assert held.wait(10)  # the one thread is in "busy"'s turn: what follows waits
+        cap = _MAX_QUEUED_PER_PROCESS
+        work, stop = _work_of([frame("slow", range(cap - 1))], lanes, 0, Ahead(logs))
+        assert not stop and [op[0] for op in work["slow"]] == [ASSIGN] and len(work["slow"][0][1]) == cap - 1
+        lanes.submit(work)
+        work, _ = _work_of([frame("slow", range(cap - 1, cap + 1)), frame("other", range(2))], lanes, 0, Ahead(logs))
+        assert work["slow"] == [(CATCH_UP, None)]
+        assert work["other"] == [(ASSIGN, [(0, b"{}"), (1, b"{}")])]
+        lanes.submit(work)
+        work, _ = _work_of([frame("slow", range(cap + 1, cap + 2))], lanes, 0, Ahead(logs))
+        assert work["slow"] == []  # a catch-up already waits last: it reads this slot too
+    finally:
+        release.set()
+        lanes.stop()
+        lanes.close()
+        logs.close()
+        store.close()
 
 
 def test_a_message_that_never_ends_holds_up_only_its_own_process(tmp_path: Path) -> None:

@@ -94,11 +94,14 @@ class Lanes:
                 self._taken_at = self._clock()
                 self._cond.notify()
 
-    def queued(self, pid: str) -> tuple[int, Op | None]:
-        """How many items ``pid`` has waiting (not running), and the last of its waiting ops."""
+    def queued(self, pids: list[str]) -> dict[str, tuple[int, Op | None]]:
+        """How many items each of ``pids`` has waiting (not running), and the last of its waiting ops."""
         with self._cond:
-            queued = self._queued.get(pid)
-            return self._items.get(pid, 0), (queued[-1] if queued else None)
+            found = {}
+            for pid in pids:
+                queued = self._queued.get(pid)
+                found[pid] = self._items.get(pid, 0), (queued[-1] if queued else None)
+            return found
 
     def nudge(self) -> None:
         """Wake one more thread when queued work has waited ``stall`` with no thread taking any: the
@@ -154,8 +157,14 @@ class Lanes:
 
     # -- the threads ----------------------------------------------------------------------------
     def _thread_main(self) -> None:
+        # A turn's end and the next turn's start share one round of the lock: with many processes
+        # a turn is often one message, and each round costs about what its message does.
+        pid: str | None = None
+        finished: Finished | None = None
         while True:
             with self._cond:
+                if pid is not None and finished is not None:
+                    self._finish(pid, finished)
                 while not self._ready and not self._stopped:
                     self._waiting += 1
                     self._cond.wait()
@@ -172,16 +181,18 @@ class Lanes:
                 log.exception("evaluating %s failed on the host's side", pid)
                 finished = Finished([], [], [])
                 self.fatal = exc
-            with self._cond:
-                del self._running[pid]
-                if pid in self._queued:  # more arrived while it ran
-                    self._ready.append(pid)
-                self._finished.append(finished)
-                self._finished_results += len(finished.results)
-                wake_main = self.fatal is not None or not self._ready or self._finished_results >= _SIGNAL_AT
-                if wake_main and not self._signalled:
-                    self._signalled = True
-                    os.eventfd_write(self.fd, 1)
+
+    def _finish(self, pid: str, finished: Finished) -> None:
+        """Hand over a finished turn; under the lock."""
+        del self._running[pid]
+        if pid in self._queued:  # more arrived while it ran
+            self._ready.append(pid)
+        self._finished.append(finished)
+        self._finished_results += len(finished.results)
+        wake_main = self.fatal is not None or not self._ready or self._finished_results >= _SIGNAL_AT
+        if wake_main and not self._signalled:
+            self._signalled = True
+            os.eventfd_write(self.fd, 1)
 
 
 def _append(queued: list[Op], ops: list[Op]) -> None:
