@@ -5,12 +5,10 @@ every slot and hash chain."""
 from __future__ import annotations
 
 import base64
-import gc
 import itertools
 import os
 import signal
 import threading
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -210,31 +208,3 @@ def test_a_batch_across_shards_that_one_refuses_says_which_messages_were_assigne
         assert [ack is None for ack in acks] == [False, True, False]
         assert [ack.slot for ack in acks if ack is not None] == [1, 2]
         assert node.result(acks[2], timeout=60).output == "2"  # what was acknowledged is in the log, evaluated
-
-
-def test_a_shard_freezes_what_it_holds_each_time_its_heads_double() -> None:
-    from actorao.su._shard import freeze_grown
-
-    class Held:
-        pass
-
-    gc.unfreeze()
-    try:
-        frozen, marks = 0, []
-        for heads in range(0, 20_001, 500):
-            if (now := freeze_grown(heads, frozen)) != frozen:
-                marks.append(now)
-            frozen = now
-        assert marks == [1000, 2000, 4000, 8000, 16_000]
-        gc.unfreeze()
-        held, garbage = Held(), Held()
-        held.self = garbage.self = held  # type: ignore[attr-defined]
-        garbage.self = garbage  # type: ignore[attr-defined]
-        dead = weakref.ref(garbage)
-        del garbage  # a cycle that is garbage when the shard freezes: collected, not frozen for good
-        assert freeze_grown(40_000, 16_000) == 40_000
-        assert dead() is None
-        assert gc.get_freeze_count() > 0 and gc.is_tracked(held)
-        assert freeze_grown(50_000, 40_000) == 40_000  # not doubled yet: nothing is collected or frozen
-    finally:
-        gc.unfreeze()

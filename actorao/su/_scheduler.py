@@ -226,11 +226,6 @@ class SchedulerUnit(ThreadChild):
     def processes(self) -> frozenset[str]:
         return frozenset(self._processes)
 
-    @property
-    def head_count(self) -> int:
-        """How many processes' heads are in memory."""
-        return len(self._heads)
-
     def knows(self, pid: str) -> bool:
         return pid in self._processes
 

@@ -203,22 +203,6 @@ class Shard:
         self.su.close()
 
 
-_FREEZE_FROM = 1000  # heads: below this, what the collector scans is too little to matter
-
-
-def freeze_grown(heads: int, frozen: int) -> int:
-    """Freeze what the shard holds out of the collector's scans once its heads have doubled since the
-    last freeze (``frozen`` heads then); returns the heads frozen now. A shard builds a head for each
-    process on first use, so they are made after the freeze at start: with 10,000 processes, scanning
-    them cost about 5 µs of CPU per message. Garbage is collected first, so no cycle that is garbage
-    already is frozen for good; heads double at most log2(processes) times."""
-    if heads < _FREEZE_FROM or heads < 2 * frozen:
-        return frozen
-    gc.collect()
-    gc.freeze()
-    return heads
-
-
 def run_shard(config: ShardConfig) -> None:
     """The shard process's entry point."""
     stopping = threading.Event()
@@ -243,7 +227,6 @@ def run_shard(config: ShardConfig) -> None:
     replies.send(READY, [str(config.index).encode(), str(os.getpid()).encode()])
     poller = zmq.Poller()
     poller.register(requests, zmq.POLLIN)
-    frozen = 0
     try:
         while not stopping.is_set():
             replies.flush_behind()
@@ -260,7 +243,6 @@ def run_shard(config: ShardConfig) -> None:
                     continue
                 shard.take(bytes(items[0]), int(items[1]), bytes(items[2]) if len(items) == 3 else None)
             shard.su.assign_queued()  # one group commit of everything taken, on this thread
-            frozen = freeze_grown(shard.su.head_count, frozen)
     finally:
         shard.close()  # assigns and answers everything taken
         requests.close(linger=0)
