@@ -422,8 +422,11 @@ class SchedulerUnit(ThreadChild):
             made[0] = len(pushes)
             if self._push_ahead is not None and pushes:
                 fresh = adopted | {pid for pid, key, _ in pushes if key.endswith(_SLOT_ZERO)}
-                later = [push for push in pushes if push[0] in fresh]
-                pushes = later + self._push_ahead([push for push in pushes if push[0] not in fresh], commit)
+                if fresh:  # a commit of messages alone, the common one, pushes all ahead without sorting them
+                    later = [push for push in pushes if push[0] in fresh]
+                    pushes = later + self._push_ahead([push for push in pushes if push[0] not in fresh], commit)
+                else:
+                    pushes = self._push_ahead(pushes, commit)
             if self._attest is not None:  # after the push: the workers need no signature
                 heads = self._heads
                 self._attest(txn, [[pid, head.slot, head.chain.decode()] for pid in undo
