@@ -111,43 +111,64 @@ _ACK_PATH = [
 ]
 
 
-def hops(folder: Path) -> list[str]:
-    """The lines of the hop table from the rows bench/hops/ wrote into ``folder`` for one run."""
-    rows: dict[str, list[list[Any]]] = {}
-    for path in folder.glob("*.jsonl"):
+Row = list[Any]  # [function, begin ns, end ns, thread, extra], as bench/hops/ writes it
+Trip = dict[tuple[str, str], Row]  # (process, function) -> its first row that began within the trip
+
+
+def rows_by_function(folder: Path) -> dict[tuple[str, str], list[Row]]:
+    """The rows bench/hops/ wrote into ``folder`` for one run, by (process, function), in time order."""
+    by_function: dict[tuple[str, str], list[Row]] = {}
+    for path in sorted(folder.glob("*.jsonl")):
         kind = path.name.split("-")[0]
-        rows.setdefault(kind, []).extend(orjson.loads(line) for line in path.read_bytes().splitlines())
-    by_name: dict[tuple[str, str], list[list[Any]]] = {}
-    for kind, found in rows.items():
-        for row in sorted(found, key=lambda row: row[1]):
-            by_name.setdefault((kind, row[0]), []).append(row)
-    sends, results = by_name.get(("caller", "Node.send"), []), by_name.get(("caller", "Node.result"), [])
-    trips = [(send[1], next(result[2] for result in results if result[1] >= send[2])) for send in sends][WARM:]
+        for line in path.read_bytes().splitlines():
+            row = orjson.loads(line)
+            by_function.setdefault((kind, row[0]), []).append(row)
+    for found in by_function.values():
+        found.sort(key=lambda row: row[1])
+    return by_function
 
-    def first(kind: str, name: str, start: int, end: int) -> list[Any] | None:
-        return next((row for row in by_name.get((kind, name), ()) if start <= row[1] <= end), None)
 
-    lines = [f"{len(trips)} trips; p50 of each point's time since send() began, and of the hop before it (ms)"]
+def trips(by_function: dict[tuple[str, str], list[Row]], skip: int = WARM) -> list[tuple[int, int, Trip]]:
+    """Each trip after the first ``skip``: from send()'s begin to the end of the result() after it, with
+    the first row of every function that began within it."""
+    sends, results = by_function.get(("caller", "Node.send"), []), by_function.get(("caller", "Node.result"), [])
+    found = []
+    for send in sends[skip:]:
+        end = next((result[2] for result in results if result[1] >= send[2]), None)
+        if end is None:
+            continue
+        trip: Trip = {}
+        for key, rows in by_function.items():
+            row = next((row for row in rows if send[1] <= row[1] <= end), None)
+            if row is not None:
+                trip[key] = row
+        found.append((send[1], end, trip))
+    return found
+
+
+def hops(by_function: dict[tuple[str, str], list[Row]], skip: int = WARM) -> list[str]:
+    """The lines of the hop table of one run, after its first ``skip`` trips."""
+    measured = trips(by_function, skip)
+    lines = [f"{len(measured)} trips; p50 of each point's time since send() began, and of the hop before it (ms)"]
     for title, path in (("the evaluation's path", _EVAL_PATH), ("the acknowledgement's path", _ACK_PATH)):
         lines.append(f"-- {title}")
         offsets: list[list[float]] = [[] for _ in path]
         steps: list[list[float]] = [[] for _ in path]
-        for start, end in trips:
+        for start, _, trip in measured:
             before = start
             for at, (_, kind, name, edge) in enumerate(path):
-                row = first(kind, name, start, end)
-                if row is None:
-                    continue
-                offsets[at].append((row[edge] - start) / 1e6)
-                steps[at].append((row[edge] - before) / 1e6)
-                before = row[edge]
+                row = trip.get((kind, name))
+                if row is not None:
+                    offsets[at].append((row[edge] - start) / 1e6)
+                    steps[at].append((row[edge] - before) / 1e6)
+                    before = row[edge]
         for (what, kind, _, _), offset, step in zip(path, offsets, steps, strict=True):
             if offset:
                 lines.append(f"{what:34s} {kind:6s} at {statistics.median(offset):7.3f}  "
                              f"hop {statistics.median(step):7.3f}  ({len(offset)} trips)")
-    lines.append(f"trip p50 {statistics.median((end - start) / 1e6 for start, end in trips):.3f} ms")
+    lines.append(f"trip p50 {statistics.median((end - start) / 1e6 for start, end, _ in measured):.3f} ms")
     for kind in ("worker", "caller"):  # the caller's are the bench's own evaluations, beside the trips
-        calls = [row[4] | {"wall": row[2] - row[1]} for row in by_name.get((kind, "Instance.call"), [])][WARM:]
+        calls = [row[4] | {"wall": row[2] - row[1]} for row in by_function.get((kind, "Instance.call"), [])][skip:]
         if calls:
             lines.append(f"the VM call in the {kind}: p50 " + ", ".join(
                 f"{key} {statistics.median(call[key] for call in calls) / (1e6 if key in ('wall', 'cpu') else 1):g}"
@@ -184,7 +205,8 @@ def main() -> int:
                           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE / "bench" / "hops"),
                                                                       env.get("PYTHONPATH")]))}
                 run = _run(checkout, ["--trips", str(args.trips)], probed)
-                print(f"== {name}: {orjson.dumps(run).decode()}", *hops(Path(folder)), sep="\n", flush=True)
+                print(f"== {name}: {orjson.dumps(run).decode()}", *hops(rows_by_function(Path(folder))), sep="\n",
+                      flush=True)
         return 0
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
     for round_ in range(args.rounds):
