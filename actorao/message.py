@@ -14,7 +14,7 @@ import os
 import re
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import orjson
@@ -563,8 +563,10 @@ class Result:
 
 # A frozen dataclass's __init__ sets each field through object.__setattr__, looked up afresh each time:
 # 1.8 µs a Result, against 0.5 through the slots' own setters. A stream's caller builds one per message.
-_RESULT_SLOTS = tuple(Result.__dict__[name].__set__ for name in ("output", "messages", "spawns", "assignments",
-                                                                  "error"))
+_RESULT_FIELDS = ("output", "messages", "spawns", "assignments", "error")
+if tuple(field.name for field in fields(Result)) != _RESULT_FIELDS:  # _result would leave one unset
+    raise ImportError(f"Result's fields changed: update _RESULT_FIELDS and _result to {fields(Result)}")
+_RESULT_SLOTS = tuple(Result.__dict__[name].__set__ for name in _RESULT_FIELDS)
 
 
 def _result(output: Any, messages: tuple[Any, ...], spawns: tuple[Any, ...], assignments: tuple[Any, ...],
