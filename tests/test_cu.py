@@ -19,11 +19,13 @@ from actorao.cu import _checkpoint as checkpoints
 from actorao.cu._ahead import Ahead, AheadLogs
 from actorao.cu._lanes import Finished, Lanes, Op
 from actorao.cu._pool import _rebalanced, place_bounded
+from actorao.cu._process import HELD_FUEL
 from actorao.cu._worker import _MAX_QUEUED_PER_PROCESS, CATCH_UP, Worker, WorkerConfig, _work_of
 from actorao.mailbox import ASSIGN, pack
 from actorao.message import Message, Process, module_json, new_id, with_ao_tags
 from actorao.persist import Store, log_key
 from actorao.su import ModuleRecord, SchedulerUnit
+from actorao.vm import Evaluator, Instance, compile_module
 from tests.test_vm import GLOBAL_COUNTER
 
 OWNER = new_id(b"owner")
@@ -154,6 +156,37 @@ def test_bounded_placement_evens_out_few_heavy_processes() -> None:
     assert all(grown[pid] == 2 for pid in current if grown[pid] != current[pid])
     shrunk = _rebalanced(grown, 2)
     assert sorted(Counter(shrunk.values()).values()) == [25, 25]
+
+
+# trapper, with a Loop that ends: a million turns (several million fuel), then one added
+LONG_LOOP = examples.wat("trapper").replace(
+    "(loop $forever (br $forever))",
+    "(i32.store (i32.const 8) (i32.const 0)) (block $out (loop $spin "
+    "(br_if $out (i32.ge_u (i32.load (i32.const 8)) (i32.const 1000000))) "
+    "(i32.store (i32.const 8) (i32.add (i32.load (i32.const 8)) (i32.const 1))) (br $spin)))",
+)
+
+
+def test_a_long_message_after_small_ones_runs_again_with_the_gil_let_go_and_gives_a_straight_runs_result(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path)
+    wasm = bytes(wasmtime.wat2wasm(LONG_LOOP))
+    pid, entries = populate(store, ["Inc", "Inc", "Loop", "Inc", "Loop", "Get"], wasm=wasm)
+    worker = Worker(config(tmp_path, checkpoint_every=1000), store, compute_clock=no_compute_time)
+    results = feed(worker, entries[:3])
+    process = worker.hosted(pid)
+    assert process is not None
+    assert process.held == HELD_FUEL  # small messages: the next one runs with the GIL held
+    results += feed(worker, entries[3:])
+    assert process.held == 0  # the Loop burnt more than HELD_FUEL: never held again
+    outputs = [orjson.loads(result).get("Output") for _, result in results]
+    assert outputs == ["0", "1", "2", "3", "4", "5", "5"]
+    # the same log, evaluated straight, never held: the same results and the same memory
+    straight = Instance(compile_module(wasm), memory_limit=1 << 30)
+    evaluator = Evaluator(10**9)
+    assert [evaluator.evaluate(straight, body, process.env)[0] for _, body in entries] == [r for _, r in results]
+    assert straight.digest() == process.instance.digest()
 
 
 @pytest.mark.parametrize(("checkpoint_every", "last_checkpoint"), [(1, 10), (5, 9), (4, 7)])

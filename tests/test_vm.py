@@ -10,7 +10,7 @@ import pytest
 import wasmtime
 
 from actorao import ComputeLimitExceeded, ModuleError, Trap, examples
-from actorao.vm import Evaluator, Instance, compile_module
+from actorao.vm import Evaluator, HeldTooLong, Instance, compile_module
 from actorao.vm._binary import export_mutable_globals, mutable_globals
 from actorao.vm._engine import engine
 
@@ -83,6 +83,23 @@ def test_fuel_use_is_deterministic() -> None:
         instance.call(msg("Inc", "x" * 100), ENV, 10**9)
         used.append(instance.fuel_used)
     assert used[0] == used[1] > 0
+
+
+def test_a_call_with_the_gil_held_gives_what_a_call_without_gives_until_its_fuel_runs_out() -> None:
+    compiled = compile_module(examples.wasm("trapper"))
+    free, held = Instance(compiled, memory_limit=LIMIT), Instance(compiled, memory_limit=LIMIT)
+    for action in ("Inc", "Inc", "Get"):
+        assert held.call(msg(action), ENV, 10**9, held=100_000) == free.call(msg(action), ENV, 10**9)
+        assert held.fuel_used == free.fuel_used > 0
+    assert held.digest() == free.digest()
+    # held for less than the message may burn: that runs out first, and says so rather than failing
+    with pytest.raises(HeldTooLong):
+        held.call(msg("Loop"), ENV, 10**7, held=100_000)
+    assert held.fuel_used == 100_000
+    # held for as much as it may burn, or more: running out is the message's own failure
+    for cap in (10**6, 10**7):
+        with pytest.raises(ComputeLimitExceeded):
+            Instance(compiled, memory_limit=LIMIT).call(msg("Loop"), ENV, 10**6, held=cap)
 
 
 def test_snapshot_restores_memory_exactly_even_after_growth() -> None:

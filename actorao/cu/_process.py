@@ -22,7 +22,7 @@ from actorao.cu import _checkpoint as checkpoints
 from actorao.cu._drive import ProcessDrive, weavedrive_enabled
 from actorao.mailbox import NonceInbox
 from actorao.persist import ShardLogs, Store
-from actorao.vm import CompiledModule, Evaluator, Instance, Snapshot
+from actorao.vm import CompiledModule, Evaluator, HeldTooLong, Instance, Snapshot
 
 if TYPE_CHECKING:
     from actorao.cu._modules import ModuleRegistry
@@ -31,6 +31,12 @@ log = logging.getLogger(__name__)
 # Checkpoints on compute time wait for this many times what the last one cost: a 1.2 GiB memory's
 # scan takes 0.2 s, and would otherwise be paid after every second of a model's generation.
 _COST_RATIO = 20
+# Fuel a message may burn with the GIL held (a few ms at wasm's slowest fuel rate): a process whose last
+# message burnt at most a sixteenth of it runs the next one so. Letting the GIL go and taking it back
+# around each call costs a small message most of its CPU in a busy worker, where every other thread
+# wants it too; a long message lets it go, so a worker's other processes and its main thread go on.
+HELD_FUEL = 4_000_000
+_SMALL_FUEL = HELD_FUEL // 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +89,27 @@ class HostedProcess:
         self.deltas_since_full = limits.full_every  # the first checkpoint is a full one
         self.checkpoint_cost = 0.0  # seconds the last checkpoint took (host time, as compute is)
         self.weavedrive = weavedrive_enabled(env)
+        self.held = 0  # the fuel the next message may burn with the GIL held (0: not held)
+        self._never_held = self.weavedrive  # its reads of files are the host's work, and fuel bounds none of it
 
     def _run(self, slot: int, message: bytes) -> tuple[bytes, bool]:
-        """Evaluate ``message`` as slot ``slot``, with the WeaveDrive files it may read."""
+        """Evaluate ``message`` as slot ``slot``, with the WeaveDrive files it may read: with the GIL held
+        while this process's messages stay small, and, from the first that burns more than HELD_FUEL,
+        without, and again from the state before it (the held run's is unknown)."""
         files = getattr(self.instance.host, "files", None)
         if files is not None:
             files.drive = ProcessDrive(self.store, self.env, self._read_log, slot, message) if self.weavedrive else None
-        return self.evaluator.evaluate(self.instance, message, self.env)
+        if self.held:
+            try:
+                return self.evaluator.evaluate(self.instance, message, self.env, self.held)
+            except HeldTooLong:
+                self.held, self._never_held = 0, True
+                self._rollback(slot)
+                return self._run(slot, message)
+        answer = self.evaluator.evaluate(self.instance, message, self.env)
+        if not self._never_held and self.instance.fuel_used <= _SMALL_FUEL:
+            self.held = HELD_FUEL
+        return answer
 
     def _fresh_instance(self) -> Instance:
         return Instance(self.compiled, memory_limit=self.limits.memory, fuel=self.limits.fuel)
@@ -195,9 +215,10 @@ class HostedProcess:
 
     def dry_run(self, message: bytes) -> bytes:
         """Evaluate ``message`` on the current state and put the state back as it was."""
-        before = self.instance.snapshot()
+        instance = self.instance
+        before = instance.snapshot()
         result, failed = self._run(self.inbox.next_slot, message)
-        if failed or self.instance.memory_size() != len(before.memory):
+        if failed or self.instance is not instance or self.instance.memory_size() != len(before.memory):
             self.instance = self._fresh_instance()
         self.instance.restore(before)
         return result

@@ -8,7 +8,7 @@ and every failure into an Error result, never an exception.
 from __future__ import annotations
 
 from actorao.vm._evaluator import Evaluator, error_result
-from actorao.vm._instance import DIFF_PAGE, HostResourceError, Instance, Snapshot, memory_digest
+from actorao.vm._instance import DIFF_PAGE, HeldTooLong, HostResourceError, Instance, Snapshot, memory_digest
 from actorao.vm._module import CompiledModule, artifact_suffix, compile_module, load_compiled
 from actorao.vm._pages import new_buffer, nonzero_pages
 from actorao.vm._weavedrive import HALT, Drive, DriveFile, FileNotAdmissible
@@ -21,6 +21,7 @@ __all__ = [
     "DriveFile",
     "Evaluator",
     "FileNotAdmissible",
+    "HeldTooLong",
     "HostResourceError",
     "Instance",
     "Snapshot",

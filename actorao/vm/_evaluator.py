@@ -82,10 +82,11 @@ class Evaluator:
         self.max_spawns = max_spawns
         self.max_result_bytes = max_result_bytes
 
-    def evaluate(self, instance: Instance, message: bytes, env: bytes) -> tuple[bytes, bool]:
-        """Return (result JSON, failed). A failed message must be rolled back by the caller."""
+    def evaluate(self, instance: Instance, message: bytes, env: bytes, held: int = 0) -> tuple[bytes, bool]:
+        """Return (result JSON, failed). A failed message must be rolled back by the caller. ``held``
+        is ``Instance.call``'s: its HeldTooLong is raised, for the caller to roll back and run again."""
         try:
-            result, failed = _normalize(instance.call(message, env, self.fuel), self.max_sends, self.max_spawns,
+            result, failed = _normalize(instance.call(message, env, self.fuel, held), self.max_sends, self.max_spawns,
                                         self.max_result_bytes)
         except ComputeLimitExceeded as exc:
             return error_result(str(exc)), True
