@@ -2,11 +2,12 @@
 process that burns its whole fuel budget holds one thread and its neighbours go on on the others.
 
 A wasmtime call goes through ctypes, which lets go of the GIL for the call's length; host callbacks
-(aos's) take it back briefly. The worker's main thread keeps the sockets and the commits: it queues
-each process's work here, and collects what is finished when ``fd`` (an eventfd) is readable or on
-its next tick. In the common case one thread takes every queued process in turn, and no other
-thread is woken; another is woken only when queued work has waited ``stall`` seconds without any
-thread taking it.
+(aos's) take it back briefly. A process whose messages are small keeps the GIL through its calls
+instead, each for at most HELD_FUEL (``HostedProcess._run`` in ``cu/_process.py``). The worker's main
+thread keeps the sockets and the commits: it queues each process's work here, and collects what is
+finished when ``fd`` (an eventfd) is readable or on its next tick. In the common case one thread
+takes every queued process in turn, and no other thread is woken; another is woken only when queued
+work has waited ``stall`` seconds without any thread taking it.
 """
 
 from __future__ import annotations
