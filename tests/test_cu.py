@@ -16,7 +16,7 @@ import wasmtime
 from actorao import Node, examples
 from actorao.cu import Limits, place
 from actorao.cu import _checkpoint as checkpoints
-from actorao.cu._ahead import Ahead, AheadLogs
+from actorao.cu._ahead import Ahead, AheadLogs, by_process
 from actorao.cu._lanes import Finished, Lanes, Op
 from actorao.cu._pool import _rebalanced, place_bounded
 from actorao.cu._process import HELD_FUEL
@@ -187,6 +187,61 @@ def test_a_long_message_after_small_ones_runs_again_with_the_gil_let_go_and_give
     evaluator = Evaluator(10**9)
     assert [evaluator.evaluate(straight, body, process.env)[0] for _, body in entries] == [r for _, r in results]
     assert straight.digest() == process.instance.digest()
+
+
+def test_a_turn_on_the_main_thread_hands_a_long_message_and_what_follows_to_a_thread_and_gives_a_straight_runs_result(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path)
+    wasm = bytes(wasmtime.wat2wasm(LONG_LOOP))
+    pid, entries = populate(store, ["Inc", "Inc", "Loop", "Inc", "Loop", "Get"], wasm=wasm)
+    worker = Worker(config(tmp_path, checkpoint_every=1000), store, compute_clock=no_compute_time)
+    results = feed(worker, entries[:3])
+    ops: list[Op] = [(ASSIGN, by_process([part for entry in entries[3:] for part in entry])[pid])]
+    assert worker.inline(pid, ops)  # small messages so far, assignments only: the main thread may run it
+    turn = worker.run_inline(pid, ops)
+    # the Loop (slot 3) ran past HELD_FUEL: nothing of it is kept, and it and all after it are left
+    assert turn.results == []
+    assert turn.left == [(ASSIGN, by_process([part for entry in entries[3:] for part in entry])[pid])]
+    process = worker.processes[pid]
+    assert not process.handing_off
+    assert not worker.inline(pid, turn.left)  # never held again: a thread takes what is left
+    rest = worker.run(pid, turn.left)  # as an evaluation thread does
+    assert rest.left is None
+    worker.commit(rest.results, rest.checkpoints)
+    results += rest.results
+    assert [key for key, _ in results] == [key for key, _ in entries]
+    assert [orjson.loads(result).get("Output") for _, result in results] == ["0", "1", "2", "3", "4", "5", "5"]
+    straight = Instance(compile_module(wasm), memory_limit=1 << 30)
+    evaluator = Evaluator(10**9)
+    assert [evaluator.evaluate(straight, body, process.env)[0] for _, body in entries] == [r for _, r in results]
+    assert straight.digest() == process.instance.digest()
+
+
+def test_a_turn_on_the_main_thread_ends_when_its_messages_have_burnt_held_fuel_between_them(tmp_path: Path) -> None:
+    # each Loop is 30,000 turns: small enough to stay held, and a few dozen of them burn HELD_FUEL
+    wasm = bytes(wasmtime.wat2wasm(LONG_LOOP.replace("(i32.const 1000000)", "(i32.const 30000)")))
+    store = Store(tmp_path)
+    pid, entries = populate(store, ["Inc"] + ["Loop"] * 120, wasm=wasm)
+    worker = Worker(config(tmp_path, checkpoint_every=1000), store, compute_clock=no_compute_time)
+    results = feed(worker, entries[:2])
+    turns = 0
+    ops: list[Op] | None = [(ASSIGN, by_process([part for entry in entries[2:] for part in entry])[pid])]
+    while ops:
+        assert worker.inline(pid, ops)
+        turn = worker.run_inline(pid, ops)
+        turns += 1
+        assert 0 < len(turn.results) < len(entries) - 2  # a share of the Loops, never all of them
+        results += turn.results
+        ops = turn.left
+    assert turns >= 2
+    assert [key for key, _ in results] == [key for key, _ in entries]  # every slot once, in order
+    straight = Instance(compile_module(wasm), memory_limit=1 << 30)
+    evaluator = Evaluator(10**9)
+    assert [evaluator.evaluate(straight, body, worker.processes[pid].env)[0] for _, body in entries] == [
+        r for _, r in results
+    ]
+    assert straight.digest() == worker.processes[pid].instance.digest()
 
 
 @pytest.mark.parametrize(("checkpoint_every", "last_checkpoint"), [(1, 10), (5, 9), (4, 7)])

@@ -5,7 +5,9 @@ A wasmtime call goes through ctypes, which lets go of the GIL for the call's len
 (aos's) take it back briefly. A process whose messages are small keeps the GIL through its calls
 instead, each for at most HELD_FUEL (``HostedProcess._run`` in ``cu/_process.py``). The worker's main
 thread keeps the sockets and the commits: it queues each process's work here, and collects what is
-finished when ``fd`` (an eventfd) is readable or on its next tick. In the common case one thread
+finished when ``fd`` (an eventfd) is readable or on its next tick. It runs a held process's turn itself
+when no thread has work of that process (``Worker.run_inline`` in ``cu/_worker.py``), and puts what that
+turn finished among the threads' (``finished_here``). In the common case one thread
 takes every queued process in turn, and no other thread is woken; another is woken only when queued
 work has waited ``stall`` seconds without any thread taking it.
 """
@@ -38,6 +40,7 @@ class Finished:
     replies: list[tuple[bytes, list[bytes]]]
     process: str | None = None
     forgot: bool = False  # the turn began by forgetting the process's state (``cu/_ahead.py``)
+    left: list[Op] | None = None  # what a turn on the worker's main thread handed on to the threads
 
 
 class Lanes:
@@ -126,6 +129,18 @@ class Lanes:
         if self.fatal is not None:
             raise self.fatal
         return finished
+
+    def finished_here(self, finished: Finished) -> None:
+        """A turn the submitting thread ran itself, in its place among the threads' finished turns:
+        after every earlier turn of its process, and before any of the work it ``left``."""
+        with self._cond:
+            self._finished.append(finished)
+            self._finished_results += len(finished.results)
+
+    def has(self, pid: str) -> bool:
+        """``pid`` has work queued or running. Only ``submit`` adds work, so on the thread that submits
+        a False stays true until it submits ``pid``'s again."""
+        return pid in self._queued or pid in self._running
 
     def busy(self) -> bool:
         """Work is queued, running, or finished and not yet collected."""

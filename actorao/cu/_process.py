@@ -39,6 +39,20 @@ HELD_FUEL = 4_000_000
 _SMALL_FUEL = HELD_FUEL // 16
 
 
+class HandOff(Exception):
+    """A turn on the worker's main thread (``HostedProcess.handing_off``) goes on on an evaluation thread
+    from ``slot``: that message ran past the fuel it may burn held, and the main thread must not run it
+    released; or the turn's messages have burnt HELD_FUEL between them, and the main thread has its
+    sockets to serve. ``done`` is what this call evaluated before it, ``left`` the slots it took and did
+    not evaluate, from ``slot``; the inbox expects ``slot`` next again."""
+
+    def __init__(self, slot: int) -> None:
+        super().__init__(f"the turn goes on on an evaluation thread from slot {slot}")
+        self.slot = slot
+        self.done: list[tuple[int, bytes]] = []
+        self.left: list[tuple[int, bytes]] = []
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """A process's compute and memory limits, its outbox limits, and the checkpoint policy: every
@@ -91,25 +105,48 @@ class HostedProcess:
         self.weavedrive = weavedrive_enabled(env)
         self.held = 0  # the fuel the next message may burn with the GIL held (0: not held)
         self._never_held = self.weavedrive  # its reads of files are the host's work, and fuel bounds none of it
+        # On the worker's main thread a message that runs past ``held`` is not run again released: it
+        # raises HandOff, and the instance (in an unknown state) is rolled back on the thread that takes
+        # the rest of the turn, before anything reads it (``_settle``).
+        self.handing_off = False
+        self.turn_fuel = 0  # what its held messages burnt in the main thread's turn (``Worker.run_inline``)
+        self._rollback_before: int | None = None
 
     def _run(self, slot: int, message: bytes) -> tuple[bytes, bool]:
         """Evaluate ``message`` as slot ``slot``, with the WeaveDrive files it may read: with the GIL held
         while this process's messages stay small, and, from the first that burns more than HELD_FUEL,
-        without, and again from the state before it (the held run's is unknown)."""
+        without, and again from the state before it (the held run's is unknown); or, on the worker's
+        main thread (``handing_off``), not again here: HandOff."""
         files = getattr(self.instance.host, "files", None)
         if files is not None:
             files.drive = ProcessDrive(self.store, self.env, self._read_log, slot, message) if self.weavedrive else None
         if self.held:
             try:
-                return self.evaluator.evaluate(self.instance, message, self.env, self.held)
+                answer = self.evaluator.evaluate(self.instance, message, self.env, self.held)
             except HeldTooLong:
                 self.held, self._never_held = 0, True
+                if self.handing_off:
+                    self._rollback_before = slot
+                    raise HandOff(slot) from None
                 self._rollback(slot)
                 return self._run(slot, message)
+            if self.handing_off:
+                self.turn_fuel += self.instance.fuel_used
+            return answer
         answer = self.evaluator.evaluate(self.instance, message, self.env)
         if not self._never_held and self.instance.fuel_used <= _SMALL_FUEL:
             self.held = HELD_FUEL
         return answer
+
+    def _settle(self) -> None:
+        """Roll back from a message handed off half-run (HandOff), before the instance is used again."""
+        if self._rollback_before is not None:
+            before, self._rollback_before = self._rollback_before, None
+            self._rollback(before)
+
+    def turn_spent(self) -> bool:
+        """On the main thread, the turn's held messages have burnt their share: the rest goes on a thread."""
+        return self.handing_off and self.turn_fuel >= HELD_FUEL
 
     def _fresh_instance(self) -> Instance:
         return Instance(self.compiled, memory_limit=self.limits.memory, fuel=self.limits.fuel)
@@ -165,11 +202,31 @@ class HostedProcess:
     # -- evaluation -----------------------------------------------------------------------------
     def deliver(self, slot: int, message: bytes) -> list[tuple[int, bytes]]:
         """Take slot ``slot``; return (slot, result JSON) for every slot now evaluated, in order."""
-        return [(ready, self._evaluate(ready, body)) for ready, body in self.inbox.offer(slot, message)]
+        self._settle()
+        return self._evaluate_all(self.inbox.offer(slot, message))
 
     def catch_up(self, last: int) -> list[tuple[int, bytes]]:
         """Evaluate whatever the log holds up to ``last`` that this process has not seen."""
-        return [(ready, self._evaluate(ready, body)) for ready, body in self.inbox.fill_to(last)]
+        self._settle()
+        return self._evaluate_all(self.inbox.fill_to(last))
+
+    def _evaluate_all(self, ready: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        done: list[tuple[int, bytes]] = []
+        for index, (slot, body) in enumerate(ready):
+            if index and self.turn_spent():
+                self.inbox.next_slot = slot
+                handed = HandOff(slot)
+                handed.done, handed.left = done, ready[index:]
+                raise handed
+            try:
+                done.append((slot, self._evaluate(slot, body)))
+            except HandOff as exc:
+                # The state to go on from is the one before ``slot``, also when the held message that
+                # ran long was one the rollback after ``slot`` failed was replaying.
+                self._rollback_before = self.inbox.next_slot = slot
+                exc.done, exc.left = done, ready[index:]
+                raise
+        return done
 
     def _evaluate(self, slot: int, message: bytes) -> bytes:
         started = self._compute_clock()
@@ -191,6 +248,7 @@ class HostedProcess:
 
     def checkpoint_now(self) -> None:
         """Checkpoint the state after the last evaluated slot, unless the newest checkpoint is it."""
+        self._settle()
         last = self.inbox.next_slot - 1
         if last > self.checkpoint_slot or (last == self.checkpoint_slot and self.checkpoint is None and last >= 0):
             self._take_checkpoint(last)
@@ -215,6 +273,7 @@ class HostedProcess:
 
     def dry_run(self, message: bytes) -> bytes:
         """Evaluate ``message`` on the current state and put the state back as it was."""
+        self._settle()
         instance = self.instance
         before = instance.snapshot()
         result, failed = self._run(self.inbox.next_slot, message)

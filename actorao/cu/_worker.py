@@ -6,6 +6,14 @@ synced (``_ahead``). The main thread takes the frames that wait on either and qu
 work on a few evaluation threads (``_lanes``), one thread per process at a time; it writes what they
 finish in one LMDB transaction once what it depends on is durable, then reports it in one frame. So
 a message that burns its whole fuel holds up its own process only.
+
+A process whose messages are small (they run with the GIL held, ``HostedProcess.held``) and that no
+thread has work of is run by the main thread itself (``Worker.run_inline``): handing a turn to a thread
+and taking it back costs lock rounds, an eventfd's write and read, and the GIL passed from thread to
+thread and back. Such a turn ends, and a thread takes the rest, as soon as a message runs past
+HELD_FUEL (a thread runs it again, released, from the state before it) or the turn's messages have
+burnt HELD_FUEL between them: the main thread is never away from its sockets for much longer than one
+held message.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from actorao.cu import _checkpoint as checkpoints
 from actorao.cu._ahead import Ahead, AheadLogs, by_process
 from actorao.cu._lanes import Finished, Lanes, Op
 from actorao.cu._modules import ModuleRegistry
-from actorao.cu._process import HostedProcess, Limits, broken_reason, load_process
+from actorao.cu._process import HandOff, HostedProcess, Limits, broken_reason, load_process
 from actorao.mailbox import (
     AHEAD,
     ASSIGN,
@@ -176,13 +184,21 @@ class Worker:
     # -- one process's work: each runs on the thread that has the process's lane ----------------
     def deliver(self, pid: str, entries: list[tuple[int, bytes]], out: list[tuple[bytes, bytes]]) -> None:
         """Take assigned slots of ``pid``, (slot, message) in the order they came."""
-        for slot, message in entries:
+        for index, (slot, message) in enumerate(entries):
             process = self.processes.get(pid)
             if process is not None:  # the hot path: a loaded process takes its next slot
+                if index and process.turn_spent():
+                    handed = HandOff(slot)
+                    handed.left = list(entries[index:])
+                    raise handed
                 try:
                     for ready, result in process.deliver(slot, message):
                         out.append((log_key(pid, ready), result))
                     continue
+                except HandOff as exc:
+                    out.extend((log_key(pid, ready), result) for ready, result in exc.done)
+                    exc.left.extend(entries[index + 1:])
+                    raise
                 except _HOST_FAULTS:
                     raise
                 except Exception as exc:
@@ -252,8 +268,9 @@ class Worker:
         taken: list[tuple[str, checkpoints.Encoded]] = []
         self._local.checkpoints = taken
         forgot = False
+        todo = iter(ops)
         try:
-            for kind, payload in ops:
+            for kind, payload in todo:
                 if kind == FORGET:  # what it evaluated so far this turn rests on a void push: dropped
                     self.processes.pop(pid, None)
                     self.broken.pop(pid, None)
@@ -276,9 +293,27 @@ class Worker:
                 elif kind == EVICT:
                     self.evict_one(pid)
                     replies.append((EVICTED, [pid.encode()]))
+        except HandOff as exc:  # only on the main thread (``run_inline``): the threads take the rest
+            return Finished(results, taken, replies, pid, forgot, [(ASSIGN, exc.left), *todo])
         finally:
             del self._local.checkpoints
         return Finished(results, taken, replies, pid, forgot)
+
+    def inline(self, pid: str, ops: list[Op]) -> bool:
+        """Whether the main thread may run this turn itself: a loaded process whose messages run held
+        (HELD_FUEL bounds how long each keeps the thread), taking assignments only."""
+        process = self.processes.get(pid)
+        return process is not None and process.held > 0 and all(kind == ASSIGN for kind, _ in ops)
+
+    def run_inline(self, pid: str, ops: list[Op]) -> Finished:
+        """``run`` on the main thread, for a turn ``inline`` allows: no hand-over to an evaluation
+        thread and back. A message that runs past HELD_FUEL stops it, and the rest is ``left``."""
+        process = self.processes[pid]
+        process.handing_off, process.turn_fuel = True, 0
+        try:
+            return self.run(pid, ops)
+        finally:
+            process.handing_off = False
 
     # -- whole frames, on the calling thread (tests drive a worker this way) ---------------------
     def assign(self, items: list[bytes], out: list[tuple[bytes, bytes]]) -> None:
@@ -489,6 +524,11 @@ def _serve(worker: Worker, inboxes: list[zmq.Socket[bytes]], outbox: zmq.Socket[
             frames = _take(inboxes)
             if frames:
                 work, stop = _work_of(frames, lanes, worker.config.index, worker.ahead)
+                for pid in [pid for pid, ops in work.items() if worker.inline(pid, ops) and not lanes.has(pid)]:
+                    turn = worker.run_inline(pid, work.pop(pid))
+                    lanes.finished_here(turn)
+                    if turn.left:
+                        work[pid] = turn.left
                 lanes.submit(work)
                 if stop and not stopping:
                     stopping, stopped_at = True, time.monotonic()
