@@ -75,6 +75,7 @@ log = logging.getLogger(__name__)
 _MAX_FRAMES_PER_COMMIT = 64
 _MAX_QUEUED = 16384  # assignments waiting for the evaluation threads: past this, frames wait in ZeroMQ
 _MAX_QUEUED_PER_PROCESS = 1024  # past this, a process reads its assignments from the log instead
+_COMMIT_EVERY = 256  # results the main thread's own turns finish before it commits them (as Lanes' _SIGNAL_AT)
 _STOP_PATIENCE = 1.0  # seconds a STOP waits for a message in evaluation; a longer one is redone after
 CATCH_UP = b"catch-up"  # a process's own op: read the log up to its head
 FORGET = b"forget"  # a process's own op: drop its state, which took a push ahead that proved void
@@ -524,12 +525,10 @@ def _serve(worker: Worker, inboxes: list[zmq.Socket[bytes]], outbox: zmq.Socket[
             frames = _take(inboxes)
             if frames:
                 work, stop = _work_of(frames, lanes, worker.config.index, worker.ahead)
-                for pid in [pid for pid, ops in work.items() if worker.inline(pid, ops) and not lanes.has(pid)]:
-                    turn = worker.run_inline(pid, work.pop(pid))
-                    lanes.finished_here(turn)
-                    if turn.left:
-                        work[pid] = turn.left
-                lanes.submit(work)
+                mine = {pid: work.pop(pid) for pid in [pid for pid, ops in work.items()
+                                                       if worker.inline(pid, ops) and not lanes.has(pid)]}
+                lanes.submit(work)  # first: the threads go on with theirs while this one runs its own
+                _run_inline(worker, outbox, lanes, mine)
                 if stop and not stopping:
                     stopping, stopped_at = True, time.monotonic()
         lanes.nudge()
@@ -544,6 +543,24 @@ def _serve(worker: Worker, inboxes: list[zmq.Socket[bytes]], outbox: zmq.Socket[
                 not worker.ahead.holding or time.monotonic() - stopped_at >= worker.ahead.patience)):
             # What is still held then is in the log, or void: evaluated again after a start.
             return
+
+
+def _run_inline(worker: Worker, outbox: zmq.Socket[bytes], lanes: Lanes, turns: dict[str, list[Op]]) -> None:
+    """Run each of ``turns`` on this, the main thread, handing what a turn leaves to the threads. What
+    they finish is committed and reported every _COMMIT_EVERY results, as the threads' own is: a pass
+    over many frames' worth of turns holds no result back until its end."""
+    finished = 0
+    for pid, ops in turns.items():
+        turn = worker.run_inline(pid, ops)
+        lanes.finished_here(turn)
+        if turn.left:
+            lanes.submit({pid: turn.left})
+        finished += len(turn.results)
+        if finished >= _COMMIT_EVERY:
+            finished = 0
+            ready = worker.ahead.settle(lanes.collect())
+            if ready:
+                _commit_and_report(worker, outbox, ready)
 
 
 _sends_nothing = operator.methodcaller("endswith", QUIET_END)
