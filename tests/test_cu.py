@@ -19,7 +19,7 @@ from actorao.cu import _checkpoint as checkpoints
 from actorao.cu._ahead import Ahead, AheadLogs, by_process
 from actorao.cu._lanes import Finished, Lanes, Op
 from actorao.cu._pool import _rebalanced, place_bounded
-from actorao.cu._process import HELD_FUEL
+from actorao.cu._process import HELD_FUEL, TURN_SECONDS
 from actorao.cu._worker import _MAX_QUEUED_PER_PROCESS, CATCH_UP, Worker, WorkerConfig, _work_of
 from actorao.mailbox import ASSIGN, pack
 from actorao.message import Message, Process, module_json, new_id, with_ao_tags
@@ -218,25 +218,36 @@ def test_a_turn_on_the_main_thread_hands_a_long_message_and_what_follows_to_a_th
     assert straight.digest() == process.instance.digest()
 
 
-def test_a_turn_on_the_main_thread_ends_when_its_messages_have_burnt_held_fuel_between_them(tmp_path: Path) -> None:
-    # each Loop is 30,000 turns: small enough to stay held, and a few dozen of them burn HELD_FUEL
-    wasm = bytes(wasmtime.wat2wasm(LONG_LOOP.replace("(i32.const 1000000)", "(i32.const 30000)")))
+class TickingClock:
+    """A compute clock that moves ``step`` seconds each time it is read: each message takes the same
+    compute, whatever the box's load."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_a_turn_on_the_main_thread_ends_when_its_messages_have_taken_their_share_of_compute(tmp_path: Path) -> None:
     store = Store(tmp_path)
-    pid, entries = populate(store, ["Inc"] + ["Loop"] * 120, wasm=wasm)
-    worker = Worker(config(tmp_path, checkpoint_every=1000), store, compute_clock=no_compute_time)
+    pid, entries = populate(store, ["Inc"] * 31, module="counter")
+    # the clock is read as a message starts and as it ends: each message takes 0.5 ms of TURN_SECONDS' 2 ms
+    worker = Worker(config(tmp_path, checkpoint_every=1000), store, compute_clock=TickingClock(TURN_SECONDS / 4))
     results = feed(worker, entries[:2])
-    turns = 0
+    sizes = []
     ops: list[Op] | None = [(ASSIGN, by_process([part for entry in entries[2:] for part in entry])[pid])]
     while ops:
         assert worker.inline(pid, ops)
         turn = worker.run_inline(pid, ops)
-        turns += 1
-        assert 0 < len(turn.results) < len(entries) - 2  # a share of the Loops, never all of them
+        sizes.append(len(turn.results))
         results += turn.results
         ops = turn.left
-    assert turns >= 2
+    assert sizes == [4] * 7 + [2]
     assert [key for key, _ in results] == [key for key, _ in entries]  # every slot once, in order
-    straight = Instance(compile_module(wasm), memory_limit=1 << 30)
+    assert [orjson.loads(result).get("Output") for _, result in results][-1] == "31"
+    straight = Instance(compile_module(examples.wasm("counter")), memory_limit=1 << 30)
     evaluator = Evaluator(10**9)
     assert [evaluator.evaluate(straight, body, worker.processes[pid].env)[0] for _, body in entries] == [
         r for _, r in results

@@ -37,13 +37,18 @@ _COST_RATIO = 20
 # wants it too; a long message lets it go, so a worker's other processes and its main thread go on.
 HELD_FUEL = 4_000_000
 _SMALL_FUEL = HELD_FUEL // 16
+# Compute a turn on the worker's main thread may take (``Worker.run_inline``) before a thread takes the
+# rest: about what one message of HELD_FUEL takes. The compute clock tells, as for checkpoints: host
+# time decides which thread runs a message, never what it gives. Reading the fuel each message used
+# would cost a call into wasmtime a message.
+TURN_SECONDS = 0.002
 
 
 class HandOff(Exception):
     """A turn on the worker's main thread (``HostedProcess.handing_off``) goes on on an evaluation thread
     from ``slot``: that message ran past the fuel it may burn held, and the main thread must not run it
-    released; or the turn's messages have burnt HELD_FUEL between them, and the main thread has its
-    sockets to serve. ``done`` is what this call evaluated before it, ``left`` the slots it took and did
+    released; or the turn's messages have taken TURN_SECONDS of compute between them, and the main thread
+    has its sockets to serve. ``done`` is what this call evaluated before it, ``left`` the slots it took and did
     not evaluate, from ``slot``; the inbox expects ``slot`` next again."""
 
     def __init__(self, slot: int) -> None:
@@ -109,7 +114,7 @@ class HostedProcess:
         # raises HandOff, and the instance (in an unknown state) is rolled back on the thread that takes
         # the rest of the turn, before anything reads it (``_settle``).
         self.handing_off = False
-        self.turn_fuel = 0  # what its held messages burnt in the main thread's turn (``Worker.run_inline``)
+        self.turn_seconds = 0.0  # compute its messages took in the main thread's turn (``Worker.run_inline``)
         self._rollback_before: int | None = None
 
     def _run(self, slot: int, message: bytes) -> tuple[bytes, bool]:
@@ -130,8 +135,6 @@ class HostedProcess:
                     raise HandOff(slot) from None
                 self._rollback(slot)
                 return self._run(slot, message)
-            if self.handing_off:
-                self.turn_fuel += self.instance.fuel_used
             return answer
         answer = self.evaluator.evaluate(self.instance, message, self.env)
         if not self._never_held and self.instance.fuel_used <= _SMALL_FUEL:
@@ -145,8 +148,8 @@ class HostedProcess:
             self._rollback(before)
 
     def turn_spent(self) -> bool:
-        """On the main thread, the turn's held messages have burnt their share: the rest goes on a thread."""
-        return self.handing_off and self.turn_fuel >= HELD_FUEL
+        """On the main thread, the turn's messages have taken their share: the rest goes on a thread."""
+        return self.handing_off and self.turn_seconds >= TURN_SECONDS
 
     def _fresh_instance(self) -> Instance:
         return Instance(self.compiled, memory_limit=self.limits.memory, fuel=self.limits.fuel)
@@ -234,7 +237,9 @@ class HostedProcess:
         if failed:
             self.failed.add(slot)
             self._rollback(slot)
-        self.compute_since_checkpoint += self._compute_clock() - started
+        took = self._compute_clock() - started
+        self.compute_since_checkpoint += took
+        self.turn_seconds += took  # read on the main thread only (``turn_spent``)
         # Failed slots count too: after a rollback the state is the state after ``slot`` (which
         # changed nothing), so a checkpoint here bounds the next rollback's replay.
         self.since_checkpoint += 1

@@ -12,8 +12,8 @@ thread has work of is run by the main thread itself (``Worker.run_inline``): han
 and taking it back costs lock rounds, an eventfd's write and read, and the GIL passed from thread to
 thread and back. Such a turn ends, and a thread takes the rest, as soon as a message runs past
 HELD_FUEL (a thread runs it again, released, from the state before it) or the turn's messages have
-burnt HELD_FUEL between them: the main thread is never away from its sockets for much longer than one
-held message.
+taken TURN_SECONDS of compute between them: the main thread is never away from its sockets for much
+longer than one held message.
 """
 
 from __future__ import annotations
@@ -310,7 +310,7 @@ class Worker:
         """``run`` on the main thread, for a turn ``inline`` allows: no hand-over to an evaluation
         thread and back. A message that runs past HELD_FUEL stops it, and the rest is ``left``."""
         process = self.processes[pid]
-        process.handing_off, process.turn_fuel = True, 0
+        process.handing_off, process.turn_seconds = True, 0.0
         try:
             return self.run(pid, ops)
         finally:
