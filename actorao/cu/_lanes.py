@@ -138,8 +138,8 @@ class Lanes:
             self._finished_results += len(finished.results)
 
     def has(self, pid: str) -> bool:
-        """``pid`` has work queued or running. Only ``submit`` adds work, so on the thread that submits
-        a False stays true until it submits ``pid``'s again."""
+        """``pid`` has work queued or running. Only ``submit`` adds work, so on the thread that submits,
+        a False holds until that thread submits work of ``pid``."""
         return pid in self._queued or pid in self._running
 
     def busy(self) -> bool:

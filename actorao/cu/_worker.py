@@ -308,7 +308,8 @@ class Worker:
 
     def run_inline(self, pid: str, ops: list[Op]) -> Finished:
         """``run`` on the main thread, for a turn ``inline`` allows: no hand-over to an evaluation
-        thread and back. A message that runs past HELD_FUEL stops it, and the rest is ``left``."""
+        thread and back. A message that runs past HELD_FUEL, or the turn's TURN_SECONDS of compute, ends
+        it there, and the rest is ``left``."""
         process = self.processes[pid]
         process.handing_off, process.turn_seconds = True, 0.0
         try:
