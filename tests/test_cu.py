@@ -19,7 +19,7 @@ from actorao.cu import _checkpoint as checkpoints
 from actorao.cu._ahead import Ahead, AheadLogs, by_process
 from actorao.cu._lanes import Finished, Lanes, Op
 from actorao.cu._pool import _rebalanced, place_bounded
-from actorao.cu._process import HELD_FUEL, TURN_SECONDS
+from actorao.cu._process import HELD_FUEL, TURN_SECONDS, HostedProcess
 from actorao.cu._worker import _MAX_QUEUED_PER_PROCESS, CATCH_UP, Worker, WorkerConfig, _work_of
 from actorao.mailbox import ASSIGN, pack
 from actorao.message import Message, Process, module_json, new_id, with_ao_tags
@@ -167,42 +167,55 @@ LONG_LOOP = examples.wat("trapper").replace(
 )
 
 
-def test_a_long_message_after_small_ones_runs_again_with_the_gil_let_go_and_gives_a_straight_runs_result(
-    tmp_path: Path,
-) -> None:
+def long_loop_worker(tmp_path: Path) -> tuple[Worker, str, list[tuple[bytes, bytes]], list[tuple[bytes, bytes]], bytes]:
+    """A worker whose LONG_LOOP process has taken its spawn and two small messages, so that it runs held:
+    the worker, the process, its whole log, the results so far, and the module."""
     store = Store(tmp_path)
     wasm = bytes(wasmtime.wat2wasm(LONG_LOOP))
     pid, entries = populate(store, ["Inc", "Inc", "Loop", "Inc", "Loop", "Get"], wasm=wasm)
     worker = Worker(config(tmp_path, checkpoint_every=1000), store, compute_clock=no_compute_time)
     results = feed(worker, entries[:3])
-    process = worker.hosted(pid)
-    assert process is not None
-    assert process.held == HELD_FUEL  # small messages: the next one runs with the GIL held
-    results += feed(worker, entries[3:])
-    assert process.held == 0  # the Loop burnt more than HELD_FUEL: never held again
-    outputs = [orjson.loads(result).get("Output") for _, result in results]
-    assert outputs == ["0", "1", "2", "3", "4", "5", "5"]
-    # the same log, evaluated straight, never held: the same results and the same memory
+    assert worker.processes[pid].held == HELD_FUEL  # small messages: the next one runs with the GIL held
+    return worker, pid, entries, results, wasm
+
+
+def assign_ops(pid: str, entries: list[tuple[bytes, bytes]]) -> list[Op]:
+    """A turn of ``pid``'s: the log ``entries`` as one ASSIGN."""
+    return [(ASSIGN, by_process([part for entry in entries for part in entry])[pid])]
+
+
+def assert_as_straight(wasm: bytes, entries: list[tuple[bytes, bytes]], process: HostedProcess,
+                       results: list[tuple[bytes, bytes]]) -> None:
+    """The same log, evaluated straight on one instance and never held, gives ``results`` and leaves the
+    process's memory."""
     straight = Instance(compile_module(wasm), memory_limit=1 << 30)
     evaluator = Evaluator(10**9)
     assert [evaluator.evaluate(straight, body, process.env)[0] for _, body in entries] == [r for _, r in results]
     assert straight.digest() == process.instance.digest()
 
 
+def test_a_long_message_after_small_ones_runs_again_with_the_gil_let_go_and_gives_a_straight_runs_result(
+    tmp_path: Path,
+) -> None:
+    worker, pid, entries, results, wasm = long_loop_worker(tmp_path)
+    results += feed(worker, entries[3:])
+    process = worker.processes[pid]
+    assert process.held == 0  # the Loop burnt more than HELD_FUEL: never held again
+    outputs = [orjson.loads(result).get("Output") for _, result in results]
+    assert outputs == ["0", "1", "2", "3", "4", "5", "5"]
+    assert_as_straight(wasm, entries, process, results)
+
+
 def test_a_turn_on_the_main_thread_hands_a_long_message_and_what_follows_to_a_thread_and_gives_a_straight_runs_result(
     tmp_path: Path,
 ) -> None:
-    store = Store(tmp_path)
-    wasm = bytes(wasmtime.wat2wasm(LONG_LOOP))
-    pid, entries = populate(store, ["Inc", "Inc", "Loop", "Inc", "Loop", "Get"], wasm=wasm)
-    worker = Worker(config(tmp_path, checkpoint_every=1000), store, compute_clock=no_compute_time)
-    results = feed(worker, entries[:3])
-    ops: list[Op] = [(ASSIGN, by_process([part for entry in entries[3:] for part in entry])[pid])]
+    worker, pid, entries, results, wasm = long_loop_worker(tmp_path)
+    ops = assign_ops(pid, entries[3:])
     assert worker.inline(pid, ops)  # small messages so far, assignments only: the main thread may run it
     turn = worker.run_inline(pid, ops)
     # the Loop (slot 3) ran past HELD_FUEL: nothing of it is kept, and it and all after it are left
     assert turn.results == []
-    assert turn.left == [(ASSIGN, by_process([part for entry in entries[3:] for part in entry])[pid])]
+    assert turn.left == assign_ops(pid, entries[3:])
     process = worker.processes[pid]
     assert not process.handing_off
     assert not worker.inline(pid, turn.left)  # never held again: a thread takes what is left
@@ -212,10 +225,7 @@ def test_a_turn_on_the_main_thread_hands_a_long_message_and_what_follows_to_a_th
     results += rest.results
     assert [key for key, _ in results] == [key for key, _ in entries]
     assert [orjson.loads(result).get("Output") for _, result in results] == ["0", "1", "2", "3", "4", "5", "5"]
-    straight = Instance(compile_module(wasm), memory_limit=1 << 30)
-    evaluator = Evaluator(10**9)
-    assert [evaluator.evaluate(straight, body, process.env)[0] for _, body in entries] == [r for _, r in results]
-    assert straight.digest() == process.instance.digest()
+    assert_as_straight(wasm, entries, process, results)
 
 
 class TickingClock:
@@ -237,7 +247,7 @@ def test_a_turn_on_the_main_thread_ends_when_its_messages_have_taken_their_share
     worker = Worker(config(tmp_path, checkpoint_every=1000), store, compute_clock=TickingClock(TURN_SECONDS / 4))
     results = feed(worker, entries[:2])
     sizes = []
-    ops: list[Op] | None = [(ASSIGN, by_process([part for entry in entries[2:] for part in entry])[pid])]
+    ops: list[Op] | None = assign_ops(pid, entries[2:])
     while ops:
         assert worker.inline(pid, ops)
         turn = worker.run_inline(pid, ops)
@@ -247,12 +257,7 @@ def test_a_turn_on_the_main_thread_ends_when_its_messages_have_taken_their_share
     assert sizes == [4] * 7 + [2]
     assert [key for key, _ in results] == [key for key, _ in entries]  # every slot once, in order
     assert [orjson.loads(result).get("Output") for _, result in results][-1] == "31"
-    straight = Instance(compile_module(examples.wasm("counter")), memory_limit=1 << 30)
-    evaluator = Evaluator(10**9)
-    assert [evaluator.evaluate(straight, body, worker.processes[pid].env)[0] for _, body in entries] == [
-        r for _, r in results
-    ]
-    assert straight.digest() == worker.processes[pid].instance.digest()
+    assert_as_straight(examples.wasm("counter"), entries, worker.processes[pid], results)
 
 
 @pytest.mark.parametrize(("checkpoint_every", "last_checkpoint"), [(1, 10), (5, 9), (4, 7)])
