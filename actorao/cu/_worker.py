@@ -537,9 +537,7 @@ def _serve(worker: Worker, inboxes: list[zmq.Socket[bytes]], outbox: zmq.Socket[
             forget = worker.ahead.check_logs()
             if forget:
                 lanes.submit({pid: [(FORGET, None)] for pid in forget})
-        ready = worker.ahead.settle(lanes.collect())  # what rests on durable assignments only
-        if ready:
-            _commit_and_report(worker, outbox, ready)
+        _commit_finished(worker, outbox, lanes)
         if _Lifecycle.terminate or (stopping and lanes.only_long_turns(_STOP_PATIENCE) and (
                 not worker.ahead.holding or time.monotonic() - stopped_at >= worker.ahead.patience)):
             # What is still held then is in the log, or void: evaluated again after a start.
@@ -559,9 +557,14 @@ def _run_inline(worker: Worker, outbox: zmq.Socket[bytes], lanes: Lanes, turns: 
         finished += len(turn.results)
         if finished >= _COMMIT_EVERY:
             finished = 0
-            ready = worker.ahead.settle(lanes.collect())
-            if ready:
-                _commit_and_report(worker, outbox, ready)
+            _commit_finished(worker, outbox, lanes)
+
+
+def _commit_finished(worker: Worker, outbox: zmq.Socket[bytes], lanes: Lanes) -> None:
+    """Commit and report what is finished and rests on durable assignments only."""
+    ready = worker.ahead.settle(lanes.collect())
+    if ready:
+        _commit_and_report(worker, outbox, ready)
 
 
 _sends_nothing = operator.methodcaller("endswith", QUIET_END)
