@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from actorao import InvalidMessage, Message, Node, examples
+from actorao import InvalidMessage, Message, Node, NodeConfig, examples
 from actorao.message import new_id, with_ao_tags
 from actorao.mu import outgoing_id, tick_id
 
@@ -126,28 +126,41 @@ def test_assign_gives_an_existing_message_a_slot_in_another_process_once(make_no
     assert [slot for slot, _ in node._logs.log_range(second, 0, 10)] == [0, 1]
 
 
+class HandClock:
+    """The node's wall clock, moved only by the test: cron's ticks fall due when it says, whatever the
+    box's load."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_cron_ticks_at_its_interval_and_a_restart_adds_no_duplicate(tmp_path: Path) -> None:
-    path = tmp_path / "node"
+    clock = HandClock(1_700_000_000.0)
 
-    def due_now(spawned_ms: int) -> int:
-        return (int(time.time() * 1000) - spawned_ms) // 1000
+    def ticks(node: Node, pid: str) -> list[dict[str, Any]]:
+        return [orjson.loads(body) for _, body in node._logs.log_range(pid, 1, 1 << 40)]
 
-    with Node(path, workers=1) as node:
+    config = NodeConfig(path=tmp_path / "node", workers=1, clock=clock)
+    with Node(config) as node:
         ticking = node.spawn(examples.wasm("counter"), {"Cron-Interval": "1-second", "Cron-Tag-Action": "Inc"})
-        spawned = int(orjson.loads(node._logs.log_range(ticking, 0, 0)[0][1])["Timestamp"])
-        time.sleep(3.3)
-        first, due = count(node, ticking), due_now(spawned)
-    assert due - 1 <= first <= due  # the ticks due so far, give or take the last one in flight
-    time.sleep(1.2)  # down for a tick or two: caught up at reopen
-    with Node(path, workers=1) as node:
-        time.sleep(1.5)
-        entries = [orjson.loads(body) for _, body in node._logs.log_range(ticking, 1, 1 << 40)]
-        due = due_now(spawned)
+        assert int(orjson.loads(node._logs.log_range(ticking, 0, 0)[0][1])["Timestamp"]) == 1_700_000_000_000
+        clock.now += 3.3  # ticks 1, 2 and 3 fall due
+        assert wait_for_count(node, ticking, 3) == 3
+        assert len(ticks(node, ticking)) == 3  # and no fourth: the clock has not moved on
+    clock.now += 1.2  # down for a tick: tick 4 falls due, and is caught up at reopen
+    with Node(config) as node:
+        assert wait_for_count(node, ticking, 4) == 4
+        clock.now += 1.5  # ticks 5 and 6
+        assert wait_for_count(node, ticking, 6) == 6
+        entries = ticks(node, ticking)
     ids = [entry["Id"] for entry in entries]
-    assert len(ids) == len(set(ids)), "a tick was assigned twice"
+    assert ids == [tick_id(ticking, number) for number in range(1, 7)]  # in order, none skipped, none twice
     assert all(entry["Cron"] is True for entry in entries)
-    assert due - 1 <= len(entries) <= due
-    assert ids == [tick_id(ticking, number) for number in range(1, len(entries) + 1)]  # in order, none skipped
+    assert [int(entry["Timestamp"]) for entry in entries] == [1_700_000_003_300] * 3 + [1_700_000_004_500] + [
+        1_700_000_006_000] * 2  # each stamped when the node's clock said it was assigned
 
 
 def test_a_bad_cron_interval_is_refused_at_spawn(make_node: MakeNode) -> None:
