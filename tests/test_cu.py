@@ -409,6 +409,20 @@ def test_a_message_that_never_ends_holds_up_only_its_own_process(tmp_path: Path)
         assert counts == [str(count) for count in range(1, 21)]
 
 
+def test_a_worker_hands_a_long_message_from_its_main_thread_to_a_thread_and_replays_to_the_same_state(
+    tmp_path: Path,
+) -> None:
+    with Node(tmp_path / "node", workers=1, schedulers=1) as node:
+        pid = node.spawn(bytes(wasmtime.wat2wasm(LONG_LOOP)))
+        # small messages, one by one: from the second the process runs held, its turns on the main thread
+        assert [node.result(node.send(pid, {"Action": "Inc"}), timeout=60).output for _ in range(2)] == ["1", "2"]
+        # in one batch: the Loop runs past HELD_FUEL on the main thread, and a thread takes it and the rest
+        acks = node.send_many([(pid, {"Action": action}, "") for action in ("Loop", "Inc", "Loop", "Get")])
+        assert [result.output for result in node.results(acks, timeout=120)] == ["3", "4", "5", "5"]
+        report = node.verify(pid, timeout=120)  # a fresh replay of the log: the same results and memory
+        assert report.ok, report
+
+
 def test_a_waiter_takes_stored_results_from_the_store_and_waits_only_for_the_rest(tmp_path: Path) -> None:
     from actorao.cu._rendezvous import Rendezvous
 
