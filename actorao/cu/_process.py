@@ -51,11 +51,11 @@ class HandOff(Exception):
     has its sockets to serve. ``done`` is what this call evaluated before it, ``left`` the slots it took and did
     not evaluate, from ``slot``; the inbox expects ``slot`` next again."""
 
-    def __init__(self, slot: int) -> None:
+    def __init__(self, slot: int, done: list[tuple[int, bytes]], left: list[tuple[int, bytes]]) -> None:
         super().__init__(f"the turn goes on on an evaluation thread from slot {slot}")
         self.slot = slot
-        self.done: list[tuple[int, bytes]] = []
-        self.left: list[tuple[int, bytes]] = []
+        self.done = done
+        self.left = left
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +130,8 @@ class HostedProcess:
                 answer = self.evaluator.evaluate(self.instance, message, self.env, self.held)
             except HeldTooLong:
                 self.held, self._never_held = 0, True
-                if self.handing_off:
-                    self._rollback_before = slot
-                    raise HandOff(slot) from None
+                if self.handing_off:  # _evaluate_all says what is left, and from which state to go on
+                    raise HandOff(slot, [], []) from None
                 self._rollback(slot)
                 return self._run(slot, message)
             return answer
@@ -216,11 +215,9 @@ class HostedProcess:
     def _evaluate_all(self, ready: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
         done: list[tuple[int, bytes]] = []
         for index, (slot, body) in enumerate(ready):
-            if index and self.turn_spent():
+            if self.turn_spent():  # never before the turn's first message: it has taken no compute yet
                 self.inbox.next_slot = slot
-                handed = HandOff(slot)
-                handed.done, handed.left = done, ready[index:]
-                raise handed
+                raise HandOff(slot, done, ready[index:])
             try:
                 done.append((slot, self._evaluate(slot, body)))
             except HandOff as exc:

@@ -188,10 +188,6 @@ class Worker:
         for index, (slot, message) in enumerate(entries):
             process = self.processes.get(pid)
             if process is not None:  # the hot path: a loaded process takes its next slot
-                if index and process.turn_spent():
-                    handed = HandOff(slot)
-                    handed.left = list(entries[index:])
-                    raise handed
                 try:
                     for ready, result in process.deliver(slot, message):
                         out.append((log_key(pid, ready), result))
