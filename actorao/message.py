@@ -538,12 +538,15 @@ class Result:
     @classmethod
     def from_json(cls, raw: bytes | str) -> Result:
         doc = orjson.loads(raw)
+        get = doc.get
+        # Most results send nothing: their empty lists need no tuple built
+        messages, spawns, assignments = get("Messages"), get("Spawns"), get("Assignments")
         return _result(
-            doc.get("Output", ""),
-            tuple(doc.get("Messages", ())),
-            tuple(doc.get("Spawns", ())),
-            tuple(doc.get("Assignments", ())),
-            doc.get("Error"),
+            get("Output", ""),
+            tuple(messages) if messages else (),
+            tuple(spawns) if spawns else (),
+            tuple(assignments) if assignments else (),
+            get("Error"),
         )
 
     def raise_for_error(self) -> Result:

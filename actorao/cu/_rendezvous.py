@@ -74,7 +74,10 @@ class Rendezvous:
 
     def wait(self, keys: list[bytes], timeout: float) -> list[bytes]:
         """The results at ``keys``, in order, waiting up to ``timeout`` seconds for all of them."""
-        waiter = self._register(keys, None)
+        stored = self._store.results_at(keys)
+        if len(stored) == len(keys):  # all in (a stream's, asked for once it is done): no waiter at all
+            return [value for _, value in stored]
+        waiter = self._register(keys, None, stored)
         if not waiter.done.wait(timeout):
             self._forget(waiter)
             raise Timeout(f"{waiter.remaining} of {len(waiter.values)} results still missing after {timeout} s")
@@ -94,12 +97,15 @@ class Rendezvous:
         for waiter in {id(w): w for waiters in waiting.values() for w in waiters}.values():
             waiter.fail(error)
 
-    def _register(self, keys: list[bytes], future: Future[Result] | None) -> _Waiter:
-        """A waiter for ``keys``: what is stored already is taken from the store, unregistered (a
-        stream's results are mostly in by the time they are asked for); the rest is registered,
-        then looked for once more, for a result that arrived in between."""
+    def _register(
+        self, keys: list[bytes], future: Future[Result] | None, stored: list[tuple[bytes, bytes]] | None = None,
+    ) -> _Waiter:
+        """A waiter for ``keys``: what is stored already (``stored``, when the caller has read it) is
+        taken from the store, unregistered (a stream's results are mostly in by the time they are
+        asked for); the rest is registered, then looked for once more, for a result that arrived in
+        between."""
         waiter = _Waiter(keys, future)
-        for key, value in self._store.results_at(list(waiter.values)):
+        for key, value in self._store.results_at(list(waiter.values)) if stored is None else stored:
             waiter.deliver(key, value)  # nobody else can reach it yet: no lock
         if not waiter.remaining:
             return waiter
