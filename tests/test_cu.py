@@ -13,7 +13,7 @@ import orjson
 import pytest
 import wasmtime
 
-from actorao import Node, examples
+from actorao import Node, Timeout, examples
 from actorao.cu import Limits, place
 from actorao.cu import _checkpoint as checkpoints
 from actorao.cu._ahead import Ahead, AheadLogs, by_process
@@ -447,4 +447,11 @@ def test_a_waiter_takes_stored_results_from_the_store_and_waits_only_for_the_res
     assert rendezvous._waiting == {}
     future = rendezvous.future(keys[2])  # all stored: done at once, nothing registered
     assert future.get(timeout=0).output == "2" and rendezvous._waiting == {}
+    # every key stored, one of them twice: read in the keys' order, nothing registered
+    assert rendezvous.wait([keys[2], keys[2], keys[0]], 0.001) == [b'{"Output":"2"}', b'{"Output":"2"}',
+                                                                     b'{"Output":"0"}']
+    assert rendezvous._waiting == {}
+    with pytest.raises(Timeout):  # one not stored, and it never arrives
+        rendezvous.wait([keys[0], log_key(pid, 9)], 0.01)
+    assert rendezvous._waiting == {}
     store.close()
