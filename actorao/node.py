@@ -545,11 +545,8 @@ class Node:
 
     def results(self, messages: Sequence[str | Ack], timeout: float | None = None) -> list[Result]:
         """The Results of many messages, in order, with one wait for all of them."""
-        result_key = self.result_key
-        raw = self.raw_results([log_key(message.process, message.slot) if type(message) is Ack else
-                                result_key(message) for message in messages], timeout)
-        from_json = Result.from_json
-        return [from_json(value) for value in raw]
+        raw = self.raw_results([self.result_key(message) for message in messages], timeout)
+        return [Result.from_json(value) for value in raw]
 
     def raw_results(self, keys: list[bytes], timeout: float | None = None) -> list[bytes]:
         """The results at these result keys as the JSON the modules produced, waiting for them."""
