@@ -4,10 +4,11 @@ box. Prints one JSON line per run, then each side's median and each round's rati
 
 Issue 11 asks for the busiest process's CPU per noop message to be 4 times lower than on 13af94f's design,
 where the node process did the serial work of every message. The stream is the bench's shape: 100
-``noop`` processes, 2 workers, batches of 1,000 with 4 in flight, every result awaited. It runs on
-13af94f's API (``Node(path, workers=...)``) and on today's (``NodeConfig``).
+``noop`` processes, 2 workers (``--workers``, on both sides), batches of 1,000 with 4 in flight, every
+result awaited. It runs on 13af94f's API (``Node(path, workers=...)``) and on today's (``NodeConfig``),
+where ``--schedulers`` sets this checkout's scheduler shards (13af94f has none: its node process schedules).
 
-    python bench/busiest.py [--baseline CHECKOUT] [--rounds 3] [--messages 40000]
+    python bench/busiest.py [--baseline CHECKOUT] [--rounds 3] [--messages 40000] [--workers 2] [--schedulers S]
 
 A checkout's interpreter is its .venv/bin/python.
 """
@@ -53,19 +54,19 @@ def _children() -> list[int]:
     return found
 
 
-def _open_node(path: Path) -> Any:
+def _open_node(path: Path, workers: int, schedulers: int | None) -> Any:
     import actorao
 
     if hasattr(actorao, "NodeConfig"):
-        return actorao.Node(actorao.NodeConfig(path=path, workers=2))
-    return actorao.Node(path, workers=2)  # 13af94f
+        return actorao.Node(actorao.NodeConfig(path=path, workers=workers, schedulers=schedulers))
+    return actorao.Node(path, workers=workers)  # 13af94f
 
 
-def measure(messages: int) -> dict[str, Any]:
+def measure(messages: int, workers: int = 2, schedulers: int | None = None) -> dict[str, Any]:
     """Each OS process's CPU µs per message over a stream of ``messages``, in this interpreter's actorao."""
     from actorao import examples
 
-    with tempfile.TemporaryDirectory() as folder, _open_node(Path(folder) / "node") as node:
+    with tempfile.TemporaryDirectory() as folder, _open_node(Path(folder) / "node", workers, schedulers) as node:
         pids = [node.spawn(examples.wasm("noop")) for _ in range(PROCESSES)]
         node.results(node.send_many([(pid, {"Action": "x"}, "") for pid in pids]), timeout=120)
         children = _children()
@@ -89,10 +90,12 @@ def measure(messages: int) -> dict[str, Any]:
             "busiest": "caller" if busiest == "caller" else "a child", "per": {k: round(v, 1) for k, v in per.items()}}
 
 
-def _run(checkout: Path, messages: int) -> dict[str, Any]:
+def _run(checkout: Path, messages: int, workers: int, schedulers: int | None) -> dict[str, Any]:
     # Run as a file from the checkout's folder: its interpreter imports its own actorao.
+    shards = ["--schedulers", str(schedulers)] if schedulers else []
     out = subprocess.run([str(checkout / ".venv" / "bin" / "python"), str(Path(__file__).resolve()), "--one",
-                          "--messages", str(messages)], cwd=checkout, check=True, capture_output=True, text=True).stdout
+                          "--messages", str(messages), "--workers", str(workers), *shards],
+                         cwd=checkout, check=True, capture_output=True, text=True).stdout
     found: dict[str, Any] = orjson.loads(out.strip().splitlines()[-1])
     return found
 
@@ -102,16 +105,18 @@ def main() -> int:
     parser.add_argument("--baseline", type=Path, help="another checkout, with its own .venv")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--messages", type=int, default=40_000)
+    parser.add_argument("--workers", type=int, default=2, help="workers of each side's node")
+    parser.add_argument("--schedulers", type=int, help="scheduler shards of this checkout's node (default: its own)")
     parser.add_argument("--one", action="store_true", help="measure once here, print one JSON line")
     args = parser.parse_args()
     if args.one:
-        print(orjson.dumps(measure(args.messages)).decode(), flush=True)
+        print(orjson.dumps(measure(args.messages, args.workers, args.schedulers)).decode(), flush=True)
         return 0
     sides = {"this": HERE} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
     busiest: dict[str, list[float]] = {name: [] for name in sides}
     for round_ in range(args.rounds):
         for name, checkout in (sides.items() if round_ % 2 == 0 else reversed(sides.items())):
-            run = _run(checkout, args.messages)
+            run = _run(checkout, args.messages, args.workers, args.schedulers if name == "this" else None)
             busiest[name].append(run["busiest_us"])
             print(orjson.dumps({"round": round_, "side": name, **run}).decode(), flush=True)
     summary: dict[str, Any] = {"busiest_us_median": {name: statistics.median(found) for name, found in busiest.items()}}

@@ -57,7 +57,10 @@ def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
         "compute speed-up, 1 -> 2 workers", "compute: actorao / Ray actors",
         "compute: actorao / Ray actors, a call per message", "noop: actorao / in-process ceiling",
         "counter: 10,000 processes / 100", "aos Eval: our VM / ao's loader, UNSAFE_MEMORY",
-        "aos handler: our VM / ao's loader, UNSAFE_MEMORY"]
+        "aos handler: our VM / ao's loader, UNSAFE_MEMORY", "noop: projected ceiling"]
+    [ceiling] = [t for t in doc["summary"]["targets"] if t["target"] == "noop: projected ceiling"]
+    noop = [case for case in doc["cases"] if case["workload"] == "noop"]
+    assert ceiling["measured"] == max(case["projected_ceiling"] for case in noop) > 0 and ceiling["shards"] >= 1
     # ao's loader beside our VM on aos when Node and the loader are here; a reason in the report when not
     loader = doc["aos_loader"]
     if ao_loader.unavailable() is None:
@@ -110,3 +113,26 @@ def test_counter_on_10000_processes_is_a_target_against_100_at_the_same_workers_
     assert (target["measured"], target["workers"], target["goal"], target["met"]) == (0.6, 2, 0.8, False)
     [none] = [t for t in summarize(cases[:1], [])["targets"] if t["target"] == "counter: 10,000 processes / 100"]
     assert none["measured"] is None and none["met"] is None
+
+
+def test_the_projected_ceiling_target_is_the_best_noop_case_with_its_workers_and_shards() -> None:
+    from actorao.bench._report import summarize, target_figures
+
+    def case(workload: str, workers: int, shards: int, ceiling: float) -> dict[str, object]:
+        per = {"caller": 5.0} | {f"su-{i}": 8.0 for i in range(shards)} | {f"worker-{i}": 9.0 for i in range(workers)}
+        return {"workload": workload, "processes": 100, "workers": workers, "size": 0, "throughput": 1.0,
+                "cpu_us_per_message": per, "projected_ceiling": ceiling}
+
+    cases = [case("noop", 2, 1, 66_000.0), case("noop", 4, 2, 105_000.0), case("counter", 6, 3, 150_000.0)]
+    [target] = [t for t in summarize(cases, [])["targets"] if t["target"] == "noop: projected ceiling"]
+    # the counter case's higher ceiling is not noop's
+    assert (target["measured"], target["workers"], target["shards"], target["met"]) == (105_000.0, 4, 2, True)
+    assert target_figures(target) == ("105,000 msgs/s (4 workers, 2 shards)", ">= 100,000 msgs/s")
+    assert target_figures(target, compact=True) == ("105,000 msgs/s at 4 w, 2 s", ">= 100,000 msgs/s")
+    [low] = [t for t in summarize(cases[:1], [])["targets"] if t["target"] == "noop: projected ceiling"]
+    assert (low["measured"], low["shards"], low["met"]) == (66_000.0, 1, False)
+    assert target_figures(low)[0] == "66,000 msgs/s (2 workers, 1 shard)"
+    [none] = [t for t in summarize(cases[2:], [])["targets"] if t["target"] == "noop: projected ceiling"]
+    assert none["measured"] is None and target_figures(none) == ("not measured", ">= 100,000 msgs/s")
+    [ratio] = [t for t in summarize([], [])["targets"] if t["target"] == "counter: 10,000 processes / 100"]
+    assert target_figures(ratio) == ("not measured", ">= 0.8x")

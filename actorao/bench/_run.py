@@ -19,7 +19,7 @@ from actorao.bench import _ao_loader as ao_loader
 from actorao.bench import _baselines as baselines
 from actorao.bench import _llm as llm
 from actorao.bench._driver import CEILING_RUNS, Case, CaseResult, run_baselines, run_case, run_sweep
-from actorao.bench._report import write
+from actorao.bench._report import target_figures, write
 from actorao.bench._workloads import WORKLOADS, aos_module_path
 
 BASELINE_WORKLOADS = ("noop", "compute")  # the runtime's overhead, and real work per message
@@ -317,9 +317,8 @@ def main(args: argparse.Namespace, argv: Sequence[str] | None = None, echo: Call
     command = "actorao " + " ".join(argv if argv is not None else sys.argv[1:])
     out, doc = run(plan, Path(args.out), command)
     for target in doc["summary"]["targets"]:
-        measured = "not measured" if target["measured"] is None else (
-            f"{target['measured']:.2f}x at {target['workers']} w")
-        echo(f"{target['target']:<52} {measured:>16}   (goal >= {target['goal']}x)")
+        measured, goal = target_figures(target, compact=True)
+        echo(f"{target['target']:<52} {measured:>16}   (goal {goal})")
     row = doc.get("llm")
     if row is not None:
         wao = "WAO not run" if row["wao"] is None else (
