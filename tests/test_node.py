@@ -608,18 +608,24 @@ def test_scaling_from_one_worker_to_three_and_back_under_a_stream_loses_and_repe
         except BaseException as exc:
             errors.append(exc)
 
+    def streamed(more: int) -> None:  # each step comes while the stream goes on: waited for, not slept on
+        target = len(acks) + more
+        deadline = time.monotonic() + 120
+        while len(acks) < target and not errors and sender.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     sender = threading.Thread(target=stream)
     sender.start()
     try:
-        time.sleep(0.2)
+        streamed(300)
         node.scale(3)
         assert [child["id"] for child in node.tree()["children"][0]["children"]] == [
             "worker-0", "worker-1", "worker-2"]
         moved = [pid for pid in pids if node._pool.worker_of(pid) == 1]
-        time.sleep(0.2)
+        streamed(300)
         node.scale(1)  # two workers leave at once
         assert [child["id"] for child in node.tree()["children"][0]["children"]] == ["worker-0"]
-        time.sleep(0.1)
+        streamed(450)
     finally:
         stop.set()
         sender.join(60)
