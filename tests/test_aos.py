@@ -266,7 +266,7 @@ def test_aos_processes_on_one_node_talk_to_each_other_out_of_the_box(aos: tuple[
         end)
     """).ok
     assert evaluate(node, sender, f"Send({{ Target = '{receiver}', Action = 'Hi' }})").ok
-    for _ in range(200):  # the messenger carries it over; the node is the receiver's Authority
+    for _ in range(1200):  # the messenger carries it over; the node is the receiver's Authority
         answer = evaluate(node, receiver, "return greeted_by or 'nobody'")
         if answer.output["data"].splitlines()[-1] != "nobody":
             break
@@ -287,7 +287,7 @@ def test_a_spawn_tree_three_levels_deep_gives_every_parent_its_spawned_notice(ao
             spawning = evaluate(node, family[-2], ask)
         assert spawning.ok, spawning.error
         child = None
-        for _ in range(200):  # the messenger spawns it and tells the parent
+        for _ in range(1200):  # the messenger spawns it and tells the parent
             notices = [orjson.loads(body) for _, body in node._logs.log_range(family[-1], 1, 1 << 40)]
             spawned = [entry for entry in notices if {"name": "Action", "value": "Spawned"} in entry["Tags"]]
             if spawned:
@@ -324,14 +324,14 @@ def test_pushing_is_bounded_and_nothing_is_dropped(build: str, tmp_path: Path) -
         def count() -> str:
             """The receiver's count, asking again while the node is overloaded: with a queue of 4,
             the messenger's pushes can fill it, and then a send is refused, as it should be."""
-            for _ in range(200):
+            for _ in range(1200):
                 try:
                     return str(evaluate(node, receiver, "return got").output["data"].splitlines()[-1])
                 except Overloaded:
                     time.sleep(0.05)
             raise AssertionError("the node stayed overloaded")
 
-        for _ in range(200):  # a queue of 4 and a backlog of 3: the twelve arrive, a few at a time
+        for _ in range(1200):  # a queue of 4 and a backlog of 3: the twelve arrive, a few at a time
             if count() == "12":
                 break
             time.sleep(0.05)

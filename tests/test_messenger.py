@@ -55,10 +55,8 @@ def test_a_pushed_message_is_from_its_process_with_ao_tags_and_a_deterministic_i
     sender, echo = node.spawn(examples.wasm("pingpong")), node.spawn(examples.wasm("echo"))
     start = node.send(sender, {"Action": "Start"}, echo)
     expected_id = outgoing_id(sender, start.slot, 0)
-    for _ in range(500):  # until the messenger has pushed it and the SU has assigned it
-        if node._logs.assignment_of(expected_id) is not None:
-            break
-        time.sleep(0.01)
+    # until the messenger has pushed it and the SU has assigned it
+    assert wait_until(lambda: node._logs.assignment_of(expected_id) is not None)
     seen = node.result(expected_id, timeout=30).output
     assert seen["From"] == sender and seen["Owner"] == node.identity
     tags = {tag["name"]: tag["value"] for tag in seen["Tags"]}
@@ -86,10 +84,7 @@ def test_a_message_to_an_unknown_target_is_kept_and_listed(make_node: MakeNode) 
     nowhere = new_id(b"nowhere")
     start = node.send(sender, {"Action": "Start"}, nowhere)
     node.result(start)
-    for _ in range(100):
-        if node.undelivered():
-            break
-        time.sleep(0.02)
+    assert wait_until(lambda: bool(node.undelivered()))
     [kept] = node.undelivered()
     assert kept["Id"] == outgoing_id(sender, start.slot, 0) and kept["From-Process"] == sender
     assert kept["Message"]["Target"] == nowhere and "no process" in kept["Reason"]
