@@ -455,7 +455,7 @@ def test_kill_9_of_the_node_takes_its_workers_and_loses_nothing_acknowledged(tmp
         told = orjson.loads(child.stdout.readline())
         child.kill()
         child.wait(10)
-        for _ in range(500):
+        for _ in range(3000):
             if all(_gone(worker) for worker in told["workers"]):
                 break
             time.sleep(0.01)

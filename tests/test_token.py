@@ -58,7 +58,7 @@ def run(path: Path, kill_midway: bool) -> tuple[dict[str, int], list[int], int]:
             time.sleep(0.05)
         balances = {w: int(node.dry_run(token, {"Action": "Balance", "Account": w}).output) for w in wallets}
         total = int(node.dry_run(token, {"Action": "Total"}).output)
-        for _ in range(200):  # and every wallet has its notices
+        for _ in range(1200):  # and every wallet has its notices
             notices = [sum(map(int, node.dry_run(w, {"Action": "Count"}).output.split()[:2])) for w in wallets]
             if sum(notices) == 2 * TRANSFERS:
                 break
