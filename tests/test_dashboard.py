@@ -295,8 +295,12 @@ def test_the_dashboard_in_a_real_browser(tmp_path: Path) -> None:
             stop.set()
             sender.join(120)
             # Quiet: the page comes to say what /actorao/status says.
+            # Every send above waited for its results; a result can be read once its worker commits it,
+            # a moment before the worker's report counts it.
+            wait_for(lambda: (lambda s: s["evaluated"] == s["assigned"])(call(server.url + "/actorao/status").json()),
+                     "every result to be counted")
             status = call(server.url + "/actorao/status").json()
-            assert status["evaluated"] == status["assigned"]  # every send above waited for its results
+            assert status["evaluated"] == status["assigned"]
             browser.wait_until(
                 f"document.getElementById('stat-assigned').textContent === '{status['assigned']}' && "
                 f"document.getElementById('stat-evaluated').textContent === '{status['evaluated']}' && "
