@@ -61,6 +61,10 @@ class NodeConfig:
     map_size: int = DEFAULT_MAP_SIZE
     max_map_size: int = DEFAULT_MAX_MAP_SIZE  # the most each LMDB environment may grow to
     restart_intensity: tuple[int, float] = (10, 5.0)  # worker restarts allowed per that many seconds
+    # How the node, its shards and its workers reach each other: "ipc" (this machine), or "tcp", bound
+    # at transport_host, encrypted and authenticated with the cluster key (``<path>/cluster.key``).
+    transport: str = "ipc"
+    transport_host: str = "127.0.0.1"
     cron_catch_up: int = DEFAULT_CATCH_UP
     max_backlog: int = DEFAULT_MAX_BACKLOG
     # A result over any of these is an Error result (rolled back, nothing sent). They are part of how
@@ -115,6 +119,8 @@ class NodeConfig:
             if getattr(self, name) > getattr(self, ceiling):
                 raise InvalidMessage(name, f"{getattr(self, name)} is over {ceiling} ({getattr(self, ceiling)}); "
                                      f"raise {ceiling} too")
+        if self.transport not in ("ipc", "tcp"):
+            raise InvalidMessage("transport", f"must be ipc or tcp, got {self.transport!r}")
         if self.cron_catch_up < 0:
             raise InvalidMessage("cron_catch_up", f"must not be negative, got {self.cron_catch_up}")
         if not 0 < self.port < 65536:
@@ -181,5 +187,5 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "host": str, "port": int, "verify": _bool, "max_body": int,
     "result_wait": float, "public_url": str, "max_buffered_bodies": int, "header_timeout": float,
     "body_timeout": float, "state_reads": int, "state_bytes_per_second": int,
-    "admin_token": str, "freeze_gc": _bool,
+    "admin_token": str, "freeze_gc": _bool, "transport": str, "transport_host": str,
 }

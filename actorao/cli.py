@@ -85,7 +85,7 @@ def _env(name: str, default: str | None) -> str | None:
 def _node_config(args: argparse.Namespace) -> NodeConfig:
     """The node's settings: its defaults, then ACTORAO_* variables, then the flags given."""
     flags = ("path", "workers", "schedulers", "host", "port", "verify", "max_body", "public_url",
-             "admin_token")
+             "admin_token", "transport")
     return NodeConfig.from_env(**{name: getattr(args, name, None) for name in flags})
 
 
@@ -293,6 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          help="CU worker processes (env ACTORAO_WORKERS; default: one per core)")
         sub.add_argument("--schedulers", type=int, default=None,
                          help="scheduler shard processes (env ACTORAO_SCHEDULERS; default: one per 4 cores)")
+        sub.add_argument("--transport", choices=("ipc", "tcp"), default=None,
+                         help="how the node reaches its workers: ipc, or tcp with CURVE and the cluster key "
+                              "in the data folder (env ACTORAO_TRANSPORT; default: ipc)")
 
     run_demo = commands.add_parser("demo", help="run the counter demo workload on a node")
     data_path(run_demo)

@@ -42,7 +42,7 @@ from actorao.cu import (
     verify_process,
     worker_entries,
 )
-from actorao.mailbox import runtime_dir
+from actorao.mailbox import KEY_FILE, Transport, runtime_dir
 from actorao.message import Message, Result, TagsLike, new_id
 from actorao.mu import Cron, Entrance, Messenger
 from actorao.persist import ShardLogs, Store, existing_shards, log_key
@@ -75,6 +75,14 @@ class Node:
         self.path = config.path
         self.workers = config.worker_count
         self._closed = False
+        self._transport = Transport(config.transport, config.transport_host,
+                                    str(self.path / KEY_FILE) if config.transport == "tcp" else "")
+        if self._transport.tcp:  # made on the first start; checked before anything opens
+            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self._transport.key  # noqa: B018
+            except ValueError as exc:
+                raise InvalidMessage("cluster key", str(exc)) from exc
         self._frozen = False  # whether this node froze the garbage collector's objects (actorao/_gc.py)
         self._close_lock = threading.Lock()
         self._lock_file = _lock_data_path(self.path)
@@ -115,6 +123,7 @@ class Node:
             on_worker_restart=self._worker_restarted,
             restart_intensity=config.restart_intensity,
             max_map_size=config.max_map_size,
+            transport=self._transport,
         )
         # The shards push each commit's assignments straight to the workers, where the pool places them.
         self._schedulers.placement = self._pool.placement_of
@@ -161,7 +170,7 @@ class Node:
     def _start_shard(self, index: int) -> OSProcess:
         config = ShardConfig(index, str(self.path), str(self._runtime), self.identity,
                              self._schedulers.addresses[index], self.config.map_size, self.config.max_pending,
-                             os.getpid(), self.config.max_map_size)
+                             os.getpid(), self.config.max_map_size, self._transport.kind, self._transport.key_path)
         return OSProcess.python_module("actorao.su", config.to_json(), heartbeat=True)
 
     def _child_restarted(self, child_id: str) -> None:

@@ -25,6 +25,16 @@ def test_demo_runs_and_checks_every_counter(tmp_path: Path) -> None:
     assert again.returncode == 0 and "5 processes already there" in again.stdout
 
 
+def test_the_demo_runs_on_tcp_with_a_cluster_key_in_the_data_folder(tmp_path: Path) -> None:
+    done = actorao("demo", "--path", str(tmp_path / "node"), "--processes", "3", "--messages", "150",
+                   "--workers", "2", "--schedulers", "2", "--transport", "tcp")
+    assert done.returncode == 0, done.stderr
+    assert "check: every one of the 3 counters holds exactly what it was sent" in done.stdout
+    assert set(orjson.loads((tmp_path / "node" / "cluster.key").read_bytes())) == {"public", "secret"}
+    wrong = actorao("demo", "--path", str(tmp_path / "other"), "--transport", "udp")
+    assert wrong.returncode == 2 and "--transport: invalid choice: 'udp'" in wrong.stderr
+
+
 def test_tree_prints_the_live_supervision_tree(tmp_path: Path) -> None:
     done = actorao("tree", "--path", str(tmp_path / "node"), "--workers", "2", "--schedulers", "2")
     assert done.returncode == 0, done.stderr

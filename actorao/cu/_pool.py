@@ -39,7 +39,10 @@ from actorao.mailbox import (
     RESULTS,
     STOP,
     WAKE,
+    Guard,
     Outlet,
+    Transport,
+    bound_address,
     listen,
     open_socket,
     results_address,
@@ -50,6 +53,8 @@ from actorao.persist import split_key
 from actorao.supervisor import ChildSpec, OSProcess, Supervisor, SupervisorChild
 
 log = logging.getLogger(__name__)
+
+IPC = Transport()
 
 # A RESULTS frame's items (log key, result JSON, alternating), and for a frame of results that send
 # nothing (QUIET_RESULTS), the last log key of each of its processes, joined; otherwise None.
@@ -63,6 +68,8 @@ class Holds(Protocol):
     def hold(self, pids: list[str], timeout: float) -> None: ...
 
     def unhold(self, placements: dict[str, int], workers: int, timeout: float) -> None: ...
+
+    def feeds(self, addresses: dict[int, tuple[str, int]]) -> None: ...
 _POLL_MS = 50
 _STOP_GRACE = 30.0
 _ASK_AGAIN = 1.0  # seconds before a read-only question is asked again
@@ -153,6 +160,7 @@ class WorkerPool:
         on_tick: Callable[[], object] | None = None,
         restart_intensity: tuple[int, float] = (10, 5.0),
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
+        transport: Transport = IPC,
     ) -> None:
         self.data_path = data_path
         self.runtime = runtime
@@ -165,12 +173,17 @@ class WorkerPool:
         self._known_processes = known_processes
         self._on_worker_restart = on_worker_restart
         self._on_tick = on_tick
+        self.transport = transport
+        self._key = transport.key
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self._outlets = [
-            Outlet(open_socket(self._context, zmq.PUSH, worker_address(runtime, index), bind=True))
-            for index in range(workers)
-        ]
-        self._results = open_socket(self._context, zmq.PULL, results_address(runtime), bind=True)
+        self._guard = Guard(self._context, self._key) if self._key is not None else None
+        self.inbox_addresses: list[str] = []  # where each worker takes the node's frames
+        self._outlets = [self._bind_outlet(index) for index in range(workers)]
+        self._results = open_socket(self._context, zmq.PULL, self._address(results_address(runtime)), bind=True,
+                                    curve=self._key)
+        self.results_address = bound_address(self._results)
+        # Where each worker takes the shards' pushes, as it said when it started, and its pid then.
+        self.feed_addresses: dict[int, tuple[str, int]] = {}
         self._placement: dict[str, int] = {}
         self._loads = [0] * workers  # processes placed on each worker
         self._behind: list[set[str]] = [set() for _ in range(workers)]  # to WAKE: pushes dropped, moves
@@ -189,6 +202,20 @@ class WorkerPool:
         self._listener = threading.Thread(target=self._listen, name="cu-results", daemon=True)
         self._listener.start()
 
+    def _address(self, ipc: str) -> str:
+        return self.transport.any_port() if self.transport.tcp else ipc
+
+    def _bind_outlet(self, index: int) -> Outlet:
+        """The node's PUSH to worker ``index``, bound where that worker connects."""
+        socket = open_socket(self._context, zmq.PUSH, self._address(worker_address(self.runtime, index)), bind=True,
+                             curve=self._key)
+        address = bound_address(socket)
+        if index < len(self.inbox_addresses):
+            self.inbox_addresses[index] = address
+        else:
+            self.inbox_addresses.append(address)
+        return Outlet(socket)
+
     def _new_supervisor(self) -> Supervisor:
         intensity, period = self.restart_intensity
         return Supervisor(
@@ -206,7 +233,9 @@ class WorkerPool:
         def start(index: int) -> OSProcess:
             config = WorkerConfig(
                 index, str(self.data_path), str(self.runtime), self.limits, self.map_size, parent=os.getpid(),
-                shards=self.shards, max_map_size=self.max_map_size,
+                shards=self.shards, max_map_size=self.max_map_size, inbox=self.inbox_addresses[index],
+                results=self.results_address, transport=self.transport.kind, host=self.transport.host,
+                key_path=self.transport.key_path,
             )
             return OSProcess.python_module("actorao.cu", config.to_json(), heartbeat=True)
 
@@ -243,6 +272,8 @@ class WorkerPool:
         for outlet in self._outlets:
             outlet.close()
         self._results.close(linger=0)
+        if self._guard is not None:
+            self._guard.stop()
         self._context.term()
         for future in list(self._dry_runs.values()):
             try:
@@ -337,9 +368,7 @@ class WorkerPool:
             if workers == before:
                 return
             for index in range(before, workers):  # new workers first, ready before anything moves
-                self._outlets.append(
-                    Outlet(open_socket(self._context, zmq.PUSH, worker_address(self.runtime, index), bind=True))
-                )
+                self._outlets.append(self._bind_outlet(index))
                 self._behind.append(set())
                 self.supervisor.start_child(index, child_id=_worker_id(index))
             with self._ready_cond:
@@ -463,7 +492,12 @@ class WorkerPool:
         elif kind == READY:
             index = int(items[0])
             log.debug("worker %d ready as pid %s (node pid %d)", index, items[1].decode(), os.getpid())
-            with self._ready_cond:
+            if len(items) > 2 and self.transport.tcp:  # a new feed (of a new pid): the shards connect to it
+                feed = (bytes(items[2]).decode(), int(items[1]))
+                self.feed_addresses[index] = feed
+                if self.holds is not None:
+                    self.holds.feeds({index: feed})
+            with self._ready_cond:  # after the shards were told: a caller that waits for READY may push
                 self._ready_workers.add(index)
                 self._ready_cond.notify_all()
         else:

@@ -56,6 +56,9 @@ from actorao.mailbox import (
     RESULTS,
     STOP,
     WAKE,
+    Guard,
+    Transport,
+    bound_address,
     feed_address,
     open_socket,
     pack,
@@ -93,6 +96,13 @@ class WorkerConfig:
     shards: int = 1  # scheduler shards: where the logs are
     threads: int = 4  # evaluation threads: this many long messages at once before neighbours wait
     max_map_size: int = DEFAULT_MAX_MAP_SIZE
+    # Where the node's sockets are ("": this run's ipc folder), and how to reach them: "ipc", or "tcp"
+    # with the cluster key at ``key_path``, the feed then bound at ``host`` on a port the system picks.
+    inbox: str = ""
+    results: str = ""
+    transport: str = "ipc"
+    host: str = "127.0.0.1"
+    key_path: str = ""
 
     def to_json(self) -> str:
         return orjson.dumps(dataclasses.asdict(self)).decode()
@@ -364,9 +374,14 @@ def run_worker(config: WorkerConfig) -> None:
     store = Store(config.data_path, metasync=False, map_size=config.map_size, max_map_size=config.max_map_size)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     runtime = Path(config.runtime)
-    inbox = open_socket(context, zmq.PULL, worker_address(runtime, config.index), bind=False)
-    feed = open_socket(context, zmq.PULL, feed_address(runtime, config.index), bind=True)
-    outbox = open_socket(context, zmq.PUSH, results_address(runtime), bind=False)
+    transport = Transport(config.transport, config.host, config.key_path)
+    key = transport.key
+    guard = Guard(context, key) if key is not None else None  # before the feed binds: only members connect
+    inbox = open_socket(context, zmq.PULL, config.inbox or worker_address(runtime, config.index), bind=False,
+                        curve=key)
+    where = transport.any_port() if transport.tcp else feed_address(runtime, config.index)
+    feed = open_socket(context, zmq.PULL, where, bind=True, curve=key)
+    outbox = open_socket(context, zmq.PUSH, config.results or results_address(runtime), bind=False, curve=key)
     worker = Worker(config, store)
     lanes = Lanes(worker.run, config.threads)
     # What the worker holds from its start (imports, compiled modules) is frozen out of the
@@ -377,7 +392,7 @@ def run_worker(config: WorkerConfig) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 10, 10)
-    outbox.send(pack(READY, [str(config.index).encode(), str(os.getpid()).encode()]))
+    outbox.send(pack(READY, [str(config.index).encode(), str(os.getpid()).encode(), bound_address(feed).encode()]))
     code = 1  # unless it ends as asked (a STOP, or SIGTERM's SystemExit)
     try:
         _serve(worker, [inbox, feed], outbox, lanes)
@@ -389,6 +404,8 @@ def run_worker(config: WorkerConfig) -> None:
         inbox.close(linger=0)
         feed.close(linger=0)
         outbox.close(linger=1000)
+        if guard is not None:
+            guard.stop()
         context.term()
         if not lanes.stop():
             # A thread is still in a message (a long one, or the worker is being stopped mid-way):

@@ -36,6 +36,7 @@ from actorao.mailbox._sockets import (
     shard_address,
     worker_address,
 )
+from actorao.mailbox._transport import KEY_FILE, TRANSPORTS, ClusterKey, Guard, Transport, bound_address
 
 __all__ = [
     "ACKS",
@@ -49,16 +50,22 @@ __all__ = [
     "DURABLE",
     "EVICT",
     "EVICTED",
+    "KEY_FILE",
     "QUIET_END",
     "QUIET_RESULTS",
     "READY",
     "REQUEST",
     "RESULTS",
     "STOP",
+    "TRANSPORTS",
     "WAKE",
+    "ClusterKey",
+    "Guard",
     "NonceInbox",
     "Outlet",
+    "Transport",
     "acks_address",
+    "bound_address",
     "feed_address",
     "listen",
     "open_socket",

@@ -20,6 +20,7 @@ from pathlib import Path
 import zmq
 
 from actorao.mailbox._framing import pack
+from actorao.mailbox._transport import ClusterKey, secure
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +96,21 @@ def open_socket(
     *,
     bind: bool,
     high_water_mark: int = DEFAULT_HIGH_WATER_MARK,
+    curve: ClusterKey | None = None,
 ) -> zmq.Socket[bytes]:
+    """A socket bound to, or connected to, ``address``; with ``curve``, a CURVE server (bound) or
+    client (connected) with the cluster key (a binding process runs a ``Guard`` first)."""
     socket = context.socket(kind)
     socket.setsockopt(zmq.SNDHWM, high_water_mark)
     socket.setsockopt(zmq.RCVHWM, high_water_mark)
     socket.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        secure(socket, curve, server=bind)
     if bind:
-        path = address.removeprefix("ipc://")
-        if os.path.exists(path):
-            os.unlink(path)
+        if address.startswith("ipc://"):
+            path = address.removeprefix("ipc://")
+            if os.path.exists(path):
+                os.unlink(path)
         socket.bind(address)
     else:
         socket.connect(address)

@@ -94,6 +94,7 @@ class Schedulers:
         self._lock = threading.Lock()
         self._answered = threading.Condition(self._lock)  # notified as the pending requests run out
         self._restarts: dict[int, int] = {}  # shard restarted -> its first token after: failed by the listener
+        self._feed_addresses: dict[int, tuple[str, int]] = {}  # worker -> its feed, on a TCP transport (``feeds``)
         self._next_token = 0
         self._processes: dict[str, int] = logs.process_ids()
         self._counters = [{"assigned": 0, "commits": 0} for _ in range(self.count)]
@@ -222,6 +223,20 @@ class Schedulers:
             with self._send_locks[index]:
                 self._told[index].update(placements)
 
+    def feeds(self, addresses: dict[int, tuple[str, int]]) -> None:
+        """Where workers take the shards' pushes, and the pid of each as it said so when it started
+        (a TCP feed binds a port of the system's choosing each start): every shard connects there,
+        now and after any restart of its own. Not waited on: until a shard knows a worker's feed,
+        what it cannot push there it sends as WAKEs."""
+        self._feed_addresses.update(addresses)
+        for index in range(self.count):
+            self._tell_feeds(index, addresses)
+
+    def _tell_feeds(self, index: int, addresses: dict[int, tuple[str, int]]) -> None:
+        if addresses:
+            feeds = {str(worker): address for worker, address in addresses.items()}
+            self._send(index, lambda token: orjson.dumps({"t": token, "feeds": feeds}))
+
     def _placing(self, doc: dict[str, Any], timeout: float) -> None:
         futures = [self._send(index, lambda token: orjson.dumps({"t": token, **doc})) for index in range(self.count)]
         for index, future in enumerate(futures):
@@ -331,6 +346,7 @@ class Schedulers:
             self._told[index].clear()  # the new shard knows no placement yet
             with self._lock:
                 self._restarts[index] = self._next_token  # every request before this one went to the dead shard
+        self._tell_feeds(index, dict(self._feed_addresses))  # the new shard knows no worker's feed yet
 
     def _fail_unanswered(self, index: int, before: int) -> None:
         with self._lock:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import zmq
 
-from actorao.mailbox import AHEAD, ASSIGN, DURABLE, WAKE, Outlet, feed_address, open_socket
+from actorao.mailbox import AHEAD, ASSIGN, DURABLE, WAKE, ClusterKey, Outlet, feed_address, open_socket
 from actorao.persist import split_key
 
 Push = tuple[str, bytes, bytes]  # process id, log key, module JSON
@@ -30,9 +30,12 @@ class Feeds:
     """Placement as the node last told it, and an outlet to each worker's feed. Not thread-safe: the
     shard calls it under its replies lock."""
 
-    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], runtime: Path) -> None:
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], runtime: Path, key: ClusterKey | None = None) -> None:
         self._context = context
         self._runtime = runtime
+        # On TCP (``key``), each worker's feed is where it said it bound (``connect``): until then, none.
+        self._key = key
+        self._addresses: dict[int, tuple[str, int]] = {}  # worker -> (feed, pid)
         self._placement: dict[str, int] = {}
         self._held: set[str] = set()
         self._outlets: dict[int, Outlet] = {}
@@ -58,6 +61,7 @@ class Feeds:
         self._placement.update(placements)
         for index in [index for index in self._outlets if index >= workers]:
             self._outlets.pop(index).close()
+            self._addresses.pop(index, None)
             self._behind.pop(index, None)
             self._owed.pop(index, None)
 
@@ -112,11 +116,32 @@ class Feeds:
             if pids and self._send(worker, WAKE, [pid.encode() for pid in pids]):
                 pids.clear()
 
+    def connect(self, addresses: dict[int, tuple[str, int]]) -> None:
+        """Workers' feeds, as they bound them on their last start, with the pid of that start. A worker
+        that started again has a new feed (on the same port, at times). What the old outlet still
+        queued is dropped with it, and a TCP PUSH whose peer is gone takes frames as if it were there:
+        so every process of that worker here gets a WAKE through the new outlet, and its worker reads
+        from the log what this shard pushed to the old one."""
+        for worker, feed in addresses.items():
+            if self._addresses.get(worker) != feed:
+                self._addresses[worker] = feed
+                outlet = self._outlets.pop(worker, None)
+                if outlet is not None:
+                    outlet.close()
+                    placed = {pid for pid, index in self._placement.items() if index == worker}
+                    self._behind.setdefault(worker, set()).update(placed)
+
     def _send(self, worker: int, kind: bytes, items: list[bytes]) -> bool:
         outlet = self._outlets.get(worker)
         if outlet is None:
+            if self._key is None:
+                address = feed_address(self._runtime, worker)
+            elif worker in self._addresses:
+                address = self._addresses[worker][0]
+            else:  # not told yet: refused, as by a full feed (a WAKE catches it up)
+                return False
             outlet = self._outlets[worker] = Outlet(
-                open_socket(self._context, zmq.PUSH, feed_address(self._runtime, worker), bind=False))
+                open_socket(self._context, zmq.PUSH, address, bind=False, curve=self._key))
         return outlet.send_nowait(kind, items)
 
     def close(self) -> None:

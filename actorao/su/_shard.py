@@ -29,7 +29,18 @@ import zmq
 from actorao._config import DEFAULT_MAX_MAP_SIZE
 from actorao._exceptions import ActoraoError
 from actorao._future import Future
-from actorao.mailbox import ACKS, ASSIGNED, READY, REQUEST, acks_address, open_socket, pack, shard_address, unpack
+from actorao.mailbox import (
+    ACKS,
+    ASSIGNED,
+    READY,
+    REQUEST,
+    Transport,
+    acks_address,
+    open_socket,
+    pack,
+    shard_address,
+    unpack,
+)
 from actorao.message import Message
 from actorao.persist import Store, shard_path
 from actorao.su._attest import Attester
@@ -54,6 +65,8 @@ class ShardConfig:
     max_pending: int
     parent: int  # the node's OS pid
     max_map_size: int = DEFAULT_MAX_MAP_SIZE
+    transport: str = "ipc"  # how it reaches the workers' feeds: "ipc", or "tcp" with the cluster key
+    key_path: str = ""
 
     def to_json(self) -> str:
         return orjson.dumps(dataclasses.asdict(self)).decode()
@@ -94,6 +107,10 @@ class _Replies:
     def unhold(self, placements: dict[str, int], workers: int) -> None:
         with self._lock:
             self._feeds.unhold(placements, workers)
+
+    def feeds(self, addresses: dict[int, tuple[str, int]]) -> None:
+        with self._lock:
+            self._feeds.connect(addresses)
 
     def flush_behind(self) -> None:
         with self._lock:
@@ -157,8 +174,11 @@ class Shard:
             self.replies.place(orjson.loads(placements))
         doc: dict[str, Any] = orjson.loads(raw)
         token = doc["t"]
-        if "hold" in doc or "unhold" in doc:  # the CU pool moves processes: answered at once
-            if "hold" in doc:
+        if "hold" in doc or "unhold" in doc or "feeds" in doc:  # the CU pool's news: answered at once
+            if "feeds" in doc:
+                feeds = doc["feeds"].items()
+                self.replies.feeds({int(index): (str(address), int(pid)) for index, (address, pid) in feeds})
+            elif "hold" in doc:
                 self.replies.hold(doc["hold"])
             else:
                 self.replies.unhold(doc["unhold"], int(doc["workers"]))
@@ -214,9 +234,10 @@ def run_shard(config: ShardConfig) -> None:
                   max_map_size=config.max_map_size)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     runtime = Path(config.runtime)
+    transport = Transport(config.transport, key_path=config.key_path)
     requests = open_socket(context, zmq.PULL, shard_address(runtime, config.index), bind=True)
     replies = _Replies(open_socket(context, zmq.PUSH, acks_address(runtime), bind=False, high_water_mark=0),
-                       Feeds(context, runtime), config.index)
+                       Feeds(context, runtime, transport.key), config.index)
     shard = Shard(config, store, replies)
     # Every message leaves a few containers behind (its ack, its push, its head's copy), and the
     # shard keeps a head per process: collecting young objects every 700 allocations cost about
