@@ -64,7 +64,10 @@ class NodeConfig:
     # How the node, its shards and its workers reach each other: "ipc" (this machine), or "tcp", bound
     # at transport_host, encrypted and authenticated with the cluster key (``<path>/cluster.key``).
     transport: str = "ipc"
-    transport_host: str = "127.0.0.1"
+    transport_host: str | None = None  # None: 127.0.0.1, or with Ray, this machine's address in the Ray cluster
+    # CU workers as Ray actors, placed by Ray on the cluster at this address ("auto", "ray://…", or
+    # "local": a Ray instance of the node's own), over TCP whatever ``transport`` says. None: OS processes.
+    ray: str | None = None
     cron_catch_up: int = DEFAULT_CATCH_UP
     max_backlog: int = DEFAULT_MAX_BACKLOG
     # A result over any of these is an Error result (rolled back, nothing sent). They are part of how
@@ -187,5 +190,5 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "host": str, "port": int, "verify": _bool, "max_body": int,
     "result_wait": float, "public_url": str, "max_buffered_bodies": int, "header_timeout": float,
     "body_timeout": float, "state_reads": int, "state_bytes_per_second": int,
-    "admin_token": str, "freeze_gc": _bool, "transport": str, "transport_host": str,
+    "admin_token": str, "freeze_gc": _bool, "transport": str, "transport_host": str, "ray": str,
 }

@@ -85,7 +85,7 @@ def _env(name: str, default: str | None) -> str | None:
 def _node_config(args: argparse.Namespace) -> NodeConfig:
     """The node's settings: its defaults, then ACTORAO_* variables, then the flags given."""
     flags = ("path", "workers", "schedulers", "host", "port", "verify", "max_body", "public_url",
-             "admin_token", "transport")
+             "admin_token", "transport", "ray")
     return NodeConfig.from_env(**{name: getattr(args, name, None) for name in flags})
 
 
@@ -296,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_argument("--transport", choices=("ipc", "tcp"), default=None,
                          help="how the node reaches its workers: ipc, or tcp with CURVE and the cluster key "
                               "in the data folder (env ACTORAO_TRANSPORT; default: ipc)")
+        sub.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                         help="run the CU workers as Ray actors on the Ray cluster at ADDRESS (auto, ray://..., "
+                              "or local: a Ray of the node's own; needs actorao[ray]; env ACTORAO_RAY)")
 
     run_demo = commands.add_parser("demo", help="run the counter demo workload on a node")
     data_path(run_demo)

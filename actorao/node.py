@@ -39,6 +39,8 @@ from actorao.cu import (
     StoredMemory,
     Verification,
     WorkerPool,
+    ray_connect,
+    ray_module,
     verify_process,
     worker_entries,
 )
@@ -59,6 +61,23 @@ SHARD_HEARTBEAT_TIMEOUT = 10.0  # seconds of silence before a scheduler shard is
 _VERIFY_TRIES = 20
 
 
+def _transport(config: NodeConfig) -> Transport:
+    """How the node reaches its workers: TCP if asked, or if Ray places them (maybe on other machines),
+    with the cluster key, made on the first start and checked here, before anything opens."""
+    if config.transport != "tcp" and config.ray is None:
+        return Transport()
+    host = config.transport_host
+    if host is None:  # a Ray of the node's own has every worker here; a cluster's reach this machine
+        host = ray_module().util.get_node_ip_address() if config.ray not in (None, "local") else "127.0.0.1"
+    transport = Transport("tcp", host, str(config.path / KEY_FILE))
+    config.path.mkdir(parents=True, exist_ok=True)
+    try:
+        transport.key  # noqa: B018
+    except ValueError as exc:
+        raise InvalidMessage("cluster key", str(exc)) from exc
+    return transport
+
+
 class Node:
     """An actorao node on one machine. Use it as a context manager, or call ``close()``.
 
@@ -75,17 +94,17 @@ class Node:
         self.path = config.path
         self.workers = config.worker_count
         self._closed = False
-        self._transport = Transport(config.transport, config.transport_host,
-                                    str(self.path / KEY_FILE) if config.transport == "tcp" else "")
-        if self._transport.tcp:  # made on the first start; checked before anything opens
-            self.path.mkdir(parents=True, exist_ok=True)
-            try:
-                self._transport.key  # noqa: B018
-            except ValueError as exc:
-                raise InvalidMessage("cluster key", str(exc)) from exc
         self._frozen = False  # whether this node froze the garbage collector's objects (actorao/_gc.py)
         self._close_lock = threading.Lock()
         self._lock_file = _lock_data_path(self.path)
+        self._ray_joined = False  # whether this node joined Ray, and leaves it when it closes
+        try:
+            self._ray_joined = ray_connect(config.ray) if config.ray is not None else False  # before any worker
+            self._transport = _transport(config)
+        except BaseException:
+            self._leave_ray()
+            self._lock_file.close()
+            raise
         shutil.rmtree(self.path / "run", ignore_errors=True)  # sockets of earlier runs, all dead now
         self._store = Store(self.path, map_size=config.map_size, max_map_size=config.max_map_size)
         # Opened before any worker: results and checkpoints a machine crash may have torn are dropped
@@ -124,6 +143,7 @@ class Node:
             restart_intensity=config.restart_intensity,
             max_map_size=config.max_map_size,
             transport=self._transport,
+            ray=config.ray is not None,
         )
         # The shards push each commit's assignments straight to the workers, where the pool places them.
         self._schedulers.placement = self._pool.placement_of
@@ -160,6 +180,7 @@ class Node:
             self._logs.close()
             self._store.close()
             self._lock_file.close()
+            self._leave_ray()
             raise
         for index in range(self.workers):  # whatever the log holds beyond the results gets evaluated
             self._pool.wake_all(index)
@@ -223,6 +244,11 @@ class Node:
         self._recrank()  # results it committed but never reported
 
     # -- lifecycle ------------------------------------------------------------------------------
+    def _leave_ray(self) -> None:
+        if self._ray_joined:
+            self._ray_joined = False
+            ray_module().shutdown()
+
     def __enter__(self) -> Node:
         return self
 
@@ -243,6 +269,7 @@ class Node:
         self._store.close()
         shutil.rmtree(self._runtime, ignore_errors=True)
         self._lock_file.close()
+        self._leave_ray()
         if self._frozen:
             _gc.thaw()
 

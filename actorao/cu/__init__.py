@@ -7,6 +7,8 @@ from actorao.cu._checkpoint import ReplacedWhileRead, StoredMemory
 from actorao.cu._modules import ModuleRegistry, module_format_of
 from actorao.cu._pool import WorkerPool, place, worker_entries
 from actorao.cu._process import HostedProcess, Limits
+from actorao.cu._ray import connect as ray_connect
+from actorao.cu._ray import ray_module
 from actorao.cu._rendezvous import Rendezvous
 from actorao.cu._verify import Mismatch, Verification, verify_process
 
@@ -22,6 +24,8 @@ __all__ = [
     "WorkerPool",
     "module_format_of",
     "place",
+    "ray_connect",
+    "ray_module",
     "verify_process",
     "worker_entries",
 ]

@@ -10,6 +10,7 @@ every process starts from its checkpoint there anyway.)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -26,6 +27,7 @@ import zmq
 from actorao._config import DEFAULT_MAX_MAP_SIZE
 from actorao._exceptions import ModuleError, NodeStopped, Overloaded, Timeout
 from actorao.cu._process import Limits
+from actorao.cu._ray import RayChild, raylet_for
 from actorao.cu._worker import WorkerConfig
 from actorao.mailbox import (
     ASSIGN,
@@ -161,6 +163,7 @@ class WorkerPool:
         restart_intensity: tuple[int, float] = (10, 5.0),
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         transport: Transport = IPC,
+        ray: bool = False,
     ) -> None:
         self.data_path = data_path
         self.runtime = runtime
@@ -174,6 +177,9 @@ class WorkerPool:
         self._on_worker_restart = on_worker_restart
         self._on_tick = on_tick
         self.transport = transport
+        self.ray = ray  # workers are Ray actors (on TCP), placed by Ray
+        if ray and not transport.tcp:
+            raise ValueError("Ray-placed workers reach the node over TCP: give the pool a TCP transport")
         self._key = transport.key
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._guard = Guard(self._context, self._key) if self._key is not None else None
@@ -230,13 +236,17 @@ class WorkerPool:
     def _worker_spec(self) -> ChildSpec:
         """The template of the pool's simple_one_for_one children: a worker, given its index."""
 
-        def start(index: int) -> OSProcess:
+        def start(index: int) -> OSProcess | RayChild:
             config = WorkerConfig(
                 index, str(self.data_path), str(self.runtime), self.limits, self.map_size, parent=os.getpid(),
                 shards=self.shards, max_map_size=self.max_map_size, inbox=self.inbox_addresses[index],
                 results=self.results_address, transport=self.transport.kind, host=self.transport.host,
                 key_path=self.transport.key_path,
             )
+            if self.ray:
+                assert self._key is not None
+                raylet = raylet_for(worker_entries(self.supervisor.tree()))
+                return RayChild(dataclasses.replace(config, ray=True, host="", key_path=""), self._key, raylet)
             return OSProcess.python_module("actorao.cu", config.to_json(), heartbeat=True)
 
         return ChildSpec(id="worker", start=start, shutdown=5.0, heartbeat_timeout=HEARTBEAT_TIMEOUT)

@@ -56,6 +56,7 @@ from actorao.mailbox import (
     RESULTS,
     STOP,
     WAKE,
+    ClusterKey,
     Guard,
     Transport,
     bound_address,
@@ -103,6 +104,9 @@ class WorkerConfig:
     transport: str = "ipc"
     host: str = "127.0.0.1"
     key_path: str = ""
+    # A Ray actor's worker: Ray owns the process (its signals, its end when the node goes), and the
+    # feed binds at this machine's Ray address unless ``host`` names one.
+    ray: bool = False
 
     def to_json(self) -> str:
         return orjson.dumps(dataclasses.asdict(self)).decode()
@@ -365,17 +369,18 @@ class Worker:
         self.store.computed.write(body)
 
 
-def run_worker(config: WorkerConfig) -> None:
-    """The worker process's entry point."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the node, which sends STOP
-    signal.signal(signal.SIGTERM, _terminate)
-    die_with_parent(config.parent)  # an orphan worker would hold LMDB readers and evaluate for nobody
-    start_heartbeat()  # a worker that stops (SIGSTOP) or wedges falls silent, and is replaced
+def run_worker(config: WorkerConfig, key: ClusterKey | None = None) -> None:
+    """The worker process's entry point; ``key``, the cluster key, when it is not in a file here."""
+    if not config.ray:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the node, which sends STOP
+        signal.signal(signal.SIGTERM, _terminate)
+        die_with_parent(config.parent)  # an orphan worker would hold LMDB readers and evaluate for nobody
+        start_heartbeat()  # a worker that stops (SIGSTOP) or wedges falls silent, and is replaced
     store = Store(config.data_path, metasync=False, map_size=config.map_size, max_map_size=config.max_map_size)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     runtime = Path(config.runtime)
-    transport = Transport(config.transport, config.host, config.key_path)
-    key = transport.key
+    transport = Transport(config.transport, config.host, config.key_path or ("-" if key is not None else ""))
+    key = key if key is not None else transport.key
     guard = Guard(context, key) if key is not None else None  # before the feed binds: only members connect
     inbox = open_socket(context, zmq.PULL, config.inbox or worker_address(runtime, config.index), bind=False,
                         curve=key)

@@ -195,7 +195,8 @@ class ThreadChild:
         self._thread = threading.Thread(target=self._thread_main, name=name, daemon=True)
         self._thread.start()
 
-    def _serve(self) -> None:
+    def _serve(self) -> str | None:
+        """The thread's work; what it returns is the exit reason (None: normal)."""
         raise NotImplementedError
 
     def _failed(self, exc: BaseException) -> None:
@@ -204,7 +205,7 @@ class ThreadChild:
     def _thread_main(self) -> None:
         reason = NORMAL
         try:
-            self._serve()
+            reason = self._serve() or NORMAL
         except BaseException as exc:
             log.exception("%s failed", self._thread.name)
             reason = f"{type(exc).__name__}: {exc}"

@@ -485,6 +485,9 @@ class Supervisor:
                 "restarts": running.restarts,
                 "state": running.state,
             }
+            machine = getattr(child, "machine", None)  # a child placed on another machine (a Ray actor)
+            if machine is not None:
+                entry["machine"] = machine
             subtree = getattr(child, "tree", None)
             if callable(subtree):
                 entry.update(subtree())

@@ -1,0 +1,131 @@
+"""CU workers as Ray actors (``NodeConfig.ray``, ``actorao node --ray``): Ray places each worker
+on a machine of its cluster; the node's supervision tree stays the authority on restarts.
+
+A worker is one actor running the worker's loop (``run_worker``) in its own Ray worker process, with
+``max_restarts=0``: Ray never restarts it on its own. The actor's end, however it comes (a STOP, a
+crash, ``ray.kill``, its machine lost), ends the child's watcher thread with a reason, and the pool's
+supervisor restarts it as it restarts an OS process, wherever Ray places the new actor. Messages never
+go through Ray (one actor call costs about 230 µs): the worker's sockets are ZeroMQ on TCP with CURVE,
+and the cluster key goes to the actor as an argument of its one call, over Ray's own channel.
+
+Until a worker can catch up over the network (issue 15's next step), a Ray-placed worker opens the
+node's data folder by its path, as a local worker does: so it runs where that folder is. The pool
+places each actor on a raylet of this machine (Ray's nodes at its address; several in a test's
+cluster), the one with the fewest of its workers, and never on another machine, where that path
+would be an empty folder.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import importlib
+import logging
+import os
+from typing import Any
+
+from actorao.cu._worker import WorkerConfig, run_worker
+from actorao.mailbox import ClusterKey
+from actorao.supervisor import ThreadChild
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 120.0  # seconds for Ray to place a worker's actor and start its process
+
+
+def ray_module() -> Any:
+    """Ray, or a clear error naming the extra that brings it."""
+    try:
+        return importlib.import_module("ray")
+    except ImportError as exc:
+        raise RuntimeError("Ray-placed workers need Ray: pip install 'actorao[ray]'") from exc
+
+
+def connect(address: str) -> bool:
+    """Join the Ray cluster at ``address`` ("local": a Ray instance of this node's own), unless this
+    process has joined one already. True if this call did, and the node shuts it down when it closes."""
+    ray = ray_module()
+    if ray.is_initialized():
+        return False
+    ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.WARNING)
+    return True
+
+
+class RayWorker:
+    """The actor class: one CU worker, in the Ray worker process that hosts it."""
+
+    def where(self) -> tuple[int, str, str]:
+        """This process's pid, its machine's address and its Ray node id."""
+        ray = ray_module()
+        return os.getpid(), ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id()
+
+    def run(self, config_json: str, public: bytes, secret: bytes) -> int:
+        """The worker's loop, until it stops; its exit code."""
+        config = WorkerConfig.from_json(config_json)
+        if not config.host:
+            config = dataclasses.replace(config, host=ray_module().util.get_node_ip_address())
+        try:
+            run_worker(config, ClusterKey(public, secret))
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return 0
+
+
+def raylet_for(workers: list[dict[str, Any]]) -> str:
+    """The Ray node for one more worker: of the live ones at this machine's address, the one with
+    the fewest of ``workers`` (supervision tree entries) on it; ties go to the lowest id."""
+    ray = ray_module()
+    here = ray.util.get_node_ip_address()
+    alive = sorted(str(raylet["NodeID"]) for raylet in ray.nodes()
+                   if raylet["Alive"] and raylet["NodeManagerAddress"] == here)
+    if not alive:
+        raise RuntimeError(f"the Ray cluster has no live node at this machine's address ({here}); Ray-placed "
+                           "workers run where the node's data folder is (ray start on this machine)")
+    used = collections.Counter(str(worker["machine"]["ray_node"]) for worker in workers if worker.get("machine"))
+    return min(alive, key=lambda raylet: (used[raylet], raylet))
+
+
+class RayChild(ThreadChild):
+    """A Ray-placed worker as a supervised child, on Ray node ``raylet``. ``machine`` says where it is;
+    ``pid`` is its process's pid when that is on this machine (else None: no local tool may read it)."""
+
+    def __init__(self, config: WorkerConfig, key: ClusterKey, raylet: str) -> None:
+        ray = ray_module()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        actor_class = ray.remote(RayWorker)
+        there = NodeAffinitySchedulingStrategy(raylet, soft=False)
+        self.actor = actor_class.options(num_cpus=1, max_restarts=0, max_task_retries=0,
+                                         scheduling_strategy=there).remote()
+        pid, ip, node_id = ray.get(self.actor.where.remote(), timeout=START_TIMEOUT)
+        here = ray.util.get_node_ip_address()
+        self.pid = pid if ip == here else None
+        self.machine = {"address": ip, "ray_node": node_id}
+        self._ray = ray
+        self._run = self.actor.run.remote(config.to_json(), key.public, key.secret)
+        self._start_thread(f"ray-worker-{config.index}")
+
+    def _serve(self) -> str | None:
+        try:
+            code = self._ray.get(self._run)
+        except self._ray.exceptions.RayActorError as exc:
+            # Unreachable may not mean dead: it is killed for sure before another worker takes its index.
+            self.kill()
+            return f"lost: its Ray actor died ({type(exc).__name__})"
+        return None if code == 0 else f"exit {code}"
+
+    def stop(self, timeout: float | None) -> None:
+        """The pool has sent STOP: wait for the actor to finish, then end it."""
+        if timeout:
+            self._thread.join(timeout)
+        self.kill()
+
+    def kill(self) -> None:
+        try:
+            self._ray.kill(self.actor, no_restart=True)
+        except Exception:  # already gone
+            pass
+
+
+__all__ = ["RayChild", "RayWorker", "connect", "ray_module", "raylet_for"]

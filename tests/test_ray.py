@@ -1,0 +1,131 @@
+"""CU workers as Ray actors (cu/_ray.py), on a Ray cluster of three "machines": raylets of their own
+on this one, started and stopped here. The node's supervision tree restarts a worker whose actor
+(or whole raylet) is lost, and the pool places the new one on a raylet that is left."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actorao import Node, Overloaded
+from actorao.node import Ack
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """A head and two more raylets, two CPUs each: one worker per machine and room to move."""
+    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    for _ in range(2):
+        made.add_node(num_cpus=2)
+    made.wait_for_nodes()
+    ray.init(address=made.address, include_dashboard=False, log_to_driver=False)
+    try:
+        yield made
+    finally:
+        ray.shutdown()
+        made.shutdown()
+
+
+def _eventually(condition: Callable[[], bool], seconds: float = 120.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _machines(node: Node) -> dict[str, str]:
+    return {worker["id"]: worker["machine"]["ray_node"] for worker in node.worker_processes()}
+
+
+def test_workers_spread_over_the_machines_and_compute_what_the_log_says(
+    tmp_path: Path, counter: bytes, cluster: Any
+) -> None:
+    path = tmp_path / "node"
+    with Node(path, workers=3, schedulers=2, ray="auto") as node:
+        machines = _machines(node)
+        assert sorted(machines) == ["worker-0", "worker-1", "worker-2"]
+        assert len(set(machines.values())) == 3  # one on each raylet: the pool spreads them
+        assert set(machines.values()) == {raylet["NodeID"] for raylet in ray.nodes() if raylet["Alive"]}
+        pids = [node.spawn(counter) for _ in range(9)]
+        acks = node.send_many([(pid, {"Action": "Inc"}, "") for pid in pids] * 40)
+        assert [r.output for r in node.results(acks, timeout=120)] == [str(n) for n in range(1, 41) for _ in pids]
+        assert all(node.verify(pid).ok for pid in pids)  # a fresh replay of each log: same results, same memory
+        digests = [node.state_digest(pid) for pid in pids]
+    # The same log on local workers: the same states.
+    with Node(path, workers=2, schedulers=2) as node:
+        assert [node.state_digest(pid) for pid in pids] == digests
+        assert all("machine" not in worker for worker in node.worker_processes())
+
+
+def test_scaling_ray_workers_with_work_in_flight_loses_and_repeats_nothing(
+    tmp_path: Path, counter: bytes, cluster: Any
+) -> None:
+    with Node(tmp_path / "node", workers=1, schedulers=1, ray="auto") as node:
+        pids = [node.spawn(counter) for _ in range(12)]
+        acks = node.send_many([(pid, {"Action": "Inc"}, "") for pid in pids] * 5)
+        node.scale(3)
+        assert len(set(_machines(node).values())) == 3
+        acks += node.send_many([(pid, {"Action": "Inc"}, "") for pid in pids] * 5)
+        node.scale(2)
+        acks += node.send_many([(pid, {"Action": "Inc"}, "") for pid in pids] * 5)
+        assert [r.output for r in node.results(acks, timeout=120)] == [str(n) for n in range(1, 16) for _ in pids]
+        assert all(node.verify(pid).ok for pid in pids)
+
+
+def test_a_machine_lost_mid_stream_loses_and_repeats_nothing(tmp_path: Path, counter: bytes, cluster: Any) -> None:
+    """Runs last in this file: it takes a raylet away (and puts a fresh one back)."""
+    with Node(tmp_path / "node", workers=3, schedulers=2, ray="auto") as node:
+        pids = [node.spawn(counter, {"Scheduler": node.schedulers[i % 2]}) for i in range(9)]
+        acked: list[Ack] = []
+        enough = threading.Event()
+        stop = threading.Event()
+
+        def stream() -> None:
+            while not stop.is_set():
+                try:
+                    acked.extend(node.send_many([(pid, {"Action": "Inc"}, "") for pid in pids] * 5, timeout=60))
+                except Overloaded:
+                    pass
+                if len(acked) >= 450:
+                    enough.set()
+
+        before = _machines(node)
+        [lost] = [raylet for raylet in cluster.list_all_nodes()
+                  if raylet is not cluster.head_node and raylet.node_id in before.values()][:1]
+        on_it = sorted(worker for worker, machine in before.items() if machine == lost.node_id)
+        sender = threading.Thread(target=stream)
+        sender.start()
+        try:
+            assert enough.wait(120)
+            cluster.remove_node(lost, allow_graceful=False)  # as a machine dies: its raylet and actors at once
+            count = len(acked)
+            assert _eventually(lambda: len(acked) >= count + 900)  # the stream goes on
+            assert _eventually(lambda: all(
+                w["restarts"] >= 1 and w["state"] == "running" for w in node.worker_processes() if w["id"] in on_it))
+        finally:
+            stop.set()
+            sender.join(120)
+        after = _machines(node)
+        assert all(after[worker] != lost.node_id for worker in on_it)  # placed on a machine that is left
+        results = node.results(acked, timeout=120)
+        for pid in pids:
+            mine = sorted((ack.slot, result.output) for ack, result in zip(acked, results, strict=True)
+                          if ack.process == pid)
+            slots = [slot for slot, _ in mine]
+            assert len(slots) == len(set(slots)), f"a slot of {pid} was given twice"
+            assert all(output == str(slot) for slot, output in mine), pid  # none lost, none evaluated twice
+            assert node.verify(pid).ok
+    cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
