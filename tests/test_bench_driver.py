@@ -57,7 +57,9 @@ def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
         "compute speed-up, 1 -> 2 workers", "compute: actorao / Ray actors",
         "compute: actorao / Ray actors, a call per message", "noop: actorao / in-process ceiling",
         "counter: 10,000 processes / 100", "aos Eval: our VM / ao's loader, UNSAFE_MEMORY",
-        "aos handler: our VM / ao's loader, UNSAFE_MEMORY", "noop: projected ceiling"]
+        "aos handler: our VM / ao's loader, UNSAFE_MEMORY", "noop: projected ceiling",
+        "compute: Ray-placed / local workers", "noop: CPU a message, Ray-placed / local workers"]
+    assert doc["ray_cases"] == [] and doc["summary"]["ray"] == []  # only with --ray
     [ceiling] = [t for t in doc["summary"]["targets"] if t["target"] == "noop: projected ceiling"]
     noop = [case for case in doc["cases"] if case["workload"] == "noop"]
     assert ceiling["measured"] == max(case["projected_ceiling"] for case in noop) > 0 and ceiling["shards"] >= 1
@@ -81,6 +83,37 @@ def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
         data = (run / plot).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000
     assert f"wrote {run}/" in done.stdout
+
+
+def test_with_ray_every_case_runs_again_on_ray_placed_workers_and_is_compared(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    done = subprocess.run(
+        [sys.executable, "-m", "actorao.cli", "bench", "--smoke", "--workloads", "noop,compute", "--workers", "2",
+         "--processes", "4", "--ray", "local", "--no-baselines", "--no-sweep", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    [run] = list(tmp_path.iterdir())
+    doc = orjson.loads((run / "results.json").read_bytes())
+    assert doc["ray"] == "local"
+    local = {(c["workload"], c["workers"], c["processes"]) for c in doc["cases"]}
+    on_ray = {(c["workload"], c["workers"], c["processes"]) for c in doc["ray_cases"]}
+    assert local == on_ray == {("noop", 2, 4), ("compute", 2, 4)}
+    assert all(case["ray"] and case["throughput"] > 0 for case in doc["ray_cases"])
+    assert all(set(case["cpu_us_per_message"]) >= {"worker-0", "worker-1"} for case in doc["ray_cases"])
+    rows = {row["workload"]: row for row in doc["summary"]["ray"]}
+    assert set(rows) == {"noop", "compute"}
+    for workload, row in rows.items():
+        [ray_case] = [c for c in doc["ray_cases"] if c["workload"] == workload]
+        [twin] = [c for c in doc["cases"] if c["workload"] == workload]
+        assert row["ratio"] == pytest.approx(ray_case["throughput"] / twin["throughput"])
+        assert row["local_cpu_us"] > 0 and row["ray_cpu_us"] > 0
+    targets = {t["target"]: t for t in doc["summary"]["targets"]}
+    assert targets["compute: Ray-placed / local workers"]["measured"] == pytest.approx(rows["compute"]["ratio"])
+    cpu = targets["noop: CPU a message, Ray-placed / local workers"]
+    assert cpu["measured"] == pytest.approx(rows["noop"]["cpu_ratio"]) and cpu["met"] == (cpu["measured"] <= 1.2)
+    assert "## Ray-placed workers against local ones (`--ray local`)" in (run / "report.md").read_text()
+    assert "noop: CPU a message, Ray-placed / local workers" in done.stdout and "(goal <= 1.2x)" in done.stdout
 
 
 def test_bad_arguments_get_one_clear_line(tmp_path: Path) -> None:

@@ -4,6 +4,9 @@ on this one, started and stopped here. The node's supervision tree restarts a wo
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +16,7 @@ from typing import Any
 import pytest
 
 from actorao import Node, Overloaded
+from actorao._ray_init import init_ray
 from actorao.node import Ack
 
 ray = pytest.importorskip("ray")
@@ -28,7 +32,7 @@ def cluster() -> Iterator[Any]:
     for _ in range(2):
         made.add_node(num_cpus=2)
     made.wait_for_nodes()
-    ray.init(address=made.address, include_dashboard=False, log_to_driver=False)
+    init_ray(made.address)  # keeping this process's wasm traps (see actorao/_ray_init.py)
     try:
         yield made
     finally:
@@ -67,6 +71,44 @@ def test_workers_spread_over_the_machines_and_compute_what_the_log_says(
     with Node(path, workers=2, schedulers=2) as node:
         assert [node.state_digest(pid) for pid in pids] == digests
         assert all("machine" not in worker for worker in node.worker_processes())
+
+
+def test_a_trap_on_a_ray_worker_is_an_error_result_and_its_neighbours_go_on(
+    tmp_path: Path, counter: bytes, trapper: bytes, cluster: Any
+) -> None:
+    with Node(tmp_path / "node", workers=1, schedulers=1, ray="auto") as node:
+        pid, neighbour = node.spawn(trapper), node.spawn(counter)
+        node.results(node.send_many([(pid, {"Action": "Inc"}, "")] * 3))
+        trapped = node.result(node.send(pid, {"Action": "Trap"}), timeout=60)
+        assert trapped.error is not None and trapped.error.startswith("Trap:")
+        assert node.result(node.send(pid, {"Action": "Inc"}), timeout=60).output == "4"  # memory as before
+        assert node.result(node.send(neighbour, {"Action": "Inc"}), timeout=60).output == "1"
+        assert [w["restarts"] for w in node.worker_processes()] == [0]  # the worker never went down
+        assert node.verify(pid).ok  # replayed in this process, which joined Ray: its trap is a Trap too
+
+
+def test_joining_ray_keeps_the_traps_of_wasm_run_in_this_process(tmp_path: Path) -> None:
+    """ray.init puts Abseil's failure handler and faulthandler over wasmtime's signal handlers, and the
+    first trap then ends the process (SIGILL). In a process of its own: the failure would kill pytest."""
+    script = (
+        "import faulthandler, sys, wasmtime\n"
+        "from actorao._ray_init import init_ray\n"
+        "engine = wasmtime.Engine(); store = wasmtime.Store(engine)\n"
+        "module = wasmtime.Module(engine, '(module (func (export \"f\") unreachable))')\n"
+        "f = wasmtime.Instance(store, module, []).exports(store)['f']\n"
+        "def trap(when):\n"
+        "    try: f(store)\n"
+        "    except wasmtime.Trap: print('trapped', when, flush=True)\n"
+        "trap('before')\n"
+        "assert init_ray('local', num_cpus=1)\n"
+        "trap('after')\n"
+        "print('faulthandler', faulthandler.is_enabled(), flush=True)\n"
+    )
+    unset = ("RAY_ADDRESS", "RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "PYTHONFAULTHANDLER")  # a Ray of its own, as is
+    env = {name: value for name, value in os.environ.items() if name not in unset}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["trapped before", "trapped after", "faulthandler False"]
 
 
 def test_scaling_ray_workers_with_work_in_flight_loses_and_repeats_nothing(

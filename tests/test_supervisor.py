@@ -126,6 +126,30 @@ def test_restart_types(supervisors: list[Supervisor], restart: str, code: int, c
         assert child(supervisor.tree(), "c")["restarts"] == 0
 
 
+def test_children_asked_to_end_on_the_supervisors_thread_are_not_restarted(
+    supervisors: list[Supervisor], tmp_path: Path
+) -> None:
+    """A worker told STOP exits at once, normally: a permanent child, yet it must not come back while
+    the supervisor stops. ``ask`` runs where exits are read, so none it causes is taken for a crash."""
+    flag = tmp_path / "stop"
+    script = f"import os, time\nwhile not os.path.exists({str(flag)!r}): time.sleep(0.01)"
+    supervisor = started(supervisors, "test", [ChildSpec(n, process(script)) for n in "ab"], intensity=100)
+    first = pids(supervisor, "a", "b")
+    downs: list[str] = []
+    for name in "ab":
+        supervisor.monitor(name, lambda down: downs.append(down.reason))
+
+    def ask() -> bool:
+        flag.touch()
+        assert wait_until(lambda: not any(alive(pid) for pid in first))  # both exited before any is stopped
+        return True
+
+    supervisor.stop(grace=5.0, ask=ask)
+    tree = supervisor.tree()
+    assert [(c["restarts"], c["state"]) for c in tree["children"]] == [(0, "stopped"), (0, "stopped")]
+    assert downs == ["normal", "normal"]
+
+
 def test_monitors_get_down_with_the_exit_reason(supervisors: list[Supervisor]) -> None:
     downs: list[Down] = []
     supervisor = started(supervisors, "test", [ChildSpec("c", exiting(7), restart="temporary")])

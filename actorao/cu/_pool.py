@@ -272,8 +272,10 @@ class WorkerPool:
     def stop_workers(self) -> None:
         """STOP to every worker: each finishes the frames queued before it, then exits; the
         supervisor then stops whatever has not."""
-        told = [self._send_soon(outlet, STOP, [], seconds=1.0) for outlet in self._outlets]
-        self.supervisor.stop(grace=_STOP_GRACE if all(told) else 0.0)
+        def ask() -> bool:  # on the supervisor's thread: a worker that exits at once is not restarted
+            return all([self._send_soon(outlet, STOP, [], seconds=1.0) for outlet in self._outlets])
+
+        self.supervisor.stop(grace=_STOP_GRACE, ask=ask)
 
     def stop(self) -> None:
         """Close the pool's sockets and listener, once its workers are stopped."""

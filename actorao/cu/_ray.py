@@ -24,6 +24,7 @@ import logging
 import os
 from typing import Any
 
+from actorao._ray_init import init_ray
 from actorao.cu._worker import WorkerConfig, run_worker
 from actorao.mailbox import ClusterKey
 from actorao.supervisor import ThreadChild
@@ -44,12 +45,8 @@ def ray_module() -> Any:
 def connect(address: str) -> bool:
     """Join the Ray cluster at ``address`` ("local": a Ray instance of this node's own), unless this
     process has joined one already. True if this call did, and the node shuts it down when it closes."""
-    ray = ray_module()
-    if ray.is_initialized():
-        return False
-    ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.WARNING)
-    return True
+    ray_module()
+    return init_ray(address, logging_level=logging.WARNING)  # Ray's own "local": a new instance, always
 
 
 class RayWorker:
@@ -114,6 +111,10 @@ class RayChild(ThreadChild):
             self.kill()
             return f"lost: its Ray actor died ({type(exc).__name__})"
         return None if code == 0 else f"exit {code}"
+
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the actor's end."""
+        self._thread.join(timeout)
 
     def stop(self, timeout: float | None) -> None:
         """The pool has sent STOP: wait for the actor to finish, then end it."""

@@ -164,13 +164,17 @@ class Supervisor:
             self._thread.join()
             raise
 
-    def stop(self, grace: float = 0.0) -> None:
+    def stop(self, grace: float = 0.0, ask: Callable[[], bool] | None = None) -> None:
         """Stop every child, in reverse start order, each by its shutdown spec. With ``grace``, first
-        give children that were asked to finish by other means that long to exit by themselves."""
+        give children that were asked to finish by other means that long to exit by themselves.
+        ``ask`` asks them, on the supervisor's thread, so that no exit it causes is taken for a crash
+        and restarted; if it returns False (not every child heard), there is no grace."""
         if self._thread is None or not self._thread.is_alive():
+            if ask is not None:
+                ask()
             self._close_pipe()
             return
-        self._call(lambda: self._shutdown(grace))
+        self._call(lambda: self._shutdown(grace, ask))
         self._thread.join()
         self._close_pipe()
 
@@ -348,12 +352,14 @@ class Supervisor:
         for running in reversed(order if order is not None else list(self._children.values())):
             self._stop(running)
 
-    def _shutdown(self, grace: float) -> None:
+    def _shutdown(self, grace: float, ask: Callable[[], bool] | None = None) -> None:
+        if ask is not None and not ask():  # on this thread: no exit it causes is read before all are stopped
+            grace = 0.0  # not every child could be asked: none is waited for
         deadline = time.monotonic() + grace
         for running in self._children.values():
-            child = running.child
-            if isinstance(child, OSProcess) and running.state == "running":
-                child.join(max(0.0, deadline - time.monotonic()))
+            join = getattr(running.child, "join", None)  # an OS process, or a child with a thread to wait on
+            if callable(join) and running.state == "running":
+                join(max(0.0, deadline - time.monotonic()))
         self._stop_all()
         self._running = False
 
