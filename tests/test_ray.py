@@ -87,10 +87,12 @@ def test_a_trap_on_a_ray_worker_is_an_error_result_and_its_neighbours_go_on(
         assert node.verify(pid).ok  # replayed in this process, which joined Ray: its trap is a Trap too
 
 
-def test_joining_ray_keeps_the_traps_of_wasm_run_in_this_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("before", ["nothing", "faulthandler on and Ray imported, as under pytest"])
+def test_joining_ray_keeps_the_traps_of_wasm_run_in_this_process(before: str) -> None:
     """ray.init puts Abseil's failure handler and faulthandler over wasmtime's signal handlers, and the
     first trap then ends the process (SIGILL). In a process of its own: the failure would kill pytest."""
-    script = (
+    first = "import faulthandler, ray; faulthandler.enable()\n" if before != "nothing" else ""
+    script = first + (
         "import faulthandler, sys, wasmtime\n"
         "from actorao._ray_init import init_ray\n"
         "engine = wasmtime.Engine(); store = wasmtime.Store(engine)\n"
@@ -108,7 +110,8 @@ def test_joining_ray_keeps_the_traps_of_wasm_run_in_this_process(tmp_path: Path)
     env = {name: value for name, value in os.environ.items() if name not in unset}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.splitlines() == ["trapped before", "trapped after", "faulthandler False"]
+    on = before != "nothing"  # faulthandler stays as it was
+    assert done.stdout.splitlines() == ["trapped before", "trapped after", f"faulthandler {on}"]
 
 
 def test_scaling_ray_workers_with_work_in_flight_loses_and_repeats_nothing(
