@@ -258,9 +258,13 @@ class WorkerPool:
         previous, self.supervisor = self.supervisor, self._new_supervisor()
         previous.stop()  # one that gave up has ended its thread; this closes what it still holds
         child = _PoolChild(self, self.supervisor)
-        for index in range(self.workers):
-            self.supervisor.start_child(index, child_id=_worker_id(index))
-            self.wake_all(index)
+        try:
+            for index in range(self.workers):
+                self.supervisor.start_child(index, child_id=_worker_id(index))
+                self.wake_all(index)
+        except BaseException:  # the workers started so far go too (a Ray actor would hold its CPU)
+            self.supervisor.stop()
+            raise
         return child
 
     def wait_ready(self, timeout: float = 60.0) -> None:

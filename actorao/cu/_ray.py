@@ -83,6 +83,13 @@ def raylet_for(workers: list[dict[str, Any]]) -> str:
     return min(alive, key=lambda raylet: (used[raylet], raylet))
 
 
+def _local_cpus(ray: Any) -> float:
+    """The CPUs of this machine's live raylets, in all."""
+    here = ray.util.get_node_ip_address()
+    return sum(float(raylet["Resources"].get("CPU", 0)) for raylet in ray.nodes()
+               if raylet["Alive"] and raylet["NodeManagerAddress"] == here)
+
+
 class RayChild(ThreadChild):
     """A Ray-placed worker as a supervised child, on Ray node ``raylet``. ``machine`` says where it is;
     ``pid`` is its process's pid when that is on this machine (else None: no local tool may read it)."""
@@ -95,7 +102,14 @@ class RayChild(ThreadChild):
         there = NodeAffinitySchedulingStrategy(raylet, soft=False)
         self.actor = actor_class.options(num_cpus=1, max_restarts=0, max_task_retries=0,
                                          scheduling_strategy=there).remote()
-        pid, ip, node_id = ray.get(self.actor.where.remote(), timeout=START_TIMEOUT)
+        try:
+            pid, ip, node_id = ray.get(self.actor.where.remote(), timeout=START_TIMEOUT)
+        except ray.exceptions.GetTimeoutError:
+            self.kill()  # not left pending, to take a CPU from whatever frees one later
+            raise RuntimeError(
+                f"Ray did not start worker {config.index} within {START_TIMEOUT:g} s on raylet {raylet}: each worker "
+                f"takes a CPU of this machine's raylets, which have {_local_cpus(ray):g} in all (fewer --workers, "
+                "or more --num-cpus for ray start)") from None
         here = ray.util.get_node_ip_address()
         self.pid = pid if ip == here else None
         self.machine = {"address": ip, "ray_node": node_id}
@@ -106,6 +120,8 @@ class RayChild(ThreadChild):
     def _serve(self) -> str | None:
         try:
             code = self._ray.get(self._run)
+        except SystemExit:  # this process left Ray (ray.shutdown) while the worker ran
+            return "lost: this process left Ray"
         except self._ray.exceptions.RayActorError as exc:
             # Unreachable may not mean dead: it is killed for sure before another worker takes its index.
             self.kill()
