@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -16,6 +14,7 @@ import pytest
 from actorao import Node
 from actorao.persist import Store, log_key
 from actorao.persist._computed import FOLDER, State, current_boot, read_state, write_state
+from tests.streams import eventually
 
 FORGED = orjson.dumps({"Output": "999", "Messages": [], "Spawns": [], "Assignments": []})
 
@@ -27,16 +26,6 @@ def _counted(path: Path, counter: bytes, messages: int) -> tuple[str, list[str]]
         acks = node.send_many([(pid, {"Action": "Inc"}, "")] * messages)
         assert [r.output for r in node.results(acks, timeout=60)] == [str(n) for n in range(1, messages + 1)]
         return pid, [ack.id for ack in acks]
-
-
-def _eventually(condition: Callable[[], bool], seconds: float = 60.0) -> bool:
-    """Whether ``condition`` holds within ``seconds``: true as soon as it does."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def _forge(path: Path, pid: str, slot: int) -> None:
@@ -63,7 +52,7 @@ def test_an_environment_left_open_by_another_boot_is_dropped_and_computed_again(
         if not kept:
             # Every slot was evaluated again from the log. A result is read from the store as soon as its
             # worker commits it, which is before the worker reports it: the count comes with the reports.
-            assert _eventually(lambda: node.evaluated >= 5), node.evaluated
+            assert eventually(lambda: node.evaluated >= 5), node.evaluated
             assert node.verify(pid).ok
             assert node.result(node.send(pid, {"Action": "Inc"}), timeout=60).output == "6"
 
@@ -125,5 +114,5 @@ def test_results_and_checkpoints_an_older_store_kept_in_its_main_environment_are
         # Nothing was evaluated again: the results and checkpoints moved. The one worker reports in order,
         # so any evaluation again would be counted before the next message's.
         assert node.result(node.send(pid, {"Action": "Inc"}), timeout=60).output == "6"
-        assert _eventually(lambda: node.evaluated >= 1)
+        assert eventually(lambda: node.evaluated >= 1)
         assert node.evaluated == 1

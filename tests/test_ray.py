@@ -7,17 +7,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from actorao import Node, Overloaded
+from actorao import Node
 from actorao._ray_init import init_ray
-from actorao.node import Ack
+from tests.streams import each_inc_once, eventually, incs
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -38,15 +36,6 @@ def cluster() -> Iterator[Any]:
     finally:
         ray.shutdown()
         made.shutdown()
-
-
-def _eventually(condition: Callable[[], bool], seconds: float = 120.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def _machines(node: Node) -> dict[str, str]:
@@ -133,44 +122,18 @@ def test_a_machine_lost_mid_stream_loses_and_repeats_nothing(tmp_path: Path, cou
     """Runs last in this file: it takes a raylet away (and puts a fresh one back)."""
     with Node(tmp_path / "node", workers=3, schedulers=2, ray="auto") as node:
         pids = [node.spawn(counter, {"Scheduler": node.schedulers[i % 2]}) for i in range(9)]
-        acked: list[Ack] = []
-        enough = threading.Event()
-        stop = threading.Event()
-
-        def stream() -> None:
-            while not stop.is_set():
-                try:
-                    acked.extend(node.send_many([(pid, {"Action": "Inc"}, "") for pid in pids] * 5, timeout=60))
-                except Overloaded:
-                    pass
-                if len(acked) >= 450:
-                    enough.set()
-
         before = _machines(node)
         [lost] = [raylet for raylet in cluster.list_all_nodes()
                   if raylet is not cluster.head_node and raylet.node_id in before.values()][:1]
         on_it = sorted(worker for worker, machine in before.items() if machine == lost.node_id)
-        sender = threading.Thread(target=stream)
-        sender.start()
-        try:
-            assert enough.wait(120)
+        with incs(node, pids, warm=450) as acked:
             cluster.remove_node(lost, allow_graceful=False)  # as a machine dies: its raylet and actors at once
             count = len(acked)
-            assert _eventually(lambda: len(acked) >= count + 900)  # the stream goes on
-            assert _eventually(lambda: all(
+            assert eventually(lambda: len(acked) >= count + 900)  # the stream goes on
+            assert eventually(lambda: all(
                 w["restarts"] >= 1 and w["state"] == "running" for w in node.worker_processes() if w["id"] in on_it))
-        finally:
-            stop.set()
-            sender.join(120)
         after = _machines(node)
         assert all(after[worker] != lost.node_id for worker in on_it)  # placed on a machine that is left
-        results = node.results(acked, timeout=120)
-        for pid in pids:
-            mine = sorted((ack.slot, result.output) for ack, result in zip(acked, results, strict=True)
-                          if ack.process == pid)
-            slots = [slot for slot, _ in mine]
-            assert len(slots) == len(set(slots)), f"a slot of {pid} was given twice"
-            assert all(output == str(slot) for slot, output in mine), pid  # none lost, none evaluated twice
-            assert node.verify(pid).ok
+        each_inc_once(node, pids, acked)
     cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()

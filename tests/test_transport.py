@@ -7,9 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +17,12 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from actorao import InvalidMessage, Node, NodeConfig, Overloaded
+from actorao import InvalidMessage, Node, NodeConfig
 from actorao.mailbox import KEY_FILE, RESULTS, ClusterKey, pack
-from actorao.node import Ack
+from tests.streams import each_inc_once, eventually, incs
 
 _HANDSHAKES = {zmq.EVENT_HANDSHAKE_SUCCEEDED: "succeeded", zmq.EVENT_HANDSHAKE_FAILED_AUTH: "failed",
                zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "failed", zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "failed"}
-
-
-def _eventually(condition: Callable[[], bool], seconds: float = 120.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def _run(node: Node, pids: list[str], rounds: int) -> list[str]:
@@ -75,46 +65,19 @@ def test_kill_9_on_tcp_mid_stream_loses_and_repeats_nothing(tmp_path: Path, coun
     node tells the shards, and every process of that worker catches up from the log."""
     with Node(tmp_path / "node", workers=2, schedulers=2, transport="tcp") as node:
         pids = [node.spawn(counter, {"Scheduler": node.schedulers[i % 2]}) for i in range(8)]
-        acked: list[Ack] = []
-        enough = threading.Event()
-        stop = threading.Event()
-
-        def stream() -> None:
-            while not stop.is_set():
-                try:
-                    acked.extend(node.send_many([(pid, {"Action": "Inc"}, "") for pid in pids] * 5, timeout=60))
-                except Overloaded:  # in flight to a shard when it died: never acknowledged
-                    pass
-                if len(acked) >= 400:
-                    enough.set()
-
         children = node.worker_processes() + node.scheduler_processes()
-        sender = threading.Thread(target=stream)
-        sender.start()
-        try:
-            assert enough.wait(120)
+        with incs(node, pids, warm=400) as acked:
             [dead] = [child for child in children if child["id"] == victim]
             feeds_before = dict(node._pool.feed_addresses)
             os.kill(dead["pid"], signal.SIGKILL)
             before = len(acked)
-            assert _eventually(lambda: len(acked) >= before + 800)  # the stream goes on
-        finally:
-            stop.set()
-            sender.join(120)
+            assert eventually(lambda: len(acked) >= before + 800)  # the stream goes on
         [child] = [c for c in node.worker_processes() + node.scheduler_processes() if c["id"] == victim]
         assert child["pid"] != dead["pid"] and child["restarts"] == 1
         if victim.startswith("worker"):
             # A new feed (at times on the same port) of the new pid, which the shards are told.
-            assert _eventually(lambda: node._pool.feed_addresses[1][1] == child["pid"]), feeds_before
-        results = node.results(acked, timeout=120)
-        for pid in pids:
-            mine = sorted((ack.slot, result.output) for ack, result in zip(acked, results, strict=True)
-                          if ack.process == pid)
-            slots = [slot for slot, _ in mine]
-            assert len(slots) == len(set(slots)), f"a slot of {pid} was given twice"
-            # Each Inc's result is the count at its slot: none lost, none evaluated twice.
-            assert all(output == str(slot) for slot, output in mine), pid
-            assert node.verify(pid).ok
+            assert eventually(lambda: node._pool.feed_addresses[1][1] == child["pid"]), feeds_before
+        each_inc_once(node, pids, acked)
 
 
 def test_scaling_on_tcp_with_work_in_flight_loses_and_repeats_nothing(tmp_path: Path, counter: bytes) -> None:

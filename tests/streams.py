@@ -1,0 +1,62 @@
+"""What the fault tests of several rooms share: waiting on a condition, a stream of Incs that goes on
+while a test breaks something, and the check that every acknowledged Inc was evaluated exactly once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from actorao import Node, Overloaded
+from actorao.node import Ack
+
+
+def eventually(condition: Callable[[], bool], seconds: float = 120.0) -> bool:
+    """Whether ``condition`` holds within ``seconds``: true as soon as it does."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@contextmanager
+def incs(node: Node, pids: list[str], warm: int) -> Iterator[list[Ack]]:
+    """Send Incs to ``pids`` in batches from a thread until the block ends; yields the Acks so far
+    once ``warm`` are in. A batch refused while a shard restarts was never acknowledged: skipped."""
+    acked: list[Ack] = []
+    enough = threading.Event()
+    stop = threading.Event()
+
+    def stream() -> None:
+        while not stop.is_set():
+            try:
+                acked.extend(node.send_many([(pid, {"Action": "Inc"}, "") for pid in pids] * 5, timeout=60))
+            except Overloaded:
+                pass
+            if len(acked) >= warm:
+                enough.set()
+
+    sender = threading.Thread(target=stream, name="incs")
+    sender.start()
+    try:
+        assert enough.wait(120), f"{len(acked)} of {warm} Incs acknowledged in 120 s"
+        yield acked
+    finally:
+        stop.set()
+        sender.join(120)
+
+
+def each_inc_once(node: Node, pids: list[str], acked: list[Ack]) -> None:
+    """Each acknowledged Inc's result is its process's count at its slot: no slot given twice, none
+    lost and none evaluated twice; and each process replays from its log to the same memory."""
+    results = node.results(acked, timeout=120)
+    for pid in pids:
+        mine = sorted((ack.slot, result.output) for ack, result in zip(acked, results, strict=True)
+                      if ack.process == pid)
+        slots = [slot for slot, _ in mine]
+        assert len(slots) == len(set(slots)), f"a slot of {pid} was given twice"
+        assert all(output == str(slot) for slot, output in mine), pid
+        assert node.verify(pid).ok
