@@ -4,7 +4,9 @@ on this one, started and stopped here. The node's supervision tree restarts a wo
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -74,6 +76,23 @@ def test_a_trap_on_a_ray_worker_is_an_error_result_and_its_neighbours_go_on(
         assert node.result(node.send(neighbour, {"Action": "Inc"}), timeout=60).output == "1"
         assert [w["restarts"] for w in node.worker_processes()] == [0]  # the worker never went down
         assert node.verify(pid).ok  # replayed in this process, which joined Ray: its trap is a Trap too
+
+
+def test_a_stopped_ray_worker_is_taken_as_hung_and_replaced(tmp_path: Path, counter: bytes, cluster: Any) -> None:
+    """A Ray-placed worker beats through the pings it answers; SIGSTOP silences them, and the pool's
+    supervisor replaces it within its heartbeat timeout (3 s), not its start-up one (60 s)."""
+    with Node(tmp_path / "node", workers=1, schedulers=1, ray="auto") as node:
+        pid = node.spawn(counter)
+        assert [r.output for r in node.results(node.send_many([(pid, {"Action": "Inc"}, "")] * 3))] == ["1", "2", "3"]
+        [worker] = node.worker_processes()
+        os.kill(worker["pid"], signal.SIGSTOP)
+        try:
+            assert eventually(lambda: node.worker_processes()[0]["restarts"] == 1, seconds=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker["pid"], signal.SIGCONT)  # gone already, unless the test failed
+        assert node.result(node.send(pid, {"Action": "Inc"}), timeout=60).output == "4"
+        assert node.worker_processes()[0]["pid"] != worker["pid"]
 
 
 @pytest.mark.parametrize("before", ["nothing", "faulthandler on and Ray imported, as under pytest"])

@@ -32,6 +32,7 @@ from actorao.supervisor import ThreadChild
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 120.0  # seconds for Ray to place a worker's actor and start its process
+PING_EVERY = 0.2  # seconds between pings: beats for the supervisor's heartbeat timeout
 
 
 def ray_module() -> Any:
@@ -51,6 +52,10 @@ def connect(address: str) -> bool:
 
 class RayWorker:
     """The actor class: one CU worker, in the Ray worker process that hosts it."""
+
+    def ping(self) -> bool:
+        """An answer from another of the actor's threads while ``run`` runs: it is alive, and not stopped."""
+        return True
 
     def where(self) -> tuple[int, str, str]:
         """This process's pid, its machine's address and its Ray node id."""
@@ -100,7 +105,8 @@ class RayChild(ThreadChild):
 
         actor_class = ray.remote(RayWorker)
         there = NodeAffinitySchedulingStrategy(raylet, soft=False)
-        self.actor = actor_class.options(num_cpus=1, max_restarts=0, max_task_retries=0,
+        # Two threads: ``run`` holds one for the worker's life, and pings take the other.
+        self.actor = actor_class.options(num_cpus=1, max_restarts=0, max_task_retries=0, max_concurrency=2,
                                          scheduling_strategy=there).remote()
         try:
             pid, ip, node_id = ray.get(self.actor.where.remote(), timeout=START_TIMEOUT)
@@ -115,11 +121,24 @@ class RayChild(ThreadChild):
         self.machine = {"address": ip, "ray_node": node_id}
         self._ray = ray
         self._run = self.actor.run.remote(config.to_json(), key.public, key.secret)
+        self._beats = 0  # pings answered since the supervisor last asked (``beats``)
         self._start_thread(f"ray-worker-{config.index}")
 
+    def beats(self) -> int:
+        """The supervisor's heartbeat: pings the actor answered since the last call. A stopped (SIGSTOP)
+        or wedged actor answers none, and its supervisor replaces it as it replaces an OS process."""
+        beats, self._beats = self._beats, 0
+        return beats
+
     def _serve(self) -> str | None:
+        ray = self._ray
         try:
-            code = self._ray.get(self._run)
+            ping = self.actor.ping.remote()
+            while not ray.wait([self._run], timeout=PING_EVERY)[0]:
+                if ray.wait([ping], timeout=0)[0]:  # one ping at a time: a silent actor piles none up
+                    self._beats += 1
+                    ping = self.actor.ping.remote()
+            code = ray.get(self._run)
         except SystemExit:  # this process left Ray (ray.shutdown) while the worker ran
             return "lost: this process left Ray"
         except self._ray.exceptions.RayActorError as exc:

@@ -49,7 +49,8 @@ class ChildSpec:
 
     ``start(*args)`` returns a started Child. ``shutdown`` is the seconds to wait after asking the
     child to stop (SIGTERM for an OS process) before killing it, or "brutal_kill" to kill at once.
-    ``heartbeat_timeout`` applies to OS children started with a heartbeat pipe, from their first beat:
+    ``heartbeat_timeout`` applies to OS children started with a heartbeat pipe, and to children that
+    count their beats (``beats()``, as a Ray-placed worker's answered pings), from their first beat:
     until then the child is starting (its interpreter importing, which a loaded box can stretch to
     seconds), and ``startup_timeout`` is how long that may take."""
 
@@ -236,15 +237,24 @@ class Supervisor:
             self._check_heartbeats()
 
     def _read_beats(self) -> None:
-        """Note the children that beat since the last tick (their pipes are non-blocking)."""
+        """Note the children that beat since the last tick: an OS process on its heartbeat pipe (non-
+        blocking), any other child through its ``beats()``, the count since it was last asked."""
         for running in self._children.values():
             child = running.child
-            if not isinstance(child, OSProcess) or running.state != "running" or child.heartbeat_fd is None:
+            if running.state != "running" or child is None:
                 continue
-            try:
-                beats = os.read(child.heartbeat_fd, 4096)
-            except (BlockingIOError, OSError):
-                continue
+            if isinstance(child, OSProcess):
+                if child.heartbeat_fd is None:
+                    continue
+                try:
+                    beats = len(os.read(child.heartbeat_fd, 4096))
+                except (BlockingIOError, OSError):
+                    continue
+            else:
+                count = getattr(child, "beats", None)
+                if not callable(count):
+                    continue
+                beats = count()
             if beats:
                 running.last_beat = self._clock()
                 running.beating = True
