@@ -17,6 +17,7 @@ import pytest
 
 from actorao import Node
 from actorao._ray_init import init_ray
+from actorao.supervisor import SupervisorFailed
 from tests.streams import each_inc_once, eventually, incs
 
 ray = pytest.importorskip("ray")
@@ -76,6 +77,21 @@ def test_a_trap_on_a_ray_worker_is_an_error_result_and_its_neighbours_go_on(
         assert node.result(node.send(neighbour, {"Action": "Inc"}), timeout=60).output == "1"
         assert [w["restarts"] for w in node.worker_processes()] == [0]  # the worker never went down
         assert node.verify(pid).ok  # replayed in this process, which joined Ray: its trap is a Trap too
+
+
+def test_more_workers_than_the_raylets_have_cpus_is_a_clear_error_that_holds_none(
+    tmp_path: Path, cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import actorao.cu._ray
+
+    monkeypatch.setattr(actorao.cu._ray, "START_TIMEOUT", 3.0)
+    cpus = ray.cluster_resources()["CPU"]
+    assert eventually(lambda: ray.available_resources().get("CPU") == cpus)  # the tests before gave theirs back
+    with pytest.raises(SupervisorFailed, match=r"Ray did not start worker 6 within 3 s on raylet .*: each worker "
+                                               r"takes a CPU of this machine's raylets, which have 6 in all"):
+        Node(tmp_path / "node", workers=7, schedulers=1, ray="auto")
+    # The six it started, and the seventh that waited for a CPU, are gone: their CPUs are free again.
+    assert eventually(lambda: ray.available_resources().get("CPU") == cpus)
 
 
 def test_a_stopped_ray_worker_is_taken_as_hung_and_replaced(tmp_path: Path, counter: bytes, cluster: Any) -> None:

@@ -150,6 +150,38 @@ def test_children_asked_to_end_on_the_supervisors_thread_are_not_restarted(
     assert downs == ["normal", "normal"]
 
 
+def test_a_child_whose_restart_fails_to_start_is_tried_again_within_the_intensity(
+    supervisors: list[Supervisor]
+) -> None:
+    """A Ray worker's start can fail (its raylet just lost): the child must not stay dead."""
+    starts = [0]
+
+    def start(*args: Any) -> OSProcess:
+        starts[0] += 1
+        if starts[0] in (2, 3):  # the first two restarts fail
+            raise RuntimeError("no room just now")
+        return OSProcess([sys.executable, "-c", SLEEP])
+
+    supervisor = started(supervisors, "test", [ChildSpec("a", start)], intensity=5)
+    [first] = pids(supervisor, "a")
+    os.kill(first or 0, signal.SIGKILL)
+    assert wait_until(lambda: child(supervisor.tree(), "a")["state"] == "running" and pids(supervisor, "a")[0] != first)
+    assert starts[0] == 4 and child(supervisor.tree(), "a")["restarts"] == 1 and not supervisor.failed
+    # A child that never starts again: past the intensity, the supervisor gives up, as for children that die.
+    calls = [0]
+
+    def once(*args: Any) -> OSProcess:
+        calls[0] += 1
+        if calls[0] > 1:
+            raise RuntimeError("never again")
+        return OSProcess([sys.executable, "-c", SLEEP])
+
+    failing = started(supervisors, "failing", [ChildSpec("a", once)], intensity=2)
+    os.kill(pids(failing, "a")[0] or 0, signal.SIGKILL)
+    assert wait_until(lambda: failing.failed)
+    assert calls[0] == 3  # the first start, then two failed restarts: the third exit is over the intensity
+
+
 def test_monitors_get_down_with_the_exit_reason(supervisors: list[Supervisor]) -> None:
     downs: list[Down] = []
     supervisor = started(supervisors, "test", [ChildSpec("c", exiting(7), restart="temporary")])

@@ -245,7 +245,11 @@ class WorkerPool:
             )
             if self.ray:
                 assert self._key is not None
-                raylet = raylet_for(worker_entries(self.supervisor.tree()))
+                workers = worker_entries(self.supervisor.tree())
+                before = next((w.get("machine") for w in workers if w["id"] == _worker_id(index)), None)
+                # Not where this worker was, when there is a choice: that raylet may be the one just lost,
+                # and Ray takes some seconds to say so.
+                raylet = raylet_for(workers, avoid=before["ray_node"] if before else None)
                 return RayChild(dataclasses.replace(config, ray=True, host="", key_path=""), self._key, raylet)
             return OSProcess.python_module("actorao.cu", config.to_json(), heartbeat=True)
 
@@ -263,7 +267,7 @@ class WorkerPool:
                 self.supervisor.start_child(index, child_id=_worker_id(index))
                 self.wake_all(index)
         except BaseException:  # the workers started so far go too (a Ray actor would hold its CPU)
-            self.supervisor.stop()
+            self.stop_workers()
             raise
         return child
 

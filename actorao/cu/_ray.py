@@ -1,10 +1,10 @@
-"""CU workers as Ray actors (``NodeConfig.ray``, ``actorao node --ray``): Ray places each worker
-on a machine of its cluster; the node's supervision tree stays the authority on restarts.
+"""CU workers as Ray actors (``NodeConfig.ray``, ``actorao node --ray``): Ray starts and hosts each
+worker; the node's supervision tree stays the authority on restarts.
 
 A worker is one actor running the worker's loop (``run_worker``) in its own Ray worker process, with
 ``max_restarts=0``: Ray never restarts it on its own. The actor's end, however it comes (a STOP, a
 crash, ``ray.kill``, its machine lost), ends the child's watcher thread with a reason, and the pool's
-supervisor restarts it as it restarts an OS process, wherever Ray places the new actor. Messages never
+supervisor restarts it as it restarts an OS process, on a raylet that is left. Messages never
 go through Ray (one actor call costs about 230 µs): the worker's sockets are ZeroMQ on TCP with CURVE,
 and the cluster key goes to the actor as an argument of its one call, over Ray's own channel.
 
@@ -28,8 +28,6 @@ from actorao._ray_init import init_ray
 from actorao.cu._worker import WorkerConfig, run_worker
 from actorao.mailbox import ClusterKey
 from actorao.supervisor import ThreadChild
-
-log = logging.getLogger(__name__)
 
 START_TIMEOUT = 120.0  # seconds for Ray to place a worker's actor and start its process
 PING_EVERY = 0.2  # seconds between pings: beats for the supervisor's heartbeat timeout
@@ -74,25 +72,25 @@ class RayWorker:
         return 0
 
 
-def raylet_for(workers: list[dict[str, Any]]) -> str:
-    """The Ray node for one more worker: of the live ones at this machine's address, the one with
-    the fewest of ``workers`` (supervision tree entries) on it; ties go to the lowest id."""
-    ray = ray_module()
-    here = ray.util.get_node_ip_address()
-    alive = sorted(str(raylet["NodeID"]) for raylet in ray.nodes()
-                   if raylet["Alive"] and raylet["NodeManagerAddress"] == here)
+def raylet_for(workers: list[dict[str, Any]], avoid: str | None = None) -> str:
+    """The Ray node for one more worker: of the live ones at this machine's address (other than
+    ``avoid``, unless it is the only one), the one with the fewest of ``workers`` (supervision tree
+    entries) on it; ties go to the lowest id."""
+    alive = sorted(str(raylet["NodeID"]) for raylet in _local_raylets(ray_module()))
+    if avoid in alive and len(alive) > 1:
+        alive.remove(avoid)
     if not alive:
-        raise RuntimeError(f"the Ray cluster has no live node at this machine's address ({here}); Ray-placed "
-                           "workers run where the node's data folder is (ray start on this machine)")
+        raise RuntimeError(f"the Ray cluster has no live node at this machine's address "
+                           f"({ray_module().util.get_node_ip_address()}); Ray-placed workers run where the node's "
+                           "data folder is (ray start on this machine)")
     used = collections.Counter(str(worker["machine"]["ray_node"]) for worker in workers if worker.get("machine"))
     return min(alive, key=lambda raylet: (used[raylet], raylet))
 
 
-def _local_cpus(ray: Any) -> float:
-    """The CPUs of this machine's live raylets, in all."""
+def _local_raylets(ray: Any) -> list[dict[str, Any]]:
+    """The live raylets at this machine's address, as ``ray.nodes()`` describes them."""
     here = ray.util.get_node_ip_address()
-    return sum(float(raylet["Resources"].get("CPU", 0)) for raylet in ray.nodes()
-               if raylet["Alive"] and raylet["NodeManagerAddress"] == here)
+    return [raylet for raylet in ray.nodes() if raylet["Alive"] and raylet["NodeManagerAddress"] == here]
 
 
 class RayChild(ThreadChild):
@@ -103,6 +101,7 @@ class RayChild(ThreadChild):
         ray = ray_module()
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        self._ray = ray
         actor_class = ray.remote(RayWorker)
         there = NodeAffinitySchedulingStrategy(raylet, soft=False)
         # Two threads: ``run`` holds one for the worker's life, and pings take the other.
@@ -112,14 +111,17 @@ class RayChild(ThreadChild):
             pid, ip, node_id = ray.get(self.actor.where.remote(), timeout=START_TIMEOUT)
         except ray.exceptions.GetTimeoutError:
             self.kill()  # not left pending, to take a CPU from whatever frees one later
+            cpus = sum(float(raylet["Resources"].get("CPU", 0)) for raylet in _local_raylets(ray))
             raise RuntimeError(
                 f"Ray did not start worker {config.index} within {START_TIMEOUT:g} s on raylet {raylet}: each worker "
-                f"takes a CPU of this machine's raylets, which have {_local_cpus(ray):g} in all (fewer --workers, "
+                f"takes a CPU of this machine's raylets, which have {cpus:g} in all (fewer --workers, "
                 "or more --num-cpus for ray start)") from None
+        except ray.exceptions.RayActorError as exc:  # its raylet was lost as it started, say
+            raise RuntimeError(f"worker {config.index}'s Ray actor died as it started on raylet {raylet}: "
+                               f"{type(exc).__name__}") from exc
         here = ray.util.get_node_ip_address()
         self.pid = pid if ip == here else None
         self.machine = {"address": ip, "ray_node": node_id}
-        self._ray = ray
         self._run = self.actor.run.remote(config.to_json(), key.public, key.secret)
         self._beats = 0  # pings answered since the supervisor last asked (``beats``)
         self._start_thread(f"ray-worker-{config.index}")

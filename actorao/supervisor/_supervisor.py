@@ -419,7 +419,12 @@ class Supervisor:
             again = order[order.index(failed) :]
         self._stop_all([running for running in again if running is not failed])
         for running in again:
-            self._start(running)
+            try:
+                self._start(running)
+            except Exception as exc:  # as if it had started and died: tried again, within the intensity
+                log.error("%s: %s could not start again: %s", self.name, running.id, exc)
+                self._exited(running, running.generation, f"its start failed: {exc}")
+                return
             running.restarts += 1  # counted once started: a tree that shows the count shows the new pid
             if self._on_restart is not None:
                 self._on_restart(running.id)
