@@ -228,7 +228,8 @@ class Schedulers:
         (a TCP feed binds a port of the system's choosing each start): every shard connects there,
         now and after any restart of its own. Not waited on: until a shard knows a worker's feed,
         what it cannot push there it sends as WAKEs."""
-        self._feed_addresses.update(addresses)
+        with self._lock:
+            self._feed_addresses.update(addresses)
         for index in range(self.count):
             self._tell_feeds(index, addresses)
 
@@ -346,7 +347,9 @@ class Schedulers:
             self._told[index].clear()  # the new shard knows no placement yet
             with self._lock:
                 self._restarts[index] = self._next_token  # every request before this one went to the dead shard
-        self._tell_feeds(index, dict(self._feed_addresses))  # the new shard knows no worker's feed yet
+        with self._lock:
+            feeds = dict(self._feed_addresses)
+        self._tell_feeds(index, feeds)  # the new shard knows no worker's feed yet
 
     def _fail_unanswered(self, index: int, before: int) -> None:
         with self._lock:
