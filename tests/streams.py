@@ -23,9 +23,10 @@ def eventually(condition: Callable[[], bool], seconds: float = 120.0) -> bool:
 
 
 @contextmanager
-def incs(node: Node, pids: list[str], warm: int) -> Iterator[list[Ack]]:
-    """Send Incs to ``pids`` in batches from a thread until the block ends; yields the Acks so far
-    once ``warm`` are in. A batch refused while a shard restarts was never acknowledged: skipped."""
+def incs(node: Node, pids: list[str], warm: int, copies: int = 5) -> Iterator[list[Ack]]:
+    """Send Incs to ``pids`` from a thread until the block ends, ``copies`` to each a batch; yields the
+    Acks so far once ``warm`` are in. A batch refused (a shard restarting, a process being re-hosted)
+    was never acknowledged: skipped."""
     acked: list[Ack] = []
     enough = threading.Event()
     stop = threading.Event()
@@ -33,7 +34,7 @@ def incs(node: Node, pids: list[str], warm: int) -> Iterator[list[Ack]]:
     def stream() -> None:
         while not stop.is_set():
             try:
-                acked.extend(node.send_many([(pid, {"Action": "Inc"}, "") for pid in pids] * 5, timeout=60))
+                acked.extend(node.send_many([(pid, {"Action": "Inc"}, "") for pid in pids] * copies, timeout=60))
             except Overloaded:
                 pass
             if len(acked) >= warm:

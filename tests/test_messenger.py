@@ -16,6 +16,7 @@ import pytest
 from actorao import InvalidMessage, Message, Node, NodeConfig, examples
 from actorao.message import new_id, with_ao_tags
 from actorao.mu import outgoing_id, tick_id
+from tests.streams import eventually
 
 MakeNode = Callable[..., Node]
 
@@ -56,7 +57,7 @@ def test_a_pushed_message_is_from_its_process_with_ao_tags_and_a_deterministic_i
     start = node.send(sender, {"Action": "Start"}, echo)
     expected_id = outgoing_id(sender, start.slot, 0)
     # until the messenger has pushed it and the SU has assigned it
-    assert wait_until(lambda: node._logs.assignment_of(expected_id) is not None)
+    assert eventually(lambda: node._logs.assignment_of(expected_id) is not None)
     seen = node.result(expected_id, timeout=30).output
     assert seen["From"] == sender and seen["Owner"] == node.identity
     tags = {tag["name"]: tag["value"] for tag in seen["Tags"]}
@@ -84,7 +85,7 @@ def test_a_message_to_an_unknown_target_is_kept_and_listed(make_node: MakeNode) 
     nowhere = new_id(b"nowhere")
     start = node.send(sender, {"Action": "Start"}, nowhere)
     node.result(start)
-    assert wait_until(lambda: bool(node.undelivered()))
+    assert eventually(lambda: bool(node.undelivered()))
     [kept] = node.undelivered()
     assert kept["Id"] == outgoing_id(sender, start.slot, 0) and kept["From-Process"] == sender
     assert kept["Message"]["Target"] == nowhere and "no process" in kept["Reason"]
@@ -168,15 +169,6 @@ def test_a_bad_cron_interval_is_refused_at_spawn(make_node: MakeNode) -> None:
 # -- a hostile outbox ------------------------------------------------------------------------------
 
 
-def wait_until(condition: Callable[[], bool], seconds: float = 120.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def log_tags(node: Node, pid: str) -> list[dict[str, str]]:
     """The tags of every message in ``pid``'s log after its spawn, in slot order."""
     entries = [orjson.loads(body) for _, body in node._logs.log_range(pid, 1, 1 << 40)]
@@ -202,7 +194,7 @@ def test_a_fan_out_over_the_limit_is_an_error_result_and_sends_nothing(make_node
     at_limit = node.result(node.send(fanout, {"Action": "Fan", "Target-Process": target, "Count": "50"}))
     assert at_limit.error is None and asked(node, fanout) == 1
     assert node.result(node.send(fanout, {"Action": "Spawn", "Module": module, "Count": "3"})).error is None
-    assert wait_until(lambda: count(node, target) == 50 and len(node.processes()) == before + 3)
+    assert eventually(lambda: count(node, target) == 50 and len(node.processes()) == before + 3)
     # only those at the limit were delivered, each message once and in its order
     fanned = [tags for tags in log_tags(node, target) if tags.get("Action") == "Fanned"]
     assert [int(tags["Index"]) for tags in fanned] == list(range(50))
@@ -226,7 +218,7 @@ def test_spawns_pushed_back_by_a_full_scheduler_are_retried_not_filed(make_node:
     module = node.process_info(parent)["module"]
     before = len(node.processes())
     assert node.result(node.send(parent, {"Action": "Spawn", "Module": module, "Count": "40"})).error is None
-    assert wait_until(lambda: sum(tags.get("Action") == "Spawned" for tags in log_tags(node, parent)) == 40)
+    assert eventually(lambda: sum(tags.get("Action") == "Spawned" for tags in log_tags(node, parent)) == 40)
     assert len(node.processes()) == before + 40 and node.undelivered() == []
     spawned = [tags["Process"] for tags in log_tags(node, parent) if tags.get("Action") == "Spawned"]
     assert len(set(spawned)) == 40 and set(spawned) <= set(node.processes())
@@ -239,7 +231,7 @@ def test_undelivered_messages_are_written_in_one_transaction_not_one_each(make_n
     store = node._store
     transactions_before = store.env.info()["last_txnid"]
     assert node.result(node.send(fanout, {"Action": "Fan", "Target-Process": nowhere, "Count": "500"})).error is None
-    assert wait_until(lambda: len(node.undelivered()) == 500 and node.messenger_status()["backlog"] == 0)
+    assert eventually(lambda: len(node.undelivered()) == 500 and node.messenger_status()["backlog"] == 0)
     # The result's own commit and the undelivered batch, a worker's checkpoint perhaps: a few, not 500.
     assert store.env.info()["last_txnid"] - transactions_before <= 10
     assert {entry["Index"] for entry in node.undelivered()} == set(range(500))
@@ -263,12 +255,12 @@ def test_a_huge_outbox_delays_another_processs_message_by_at_most_a_round(make_n
     node._rendezvous.subscribe(seen)
     # Their spawns' results have passed the messenger (a frame that sends nothing takes its lock): stored
     # is not enough, since a waiter finds a stored result before the listener hands its frame over.
-    assert wait_until(lambda: all(messenger._seen.get(pid, -1) >= 0 for pid in (bomb, bystander, target)))
+    assert eventually(lambda: all(messenger._seen.get(pid, -1) >= 0 for pid in (bomb, bystander, target)))
     with messenger._lock:  # both results reach the messenger before it has queued either
         assert node.result(node.send(bomb, {"Action": "Fan", "Target-Process": target, "Count": "3000"})).ok
         assert node.result(node.send(bystander, {"Action": "Fan", "Target-Process": target, "Count": "1"})).ok
         assert handed_over.wait(60)
-    assert wait_until(lambda: count(node, target) == 3001)
+    assert eventually(lambda: count(node, target) == 3001)
     senders = [tags["From-Process"] for tags in log_tags(node, target) if tags.get("Action") == "Fanned"]
     assert len(senders) == 3001 and senders.count(bystander) == 1
     assert senders.index(bystander) <= _SHARE  # before: 3000, behind the whole outbox
@@ -282,7 +274,7 @@ def test_a_spawn_bomb_of_one_module_instantiates_it_once(make_node: MakeNode) ->
     module = node.process_info(parent)["module"]
     before, instantiated = len(node.processes()), node._entrance.instantiations
     assert node.result(node.send(parent, {"Action": "Spawn", "Module": module, "Count": "20"})).error is None
-    assert wait_until(lambda: len(node.processes()) == before + 20)
+    assert eventually(lambda: len(node.processes()) == before + 20)
     assert node._entrance.instantiations == instantiated  # the parent's spawn checked it already
     node.spawn(examples.wasm("counter"))  # another module is checked: the count can move
     assert node._entrance.instantiations == instantiated + 1
@@ -297,14 +289,14 @@ def test_a_messenger_that_dies_with_outboxes_queued_sends_them_once_restarted(ma
     node._rendezvous.subscribe(
         lambda items, _: handed_over.set() if bytes(items[0]).startswith(sender.encode()) else None)
     # as above: their spawns' results have passed the messenger, whose lock a frame that sends nothing takes
-    assert wait_until(lambda: all(messenger._seen.get(pid, -1) >= 0 for pid in (sender, target)))
+    assert eventually(lambda: all(messenger._seen.get(pid, -1) >= 0 for pid in (sender, target)))
     with messenger._lock:  # the messenger holds the result's frame, cranking it, when the poison arrives
         assert node.result(node.send(sender, {"Action": "Fan", "Target-Process": target, "Count": "100"})).ok
         assert handed_over.wait(60)
         poison: list[Any] = [None, None]  # not a result key: cranking it raises, and the thread dies
         messenger.offer(poison)
-    assert wait_until(lambda: node._messenger is not messenger)  # its supervisor started another
-    assert wait_until(lambda: count(node, target) == 100)
+    assert eventually(lambda: node._messenger is not messenger)  # its supervisor started another
+    assert eventually(lambda: count(node, target) == 100)
     fanned = [tags for tags in log_tags(node, target) if tags.get("Action") == "Fanned"]
     assert [int(tags["Index"]) for tags in fanned] == list(range(100))  # each once, in order
 
@@ -323,18 +315,18 @@ def test_results_that_send_nothing_are_noted_without_the_messengers_thread_but_w
     assert node.result(first, timeout=60).error is None
     # The waiter may have read the result from the store (the worker commits it once its slot is
     # durable, which can be before the sender's ack) before its frame reached the messenger.
-    assert wait_until(lambda: messenger._seen.get(pid) == first.slot)
+    assert eventually(lambda: messenger._seen.get(pid) == first.slot)
     assert messenger.quiet_frames == quiet + 1
     head = first.slot
     with messenger._count_lock:
         messenger._unfinished += 1  # as if a crank were still under way
     try:
         assert node.result(node.send(pid, {"Action": "Noop"}), timeout=60).error is None
-        assert wait_until(lambda: messenger._seen.get(pid) == head + 1)  # cranked by the thread, behind it
+        assert eventually(lambda: messenger._seen.get(pid) == head + 1)  # cranked by the thread, behind it
         assert messenger.quiet_frames == quiet + 1
     finally:
         with messenger._count_lock:
             messenger._unfinished -= 1
     assert node.result(node.send(pid, {"Action": "Noop"}), timeout=60).error is None
-    assert wait_until(lambda: messenger._seen.get(pid) == head + 2)
+    assert eventually(lambda: messenger._seen.get(pid) == head + 2)
     assert messenger.quiet_frames == quiet + 2

@@ -9,26 +9,16 @@ import itertools
 import os
 import signal
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from actorao import Ack, InvalidMessage, Node, Overloaded
+from actorao import InvalidMessage, Node, Overloaded
 from actorao.message import Assignment
 from actorao.persist import Store
-
-
-def until(condition: Callable[[], bool], seconds: float = 60.0) -> bool:
-    """Wait for ``condition``, looking every 50 ms, for at most ``seconds``."""
-    pause = threading.Event()
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return True
-        pause.wait(0.05)
-    return condition()
+from tests.streams import eventually, incs
 
 
 def decode(text: str) -> bytes:
@@ -74,32 +64,11 @@ def test_a_node_reopened_with_fewer_shards_keeps_every_process(tmp_path: Path, c
 def test_kill_9_of_a_shard_mid_stream_loses_and_duplicates_nothing_acknowledged(tmp_path: Path, counter: bytes) -> None:
     with Node(tmp_path / "node", workers=2, schedulers=2) as node:
         pids = [node.spawn(counter, {"Scheduler": node.schedulers[i % 2]}) for i in range(8)]
-        acked: list[Ack] = []
-        refused = 0
-        enough = threading.Event()
-        stop = threading.Event()
-
-        def stream() -> None:
-            nonlocal refused
-            while not stop.is_set():
-                try:
-                    acked.extend(node.send_many([(pid, {"Action": "Inc"}, "") for pid in pids] * 10, timeout=60))
-                except Overloaded:  # in flight to the shard when it died: never acknowledged
-                    refused += 1
-                if len(acked) >= 2000:
-                    enough.set()
-
-        sender = threading.Thread(target=stream)
-        sender.start()
-        try:
-            assert enough.wait(120)
+        with incs(node, pids, warm=2000, copies=10) as acked:
             [victim] = [shard for shard in node.scheduler_processes() if shard["id"] == "su-1"]
             os.kill(victim["pid"], signal.SIGKILL)
             before = len(acked)
-            until(lambda: len(acked) >= before + 2000)  # the stream goes on through the restarted shard
-        finally:
-            stop.set()
-            sender.join(120)
+            assert eventually(lambda: len(acked) >= before + 2000)  # the stream goes on through the restarted shard
         [shard] = [s for s in node.scheduler_processes() if s["id"] == "su-1"]
         assert shard["pid"] != victim["pid"] and shard["restarts"] == 1 and shard["state"] == "running"
         assert len(acked) >= before + 2000
@@ -119,30 +88,14 @@ def test_rehost_during_a_stream_loses_no_slot_gives_none_twice_and_replays_to_th
     with Node(tmp_path / "node", workers=2, schedulers=2) as node:
         first, second = node.schedulers
         pid = node.spawn(counter, {"Scheduler": first})
-        acked: list[Ack] = []
         moved_back = threading.Event()
-        stop = threading.Event()
-
-        def stream() -> None:
-            while not stop.is_set():
-                try:
-                    acked.extend(node.send_many([(pid, {"Action": "Inc"}, "")] * 20, timeout=60))
-                except Overloaded:  # sent to the old shard after it let go: never acknowledged
-                    pass
-
-        sender = threading.Thread(target=stream)
-        sender.start()
-        try:
-            until(lambda: len(acked) >= 200)  # some traffic first
+        with incs(node, [pid], warm=200, copies=20) as acked:  # some traffic first
             there = node.rehost(pid, second)
             assert node.scheduler_of(pid) == second
-            until(lambda: len(acked) >= there + 200)
+            assert eventually(lambda: len(acked) >= there + 200)
             back = node.rehost(pid, first)  # and back again: the log now spans three stretches
             moved_back.set()
-            until(lambda: len(acked) >= back + 200)
-        finally:
-            stop.set()
-            sender.join(120)
+            assert eventually(lambda: len(acked) >= back + 200)
         assert moved_back.is_set() and 0 < there < back < len(acked)
         node.results(acked[-20:], timeout=120)
         entries = chained(node, pid)  # contiguous slots, one chain across both shards

@@ -379,7 +379,7 @@ def run_worker(config: WorkerConfig, key: ClusterKey | None = None) -> None:
     store = Store(config.data_path, metasync=False, map_size=config.map_size, max_map_size=config.max_map_size)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     runtime = Path(config.runtime)
-    transport = Transport(config.transport, config.host, config.key_path or ("-" if key is not None else ""))
+    transport = Transport(config.transport, config.host, config.key_path)
     key = key if key is not None else transport.key
     guard = Guard(context, key) if key is not None else None  # before the feed binds: only members connect
     inbox = open_socket(context, zmq.PULL, config.inbox or worker_address(runtime, config.index), bind=False,

@@ -79,8 +79,6 @@ class Transport:
     def __post_init__(self) -> None:
         if self.kind not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {self.kind!r}")
-        if self.kind == "tcp" and not self.key_path:
-            raise ValueError("a TCP transport needs the cluster key's file (key_path)")
 
     @property
     def tcp(self) -> bool:
@@ -88,7 +86,12 @@ class Transport:
 
     @property
     def key(self) -> ClusterKey | None:
-        return ClusterKey.load(self.key_path) if self.tcp else None
+        """The cluster key from its file, on TCP (a Ray worker is handed it instead, and reads no file)."""
+        if not self.tcp:
+            return None
+        if not self.key_path:
+            raise ValueError("a TCP transport needs the cluster key's file (key_path)")
+        return ClusterKey.load(self.key_path)
 
     def any_port(self) -> str:
         """The address a socket binds to for a port of the system's choosing."""
