@@ -22,6 +22,7 @@ from actorao.supervisor import (
     SupervisedActor,
     Supervisor,
     SupervisorChild,
+    ThreadChild,
 )
 
 SLEEP = "import time; time.sleep(60)"
@@ -422,3 +423,46 @@ def test_a_silent_child_that_uses_no_cpu_is_hung(supervisors: list[Supervisor], 
         if down.wait(3.0):
             break
     assert downs and downs[0].reason == "hung" and not alive(wedged)
+
+
+class _FarChild(ThreadChild):
+    """A child on another machine, as a Ray-placed worker there is: no local pid, only beats (answered
+    pings), which stop when ``silent`` is set."""
+
+    def __init__(self) -> None:
+        self.silent = threading.Event()
+        self.ended = threading.Event()
+        self._start_thread("far")
+
+    def beats(self) -> int:
+        return 0 if self.silent.is_set() else 1
+
+    def _serve(self) -> str | None:
+        self.ended.wait()
+        return "killed"
+
+    def stop(self, timeout: float | None) -> None:
+        self.ended.set()
+
+
+def test_a_child_on_another_machine_that_falls_silent_is_hung(supervisors: list[Supervisor]) -> None:
+    """No probe of a local pid can say it is busy: past the heartbeat timeout, silence is a hang."""
+    made: list[_FarChild] = []
+
+    def start() -> _FarChild:
+        made.append(_FarChild())
+        return made[-1]
+
+    now, health = [0.0], HealthLog()
+    spec = ChildSpec("far", start, heartbeat_timeout=3.0)
+    supervisor = started(supervisors, "test", [spec], clock=lambda: now[0], on_health=health)
+    downs: list[Down] = []
+    supervisor.monitor("far", downs.append)
+    assert health.wait_for("beating")
+    made[0].silent.set()
+    for _ in range(20):
+        now[0] += 10.0
+        if wait_until(lambda: bool(downs), seconds=3.0):
+            break
+    assert downs[0].reason == "hung" and made[0].ended.is_set() and ("far", "hung") in health.seen
+    assert wait_until(lambda: len(made) == 2)  # and replaced

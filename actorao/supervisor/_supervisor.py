@@ -290,8 +290,13 @@ class Supervisor:
     def _hung(self, running: _Running, now: float, timeout: float) -> bool:
         """A silent child is hung when it is stopped, or has used no CPU for ``timeout`` since it fell
         silent (or since it last did); else it is busy. Its state goes in ``health``'s wording."""
-        pid = running.child.pid if running.child is not None else None
-        probe = self._progress(pid) if pid is not None else None
+        if running.child is None:
+            return False
+        pid = running.child.pid
+        if pid is None:  # on another machine (a Ray-placed worker there): silence is all there is to judge by
+            running.health = "silent on another machine"
+            return True
+        probe = self._progress(pid)
         if probe is None:
             return False  # it is gone: its exit is on its way
         state, cpu = probe
