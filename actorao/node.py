@@ -144,6 +144,8 @@ class Node:
             max_map_size=config.max_map_size,
             transport=self._transport,
             ray=config.ray is not None,
+            store=self._store,
+            logs=self._logs,
         )
         # The shards push each commit's assignments straight to the workers, where the pool places them.
         self._schedulers.placement = self._pool.placement_of

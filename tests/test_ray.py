@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from actorao import Node
+from actorao import Node, NodeConfig
 from actorao._ray_init import init_ray
+from actorao.cu import _checkpoint as checkpoints
 from actorao.supervisor import SupervisorFailed
 from tests.streams import each_inc_once, eventually, incs
 
@@ -59,9 +60,18 @@ def test_workers_spread_over_the_machines_and_compute_what_the_log_says(
         assert [r.output for r in node.results(acks, timeout=120)] == [str(n) for n in range(1, 41) for _ in pids]
         assert all(node.verify(pid).ok for pid in pids)  # a fresh replay of each log: same results, same memory
         digests = [node.state_digest(pid) for pid in pids]
+        # A state read: the worker's checkpoint, shipped to the node before it answers.
+        memories = [node.state(pid).memory for pid in pids]
+        # Each worker read the node's data over the network, into a store of its own: it never opened
+        # (or mapped) a file of the node's data folder.
+        for worker in node.worker_processes():
+            assert str(path) not in Path(f"/proc/{worker['pid']}/maps").read_text()
+            assert not [fd for fd in os.listdir(f"/proc/{worker['pid']}/fd")
+                        if os.readlink(f"/proc/{worker['pid']}/fd/{fd}").startswith(str(path))]
     # The same log on local workers: the same states.
     with Node(path, workers=2, schedulers=2) as node:
         assert [node.state_digest(pid) for pid in pids] == digests
+        assert [node.state(pid).memory for pid in pids] == memories
         assert all("machine" not in worker for worker in node.worker_processes())
 
 
@@ -88,7 +98,7 @@ def test_more_workers_than_the_raylets_have_cpus_is_a_clear_error_that_holds_non
     cpus = ray.cluster_resources()["CPU"]
     assert eventually(lambda: ray.available_resources().get("CPU") == cpus)  # the tests before gave theirs back
     with pytest.raises(SupervisorFailed, match=r"Ray did not start worker 6 within 3 s on raylet .*: each worker "
-                                               r"takes a CPU of this machine's raylets, which have 6 in all"):
+                                               r"takes a CPU of the cluster's raylets, which have 6 in all"):
         Node(tmp_path / "node", workers=7, schedulers=1, ray="auto")
     # The six it started, and the seventh that waited for a CPU, are gone: their CPUs are free again.
     assert eventually(lambda: ray.available_resources().get("CPU") == cpus)
@@ -155,13 +165,20 @@ def test_scaling_ray_workers_with_work_in_flight_loses_and_repeats_nothing(
 
 def test_a_machine_lost_mid_stream_loses_and_repeats_nothing(tmp_path: Path, counter: bytes, cluster: Any) -> None:
     """Runs last in this file: it takes a raylet away (and puts a fresh one back)."""
-    with Node(tmp_path / "node", workers=3, schedulers=2, ray="auto") as node:
+    config = NodeConfig(path=tmp_path / "node", workers=3, schedulers=2, ray="auto", checkpoint_every=10,
+                        checkpoint_ms=1e9)
+    with Node(config) as node:
         pids = [node.spawn(counter, {"Scheduler": node.schedulers[i % 2]}) for i in range(9)]
         before = _machines(node)
         [lost] = [raylet for raylet in cluster.list_all_nodes()
                   if raylet is not cluster.head_node and raylet.node_id in before.values()][:1]
         on_it = sorted(worker for worker, machine in before.items() if machine == lost.node_id)
+        moving = [pid for pid in pids if f"worker-{node._pool.worker_of(pid)}" in on_it]
+        service = node._pool.service
+        assert moving and service is not None
         with incs(node, pids, warm=450) as acked:
+            # The lost machine's workers shipped their checkpoints to the node as they took them.
+            assert eventually(lambda: all(checkpoints.newest_slot(node._store, pid) >= 20 for pid in moving))
             cluster.remove_node(lost, allow_graceful=False)  # as a machine dies: its raylet and actors at once
             count = len(acked)
             assert eventually(lambda: len(acked) >= count + 900)  # the stream goes on
@@ -170,5 +187,7 @@ def test_a_machine_lost_mid_stream_loses_and_repeats_nothing(tmp_path: Path, cou
         after = _machines(node)
         assert all(after[worker] != lost.node_id for worker in on_it)  # placed on a machine that is left
         each_inc_once(node, pids, acked)
+        # Their new workers started them from the checkpoints shipped, not from slot 0.
+        assert all(service.chains_sent.get(pid, -1) >= 20 for pid in moving)
     cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()

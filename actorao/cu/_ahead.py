@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from actorao.cu._lanes import Finished
+from actorao.cu._remote import RemoteLogs
 from actorao.persist import ShardLogs, split_key
 
 Key = tuple[int, int, int]  # shard, epoch, commit
@@ -56,9 +57,10 @@ def by_process(items: list[bytes]) -> dict[str, list[tuple[int, bytes]]]:
     return entries
 
 
-class AheadLogs(ShardLogs):
-    """The shards' logs, with the entries pushed ahead and not yet confirmed read as if they were in
-    them. The main thread adds and drops them; evaluation threads read."""
+class _AheadOverlay:
+    """Reads of the logs below it in the MRO (``ShardLogs``, or ``RemoteLogs`` over the network), with
+    the entries pushed ahead and not yet confirmed read as if they were in them. The main thread adds
+    and drops them; evaluation threads read."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -97,26 +99,18 @@ class AheadLogs(ShardLogs):
 
     def log_entry(self, pid: str, slot: int) -> bytes | None:
         ahead = self._ahead_of(pid).get(slot)
-        return ahead if ahead is not None else super().log_entry(pid, slot)
-
-    def logged(self, shard: int, commit: int, entries: dict[str, list[tuple[int, bytes]]]) -> bool | None:
-        """Whether shard ``shard``'s log holds ``entries`` as its commit ``commit`` wrote them; None while
-        it holds no commit of that number."""
-        store = self.stores[shard]
-        if store.last_commit() < commit:
-            return None
-        return all(store.log_entry(pid, slot) == body for pid, found in entries.items() for slot, body in found)
+        return ahead if ahead is not None else super().log_entry(pid, slot)  # type: ignore[misc]
 
     def last_slot(self, pid: str) -> int | None:
         ahead = self._ahead_of(pid)
-        last = super().last_slot(pid)
+        last: int | None = super().last_slot(pid)  # type: ignore[misc]
         if ahead:
             return max(max(ahead), -1 if last is None else last)
         return last
 
     def log_range(self, pid: str, first: int, last: int) -> list[tuple[int, bytes]]:
         ahead = self._ahead_of(pid)
-        entries = super().log_range(pid, first, last)
+        entries: list[tuple[int, bytes]] = super().log_range(pid, first, last)  # type: ignore[misc]
         if not ahead:
             return entries
         merged = dict(entries)
@@ -124,10 +118,20 @@ class AheadLogs(ShardLogs):
         return sorted(merged.items())
 
 
+class AheadLogs(_AheadOverlay, ShardLogs):
+    """The shards' logs on this machine's disk, read with the entries pushed ahead."""
+
+
+class RemoteAheadLogs(_AheadOverlay, RemoteLogs):
+    """The shards' logs read from the node over the network (``RemoteLogs``), with the entries pushed ahead."""
+
+
 class Ahead:
     """The worker's book of pushes ahead and held turns. Used by the main thread only."""
 
-    def __init__(self, logs: AheadLogs, *, patience: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, logs: AheadLogs | RemoteAheadLogs, *, patience: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._logs = logs
         self.patience = patience
         self._clock = clock
@@ -273,4 +277,4 @@ class Ahead:
         return ready
 
 
-__all__ = ["Ahead", "AheadLogs", "by_process"]
+__all__ = ["Ahead", "AheadLogs", "RemoteAheadLogs", "by_process"]

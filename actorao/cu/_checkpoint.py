@@ -89,6 +89,15 @@ def _is_base(blob: bytes) -> bool:
     return blob[1] != _DELTA
 
 
+is_base = _is_base  # whether a stored checkpoint starts a chain (for stores that walk one)
+
+
+def links(blob: bytes) -> tuple[int, int | None]:
+    """A stored checkpoint's slot, and the slot of the checkpoint it is a delta against (None: a base)."""
+    _, kind, slot, base_slot, *_ = _HEAD.unpack_from(blob)
+    return slot, (base_slot if kind == _DELTA else None)
+
+
 def _is_dense(blob: bytes) -> bool:
     return blob[1] == _FULL
 
@@ -201,6 +210,48 @@ def read_chain(store: Store, pid: str) -> list[bytes]:
 def put(txn: lmdb.Transaction, store: Store, pid: str, encoded: Encoded) -> None:
     """Store one checkpoint; a full one prunes the chains before it."""
     store.put_checkpoint(txn, pid, encoded.slot, encoded.blob, prune_before=encoded.full)
+
+
+def newest_slot(store: Store, pid: str) -> int:
+    """The slot of ``pid``'s newest stored checkpoint; -1 when it has none."""
+    chain = store.checkpoint_sizes(pid, _is_base)
+    return chain[-1][0] if chain else -1
+
+
+def extend(store: Store, pid: str, blobs: list[bytes]) -> bool:
+    """Store checkpoints of ``pid`` taken elsewhere (a remote worker's), oldest first, where they go on
+    from the stored chain: those at or below its newest slot are dropped (the store has as recent a
+    state), and the first left must be a base or a delta against that newest one. Anything else
+    would splice two chains, whose deltas hold the pages changed since different states: False, and
+    nothing is stored."""
+    newest = newest_slot(store, pid)
+    fresh = [(*links(blob), blob) for blob in blobs]
+    fresh = [(slot, base, blob) for slot, base, blob in fresh if slot > newest]
+    if not fresh:
+        return True
+    first_base = fresh[0][1]
+    if first_base is not None and first_base != newest:
+        return False
+    if any(base is not None and base != before for (_, base, _), (before, _, _) in zip(fresh[1:], fresh, strict=False)):
+        return False
+
+    def body(txn: lmdb.Transaction) -> None:
+        for slot, base, blob in fresh:
+            store.put_checkpoint(txn, pid, slot, blob, prune_before=base is None)
+
+    store.computed.write(body)
+    return True
+
+
+def replace_chain(store: Store, pid: str, blobs: list[bytes]) -> None:
+    """Make ``blobs`` (a whole chain, base first) ``pid``'s only stored checkpoints."""
+
+    def body(txn: lmdb.Transaction) -> None:
+        store.forget_checkpoints(txn, pid)
+        for blob in blobs:
+            store.put_checkpoint(txn, pid, links(blob)[0], blob, prune_before=False)
+
+    store.computed.write(body)
 
 
 # -- reading a stored memory without holding it ---------------------------------------------------

@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -28,6 +29,7 @@ from actorao._config import DEFAULT_MAX_MAP_SIZE
 from actorao._exceptions import ModuleError, NodeStopped, Overloaded, Timeout
 from actorao.cu._process import Limits
 from actorao.cu._ray import RayChild, raylet_for
+from actorao.cu._service import DataService
 from actorao.cu._worker import WorkerConfig
 from actorao.mailbox import (
     ASSIGN,
@@ -51,7 +53,7 @@ from actorao.mailbox import (
     unpack,
     worker_address,
 )
-from actorao.persist import split_key
+from actorao.persist import ShardLogs, Store, split_key
 from actorao.supervisor import ChildSpec, OSProcess, Supervisor, SupervisorChild
 
 log = logging.getLogger(__name__)
@@ -164,6 +166,8 @@ class WorkerPool:
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         transport: Transport = IPC,
         ray: bool = False,
+        store: Store | None = None,
+        logs: ShardLogs | None = None,
     ) -> None:
         self.data_path = data_path
         self.runtime = runtime
@@ -188,6 +192,13 @@ class WorkerPool:
         self._results = open_socket(self._context, zmq.PULL, self._address(results_address(runtime)), bind=True,
                                     curve=self._key)
         self.results_address = bound_address(self._results)
+        # Ray-placed workers may be on other machines: they read the node's data from its data service,
+        # and keep their own store on their machine's disk (``_remote``).
+        self.service: DataService | None = None
+        if ray:
+            if store is None or logs is None or self._key is None:
+                raise ValueError("Ray-placed workers need the node's store and logs, for its data service")
+            self.service = DataService(self._context, transport.any_port(), self._key, store, logs)
         # Where each worker takes the shards' pushes, as it said when it started, and its pid then.
         self.feed_addresses: dict[int, tuple[str, int]] = {}
         self._placement: dict[str, int] = {}
@@ -244,13 +255,19 @@ class WorkerPool:
                 key_path=self.transport.key_path,
             )
             if self.ray:
-                assert self._key is not None
+                assert self._key is not None and self.service is not None
                 workers = worker_entries(self.supervisor.tree())
                 before = next((w.get("machine") for w in workers if w["id"] == _worker_id(index)), None)
                 # Not where this worker was, when there is a choice: that raylet may be the one just lost,
                 # and Ray takes some seconds to say so.
                 raylet = raylet_for(workers, avoid=before["ray_node"] if before else None)
-                return RayChild(dataclasses.replace(config, ray=True, host="", key_path=""), self._key, raylet)
+                # Its own store, in the temporary folder of its machine: one per node (by its cluster key),
+                # Ray node and worker, so several raylets on one machine act as several machines.
+                own = (Path(tempfile.gettempdir()) / "actorao-cu" / hashlib.sha256(self._key.public).hexdigest()[:16]
+                       / raylet[:16] / f"worker-{index}")
+                remote = dataclasses.replace(config, ray=True, host="", key_path="", data_path="",
+                                             service=self.service.address, local_path=str(own))
+                return RayChild(remote, self._key, raylet)
             return OSProcess.python_module("actorao.cu", config.to_json(), heartbeat=True)
 
         return ChildSpec(id="worker", start=start, shutdown=5.0, heartbeat_timeout=HEARTBEAT_TIMEOUT)
@@ -289,6 +306,8 @@ class WorkerPool:
         """Close the pool's sockets and listener, once its workers are stopped."""
         self._stopped.set()
         self._listener.join()
+        if self.service is not None:
+            self.service.stop()
         for outlet in self._outlets:
             outlet.close()
         self._results.close(linger=0)
@@ -493,9 +512,13 @@ class WorkerPool:
     def _dispatch(self, frame: bytes) -> None:
         kind, items = unpack(frame)
         if kind == RESULTS:
+            if self.service is not None:  # a remote worker's results are stored here, before anyone hears
+                self.service.commit_results(items)
             self._on_results(items, None)
         elif kind == QUIET_RESULTS:
             latest = items.pop()
+            if self.service is not None:
+                self.service.commit_results(items)
             self._on_results(items, latest)
         elif kind == DRY_RESULT:
             future = self._dry_runs.get(bytes(items[0]))

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
@@ -21,7 +21,7 @@ from actorao._exceptions import ModuleError
 from actorao.cu import _checkpoint as checkpoints
 from actorao.cu._drive import ProcessDrive, weavedrive_enabled
 from actorao.mailbox import NonceInbox
-from actorao.persist import ShardLogs, Store
+from actorao.persist import Store
 from actorao.vm import CompiledModule, Evaluator, HeldTooLong, Instance, Snapshot
 
 if TYPE_CHECKING:
@@ -297,8 +297,18 @@ def process_env(process_json: bytes, module_id: str, module_meta: bytes) -> byte
     )
 
 
+class LogReader(Protocol):
+    """Where a process's log is read: the shards' logs on this machine, or the node's over the network."""
+
+    def process_record(self, pid: str) -> bytes | None: ...
+
+    def log_entry(self, pid: str, slot: int) -> bytes | None: ...
+
+    def log_range(self, pid: str, first: int, last: int) -> list[tuple[int, bytes]]: ...
+
+
 def load_process(
-    pid: str, store: Store, logs: ShardLogs, modules: ModuleRegistry, defaults: Limits,
+    pid: str, store: Store, logs: LogReader, modules: ModuleRegistry, defaults: Limits,
     on_checkpoint: Callable[[str, checkpoints.Encoded], None], compute_clock: Callable[[], float] = time.perf_counter,
 ) -> HostedProcess:
     """``pid`` in a fresh instance of its module, at its module's initial state (``recover`` brings it

@@ -8,11 +8,10 @@ supervisor restarts it as it restarts an OS process, on a raylet that is left. M
 go through Ray (one actor call costs about 230 µs): the worker's sockets are ZeroMQ on TCP with CURVE,
 and the cluster key goes to the actor as an argument of its one call, over Ray's own channel.
 
-Until a worker can catch up over the network (issue 15's next step), a Ray-placed worker opens the
-node's data folder by its path, as a local worker does: so it runs where that folder is. The pool
-places each actor on a raylet of this machine (Ray's nodes at its address; several in a test's
-cluster), the one with the fewest of its workers, and never on another machine, where that path
-would be an empty folder.
+A Ray-placed worker never opens the node's data folder: it reads the node's logs, modules and
+checkpoints from the node's data service over the network, and keeps its own store on its machine
+(``_remote``). So it may run on any raylet of the cluster: the pool places each actor on the live
+raylet with the fewest of its workers.
 """
 
 from __future__ import annotations
@@ -73,24 +72,21 @@ class RayWorker:
 
 
 def raylet_for(workers: list[dict[str, Any]], avoid: str | None = None) -> str:
-    """The Ray node for one more worker: of the live ones at this machine's address (other than
-    ``avoid``, unless it is the only one), the one with the fewest of ``workers`` (supervision tree
-    entries) on it; ties go to the lowest id."""
-    alive = sorted(str(raylet["NodeID"]) for raylet in _local_raylets(ray_module()))
+    """The Ray node for one more worker: of the live ones with a CPU (other than ``avoid``, unless it
+    is the only one), the one with the fewest of ``workers`` (supervision tree entries) on it; ties go
+    to the lowest id."""
+    alive = sorted(str(raylet["NodeID"]) for raylet in _raylets(ray_module()))
     if avoid in alive and len(alive) > 1:
         alive.remove(avoid)
     if not alive:
-        raise RuntimeError(f"the Ray cluster has no live node at this machine's address "
-                           f"({ray_module().util.get_node_ip_address()}); Ray-placed workers run where the node's "
-                           "data folder is (ray start on this machine)")
+        raise RuntimeError("the Ray cluster has no live node with a CPU for a worker")
     used = collections.Counter(str(worker["machine"]["ray_node"]) for worker in workers if worker.get("machine"))
     return min(alive, key=lambda raylet: (used[raylet], raylet))
 
 
-def _local_raylets(ray: Any) -> list[dict[str, Any]]:
-    """The live raylets at this machine's address, as ``ray.nodes()`` describes them."""
-    here = ray.util.get_node_ip_address()
-    return [raylet for raylet in ray.nodes() if raylet["Alive"] and raylet["NodeManagerAddress"] == here]
+def _raylets(ray: Any) -> list[dict[str, Any]]:
+    """The live raylets that have CPUs, as ``ray.nodes()`` describes them."""
+    return [raylet for raylet in ray.nodes() if raylet["Alive"] and float(raylet["Resources"].get("CPU", 0)) > 0]
 
 
 class RayChild(ThreadChild):
@@ -111,10 +107,10 @@ class RayChild(ThreadChild):
             pid, ip, node_id = ray.get(self.actor.where.remote(), timeout=START_TIMEOUT)
         except ray.exceptions.GetTimeoutError:
             self.kill()  # not left pending, to take a CPU from whatever frees one later
-            cpus = sum(float(raylet["Resources"].get("CPU", 0)) for raylet in _local_raylets(ray))
+            cpus = sum(float(raylet["Resources"].get("CPU", 0)) for raylet in _raylets(ray))
             raise RuntimeError(
                 f"Ray did not start worker {config.index} within {START_TIMEOUT:g} s on raylet {raylet}: each worker "
-                f"takes a CPU of this machine's raylets, which have {cpus:g} in all (fewer --workers, "
+                f"takes a CPU of the cluster's raylets, which have {cpus:g} in all (fewer --workers, "
                 "or more --num-cpus for ray start)") from None
         except ray.exceptions.RayActorError as exc:  # its raylet was lost as it started, say
             raise RuntimeError(f"worker {config.index}'s Ray actor died as it started on raylet {raylet}: "

@@ -37,10 +37,11 @@ import zmq
 
 from actorao._config import DEFAULT_MAX_MAP_SIZE
 from actorao.cu import _checkpoint as checkpoints
-from actorao.cu._ahead import Ahead, AheadLogs, by_process
+from actorao.cu._ahead import Ahead, AheadLogs, RemoteAheadLogs, by_process
 from actorao.cu._lanes import Finished, Lanes, Op
 from actorao.cu._modules import ModuleRegistry
 from actorao.cu._process import HandOff, HostedProcess, Limits, broken_reason, load_process
+from actorao.cu._remote import RemoteStore, ServiceClient, Shipper
 from actorao.mailbox import (
     AHEAD,
     ASSIGN,
@@ -80,6 +81,7 @@ _MAX_FRAMES_PER_COMMIT = 64
 _MAX_QUEUED = 16384  # assignments waiting for the evaluation threads: past this, frames wait in ZeroMQ
 _MAX_QUEUED_PER_PROCESS = 1024  # past this, a process reads its assignments from the log instead
 _COMMIT_EVERY = 256  # results the main thread's own turns finish before it commits them (as Lanes' _SIGNAL_AT)
+_SHIP_PATIENCE = 10.0  # seconds a stopping remote worker gives its checkpoints to reach the node
 _STOP_PATIENCE = 1.0  # seconds a STOP waits for a message in evaluation; a longer one is redone after
 CATCH_UP = b"catch-up"  # a process's own op: read the log up to its head
 FORGET = b"forget"  # a process's own op: drop its state, which took a push ahead that proved void
@@ -107,6 +109,10 @@ class WorkerConfig:
     # A Ray actor's worker: Ray owns the process (its signals, its end when the node goes), and the
     # feed binds at this machine's Ray address unless ``host`` names one.
     ray: bool = False
+    # A remote worker (``_remote``): it reads the node's data from its data service at ``service``,
+    # never from ``data_path``, and keeps its own store (checkpoints, compiled modules) at ``local_path``.
+    service: str = ""
+    local_path: str = ""
 
     def to_json(self) -> str:
         return orjson.dumps(dataclasses.asdict(self)).decode()
@@ -122,15 +128,19 @@ class Worker:
     """What a worker knows: its compiled modules and its hosted processes."""
 
     def __init__(
-        self, config: WorkerConfig, store: Store, compute_clock: Callable[[], float] = time.perf_counter
+        self, config: WorkerConfig, store: Store, compute_clock: Callable[[], float] = time.perf_counter, *,
+        logs: AheadLogs | RemoteAheadLogs | None = None, shipper: Shipper | None = None,
     ) -> None:
         self.config = config
         self.store = store  # results, checkpoints, modules
         # Read only; with the assignments pushed ahead of their commit (``_ahead``) read as if in it.
-        self.logs = AheadLogs(store, config.shards, map_size=config.map_size, metasync=False)
+        self.logs = logs if logs is not None else AheadLogs(store, config.shards, map_size=config.map_size,
+                                                            metasync=False)
+        self.shipper = shipper  # a remote worker's: its checkpoints go to the node
         self.ahead = Ahead(self.logs)
         self.compute_clock = compute_clock  # drives the checkpoint_ms policy; a test fixes it
-        self.modules = ModuleRegistry(store, keep_artifacts=False)
+        # A remote worker keeps the machine code it compiles on its own disk: a restart there compiles nothing.
+        self.modules = ModuleRegistry(store, keep_artifacts=bool(config.service))
         self.processes: dict[str, HostedProcess] = {}
         self.broken: dict[str, str] = {}  # process id -> why it cannot be evaluated
         self.broken_answered: dict[str, int] = {}  # process id -> next slot to answer with its Error
@@ -367,6 +377,8 @@ class Worker:
                 checkpoints.put(txn, self.store, pid, encoded)
 
         self.store.computed.write(body)
+        if taken and self.shipper is not None:
+            self.shipper.ship(taken)
 
 
 def run_worker(config: WorkerConfig, key: ClusterKey | None = None) -> None:
@@ -376,18 +388,30 @@ def run_worker(config: WorkerConfig, key: ClusterKey | None = None) -> None:
         signal.signal(signal.SIGTERM, _terminate)
         die_with_parent(config.parent)  # an orphan worker would hold LMDB readers and evaluate for nobody
         start_heartbeat()  # a worker that stops (SIGSTOP) or wedges falls silent, and is replaced
-    store = Store(config.data_path, metasync=False, map_size=config.map_size, max_map_size=config.max_map_size)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     runtime = Path(config.runtime)
     transport = Transport(config.transport, config.host, config.key_path)
     key = key if key is not None else transport.key
+    client: ServiceClient | None = None
+    shipper: Shipper | None = None
+    logs: RemoteAheadLogs | None = None
+    if config.service:  # on another machine: the node's data comes over the network, into a store of its own
+        if key is None:
+            raise ValueError("a remote worker reaches the node's data service over TCP with the cluster key")
+        client = ServiceClient(config.service, key)
+        own = RemoteStore(config.local_path, client, metasync=False, map_size=config.map_size,
+                          max_map_size=config.max_map_size)
+        store: Store = own
+        shipper, logs = Shipper(client, own), RemoteAheadLogs(client)
+    else:
+        store = Store(config.data_path, metasync=False, map_size=config.map_size, max_map_size=config.max_map_size)
     guard = Guard(context, key) if key is not None else None  # before the feed binds: only members connect
     inbox = open_socket(context, zmq.PULL, config.inbox or worker_address(runtime, config.index), bind=False,
                         curve=key)
     where = transport.any_port() if transport.tcp else feed_address(runtime, config.index)
     feed = open_socket(context, zmq.PULL, where, bind=True, curve=key)
     outbox = open_socket(context, zmq.PUSH, config.results or results_address(runtime), bind=False, curve=key)
-    worker = Worker(config, store)
+    worker = Worker(config, store, logs=logs, shipper=shipper)
     lanes = Lanes(worker.run, config.threads)
     # What the worker holds from its start (imports, compiled modules) is frozen out of the
     # collector's full scans, as in a shard (su/_shard.py); the processes it loads are not. Every
@@ -401,6 +425,10 @@ def run_worker(config: WorkerConfig, key: ClusterKey | None = None) -> None:
     code = 1  # unless it ends as asked (a STOP, or SIGTERM's SystemExit)
     try:
         _serve(worker, [inbox, feed], outbox, lanes)
+        if shipper is not None:  # what is still to ship goes, and the replies behind it
+            for frame in shipper.close(_SHIP_PATIENCE):
+                _report(outbox, frame)
+            shipper = None
         code = 0
     except SystemExit as exc:
         code = 0 if exc.code in (None, 0) else 1
@@ -420,6 +448,10 @@ def run_worker(config: WorkerConfig, key: ClusterKey | None = None) -> None:
             os._exit(code)
         lanes.close()
         worker.logs.close()
+        if shipper is not None:
+            shipper.close(0)
+        if client is not None:
+            client.close()
         store.close()
 
 
@@ -529,6 +561,8 @@ def _serve(worker: Worker, inboxes: list[zmq.Socket[bytes]], outbox: zmq.Socket[
         everything.register(inbox, zmq.POLLIN)
     for poller in (everything, finishing):
         poller.register(lanes.fd, zmq.POLLIN)
+        if worker.shipper is not None:
+            poller.register(worker.shipper.fd, zmq.POLLIN)
     tick = max(1, round(lanes.stall * 1000))
     patience = max(1, round(worker.ahead.patience * 1000))
     stopping = False
@@ -556,6 +590,9 @@ def _serve(worker: Worker, inboxes: list[zmq.Socket[bytes]], outbox: zmq.Socket[
             if forget:
                 lanes.submit({pid: [(FORGET, None)] for pid in forget})
         _commit_finished(worker, outbox, lanes)
+        if worker.shipper is not None:  # replies that waited for their checkpoints to reach the node
+            for frame in worker.shipper.take_ready():
+                _report(outbox, frame)
         if _Lifecycle.terminate or (stopping and lanes.only_long_turns(_STOP_PATIENCE) and (
                 not worker.ahead.holding or time.monotonic() - stopped_at >= worker.ahead.patience)):
             # What is still held then is in the log, or void: evaluated again after a start.
@@ -599,6 +636,9 @@ def _commit_and_report(worker: Worker, outbox: zmq.Socket[bytes], finished: list
             _report(outbox, pack(QUIET_RESULTS, [*items, b"".join(latest.values())]))
         else:
             _report(outbox, pack(RESULTS, items))
+    shipper = worker.shipper
     for turn in finished:  # after the commit: an evicted process's new worker starts from what is stored
         for kind, reply in turn.replies:
-            _report(outbox, pack(kind, reply))
+            frame = pack(kind, reply)
+            if shipper is None or not shipper.after(frame):  # a remote worker's, once shipped to the node
+                _report(outbox, frame)

@@ -180,6 +180,14 @@ class ShardLogs:
         return [entry for store, low, high in self._stretches(pid, first, last)
                 for entry in store.log_range(pid, low, high)]
 
+    def logged(self, shard: int, commit: int, entries: dict[str, list[tuple[int, bytes]]]) -> bool | None:
+        """Whether shard ``shard``'s log holds ``entries`` (process -> (slot, message)) as its commit
+        ``commit`` wrote them; None while it holds no commit of that number."""
+        store = self.stores[shard]
+        if store.last_commit() < commit:
+            return None
+        return all(store.log_entry(pid, slot) == body for pid, found in entries.items() for slot, body in found)
+
     def log_page(
         self, pid: str, first: int, last: int, limit: int, max_bytes: int
     ) -> tuple[list[tuple[int, bytes, bytes | None]], bool]:

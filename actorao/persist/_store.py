@@ -579,6 +579,15 @@ class Store(Environment):
                     if not cursor.delete():
                         break
 
+    def forget_checkpoints(self, txn: lmdb.Transaction, pid: str) -> None:
+        """Drop every stored checkpoint of ``pid``."""
+        cursor = txn.cursor(db=self.checkpoints)
+        prefix = pid.encode()
+        if cursor.set_range(log_key(pid, 0)):
+            while bytes(cursor.key())[:-8] == prefix:
+                if not cursor.delete():
+                    break
+
     # Node facts and undelivered messages
     def identity(self, mint: Callable[[], str]) -> str:
         """The node's identity, minted by ``mint`` on the first open."""

@@ -1,0 +1,155 @@
+"""A remote worker's view of the node's data (cu/_remote.py, cu/_service.py): the node's data service
+on real TCP with CURVE, read by the client a Ray-placed worker uses, and the checkpoints it ships
+back. Ray itself is in test_ray.py; here the node's workers are local, and the test is the remote side."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import zmq
+
+from actorao import Node, NodeConfig
+from actorao.cu import _checkpoint as checkpoints
+from actorao.cu._remote import RemoteError, RemoteLogs, RemoteStore, ServiceClient
+from actorao.cu._service import SHIP, DataService
+from actorao.mailbox import ClusterKey, Guard
+from actorao.persist import Store, log_key
+
+
+@pytest.fixture
+def served(tmp_path: Path, counter: bytes) -> Iterator[tuple[Node, DataService, ServiceClient, str]]:
+    """A node with one process (27 messages; a checkpoint every 5 and a full one every 2 deltas),
+    its data service, and a member's client."""
+    config = NodeConfig(path=tmp_path / "node", workers=1, schedulers=2, checkpoint_every=5, checkpoint_ms=1e9,
+                        checkpoint_full_every=2)
+    key = ClusterKey.load(tmp_path / "cluster.key")
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    guard = Guard(context, key)
+    with Node(config) as node:
+        pid = node.spawn(counter, {"Scheduler": node.schedulers[1]})  # its log is in a shard's own store
+        node.results(node.send_many([(pid, {"Action": "Inc"}, "")] * 27))
+        service = DataService(context, "tcp://127.0.0.1:0", key, node._store, node._logs)
+        client = ServiceClient(service.address, key)
+        try:
+            yield node, service, client, pid
+        finally:
+            client.close()
+            service.stop()
+            guard.stop()
+            context.term()
+
+
+def test_a_remote_worker_reads_the_log_results_and_modules_the_node_holds(
+    served: tuple[Node, DataService, ServiceClient, str], tmp_path: Path
+) -> None:
+    node, _, client, pid = served
+    logs = RemoteLogs(client)
+    assert logs.last_slot(pid) == node._logs.last_slot(pid) == 27
+    assert logs.log_range(pid, 0, 27) == node._logs.log_range(pid, 0, 27)
+    assert logs.log_range(pid, 5, 4) == []
+    assert logs.log_entry(pid, 3) == node._logs.log_entry(pid, 3)
+    assert logs.log_entry(pid, 99) is None
+    assert logs.process_record(pid) == node._logs.process_record(pid)
+    assert logs.process_record("x" * 43) is None
+    own = RemoteStore(tmp_path / "own", client)
+    try:
+        assert own.last_slot("results", pid) == 27
+        assert own.slot_range("results", pid, 20, 27) == node._store.slot_range("results", pid, 20, 27)
+        module = module_of(node, pid)
+        assert own.module_meta(module) == node._store.module_meta(module)
+        assert own.module_wasm(module) == node._store.module_wasm(module)
+        # Its own results count too: one the node has not stored yet is not evaluated again.
+        own.computed.write(lambda txn: own.put_results(txn, [(_key(pid, 28), b'{"Output":"28"}')]))
+        assert own.last_slot("results", pid) == 28
+        assert own.slot_range("results", pid, 27, 28)[-1] == (28, b'{"Output":"28"}')
+    finally:
+        own.close()
+
+
+def module_of(node: Node, pid: str) -> str:
+    record = node._logs.process_record(pid)
+    assert record is not None
+    return str(orjson.loads(record)["module"])
+
+
+def _key(pid: str, slot: int) -> bytes:
+    return log_key(pid, slot)
+
+
+def test_a_remote_worker_takes_the_nodes_newer_chain_and_keeps_it_on_its_disk(
+    served: tuple[Node, DataService, ServiceClient, str], tmp_path: Path
+) -> None:
+    node, service, client, pid = served
+    node.state(pid)  # a checkpoint where it stands, at slot 27
+    chain = checkpoints.read_chain(node._store, pid)
+    assert checkpoints.links(chain[-1])[0] == 27
+    own = RemoteStore(tmp_path / "own", client)
+    try:
+        assert own.local_chain(pid) == []
+        assert own.checkpoint_chain(pid, checkpoints.is_base) == chain
+        assert service.chains_sent == {pid: 27}
+        assert own.local_chain(pid) == chain  # kept: the next load reads it here
+        service.chains_sent.clear()
+        assert own.checkpoint_chain(pid, checkpoints.is_base) == chain
+        assert service.chains_sent == {}  # the node's is not newer: nothing came
+    finally:
+        own.close()
+
+
+def test_shipped_checkpoints_go_on_from_the_stored_chain_and_never_splice_two(
+    served: tuple[Node, DataService, ServiceClient, str], tmp_path: Path
+) -> None:
+    node, _, _, pid = served
+    stored = [bytes(value) for _, value in node._store.slot_range("checkpoints", pid, 0, 1 << 40)]
+    links = [checkpoints.links(blob) for blob in stored]
+    # Every 5 messages (the spawn is slot 0), a full one every 2 deltas: bases at 4 and 19, deltas at 9,
+    # 14 and 24, of which the node keeps the newest chain only.
+    assert links == [(19, None), (24, 19)]
+    base, delta = stored
+    other = Store(tmp_path / "other")
+    try:
+        assert checkpoints.extend(other, pid, [delta]) is False  # a delta against a state it does not hold
+        assert checkpoints.read_chain(other, pid) == []
+        assert checkpoints.extend(other, pid, [base]) is True
+        assert checkpoints.extend(other, pid, [delta]) is True
+        assert checkpoints.read_chain(other, pid) == [base, delta]
+        assert checkpoints.extend(other, pid, [base, delta]) is True  # nothing newer: nothing changes
+        assert checkpoints.read_chain(other, pid) == [base, delta]
+        # Over a data service of that store, as a remote worker ships: a delta that does not go on from
+        # its chain asks for the whole chain; a whole chain that does not either is stale.
+        key = ClusterKey.load(tmp_path / "other.key")
+        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        guard = Guard(context, key)
+        service = DataService(context, "tcp://127.0.0.1:0", key, other, node._logs)
+        shipper = ServiceClient(service.address, key)
+        try:
+            other.computed.write(lambda txn: other.forget_checkpoints(txn, pid))
+            assert shipper.call(SHIP, pid.encode(), b"", delta) == [b"whole"]
+            assert shipper.call(SHIP, pid.encode(), b"whole", delta) == [b"stale"]
+            assert checkpoints.read_chain(other, pid) == []
+            assert shipper.call(SHIP, pid.encode(), b"whole", base, delta) == [b"ok"]
+            assert checkpoints.read_chain(other, pid) == [base, delta]
+            assert service.shipped == 2
+        finally:
+            shipper.close()
+            service.stop()
+            guard.stop()
+            context.term()
+    finally:
+        other.close()
+
+
+def test_without_the_cluster_key_the_data_service_answers_nothing(
+    served: tuple[Node, DataService, ServiceClient, str]
+) -> None:
+    _, service, _, pid = served
+    public, secret = zmq.curve_keypair()
+    stranger = ServiceClient(service.address, ClusterKey(public, secret), timeout=2.0)
+    try:
+        with pytest.raises(RemoteError, match=r"did not answer head within 2 s"):
+            RemoteLogs(stranger).last_slot(pid)
+    finally:
+        stranger.close()
