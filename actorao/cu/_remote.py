@@ -35,6 +35,7 @@ import zmq
 
 from actorao.cu import _checkpoint as checkpoints
 from actorao.cu._service import (
+    ANSWER,
     CHAIN,
     DATA,
     DATA_META,
@@ -51,7 +52,7 @@ from actorao.cu._service import (
     SHIP,
     number,
 )
-from actorao.mailbox import ClusterKey, open_socket
+from actorao.mailbox import ClusterKey, open_socket, unpack
 from actorao.persist import Store
 
 log = logging.getLogger(__name__)
@@ -92,10 +93,11 @@ class ServiceClient:
             reply = socket.recv_multipart()
             if reply[0] == token:  # else a late answer to a call that timed out on this thread
                 break
-        if reply[1] != OK:
+        kind, values = unpack(reply[1])
+        if kind != ANSWER:
             raise RemoteError(f"the node's data service could not answer {op.decode()}: "
-                              f"{b''.join(reply[2:]).decode(errors='replace')}")
-        return reply[2:]
+                              f"{b''.join(values).decode(errors='replace')}")
+        return values
 
     def one(self, op: bytes, *args: bytes) -> bytes | None:
         found = self.call(op, *args)

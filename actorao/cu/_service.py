@@ -4,8 +4,9 @@ checkpoints it ships back (issue 15, "state that can travel").
 A remote worker (a Ray-placed one) never opens the node's LMDB: its folder is on another machine. It
 asks this service instead, on one ROUTER socket of the node's, on TCP with CURVE under the cluster key
 (only members connect; ``Guard``). Each request is a multipart message [token, op, args...], and each
-answer [token, b"ok", values...] or [token, b"error", why]. Numbers travel as decimal text; an absent
-value as no frame at all.
+answer [token, one frame]: the values packed as the mailboxes pack items (``pack``), of kind ANSWER, or
+FAILED with why. One frame, not a ZeroMQ part per value: a log range of a thousand entries is one send.
+Numbers travel as decimal text; an absent value as no value at all.
 
 What it answers is what a worker reads: a process's log (its head, a range, one entry, its spawn
 record), whether a shard's commit holds a push (``logged``), a process's stored results, a module's
@@ -30,7 +31,7 @@ import orjson
 import zmq
 
 from actorao.cu import _checkpoint as checkpoints
-from actorao.mailbox import ClusterKey, bound_address, open_socket
+from actorao.mailbox import ClusterKey, bound_address, open_socket, pack
 from actorao.persist import ShardLogs, Store
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ DATA_META = b"data-meta"  # data id -> its WeaveDrive record
 DATA = b"data"  # data id, offset, length -> those bytes
 CHAIN = b"chain"  # pid, newest slot the worker holds -> the node's newest slot, and its chain (base first) if newer
 SHIP = b"ship"  # pid, b"whole" or b"", blobs... -> b"ok"; b"whole" (send the whole chain); b"stale"
-OK, ERROR = b"ok", b"error"
+OK = b"ok"  # SHIP's answer when the checkpoints are stored (or the node's are as recent)
+ANSWER, FAILED = b"a", b"f"  # the kinds of an answer's frame
 _POLL_MS = 100
 
 
@@ -140,11 +142,11 @@ class DataService:
                     continue
                 identity, token, op, *args = socket.recv_multipart()
                 try:
-                    reply = [OK, *self._answers[op](args)]
+                    reply = pack(ANSWER, self._answers[op](args))
                 except Exception as exc:  # a bad request, or a store fault: the worker says so and restarts
                     log.exception("the data service could not answer %r", op)
-                    reply = [ERROR, f"{type(exc).__name__}: {exc}".encode()]
-                socket.send_multipart([identity, token, *reply])
+                    reply = pack(FAILED, [f"{type(exc).__name__}: {exc}".encode()])
+                socket.send_multipart([identity, token, reply])
         finally:
             socket.close(linger=0)
 
