@@ -68,6 +68,9 @@ class NodeConfig:
     # CU workers as Ray actors, placed by Ray on the cluster at this address ("auto", "ray://…", or
     # "local": a Ray instance of the node's own), over TCP whatever ``transport`` says. None: OS processes.
     ray: str | None = None
+    # Where each Ray-placed worker keeps its own store (checkpoints, compiled modules), on its machine:
+    # a folder of fast local disk there. None: the temporary folder of that machine (often memory).
+    ray_worker_path: str | None = None
     cron_catch_up: int = DEFAULT_CATCH_UP
     max_backlog: int = DEFAULT_MAX_BACKLOG
     # A result over any of these is an Error result (rolled back, nothing sent). They are part of how
@@ -191,4 +194,5 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "result_wait": float, "public_url": str, "max_buffered_bodies": int, "header_timeout": float,
     "body_timeout": float, "state_reads": int, "state_bytes_per_second": int,
     "admin_token": str, "freeze_gc": _bool, "transport": str, "transport_host": str, "ray": str,
+    "ray_worker_path": str,
 }

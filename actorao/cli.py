@@ -85,7 +85,7 @@ def _env(name: str, default: str | None) -> str | None:
 def _node_config(args: argparse.Namespace) -> NodeConfig:
     """The node's settings: its defaults, then ACTORAO_* variables, then the flags given."""
     flags = ("path", "workers", "schedulers", "host", "port", "verify", "max_body", "public_url",
-             "admin_token", "transport", "ray")
+             "admin_token", "transport", "ray", "ray_worker_path")
     return NodeConfig.from_env(**{name: getattr(args, name, None) for name in flags})
 
 
@@ -299,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
                          help="run the CU workers as Ray actors on the Ray cluster at ADDRESS (auto, ray://..., "
                               "or local: a Ray of the node's own; needs actorao[ray]; env ACTORAO_RAY)")
+        sub.add_argument("--ray-worker-path", default=None, metavar="FOLDER",
+                         help="where each Ray-placed worker keeps its own store, on its machine (env "
+                              "ACTORAO_RAY_WORKER_PATH; default: that machine's temporary folder)")
 
     run_demo = commands.add_parser("demo", help="run the counter demo workload on a node")
     data_path(run_demo)

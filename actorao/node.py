@@ -146,6 +146,7 @@ class Node:
             ray=config.ray is not None,
             store=self._store,
             logs=self._logs,
+            ray_worker_path=config.ray_worker_path,
         )
         # The shards push each commit's assignments straight to the workers, where the pool places them.
         self._schedulers.placement = self._pool.placement_of

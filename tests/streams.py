@@ -59,5 +59,6 @@ def each_inc_once(node: Node, pids: list[str], acked: list[Ack]) -> None:
                       if ack.process == pid)
         slots = [slot for slot, _ in mine]
         assert len(slots) == len(set(slots)), f"a slot of {pid} was given twice"
-        assert all(output == str(slot) for slot, output in mine), pid
+        wrong = [(slot, output) for slot, output in mine if output != str(slot)]
+        assert not wrong, f"{pid}: results whose count is not their slot (slot, output): {wrong[:20]}"
         assert node.verify(pid).ok

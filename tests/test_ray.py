@@ -89,18 +89,27 @@ def test_a_trap_on_a_ray_worker_is_an_error_result_and_its_neighbours_go_on(
         assert node.verify(pid).ok  # replayed in this process, which joined Ray: its trap is a Trap too
 
 
-def test_more_workers_than_the_raylets_have_cpus_is_a_clear_error_that_holds_none(
+def test_a_worker_the_raylets_have_no_cpu_for_is_a_clear_error_that_holds_none(
     tmp_path: Path, cluster: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from ray.util.placement_group import placement_group, remove_placement_group
+
     import actorao.cu._ray
 
-    monkeypatch.setattr(actorao.cu._ray, "START_TIMEOUT", 3.0)
     cpus = ray.cluster_resources()["CPU"]
     assert eventually(lambda: ray.available_resources().get("CPU") == cpus)  # the tests before gave theirs back
-    with pytest.raises(SupervisorFailed, match=r"Ray did not start worker 6 within 3 s on raylet .*: each worker "
-                                               r"takes a CPU of the cluster's raylets, which have 6 in all"):
-        Node(tmp_path / "node", workers=7, schedulers=1, ray="auto")
-    # The six it started, and the seventh that waited for a CPU, are gone: their CPUs are free again.
+    # Every CPU of the cluster reserved (a placement group starts no process, so a busy box cannot
+    # make this slow): the node's one worker can never start.
+    taken = placement_group([{"CPU": 1}] * int(cpus))
+    assert taken.wait(60)
+    monkeypatch.setattr(actorao.cu._ray, "START_TIMEOUT", 3.0)
+    try:
+        with pytest.raises(SupervisorFailed, match=r"Ray did not start worker 0 within 3 s on raylet .*: each worker "
+                                                   r"takes a CPU of the cluster's raylets, which have 6 in all"):
+            Node(tmp_path / "node", workers=1, schedulers=1, ray="auto")
+    finally:
+        remove_placement_group(taken)
+    # The worker that waited for a CPU is gone too: every CPU is free again.
     assert eventually(lambda: ray.available_resources().get("CPU") == cpus)
 
 
@@ -166,7 +175,7 @@ def test_scaling_ray_workers_with_work_in_flight_loses_and_repeats_nothing(
 def test_a_machine_lost_mid_stream_loses_and_repeats_nothing(tmp_path: Path, counter: bytes, cluster: Any) -> None:
     """Runs last in this file: it takes a raylet away (and puts a fresh one back)."""
     config = NodeConfig(path=tmp_path / "node", workers=3, schedulers=2, ray="auto", checkpoint_every=10,
-                        checkpoint_ms=1e9)
+                        checkpoint_ms=1e9, ray_worker_path=str(tmp_path / "workers"))
     with Node(config) as node:
         pids = [node.spawn(counter, {"Scheduler": node.schedulers[i % 2]}) for i in range(9)]
         before = _machines(node)
@@ -189,5 +198,9 @@ def test_a_machine_lost_mid_stream_loses_and_repeats_nothing(tmp_path: Path, cou
         each_inc_once(node, pids, acked)
         # Their new workers started them from the checkpoints shipped, not from slot 0.
         assert all(service.chains_sent.get(pid, -1) >= 20 for pid in moving)
+    # Each worker kept its own store where it ran, in the folder given: one per node, machine and worker.
+    [stores] = list((tmp_path / "workers" / "actorao-cu").iterdir())
+    held = {(machine.name, worker.name) for machine in stores.iterdir() for worker in machine.iterdir()}
+    assert held >= {(machine[:16], worker) for worker, machine in [*before.items(), *after.items()]}
     cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()

@@ -127,6 +127,9 @@ def test_shipped_checkpoints_go_on_from_the_stored_chain_and_never_splice_two(
         shipper = ServiceClient(service.address, key)
         try:
             other.computed.write(lambda txn: other.forget_checkpoints(txn, pid))
+            # Not before the results up to it are stored: a worker resuming from it would skip them.
+            assert shipper.call(SHIP, pid.encode(), b"whole", base, delta) == [b"later"]
+            other.computed.write(lambda txn: other.put_results(txn, [(log_key(pid, 24), b'{"Output":"24"}')]))
             assert shipper.call(SHIP, pid.encode(), b"", delta) == [b"whole"]
             assert shipper.call(SHIP, pid.encode(), b"whole", delta) == [b"stale"]
             assert checkpoints.read_chain(other, pid) == []

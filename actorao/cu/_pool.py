@@ -15,12 +15,11 @@ import hashlib
 import itertools
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, InvalidStateError
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 import zmq
@@ -168,6 +167,7 @@ class WorkerPool:
         ray: bool = False,
         store: Store | None = None,
         logs: ShardLogs | None = None,
+        ray_worker_path: str | None = None,
     ) -> None:
         self.data_path = data_path
         self.runtime = runtime
@@ -182,6 +182,7 @@ class WorkerPool:
         self._on_tick = on_tick
         self.transport = transport
         self.ray = ray  # workers are Ray actors (on TCP), placed by Ray
+        self.ray_worker_path = ray_worker_path  # where they keep their own stores (None: their machine's temp)
         if ray and not transport.tcp:
             raise ValueError("Ray-placed workers reach the node over TCP: give the pool a TCP transport")
         self._key = transport.key
@@ -261,10 +262,11 @@ class WorkerPool:
                 # Not where this worker was, when there is a choice: that raylet may be the one just lost,
                 # and Ray takes some seconds to say so.
                 raylet = raylet_for(workers, avoid=before["ray_node"] if before else None)
-                # Its own store, in the temporary folder of its machine: one per node (by its cluster key),
-                # Ray node and worker, so several raylets on one machine act as several machines.
-                own = (Path(tempfile.gettempdir()) / "actorao-cu" / hashlib.sha256(self._key.public).hexdigest()[:16]
-                       / raylet[:16] / f"worker-{index}")
+                # Its own store on its machine: one per node (by its cluster key), Ray node and worker, so
+                # several raylets on one machine act as several machines. Relative: in that machine's
+                # temporary folder.
+                own = (PurePosixPath(self.ray_worker_path or "") / "actorao-cu"
+                       / hashlib.sha256(self._key.public).hexdigest()[:16] / raylet[:16] / f"worker-{index}")
                 remote = dataclasses.replace(config, ray=True, host="", key_path="", data_path="",
                                              service=self.service.address, local_path=str(own))
                 return RayChild(remote, self._key, raylet)

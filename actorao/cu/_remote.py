@@ -26,6 +26,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ from actorao.persist import Store
 log = logging.getLogger(__name__)
 
 CALL_TIMEOUT = 60.0  # seconds for the node to answer one request (a module binary may be tens of MB)
+SHIP_PATIENCE = 30.0  # seconds a checkpoint waits for the node to store the results up to it
 
 
 class RemoteError(ConnectionError):
@@ -173,9 +175,15 @@ class RemoteStore(Store):
         return sorted(merged.items())
 
     def checkpoint_chain(self, pid: str, is_base: Callable[[bytes], bool]) -> list[bytes]:
-        """The newer of this machine's chain and the node's: the node's is taken and kept here."""
+        """The newer of this machine's chain and the node's: the node's is taken and kept here. A
+        chain here newer than the last result that counts (an earlier run of this worker took it,
+        and its results never reached the node) is dropped: resuming from it would skip those slots."""
         chain = super().checkpoint_chain(pid, is_base)
         held = checkpoints.links(chain[-1])[0] if chain else -1
+        counted = self.last_slot("results", pid)
+        if held >= 0 and held > (-1 if counted is None else counted):
+            self.computed.write(lambda txn: self.forget_checkpoints(txn, pid))
+            chain, held = [], -1
         newest, *found = self.client.call(CHAIN, pid.encode(), number(held))
         if not found:
             if int(newest) < held:
@@ -286,14 +294,26 @@ class Shipper:
             with self._cond:
                 self._pending -= 1
 
+    def _later(self, *request: bytes) -> bytes | None:
+        """SHIP, again while the node says "later": its results up to the checkpoint, reported before it
+        was shipped, are on their way on the results socket."""
+        pause = 0.01
+        deadline = time.monotonic() + SHIP_PATIENCE
+        while True:
+            answer = self._client.one(*request)
+            if answer != b"later" or time.monotonic() > deadline:
+                return answer
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
     def _ship(self, pid: str, encoded: checkpoints.Encoded | None) -> None:
         """One checkpoint (None: the whole chain); the whole chain when the node's does not go on to
         the one (it missed one, or this worker's chain started before it took the node's). Not shipped
         is not lost: the node's older checkpoint and the log make the same state."""
         try:
-            answer = b"whole" if encoded is None else self._client.one(SHIP, pid.encode(), b"", encoded.blob)
+            answer = b"whole" if encoded is None else self._later(SHIP, pid.encode(), b"", encoded.blob)
             if answer == b"whole":
-                answer = self._client.one(SHIP, pid.encode(), b"whole", *self._store.local_chain(pid))
+                answer = self._later(SHIP, pid.encode(), b"whole", *self._store.local_chain(pid))
             if answer == OK:
                 self.shipped += 1
             else:

@@ -48,7 +48,7 @@ MODULE_WASM = b"module-wasm"  # module id -> its binary
 DATA_META = b"data-meta"  # data id -> its WeaveDrive record
 DATA = b"data"  # data id, offset, length -> those bytes
 CHAIN = b"chain"  # pid, newest slot the worker holds -> the node's newest slot, and its chain (base first) if newer
-SHIP = b"ship"  # pid, b"whole" or b"", blobs... -> b"ok"; b"whole" (send the whole chain); b"stale"
+SHIP = b"ship"  # pid, b"whole" or b"", blobs... -> b"ok"; b"whole" (send the whole chain); b"stale"; b"later"
 OK = b"ok"  # SHIP's answer when the checkpoints are stored (or the node's are as recent)
 ANSWER, FAILED = b"a", b"f"  # the kinds of an answer's frame
 _POLL_MS = 100
@@ -129,6 +129,11 @@ class DataService:
 
     def _ship(self, args: list[bytes]) -> list[bytes]:
         pid, whole, blobs = args[0].decode(), args[1] == b"whole", args[2:]
+        # Not before the results up to them are stored here: they come on another socket, and a
+        # checkpoint ahead of the results would have a worker that resumes from it skip those slots.
+        stored = self._store.last_slot("results", pid)
+        if blobs and (stored is None or checkpoints.links(blobs[-1])[0] > stored):
+            return [b"later"]
         if checkpoints.extend(self._store, pid, blobs):
             self.shipped += len(blobs)
             return [OK]

@@ -26,6 +26,7 @@ import operator
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -110,7 +111,8 @@ class WorkerConfig:
     # feed binds at this machine's Ray address unless ``host`` names one.
     ray: bool = False
     # A remote worker (``_remote``): it reads the node's data from its data service at ``service``,
-    # never from ``data_path``, and keeps its own store (checkpoints, compiled modules) at ``local_path``.
+    # never from ``data_path``, and keeps its own store (checkpoints, compiled modules) at ``local_path``
+    # (relative: in this machine's temporary folder).
     service: str = ""
     local_path: str = ""
 
@@ -399,8 +401,8 @@ def run_worker(config: WorkerConfig, key: ClusterKey | None = None) -> None:
         if key is None:
             raise ValueError("a remote worker reaches the node's data service over TCP with the cluster key")
         client = ServiceClient(config.service, key)
-        own = RemoteStore(config.local_path, client, metasync=False, map_size=config.map_size,
-                          max_map_size=config.max_map_size)
+        own = RemoteStore(Path(tempfile.gettempdir()) / config.local_path, client, metasync=False,
+                          map_size=config.map_size, max_map_size=config.max_map_size)
         store: Store = own
         shipper, logs = Shipper(client, own), RemoteAheadLogs(client)
     else:
