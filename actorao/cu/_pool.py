@@ -513,13 +513,9 @@ class WorkerPool:
 
     def _dispatch(self, frame: bytes) -> None:
         kind, items = unpack(frame)
-        if kind == RESULTS:
+        if kind in (RESULTS, QUIET_RESULTS):
+            latest = items.pop() if kind == QUIET_RESULTS else None
             if self.service is not None:  # a remote worker's results are stored here, before anyone hears
-                self.service.commit_results(items)
-            self._on_results(items, None)
-        elif kind == QUIET_RESULTS:
-            latest = items.pop()
-            if self.service is not None:
                 self.service.commit_results(items)
             self._on_results(items, latest)
         elif kind == DRY_RESULT:

@@ -229,6 +229,7 @@ class Shipper:
         self.fd, self._wake = os.pipe()
         os.set_blocking(self.fd, False)
         self.shipped = 0
+        self._stale: set[str] = set()  # processes whose chain the node refused: no delta until a base
         store.ahead_of_node = self.ship_chain
         self._thread = threading.Thread(target=self._run, name="cu-shipper", daemon=True)
         self._thread.start()
@@ -310,14 +311,21 @@ class Shipper:
         """One checkpoint (None: the whole chain); the whole chain when the node's does not go on to
         the one (it missed one, or this worker's chain started before it took the node's). Not shipped
         is not lost: the node's older checkpoint and the log make the same state."""
+        if encoded is not None and not encoded.full and pid in self._stale:
+            return  # it would not link either: the next base starts a chain the node takes
         try:
             answer = b"whole" if encoded is None else self._later(SHIP, pid.encode(), b"", encoded.blob)
             if answer == b"whole":
                 answer = self._later(SHIP, pid.encode(), b"whole", *self._store.local_chain(pid))
             if answer == OK:
                 self.shipped += 1
+                self._stale.discard(pid)
+            elif answer == b"later":
+                log.warning("the node did not store the results of %s up to its checkpoint within %g s: not "
+                            "shipped", pid, SHIP_PATIENCE)
             else:
-                log.info("the node holds a newer checkpoint of %s than this worker's", pid)
+                self._stale.add(pid)
+                log.info("the node holds a checkpoint of %s that this worker's chain does not go on from", pid)
         except Exception:
             log.exception("could not ship a checkpoint of %s to the node", pid)
 

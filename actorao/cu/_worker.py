@@ -82,7 +82,7 @@ _MAX_FRAMES_PER_COMMIT = 64
 _MAX_QUEUED = 16384  # assignments waiting for the evaluation threads: past this, frames wait in ZeroMQ
 _MAX_QUEUED_PER_PROCESS = 1024  # past this, a process reads its assignments from the log instead
 _COMMIT_EVERY = 256  # results the main thread's own turns finish before it commits them (as Lanes' _SIGNAL_AT)
-_SHIP_PATIENCE = 10.0  # seconds a stopping remote worker gives its checkpoints to reach the node
+_SHIP_ON_STOP = 10.0  # seconds a stopping remote worker gives its checkpoints to reach the node
 _STOP_PATIENCE = 1.0  # seconds a STOP waits for a message in evaluation; a longer one is redone after
 CATCH_UP = b"catch-up"  # a process's own op: read the log up to its head
 FORGET = b"forget"  # a process's own op: drop its state, which took a push ahead that proved void
@@ -428,7 +428,7 @@ def run_worker(config: WorkerConfig, key: ClusterKey | None = None) -> None:
     try:
         _serve(worker, [inbox, feed], outbox, lanes)
         if shipper is not None:  # what is still to ship goes, and the replies behind it
-            for frame in shipper.close(_SHIP_PATIENCE):
+            for frame in shipper.close(_SHIP_ON_STOP):
                 _report(outbox, frame)
             shipper = None
         code = 0
