@@ -62,7 +62,7 @@ def test_a_remote_worker_reads_the_log_results_and_modules_the_node_holds(
         assert own.module_meta(module) == node._store.module_meta(module)
         assert own.module_wasm(module) == node._store.module_wasm(module)
         # Its own results count too: one the node has not stored yet is not evaluated again.
-        own.computed.write(lambda txn: own.put_results(txn, [(_key(pid, 28), b'{"Output":"28"}')]))
+        own.computed.write(lambda txn: own.put_results(txn, [(log_key(pid, 28), b'{"Output":"28"}')]))
         assert own.last_slot("results", pid) == 28
         assert own.slot_range("results", pid, 27, 28)[-1] == (28, b'{"Output":"28"}')
     finally:
@@ -73,10 +73,6 @@ def module_of(node: Node, pid: str) -> str:
     record = node._logs.process_record(pid)
     assert record is not None
     return str(orjson.loads(record)["module"])
-
-
-def _key(pid: str, slot: int) -> bytes:
-    return log_key(pid, slot)
 
 
 def test_a_remote_worker_takes_the_nodes_newer_chain_and_keeps_it_on_its_disk(

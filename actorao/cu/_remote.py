@@ -180,10 +180,11 @@ class RemoteStore(Store):
         and its results never reached the node) is dropped: resuming from it would skip those slots."""
         chain = super().checkpoint_chain(pid, is_base)
         held = checkpoints.links(chain[-1])[0] if chain else -1
-        counted = self.last_slot("results", pid)
-        if held >= 0 and held > (-1 if counted is None else counted):
-            self.computed.write(lambda txn: self.forget_checkpoints(txn, pid))
-            chain, held = [], -1
+        if held >= 0:  # only then: ``recover`` asks the node for the last result right after this
+            counted = self.last_slot("results", pid)
+            if counted is None or held > counted:
+                self.computed.write(lambda txn: self.forget_checkpoints(txn, pid))
+                chain, held = [], -1
         newest, *found = self.client.call(CHAIN, pid.encode(), number(held))
         if not found:
             if int(newest) < held:
