@@ -13,10 +13,13 @@ import zmq
 
 from actorao import Node, NodeConfig
 from actorao.cu import _checkpoint as checkpoints
+from actorao.cu._ahead import RemoteAheadLogs
 from actorao.cu._remote import RemoteError, RemoteLogs, RemoteStore, ServiceClient
 from actorao.cu._service import SHIP, DataService
+from actorao.cu._worker import Worker
 from actorao.mailbox import ClusterKey, Guard
-from actorao.persist import Store, log_key
+from actorao.persist import ShardLogs, Store, log_key, split_key
+from tests.test_cu import config, feed, no_compute_time, populate
 
 
 @pytest.fixture
@@ -152,3 +155,39 @@ def test_without_the_cluster_key_the_data_service_answers_nothing(
             RemoteLogs(stranger).last_slot(pid)
     finally:
         stranger.close()
+
+
+def test_a_remote_worker_keeps_only_the_results_after_its_newest_checkpoint(tmp_path: Path) -> None:
+    """Its results are the node's to keep: a long-lived remote worker holds those after each process's
+    newest checkpoint, which a reload reads again (the failed slots it skips, and the last slot), not
+    a copy of every result it ever reported. A reload before the node stored any of them still
+    resumes where the process stood."""
+    node = Store(tmp_path / "node")
+    pid, entries = populate(node, ["Inc"] * 12 + ["Trap", "Inc"])  # slot 13 fails, after the checkpoint at 11
+    key = ClusterKey.load(tmp_path / "cluster.key")
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    guard = Guard(context, key)
+    logs = ShardLogs(node, 1)
+    service = DataService(context, "tcp://127.0.0.1:0", key, node, logs)  # the node has stored no result yet
+    client = ServiceClient(service.address, key)
+    own = RemoteStore(tmp_path / "own", client)
+    try:
+        worker = Worker(config(tmp_path, checkpoint_every=4), own, no_compute_time, logs=RemoteAheadLogs(client))
+        out = feed(worker, entries)
+        assert [split_key(key)[1] for key, _ in out] == list(range(15))
+        assert checkpoints.links(own.local_chain(pid)[-1])[0] == 11  # after slots 3, 7 and 11
+        assert [slot for slot, _ in Store.slot_range(own, "results", pid, 0, 99)] == [11, 12, 13, 14]
+        assert own.slot_range("results", pid, 11, 14) == [(split_key(key)[1], result) for key, result in out[11:]]
+        before = worker.digest_one(pid, b"", [])
+        again = Worker(config(tmp_path, checkpoint_every=4), own, no_compute_time, logs=RemoteAheadLogs(client))
+        process = again.hosted(pid)
+        assert process is not None
+        assert (process.checkpoint_slot, process.inbox.next_slot, process.failed) == (11, 15, {13})
+        assert again.digest_one(pid, b"", []) == before
+    finally:
+        own.close()
+        client.close()
+        service.stop()
+        guard.stop()
+        context.term()
+        node.close()

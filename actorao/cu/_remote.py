@@ -193,6 +193,14 @@ class RemoteStore(Store):
         checkpoints.replace_chain(self, pid, found)
         return found
 
+    def put_checkpoint(self, txn: Any, pid: str, slot: int, blob: bytes, *, prune_before: bool) -> None:
+        """Store a checkpoint, and drop this worker's results of ``pid`` below its slot: they are the
+        node's to keep, and here only the results after the newest checkpoint are read again (the
+        failed slots a reload skips, and the last one). Without this a long-lived worker's disk
+        would fill with a copy of every result it ever reported."""
+        super().put_checkpoint(txn, pid, slot, blob, prune_before=prune_before)
+        self.forget_results_before(txn, pid, slot)
+
     def local_chain(self, pid: str) -> list[bytes]:
         """This machine's chain of ``pid`` only."""
         return super().checkpoint_chain(pid, checkpoints.is_base)

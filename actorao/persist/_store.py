@@ -382,6 +382,14 @@ class Store(Environment):
         with txn.cursor(db=self.results) as cursor:
             cursor.putmulti(sorted(results, key=_first))
 
+    def forget_results_before(self, txn: lmdb.Transaction, pid: str, slot: int) -> None:
+        """Drop the results of ``pid`` below ``slot``."""
+        cursor = txn.cursor(db=self.results)
+        stop = log_key(pid, slot)
+        if cursor.set_range(log_key(pid, 0)):
+            while bytes(cursor.key()) < stop and cursor.delete():
+                pass
+
     def result_page(
         self, pid: str, first: int, last: int, limit: int, ascending: bool, max_bytes: int,
         keep: Callable[[int, bytes], bool] | None = None,
