@@ -195,7 +195,15 @@ def test_a_machine_lost_mid_stream_loses_and_repeats_nothing(tmp_path: Path, cou
                 w["restarts"] >= 1 and w["state"] == "running" for w in node.worker_processes() if w["id"] in on_it))
         after = _machines(node)
         assert all(after[worker] != lost.node_id for worker in on_it)  # placed on a machine that is left
-        each_inc_once(node, pids, acked)
+        try:
+            each_inc_once(node, pids, acked)
+        except AssertionError as exc:  # what to look at, should this ever fail again (it did once, unexplained)
+            where = {pid[:8]: {"worker": node._pool.worker_of(pid), "moved": pid in moving,
+                               "node chain": checkpoints.newest_slot(node._store, pid),
+                               "chain taken": service.chains_sent.get(pid)} for pid in pids}
+            restarts = [(worker["id"], worker["restarts"]) for worker in node.worker_processes()]
+            detail = f"lost {on_it}; restarts {restarts}; shipped {service.shipped}; {where}"
+            raise AssertionError(f"{exc}\n{detail}") from exc
         # Their new workers started them from the checkpoints shipped, not from slot 0.
         assert all(service.chains_sent.get(pid, -1) >= 20 for pid in moving)
     # Each worker kept its own store where it ran, in the folder given: one per node, machine and worker.
