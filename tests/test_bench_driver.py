@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import orjson
@@ -87,12 +88,16 @@ def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
 
 def test_with_ray_every_case_runs_again_on_ray_placed_workers_and_is_compared(tmp_path: Path) -> None:
     pytest.importorskip("ray")
+    stores = Path(tempfile.gettempdir()) / "actorao-cu"  # where Ray workers keep their stores by default
+    before = set(stores.iterdir()) if stores.exists() else set()
     done = subprocess.run(
         [sys.executable, "-m", "actorao.cli", "bench", "--smoke", "--workloads", "noop,compute", "--workers", "2",
          "--processes", "4", "--ray", "local", "--no-baselines", "--no-sweep", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    # On a Ray of its own the workers kept their stores in each case's folder, which is gone.
+    assert (set(stores.iterdir()) if stores.exists() else set()) == before
     [run] = list(tmp_path.iterdir())
     doc = orjson.loads((run / "results.json").read_bytes())
     assert doc["ray"] == "local"

@@ -42,6 +42,11 @@ def cluster() -> Iterator[Any]:
         made.shutdown()
 
 
+def _on_ray(tmp_path: Path, **settings: Any) -> Node:
+    """A node whose workers are Ray actors, keeping their stores in the test's folder."""
+    return Node(tmp_path / "node", ray="auto", ray_worker_path=str(tmp_path / "workers"), **settings)
+
+
 def _machines(node: Node) -> dict[str, str]:
     return {worker["id"]: worker["machine"]["ray_node"] for worker in node.worker_processes()}
 
@@ -50,7 +55,7 @@ def test_workers_spread_over_the_machines_and_compute_what_the_log_says(
     tmp_path: Path, counter: bytes, cluster: Any
 ) -> None:
     path = tmp_path / "node"
-    with Node(path, workers=3, schedulers=2, ray="auto") as node:
+    with _on_ray(tmp_path, workers=3, schedulers=2) as node:
         machines = _machines(node)
         assert sorted(machines) == ["worker-0", "worker-1", "worker-2"]
         assert len(set(machines.values())) == 3  # one on each raylet: the pool spreads them
@@ -78,7 +83,7 @@ def test_workers_spread_over_the_machines_and_compute_what_the_log_says(
 def test_a_trap_on_a_ray_worker_is_an_error_result_and_its_neighbours_go_on(
     tmp_path: Path, counter: bytes, trapper: bytes, cluster: Any
 ) -> None:
-    with Node(tmp_path / "node", workers=1, schedulers=1, ray="auto") as node:
+    with _on_ray(tmp_path, workers=1, schedulers=1) as node:
         pid, neighbour = node.spawn(trapper), node.spawn(counter)
         node.results(node.send_many([(pid, {"Action": "Inc"}, "")] * 3))
         trapped = node.result(node.send(pid, {"Action": "Trap"}), timeout=60)
@@ -106,7 +111,7 @@ def test_a_worker_the_raylets_have_no_cpu_for_is_a_clear_error_that_holds_none(
     try:
         with pytest.raises(SupervisorFailed, match=r"Ray did not start worker 0 within 3 s on raylet .*: each worker "
                                                    r"takes a CPU of the cluster's raylets, which have 6 in all"):
-            Node(tmp_path / "node", workers=1, schedulers=1, ray="auto")
+            _on_ray(tmp_path, workers=1, schedulers=1)
     finally:
         remove_placement_group(taken)
     # The worker that waited for a CPU is gone too: every CPU is free again.
@@ -116,7 +121,7 @@ def test_a_worker_the_raylets_have_no_cpu_for_is_a_clear_error_that_holds_none(
 def test_a_stopped_ray_worker_is_taken_as_hung_and_replaced(tmp_path: Path, counter: bytes, cluster: Any) -> None:
     """A Ray-placed worker beats through the pings it answers; SIGSTOP silences them, and the pool's
     supervisor replaces it within its heartbeat timeout (3 s), not its start-up one (60 s)."""
-    with Node(tmp_path / "node", workers=1, schedulers=1, ray="auto") as node:
+    with _on_ray(tmp_path, workers=1, schedulers=1) as node:
         pid = node.spawn(counter)
         assert [r.output for r in node.results(node.send_many([(pid, {"Action": "Inc"}, "")] * 3))] == ["1", "2", "3"]
         [worker] = node.worker_processes()
@@ -160,7 +165,7 @@ def test_joining_ray_keeps_the_traps_of_wasm_run_in_this_process(before: str) ->
 def test_scaling_ray_workers_with_work_in_flight_loses_and_repeats_nothing(
     tmp_path: Path, counter: bytes, cluster: Any
 ) -> None:
-    with Node(tmp_path / "node", workers=1, schedulers=1, ray="auto") as node:
+    with _on_ray(tmp_path, workers=1, schedulers=1) as node:
         pids = [node.spawn(counter) for _ in range(12)]
         acks = node.send_many([(pid, {"Action": "Inc"}, "") for pid in pids] * 5)
         node.scale(3)

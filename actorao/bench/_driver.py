@@ -22,7 +22,7 @@ from actorao._exceptions import ActoraoError, Timeout
 from actorao.bench import _baselines as baselines
 from actorao.bench._workloads import WORKLOADS, Prepared, Workload
 from actorao.message import Assignment, Message, module_json, new_id, with_ao_tags
-from actorao.node import Ack, Node
+from actorao.node import Ack, Node, NodeConfig
 
 CEILING_RUNS = 3  # the in-process ceiling's runs, of which the fastest is the baseline
 BATCH = 250  # messages per send_many: large enough to amortise the fsync, small enough to stream
@@ -269,17 +269,24 @@ class _AckRecorder:
 
 
 @contextmanager
-def _node(workers: int, root: Path, schedulers: int | None = None, ray: bool = False) -> Iterator[Node]:
-    with tempfile.TemporaryDirectory(dir=root) as path, \
-            Node(Path(path) / "node", workers=workers, schedulers=schedulers, ray="auto" if ray else None) as node:
-        yield node
+def _node(
+    workers: int, root: Path, schedulers: int | None = None, ray: bool = False, ray_here: bool = False
+) -> Iterator[Node]:
+    """A fresh node in a temporary folder; with ``ray_here`` (a Ray of the run's own, on this machine)
+    its Ray workers keep their stores in that folder too, and nothing is left behind."""
+    with tempfile.TemporaryDirectory(dir=root) as path:
+        config = NodeConfig(path=Path(path) / "node", workers=workers, schedulers=schedulers,
+                            ray="auto" if ray else None, ray_worker_path=str(Path(path) / "ray") if ray_here else None)
+        with Node(config) as node:
+            yield node
 
 
-def run_case(case: Case, root: Path, tick: Callable[[int], None]) -> CaseResult:
+def run_case(case: Case, root: Path, tick: Callable[[int], None], *, ray_here: bool = False) -> CaseResult:
     """One case on a fresh node: send ``case.messages`` in pipelined durable batches, wait for every
-    evaluation they cause, check the workload's answer."""
+    evaluation they cause, check the workload's answer. ``ray_here``: the run's Ray is its own, on
+    this machine."""
     workload = WORKLOADS[case.workload]
-    with _node(case.workers, root, case.schedulers, case.ray) as node:
+    with _node(case.workers, root, case.schedulers, case.ray, ray_here) as node:
         started = time.perf_counter()
         prepared = workload.prepare(node, case.processes, case.size)
         _settle(node, prepared)

@@ -242,7 +242,8 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
             for case in plan.cases:
                 progress.update(task, description=case.label)
                 try:
-                    (ray_results if case.ray else results).append(run_case(case, Path(scratch), tick))
+                    (ray_results if case.ray else results).append(
+                        run_case(case, Path(scratch), tick, ray_here=plan.ray == "local"))
                 except Exception as exc:
                     failures.append(f"{case.label}: {type(exc).__name__}: {exc}")
         finally:
