@@ -5,6 +5,7 @@ back. Ray itself is in test_ray.py; here the node's workers are local, and the t
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -12,14 +13,16 @@ import pytest
 import zmq
 
 from actorao import Node, NodeConfig
+from actorao.cu import Limits
 from actorao.cu import _checkpoint as checkpoints
 from actorao.cu._ahead import RemoteAheadLogs
-from actorao.cu._remote import RemoteError, RemoteLogs, RemoteStore, ServiceClient
+from actorao.cu._remote import RemoteError, RemoteLogs, RemoteStore, ServiceClient, Shipper
 from actorao.cu._service import SHIP, DataService
-from actorao.cu._worker import Worker
+from actorao.cu._worker import Worker, WorkerConfig
 from actorao.mailbox import ClusterKey, Guard
 from actorao.persist import ShardLogs, Store, log_key, split_key
-from tests.test_cu import config, feed, no_compute_time, populate
+from tests.streams import eventually
+from tests.test_cu import feed, no_compute_time, populate
 
 
 @pytest.fixture
@@ -157,6 +160,29 @@ def test_without_the_cluster_key_the_data_service_answers_nothing(
         stranger.close()
 
 
+@contextmanager
+def serving(tmp_path: Path, node: Store) -> Iterator[tuple[DataService, ServiceClient]]:
+    """A data service over ``node``'s store and log, on TCP with CURVE, and a member's client."""
+    key = ClusterKey.load(tmp_path / "cluster.key")
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    guard = Guard(context, key)
+    service = DataService(context, "tcp://127.0.0.1:0", key, node, ShardLogs(node, 1))
+    client = ServiceClient(service.address, key)
+    try:
+        yield service, client
+    finally:
+        client.close()
+        service.stop()
+        guard.stop()
+        context.term()
+
+
+def remote_worker(folder: Path, client: ServiceClient, checkpoint_every: int) -> Worker:
+    """A worker as a Ray-placed one runs: its own store in ``folder``, the node's data through ``client``."""
+    config = WorkerConfig(0, str(folder), str(folder / "run"), Limits(10**9, 1 << 30, checkpoint_every), 1 << 30)
+    return Worker(config, RemoteStore(folder / "own", client), no_compute_time, logs=RemoteAheadLogs(client))
+
+
 def test_a_remote_worker_keeps_only_the_results_after_its_newest_checkpoint(tmp_path: Path) -> None:
     """Its results are the node's to keep: a long-lived remote worker holds those after each process's
     newest checkpoint, which a reload reads again (the failed slots it skips, and the last slot), not
@@ -164,30 +190,76 @@ def test_a_remote_worker_keeps_only_the_results_after_its_newest_checkpoint(tmp_
     resumes where the process stood."""
     node = Store(tmp_path / "node")
     pid, entries = populate(node, ["Inc"] * 12 + ["Trap", "Inc"])  # slot 13 fails, after the checkpoint at 11
-    key = ClusterKey.load(tmp_path / "cluster.key")
-    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    guard = Guard(context, key)
-    logs = ShardLogs(node, 1)
-    service = DataService(context, "tcp://127.0.0.1:0", key, node, logs)  # the node has stored no result yet
-    client = ServiceClient(service.address, key)
-    own = RemoteStore(tmp_path / "own", client)
-    try:
-        worker = Worker(config(tmp_path, checkpoint_every=4), own, no_compute_time, logs=RemoteAheadLogs(client))
-        out = feed(worker, entries)
-        assert [split_key(key)[1] for key, _ in out] == list(range(15))
-        assert checkpoints.links(own.local_chain(pid)[-1])[0] == 11  # after slots 3, 7 and 11
-        assert [slot for slot, _ in Store.slot_range(own, "results", pid, 0, 99)] == [11, 12, 13, 14]
-        assert own.slot_range("results", pid, 11, 14) == [(split_key(key)[1], result) for key, result in out[11:]]
-        before = worker.digest_one(pid, b"", [])
-        again = Worker(config(tmp_path, checkpoint_every=4), own, no_compute_time, logs=RemoteAheadLogs(client))
-        process = again.hosted(pid)
-        assert process is not None
-        assert (process.checkpoint_slot, process.inbox.next_slot, process.failed) == (11, 15, {13})
-        assert again.digest_one(pid, b"", []) == before
-    finally:
-        own.close()
-        client.close()
-        service.stop()
-        guard.stop()
-        context.term()
-        node.close()
+    with serving(tmp_path, node) as (_, client):  # the node has stored no result yet
+        worker = remote_worker(tmp_path / "w", client, checkpoint_every=4)
+        own = worker.store
+        assert isinstance(own, RemoteStore)
+        try:
+            out = feed(worker, entries)
+            assert [split_key(key)[1] for key, _ in out] == list(range(15))
+            assert checkpoints.links(own.local_chain(pid)[-1])[0] == 11  # after slots 3, 7 and 11
+            assert [slot for slot, _ in Store.slot_range(own, "results", pid, 0, 99)] == [11, 12, 13, 14]
+            assert own.slot_range("results", pid, 11, 14) == [(split_key(key)[1], result) for key, result in out[11:]]
+            before = worker.digest_one(pid, b"", [])
+            again = Worker(worker.config, own, no_compute_time, logs=RemoteAheadLogs(client))
+            process = again.hosted(pid)
+            assert process is not None
+            assert (process.checkpoint_slot, process.inbox.next_slot, process.failed) == (11, 15, {13})
+            assert again.digest_one(pid, b"", []) == before
+        finally:
+            own.close()
+    node.close()
+
+
+def drained(shipper: Shipper) -> None:
+    """Wait until what was queued on ``shipper`` has been shipped."""
+    if shipper.after(b"drained"):
+        assert eventually(lambda: shipper.take_ready() == [b"drained"], seconds=60)
+
+
+def test_a_worker_whose_chain_the_node_refused_ships_no_delta_until_its_next_base(tmp_path: Path) -> None:
+    """The node holds one worker's chain of a process; another worker's chain started before that
+    chain's newest checkpoint and goes on from a state of its own. Its delta asks for its whole
+    chain, which does not go on from the node's either: "stale". Its next deltas would not link
+    either, so none is sent; its next base is, and is stored."""
+    node = Store(tmp_path / "node")
+    pid, entries = populate(node, ["Inc"] * 30)
+    with serving(tmp_path, node) as (service, client):
+        cadences = {"a": 7, "b": 5, "c": 31}  # a checkpoint every so many messages
+        workers = {name: remote_worker(tmp_path / name, client, every) for name, every in cadences.items()}
+        stores = {name: worker.store for name, worker in workers.items()}
+        try:
+            for worker in workers.values():
+                feed(worker, entries)
+            chains = {name: store.local_chain(pid) for name, store in stores.items() if isinstance(store, RemoteStore)}
+            assert [checkpoints.links(blob) for blob in chains["a"]] == [(6, None), (13, 6), (20, 13), (27, 20)]
+            assert [checkpoints.links(blob) for blob in chains["b"]] == [(4, None), (9, 4), (14, 9), (19, 14), (24, 19),
+                                                                         (29, 24)]
+            assert [checkpoints.links(blob) for blob in chains["c"]] == [(30, None)]
+            held = chains["a"][:3]
+            checkpoints.replace_chain(node, pid, held)  # the node holds a's chain up to slot 20
+            node.computed.write(lambda txn: node.put_results(txn, [(log_key(pid, slot), b"{}") for slot in range(31)]))
+            assert isinstance(stores["b"], RemoteStore)
+            shipper = Shipper(client, stores["b"])
+            try:
+                delta = checkpoints.Encoded(29, chains["b"][-1], False)
+                shipper.ship([(pid, delta)])
+                drained(shipper)
+                assert service.answered[SHIP] == 2  # the delta: "whole"; the whole chain: "stale"
+                assert checkpoints.read_chain(node, pid) == held
+                shipper.ship([(pid, delta)])
+                drained(shipper)
+                assert service.answered[SHIP] == 2  # not sent
+                shipper.ship([(pid, checkpoints.Encoded(30, chains["c"][0], True))])
+                drained(shipper)
+                assert service.answered[SHIP] == 3
+                assert checkpoints.read_chain(node, pid) == chains["c"]
+                shipper.ship([(pid, delta)])  # sent again: at or below the node's newest, dropped as "ok"
+                drained(shipper)
+                assert (service.answered[SHIP], shipper.shipped) == (4, 2)
+            finally:
+                shipper.close(10)
+        finally:
+            for store in stores.values():
+                store.close()
+    node.close()

@@ -23,6 +23,7 @@ or catches one up, and the shards push every assignment to it directly.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from collections.abc import Callable
@@ -82,6 +83,7 @@ class DataService:
         self.address = bound_address(self._socket)
         self.chains_sent: dict[str, int] = {}  # process -> newest slot of the chain a worker last took from here
         self.shipped = 0  # checkpoints stored from remote workers
+        self.answered: collections.Counter[bytes] = collections.Counter()  # requests answered, by op
         self._answers: dict[bytes, Callable[[list[bytes]], list[bytes]]] = {
             HEAD: lambda args: maybe_number(logs.last_slot(args[0].decode())),
             LOG: lambda args: pairs(logs.log_range(args[0].decode(), int(args[1]), int(args[2]))),
@@ -152,6 +154,7 @@ class DataService:
                     log.exception("the data service could not answer %r", op)
                     reply = pack(FAILED, [f"{type(exc).__name__}: {exc}".encode()])
                 socket.send_multipart([identity, token, reply])
+                self.answered[op] += 1
         finally:
             socket.close(linger=0)
 
