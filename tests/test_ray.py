@@ -190,7 +190,7 @@ def test_a_machine_lost_mid_stream_loses_and_repeats_nothing(tmp_path: Path, cou
         moving = [pid for pid in pids if f"worker-{node._pool.worker_of(pid)}" in on_it]
         service = node._pool.service
         assert moving and service is not None
-        with incs(node, pids, warm=450) as acked:
+        with incs(node, pids, warm=450, window=40) as acked:
             # The lost machine's workers shipped their checkpoints to the node as they took them.
             assert eventually(lambda: all(checkpoints.newest_slot(node._store, pid) >= 20 for pid in moving))
             cluster.remove_node(lost, allow_graceful=False)  # as a machine dies: its raylet and actors at once
