@@ -153,8 +153,8 @@ class DataService:
                 except Exception as exc:  # a bad request, or a store fault: the worker says so and restarts
                     log.exception("the data service could not answer %r", op)
                     reply = pack(FAILED, [f"{type(exc).__name__}: {exc}".encode()])
+                self.answered[op] += 1  # before the answer goes: whoever reads it may look here next
                 socket.send_multipart([identity, token, reply])
-                self.answered[op] += 1
         finally:
             socket.close(linger=0)
 

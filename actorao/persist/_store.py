@@ -384,11 +384,7 @@ class Store(Environment):
 
     def forget_results_before(self, txn: lmdb.Transaction, pid: str, slot: int) -> None:
         """Drop the results of ``pid`` below ``slot``."""
-        cursor = txn.cursor(db=self.results)
-        stop = log_key(pid, slot)
-        if cursor.set_range(log_key(pid, 0)):
-            while bytes(cursor.key()) < stop and cursor.delete():
-                pass
+        _delete_below(txn, self.results, pid, slot)
 
     def result_page(
         self, pid: str, first: int, last: int, limit: int, ascending: bool, max_bytes: int,
@@ -580,12 +576,7 @@ class Store(Environment):
         db = self.checkpoints
         txn.put(log_key(pid, slot), blob, db=db)
         if prune_before:
-            cursor = txn.cursor(db=db)
-            stop = log_key(pid, slot)
-            if cursor.set_range(log_key(pid, 0)):
-                while bytes(cursor.key()) < stop:
-                    if not cursor.delete():
-                        break
+            _delete_below(txn, db, pid, slot)
 
     def forget_checkpoints(self, txn: lmdb.Transaction, pid: str) -> None:
         """Drop every stored checkpoint of ``pid``."""
@@ -740,6 +731,15 @@ def _batch_after(txn: lmdb.Transaction, db: Any, after: bytes | None) -> list[tu
 def _put_all(txn: lmdb.Transaction, db: Any, pairs: list[tuple[bytes, bytes]]) -> None:
     for key, value in pairs:
         txn.put(key, value, db=db)
+
+
+def _delete_below(txn: lmdb.Transaction, db: Any, pid: str, slot: int) -> None:
+    """Delete ``pid``'s entries of ``db`` (keyed process ‖ slot) below ``slot``."""
+    cursor = txn.cursor(db=db)
+    stop = log_key(pid, slot)
+    if cursor.set_range(log_key(pid, 0)):
+        while bytes(cursor.key()) < stop and cursor.delete():
+            pass
 
 
 def _ascending(txn: lmdb.Transaction, db: Any, pid: str, first: int, last: int) -> Iterator[tuple[int, bytes]]:
