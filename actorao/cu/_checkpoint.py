@@ -85,11 +85,9 @@ def changed_pages(before: bytes | bytearray, after: bytes | bytearray) -> list[i
     return pages
 
 
-def _is_base(blob: bytes) -> bool:
+def is_base(blob: bytes) -> bool:
+    """Whether a stored checkpoint starts a chain (a base, not a delta)."""
     return blob[1] != _DELTA
-
-
-is_base = _is_base  # whether a stored checkpoint starts a chain (for stores that walk one)
 
 
 def links(blob: bytes) -> tuple[int, int | None]:
@@ -204,7 +202,7 @@ def load(store: Store, pid: str) -> tuple[int, Snapshot] | None:
 
 def read_chain(store: Store, pid: str) -> list[bytes]:
     """The blobs of ``pid``'s newest checkpoint chain, oldest (its full base) first."""
-    return store.checkpoint_chain(pid, _is_base)
+    return store.checkpoint_chain(pid, is_base)
 
 
 def put(txn: lmdb.Transaction, store: Store, pid: str, encoded: Encoded) -> None:
@@ -214,7 +212,7 @@ def put(txn: lmdb.Transaction, store: Store, pid: str, encoded: Encoded) -> None
 
 def newest_slot(store: Store, pid: str) -> int:
     """The slot of ``pid``'s newest stored checkpoint; -1 when it has none."""
-    chain = store.checkpoint_sizes(pid, _is_base)
+    chain = store.checkpoint_sizes(pid, is_base)
     return chain[-1][0] if chain else -1
 
 
@@ -312,7 +310,7 @@ class StoredMemory:
 
     @classmethod
     def newest(cls, store: Store, pid: str) -> StoredMemory | None:
-        chain = store.checkpoint_sizes(pid, _is_base)
+        chain = store.checkpoint_sizes(pid, is_base)
         if not chain:
             return None
         newest_slot, newest_size = chain[-1]

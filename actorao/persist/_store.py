@@ -579,13 +579,8 @@ class Store(Environment):
             _delete_below(txn, db, pid, slot)
 
     def forget_checkpoints(self, txn: lmdb.Transaction, pid: str) -> None:
-        """Drop every stored checkpoint of ``pid``."""
-        cursor = txn.cursor(db=self.checkpoints)
-        prefix = pid.encode()
-        if cursor.set_range(log_key(pid, 0)):
-            while bytes(cursor.key())[:-8] == prefix:
-                if not cursor.delete():
-                    break
+        """Drop every stored checkpoint of ``pid`` (no slot reaches the largest 8-byte one)."""
+        _delete_below(txn, self.checkpoints, pid, (1 << 64) - 1)
 
     # Node facts and undelivered messages
     def identity(self, mint: Callable[[], str]) -> str:
