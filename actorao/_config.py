@@ -37,6 +37,9 @@ DEFAULT_MAX_PER_RESULT = 10_000  # messages (and assignments, one per target) on
 DEFAULT_MAX_SPAWNS = 100  # processes one result may spawn
 DEFAULT_MAX_RESULT_BYTES = 16 << 20  # the JSON one result may be: a message's largest Data, and room
 DEFAULT_CATCH_UP = 10  # cron ticks a process catches up after the node was down
+# A worker's evaluation threads: this many long messages at once before its other processes wait. A call
+# into wasm lets go of the GIL, so they also share the cores among one worker's processes.
+DEFAULT_WORKER_THREADS = 4
 DEFAULT_HTTP_PORT = 8734
 
 
@@ -47,6 +50,7 @@ class NodeConfig:
 
     path: Path = Path(".actorao")
     workers: int | None = None  # CU worker OS processes; None: one per core
+    worker_threads: int = DEFAULT_WORKER_THREADS  # evaluation threads of each worker
     schedulers: int | None = None  # scheduler shard OS processes; None: one per 4 cores, at most 8
     compute_limit: int = DEFAULT_FUEL  # a process's fuel per message, unless its Compute-Limit says
     memory_limit: int = DEFAULT_MEMORY_LIMIT  # bytes, unless its Memory-Limit says
@@ -110,8 +114,8 @@ class NodeConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise InvalidMessage(name, f"must be a whole number of at least 1, got {value!r}")
-        for name in ("compute_limit", "memory_limit", "max_compute_limit", "max_memory_limit", "checkpoint_every",
-                     "checkpoint_full_every", "max_data_bytes",
+        for name in ("worker_threads", "compute_limit", "memory_limit", "max_compute_limit", "max_memory_limit",
+                     "checkpoint_every", "checkpoint_full_every", "max_data_bytes",
                      "max_pending", "map_size", "max_map_size", "max_backlog", "max_sends_per_result",
                      "max_spawns_per_result", "max_result_bytes", "max_body", "max_buffered_bodies", "state_reads",
                      "state_bytes_per_second"):
@@ -185,7 +189,8 @@ def _intensity(text: str) -> tuple[int, float]:
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(NodeConfig))
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    "path": Path, "workers": int, "schedulers": int, "compute_limit": int, "memory_limit": int, "checkpoint_every": int,
+    "path": Path, "workers": int, "worker_threads": int, "schedulers": int, "compute_limit": int, "memory_limit": int,
+    "checkpoint_every": int,
     "max_compute_limit": int, "max_memory_limit": int,
     "checkpoint_ms": float, "checkpoint_full_every": int, "max_data_bytes": int, "max_pending": int,
     "map_size": int, "max_map_size": int, "restart_intensity": _intensity, "cron_catch_up": int, "max_backlog": int,

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from actorao import Ack, Future, examples
+from actorao._config import DEFAULT_WORKER_THREADS
 from actorao._exceptions import ActoraoError
 from actorao.http._server import http_url
 from actorao.message import is_id
@@ -84,7 +85,7 @@ def _env(name: str, default: str | None) -> str | None:
 
 def _node_config(args: argparse.Namespace) -> NodeConfig:
     """The node's settings: its defaults, then ACTORAO_* variables, then the flags given."""
-    flags = ("path", "workers", "schedulers", "host", "port", "verify", "max_body", "public_url",
+    flags = ("path", "workers", "worker_threads", "schedulers", "host", "port", "verify", "max_body", "public_url",
              "admin_token", "transport", "ray", "ray_worker_path")
     return NodeConfig.from_env(**{name: getattr(args, name, None) for name in flags})
 
@@ -291,6 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          help=f"the node's data folder (env ACTORAO_PATH; default: {default})")
         sub.add_argument("--workers", type=int, default=None,
                          help="CU worker processes (env ACTORAO_WORKERS; default: one per core)")
+        sub.add_argument("--worker-threads", type=int, default=None,
+                         help="evaluation threads of each worker: this many long messages at once before its "
+                              f"other processes wait (env ACTORAO_WORKER_THREADS; default: {DEFAULT_WORKER_THREADS})")
         sub.add_argument("--schedulers", type=int, default=None,
                          help="scheduler shard processes (env ACTORAO_SCHEDULERS; default: one per 4 cores)")
         sub.add_argument("--transport", choices=("ipc", "tcp"), default=None,

@@ -147,6 +147,7 @@ class Node:
             store=self._store,
             logs=self._logs,
             ray_worker_path=config.ray_worker_path,
+            threads=config.worker_threads,
         )
         # The shards push each commit's assignments straight to the workers, where the pool places them.
         self._schedulers.placement = self._pool.placement_of

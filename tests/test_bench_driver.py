@@ -80,6 +80,7 @@ def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
                     "## aos: our VM against ao's loader", "## Latency against load"):
         assert heading in report
     assert report.count("\n| compute |") >= 2
+    assert doc["meta"]["worker_threads"] == 4 and "Each worker has 4 evaluation thread(s)" in report
     for plot in ("throughput.png", "latency.png"):
         data = (run / plot).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000
@@ -92,7 +93,8 @@ def test_with_ray_every_case_runs_again_on_ray_placed_workers_and_is_compared(tm
     before = set(stores.iterdir()) if stores.exists() else set()
     done = subprocess.run(
         [sys.executable, "-m", "actorao.cli", "bench", "--smoke", "--workloads", "noop,compute", "--workers", "2",
-         "--processes", "4", "--ray", "local", "--no-baselines", "--no-sweep", "--out", str(tmp_path)],
+         "--processes", "4", "--threads", "1", "--ray", "local", "--no-baselines", "--no-sweep",
+         "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -105,6 +107,7 @@ def test_with_ray_every_case_runs_again_on_ray_placed_workers_and_is_compared(tm
     on_ray = {(c["workload"], c["workers"], c["processes"]) for c in doc["ray_cases"]}
     assert local == on_ray == {("noop", 2, 4), ("compute", 2, 4)}
     assert all(case["ray"] and case["throughput"] > 0 for case in doc["ray_cases"])
+    assert doc["meta"]["worker_threads"] == 1 and {case["threads"] for case in doc["cases"] + doc["ray_cases"]} == {1}
     assert all(set(case["cpu_us_per_message"]) >= {"worker-0", "worker-1"} for case in doc["ray_cases"])
     rows = {row["workload"]: row for row in doc["summary"]["ray"]}
     assert set(rows) == {"noop", "compute"}
@@ -126,6 +129,8 @@ def test_bad_arguments_get_one_clear_line(tmp_path: Path) -> None:
         (["--workers", "0"], "--workers '0': each must be from 1"),
         (["--messages", "0"], "--messages '0': each must be from 1"),
         (["--messages", "10,20"], "--messages takes one whole number"),
+        (["--threads", "0"], "--threads '0': each must be from 1"),
+        (["--threads", "1,2"], "--threads takes one whole number"),
         (["--workers", "1,,2"], "--workers takes whole numbers"),
         (["--sizes", "-1"], "--sizes '-1': each must be from 0"),
         (["--workloads", "noop,nope"], "no workload 'nope'"),

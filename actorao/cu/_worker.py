@@ -36,7 +36,7 @@ import lmdb
 import orjson
 import zmq
 
-from actorao._config import DEFAULT_MAX_MAP_SIZE
+from actorao._config import DEFAULT_MAX_MAP_SIZE, DEFAULT_WORKER_THREADS
 from actorao.cu import _checkpoint as checkpoints
 from actorao.cu._ahead import Ahead, AheadLogs, RemoteAheadLogs, by_process
 from actorao.cu._lanes import Finished, Lanes, Op
@@ -98,7 +98,7 @@ class WorkerConfig:
     map_size: int
     parent: int = 0  # the node's pid
     shards: int = 1  # scheduler shards: where the logs are
-    threads: int = 4  # evaluation threads: this many long messages at once before neighbours wait
+    threads: int = DEFAULT_WORKER_THREADS  # evaluation threads (``_lanes``)
     max_map_size: int = DEFAULT_MAX_MAP_SIZE
     # Where the node's sockets are ("": this run's ipc folder), and how to reach them: "ipc", or "tcp"
     # with the cluster key at ``key_path``, the feed then bound at ``host`` on a port the system picks.
