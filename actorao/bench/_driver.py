@@ -328,9 +328,9 @@ def run_case(case: Case, root: Path, tick: Callable[[int], None], *, ray_here: b
 
 def run_sweep(reference: Case, ceiling_rate: float, levels: Sequence[float], duration: float, root: Path,
               tick: Callable[[int], None]) -> list[SweepPoint]:
-    """Latency against load on a node like ``reference``'s (its workload, processes, workers and threads,
-    with local workers): offer ``level`` times the closed-loop throughput, open-loop (a batch every 20 ms
-    whatever the node is doing), for ``duration`` seconds per level."""
+    """Latency against load on a node like ``reference``'s (its workload, processes, workers, threads and
+    shards, with local workers): offer ``level`` times the closed-loop throughput, open-loop (a batch every
+    20 ms whatever the node is doing), for ``duration`` seconds per level."""
     workload_name, workers, processes = reference.workload, reference.workers, reference.processes
     workload = WORKLOADS[workload_name]
     points: list[SweepPoint] = []
