@@ -26,6 +26,7 @@ from actorao.message import Message, Process, module_json, new_id, with_ao_tags
 from actorao.persist import Store, log_key
 from actorao.su import ModuleRecord, SchedulerUnit
 from actorao.vm import Evaluator, Instance, compile_module
+from tests.streams import eventually
 from tests.test_vm import GLOBAL_COUNTER
 
 OWNER = new_id(b"owner")
@@ -359,6 +360,75 @@ def test_lanes_run_a_neighbour_while_a_process_is_held_in_its_turn() -> None:
         release.set()
         lanes.stop()
         lanes.close()
+
+
+def test_a_turn_that_is_the_workers_only_work_is_offered_to_direct_and_the_rest_is_collected() -> None:
+    """A lone turn goes to ``direct`` (no wake of the main thread, nothing to collect). A turn that
+    ends beside other work, or while an earlier one waits to be collected, is collected, in order;
+    and so is one that ``direct`` declines."""
+    held, release = threading.Event(), threading.Event()
+    offered: list[bytes] = []
+    taken = threading.Event()
+    decline = [False]
+
+    def run(pid: str, ops: list[Op]) -> Finished:
+        if pid == "slow":
+            held.set()
+            release.wait()
+        return Finished([(pid.encode(), b"")], [], [], pid)
+
+    def direct(turn: Finished) -> bool:
+        offered.append(turn.results[0][0])
+        taken.set()
+        return not decline[0]
+
+    def collected() -> list[bytes]:
+        assert select.select([lanes.fd], [], [], 10)[0]
+        return [turn.results[0][0] for turn in lanes.collect()]
+
+    clock = [0.0]
+    lanes = Lanes(run, 2, clock=lambda: clock[0], direct=direct)
+    try:
+        lanes.submit({"alone": [(b"A", [1])]})
+        assert taken.wait(10) and eventually(lambda: not lanes.busy(), 10)
+        assert offered == [b"alone"] and not select.select([lanes.fd], [], [], 0)[0] and lanes.collect() == []
+        taken.clear()
+        lanes.submit({"slow": [(b"A", [1])]})
+        assert held.wait(10)
+        lanes.submit({"fast": [(b"A", [1])]})
+        clock[0] += lanes.stall  # the one thread at work has taken nothing for a stall: wake another
+        lanes.nudge()
+        assert collected() == [b"fast"]  # "slow" still ran: not offered
+        lanes.submit({"fast": [(b"A", [2])]})
+        clock[0] += lanes.stall
+        lanes.nudge()
+        assert eventually(lambda: "fast" not in lanes._queued and "fast" not in lanes._running, 10)
+        release.set()  # "slow" ends while the second "fast" waits to be collected: not offered either
+        assert eventually(lambda: "slow" not in lanes._running, 10)
+        assert collected() == [b"fast", b"slow"] and offered == [b"alone"]
+        decline[0] = True
+        lanes.submit({"declined": [(b"A", [1])]})
+        assert collected() == [b"declined"] and offered == [b"alone", b"declined"]
+    finally:
+        release.set()
+        lanes.stop()
+        lanes.close()
+
+
+def test_a_lone_long_message_is_stored_before_its_result_returns(tmp_path: Path) -> None:
+    """Messages that run past HELD_FUEL run on the worker's threads, and a lone one's thread commits and
+    reports it itself: still in order, and stored by the time its result is back."""
+    with Node(tmp_path / "node", workers=1, schedulers=1) as node:
+        pid = node.spawn(bytes(wasmtime.wat2wasm(LONG_LOOP)))
+        outputs = []
+        for _ in range(12):
+            ack = node.send(pid, {"Action": "Loop"})
+            outputs.append(node.result(ack, timeout=60).output)
+            stored = node.raw_results([node.result_key(ack)], timeout=0.001)  # from the store, or Timeout
+            assert orjson.loads(stored[0])["Output"] == outputs[-1]
+        assert outputs == [str(count) for count in range(1, 13)]
+        report = node.verify(pid, timeout=120)
+        assert report.ok, report
 
 
 def test_a_process_held_in_its_turn_reads_assignments_past_its_cap_from_the_log(tmp_path: Path) -> None:

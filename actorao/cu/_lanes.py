@@ -10,6 +10,11 @@ when no thread has work of that process (``Worker.run_inline`` in ``cu/_worker.p
 turn finished among the threads' (``finished_here``). In the common case one thread
 takes every queued process in turn, and no other thread is woken; another is woken only when queued
 work has waited ``stall`` seconds without any thread taking it.
+
+A thread that ends a turn that was the worker's only work offers it to ``direct`` first, which commits
+and reports it there and then when the main thread is not at work (``_Direct`` in ``cu/_worker.py``):
+the result of a lone long message then goes out without waking the main thread, about 0.15 ms of a
+serial round trip on aos. Under load the main thread collects, and commits many turns at once.
 """
 
 from __future__ import annotations
@@ -53,9 +58,14 @@ class Lanes:
         *,
         stall: float = 0.005,
         clock: Callable[[], float] = time.monotonic,
+        direct: Callable[[Finished], bool] | None = None,
     ) -> None:
         self._run = run
         self.stall = stall
+        # Takes a finished turn off the main thread's hands (True), or leaves it to be collected (False).
+        # Called under the lock, only for the worker's only work (``_alone``): nothing finished earlier
+        # waits to be collected, so what it reports keeps its place after every earlier turn.
+        self._direct = direct
         self._clock = clock
         self._cond = threading.Condition()
         self._queued: dict[str, list[Op]] = {}  # work not yet taken, by process, in arrival order
@@ -130,6 +140,14 @@ class Lanes:
             raise self.fatal
         return finished
 
+    def signal(self) -> None:
+        """Wake the main thread (``fd`` turns readable until its next ``collect``). ``direct`` may call
+        this: the lock is re-entrant."""
+        with self._cond:
+            if not self._signalled:
+                self._signalled = True
+                os.eventfd_write(self.fd, 1)
+
     def finished_here(self, finished: Finished) -> None:
         """A turn the submitting thread ran itself, in its place among the threads' finished turns:
         after every earlier turn of its process, and before any of the work it ``left``."""
@@ -180,7 +198,11 @@ class Lanes:
         while True:
             with self._cond:
                 if pid is not None and finished is not None:
-                    self._finish(pid, finished)
+                    direct = self._direct
+                    if direct is not None and self._alone() and direct(finished):
+                        self._done(pid)
+                    else:
+                        self._finish(pid, finished)
                 while not self._ready and not self._stopped:
                     self._waiting += 1
                     self._cond.wait()
@@ -198,11 +220,20 @@ class Lanes:
                 finished = Finished([], [], [])
                 self.fatal = exc
 
-    def _finish(self, pid: str, finished: Finished) -> None:
-        """Hand over a finished turn; under the lock."""
+    def _alone(self) -> bool:
+        """This thread's turn is the worker's only work: nothing else runs, waits for a thread, or
+        waits to be collected. Under the lock. Under load the main thread commits many turns at once."""
+        return len(self._running) == 1 and not self._ready and not self._finished and self.fatal is None
+
+    def _done(self, pid: str) -> None:
+        """``pid``'s turn is over; under the lock."""
         del self._running[pid]
         if pid in self._queued:  # more arrived while it ran
             self._ready.append(pid)
+
+    def _finish(self, pid: str, finished: Finished) -> None:
+        """Hand over a finished turn; under the lock."""
+        self._done(pid)
         self._finished.append(finished)
         self._finished_results += len(finished.results)
         wake_main = self.fatal is not None or not self._ready or self._finished_results >= _SIGNAL_AT

@@ -5,7 +5,9 @@ shards push each commit's assignments straight to the worker of their processes,
 synced (``_ahead``). The main thread takes the frames that wait on either and queues each process's
 work on a few evaluation threads (``_lanes``), one thread per process at a time; it writes what they
 finish in one LMDB transaction once what it depends on is durable, then reports it in one frame. So
-a message that burns its whole fuel holds up its own process only.
+a message that burns its whole fuel holds up its own process only. A thread whose turn was the
+worker's only work commits and reports it itself while the main thread waits on its sockets
+(``_Direct``): one wake-up less on the way of a lone long message's result.
 
 A process whose messages are small (they run with the GIL held, ``HostedProcess.held``) and that no
 thread has work of is run by the main thread itself (``Worker.run_inline``): handing a turn to a thread
@@ -18,6 +20,7 @@ longer than one held message.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import gc
@@ -414,7 +417,9 @@ def run_worker(config: WorkerConfig, key: ClusterKey | None = None) -> None:
     feed = open_socket(context, zmq.PULL, where, bind=True, curve=key)
     outbox = open_socket(context, zmq.PUSH, config.results or results_address(runtime), bind=False, curve=key)
     worker = Worker(config, store, logs=logs, shipper=shipper)
-    lanes = Lanes(worker.run, config.threads)
+    direct = _Direct(worker, outbox)
+    lanes = Lanes(worker.run, config.threads, direct=direct)
+    direct.wake = lanes.signal
     # What the worker holds from its start (imports, compiled modules) is frozen out of the
     # collector's full scans, as in a shard (su/_shard.py); the processes it loads are not. Every
     # turn leaves containers alive for a while (queued work, results held until DURABLE): collecting
@@ -426,7 +431,10 @@ def run_worker(config: WorkerConfig, key: ClusterKey | None = None) -> None:
     outbox.send(pack(READY, [str(config.index).encode(), str(os.getpid()).encode(), bound_address(feed).encode()]))
     code = 1  # unless it ends as asked (a STOP, or SIGTERM's SystemExit)
     try:
-        _serve(worker, [inbox, feed], outbox, lanes)
+        _serve(worker, [inbox, feed], outbox, lanes, direct)
+        with direct.lock:  # the threads report nothing more of their own: what waits goes now
+            direct.open = False
+            direct.flush()
         if shipper is not None:  # what is still to ship goes, and the replies behind it
             for frame in shipper.close(_SHIP_ON_STOP):
                 _report(outbox, frame)
@@ -436,6 +444,8 @@ def run_worker(config: WorkerConfig, key: ClusterKey | None = None) -> None:
         code = 0 if exc.code in (None, 0) else 1
         raise
     finally:
+        with direct.lock:
+            direct.open = False
         inbox.close(linger=0)
         feed.close(linger=0)
         outbox.close(linger=1000)
@@ -555,9 +565,12 @@ def _work_of(frames: list[bytes], lanes: Lanes, index: int, ahead: Ahead) -> tup
     return work, stop
 
 
-def _serve(worker: Worker, inboxes: list[zmq.Socket[bytes]], outbox: zmq.Socket[bytes], lanes: Lanes) -> None:
+def _serve(
+    worker: Worker, inboxes: list[zmq.Socket[bytes]], outbox: zmq.Socket[bytes], lanes: Lanes, direct: _Direct
+) -> None:
     """The main thread: take frames, queue each process's work on the lanes, and commit and report
-    what they finish, as it finishes: a long message holds its own process only."""
+    what they finish, as it finishes: a long message holds its own process only. Each round after the
+    poll holds ``direct.lock``: meanwhile the threads hand what they finish to this thread."""
     everything, finishing = zmq.Poller(), zmq.Poller()
     for inbox in inboxes:
         everything.register(inbox, zmq.POLLIN)
@@ -575,30 +588,32 @@ def _serve(worker: Worker, inboxes: list[zmq.Socket[bytes]], outbox: zmq.Socket[
         # A stopping worker takes no more work, but still hears the DURABLEs its held results wait for.
         taking = (not stopping or worker.ahead.holding > 0) and lanes.queued_items < _MAX_QUEUED
         (everything if taking else finishing).poll(tick if busy else patience if worker.ahead.holding else None)
-        _Lifecycle.busy = True
-        if taking:
-            frames = _take(inboxes)
-            if frames:
-                work, stop = _work_of(frames, lanes, worker.config.index, worker.ahead)
-                mine = {pid: work.pop(pid) for pid in [pid for pid, ops in work.items()
-                                                       if worker.inline(pid, ops) and not lanes.has(pid)]}
-                lanes.submit(work)  # first: the threads go on with theirs while this one runs its own
-                _run_inline(worker, outbox, lanes, mine)
-                if stop and not stopping:
-                    stopping, stopped_at = True, time.monotonic()
-        lanes.nudge()
-        if worker.ahead.holding:  # a DURABLE that may never come: its shard's log says
-            forget = worker.ahead.check_logs()
-            if forget:
-                lanes.submit({pid: [(FORGET, None)] for pid in forget})
-        _commit_finished(worker, outbox, lanes)
-        if worker.shipper is not None:  # replies that waited for their checkpoints to reach the node
-            for frame in worker.shipper.take_ready():
-                _report(outbox, frame)
-        if _Lifecycle.terminate or (stopping and lanes.only_long_turns(_STOP_PATIENCE) and (
-                not worker.ahead.holding or time.monotonic() - stopped_at >= worker.ahead.patience)):
-            # What is still held then is in the log, or void: evaluated again after a start.
-            return
+        with direct.lock:
+            _Lifecycle.busy = True
+            direct.flush()  # first: what a thread could not send yet goes before anything newer
+            if taking:
+                frames = _take(inboxes)
+                if frames:
+                    work, stop = _work_of(frames, lanes, worker.config.index, worker.ahead)
+                    mine = {pid: work.pop(pid) for pid in [pid for pid, ops in work.items()
+                                                           if worker.inline(pid, ops) and not lanes.has(pid)]}
+                    lanes.submit(work)  # first: the threads go on with theirs while this one runs its own
+                    _run_inline(worker, outbox, lanes, mine)
+                    if stop and not stopping:
+                        stopping, stopped_at = True, time.monotonic()
+            lanes.nudge()
+            if worker.ahead.holding:  # a DURABLE that may never come: its shard's log says
+                forget = worker.ahead.check_logs()
+                if forget:
+                    lanes.submit({pid: [(FORGET, None)] for pid in forget})
+            _commit_finished(worker, outbox, lanes)
+            if worker.shipper is not None:  # replies that waited for their checkpoints to reach the node
+                for frame in worker.shipper.take_ready():
+                    _report(outbox, frame)
+            if _Lifecycle.terminate or (stopping and lanes.only_long_turns(_STOP_PATIENCE) and (
+                    not worker.ahead.holding or time.monotonic() - stopped_at >= worker.ahead.patience)):
+                # What is still held then is in the log, or void: evaluated again after a start.
+                return
 
 
 def _run_inline(worker: Worker, outbox: zmq.Socket[bytes], lanes: Lanes, turns: dict[str, list[Op]]) -> None:
@@ -621,13 +636,62 @@ def _commit_finished(worker: Worker, outbox: zmq.Socket[bytes], lanes: Lanes) ->
     """Commit and report what is finished and rests on durable assignments only."""
     ready = worker.ahead.settle(lanes.collect())
     if ready:
-        _commit_and_report(worker, outbox, ready)
+        _commit_and_report(worker, functools.partial(_report, outbox), ready)
+
+
+class _Direct:
+    """Commits and reports a turn on the evaluation thread that finished it, while the main thread is
+    between rounds (each round holds ``lock``), so that the result goes out without waking it. It is
+    offered a turn only when no earlier one waits to be collected (``Lanes``), and settles it as the
+    main thread would (a turn on a push not yet durable is held in ``Ahead`` for the main thread to
+    release): results keep their order. A frame the node is too slow to take at once waits in
+    ``unsent``, and the main thread sends it first on its next round: frames leave in the order they
+    were made, and no evaluation thread waits on the node."""
+
+    def __init__(self, worker: Worker, outbox: zmq.Socket[bytes]) -> None:
+        self.worker = worker
+        self.outbox = outbox
+        self.lock = threading.Lock()
+        self.open = True  # False once the worker stops: its threads report nothing more
+        self.unsent: collections.deque[bytes] = collections.deque()
+        self.wake: Callable[[], None] = lambda: None  # wakes the main thread
+
+    def __call__(self, turn: Finished) -> bool:
+        if not self.lock.acquire(blocking=False):  # the main thread is at work: it collects the turn
+            return False
+        try:
+            if not self.open:
+                return False
+            ready = self.worker.ahead.settle([turn])
+            if ready:
+                _commit_and_report(self.worker, self._send, ready)
+            if self.worker.ahead.holding:  # the main thread releases it, or asks the log after patience
+                self.wake()
+            return True
+        finally:
+            self.lock.release()
+
+    def _send(self, frame: bytes) -> None:
+        if not self.unsent:
+            try:
+                self.outbox.send(frame, zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                pass
+        self.unsent.append(frame)
+        self.wake()
+
+    def flush(self) -> None:
+        """Send what waits; on the main thread, under ``lock``."""
+        while self.unsent:
+            _report(self.outbox, self.unsent[0])
+            self.unsent.popleft()
 
 
 _sends_nothing = operator.methodcaller("endswith", QUIET_END)
 
 
-def _commit_and_report(worker: Worker, outbox: zmq.Socket[bytes], finished: list[Finished]) -> None:
+def _commit_and_report(worker: Worker, send: Callable[[bytes], None], finished: list[Finished]) -> None:
     results = [pair for turn in finished for pair in turn.results]
     worker.commit(results, [taken for turn in finished for taken in turn.checkpoints])
     if results:
@@ -635,12 +699,12 @@ def _commit_and_report(worker: Worker, outbox: zmq.Socket[bytes], finished: list
         if all(map(_sends_nothing, items[1::2])):
             # The node then notes each process's last slot as cranked, and skips every result's test.
             latest = {turn.results[-1][0][:-8]: turn.results[-1][0] for turn in finished if turn.results}
-            _report(outbox, pack(QUIET_RESULTS, [*items, b"".join(latest.values())]))
+            send(pack(QUIET_RESULTS, [*items, b"".join(latest.values())]))
         else:
-            _report(outbox, pack(RESULTS, items))
+            send(pack(RESULTS, items))
     shipper = worker.shipper
     for turn in finished:  # after the commit: an evicted process's new worker starts from what is stored
         for kind, reply in turn.replies:
             frame = pack(kind, reply)
             if shipper is None or not shipper.after(frame):  # a remote worker's, once shipped to the node
-                _report(outbox, frame)
+                send(frame)
