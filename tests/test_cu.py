@@ -415,6 +415,27 @@ def test_a_turn_that_is_the_workers_only_work_is_offered_to_direct_and_the_rest_
         lanes.close()
 
 
+def test_a_fault_in_a_threads_own_commit_ends_the_worker_as_one_on_the_main_thread_does() -> None:
+    """A commit that fails on an evaluation thread (a full disk, say) must not end that thread alone,
+    leaving its process stuck: ``collect`` raises it, and the worker exits to be started again."""
+    def run(pid: str, ops: list[Op]) -> Finished:
+        return Finished([(pid.encode(), b"")], [], [], pid)
+
+    def direct(turn: Finished) -> bool:
+        raise OSError(28, "No space left on device")
+
+    lanes = Lanes(run, 1, direct=direct)
+    try:
+        lanes.submit({"full": [(b"A", [1])]})
+        assert select.select([lanes.fd], [], [], 10)[0]
+        with pytest.raises(OSError, match="No space left"):
+            lanes.collect()
+        assert not lanes._running  # the thread ended its turn, and lives on to be stopped
+    finally:
+        assert lanes.stop()
+        lanes.close()
+
+
 def test_a_lone_long_message_is_stored_before_its_result_returns(tmp_path: Path) -> None:
     """Messages that run past HELD_FUEL run on the worker's threads, and a lone one's thread commits and
     reports it itself: still in order, and stored by the time its result is back."""

@@ -127,7 +127,8 @@ class RemoteAheadLogs(_AheadOverlay, RemoteLogs):
 
 
 class Ahead:
-    """The worker's book of pushes ahead and held turns. Used by the main thread only."""
+    """The worker's book of pushes ahead and held turns. Used by the main thread, and by an evaluation
+    thread that commits its own turn (``_Direct`` in ``cu/_worker.py``): always under ``_Direct.lock``."""
 
     def __init__(
         self, logs: AheadLogs | RemoteAheadLogs, *, patience: float = 1.0, clock: Callable[[], float] = time.monotonic

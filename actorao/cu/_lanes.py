@@ -198,8 +198,7 @@ class Lanes:
         while True:
             with self._cond:
                 if pid is not None and finished is not None:
-                    direct = self._direct
-                    if direct is not None and self._alone() and direct(finished):
+                    if self._direct is not None and self._alone() and self._offer(finished):
                         self._done(pid)
                     else:
                         self._finish(pid, finished)
@@ -219,6 +218,17 @@ class Lanes:
                 log.exception("evaluating %s failed on the host's side", pid)
                 finished = Finished([], [], [])
                 self.fatal = exc
+
+    def _offer(self, finished: Finished) -> bool:
+        """``direct(finished)``; under the lock. A host fault in its commit or report is the worker's
+        end, as it is on the main thread: the turn goes to be collected, and ``collect`` raises."""
+        assert self._direct is not None
+        try:
+            return self._direct(finished)
+        except BaseException as exc:
+            log.exception("committing a finished turn on its thread failed")
+            self.fatal = exc
+            return False
 
     def _alone(self) -> bool:
         """This thread's turn is the worker's only work: nothing else runs, waits for a thread, or

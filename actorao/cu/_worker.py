@@ -584,7 +584,7 @@ def _serve(
     stopped_at = 0.0
     while True:
         busy = lanes.busy()
-        _Lifecycle.busy = busy
+        _Lifecycle.busy = busy or bool(direct.unsent)  # a SIGTERM must not drop what a thread left to send
         # A stopping worker takes no more work, but still hears the DURABLEs its held results wait for.
         taking = (not stopping or worker.ahead.holding > 0) and lanes.queued_items < _MAX_QUEUED
         (everything if taking else finishing).poll(tick if busy else patience if worker.ahead.holding else None)
