@@ -144,9 +144,7 @@ class Lanes:
         """Wake the main thread (``fd`` turns readable until its next ``collect``). ``direct`` may call
         this: the lock is re-entrant."""
         with self._cond:
-            if not self._signalled:
-                self._signalled = True
-                os.eventfd_write(self.fd, 1)
+            self._wake_main()
 
     def finished_here(self, finished: Finished) -> None:
         """A turn the submitting thread ran itself, in its place among the threads' finished turns:
@@ -246,8 +244,12 @@ class Lanes:
         self._done(pid)
         self._finished.append(finished)
         self._finished_results += len(finished.results)
-        wake_main = self.fatal is not None or not self._ready or self._finished_results >= _SIGNAL_AT
-        if wake_main and not self._signalled:
+        if self.fatal is not None or not self._ready or self._finished_results >= _SIGNAL_AT:
+            self._wake_main()
+
+    def _wake_main(self) -> None:
+        """Make ``fd`` readable, once until the next ``collect``; under the lock."""
+        if not self._signalled:
             self._signalled = True
             os.eventfd_write(self.fd, 1)
 
