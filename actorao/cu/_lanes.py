@@ -13,7 +13,7 @@ work has waited ``stall`` seconds without any thread taking it.
 
 A thread that ends a turn that was the worker's only work offers it to ``direct`` first, which commits
 and reports it there and then when the main thread is not at work (``_Direct`` in ``cu/_worker.py``):
-the result of a lone long message then goes out without waking the main thread, about 0.15 ms of a
+the result of a lone long message then goes out without waking the main thread, about 0.1 ms of a
 serial round trip on aos. Under load the main thread collects, and commits many turns at once.
 """
 
