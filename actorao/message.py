@@ -34,6 +34,7 @@ __all__ = [
     "is_id",
     "new_id",
     "normalize_tags",
+    "process_env",
 ]
 
 DATA_PROTOCOL = "ao"
@@ -501,6 +502,19 @@ def tags_json(tags: tuple[Tag, ...]) -> bytes:
             _TAGS_JSON.clear()
         _TAGS_JSON[tags] = encoded
     return encoded
+
+
+def process_env(process_json: bytes, module_id: str, module_meta: bytes) -> bytes:
+    """The env argument of a module's ``handle``: the process's and its module's id, owner and tags,
+    from the process's spawn as its log holds it and the module's stored metadata."""
+    process = orjson.loads(process_json)
+    module = orjson.loads(module_meta)
+    return orjson.dumps(
+        {
+            "Process": {"Id": process["Id"], "Owner": process["Owner"], "Tags": process["Tags"]},
+            "Module": {"Id": module_id, "Owner": module["owner"], "Tags": module["tags"]},
+        }
+    )
 
 
 def assignment_from_module_json(raw: bytes, process: str) -> Assignment:

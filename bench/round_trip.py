@@ -3,10 +3,9 @@ same message in this process, for this checkout and a baseline one, interleaved:
 side once, each in a fresh interpreter of its own checkout, so both see the same box. Prints one JSON
 line per run, then the medians of the runs' p50s.
 
-The evaluation here takes the bytes the worker took (the message as the log holds it, the env as the
-worker builds it) and must give the worker's result. A made-up message with one tag and an env without
-tags, as bench/test_aos.py evaluates, costs aos about a quarter less than the node's own message with
-its four tags and the process's and module's tags: that difference is no cost of the trip.
+The trip itself is ``actorao/bench/_round_trip.py`` of this checkout (``actorao bench`` runs it too),
+loaded by its path into each side's interpreter. There the evaluation takes the bytes the worker took,
+and must give the worker's result.
 
     python bench/round_trip.py [--baseline CHECKOUT] [--rounds 4] [--trips 200]
     python bench/round_trip.py --hops [--baseline CHECKOUT] [--trips 200]
@@ -27,20 +26,34 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import importlib
+import importlib.util
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import orjson
 
 HERE = Path(__file__).resolve().parent.parent
-CODE = "x = (x or 0) + 1; return x"
-WARM = 20  # the worker's first messages load the process
+
+
+def _load_trip() -> ModuleType:
+    """``actorao/bench/_round_trip.py`` of this checkout, by its path: whichever actorao this interpreter
+    imports (another checkout's, as a baseline) is measured by the same code."""
+    spec = importlib.util.spec_from_file_location("_round_trip", HERE / "actorao" / "bench" / "_round_trip.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_TRIP = _load_trip()
+WARM = _TRIP.WARM  # the worker's first trips load the process: the hop table skips them too
 
 
 def _aos_wasm() -> bytes:
@@ -48,45 +61,16 @@ def _aos_wasm() -> bytes:
     return (folder / "aos2_0_6.wasm").read_bytes()
 
 
-def measure(trips: int) -> dict[str, float]:
-    """The p50s of ``trips`` round trips and evaluations, interleaved, in this interpreter's actorao. Each
-    evaluation here takes the very bytes the worker took: the trip's message as the log holds it, and the
-    env built from the spawn and the module as the worker builds it. Its result must be the stored one."""
-    from actorao import Node
-    from actorao.cu._process import process_env
-    from actorao.vm import Evaluator, Instance, compile_module
-
-    wasm = _aos_wasm()
-    instance = Instance(compile_module(wasm), memory_limit=1 << 30, fuel=10**12)
-    evaluator = Evaluator(fuel=10**12)
-    trip_times: list[float] = []
-    eval_times: list[float] = []
-    with tempfile.TemporaryDirectory() as folder, Node(Path(folder) / "node", workers=1, schedulers=1) as node:
-        pid = node.spawn(wasm)
-        spawn = node.reads.spawn(pid).entry
-        module_id = node.process_info(pid)["module"]
-        found = node.reads.module(module_id)
-        assert found is not None
-        env = process_env(spawn, module_id, orjson.dumps(found[0]))
-        evaluator.evaluate(instance, spawn, env)
-        for round_ in range(trips + WARM):
-            started = time.perf_counter()
-            ack = node.send(pid, {"Action": "Eval"}, CODE)
-            if not node.result(ack, timeout=60).ok:
-                raise SystemExit(f"slot {ack.slot}: the Eval failed")
-            trip = time.perf_counter() - started
-            message = node.reads.message(ack.id, pid).entry
-            stored = node.raw_results([node.result_key(ack)], timeout=60)[0]
-            started = time.perf_counter()
-            result, failed = evaluator.evaluate(instance, message, env)
-            evaluation = time.perf_counter() - started
-            if failed or result != stored:
-                raise SystemExit(f"slot {ack.slot}: the evaluation here gave another result than the worker's")
-            if round_ >= WARM:
-                trip_times.append(trip)
-                eval_times.append(evaluation)
-    trip_ms, eval_ms = statistics.median(trip_times) * 1000, statistics.median(eval_times) * 1000
-    return {"trip_ms": round(trip_ms, 3), "eval_ms": round(eval_ms, 3), "added_ms": round(trip_ms - eval_ms, 3)}
+def measure(trips: int) -> dict[str, Any]:
+    """The trip's p50s (``actorao/bench/_round_trip.py``), on the actorao of this interpreter, given the
+    env's maker where that actorao keeps it."""
+    try:
+        from actorao.message import process_env
+    except ImportError:  # before it moved there
+        process_env = importlib.import_module("actorao.cu._process").process_env
+    with tempfile.TemporaryDirectory() as folder:
+        found: dict[str, Any] = _TRIP.measure(_aos_wasm(), trips, Path(folder) / "node", env_of=process_env)
+    return {key: found[key] for key in ("trip_ms", "eval_ms", "added_ms")}
 
 
 BEGIN, END = 1, 2

