@@ -205,3 +205,16 @@ def test_the_round_trip_target_is_what_the_node_adds_in_ms_at_most_its_goal() ->
     assert (high["measured"], high["met"]) == (1.2, False)
     none = target(None)
     assert none["measured"] is None and none["met"] is None and target_figures(none) == ("not measured", "<= 1.0 ms")
+
+
+@pytest.mark.parametrize(("argv", "trips"), [(["--smoke"], 20), (["--quick"], 200), ([], 300),
+                                             (["--smoke", "--messages", "5"], 5),
+                                             (["--quick", "--messages", "100000"], 200)])
+def test_the_round_trip_takes_its_modes_count_or_fewer_messages(argv: list[str], trips: int) -> None:
+    import argparse
+
+    from actorao.bench._run import add_arguments, make_plan
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert make_plan(parser.parse_args([*argv, "--workloads", "noop"])).trips() == trips

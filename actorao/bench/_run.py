@@ -63,7 +63,9 @@ class Plan:
         return self.message_count if self.message_count is not None else _LOADER_MESSAGES[self.mode]
 
     def trips(self) -> int:
-        return self.message_count if self.message_count is not None else round_trip.TRIPS[self.mode]
+        """The serial round trip's count: its mode's, or fewer with a smaller --messages. (It measures a
+        latency, one message at a time: a throughput run's --messages would make it take minutes.)"""
+        return min(round_trip.TRIPS[self.mode], self.message_count or round_trip.TRIPS[self.mode])
 
     def messages(self, name: str) -> int:
         workload = WORKLOADS[name]
