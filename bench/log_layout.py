@@ -20,9 +20,9 @@ mints them (a fixed prefix and a counter, so ids come in order).
 
 Messages go round-robin in spawn order (the bench's), then again each to a process drawn at random.
 Prints one JSON line per order, layout and process count: CPU µs per message (user and system), bytes
-written per message (write calls, /proc/self/io), and each database's leaf pages and entries at the end. A worker's
-results are keyed as the log is today, by process and slot, smaller and never synced: ENTRY and
-``unsynced`` model them.
+written per message (write calls, /proc/self/io), and each database's leaf pages and entries at the
+end. A worker's results are keyed as the log is today, by process and slot, smaller and never synced:
+ENTRY and ``unsynced`` model them.
 """
 
 from __future__ import annotations
