@@ -20,9 +20,10 @@ mints them (a fixed prefix and a counter, so ids come in order).
 
 Messages go round-robin in spawn order (the bench's), then again each to a process drawn at random.
 Prints one JSON line per order, layout and process count: CPU µs per message (user and system), bytes
-written per message (write calls, /proc/self/io), and each database's leaf pages and entries at the
-end. A worker's results are keyed as the log is today, by process and slot, smaller and never synced:
-ENTRY and ``unsynced`` model them.
+written per message (write calls, /proc/self/io), each database's leaf pages and entries at the end,
+and the CPU µs an entry costs to read back when a process's whole log is read, as a worker replays one
+(``read_us``: the entries of 200 processes, from the page cache). A worker's results are keyed as the
+log is today, by process and slot, smaller and never synced: ENTRY and ``unsynced`` model them.
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ import random
 import resource
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 
 import lmdb
 import orjson
 
 ENTRY = 760
+READ = 200  # processes whose whole log is read back at the end, by each layout's own path
 LAYOUTS = ("today", "append", "append-numbered")
 
 
@@ -113,6 +116,7 @@ def run(
         for first in range(0, messages, per_commit):
             commit_of(targets[first:first + per_commit])
         written, (user_after, system_after) = _written() - written, _cpu()
+        read, read_entries = _read_logs(env, dbs, layout, pids, number)
         with env.begin() as txn:
             stats = {name: txn.stat(db) for name, db in dbs.items()}
         pages = {name: stat["leaf_pages"] for name, stat in stats.items() if stat["entries"]}
@@ -123,7 +127,37 @@ def run(
             "user_us": round((user_after - user) / messages * 1e6, 1),
             "system_us": round((system_after - system) / messages * 1e6, 1),
             "cpu_us": round((user_after - user + system_after - system) / messages * 1e6, 1),
-            "written_bytes": round(written / messages), "leaf_pages": pages, "entries": entries}
+            "written_bytes": round(written / messages), "leaf_pages": pages, "entries": entries,
+            "read_us": round(read / read_entries * 1e6, 2), "read_entries": read_entries}
+
+
+def _read_logs(
+    env: lmdb.Environment, dbs: dict[str, lmdb._Database], layout: str, pids: list[bytes], number: dict[bytes, bytes],
+) -> tuple[float, int]:
+    """Read the whole log of up to READ processes (drawn at random), as a worker replays one, in a read
+    transaction over pages in the page cache: the CPU seconds it took and the entries read."""
+    chosen = random.Random(11).sample(pids, min(READ, len(pids)))
+    began, got = time.process_time(), 0
+    with env.begin(buffers=True) as txn:
+        for pid in chosen:
+            if layout == "today":  # the entries themselves, in key order
+                cursor = txn.cursor(db=dbs["log"])
+                if cursor.set_range(pid):
+                    for key, value in cursor:
+                        if not bytes(key).startswith(pid):
+                            break
+                        got += len(value) > 0
+                continue
+            prefix = pid if layout == "append" else number[pid]
+            if layout == "append-numbered":  # a process is looked up by its id first
+                assert txn.get(pid, db=dbs["numbers"]) == prefix
+            cursor, log = txn.cursor(db=dbs["slots"]), dbs["log"]
+            if cursor.set_range(prefix):
+                for key, where in cursor:
+                    if not bytes(key).startswith(prefix):
+                        break
+                    got += len(txn.get(bytes(where), db=log)) > 0
+    return time.process_time() - began, got
 
 
 def main(argv: list[str]) -> int:

@@ -1,5 +1,6 @@
-"""bench/log_layout.py: each layout it compares keeps every entry once, where its keys say, so that
-the pages and bytes it reports are those of a whole log."""
+"""bench/log_layout.py: each layout it compares keeps every entry once, where its keys say, and reads
+each process's whole log back by its own path, so that the pages, bytes and reads it reports are those
+of a whole log."""
 
 from __future__ import annotations
 
@@ -22,3 +23,5 @@ def test_every_layout_keeps_each_spawn_and_message_once(layout: str, order: str)
         assert entries["slots"] == kept
         assert entries.get("numbers") == (40 if layout == "append-numbered" else None)
     assert found["written_bytes"] > 0 and found["messages"] == 600
+    # every process's whole log read back by the layout's own path: all 40 of them, every entry
+    assert found["read_entries"] == kept and isinstance(found["read_us"], float) and found["read_us"] > 0
