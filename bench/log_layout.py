@@ -15,7 +15,7 @@ mints them (a fixed prefix and a counter, so ids come in order).
 - ``append-numbered``: as ``append``, with each process known by a 4-byte number given at its spawn
   (numbers[process] = number, written once), so slots[number ‖ slot] = commit ‖ n.
 
-    python bench/log_layout.py [PROCESSES,...] [MESSAGES] [PER_COMMIT] [ENTRY] [synced|unsynced]
+    python -m bench.log_layout [PROCESSES,...] [MESSAGES] [PER_COMMIT] [ENTRY] [synced|unsynced]
     # e.g. 100,10000 200000 1000 (a shard's log); 100,10000 200000 1000 250 unsynced (a worker's results)
 
 Messages go round-robin in spawn order (the bench's), then again each to a process drawn at random.
@@ -31,7 +31,6 @@ from __future__ import annotations
 import base64
 import os
 import random
-import resource
 import sys
 import tempfile
 import time
@@ -40,19 +39,11 @@ from collections.abc import Callable
 import lmdb
 import orjson
 
+from bench.shard_cpu import _cpu, _written
+
 ENTRY = 760
 READ = 200  # processes whose whole log is read back at the end, by each layout's own path
 LAYOUTS = ("today", "append", "append-numbered")
-
-
-def _written() -> int:
-    with open("/proc/self/io") as io:
-        return next(int(line.split()[1]) for line in io if line.startswith("wchar:"))
-
-
-def _cpu() -> tuple[float, float]:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime, usage.ru_stime
 
 
 def _ids(prefix: bytes) -> Callable[[int], bytes]:

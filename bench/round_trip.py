@@ -155,19 +155,19 @@ def hops(by_function: dict[tuple[str, str], list[Row]], skip: int = WARM) -> lis
                              f"hop {statistics.median(step):7.3f}  ({len(offset)} trips)")
     lines.append(f"trip p50 {statistics.median((end - start) / 1e6 for start, end, _ in measured):.3f} ms")
     for kind in ("worker", "caller"):  # the caller's are the bench's own evaluations, beside the trips
-        calls = [row[4] | {"wall": row[2] - row[1]} for row in by_function.get((kind, "Instance.call"), [])][skip:]
+        calls = by_function.get((kind, "Instance.call"), [])[skip:]
         if calls:
             lines.append(f"the VM call in the {kind}: {_call_p50s(calls)}")
     # The worker's VM calls that the commit's sync ended during (the shard's DURABLE, its ACKS and the
     # caller's ack all run then, on a box where the call has one of the cores), against the others.
     confirmed = [row[1] for row in by_function.get(("worker", "Ahead.confirmed"), [])]
-    split: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    split: dict[bool, list[Row]] = {True: [], False: []}
     for _, _, trip in measured:
         call = trip.get(("worker", "Instance.call"))
         if call is not None:
             first = bisect.bisect_left(confirmed, call[1])  # the first DURABLE heard after the call began
             during = first < len(confirmed) and confirmed[first] <= call[2]
-            split[during].append(call[4] | {"wall": call[2] - call[1]})
+            split[during].append(call)
     for during, calls in split.items():
         if calls:
             lines.append(f"  {len(calls)} trips the worker heard DURABLE {'during' if during else 'outside'} "
@@ -175,8 +175,10 @@ def hops(by_function: dict[tuple[str, str], list[Row]], skip: int = WARM) -> lis
     return lines
 
 
-def _call_p50s(calls: list[dict[str, Any]]) -> str:
-    """The p50 of a set of VM calls' wall and CPU time, their wall time off the CPU, and their counts."""
+def _call_p50s(rows: list[Row]) -> str:
+    """The p50 of a set of VM calls' wall and CPU time, their wall time off the CPU, and their counts,
+    from the probe's rows of ``Instance.call`` (its counters are each row's extra)."""
+    calls = [row[4] | {"wall": row[2] - row[1]} for row in rows]
     off = statistics.median((call["wall"] - call["cpu"]) / 1e6 for call in calls)
     return "p50 " + ", ".join(
         f"{key} {statistics.median(call[key] for call in calls) / (1e6 if key in ('wall', 'cpu') else 1):g}"
