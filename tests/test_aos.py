@@ -187,7 +187,7 @@ def detect(wasm: bytes) -> str:
 
 def copy_store(source: Store, target: Store) -> None:
     def body(txn: lmdb.Transaction) -> None:
-        for name in ("meta", "modules", "processes", "messages", "log"):
+        for name in ("meta", "modules", "processes", "messages", "log", "entries", "slots", "numbers"):
             for key, value in source.read(lambda t, db=source.db[name]: list(t.cursor(db=db))):
                 txn.put(bytes(key), bytes(value), db=target.db[name])
 

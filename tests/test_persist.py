@@ -125,3 +125,92 @@ def test_an_attestation_is_found_by_the_commit_that_assigned_the_slot_and_old_st
     assert store.assignment_of(sent) == log_key(pid, 0) and store.assignment_of(sent, other) == log_key(other, 3)
     assert store.assignment_of(old) == log_key(pid, 2)
     store.close()
+
+
+def test_entries_are_appended_in_write_order_and_a_store_written_before_them_still_reads(tmp_path: Path) -> None:
+    """A commit appends its entries to ``entries`` in the order it wrote them; ``slots`` keeps, by
+    process number and slot, where each is; numbers are given in the order of each process's first
+    entry. A store written before kept the entries in ``log`` itself: those are read where they are,
+    beside the new ones, with no migration."""
+    store = Store(tmp_path)
+    pid, other, third = "P" * 43, "Q" * 43, "R" * 43
+
+    def entry(message_id: str, slot: int) -> bytes:
+        return orjson.dumps({"Id": message_id, "Nonce": slot, "Owner": "o", "Tags": [{"name": "A", "value": "b"}]})
+
+    def written_before_entries(txn: lmdb.Transaction) -> None:
+        for slot in (0, 1):
+            txn.put(log_key(pid, slot), entry(f"old{slot}".ljust(43, "x"), slot), db=store.log)
+        txn.put(pid.encode(), b"{}", db=store.processes)
+
+    ids = [f"new{n}".ljust(43, "x") for n in range(4)]
+    fresh = [(log_key(other, 0), entry(ids[0], 0)), (log_key(pid, 2), entry(ids[1], 2)),
+             (log_key(pid, 3), entry(ids[2], 3)), (log_key(other, 1), entry(ids[3], 1))]
+    store.write(written_before_entries)
+    store.write(lambda txn: store.put_fresh_assignments(txn, fresh, [i.encode() for i in ids], 7))
+    single = entry("one".ljust(43, "x"), 4)
+    store.write(lambda txn: store.put_assignment(txn, pid, 4, single, "one".ljust(43, "x"), None, 8))
+    spawned = entry("spawn".ljust(43, "x"), 0)
+    store.write(lambda txn: store.put_assignment(txn, third, 0, spawned, "spawn".ljust(43, "x"), None, 9))
+
+    def dump(db: object) -> list[tuple[bytes, bytes]]:
+        return store.read(lambda txn: [(bytes(k), bytes(v)) for k, v in txn.cursor(db=db)])
+
+    def number(n: int) -> bytes:
+        return n.to_bytes(4, "big")
+
+    assert [body for _, body in dump(store.entries)] == [body for _, body in fresh] + [single, spawned]
+    assert [int.from_bytes(at, "big") for at, _ in dump(store.entries)] == [0, 1, 2, 3, 4, 5]
+    assert dump(store.numbers) == sorted([(other.encode(), number(0)), (pid.encode(), number(1)),
+                                          (third.encode(), number(2))])
+    assert dump(store.slots) == [(number(0) + (slot).to_bytes(8, "big"), at.to_bytes(8, "big"))
+                                 for slot, at in ((0, 0), (1, 3))] + [
+        (number(1) + (slot).to_bytes(8, "big"), at.to_bytes(8, "big")) for slot, at in ((2, 1), (3, 2), (4, 4))] + [
+        (number(2) + (0).to_bytes(8, "big"), (5).to_bytes(8, "big"))]
+
+    logged = [entry(f"old{slot}".ljust(43, "x"), slot) for slot in (0, 1)] + [fresh[1][1], fresh[2][1], single]
+    assert store.log_range(pid, 0, 9) == list(enumerate(logged))
+    assert store.log_range(pid, 1, 2) == [(1, logged[1]), (2, logged[2])]
+    assert store.log_range(pid, 3, 3) == [(3, logged[3])] and store.log_range(pid, 5, 9) == []
+    assert store.log_range(other, 0, 9) == [(0, fresh[0][1]), (1, fresh[3][1])]
+    assert store.log_range(third, 0, 0) == [(0, spawned)] and store.log_range("S" * 43, 0, 9) == []
+    assert [store.log_entry(pid, slot) for slot in range(6)] == [*logged, None]
+    assert store.entry_at(log_key(other, 1)) == fresh[3][1] and store.entry_at(log_key("S" * 43, 0)) is None
+    assert store.head(pid) == (4, single) and store.head(other) == (1, fresh[3][1])
+    assert store.head(third) == (0, spawned) and store.head("S" * 43) is None
+    assert [store.last_slot("log", p) for p in (pid, other, third, "S" * 43)] == [4, 1, 0, None]
+    page, more = store.log_page(pid, 1, 9, 2, 1 << 20)
+    assert [(slot, raw) for slot, raw, _ in page] == [(1, logged[1]), (2, logged[2])] and more
+    assert store.entry_with_item(log_key(pid, 3)) == (logged[3], None)
+    assert store.read(lambda txn: store.entry_in(txn, log_key(pid, 0))) == logged[0]
+    assert store.assignment_of(ids[3]) == log_key(other, 1)
+    store.index_existing()  # reads each process's spawn, slot 0, from the old layout
+    assert store.tagged(b"p", "A", "b", 9) == [pid]
+    store.close()
+    reopened = Store(tmp_path)  # numbers are read back, and the next is given after them
+    reopened.write(lambda txn: reopened.put_assignment(txn, "S" * 43, 0, spawned, "s2".ljust(43, "x"), None, 10))
+    assert reopened.read(lambda txn: bytes(txn.get(b"S" * 43, db=reopened.numbers))) == number(3)
+    assert reopened.head("S" * 43) == (0, spawned) and reopened.head(pid) == (4, single)
+    reopened.close()
+
+
+def test_a_process_number_given_in_a_transaction_that_failed_is_given_again(tmp_path: Path) -> None:
+    """A number is kept in memory only once committed: an aborted transaction's numbers are forgotten,
+    and the next transaction gives them afresh, so no two processes ever share one."""
+    store = Store(tmp_path)
+    pid, other = "P" * 43, "Q" * 43
+
+    def fails(txn: lmdb.Transaction) -> None:
+        store.put_assignment(txn, pid, 0, b'{"Id": "a"}', "a".ljust(43, "x"), None, 1)
+        raise RuntimeError("abort")
+
+    try:
+        store.write(fails)
+    except RuntimeError:
+        pass
+    store.write(lambda txn: store.put_assignment(txn, other, 0, b'{"Id": "b"}', "b".ljust(43, "x"), None, 2))
+    store.write(lambda txn: store.put_assignment(txn, pid, 0, b'{"Id": "c"}', "c".ljust(43, "x"), None, 3))
+    numbers = store.read(lambda txn: {bytes(k): bytes(v) for k, v in txn.cursor(db=store.numbers)})
+    assert numbers == {other.encode(): (0).to_bytes(4, "big"), pid.encode(): (1).to_bytes(4, "big")}
+    assert store.log_range(pid, 0, 0) == [(0, b'{"Id": "c"}')] and store.log_range(other, 0, 0) == [(0, b'{"Id": "b"}')]
+    store.close()
