@@ -98,9 +98,9 @@ def test_results_and_checkpoints_an_older_store_kept_in_its_main_environment_are
         ids = [ack.id for ack in node.send_many([(pid, {"Action": "Inc"}, "")] * 5)]
         node.results(ids, timeout=60)
     store = Store(path)  # as an older store has them: in the main environment's results and checkpoints
-    moved = {name: store.computed.read(lambda txn, name=name: [(bytes(k), bytes(v)) for k, v in
-                                                                txn.cursor(db=store.computed.db[name])])
-             for name in ("results", "checkpoints")}
+    moved = {"results": [(log_key(pid, slot), result) for slot, result in store.slot_range("results", pid, 0, 99)],
+             "checkpoints": store.computed.read(lambda txn: [(bytes(k), bytes(v))
+                                                             for k, v in txn.cursor(db=store.checkpoints)])}
     assert len(moved["results"]) == 6 and moved["checkpoints"]
     store.write(lambda txn: [txn.put(k, v, db=store.db[name]) for name, pairs in moved.items() for k, v in pairs])
     store.forget_computed()

@@ -214,3 +214,49 @@ def test_a_process_number_given_in_a_transaction_that_failed_is_given_again(tmp_
     assert numbers == {other.encode(): (0).to_bytes(4, "big"), pid.encode(): (1).to_bytes(4, "big")}
     assert store.log_range(pid, 0, 0) == [(0, b'{"Id": "c"}')] and store.log_range(other, 0, 0) == [(0, b'{"Id": "b"}')]
     store.close()
+
+
+def test_results_are_keyed_by_a_process_number_and_those_an_older_store_kept_still_read(tmp_path: Path) -> None:
+    """Results are kept by process number (the computed environment's own) and slot, so a commit over
+    processes spawned together writes neighbouring keys. A store older than that kept them by process
+    id: those are read beside the new ones, and one computed again replaces the older one."""
+    store = Store(tmp_path)
+    pid, other = "P" * 43, "Q" * 43
+    old = [(log_key(pid, slot), f'{{"Output":"old {slot}"}}'.encode()) for slot in range(3)]
+    store.computed.write(lambda txn: [txn.put(key, value, db=store.results) for key, value in old])
+    fresh = [(log_key(other, 0), b'{"Output":"o0"}'), (log_key(pid, 3), b'{"Output":"3"}'),
+             (log_key(pid, 4), b'{"Output":"4"}'), (log_key(pid, 3), b'{"Output":"3 again"}'),
+             (log_key(pid, 1), b'{"Output":"1 again"}')]
+    store.computed.write(lambda txn: store.put_results(txn, fresh))
+
+    def dump(db: object) -> list[tuple[bytes, bytes]]:
+        return store.computed.read(lambda txn: [(bytes(k), bytes(v)) for k, v in txn.cursor(db=db)])
+
+    number = [n.to_bytes(4, "big") for n in range(2)]
+    assert dump(store.computed.db["result_numbers"]) == [(pid.encode(), number[1]), (other.encode(), number[0])]
+    assert [key for key, _ in dump(store.numbered_results)] == [
+        number[0] + (0).to_bytes(8, "big"), *(number[1] + slot.to_bytes(8, "big") for slot in (1, 3, 4))]
+    assert [key for key, _ in dump(store.results)] == [old[0][0], old[2][0]]  # slot 1 was computed again
+
+    expected = [(0, b'{"Output":"old 0"}'), (1, b'{"Output":"1 again"}'), (2, b'{"Output":"old 2"}'),
+                (3, b'{"Output":"3 again"}'), (4, b'{"Output":"4"}')]
+    assert store.slot_range("results", pid, 0, 9) == expected
+    assert store.slot_range("results", pid, 2, 3) == expected[2:4]
+    assert store.result_page(pid, 0, 9, 3, False, 1 << 20) == expected[::-1][:3]
+    assert store.result_page(pid, 1, 9, 2, True, 1 << 20, keep=lambda slot, _: slot != 2) == [expected[1], expected[3]]
+    assert store.results_at([log_key(pid, 2), log_key(pid, 4), log_key(pid, 7), log_key(other, 0)]) == [
+        (log_key(pid, 2), b'{"Output":"old 2"}'), (log_key(pid, 4), b'{"Output":"4"}'),
+        (log_key(other, 0), b'{"Output":"o0"}')]
+    assert [store.last_slot("results", p) for p in (pid, other, "R" * 43)] == [4, 0, None]
+    store.computed.write(lambda txn: store.forget_results_before(txn, pid, 3))
+    assert store.slot_range("results", pid, 0, 9) == expected[3:]
+    store.close()
+    reopened = Store(tmp_path)  # a new process reads the numbers back, and keeps giving them in order
+    reopened.computed.write(lambda txn: reopened.put_results(txn, [(log_key("R" * 43, 0), b"{}"),
+                                                                   (log_key(pid, 5), b"{}")]))
+    assert reopened.computed.read(lambda txn: bytes(txn.get(b"R" * 43, db=reopened.computed.db["result_numbers"]))) \
+        == (2).to_bytes(4, "big")
+    assert reopened.slot_range("results", pid, 0, 9) == [*expected[3:], (5, b"{}")]
+    reopened.computed.forget_results()
+    assert reopened.slot_range("results", pid, 0, 9) == [] and reopened.last_slot("results", other) is None
+    reopened.close()

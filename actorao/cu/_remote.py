@@ -157,7 +157,7 @@ class RemoteStore(Store):
         # Told of a process whose chain here is newer than the node's (an earlier run of this worker
         # took it and did not ship it): the Shipper's ``ship_chain``.
         self.ahead_of_node: Callable[[str], None] = lambda pid: None
-        self.computed.clear(("results",))  # an earlier run's: the node's results are the ones that count
+        self.computed.forget_results()  # an earlier run's: the node's results are the ones that count
 
     def last_slot(self, db_name: str, process: str) -> int | None:
         mine = super().last_slot(db_name, process)

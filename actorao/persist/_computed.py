@@ -32,7 +32,9 @@ from actorao.persist._env import Environment
 
 log = logging.getLogger(__name__)
 
-DATABASES = ("results", "checkpoints")
+DATABASES = ("results", "checkpoints", "numbered_results", "result_numbers")
+# What ``forget`` drops: not the process numbers, which other OS processes have read and keep.
+_FORGOTTEN = ("results", "checkpoints", "numbered_results")
 FOLDER = "computed"
 _STATE = "state"
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
@@ -154,7 +156,11 @@ class Computed(Environment):
 
     def forget(self) -> None:
         """Drop every result and checkpoint: the workers compute them again from the log."""
-        self.clear(DATABASES)
+        self.clear(_FORGOTTEN)
+
+    def forget_results(self) -> None:
+        """Drop every result, and keep the checkpoints."""
+        self.clear(("results", "numbered_results"))
 
     def _remove_files(self) -> None:
         for name in ("data.mdb", "lock.mdb"):

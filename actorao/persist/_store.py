@@ -11,7 +11,8 @@
                  of each process's first entry here (its spawn, or its hand-off to this shard)
     log          process id ‖ slot -> the message itself: the log as stores written before ``entries``
                  kept it, still read, never written
-    results      process id ‖ slot -> the result's response object
+    results      process id ‖ slot -> the result's response object, as stores older than
+                 ``numbered_results`` kept it: still read, never written
     checkpoints  process id ‖ slot -> a checkpoint of its memory (a full base, or a delta)
     undelivered  message id -> a message a process sent to a target this node does not have
     items        message, process or module id -> the signed ANS-104 data item it came in as
@@ -44,13 +45,17 @@ log", "a module's wasm"), as HyperBEAM's scheduler cache does.
 Several OS processes open the environment at once, and the SU writes fully synced transactions. Results
 and checkpoints, which workers write and which can be computed again from the log, live in an
 environment of their own that is never synced (``_computed.py``); ``results`` and ``checkpoints`` here
-hold only what stores older than it kept, moved there when it first opens.
+hold only what stores older than it kept, moved there when it first opens. There, results are keyed
+by a process number of that environment's own (``result_numbers``) and slot, for the same reason as the
+log's index: a worker's commit then touches a few pages of processes spawned together, not a page per
+process.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import heapq
 import logging
 import operator
 import threading
@@ -77,6 +82,7 @@ SUBDATABASES = ("meta", "modules", "processes", "messages", "log", "entries", "s
                 "checkpoints", "undelivered", "items", "attestations", "attested", "handoffs", "commits", "tagged",
                 "data")
 _MIGRATE_BYTES = 64 << 20  # a transaction's worth of results and checkpoints moved from an older store
+_MOVED = ("results", "checkpoints")  # what stores older than the computed environment kept in the main one
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +130,61 @@ def split_key(key: bytes) -> tuple[str, int]:
     return key[:-8].decode(), int.from_bytes(key[-8:], "big")
 
 
+class _Numbers:
+    """The process numbers of one environment, kept in ``db``: process id -> 4 bytes, big-endian, given
+    in the order of each process's first record there, so that processes spawned together sit together
+    in what is keyed by number. Numbers never change once committed, and are never dropped: those read
+    are kept here. One given in a write transaction waits in ``_given`` until a later transaction finds
+    it committed, since the one that gave it may yet be aborted, or run again after the map grows."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self._known: dict[bytes, bytes] = {}
+        self._given: tuple[lmdb.Transaction | None, dict[bytes, bytes]] = (None, {})
+
+    def of(self, txn: lmdb.Transaction, pid: bytes) -> bytes | None:
+        """``pid``'s number, or None if it has none in this environment."""
+        number = self._known.get(pid)
+        if number is not None:
+            return number
+        given_in, given = self._given
+        if given_in is txn and pid in given:
+            return given[pid]
+        found = txn.get(pid, db=self.db)
+        if found is None:
+            return None
+        number = self._known[pid] = bytes(found)  # committed: not given in this transaction
+        return number
+
+    def to_write(self, txn: lmdb.Transaction, pid: bytes) -> bytes:
+        """``pid``'s number, given now (in the write transaction ``txn``) if it has none."""
+        number = self.of(txn, pid)
+        if number is not None:
+            return number
+        given_in, given = self._given
+        if given_in is not txn:
+            given = {}
+            self._given = (txn, given)
+        number = given[pid] = int(txn.stat(self.db)["entries"]).to_bytes(4, "big")
+        txn.put(pid, number, db=self.db)
+        return number
+
+    def keyed(self, txn: lmdb.Transaction, pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """(process id ‖ slot, value) pairs keyed number ‖ slot instead, in key order (stable: of a key
+        given twice, the later comes last), numbers given where none were."""
+        to_write = self.to_write
+        numbered: dict[bytes, bytes] = {}
+        out = []
+        for key, value in pairs:
+            pid = key[:-8]
+            number = numbered.get(pid)
+            if number is None:
+                number = numbered[pid] = to_write(txn, pid)
+            out.append((number + key[-8:], value))
+        out.sort(key=_first)
+        return out
+
+
 class Store(Environment):
     """The node's LMDB environment, and the facade of every key: results and checkpoints are read
     and written here too, in the environment of what is computed (``computed``)."""
@@ -147,11 +208,8 @@ class Store(Environment):
         self.entries = self.db["entries"]
         self.slots = self.db["slots"]
         self.numbers = self.db["numbers"]
-        # Process numbers never change once committed: those read here are kept. A number given in a
-        # write transaction waits in ``_given`` until a later transaction finds it committed, since
-        # the one that gave it may yet be aborted, or run again after the map grows.
-        self._numbered: dict[bytes, bytes] = {}
-        self._given: tuple[lmdb.Transaction | None, dict[bytes, bytes]] = (None, {})
+        self._numbers = _Numbers(self.numbers)  # the log's
+        self._result_numbers: _Numbers | None = None  # the computed environment's, opened with it
         self.items = self.db["items"]
         self._map_size = map_size
         self._computed: Computed | None = None
@@ -177,8 +235,10 @@ class Store(Environment):
     def open_computed(self) -> Computed:
         with self._computed_lock:
             if self._computed is None:
-                self._computed = Computed(self.path, map_size=self._map_size, max_map_size=self.max_map_size,
-                                          migrate=self._migrate_computed)
+                computed = Computed(self.path, map_size=self._map_size, max_map_size=self.max_map_size,
+                                    migrate=self._migrate_computed)
+                self._result_numbers = _Numbers(computed.db["result_numbers"])
+                self._computed = computed
             return self._computed
 
     @property
@@ -189,6 +249,19 @@ class Store(Environment):
     def checkpoints(self) -> Any:
         return self.computed.checkpoints
 
+    @property
+    def numbered_results(self) -> Any:
+        return self.computed.db["numbered_results"]
+
+    @property
+    def result_numbers(self) -> _Numbers:
+        numbers = self._result_numbers
+        if numbers is None:
+            self.open_computed()
+            numbers = self._result_numbers
+            assert numbers is not None
+        return numbers
+
     def forget_computed(self) -> None:
         """Drop every result and checkpoint: the workers compute them again from the log."""
         self.computed.forget()
@@ -197,7 +270,7 @@ class Store(Environment):
         """Move the results and checkpoints a store older than ``computed`` kept here into it, a
         transaction at a time; synced there before they are dropped here."""
         moved = 0
-        for name in COMPUTED:
+        for name in _MOVED:
             old, new = self.db[name], computed.db[name]
             after: bytes | None = None
             while batch := self.read(functools.partial(_batch_after, db=old, after=after)):
@@ -206,7 +279,7 @@ class Store(Environment):
                 after = batch[-1][0]
         if moved:
             computed.env.sync(True)
-            self.clear(COMPUTED)
+            self.clear(_MOVED)
             log.info("moved %d results and checkpoints of %s into %s", moved, self.path, computed.folder)
 
     # -- reads used across rooms -----------------------------------------------------------------
@@ -218,27 +291,17 @@ class Store(Environment):
         return Environment.get(self._holding(db_name), db_name, key)
 
     def last_slot(self, db_name: str, process: str) -> int | None:
-        """The highest slot of ``process`` in the log or in results, or None."""
+        """The highest slot of ``process`` in the log, in results, or in checkpoints, or None."""
         if db_name == "log":
             return self.read(lambda txn: self._last_logged(txn, process))
+        if db_name == "results":
+            return self.computed.read(lambda txn: self._last_result(txn, process))
         env = self._holding(db_name)
         db = env.db[db_name]
-        upper = log_key(process, (1 << 64) - 1)
-        prefix = process.encode()
 
         def body(txn: lmdb.Transaction) -> int | None:
-            cursor = txn.cursor(db=db)
-            if cursor.set_range(upper):
-                if cursor.key() == upper:
-                    return (1 << 64) - 1
-                if not cursor.prev():
-                    return None
-            elif not cursor.last():
-                return None
-            key = bytes(cursor.key())
-            if key[:-8] != prefix or len(key) != len(upper):
-                return None
-            return split_key(key)[1]
+            found = _last(txn, db, process.encode())
+            return None if found is None else found[0]
 
         return env.read(body)
 
@@ -251,42 +314,16 @@ class Store(Environment):
         checkpoints), with first <= slot <= last, in slot order."""
         if db_name == "log":
             return self.log_range(process, first, last)
+        if db_name == "results":
+            return self.computed.read(lambda txn: list(self._results(txn, process, first, last, ascending=True)))
         env = self._holding(db_name)
         db = env.db[db_name]
-        return env.read(lambda txn: list(_ascending(txn, db, process, first, last)))
+        return env.read(lambda txn: list(_ascending(txn, db, process.encode(), first, last)))
 
     # -- the log's layout: entries by number, an index by process number and slot ---------------
-    def _number(self, txn: lmdb.Transaction, pid: bytes) -> bytes | None:
-        """``pid``'s process number in this store (4 bytes), or None if it has no entry here (or only
-        entries a store written before numbers kept)."""
-        number = self._numbered.get(pid)
-        if number is not None:
-            return number
-        given_in, given = self._given
-        if given_in is txn and pid in given:
-            return given[pid]
-        found = txn.get(pid, db=self.numbers)
-        if found is None:
-            return None
-        number = self._numbered[pid] = bytes(found)  # committed: the transaction that gave it did not
-        return number
-
-    def _number_to_write(self, txn: lmdb.Transaction, pid: bytes) -> bytes:
-        """``pid``'s process number, given now (in ``txn``) if it has none."""
-        number = self._number(txn, pid)
-        if number is not None:
-            return number
-        given_in, given = self._given
-        if given_in is not txn:
-            given = {}
-            self._given = (txn, given)
-        number = given[pid] = int(txn.stat(self.numbers)["entries"]).to_bytes(4, "big")
-        txn.put(pid, number, db=self.numbers)
-        return number
-
     def _entry_at(self, txn: lmdb.Transaction, key: bytes) -> bytes | None:
         """The entry at a result key (process ‖ slot), or None."""
-        number = self._number(txn, key[:-8])
+        number = self._numbers.of(txn, key[:-8])
         if number is not None:
             at = txn.get(number + key[-8:], db=self.slots)
             if at is not None:
@@ -297,56 +334,42 @@ class Store(Environment):
     def _logged(self, txn: lmdb.Transaction, pid: str, first: int, last: int) -> Iterator[tuple[int, bytes]]:
         """(slot, entry) of ``pid`` with first <= slot <= last, ascending, lazily: those a store written
         before numbers kept (always the lower slots), then the rest."""
-        yield from _ascending(txn, self.log, pid, first, last)
-        number = self._number(txn, pid.encode())
-        if number is None or (span := _slots_between(first, last)) is None:
-            return
-        cursor = txn.cursor(db=self.slots)
-        stop = number + span[1].to_bytes(8, "big")
-        if not cursor.set_range(number + span[0].to_bytes(8, "big")):
-            return
-        entries = self.entries
-        for key, at in cursor:
-            if bytes(key) > stop:
-                return
-            yield int.from_bytes(key[4:], "big"), _entry(txn, entries, at)
+        yield from _ascending(txn, self.log, pid.encode(), first, last)
+        number = self._numbers.of(txn, pid.encode())
+        if number is not None:
+            entries = self.entries
+            for slot, at in _ascending(txn, self.slots, number, first, last):
+                yield slot, _entry(txn, entries, at)
 
     def _last_logged(self, txn: lmdb.Transaction, pid: str) -> int | None:
         """The highest slot in ``pid``'s log, or None."""
         found = self._newest(txn, pid)
-        if found is not None:
-            return int.from_bytes(found[0][4:], "big")
-        found = self._newest_before_numbers(txn, pid)
-        return None if found is None else split_key(found[0])[1]
+        return None if found is None else found[0]
 
-    def _newest(self, txn: lmdb.Transaction, pid: str) -> tuple[bytes, bytes] | None:
-        """(index key, entry number) of ``pid``'s newest entry in the index, or None."""
-        number = self._number(txn, pid.encode())
+    def _newest(self, txn: lmdb.Transaction, pid: str) -> tuple[int, bytes] | None:
+        """(slot, entry number) of ``pid``'s newest entry in the index, or (slot, entry) in the log as
+        stores before numbers kept it; None if its log is empty."""
+        number = self._numbers.of(txn, pid.encode())
+        found = None if number is None else _last(txn, self.slots, number)
+        return found if found is not None else _last(txn, self.log, pid.encode())
+
+    def _results(self, txn: lmdb.Transaction, pid: str, first: int, last: int, *, ascending: bool
+                 ) -> Iterator[tuple[int, bytes]]:
+        """(slot, result) of ``pid`` with first <= slot <= last, in either order, lazily: those kept
+        by number, and those a store older than numbers kept by process id."""
+        walk = _ascending if ascending else _descending
+        older = walk(txn, self.results, pid.encode(), first, last)
+        number = self.result_numbers.of(txn, pid.encode())
         if number is None:
-            return None
-        cursor = txn.cursor(db=self.slots)
-        upper = number + _LAST_SLOT.to_bytes(8, "big")
-        if cursor.set_range(upper):
-            if cursor.key() == upper:
-                return upper, bytes(cursor.value())
-            if not cursor.prev():
-                return None
-        elif not cursor.last():
-            return None
-        key = bytes(cursor.key())
-        return (key, bytes(cursor.value())) if key[:4] == number else None
+            return older
+        return heapq.merge(older, walk(txn, self.numbered_results, number, first, last), key=_first,
+                           reverse=not ascending)
 
-    def _newest_before_numbers(self, txn: lmdb.Transaction, pid: str) -> tuple[bytes, bytes] | None:
-        """(log key, entry) of ``pid``'s newest entry in the log as stores before numbers kept it."""
-        cursor = txn.cursor(db=self.log)
-        upper = log_key(pid, _LAST_SLOT)
-        found = cursor.prev() if cursor.set_range(upper) else cursor.last()
-        if not found:
-            return None
-        key = bytes(cursor.key())
-        if key[:-8] != pid.encode() or len(key) != len(upper):
-            return None
-        return key, bytes(cursor.value())
+    def _last_result(self, txn: lmdb.Transaction, pid: str) -> int | None:
+        number = self.result_numbers.of(txn, pid.encode())
+        found = [] if number is None else [_last(txn, self.numbered_results, number)]
+        slots = [entry[0] for entry in (*found, _last(txn, self.results, pid.encode())) if entry is not None]
+        return max(slots, default=None)
 
     # -- named operations: the only code that knows the key layout ------------------------------
     # Processes and the log
@@ -387,11 +410,11 @@ class Store(Environment):
         """The slot and entry of ``pid``'s latest assignment, or None if its log is empty."""
 
         def body(txn: lmdb.Transaction) -> tuple[int, bytes] | None:
-            found = self._newest(txn, pid)
+            number = self._numbers.of(txn, pid.encode())
+            found = None if number is None else _last(txn, self.slots, number)
             if found is not None:
-                return int.from_bytes(found[0][4:], "big"), _entry(txn, self.entries, found[1])
-            old = self._newest_before_numbers(txn, pid)
-            return None if old is None else (split_key(old[0])[1], old[1])
+                return found[0], _entry(txn, self.entries, found[1])
+            return _last(txn, self.log, pid.encode())  # written before numbers: the entry itself
 
         return body(txn) if txn is not None else self.read(body)
 
@@ -405,7 +428,7 @@ class Store(Environment):
         key = log_key(pid, slot)
         at = self._next_entry(txn).to_bytes(8, "big")
         txn.put(at, entry, db=self.entries, append=True)
-        txn.put(self._number_to_write(txn, key[:-8]) + key[-8:], at, db=self.slots)
+        txn.put(self._numbers.to_write(txn, key[:-8]) + key[-8:], at, db=self.slots)
         txn.put(once.encode(), key + commit.to_bytes(8, "big") if commit else key, db=self.messages)
         if signed is not None:
             txn.put(signed[0].encode(), signed[1], db=self.items, overwrite=False)
@@ -423,18 +446,9 @@ class Store(Environment):
         at = [number.to_bytes(8, "big") for number in range(first, first + len(entries))]
         written = txn.cursor(db=self.entries).putmulti(
             zip(at, map(operator.itemgetter(1), entries), strict=True), append=True)[1]
-        number_of = self._number_to_write
-        numbered: dict[bytes, bytes] = {}
-        slots = []
-        for (key, _), place in zip(entries, at, strict=True):
-            pid = key[:-8]
-            number = numbered.get(pid)
-            if number is None:
-                number = numbered[pid] = number_of(txn, pid)
-            slots.append((number + key[-8:], place))
         # In key order, a process's entries of the commit follow one another, and LMDB's cursor finds most
         # on the leaf page it is on, without a search from the root (a quarter of the puts' time here).
-        slots.sort()
+        slots = self._numbers.keyed(txn, [(key, place) for (key, _), place in zip(entries, at, strict=True)])
         written += txn.cursor(db=self.slots).putmulti(slots)[1]
         written += txn.cursor(db=self.messages).putmulti(index)[1]
         if written != 3 * len(entries):
@@ -508,24 +522,42 @@ class Store(Environment):
     def results_at(self, keys: list[bytes]) -> list[tuple[bytes, bytes]]:
         """(key, result) for each result key that has a stored result."""
 
-        results = self.results  # once: a waiter for a whole stream asks for tens of thousands
+        # Once: a waiter for a whole stream asks for tens of thousands.
+        older, numbered, number_of = self.results, self.numbered_results, self.result_numbers.of
 
         def body(txn: lmdb.Transaction) -> list[tuple[bytes, bytes]]:
             get = txn.get
-            return [(key, bytes(value)) for key in keys if (value := get(key, db=results)) is not None]
+            any_older = txn.stat(older)["entries"] > 0
+            out = []
+            for key in keys:
+                number = number_of(txn, key[:-8])
+                value = None if number is None else get(number + key[-8:], db=numbered)
+                if value is None and any_older:
+                    value = get(key, db=older)
+                if value is not None:
+                    out.append((key, bytes(value)))
+            return out
 
         return self.computed.read(body)
 
     def put_results(self, txn: lmdb.Transaction, results: list[tuple[bytes, bytes]]) -> None:
-        """In key order, through one cursor: over many processes a commit's results are scattered,
-        and in order each one finds its place from the last one's leaf (a key given twice: the later
-        wins, as put by put, since the sort is stable)."""
-        with txn.cursor(db=self.results) as cursor:
-            cursor.putmulti(sorted(results, key=_first))
+        """In key order, through one cursor: processes spawned together have numbers together, so a
+        commit's results over many of them land on a few pages, and in order each one finds its place
+        from the last one's leaf (a key given twice: the later wins, as put by put, since the sort is
+        stable). A result an older store kept for the same slot is dropped: it is replaced."""
+        with txn.cursor(db=self.numbered_results) as cursor:
+            cursor.putmulti(self.result_numbers.keyed(txn, results))
+        older = self.results
+        if txn.stat(older)["entries"]:
+            for key, _ in results:
+                txn.delete(key, db=older)
 
     def forget_results_before(self, txn: lmdb.Transaction, pid: str, slot: int) -> None:
         """Drop the results of ``pid`` below ``slot``."""
-        _delete_below(txn, self.results, pid, slot)
+        _delete_below(txn, self.results, pid.encode(), slot)
+        number = self.result_numbers.of(txn, pid.encode())
+        if number is not None:
+            _delete_below(txn, self.numbered_results, number, slot)
 
     def result_page(
         self, pid: str, first: int, last: int, limit: int, ascending: bool, max_bytes: int,
@@ -535,7 +567,7 @@ class Store(Environment):
         about ``max_bytes``; ``keep`` (given the slot and the result) filters them."""
 
         def body(txn: lmdb.Transaction) -> list[tuple[int, bytes]]:
-            found = (_ascending if ascending else _descending)(txn, self.results, pid, first, last)
+            found = self._results(txn, pid, first, last, ascending=ascending)
             out: list[tuple[int, bytes]] = []
             size = 0
             for slot, raw in found:
@@ -717,11 +749,11 @@ class Store(Environment):
         db = self.checkpoints
         txn.put(log_key(pid, slot), blob, db=db)
         if prune_before:
-            _delete_below(txn, db, pid, slot)
+            _delete_below(txn, db, pid.encode(), slot)
 
     def forget_checkpoints(self, txn: lmdb.Transaction, pid: str) -> None:
         """Drop every stored checkpoint of ``pid`` (no slot reaches the largest 8-byte one)."""
-        _delete_below(txn, self.checkpoints, pid, (1 << 64) - 1)
+        _delete_below(txn, self.checkpoints, pid.encode(), _LAST_SLOT)
 
     # Node facts and undelivered messages
     def identity(self, mint: Callable[[], str]) -> str:
@@ -796,7 +828,7 @@ class Store(Environment):
         db = self.db["handoffs"]
 
         def body(txn: lmdb.Transaction) -> list[tuple[int, bytes]]:
-            return list(_ascending(txn, db, pid, 0, (1 << 64) - 1))
+            return list(_ascending(txn, db, pid.encode(), 0, _LAST_SLOT))
 
         return body(txn) if txn is not None else self.read(body)
 
@@ -876,36 +908,52 @@ def _put_all(txn: lmdb.Transaction, db: Any, pairs: list[tuple[bytes, bytes]]) -
         txn.put(key, value, db=db)
 
 
-def _delete_below(txn: lmdb.Transaction, db: Any, pid: str, slot: int) -> None:
-    """Delete ``pid``'s entries of ``db`` (keyed process ‖ slot) below ``slot``."""
+def _delete_below(txn: lmdb.Transaction, db: Any, prefix: bytes, slot: int) -> None:
+    """Delete the records of ``db`` keyed ``prefix`` (a process id or number) ‖ slot below ``slot``."""
     cursor = txn.cursor(db=db)
-    stop = log_key(pid, slot)
-    if cursor.set_range(log_key(pid, 0)):
+    stop = prefix + slot.to_bytes(8, "big")
+    if cursor.set_range(prefix + bytes(8)):
         while bytes(cursor.key()) < stop and cursor.delete():
             pass
 
 
-def _ascending(txn: lmdb.Transaction, db: Any, pid: str, first: int, last: int) -> Iterator[tuple[int, bytes]]:
-    """(slot, value) of ``pid`` with first <= slot <= last, ascending, lazily."""
+def _last(txn: lmdb.Transaction, db: Any, prefix: bytes) -> tuple[int, bytes] | None:
+    """(slot, value) of the highest slot keyed ``prefix`` (a process id or number) ‖ slot, or None."""
+    cursor = txn.cursor(db=db)
+    upper = prefix + _LAST_SLOT.to_bytes(8, "big")
+    if cursor.set_range(upper):
+        if cursor.key() != upper and not cursor.prev():
+            return None
+    elif not cursor.last():
+        return None
+    key = bytes(cursor.key())
+    if len(key) != len(upper) or key[:-8] != prefix:
+        return None
+    return int.from_bytes(key[-8:], "big"), bytes(cursor.value())
+
+
+def _ascending(txn: lmdb.Transaction, db: Any, prefix: bytes, first: int, last: int) -> Iterator[tuple[int, bytes]]:
+    """(slot, value) keyed ``prefix`` (a process id or number) ‖ slot with first <= slot <= last,
+    ascending, lazily."""
     if (span := _slots_between(first, last)) is None:
         return
     first, last = span
     cursor = txn.cursor(db=db)
-    stop = log_key(pid, last)
-    if not cursor.set_range(log_key(pid, first)):
+    stop = prefix + last.to_bytes(8, "big")
+    if not cursor.set_range(prefix + first.to_bytes(8, "big")):
         return
     for key, value in cursor:
         if bytes(key) > stop:
             return
-        yield split_key(bytes(key))[1], bytes(value)
+        yield int.from_bytes(key[-8:], "big"), bytes(value)
 
 
-def _descending(txn: lmdb.Transaction, db: Any, pid: str, first: int, last: int) -> Iterator[tuple[int, bytes]]:
+def _descending(txn: lmdb.Transaction, db: Any, prefix: bytes, first: int, last: int) -> Iterator[tuple[int, bytes]]:
     if (span := _slots_between(first, last)) is None:
         return
     first, last = span
     cursor = txn.cursor(db=db)
-    start, stop = log_key(pid, first), log_key(pid, last)
+    start, stop = prefix + first.to_bytes(8, "big"), prefix + last.to_bytes(8, "big")
     found = cursor.set_range(stop)
     if found and bytes(cursor.key()) > stop:
         found = cursor.prev()
@@ -915,5 +963,5 @@ def _descending(txn: lmdb.Transaction, db: Any, pid: str, first: int, last: int)
         key = bytes(cursor.key())
         if key < start:
             return
-        yield split_key(key)[1], bytes(cursor.value())
+        yield int.from_bytes(key[-8:], "big"), bytes(cursor.value())
         found = cursor.prev()
