@@ -341,17 +341,20 @@ class Store(Environment):
             for slot, at in _ascending(txn, self.slots, number, first, last):
                 yield slot, _entry(txn, entries, at)
 
+    def _newest(self, txn: lmdb.Transaction, pid: str) -> tuple[int, bytes, bool] | None:
+        """(slot, value, whether the value is an entry's number) of ``pid``'s newest entry: in the index,
+        or in the log as stores before numbers kept it (the entry itself); None if its log is empty."""
+        number = self._numbers.of(txn, pid.encode())
+        found = None if number is None else _last(txn, self.slots, number)
+        if found is not None:
+            return found[0], found[1], True
+        found = _last(txn, self.log, pid.encode())
+        return None if found is None else (found[0], found[1], False)
+
     def _last_logged(self, txn: lmdb.Transaction, pid: str) -> int | None:
         """The highest slot in ``pid``'s log, or None."""
         found = self._newest(txn, pid)
         return None if found is None else found[0]
-
-    def _newest(self, txn: lmdb.Transaction, pid: str) -> tuple[int, bytes] | None:
-        """(slot, entry number) of ``pid``'s newest entry in the index, or (slot, entry) in the log as
-        stores before numbers kept it; None if its log is empty."""
-        number = self._numbers.of(txn, pid.encode())
-        found = None if number is None else _last(txn, self.slots, number)
-        return found if found is not None else _last(txn, self.log, pid.encode())
 
     def _results(self, txn: lmdb.Transaction, pid: str, first: int, last: int, *, ascending: bool
                  ) -> Iterator[tuple[int, bytes]]:
@@ -410,11 +413,11 @@ class Store(Environment):
         """The slot and entry of ``pid``'s latest assignment, or None if its log is empty."""
 
         def body(txn: lmdb.Transaction) -> tuple[int, bytes] | None:
-            number = self._numbers.of(txn, pid.encode())
-            found = None if number is None else _last(txn, self.slots, number)
-            if found is not None:
-                return found[0], _entry(txn, self.entries, found[1])
-            return _last(txn, self.log, pid.encode())  # written before numbers: the entry itself
+            found = self._newest(txn, pid)
+            if found is None:
+                return None
+            slot, value, numbered = found
+            return slot, _entry(txn, self.entries, value) if numbered else value
 
         return body(txn) if txn is not None else self.read(body)
 
