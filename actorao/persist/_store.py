@@ -704,7 +704,7 @@ class Store(Environment):
 
         def body(txn: lmdb.Transaction) -> list[bytes]:
             cursor = txn.cursor(db=self.checkpoints)
-            found = cursor.prev() if cursor.set_range(log_key(pid, (1 << 64) - 1)) else cursor.last()
+            found = cursor.prev() if cursor.set_range(log_key(pid, _LAST_SLOT)) else cursor.last()
             chain: list[bytes] = []
             while found and bytes(cursor.key())[:-8] == prefix:
                 blob = bytes(cursor.value())
@@ -723,7 +723,7 @@ class Store(Environment):
 
         def body(txn: lmdb.Transaction) -> list[tuple[int, int]]:
             cursor = txn.cursor(db=self.checkpoints)
-            found = cursor.prev() if cursor.set_range(log_key(pid, (1 << 64) - 1)) else cursor.last()
+            found = cursor.prev() if cursor.set_range(log_key(pid, _LAST_SLOT)) else cursor.last()
             chain: list[tuple[int, int]] = []
             while found and bytes(cursor.key())[:-8] == prefix:
                 value = cursor.value()
@@ -886,7 +886,7 @@ def _entry(txn: lmdb.Transaction, entries: Any, at: bytes | memoryview) -> bytes
 def _slots_between(first: int, last: int) -> tuple[int, int] | None:
     """first..last clipped to the slots a key can spell (0 to 2^64-1); None when that is empty. A
     range may well be empty: rolling back slot 0 replays slots 0..-1."""
-    first, last = max(first, 0), min(last, (1 << 64) - 1)
+    first, last = max(first, 0), min(last, _LAST_SLOT)
     return (first, last) if first <= last else None
 
 
