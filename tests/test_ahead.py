@@ -12,7 +12,9 @@ import pytest
 
 from actorao import Node, Overloaded, examples
 from actorao.cu._ahead import Ahead, AheadLogs
-from actorao.cu._lanes import Finished
+from actorao.cu._lanes import Finished, Lanes
+from actorao.cu._worker import _work_of
+from actorao.mailbox import AHEAD, ASSIGN, pack
 from actorao.persist import Store, log_key
 
 PID = "p" * 43
@@ -88,6 +90,58 @@ def test_a_new_run_of_the_shard_settles_what_the_old_one_pushed_ahead(
         assert took[1] == {PID} and ahead.release() == [] and ahead.holding == 0
     assert ahead.took(header(6, epoch=1), items(2)) is None  # a frame of the dead run, read late: ignored
     assert ahead.confirmed(header(6, epoch=1)) == set()
+
+
+def test_two_pushes_taken_together_are_queued_as_one_batch_and_each_read_ahead_until_its_own_commit(
+    book: tuple[Ahead, AheadLogs],
+) -> None:
+    """The worker queues a process's entries of two pushes taken in one round as one batch: confirming the
+    first push takes only its own entries out of what is read ahead, and a turn waits for both."""
+    ahead, logs = book
+    lanes = Lanes(lambda pid, ops: Finished([], [], []), 1)
+    try:
+        work, _ = _work_of([pack(AHEAD, [header(5), *items(1)]), pack(AHEAD, [header(6), *items(2)])], lanes, 0, ahead)
+    finally:
+        lanes.stop()
+        lanes.close()
+    assert work == {PID: [(ASSIGN, [(1, b'{"Nonce": 1}'), (2, b'{"Nonce": 2}')])]}
+    held = turn(slot=2)
+    assert ahead.settle([held]) == []
+    assert ahead.confirmed(header(5)) == set() and ahead.release() == []
+    assert logs.log_range(PID, 0, 10) == [(2, b'{"Nonce": 2}')]  # slot 1 is the log's now (none here)
+    assert ahead.confirmed(header(6)) == set() and ahead.release() == [held]
+    assert logs.log_range(PID, 0, 10) == []
+
+
+@pytest.mark.parametrize("first_durable", [0, 1])
+def test_a_re_hosted_process_waits_for_the_pushes_of_both_shards(
+    book: tuple[Ahead, AheadLogs], first_durable: int
+) -> None:
+    ahead, _ = book
+    ahead.took(header(5, shard=0), items(1))
+    ahead.took(header(3, shard=1), items(2))  # the new shard's first push, before the old one's commit is durable
+    held = turn(slot=2)
+    assert ahead.settle([held]) == []
+    commits = [header(5, shard=0), header(3, shard=1)]
+    assert ahead.confirmed(commits[first_durable]) == set() and ahead.release() == []
+    assert ahead.confirmed(commits[1 - first_durable]) == set() and ahead.release() == [held]
+    later = turn(slot=3)
+    assert ahead.settle([later]) == [later]  # nothing of it is ahead any more
+
+
+def test_a_void_push_leaves_the_earlier_one_its_process_still_waits_for(book: tuple[Ahead, AheadLogs]) -> None:
+    ahead, _ = book
+    ahead.took(header(5), items(1))
+    ahead.took(header(6), items(2))
+    took = ahead.took(header(6), items(2))  # commit 6 failed, and the next took its number
+    assert took is not None and took[1] == {PID}
+    forgetting = turn(forgot=True, slot=2)
+    assert ahead.settle([forgetting]) == []
+    assert ahead.confirmed(header(5)) == set() and ahead.release() == []  # the new commit 6 is not durable yet
+    assert ahead.confirmed(header(6)) == set() and ahead.release() == [forgetting]
+    took = ahead.took(header(8), items(4))
+    assert took is not None and ahead.took(header(8), items(4)) is not None  # voids 8, with nothing earlier left
+    assert ahead.settle([turn(forgot=True, slot=4)]) == [] and ahead.holding == 1
 
 
 # -- kill -9 of a real shard, with the worker holding a message it took ahead -------------------------

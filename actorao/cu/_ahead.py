@@ -33,7 +33,7 @@ import orjson
 
 from actorao.cu._lanes import Finished
 from actorao.cu._remote import RemoteLogs
-from actorao.persist import ShardLogs, split_key
+from actorao.persist import ShardLogs
 
 Key = tuple[int, int, int]  # shard, epoch, commit
 
@@ -45,57 +45,52 @@ class _Push:
 
 
 def by_process(items: list[bytes]) -> dict[str, list[tuple[int, bytes]]]:
-    """An ASSIGN or AHEAD frame's (log key, message) items as each process's (slot, message), in order."""
+    """An ASSIGN or AHEAD frame's (log key, message) items as each process's (slot, message), in order.
+    A log key is the process id and the slot in 8 bytes (``persist.log_key``), read here inline:
+    every assignment a worker takes passes through this loop."""
     entries: dict[str, list[tuple[int, bytes]]] = {}
-    for at in range(0, len(items), 2):
-        pid, slot = split_key(bytes(items[at]))
-        found = entries.get(pid)
+    get, slot_of = entries.get, int.from_bytes
+    for key, body in zip(items[0::2], items[1::2], strict=True):
+        pid = str(key[:-8], "utf-8")
+        found = get(pid)
         if found is None:
-            entries[pid] = [(slot, bytes(items[at + 1]))]
+            entries[pid] = [(slot_of(key[-8:], "big"), bytes(body))]
         else:
-            found.append((slot, bytes(items[at + 1])))
+            found.append((slot_of(key[-8:], "big"), bytes(body)))
     return entries
 
 
 class _AheadOverlay:
     """Reads of the logs below it in the MRO (``ShardLogs``, or ``RemoteLogs`` over the network), with
     the entries pushed ahead and not yet confirmed read as if they were in them. The main thread adds
-    and drops them; evaluation threads read."""
+    and drops whole pushes, as ``by_process`` made them: nothing is done per process, as a push may
+    name thousands of them and few are ever read from here (a replay, a catch-up, WeaveDrive). Those
+    reads look through the few pushes not yet settled. Evaluation threads read."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._ahead: dict[str, dict[int, bytes]] = {}
+        self._pushes: dict[Key, dict[str, list[tuple[int, bytes]]]] = {}
         self._ahead_lock = threading.Lock()
 
-    def add_ahead(self, entries: dict[str, list[tuple[int, bytes]]]) -> None:
-        """A push's entries, by process (one lock for all: a push may name thousands of processes)."""
+    def add_ahead(self, key: Key, entries: dict[str, list[tuple[int, bytes]]]) -> None:
+        """Push ``key``'s entries, by process."""
         with self._ahead_lock:
-            ahead = self._ahead
-            for pid, found in entries.items():
-                mine = ahead.get(pid)
-                if mine is None:
-                    ahead[pid] = dict(found)
-                else:
-                    mine.update(found)
+            self._pushes[key] = entries
 
-    def drop_ahead(self, entries: dict[str, list[tuple[int, bytes]]]) -> None:
-        """A settled push's entries: in the log now, or void."""
+    def drop_ahead(self, key: Key) -> None:
+        """Push ``key``, settled: its entries are in the log now, or void."""
         with self._ahead_lock:
-            ahead = self._ahead
-            for pid, dropped in entries.items():
-                found = ahead.get(pid)
-                if found is not None:
-                    for slot, _ in dropped:
-                        found.pop(slot, None)
-                    if not found:
-                        del ahead[pid]
+            self._pushes.pop(key, None)
 
     def _ahead_of(self, pid: str) -> dict[int, bytes]:
         # Taken before the log is read: an entry dropped from here once its commit is confirmed is in
         # the log for any read that starts after.
         with self._ahead_lock:
-            found = self._ahead.get(pid)
-            return dict(found) if found else {}
+            found = [entries[pid] for entries in self._pushes.values() if pid in entries]
+        merged: dict[int, bytes] = {}
+        for entries in found:
+            merged.update(entries)
+        return merged
 
     def log_entry(self, pid: str, slot: int) -> bytes | None:
         ahead = self._ahead_of(pid).get(slot)
@@ -128,7 +123,15 @@ class RemoteAheadLogs(_AheadOverlay, RemoteLogs):
 
 class Ahead:
     """The worker's book of pushes ahead and held turns. Used by the main thread, and by an evaluation
-    thread that commits its own turn (``_Direct`` in ``cu/_worker.py``): always under ``_Direct.lock``."""
+    thread that commits its own turn (``_Direct`` in ``cu/_worker.py``): always under ``_Direct.lock``.
+
+    A turn needs every push ahead its process had taken when the turn ended. The book keeps one key a
+    process for that, the newest push naming it (``_newest``), and does no other work per process and
+    push: the pushes of one run of a shard are settled in the order of their numbers (a DURABLE confirms
+    every one up to its number, a newer run settles all of an older run's, and the log settles them in
+    the order they came), so the newest one settled means every earlier one is. Two exceptions: a process
+    re-hosted to another shard may have pushes of both not yet settled (the older shard's wait in
+    ``_others``), and a void push may leave earlier ones that are not (its processes look again)."""
 
     def __init__(
         self, logs: AheadLogs | RemoteAheadLogs, *, patience: float = 1.0, clock: Callable[[], float] = time.monotonic
@@ -137,9 +140,10 @@ class Ahead:
         self.patience = patience
         self._clock = clock
         self._epochs: dict[int, int] = {}  # shard -> the newest epoch heard from
-        self._pending: dict[Key, _Push] = {}
-        self._pending_of: dict[str, set[Key]] = {}  # process -> its pushes ahead not yet confirmed
-        self._held: list[tuple[Finished, frozenset[Key]]] = []
+        self._pending: dict[Key, _Push] = {}  # in the order they came
+        self._newest: dict[str, Key] = {}  # process -> the newest push ahead naming it, not yet settled
+        self._others: dict[str, set[Key]] = {}  # process -> pushes of other shards or runs, not yet settled
+        self._held: list[tuple[Finished, tuple[Key, ...]]] = []
         self._waiting: set[str | None] = set()  # processes with a held turn: their later turns wait behind it
         self._moved = False  # a push was confirmed or voided since the last scan of every held turn
         self.forgetting: set[str] = set()  # forgotten: turns of theirs until the forgetting one are dropped
@@ -159,14 +163,13 @@ class Ahead:
             void |= self._void(older)  # the same number again: the commit that pushed it failed
         entries = by_process(items)
         self._pending[key] = _Push(entries, self._clock())
-        self._logs.add_ahead(entries)
-        pending_of = self._pending_of
+        self._logs.add_ahead(key, entries)
+        newest, shard, epoch = self._newest, key[0], key[1]
         for pid in entries:
-            keys = pending_of.get(pid)
-            if keys is None:
-                pending_of[pid] = {key}
-            else:
-                keys.add(key)
+            found = newest.get(pid)
+            if found is not None and (found[0] != shard or found[1] != epoch):  # re-hosted, not yet settled
+                self._others.setdefault(pid, set()).add(found)
+            newest[pid] = key
         return entries, void
 
     def confirmed(self, header: bytes) -> set[str]:
@@ -213,46 +216,76 @@ class Ahead:
         self._settle(key)  # its entries are in the log now
 
     def _void(self, key: Key) -> set[str]:
-        void = set(self._settle(key).entries)
+        void = set(self._settle(key, void=True).entries)
         self.forgetting |= void
         self._held = [(turn, needs) for turn, needs in self._held if turn.process not in void]
         return void
 
-    def _settle(self, key: Key) -> _Push:
+    def _settle(self, key: Key, *, void: bool = False) -> _Push:
         """Take push ``key`` off the book, confirmed or void: its entries are no longer read from here."""
         push = self._pending.pop(key)
         self._moved = True
-        self._logs.drop_ahead(push.entries)
+        self._logs.drop_ahead(key)
+        newest, others = self._newest, self._others
         for pid in push.entries:
-            keys = self._pending_of.get(pid)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self._pending_of[pid]
+            if void:  # earlier pushes naming it, of this shard or another, may not be settled
+                self._look_again(pid)
+            elif newest.get(pid) == key:  # every earlier push of this run of the shard is settled too
+                if others and pid in others:
+                    self._look_again(pid)
+                else:
+                    del newest[pid]
+            elif others:
+                keys = others.get(pid)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del others[pid]
         return push
+
+    def _look_again(self, pid: str) -> None:
+        """``pid``'s newest push and others, from the pushes not yet settled (rare: a void push, or a
+        re-host)."""
+        keys = [key for key, push in self._pending.items() if pid in push.entries]
+        self._others.pop(pid, None)
+        if not keys:
+            self._newest.pop(pid, None)
+            return
+        last = self._newest[pid] = keys[-1]
+        rest = {key for key in keys if key[:2] != last[:2]}
+        if rest:
+            self._others[pid] = rest
+
+    def _needs(self, pid: str | None) -> tuple[Key, ...]:
+        """The pushes a turn of ``pid`` that ends now waits for: none, or its newest (and others')."""
+        key = None if pid is None else self._newest.get(pid)
+        if key is None:
+            return ()
+        others = self._others.get(pid) if self._others and pid is not None else None
+        return (key, *others) if others else (key,)
 
     def settle(self, finished: list[Finished]) -> list[Finished]:
         """Take turns as the lanes finish them; return those (and earlier held ones) that may be
         committed and reported now, in order. The held turns are looked at again only when a push was
         settled since: the main thread calls this after every turn, and with many processes thousands
         of turns may wait on one commit's sync."""
-        fresh: list[tuple[Finished, frozenset[Key]]] = []
+        fresh: list[tuple[Finished, tuple[Key, ...]]] = []
+        forgetting = self.forgetting
         for turn in finished:
             pid = turn.process
-            if pid in self.forgetting:
+            if forgetting and pid in forgetting:
                 if not turn.forgot:
                     continue  # ran on a state that is forgotten: its work is done again after
-                self.forgetting.discard(pid)
-            needs = self._pending_of.get(pid) if pid is not None else None
-            fresh.append((turn, frozenset(needs) if needs else frozenset()))
+                forgetting.discard(pid)  # type: ignore[arg-type]
+            fresh.append((turn, self._needs(pid)))
         if self._moved:
             self._held += fresh
             return self.release()
         ready: list[Finished] = []
-        pending, waiting = self._pending, self._waiting
-        for turn, keys in fresh:
-            if turn.process in waiting or any(key in pending for key in keys):
-                self._held.append((turn, keys))
+        waiting = self._waiting
+        for turn, needs in fresh:
+            if needs or turn.process in waiting:  # a process's newest push is never settled: it waits
+                self._held.append((turn, needs))
                 waiting.add(turn.process)
             else:
                 ready.append(turn)
@@ -266,16 +299,22 @@ class Ahead:
         self._waiting = waiting
         if not self._held:
             return ready
-        kept: list[tuple[Finished, frozenset[Key]]] = []
+        kept: list[tuple[Finished, tuple[Key, ...]]] = []
         pending = self._pending
         for turn, needs in self._held:
-            if turn.process in waiting or any(key in pending for key in needs):
+            if turn.process in waiting or (needs and _any_in(needs, pending)):
                 kept.append((turn, needs))
                 waiting.add(turn.process)
             else:
                 ready.append(turn)
         self._held = kept
         return ready
+
+
+def _any_in(keys: tuple[Key, ...], pending: dict[Key, _Push]) -> bool:
+    if keys[0] in pending:
+        return True
+    return len(keys) > 1 and any(key in pending for key in keys[1:])
 
 
 __all__ = ["Ahead", "AheadLogs", "RemoteAheadLogs", "by_process"]

@@ -533,8 +533,8 @@ def _work_of(frames: list[bytes], lanes: Lanes, index: int, ahead: Ahead) -> tup
                 ops = work.setdefault(pid, [])
                 if ops and ops[-1][0] == ASSIGN:
                     ops[-1][1].extend(entries)
-                else:
-                    ops.append((ASSIGN, entries))
+                else:  # a list of its own: a push's entries stay as they came (``Ahead`` reads them)
+                    ops.append((ASSIGN, entries if kind == ASSIGN else [*entries]))
         elif kind == DURABLE:
             for pid in ahead.confirmed(bytes(items[0])):
                 work.setdefault(pid, []).append((FORGET, None))
