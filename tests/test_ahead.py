@@ -15,7 +15,10 @@ from actorao.cu._ahead import Ahead, AheadLogs
 from actorao.cu._lanes import Finished, Lanes
 from actorao.cu._worker import _work_of
 from actorao.mailbox import AHEAD, ASSIGN, pack
-from actorao.persist import Store, log_key
+from actorao.message import Message, Process, with_ao_tags
+from actorao.persist import ModuleRecord, Store, log_key
+from actorao.su._attest import Attester
+from actorao.su._scheduler import SchedulerUnit
 
 PID = "p" * 43
 
@@ -142,6 +145,46 @@ def test_a_void_push_leaves_the_earlier_one_its_process_still_waits_for(book: tu
     took = ahead.took(header(8), items(4))
     assert took is not None and ahead.took(header(8), items(4)) is not None  # voids 8, with nothing earlier left
     assert ahead.settle([turn(forgot=True, slot=4)]) == [] and ahead.holding == 1
+
+
+def test_a_push_that_hears_nothing_is_settled_from_the_log_once_the_worker_has_listened_for_patience(
+    tmp_path: Path,
+) -> None:
+    """A DURABLE lost with its shard: after ``patience`` with nothing more waiting in the worker's
+    sockets, the log says. A worker still behind its feed (``drained`` not called) reads no log."""
+    store = Store(tmp_path / "node")  # shard 0's log is the node's own store
+    logs = AheadLogs(store, 1)
+    now = [0.0]
+    ahead = Ahead(logs, patience=1.0, clock=lambda: now[0])
+    pushed: list[tuple[list[tuple[str, bytes, bytes]], int]] = []
+    attester = Attester(store, "s" * 43)  # a commit's number is kept with its attestation
+    su = SchedulerUnit(store, lambda entries: None, clock=lambda: 1_700_000_000.0, threaded=False,
+                       push_ahead=lambda pushes, commit: pushed.append((pushes, commit)) or [],
+                       durable=lambda commit: None, attest=attester.attest, sign=attester.sign)
+    tags = with_ao_tags({"Module": "m" * 43, "Scheduler": "o" * 43}, "Process")
+    module = ModuleRecord("m" * 43, b"\0asm\1\0\0\0", b'{"owner":"o","tags":[]}')
+    pid = "p" * 43
+    su.submit(Process(pid, "o" * 43, "m" * 43, "o" * 43, tags), module)
+    su.assign_queued()
+    for _ in range(2):
+        su.submit(Message("i" * 42 + str(len(pushed)), "o" * 43, pid, with_ao_tags({"Action": "Inc"}, "Message")))
+        su.assign_queued()
+    (logged, commit), (_, later) = [push for push in pushed if push[0]]  # the spawn pushes nothing ahead
+    ahead.took(header(commit), [part for _, key, body in logged for part in (key, body)])
+    forged = [part for _, key, _ in pushed[-1][0] for part in (key, b'{"not": "what the log holds"}')]
+    ahead.took(header(later), forged)
+    held = turn(pid, slot=1)
+    assert ahead.settle([held]) == []
+    now[0] = 5.0
+    assert ahead.check_logs() == set() and ahead.holding == 1  # behind its feed: the DURABLEs may be there
+    ahead.drained()
+    assert ahead.check_logs() == {pid}  # the second push's entries are not the log's: void, the first confirmed
+    assert ahead.holding == 0 and pid in ahead.forgetting
+    again = turn(pid, forgot=True, slot=2)
+    assert ahead.settle([again]) == [again]  # nothing of it is ahead: the first push was confirmed
+    su.close()
+    logs.close()
+    store.close()
 
 
 # -- kill -9 of a real shard, with the worker holding a message it took ahead -------------------------

@@ -146,6 +146,7 @@ class Ahead:
         self._held: list[tuple[Finished, tuple[Key, ...]]] = []
         self._waiting: set[str | None] = set()  # processes with a held turn: their later turns wait behind it
         self._moved = False  # a push was confirmed or voided since the last scan of every held turn
+        self._drained = clock()  # when the worker last found nothing more waiting in its sockets
         self.forgetting: set[str] = set()  # forgotten: turns of theirs until the forgetting one are dropped
 
     @property
@@ -183,13 +184,19 @@ class Ahead:
             self._confirm(done)
         return void
 
+    def drained(self) -> None:
+        """The worker took every frame that waited for it: what it has not heard yet was not sent."""
+        self._drained = self._clock()
+
     def check_logs(self) -> set[str]:
-        """Settle from the logs the pushes that waited ``patience`` for a word from their shard; returns
-        the processes to forget."""
+        """Settle from the logs the pushes that heard nothing from their shard for ``patience`` while
+        the worker listened: those taken ``patience`` before it last took every frame that waited. A
+        worker that is behind its feed reads its DURABLEs there, and reads no log. Returns the
+        processes to forget."""
         void: set[str] = set()
-        now = self._clock()
+        heard_all = self._drained
         for key, push in list(self._pending.items()):
-            if now - push.taken_at >= self.patience:
+            if heard_all - push.taken_at >= self.patience:
                 logged = self._logs.logged(key[0], key[2], push.entries)
                 if logged:
                     self._confirm(key)

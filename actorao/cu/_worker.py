@@ -593,6 +593,8 @@ def _serve(
             direct.flush()  # first: what a thread could not send yet goes before anything newer
             if taking:
                 frames = _take(inboxes)
+                if len(frames) < _MAX_FRAMES_PER_COMMIT:
+                    worker.ahead.drained()
                 if frames:
                     work, stop = _work_of(frames, lanes, worker.config.index, worker.ahead)
                     mine = {pid: work.pop(pid) for pid in [pid for pid, ops in work.items()
