@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import gc
 import hashlib
 import select
 import threading
+import weakref
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from actorao.cu._ahead import Ahead, AheadLogs, by_process
 from actorao.cu._lanes import Finished, Lanes, Op
 from actorao.cu._pool import _rebalanced, place_bounded
 from actorao.cu._process import HELD_FUEL, TURN_SECONDS, HostedProcess
-from actorao.cu._worker import _MAX_QUEUED_PER_PROCESS, CATCH_UP, Worker, WorkerConfig, _work_of
+from actorao.cu._worker import _MAX_QUEUED_PER_PROCESS, CATCH_UP, FORGET, Worker, WorkerConfig, _work_of
 from actorao.mailbox import ASSIGN, pack
 from actorao.message import Message, Process, module_json, new_id, with_ao_tags
 from actorao.persist import Store, log_key
@@ -293,6 +295,31 @@ def test_failures_count_towards_checkpoints_so_a_rollback_replays_a_bounded_log(
     assert process is not None
     assert process.checkpoint_slot == 29  # slots 0..31: a checkpoint after every ten, failures included
     assert process.failed == {30, 31}
+
+
+@pytest.mark.parametrize("let_go", ["evict", "forget"])
+def test_a_process_the_worker_lets_go_of_is_freed_at_once_with_its_instance(tmp_path: Path, let_go: str) -> None:
+    """Nothing a hosted process holds refers back to it: let go of (moved to another worker, or forgotten
+    after a void push), it is freed by reference counting, its instance and linear memory with it, and does
+    not wait for a full collection, which a worker with many long-lived processes runs rarely."""
+    store = Store(tmp_path)
+    pid, entries = populate(store, ["Inc"] * 5, module="counter")
+    worker = Worker(config(tmp_path, checkpoint_every=2), store, compute_clock=no_compute_time)
+    assert len(feed(worker, entries)) == 6
+    process = worker.processes[pid]
+    refs = {"process": weakref.ref(process), "instance": weakref.ref(process.instance)}
+    del process
+    gc.disable()  # only reference counting frees anything from here
+    try:
+        if let_go == "evict":
+            worker.evict_one(pid)
+        else:
+            assert worker.run(pid, [(FORGET, None)]).forgot
+        worker.commit([])
+        assert {name: ref() is None for name, ref in refs.items()} == {"process": True, "instance": True}
+    finally:
+        gc.enable()
+    assert worker.hosted(pid) is not None and worker.processes[pid].inbox.next_slot == 6  # it loads again
 
 
 def test_state_in_a_module_global_survives_rollback_checkpoints_and_dry_runs(tmp_path: Path) -> None:

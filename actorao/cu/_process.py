@@ -8,6 +8,7 @@ the failure, skipping slots that failed too. Determinism makes that replay exact
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -92,6 +93,10 @@ class HostedProcess:
     ) -> None:
         self.pid = pid
         self._log_range = log_range or store.log_range  # the log of this process's shard
+        # This process's log, for its inbox's gaps, replays and WeaveDrive: bound to the id, not to the
+        # process, so that nothing it holds refers back to it. A process let go of (evicted, forgotten,
+        # broken) is then freed at once, its linear memory with it, not at the next full collection.
+        self._read_log = functools.partial(self._log_range, pid)
         self._compute_clock = compute_clock  # host time for the checkpoint policy only; tests fix it
         self._on_checkpoint = on_checkpoint
         self.store = store
@@ -167,9 +172,6 @@ class HostedProcess:
         self._replay(self.checkpoint_slot + 1, last)
         self.inbox.next_slot = last + 1
         self.since_checkpoint = last - self.checkpoint_slot
-
-    def _read_log(self, first: int, last: int) -> list[tuple[int, bytes]]:
-        return self._log_range(self.pid, first, last)
 
     def _read_results(self, first: int, last: int) -> dict[int, bytes]:
         return dict(self.store.slot_range("results", self.pid, first, last))
