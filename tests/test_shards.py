@@ -8,16 +8,21 @@ import base64
 import itertools
 import os
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import orjson
 import pytest
+import zmq
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from actorao import InvalidMessage, Node, Overloaded
+from actorao.mailbox import READY, acks_address, unpack
 from actorao.message import Assignment
 from actorao.persist import Store
+from actorao.su._shard import ShardConfig
 from tests.streams import eventually, incs
 
 
@@ -161,3 +166,31 @@ def test_a_batch_across_shards_that_one_refuses_says_which_messages_were_assigne
         assert [ack is None for ack in acks] == [False, True, False]
         assert [ack.slot for ack in acks if ack is not None] == [1, 2]
         assert node.result(acks[2], timeout=60).output == "2"  # what was acknowledged is in the log, evaluated
+
+
+def test_a_burst_of_sigterms_stops_a_shard_and_never_wedges_it(tmp_path: Path) -> None:
+    """A shard whose node dies gets SIGTERM from the kernel (die_with_parent), and may get more from
+    whoever stops it. Its handler runs between two bytecodes of whatever the main thread is doing, even
+    inside an earlier run of itself: it must take no lock, or the shard wedges inside a commit, holding
+    LMDB's write lock, and the next node on the same folder waits on it for ever."""
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    config = ShardConfig(0, str(tmp_path / "node"), str(runtime), "o" * 43, "s" * 43, 1 << 24, 1000, os.getpid())
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    acks = context.socket(zmq.PULL)
+    acks.bind(acks_address(runtime))
+    shard = subprocess.Popen([sys.executable, "-m", "actorao.su", config.to_json()])
+    try:
+        assert acks.poll(60_000), "the shard never said READY"
+        assert unpack(acks.recv())[0] == READY  # its handler is in place
+        for _ in range(20_000):  # signals that land while the handler runs, until the shard has gone
+            if shard.poll() is not None:
+                break
+            os.kill(shard.pid, signal.SIGTERM)
+        assert shard.wait(timeout=60) == 0
+    finally:
+        if shard.poll() is None:
+            shard.kill()
+            shard.wait()
+        acks.close(linger=0)
+        context.term()

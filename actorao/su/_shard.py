@@ -223,11 +223,24 @@ class Shard:
         self.su.close()
 
 
+class _Stopping:
+    """SIGTERM's handler: it notes the request, and the shard's loop stops after its current commit.
+    Python runs a handler between two bytecodes of the main thread, even inside an earlier run of the
+    same handler when signals come in a burst (a dying node's, and whoever stops it): so it takes no
+    lock. One that did (``threading.Event.set``) could wedge the shard inside a commit, holding LMDB's
+    write lock, and the next node on the same folder would wait on it for ever."""
+
+    asked = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.asked = True
+
+
 def run_shard(config: ShardConfig) -> None:
     """The shard process's entry point."""
-    stopping = threading.Event()
+    stopping = _Stopping()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the node, which stops us
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGTERM, stopping)
     die_with_parent(config.parent)
     start_heartbeat()
     store = Store(shard_path(config.data_path, config.index), map_size=config.map_size,
@@ -249,7 +262,7 @@ def run_shard(config: ShardConfig) -> None:
     poller = zmq.Poller()
     poller.register(requests, zmq.POLLIN)
     try:
-        while not stopping.is_set():
+        while not stopping.asked:
             replies.flush_behind()
             if not poller.poll(_POLL_MS):
                 continue
