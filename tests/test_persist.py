@@ -9,6 +9,7 @@ import lmdb
 import orjson
 
 from actorao.persist import SUBDATABASES, Store, log_key, split_key
+from actorao.persist._env import AHEAD
 
 PID = "P" * 43
 
@@ -260,3 +261,51 @@ def test_results_are_keyed_by_a_process_number_and_those_an_older_store_kept_sti
     reopened.computed.forget_results()
     assert reopened.slot_range("results", pid, 0, 9) == [] and reopened.last_slot("results", other) is None
     reopened.close()
+
+
+def test_a_synced_store_is_allocated_ahead_so_its_commits_keep_the_file_length_and_it_reopens_whole(
+    tmp_path: Path,
+) -> None:
+    """A commit that lengthens the data file makes its sync wait for the file system's journal: the
+    store writes its file out past its pages between commits, and LMDB reads a longer file as it was."""
+    data = tmp_path / "db" / "data.mdb"
+    store = Store(tmp_path, map_size=64 << 20)
+    try:
+        def put(first: int, count: int) -> None:
+            store.write(lambda txn: [txn.put(log_key(PID, slot), b"m" * 1000, db=store.log)
+                                     for slot in range(first, first + count)])
+
+        put(0, 1)
+        store.allocate_ahead()
+        allocated = data.stat().st_size
+        used = (store.env.info()["last_pgno"] + 1) * store.env.stat()["psize"]
+        assert allocated == used + AHEAD
+        assert data.stat().st_blocks * 512 >= allocated  # written, not a hole a commit would fill
+        for first in range(1, 200, 10):  # about 200 KB of entries: within the step, not a byte longer
+            put(first, 10)
+            assert data.stat().st_size == allocated
+        store.allocate_ahead()
+        assert data.stat().st_size == allocated  # still more than half a step ahead: nothing to do
+        for first in range(200, 1200, 50):  # past half the step: the next call allocates further
+            put(first, 50)
+            store.allocate_ahead()
+        assert data.stat().st_size > allocated
+    finally:
+        store.close()
+    reopened = Store(tmp_path, map_size=64 << 20)
+    try:
+        assert reopened.read(lambda txn: txn.stat(reopened.log)["entries"]) == 1200
+        assert reopened.log_range(PID, 0, 1199)[-1] == (1199, b"m" * 1000)
+    finally:
+        reopened.close()
+
+
+def test_a_store_that_is_not_synced_allocates_nothing_ahead(tmp_path: Path) -> None:
+    store = Store(tmp_path, sync=False)
+    try:
+        store.write(lambda txn: txn.put(log_key(PID, 0), b"m", db=store.log))
+        before = (tmp_path / "db" / "data.mdb").stat().st_size
+        store.allocate_ahead()
+        assert (tmp_path / "db" / "data.mdb").stat().st_size == before
+    finally:
+        store.close()

@@ -194,3 +194,20 @@ def test_a_burst_of_sigterms_stops_a_shard_and_never_wedges_it(tmp_path: Path) -
             shard.wait()
         acks.close(linger=0)
         context.term()
+
+
+def test_a_serial_senders_commits_keep_the_shards_log_file_its_length(tmp_path: Path, counter: bytes) -> None:
+    """A synced commit that lengthens its file waits for the file system's journal as well: a shard
+    keeps its log written out ahead after each small commit, so a serial sender's commits overwrite
+    it in place. (A flood's large commits lengthen the file as they go.)"""
+    with Node(tmp_path / "node", workers=1, schedulers=1) as node:
+        pid = node.spawn(counter)
+        node.send(pid, {"Action": "Inc"})  # its commit's answer is out before the shard writes ahead
+        logs = [path for path in (tmp_path / "node").rglob("data.mdb") if "computed" not in path.parts]
+        assert len(logs) == 1
+        sizes = set()
+        for _ in range(200):  # about 200 KB of log: well inside the file written ahead
+            node.send(pid, {"Action": "Inc"}, "x" * 800)
+            sizes.add(logs[0].stat().st_size)
+        assert len(sizes) == 1
+        assert node.result(node.send(pid, {"Action": "Inc"})).output == "202"

@@ -167,6 +167,9 @@ def process_record(module: str, limits: tuple[int, int] | None) -> bytes:
 Pushed = Callable[[list[tuple[str, bytes, bytes]]], None]
 PushAhead = Callable[[list[tuple[str, bytes, bytes]], int], list[tuple[str, bytes, bytes]]]
 _SLOT_ZERO = bytes(8)  # how a log key of slot 0 ends
+# Assignments of a commit after which the store keeps its file written ahead (``allocate_ahead``): a
+# serial sender's commits, not a flood's.
+_SMALL_COMMIT = 16
 
 
 class SchedulerUnit(ThreadChild):
@@ -389,11 +392,13 @@ class SchedulerUnit(ThreadChild):
 
     def _commit_batch(self, batch: list[_Request], size: int) -> None:
         if batch:
-            self._commit(batch)
+            made = self._commit(batch)
             with self._pending_lock:
                 self._pending -= size
+            if made is not None and made <= _SMALL_COMMIT:  # the next small commits keep the file's length
+                self.store.allocate_ahead()
 
-    def _commit(self, batch: list[_Request]) -> None:
+    def _commit(self, batch: list[_Request]) -> int | None:
         """Assign ``batch`` in one synced transaction. With ``push_ahead``, its assignments go to the
         workers before the commit: they evaluate while it syncs, and hold every result of it until
         ``durable`` says the commit is synced (``cu/_ahead.py``). In between:
@@ -409,7 +414,8 @@ class SchedulerUnit(ThreadChild):
         and syncing after would hide the fsync too, but a machine that lost power during that late
         sync could keep the new meta page and not the pages it points to: the whole log would be torn.
         Processes this commit creates (slot 0) or adopts are pushed after it: a worker loads a process
-        from its record, which this commit writes."""
+        from its record, which this commit writes. Returns how many assignments it made; None if the
+        store failed."""
         released: set[str] = set()
         adopted: set[str] = set()
         undo: Undo = {}
@@ -442,7 +448,7 @@ class SchedulerUnit(ThreadChild):
             for request in batch:
                 request.future.set_exception(error)
             self._on_assigned([])
-            return
+            return None
         self.commits += 1
         self._commit_number += 1
         if self._durable is not None:  # before any answer: a worker holds results, a sender waits on one
@@ -463,6 +469,7 @@ class SchedulerUnit(ThreadChild):
                     self._processes.add(item.id)
             request.future.set_result(acks[0] if request.single else acks)
         self._on_assigned(pushes)  # also when empty: a shard answers its requests after every commit
+        return made[0]
 
     def _roll_back(self, undo: Undo) -> None:
         """Put the heads a commit moved back as they were before it."""
