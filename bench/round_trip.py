@@ -172,6 +172,23 @@ def hops(by_function: dict[tuple[str, str], list[Row]], skip: int = WARM) -> lis
         if calls:
             lines.append(f"  {len(calls)} trips the worker heard DURABLE {'during' if during else 'outside'} "
                          f"its VM call: {_call_p50s(calls)}")
+    # The acknowledgement's path against the evaluation's: send() returns once the commit is synced, and
+    # the worker holds the result until then. In a trip where send() returned after the VM call ended,
+    # the sync outlasted the evaluation, and its tail, not the evaluation, set the trip's length.
+    syncs, late, both = [], 0, 0
+    for _, _, trip in measured:
+        pushed, synced = trip.get(("shard", "_Replies.push_ahead")), trip.get(("shard", "_Replies.durable"))
+        if pushed is not None and synced is not None:
+            syncs.append((synced[1] - pushed[2]) / 1e6)
+        sent, call = trip.get(("caller", "Node.send")), trip.get(("worker", "Instance.call"))
+        if sent is not None and call is not None:
+            both += 1
+            late += sent[2] > call[2]
+    if len(syncs) >= 4:
+        p50, p75, p90 = (statistics.quantiles(syncs, n=20)[at] for at in (9, 14, 17))
+        lines.append(f"the commit's sync, from the push ahead: p50 {p50:.3f}, p75 {p75:.3f}, p90 {p90:.3f} ms")
+    if both:
+        lines.append(f"{late} of {both} trips: send() returned after the worker's VM call ended")
     return lines
 
 

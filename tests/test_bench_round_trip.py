@@ -84,3 +84,7 @@ def test_the_probe_records_each_trip_in_causal_order(tmp_path: Path) -> None:
     split = [line.split() for line in table if "the worker heard DURABLE" in line]
     assert {words[6] for words in split} <= {"during", "outside"}
     assert sum(int(words[0]) for words in split) == len(measured)
+    # and each trip says whether the acknowledgement came after the evaluation ended
+    late = [line.split() for line in table if line.endswith("send() returned after the worker's VM call ended")]
+    assert len(late) == 1 and late[0][1:3] == ["of", str(len(measured))] and 0 <= int(late[0][0]) <= len(measured)
+    assert any(line.startswith("the commit's sync, from the push ahead: p50 ") for line in table)
