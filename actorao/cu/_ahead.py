@@ -14,8 +14,9 @@ WeaveDrive read in the same commit finds them. A push ahead that is never confir
 - a newer run of the shard (a greater epoch) says its first commit, the last durable one when it
   started, is below the push's number: the shard died before the commit was on disk.
 A newer run whose first commit is at or above the number confirms it: the shard died after the sync,
-before its DURABLE. A push that hears nothing for ``patience`` seconds (its DURABLE was lost with a
-shard that is not pushing to this worker again) is settled from the shard's log itself, once the log
+before its DURABLE. A push that hears nothing while the worker has listened for ``patience`` seconds
+with nothing left in its sockets (``drained``: its DURABLE was lost with a shard that is not pushing to
+this worker again, not merely queued behind a flood) is settled from the shard's log itself, once the log
 holds a commit of its number: confirmed if its entries are there, void if not. The worker forgets each
 process of a void push (its state ran ahead on an assignment that does not exist), drops its held
 results, and loads it again from checkpoint and log.
