@@ -172,9 +172,10 @@ def hops(by_function: dict[tuple[str, str], list[Row]], skip: int = WARM) -> lis
         if calls:
             lines.append(f"  {len(calls)} trips the worker heard DURABLE {'during' if during else 'outside'} "
                          f"its VM call: {_call_p50s(calls)}")
-    # The acknowledgement's path against the evaluation's: send() returns once the commit is synced, and
-    # the worker holds the result until then. In a trip where send() returned after the VM call ended,
-    # the sync outlasted the evaluation, and its tail, not the evaluation, set the trip's length.
+    # The acknowledgement's path against the evaluation's: send() returns once the commit is synced and
+    # its answer has woken the caller, and the worker holds the result until the sync. In a trip where
+    # send() returned after the VM call ended, that path (the sync, or a wake-up queued behind the VM
+    # call on its core), not the evaluation, set the trip's length.
     syncs, late, both = [], 0, 0
     for _, _, trip in measured:
         pushed, synced = trip.get(("shard", "_Replies.push_ahead")), trip.get(("shard", "_Replies.durable"))

@@ -24,6 +24,7 @@ T = TypeVar("T")
 
 _MAX_RETRIES = 64
 AHEAD = 2 << 20  # how far past its pages in use a synced environment keeps its file written (``allocate_ahead``)
+_ZEROS = memoryview(bytes(AHEAD))  # calloc'd: no memory is touched until it is written out
 _DISK_ERRORS = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG))
 
 
@@ -31,9 +32,6 @@ def disk_full(exc: lmdb.Error) -> bool:
     """Whether an LMDB error says the disk took no more: py-lmdb raises DiskError for ENOSPC, and a
     plain Error carrying the OS's message (``mdb_txn_commit: Input/output error``) for the rest."""
     return isinstance(exc, lmdb.DiskError) or any(text in str(exc) for text in _DISK_ERRORS)
-
-
-_ZEROS = memoryview(bytes(AHEAD))
 
 
 class _Gate:
