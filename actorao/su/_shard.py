@@ -278,6 +278,10 @@ def run_shard(config: ShardConfig) -> None:
                 shard.take(bytes(items[0]), int(items[1]), bytes(items[2]) if len(items) == 3 else None)
             shard.su.assign_queued()  # one group commit of everything taken, on this thread
     finally:
+        # Stopping already: a later SIGTERM changes nothing. Ignored, it stays ignored while the
+        # interpreter exits, where Python puts the default action back for a handler of its own, and
+        # one more SIGTERM of a burst would kill the shard then (status -15, not 0).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         shard.close()  # assigns and answers everything taken
         requests.close(linger=0)
         replies.close()
