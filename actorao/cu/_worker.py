@@ -39,6 +39,7 @@ import lmdb
 import orjson
 import zmq
 
+from actorao import _cpus
 from actorao._config import DEFAULT_MAX_MAP_SIZE, DEFAULT_WORKER_THREADS
 from actorao.cu import _checkpoint as checkpoints
 from actorao.cu._ahead import Ahead, AheadLogs, RemoteAheadLogs, by_process
@@ -118,6 +119,9 @@ class WorkerConfig:
     # (relative: in this machine's temporary folder).
     service: str = ""
     local_path: str = ""
+    # NodeConfig.evaluation_cpus: the evaluation threads on these CPUs, every other thread on control_cpus
+    evaluation_cpus: tuple[int, ...] = ()
+    control_cpus: tuple[int, ...] = ()
 
     def to_json(self) -> str:
         return orjson.dumps(dataclasses.asdict(self)).decode()
@@ -126,6 +130,8 @@ class WorkerConfig:
     def from_json(cls, text: str) -> WorkerConfig:
         doc = orjson.loads(text)
         doc["limits"] = Limits(**doc["limits"])
+        for name in ("evaluation_cpus", "control_cpus"):
+            doc[name] = tuple(doc.get(name, ()))
         return cls(**doc)
 
 
@@ -388,6 +394,7 @@ class Worker:
 
 def run_worker(config: WorkerConfig, key: ClusterKey | None = None) -> None:
     """The worker process's entry point; ``key``, the cluster key, when it is not in a file here."""
+    _cpus.pin(config.control_cpus)  # first: every thread started from here on starts there
     if not config.ray:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the node, which sends STOP
         signal.signal(signal.SIGTERM, _terminate)
@@ -418,7 +425,7 @@ def run_worker(config: WorkerConfig, key: ClusterKey | None = None) -> None:
     outbox = open_socket(context, zmq.PUSH, config.results or results_address(runtime), bind=False, curve=key)
     worker = Worker(config, store, logs=logs, shipper=shipper)
     direct = _Direct(worker, outbox)
-    lanes = Lanes(worker.run, config.threads, direct=direct)
+    lanes = Lanes(worker.run, config.threads, direct=direct, cpus=config.evaluation_cpus)
     direct.wake = lanes.signal
     # What the worker holds from its start (imports, compiled modules) is frozen out of the
     # collector's full scans, as in a shard (su/_shard.py); the processes it loads are not. Every

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import zmq
 
+from actorao import _cpus
 from actorao._config import DEFAULT_MAX_MAP_SIZE
 from actorao._exceptions import ActoraoError
 from actorao._future import Future
@@ -67,13 +68,16 @@ class ShardConfig:
     max_map_size: int = DEFAULT_MAX_MAP_SIZE
     transport: str = "ipc"  # how it reaches the workers' feeds: "ipc", or "tcp" with the cluster key
     key_path: str = ""
+    cpus: tuple[int, ...] = ()  # Node.control_cpus: where its threads run; empty: anywhere
 
     def to_json(self) -> str:
         return orjson.dumps(dataclasses.asdict(self)).decode()
 
     @classmethod
     def from_json(cls, text: str) -> ShardConfig:
-        return cls(**orjson.loads(text))
+        doc = orjson.loads(text)
+        doc["cpus"] = tuple(doc.get("cpus", ()))
+        return cls(**doc)
 
 
 class _Replies:
@@ -238,6 +242,7 @@ class _Stopping:
 
 def run_shard(config: ShardConfig) -> None:
     """The shard process's entry point."""
+    _cpus.pin(config.cpus)  # first: every thread started from here on starts there
     stopping = _Stopping()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the node, which stops us
     signal.signal(signal.SIGTERM, stopping)
