@@ -1,6 +1,7 @@
 """Which cores evaluate (``NodeConfig.evaluation_cpus``): the workers' evaluation threads (``cu/_lanes.py``)
-run on those CPUs only, and every other thread of the node (its listeners, the shards, the workers' main
-threads, ZeroMQ's I/O threads) on the rest of the machine's CPUs.
+run on those CPUs only, and evaluate every message (a worker's main thread then runs no small message
+itself: ``Worker.inline``), and every other thread of the node (its listeners, the shards, the workers'
+main threads, ZeroMQ's I/O threads) on the rest of the machine's CPUs.
 
 A serial round trip wakes several threads while its message is evaluated: the acknowledgement's path, the
 result's listener, the waiting caller. Left to the kernel, a wake-up often queues on the core that runs

@@ -87,4 +87,21 @@ def test_evaluation_threads_run_on_their_cpus_and_every_other_thread_off_them(tm
             found = list(_threads(worker["pid"]).values())
             assert found.count(frozenset({lane})) == 3  # its evaluation threads (worker_threads)
             assert [cpus for cpus in found if cpus != {lane}] and all(cpus == rest for cpus in found if cpus != {lane})
+        # Small messages too are evaluated on the lanes: a worker's main thread, which runs them itself
+        # otherwise, stays off the evaluation CPUs.
+        worker = workers[0]["pid"]
+        lanes = [task for task, cpus in _threads(worker).items() if cpus == {lane}]
+        before_lanes, before_main = sum(_ran_ns(worker, task) for task in lanes), _ran_ns(worker, worker)
+        acks = node.send_many([(pid, {"Action": "Inc"}, "") for pid in pids] * 500)
+        assert [result.output for result in node.results(acks[-4:])] == ["501"] * 4
+        on_lanes = sum(_ran_ns(worker, task) for task in lanes) - before_lanes
+        on_main = _ran_ns(worker, worker) - before_main
+        # about 1:6 here; with the main thread evaluating the processes it holds loaded, 1:3
+        assert on_main < on_lanes / 4, (on_main, on_lanes)
     assert os.sched_getaffinity(0) == CPUS
+
+
+def _ran_ns(pid: int, task: int) -> int:
+    """Nanoseconds thread ``task`` of ``pid`` has run on a CPU (the scheduler's own count)."""
+    with open(f"/proc/{pid}/task/{task}/schedstat") as stat:
+        return int(stat.read().split()[0])

@@ -333,7 +333,10 @@ class Worker:
 
     def inline(self, pid: str, ops: list[Op]) -> bool:
         """Whether the main thread may run this turn itself: a loaded process whose messages run held
-        (HELD_FUEL bounds how long each keeps the thread), taking assignments only."""
+        (HELD_FUEL bounds how long each keeps the thread), taking assignments only; never when the
+        evaluation has CPUs of its own (``evaluation_cpus``), which the main thread keeps off."""
+        if self.config.evaluation_cpus:
+            return False
         process = self.processes.get(pid)
         return process is not None and process.held > 0 and all(kind == ASSIGN for kind, _ in ops)
 
