@@ -231,3 +231,23 @@ def test_the_round_trip_takes_its_modes_count_or_fewer_messages(argv: list[str],
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     assert make_plan(parser.parse_args([*argv, "--workloads", "noop"])).trips() == trips
+
+
+def test_the_vms_own_counter_spread_is_measured_and_reported_beside_the_target() -> None:
+    """The in-process ceiling at each process count (the best of its runs, the runs interleaved), and the
+    report's sentence with its 10,000 / 100 under the targets."""
+    from actorao.bench._driver import CEILING_RUNS, ceiling_spread
+    from actorao.bench._report import markdown, summarize
+
+    ticks: list[int] = []
+    spread = ceiling_spread("counter", [1, 40], 200, ticks.append)
+    assert set(spread) == {"1", "40"} and all(0 < rate < float("inf") for rate in spread.values())
+    assert sum(ticks) == 2 * CEILING_RUNS * 200
+    doc = {"meta": {"started": "-", "machine": "-", "actorao": "-", "python": "-", "command": "-"}, "cases": [],
+           "baselines": [], "sweeps": [], "summary": summarize([], []),
+           "counter_ceiling": {"100": 60_000.0, "10000": 48_000.0}}
+    report = markdown(doc)
+    assert "runs `counter` on 10,000 processes at **0.80x** its rate on 100 (48,000 against 60,000 msgs/s)" in report
+    assert report.index("## Targets") < report.index("**0.80x**") < report.index("## Workloads")
+    doc["counter_ceiling"] = None
+    assert "The VM alone" not in markdown(doc)

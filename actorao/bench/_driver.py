@@ -397,6 +397,28 @@ class BaselineResult:
     checksum: str
 
 
+def ceiling_spread(workload_name: str, counts: Sequence[int], messages: int,
+                   tick: Callable[[int], None]) -> dict[str, float]:
+    """The in-process ceiling (one core, a plain loop) at each process count of ``counts``, the best of
+    CEILING_RUNS each, interleaved, in msgs/s by count: how much the VM alone slows as its instances
+    spread (each call then touches another instance's store and memory, cold in the CPU's caches).
+    The counter target's 10,000 / 100 has this as its bound from evaluation itself."""
+    workload = WORKLOADS[workload_name]
+    wasm = workload.module()
+    bodies, env = module_bodies(workload, messages, 0)
+    best = dict.fromkeys(counts, 0.0)
+    checksums: set[str] = set()
+    for _ in range(CEILING_RUNS):
+        for count in counts:
+            run = baselines.ceiling(wasm, bodies, env, count)
+            best[count] = max(best[count], run.rate)
+            checksums.add(f"{count}:{run.checksum}")
+            tick(messages)
+    if len(checksums) != len(counts):
+        raise ActoraoError("the in-process ceiling computed other results from one run to the next")
+    return {str(count): rate for count, rate in best.items()}
+
+
 def run_baselines(workload_name: str, workers_list: Sequence[int], processes: int, messages: int,
                   include: Sequence[str], tick: Callable[[int], None]) -> list[BaselineResult]:
     """Each baseline of ``include`` on the workload's module, for each worker count (the ceiling

@@ -23,7 +23,7 @@ from actorao.bench import _ao_loader as ao_loader
 from actorao.bench import _baselines as baselines
 from actorao.bench import _llm as llm
 from actorao.bench import _round_trip as round_trip
-from actorao.bench._driver import CEILING_RUNS, Case, CaseResult, run_baselines, run_case, run_sweep
+from actorao.bench._driver import CEILING_RUNS, Case, CaseResult, ceiling_spread, run_baselines, run_case, run_sweep
 from actorao.bench._report import target_figures, write
 from actorao.bench._workloads import WORKLOADS, aos_module, aos_module_path
 
@@ -236,6 +236,11 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
     lane = max(os.sched_getaffinity(0)) if len(os.sched_getaffinity(0)) > 1 else None  # the pinned trip's CPU
     if plan.round_trip:
         total += plan.trips() * (1 if lane is None else 2)
+    # The counter target's two process counts, when the run has both and the ceiling: the VM's own ratio there
+    spread_counts = [100, 10_000] if "in-process ceiling" in plan.baselines and {100, 10_000} <= {
+        c.processes for c in plan.cases if c.workload == "counter"} else []
+    total += len(spread_counts) * CEILING_RUNS * plan.messages("counter") if spread_counts else 0
+    spread: dict[str, float] | None = None
     results: list[CaseResult] = []
     ray_results: list[CaseResult] = []  # the cases on Ray-placed workers, beside the local ones
     failures: list[str] = []
@@ -278,6 +283,12 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
                 failures.append(f"{name} baselines: {type(exc).__name__}: {exc}")
                 continue
             found_baselines += [asdict(one) for one in found]
+        if spread_counts:
+            progress.update(task, description="counter: the in-process ceiling at 100 and 10,000 processes")
+            try:
+                spread = ceiling_spread("counter", spread_counts, plan.messages("counter"), tick)
+            except Exception as exc:
+                failures.append(f"counter ceiling spread: {type(exc).__name__}: {exc}")
         if plan.ao_loader:
             progress.update(task, description="aos: our VM against ao's loader")
             try:
@@ -339,6 +350,7 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
         "baselines": found_baselines,
         "aos_loader": loader_rows,
         "round_trip": trip,
+        "counter_ceiling": spread,
         "llm": llm_row,
         "sweeps": sweeps,
         "skipped": plan.skipped,
