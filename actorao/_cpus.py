@@ -16,12 +16,15 @@ afterwards start where it is.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterable, Iterator
 
 from actorao._exceptions import InvalidMessage
 
 __all__ = ["parse", "pin", "pinned", "rest_of"]
+
+log = logging.getLogger(__name__)
 
 
 def parse(text: str) -> frozenset[int]:
@@ -54,11 +57,20 @@ def rest_of(evaluation: Iterable[int]) -> frozenset[int]:
     return rest
 
 
-def pin(cpus: Iterable[int]) -> None:
-    """The calling thread, and the threads it starts from now on, run on ``cpus`` only. Nothing when empty."""
+def pin(cpus: Iterable[int]) -> bool:
+    """The calling thread, and the threads it starts from now on, run on ``cpus`` only. Nothing when empty.
+    A set the kernel refuses (the machine's CPUs changed under a running node: a cpuset shrank, a CPU
+    went offline) leaves the thread where it was, with a warning: a worker or shard that restarts then
+    still runs, unpinned, rather than failing its every start. Returns whether the thread is on ``cpus``."""
     cpus = frozenset(cpus)
-    if cpus:
+    if not cpus:
+        return False
+    try:
         os.sched_setaffinity(0, cpus)
+    except OSError as exc:
+        log.warning("cannot keep this thread on CPUs %s (%s): it runs where it was", _spelled(cpus), exc)
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from actorao import InvalidMessage, Node, NodeConfig
-from actorao._cpus import parse
+from actorao._cpus import parse, pin, pinned
 
 CPUS = frozenset(os.sched_getaffinity(0))
 two_cpus = pytest.mark.skipif(len(CPUS) < 2, reason="a split of the cores needs two of them")
@@ -21,6 +21,19 @@ def test_cpu_lists_parse_as_the_kernel_spells_them() -> None:
     for text in ("", "a", "3-", "4-2", "1,,2", "-1"):
         with pytest.raises(ValueError):
             parse(text)
+
+
+def test_a_set_the_kernel_refuses_leaves_the_thread_where_it_was(caplog: pytest.LogCaptureFixture) -> None:
+    """A restarted worker or shard whose CPUs went away runs unpinned, with a warning, rather than dying."""
+    gone = max(CPUS) + 1000
+    with caplog.at_level("WARNING", logger="actorao._cpus"):
+        assert pin({gone}) is False
+    assert os.sched_getaffinity(0) == CPUS
+    assert f"cannot keep this thread on CPUs {gone}" in caplog.text
+    assert pin(()) is False and os.sched_getaffinity(0) == CPUS
+    with pinned({min(CPUS)}):
+        assert os.sched_getaffinity(0) == {min(CPUS)}
+    assert os.sched_getaffinity(0) == CPUS
 
 
 def test_evaluation_cpus_come_from_the_environment_or_as_numbers() -> None:
