@@ -155,6 +155,8 @@ def test_bad_arguments_get_one_clear_line(tmp_path: Path) -> None:
         (["--workloads", "noop,nope"], "no workload 'nope'"),
         (["--baselines", "dask"], "no baseline 'dask'"),
         (["--quick", "--smoke"], "choose one of --quick and --smoke"),
+        (["--evaluation-cpus", "fast"], "--evaluation-cpus: 'fast' is not a CPU number"),
+        (["--evaluation-cpus", ",".join(map(str, sorted(os.sched_getaffinity(0))))], "leave at least one"),
     ]:
         done = subprocess.run([sys.executable, "-m", "actorao.cli", "bench", *args, "--out", str(tmp_path)],
                               capture_output=True, text=True, timeout=60)
@@ -251,3 +253,29 @@ def test_the_vms_own_counter_spread_is_measured_and_reported_beside_the_target()
     assert report.index("## Targets") < report.index("**0.80x**") < report.index("## Workloads")
     doc["counter_ceiling"] = None
     assert "The VM alone" not in markdown(doc)
+
+
+def test_evaluation_cpus_go_to_every_local_case_and_never_to_a_ray_placed_one() -> None:
+    import argparse
+    from dataclasses import replace
+
+    from actorao.bench import _baselines as baselines
+    from actorao.bench._driver import CaseResult
+    from actorao.bench._run import add_arguments, make_plan
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    lane = max(os.sched_getaffinity(0))
+    plan = make_plan(parser.parse_args(["--smoke", "--workloads", "noop", "--no-baselines", "--no-sweep",
+                                        "--evaluation-cpus", str(lane)]))
+    assert plan.cases and all(case.evaluation_cpus == {lane} for case in plan.cases)
+    assert plan.cases[0].label.endswith(f", evaluating on CPU {lane}")
+    if baselines.ray_available():  # Ray places its workers: the pin is for this machine's only
+        on_ray = make_plan(parser.parse_args(["--smoke", "--workloads", "noop", "--no-baselines", "--no-sweep",
+                                              "--evaluation-cpus", str(lane), "--ray", "local"]))
+        assert {(case.ray, case.evaluation_cpus) for case in on_ray.cases} == {(False, frozenset({lane})), (True, None)}
+    unset = make_plan(parser.parse_args(["--smoke", "--workloads", "noop", "--no-baselines", "--no-sweep"]))
+    assert all(case.evaluation_cpus is None and "evaluating" not in case.label for case in unset.cases)
+    result = CaseResult(plan.cases[0], 1.0, 1.0, 1, {}, 1.0, 0, 0.1, 0)
+    assert result.as_json()["evaluation_cpus"] == [lane]
+    assert "evaluation_cpus" not in replace(result, case=unset.cases[0]).as_json()

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from actorao import Future
+from actorao import Future, _cpus
 from actorao._exceptions import ActoraoError, Timeout
 from actorao.bench import _baselines as baselines
 from actorao.bench._workloads import WORKLOADS, Prepared, Workload
@@ -40,6 +40,8 @@ class Case:
     schedulers: int | None = None  # scheduler shards; None: the node's default
     ray: bool = False  # the workers are Ray actors, on the Ray cluster the run joined
     threads: int | None = None  # each worker's evaluation threads; None: the node's default
+    # NodeConfig.evaluation_cpus of the case's node (the driver's sending thread keeps off them too)
+    evaluation_cpus: frozenset[int] | None = None
 
     @property
     def label(self) -> str:
@@ -47,7 +49,8 @@ class Case:
         threads = f" of {self.threads} thread(s)" if self.threads else ""
         shards = f", {self.schedulers} shard(s)" if self.schedulers else ""
         ray = ", on Ray" if self.ray else ""
-        return f"{self.workload}: {self.processes} proc{size}, {self.workers} worker(s){threads}{shards}{ray}"
+        cpus = f", evaluating on CPU {','.join(map(str, sorted(self.evaluation_cpus)))}" if self.evaluation_cpus else ""
+        return f"{self.workload}: {self.processes} proc{size}, {self.workers} worker(s){threads}{shards}{ray}{cpus}"
 
 
 @dataclass
@@ -71,6 +74,9 @@ class CaseResult:
     def as_json(self) -> dict[str, Any]:
         doc = asdict(self)
         doc.update(doc.pop("case"))
+        cpus = doc.pop("evaluation_cpus")
+        if cpus is not None:  # only where it was set: a run's JSON keeps its shape otherwise
+            doc["evaluation_cpus"] = sorted(cpus)
         return doc
 
 
@@ -280,7 +286,9 @@ def _node(case: Case, root: Path, ray_here: bool = False) -> Iterator[Node]:
                             ray_worker_path=str(Path(path) / "ray") if ray_here else None)
         if case.threads is not None:
             config = config.replace(worker_threads=case.threads)
-        with Node(config) as node:
+        if case.evaluation_cpus is not None:
+            config = config.replace(evaluation_cpus=case.evaluation_cpus)
+        with Node(config) as node, _cpus.pinned(node.control_cpus or ()):
             yield node
 
 

