@@ -70,12 +70,16 @@ def _aos_wasm() -> bytes:
 
 def measure(trips: int, evaluation_cpus: str | None = None) -> dict[str, Any]:
     """The trip's p50s (``actorao/bench/_round_trip.py``), on the actorao of this interpreter, given the
-    env's maker where that actorao keeps it; with ``evaluation_cpus`` (``2`` or ``2,3``) set on the node."""
+    env's maker where that actorao keeps it; with ``evaluation_cpus`` (``2``, ``2,3`` or ``2-3``) set on the node."""
     try:
         from actorao.message import process_env
     except ImportError:  # before it moved there
         process_env = importlib.import_module("actorao.cu._process").process_env
-    pinned = {} if evaluation_cpus is None else {"evaluation_cpus": frozenset(map(int, evaluation_cpus.split(",")))}
+    pinned: dict[str, Any] = {}
+    if evaluation_cpus is not None:  # only this checkout's side: a baseline's actorao may not have it
+        from actorao._cpus import parse
+
+        pinned["evaluation_cpus"] = parse(evaluation_cpus)
     with tempfile.TemporaryDirectory() as folder:
         found: dict[str, Any] = _TRIP.measure(_aos_wasm(), trips, Path(folder) / "node", env_of=process_env,
                                               **pinned)
@@ -228,7 +232,7 @@ def main() -> int:
     parser.add_argument("--one", action="store_true", help="measure once here, print one JSON line")
     parser.add_argument("--hops", action="store_true", help="where a trip's time goes, hop by hop, on each side")
     parser.add_argument("--evaluation-cpus", metavar="CPUS",
-                        help="also run this checkout with the node's evaluation_cpus set to CPUS (2 or 2,3)")
+                        help="also run this checkout with the node's evaluation_cpus set to CPUS (2, 2,3 or 2-3)")
     args = parser.parse_args()
     if args.one:
         print(orjson.dumps(measure(args.trips, args.evaluation_cpus)).decode(), flush=True)
