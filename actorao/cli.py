@@ -45,7 +45,7 @@ def demo(config: NodeConfig, processes: int, messages: int, batch: int) -> int:
     with Node(config) as node:
         _keep_off_evaluation(node)
         earlier = len(node.processes())
-        print(f"node at {path}: {node.workers} workers, {earlier} processes already there, "
+        print(f"node at {path}: {node.workers} workers{_where(node)}, {earlier} processes already there, "
               f"up in {time.perf_counter() - started:.2f} s")
         pids = [node.spawn(examples.wasm("counter"), {"Name": f"counter-{i}"}) for i in range(processes)]
         print(f"spawned {processes} counter processes")
@@ -91,6 +91,14 @@ def _node_config(args: argparse.Namespace) -> NodeConfig:
     return NodeConfig.from_env(**{name: getattr(args, name, None) for name in flags})
 
 
+def _where(node: Node) -> str:
+    """``evaluating on CPU 1, the rest on 0``, for a status line, when evaluation_cpus is set."""
+    if node.control_cpus is None or node.config.evaluation_cpus is None:
+        return ""
+    return (f" evaluating on CPU {','.join(map(str, sorted(node.config.evaluation_cpus)))}, the rest on "
+            f"{','.join(map(str, sorted(node.control_cpus)))}")
+
+
 def _keep_off_evaluation(node: Node) -> None:
     """With evaluation_cpus set, this whole process (its HTTP server, the demo's sending and waiting
     threads) runs on the other CPUs, as the node's own threads do."""
@@ -123,7 +131,7 @@ def run_node(args: argparse.Namespace) -> int:
     with Node(config) as node:
         _keep_off_evaluation(node)
         url = http_url(config.host, config.port)
-        print(f"actorao node {node.identity} at {config.path}: {node.workers} workers, "
+        print(f"actorao node {node.identity} at {config.path}: {node.workers} workers{_where(node)}, "
               f"{len(node.processes())} processes; AO HTTP API on {url}, dashboard on {url}/dashboard "
               f"(signatures {'verified' if config.verify else 'NOT verified'})", file=sys.stderr, flush=True)
         stop = threading.Event()

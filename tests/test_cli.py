@@ -43,6 +43,8 @@ def test_the_demo_runs_with_evaluation_cpus_and_a_bad_set_is_named(tmp_path: Pat
                        "--workers", "2", "--evaluation-cpus", str(cpus[-1]))
         assert done.returncode == 0, done.stderr
         assert "check: every one of the 3 counters holds exactly what it was sent" in done.stdout
+        rest = ",".join(map(str, cpus[:-1]))
+        assert f"2 workers evaluating on CPU {cpus[-1]}, the rest on {rest}, 0 processes already there" in done.stdout
     every = actorao("demo", "--path", str(tmp_path / "other"), "--evaluation-cpus", ",".join(map(str, cpus)))
     assert every.returncode == 1 and "evaluation_cpus: " in every.stderr and "leave at least one" in every.stderr
     wrong = actorao("demo", "--path", str(tmp_path / "other"), "--evaluation-cpus", "the fast ones")
