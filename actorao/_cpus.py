@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 
 from actorao._exceptions import InvalidMessage
 
-__all__ = ["parse", "pin", "pinned", "rest_of"]
+__all__ = ["parse", "pin", "pinned", "rest_of", "spelled"]
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,10 @@ def rest_of(evaluation: Iterable[int]) -> frozenset[int]:
     missing = sorted(evaluation - available)
     if missing:
         raise InvalidMessage("evaluation_cpus", f"CPU {', '.join(map(str, missing))} is not one this process may "
-                             f"use (it may use {_spelled(available)})")
+                             f"use (it may use {spelled(available)})")
     rest = available - evaluation
     if not rest:
-        raise InvalidMessage("evaluation_cpus", f"{_spelled(evaluation)} is every CPU this process may use: leave "
+        raise InvalidMessage("evaluation_cpus", f"{spelled(evaluation)} is every CPU this process may use: leave "
                              "at least one for the node's other threads, or leave evaluation_cpus unset")
     return rest
 
@@ -68,7 +68,7 @@ def pin(cpus: Iterable[int]) -> bool:
     try:
         os.sched_setaffinity(0, cpus)
     except OSError as exc:
-        log.warning("cannot keep this thread on CPUs %s (%s): it runs where it was", _spelled(cpus), exc)
+        log.warning("cannot keep this thread on CPUs %s (%s): it runs where it was", spelled(cpus), exc)
         return False
     return True
 
@@ -89,5 +89,6 @@ def pinned(cpus: Iterable[int]) -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
-def _spelled(cpus: Iterable[int]) -> str:
+def spelled(cpus: Iterable[int]) -> str:
+    """A set of CPUs as ``parse`` reads it back: ``1,3,4``."""
     return ",".join(map(str, sorted(cpus)))

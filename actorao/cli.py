@@ -95,8 +95,8 @@ def _where(node: Node) -> str:
     """``evaluating on CPU 1, the rest on 0``, for a status line, when evaluation_cpus is set."""
     if node.control_cpus is None or node.config.evaluation_cpus is None:
         return ""
-    return (f" evaluating on CPU {','.join(map(str, sorted(node.config.evaluation_cpus)))}, the rest on "
-            f"{','.join(map(str, sorted(node.control_cpus)))}")
+    evaluation, control = _cpus.spelled(node.config.evaluation_cpus), _cpus.spelled(node.control_cpus)
+    return f" evaluating on CPU {evaluation}, the rest on {control}"
 
 
 def _keep_off_evaluation(node: Node) -> None:

@@ -49,7 +49,7 @@ class Case:
         threads = f" of {self.threads} thread(s)" if self.threads else ""
         shards = f", {self.schedulers} shard(s)" if self.schedulers else ""
         ray = ", on Ray" if self.ray else ""
-        cpus = f", evaluating on CPU {','.join(map(str, sorted(self.evaluation_cpus)))}" if self.evaluation_cpus else ""
+        cpus = f", evaluating on CPU {_cpus.spelled(self.evaluation_cpus)}" if self.evaluation_cpus else ""
         return f"{self.workload}: {self.processes} proc{size}, {self.workers} worker(s){threads}{shards}{ray}{cpus}"
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from actorao import _cpus
+
 # 1 / the busiest OS process's CPU seconds per noop message: not a ratio but a rate (msgs/s), the best
 # over the noop cases run. Sharded (--schedulers) and with workers to spare, each process carries a share
 # of the messages: what a box with a core for each of them could reach.
@@ -197,7 +199,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "are against 1 worker of the same row."
         + (f" Each worker has {meta['worker_threads']} evaluation thread(s) (`--threads`): with more than one, one "
            "worker can use more than one core." if "worker_threads" in meta else "")
-        + (f" Every case's node evaluated on CPU {','.join(map(str, meta['evaluation_cpus']))} only, and ran "
+        + (f" Every case's node evaluated on CPU {_cpus.spelled(meta['evaluation_cpus'])} only, and ran "
            "everything else (the driver too) on the other CPUs (`--evaluation-cpus`)." if meta.get("evaluation_cpus")
            else ""),
         "",
@@ -360,7 +362,7 @@ def _spread_lines(spread: dict[str, float] | None) -> list[str]:
 def _pinned_trip_lines(pinned: dict[str, Any] | None) -> list[str]:
     if not pinned:
         return []
-    cpus = ",".join(map(str, pinned["evaluation_cpus"]))
+    cpus = _cpus.spelled(pinned["evaluation_cpus"])
     return [f"| round trip, evaluation_cpus {cpus} | {pinned['trip_ms']:.3f} | {pinned['trip_p90_ms']:.3f} |",
             f"| evaluation in this process, off CPU {cpus} | {pinned['eval_ms']:.3f} | {pinned['eval_p90_ms']:.3f} |",
             f"| added by the node, evaluation_cpus {cpus} | {pinned['added_ms']:.3f} | |", "",
