@@ -12,6 +12,7 @@ import argparse
 import collections
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -425,6 +426,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # whoever read the output has gone (``actorao demo | head -1``): stop, quietly
+        _drop_stdout()
+        return 128 + signal.SIGPIPE  # what a shell reports for a command that SIGPIPE ended
+
+
+def _drop_stdout() -> None:
+    """Point standard output at /dev/null: what is still buffered for the closed pipe, flushed as the
+    interpreter exits, would raise once more there, with a traceback of its own."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, sys.stdout.fileno())
+    finally:
+        os.close(null)
 
 
 if __name__ == "__main__":

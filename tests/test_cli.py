@@ -51,6 +51,20 @@ def test_the_demo_runs_with_evaluation_cpus_and_a_bad_set_is_named(tmp_path: Pat
     assert wrong.returncode == 1 and "evaluation_cpus: 'the fast ones' is not a CPU number" in wrong.stderr
 
 
+def test_the_demo_stops_quietly_when_its_reader_has_gone(tmp_path: Path) -> None:
+    # As in ``actorao demo | head -1``: the pipe is closed before the first line, so every print fails.
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, "-m", "actorao.cli", "demo", "--path", str(tmp_path / "node"),
+                               "--processes", "2", "--messages", "20", "--workers", "1"],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    finally:
+        os.close(write)
+    assert done.returncode == 141, done.stderr  # 128 + SIGPIPE, as a shell reports a command that SIGPIPE ended
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+
+
 def test_tree_prints_the_live_supervision_tree(tmp_path: Path) -> None:
     done = actorao("tree", "--path", str(tmp_path / "node"), "--workers", "2", "--schedulers", "2")
     assert done.returncode == 0, done.stderr
