@@ -219,14 +219,15 @@ def test_the_same_log_gives_the_same_memory_after_every_message_and_after_every_
         failures += b'"Error"' in results[0][0][1]
         processes = [worker.hosted(pid) for worker in workers]
         assert processes[0] is not None and processes[1] is not None
-        live = processes[0].instance.digest()
-        assert processes[1].instance.digest() == live, f"memories differ after slot {split_key(key)[1]}"
+        # compared as they are: hashing each memory after every message was most of this test's time
+        live = processes[0].instance
+        assert processes[1].instance.same_state(live), f"memories differ after slot {split_key(key)[1]}"
         if processes[0].checkpoint_slot == split_key(key)[1]:  # a checkpoint was just taken: restore it
             loaded = checkpoints.load(first, pid)
             assert loaded is not None and loaded[0] == split_key(key)[1]
             fresh = Instance(processes[0].compiled, memory_limit=limits.memory, fuel=limits.fuel)
             fresh.restore(loaded[1])
-            assert fresh.digest() == live, f"restore differs at slot {loaded[0]}"
+            assert fresh.digest() == live.digest(), f"restore differs at slot {loaded[0]}"
             restored_checkpoints += 1
     assert restored_checkpoints == 8 and failures >= 20
 

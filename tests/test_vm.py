@@ -116,6 +116,30 @@ def test_snapshot_restores_memory_exactly_even_after_growth() -> None:
     assert orjson.loads(Evaluator().evaluate(fresh, msg("Get"), ENV)[0])["Output"] == "1"
 
 
+def test_same_state_says_what_equal_digests_say_for_memory_globals_and_size() -> None:
+    compiled = compile_module(bytes(wasmtime.wat2wasm(GLOBAL_COUNTER)))  # a global count, and a memory that can grow
+    one, other = Instance(compiled, memory_limit=LIMIT), Instance(compiled, memory_limit=LIMIT)
+
+    def both_ways() -> bool:
+        same = one.same_state(other)
+        assert other.same_state(one) is same and same is (one.digest() == other.digest())
+        return same
+
+    assert both_ways()
+    one.call(msg("Inc"), ENV, 10**9)
+    assert not both_ways()  # the global differs
+    other.call(msg("Inc"), ENV, 10**9)
+    assert both_ways()
+    one.call(msg("Inc", "x" * 5000), ENV, 10**9)  # the same count; the message ends on a page the other never touched
+    other.call(msg("Inc"), ENV, 10**9)
+    assert not both_ways()
+    grown, fresh = Instance(compiled, memory_limit=LIMIT), Instance(compiled, memory_limit=LIMIT)
+    assert grown.same_state(fresh)
+    with pytest.raises(Trap):
+        grown.call(msg("Grow"), ENV, 10**9)
+    assert grown.memory_size() > fresh.memory_size() and not grown.same_state(fresh) and not fresh.same_state(grown)
+
+
 def test_memory_limit_caps_growth() -> None:
     instance = Instance(compile_module(examples.wasm("trapper")), memory_limit=4 * 65536)
     with pytest.raises(Trap):

@@ -29,7 +29,16 @@ from actorao._exceptions import ActoraoError, ComputeLimitExceeded, Trap
 from actorao.vm._engine import engine
 from actorao.vm._module import CompiledModule
 from actorao.vm._pages import PAGE as PAGE_4K
-from actorao.vm._pages import address, copy_runs, merge_runs, new_buffer, page_runs, restore_pages, touched_runs
+from actorao.vm._pages import (
+    address,
+    copy_runs,
+    equal_runs,
+    merge_runs,
+    new_buffer,
+    page_runs,
+    restore_pages,
+    touched_runs,
+)
 
 _libc = ctypes.CDLL(None)
 _memchr = _libc.memchr
@@ -341,6 +350,15 @@ class Instance:
         base, size = self._base()
         values = self._state()
         return memory_digest(memoryview((ctypes.c_char * size).from_address(base)), values)
+
+    def same_state(self, other: Instance) -> bool:
+        """Whether ``other`` holds the same memory and globals as this instance, as equal ``digest``s
+        say, at the speed of a compare: only the pages either has touched are read (the rest are zeros
+        on both sides). A replay checked against the live process after every message, say."""
+        (base, size), (other_base, other_size) = self._base(), other._base()
+        if size != other_size or self._state() != other._state():
+            return False
+        return equal_runs(base, other_base, merge_runs(self._touched(base, size), other._touched(other_base, size)))
 
     # -- calls ----------------------------------------------------------------------------------
     @staticmethod

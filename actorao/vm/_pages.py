@@ -177,6 +177,11 @@ def merge_runs(*groups: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
+def equal_runs(first: int, second: int, runs: list[tuple[int, int]]) -> bool:
+    """Whether the bytes at ``first`` and at ``second`` are the same over the given runs."""
+    return not any(_memcmp(first + at, second + at, length) for at, length in runs)
+
+
 def copy_runs(target: int, source: int, runs: list[tuple[int, int]]) -> list[int]:
     """``copy_pages`` over the given runs only: the pages outside them are equal on both sides."""
     changed: list[int] = []
