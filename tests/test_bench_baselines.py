@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+from typing import Any
 
 import orjson
 import pytest
@@ -92,14 +93,18 @@ def test_pykka_actors_do_the_ceilings_work(
     check(run, "pykka ThreadingActor", workers, reference)
 
 
-def test_ray_actors_do_the_ceilings_work_or_are_absent(work: tuple[bytes, list[bytes]], reference: BaselineRun) -> None:
+@pytest.mark.parametrize(("baseline", "name"), [(ray_actors, "Ray actors"),
+                                                (ray_actors_per_message, "Ray actors, a call per message")])
+def test_ray_actors_do_the_ceilings_work_or_are_absent(
+    work: tuple[bytes, list[bytes]], reference: BaselineRun, baseline: Any, name: str
+) -> None:
     wasm, messages = work
-    run = ray_actors(wasm, messages, ENV, 2, processes=PROCESSES)
+    run = baseline(wasm, messages, ENV, 2, processes=PROCESSES)
     if not ray_available():
         assert run is None
         return
     assert run is not None
-    check(run, "Ray actors", 2, reference)
+    check(run, name, 2, reference)
 
 
 def test_more_workers_than_processes_and_a_bad_module(work: tuple[bytes, list[bytes]]) -> None:
