@@ -138,6 +138,9 @@ def test_same_state_says_what_equal_digests_say_for_memory_globals_and_size() ->
     with pytest.raises(Trap):
         grown.call(msg("Grow"), ENV, 10**9)
     assert grown.memory_size() > fresh.memory_size() and not grown.same_state(fresh) and not fresh.same_state(grown)
+    nan = compile_module(bytes(wasmtime.wat2wasm(GLOBAL_COUNTER.replace("(f64.const inf)", "(f64.const nan)"))))
+    one, other = Instance(nan, memory_limit=LIMIT), Instance(nan, memory_limit=LIMIT)
+    assert one.same_state(other) and one.digest() == other.digest()  # a NaN global is the same NaN, as in a digest
 
 
 def test_memory_limit_caps_growth() -> None:
