@@ -9,7 +9,8 @@ cores sleep (a VM's vCPUs halt), each wake-up costs a good part of 0.1 ms, so th
 trip's hops put under its added time.
 
 Each round trip here is one small frame there and back (PUSH/PULL pairs, or a SOCK_SEQPACKET pair), after
-``gap`` ms of sleep. Prints one JSON line per gap: the p50 and p90 of each, in ms, and their ratio.
+``gap`` ms of sleep. Prints one JSON line per gap: the p50 and p90 of each, in ms, and their ratio. The
+measurement is ``actorao/bench/_ipc.py``'s, which ``actorao bench`` also runs beside its round trip.
 
     python bench/ipc_wake.py [--trips 300] [--gaps 0,1,5]
 """
@@ -17,78 +18,12 @@ Each round trip here is one small frame there and back (PUSH/PULL pairs, or a SO
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import socket
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-import zmq
 
-
-def _echo_socket(peer: socket.socket) -> None:
-    while (frame := peer.recv(64)) != b"stop":
-        peer.send(frame)
-
-
-def _echo_zmq(inbound: str, outbound: str) -> None:
-    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    pull, push = context.socket(zmq.PULL), context.socket(zmq.PUSH)
-    pull.connect(inbound)
-    push.connect(outbound)
-    while (frame := pull.recv()) != b"stop":
-        push.send(frame)
-    pull.close(linger=0)
-    push.close(linger=1000)
-    context.term()
-
-
-def _trips(send: Callable[[bytes], object], receive: Callable[[], bytes], trips: int, gap: float) -> list[float]:
-    took = []
-    for _ in range(trips):
-        time.sleep(gap)
-        started = time.perf_counter()
-        send(b"ping")
-        if receive() != b"ping":
-            raise SystemExit("the echo answered something else")
-        took.append((time.perf_counter() - started) * 1000)
-    return took
-
-
-def measure(trips: int, gap: float, folder: Path) -> dict[str, float]:
-    """p50 and p90 of ``trips`` round trips, each after ``gap`` seconds of idleness, on both transports."""
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    echo = multiprocessing.Process(target=_echo_socket, args=(theirs,))
-    echo.start()
-    _trips(mine.send, lambda: mine.recv(64), 20, 0)  # both sides warm
-    bare = _trips(mine.send, lambda: mine.recv(64), trips, gap)
-    mine.send(b"stop")
-    echo.join()
-
-    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    push, pull = context.socket(zmq.PUSH), context.socket(zmq.PULL)
-    there, back = f"ipc://{folder}/there", f"ipc://{folder}/back"
-    push.bind(there)
-    pull.bind(back)
-    echo = multiprocessing.Process(target=_echo_zmq, args=(there, back))
-    echo.start()
-    _trips(push.send, pull.recv, 20, 0)
-    zero_mq = _trips(push.send, pull.recv, trips, gap)
-    push.send(b"stop")
-    echo.join()
-    push.close(linger=0)
-    pull.close(linger=0)
-    context.term()
-
-    def p(values: list[float], q: int) -> float:
-        return round(statistics.quantiles(values, n=10)[q - 1], 3)
-
-    return {"gap_ms": gap * 1000, "unix_p50": round(statistics.median(bare), 3), "unix_p90": p(bare, 9),
-            "zmq_p50": round(statistics.median(zero_mq), 3), "zmq_p90": p(zero_mq, 9),
-            "zmq_over_unix": round(statistics.median(zero_mq) / statistics.median(bare), 2)}
+from actorao.bench._ipc import measure
 
 
 def main() -> None:

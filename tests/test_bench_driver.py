@@ -94,8 +94,12 @@ def test_smoke_run_writes_results_report_and_plots(tmp_path: Path) -> None:
         assert pinned_target["measured"] == pinned["added_ms"]
     else:
         assert "pinned" not in trip and pinned_target["measured"] is None
+    # and the transport's own floor beside it: a frame there and back, on ZeroMQ and on a Unix socket
+    hop = trip["hop"]
+    assert hop["gap_ms"] == 1.0 and 0 < hop["zmq_p50"] <= hop["zmq_p90"] and 0 < hop["unix_p50"] <= hop["unix_p90"]
 
     report = (run / "report.md").read_text()
+    assert f"takes **{hop['zmq_p50']:.3f} ms** at p50 on ZeroMQ's ipc transport" in report
     assert report.startswith("# actorao bench")
     for heading in ("## Targets", "## Workloads", "## Where the time goes", "## Baselines",
                     "## aos: our VM against ao's loader", "## aos: a serial round trip", "## Latency against load"):
@@ -275,6 +279,22 @@ def test_the_vms_own_counter_spread_is_measured_and_reported_beside_the_target()
     assert report.index("## Targets") < report.index("**0.80x**") < report.index("## Workloads")
     doc["counter_ceiling"] = None
     assert "The VM alone" not in markdown(doc)
+
+
+def test_the_transports_own_floor_is_reported_under_the_targets_beside_the_round_trip() -> None:
+    from actorao.bench._report import markdown, summarize
+
+    trip = {"trips": 300, "trip_ms": 3.0, "trip_p90_ms": 3.5, "eval_ms": 1.8, "eval_p90_ms": 1.9, "added_ms": 1.2}
+    doc = {"meta": {"started": "-", "machine": "-", "actorao": "-", "python": "-", "command": "-"}, "cases": [],
+           "baselines": [], "sweeps": [], "summary": summarize([], [], round_trip=trip), "round_trip": trip}
+    assert "ZeroMQ" not in markdown(doc)  # not measured: nothing said
+    trip["hop"] = {"gap_ms": 1.0, "unix_p50": 0.02, "unix_p90": 0.03, "zmq_p50": 0.16, "zmq_p90": 0.2,
+                   "zmq_over_unix": 8.0}
+    report = markdown(doc)
+    assert ("its receiver asleep for 1 ms before it, takes **0.160 ms** at p50 on ZeroMQ's ipc transport, which "
+            "every hop of the node takes, against 0.020 ms on a Unix socket (8.0x)") in report
+    assert "about **0.24 ms** of what the node adds to an evaluation is the transport's alone" in report
+    assert report.index("## Targets") < report.index("**0.160 ms**") < report.index("## Workloads")
 
 
 def test_evaluation_cpus_go_to_every_local_case_and_never_to_a_ray_placed_one() -> None:

@@ -1,10 +1,11 @@
-"""bench/ipc_wake.py: both transports echo every frame, and the figures it prints are the trips' own."""
+"""actorao/bench/_ipc.py (bench/ipc_wake.py's, and actorao bench's beside its round trip): both transports
+echo every frame, and the figures it gives are the trips' own."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bench.ipc_wake import measure
+from actorao.bench._ipc import measure
 
 
 def test_both_transports_echo_and_each_figure_comes_from_the_trips(tmp_path: Path) -> None:

@@ -213,6 +213,7 @@ def markdown(doc: dict[str, Any]) -> str:
         met = {True: "yes", False: "**no**", None: "-"}[target["met"]]
         lines.append(f"| {target['target']} | {goal} | {measured} | {met} |")
     lines += _spread_lines(doc.get("counter_ceiling"))
+    lines += _hop_lines(doc.get("round_trip"))
     lines += ["", "## Workloads", "", "| workload | processes | size (B) | workers | msgs/s | speed-up | efficiency "
               "| p50 ms | p99 ms | p99.9 ms | samples | CPU cores | checkpoint bytes |", "|" + "---|" * 13]
     scaling = {(s["workload"], s["processes"], s["size"], s["workers"]): s for s in summary["scaling"]}
@@ -357,6 +358,21 @@ def _spread_lines(spread: dict[str, float] | None) -> list[str]:
             f"at **{spread['10000'] / spread['100']:.2f}x** its rate on 100 ({_fmt_rate(spread['10000'])} against "
             f"{_fmt_rate(spread['100'])} msgs/s): each call touches another instance, cold in the CPU's caches. "
             "That is the bound the target \"counter: 10,000 processes / 100\" has from evaluation itself."]
+
+
+def _hop_lines(trip: dict[str, Any] | None) -> list[str]:
+    """What the transport alone takes for a frame there and back, measured beside the round trip
+    (``_ipc.py``), when it was."""
+    hop = (trip or {}).get("hop")
+    if not hop:
+        return []
+    return ["", f"A frame there and back between two OS processes, its receiver asleep for {hop['gap_ms']:g} ms "
+            f"before it, takes **{hop['zmq_p50']:.3f} ms** at p50 on ZeroMQ's ipc transport, which every hop of the "
+            f"node takes, against {hop['unix_p50']:.3f} ms on a Unix socket ({hop['zmq_over_unix']:.1f}x): ZeroMQ "
+            "wakes an I/O thread on each side besides the receiver. A serial round trip crosses three such hops "
+            "one after the other (caller to shard, shard to worker, worker to caller): about "
+            f"**{1.5 * hop['zmq_p50']:.2f} ms** of what the node adds to an evaluation is the transport's alone, "
+            "before the node does any work of its own."]
 
 
 def _pinned_trip_lines(pinned: dict[str, Any] | None) -> list[str]:

@@ -23,6 +23,7 @@ from actorao._exceptions import InvalidMessage
 from actorao._ray_init import init_ray
 from actorao.bench import _ao_loader as ao_loader
 from actorao.bench import _baselines as baselines
+from actorao.bench import _ipc as ipc
 from actorao.bench import _llm as llm
 from actorao.bench import _round_trip as round_trip
 from actorao.bench._driver import CEILING_RUNS, Case, CaseResult, ceiling_spread, run_baselines, run_case, run_sweep
@@ -39,6 +40,7 @@ _BASELINE_KEYS = {"ceiling": "in-process ceiling", "pool": "multiprocessing.Pool
 # loader's one run adds some 40 s at 200 messages of each kind (11 msgs/s).
 _LOADER_MESSAGES = {"full": 200, "quick": 100, "smoke": 20}
 _LOADER_ROUNDS = {"full": 5, "quick": 3, "smoke": 1}
+_HOP_GAP = 0.001  # s a hop's receiver sleeps before each frame: in a trip, each waits out the others' work
 
 
 @dataclass
@@ -314,6 +316,9 @@ def run(plan: Plan, out_root: Path, command: str) -> tuple[Path, dict[str, Any]]
                     pinned = round_trip.measure(aos_module(), plan.trips(), Path(scratch) / "round-trip-pinned",
                                                 tick, evaluation_cpus=frozenset({lane}))
                     trip["pinned"] = pinned | {"evaluation_cpus": [lane]}
+                # The transport's own floor, in the same run: a frame there and back after a receiver's sleep
+                (Path(scratch) / "ipc").mkdir()
+                trip["hop"] = ipc.measure(plan.trips(), _HOP_GAP, Path(scratch) / "ipc")
             except Exception as exc:
                 failures.append(f"aos serial round trip: {type(exc).__name__}: {exc}")
         if plan.llm:
