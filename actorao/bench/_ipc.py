@@ -22,6 +22,7 @@ from pathlib import Path
 import zmq
 
 _WARM = 20  # trips that are not counted: both sides' first ones
+_PATIENCE = 30.0  # s to wait for the echo to start, or to answer: one that died ends the measurement, not the run
 
 
 def _echo_socket(path: str) -> None:
@@ -63,10 +64,14 @@ def measure(trips: int, gap: float, folder: Path) -> dict[str, float]:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(str(folder / "echo.sock"))
     listener.listen(1)
+    listener.settimeout(_PATIENCE)
     echo = spawn.Process(target=_echo_socket, args=(str(folder / "echo.sock"),), daemon=True)
     echo.start()
-    mine, _ = listener.accept()
-    listener.close()
+    try:
+        mine, _ = listener.accept()
+    finally:
+        listener.close()
+    mine.settimeout(_PATIENCE)
     try:
         _trips(mine.send, lambda: mine.recv(64), _WARM, 0)
         bare = _trips(mine.send, lambda: mine.recv(64), trips, gap)
@@ -77,6 +82,7 @@ def measure(trips: int, gap: float, folder: Path) -> dict[str, float]:
 
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     push, pull = context.socket(zmq.PUSH), context.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVTIMEO, int(_PATIENCE * 1000))
     try:
         there, back = f"ipc://{folder}/there", f"ipc://{folder}/back"
         push.bind(there)
