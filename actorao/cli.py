@@ -12,6 +12,7 @@ import argparse
 import collections
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -426,9 +427,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # whoever read the output has gone (``actorao demo | head -1``): stop, quietly
-        _drop_stdout()
+    except BrokenPipeError:
+        if not _stdout_gone():  # another pipe (a node's connection, say): an error like any other
+            raise
+        _drop_stdout()  # whoever read the output has gone (``actorao demo | head -1``): stop, quietly
         return 128 + signal.SIGPIPE  # what a shell reports for a command that SIGPIPE ended
+
+
+def _stdout_gone() -> bool:
+    """Whether standard output's reader has gone: a pipe or socket with no reader polls as an error."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # replaced by something with no descriptor: not the pipe that broke
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
 def _drop_stdout() -> None:

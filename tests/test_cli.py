@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 
 def actorao(*args: str) -> subprocess.CompletedProcess[str]:
@@ -63,6 +64,19 @@ def test_the_demo_stops_quietly_when_its_reader_has_gone(tmp_path: Path) -> None
         os.close(write)
     assert done.returncode == 141, done.stderr  # 128 + SIGPIPE, as a shell reports a command that SIGPIPE ended
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+
+
+def test_a_broken_pipe_is_taken_as_the_readers_going_only_when_standard_output_has_no_reader(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from actorao import cli
+
+    read, write = os.pipe()
+    with os.fdopen(write, "w") as out:
+        monkeypatch.setattr(sys, "stdout", out)
+        assert not cli._stdout_gone()  # a BrokenPipeError then came from another pipe: raised as it is
+        os.close(read)
+        assert cli._stdout_gone()
 
 
 def test_tree_prints_the_live_supervision_tree(tmp_path: Path) -> None:
