@@ -21,6 +21,8 @@ from pathlib import Path
 
 import zmq
 
+from actorao.bench._round_trip import _p90
+
 _WARM = 20  # trips that are not counted: both sides' first ones
 _PATIENCE = 30.0  # s to wait for the echo to start, or to answer: one that died ends the measurement, not the run
 
@@ -98,9 +100,6 @@ def measure(trips: int, gap: float, folder: Path) -> dict[str, float]:
         pull.close(linger=0)
         context.term()
 
-    def p90(values: list[float]) -> float:
-        return round(statistics.quantiles(values, n=10)[8], 3) if len(values) > 1 else round(values[0], 3)
-
-    return {"gap_ms": gap * 1000, "unix_p50": round(statistics.median(bare), 3), "unix_p90": p90(bare),
-            "zmq_p50": round(statistics.median(zero_mq), 3), "zmq_p90": p90(zero_mq),
+    return {"gap_ms": gap * 1000, "unix_p50": round(statistics.median(bare), 3), "unix_p90": round(_p90(bare), 3),
+            "zmq_p50": round(statistics.median(zero_mq), 3), "zmq_p90": round(_p90(zero_mq), 3),
             "zmq_over_unix": round(statistics.median(zero_mq) / statistics.median(bare), 2)}
